@@ -1,0 +1,29 @@
+# The two commands of the README: `make demo` (the main job) and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+
+.PHONY: setup demo test lint bench clean
+
+$(VENV)/.installed: pyproject.toml scripts/setup.sh
+	bash scripts/setup.sh "$(VENV)" "$(PYTHON)"
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(PY) -m trunkline.demo
+
+test: setup
+	bash scripts/system-deps.sh
+	$(VENV)/bin/ruff check src tests bench
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check src tests bench
+
+bench: setup
+	$(PY) bench/run_mover.py
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache

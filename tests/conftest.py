@@ -1,0 +1,38 @@
+"""Shared fixtures: a real SeaweedFS S3 server on loopback for the whole session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from trunkline.embedded_s3 import EmbeddedS3
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED_DATA = Path(os.environ.get("TRUNKLINE_SHARED_DATA", SHARED / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data (captures, enrichment tables); skip clearly when absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA} (set TRUNKLINE_SHARED_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def s3server(tmp_path_factory):
+    """A real SeaweedFS (weed mini) on free loopback ports, stopped at session end."""
+    srv = EmbeddedS3(data_dir=tmp_path_factory.mktemp("weed"))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def require_tool(name: str) -> str:
+    path = shutil.which(name)
+    if not path:
+        pytest.skip(f"{name} not installed (scripts/system-deps.sh installs it as root)")
+    return path
