@@ -1,0 +1,465 @@
+"""The resume journal: one SQLite file per transfer, keyed by source, destination, options.
+
+Why SQLite in WAL mode with synchronous=NORMAL: every part completion is its own
+transaction, committed before ``part_done`` returns, so a kill -9 of the process loses at
+most the parts in flight (a committed WAL frame is in the OS page cache, which outlives
+the process). A power loss or reboot may drop the last few commits; resume tolerates that
+because parts already on disk are re-checked against their recorded CRC32C and uploads are
+reconciled with ListParts. One connection, guarded by a lock, serves all worker threads.
+
+The journal records facts, not policy: the engine decides what to redo.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "Journal",
+    "JournalInfo",
+    "ObjectRecord",
+    "PartRecord",
+    "PendingUpload",
+    "default_state_dir",
+    "journal_id",
+    "list_journals",
+]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS objects (
+    id        INTEGER PRIMARY KEY,
+    key       TEXT NOT NULL UNIQUE,
+    dst       TEXT NOT NULL,
+    size      INTEGER NOT NULL,
+    etag      TEXT,
+    mtime     REAL,
+    part_size INTEGER NOT NULL,
+    upload_id TEXT,
+    done      INTEGER NOT NULL DEFAULT 0,
+    crc32c    INTEGER,
+    updated   REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS parts (
+    obj_id      INTEGER NOT NULL REFERENCES objects(id) ON DELETE CASCADE,
+    part_number INTEGER NOT NULL,
+    offset      INTEGER NOT NULL,
+    length      INTEGER NOT NULL,
+    crc32c      INTEGER NOT NULL,
+    etag        TEXT,
+    PRIMARY KEY (obj_id, part_number)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS discarded_uploads (
+    upload_id TEXT PRIMARY KEY,
+    key       TEXT NOT NULL,
+    dst       TEXT NOT NULL,
+    at        REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS objects_pending ON objects(done) WHERE upload_id IS NOT NULL;
+"""
+
+
+def journal_id(src: str, dst: str, options: dict[str, Any]) -> str:
+    """sha256 (hex) of the canonical JSON of what decides the layout of a transfer.
+
+    ``options`` holds only what changes parts or results (part size, checksum choice...);
+    flags such as concurrency must stay out, or a rerun with more workers starts over.
+    """
+    canon = json.dumps(
+        {"src": src, "dst": dst, "options": options},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        default=str,
+    )
+    return hashlib.sha256(canon.encode("utf-8")).hexdigest()
+
+
+def default_state_dir() -> Path:
+    """TRUNKLINE_STATE_DIR, else $XDG_STATE_HOME/trunkline, else ~/.local/state/trunkline."""
+    env = os.environ.get("TRUNKLINE_STATE_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_STATE_HOME")
+    if xdg:
+        return Path(xdg).expanduser() / "trunkline"
+    return Path.home() / ".local" / "state" / "trunkline"
+
+
+@dataclass(frozen=True)
+class PartRecord:
+    part_number: int  # 1-based, as in S3
+    offset: int
+    length: int
+    crc32c: int
+    etag: str | None
+
+
+@dataclass(frozen=True)
+class ObjectRecord:
+    """One object of the transfer as the journal knows it.
+
+    ``restarted`` is True when a record existed but the source changed (size, ETag,
+    mtime or part size), so its parts were dropped; ``discarded_upload_id`` is then the
+    old multipart upload, which the engine should abort (it is also kept in
+    ``discarded_uploads()`` until ``forget_upload``).
+    """
+
+    id: int
+    key: str
+    dst: str
+    size: int
+    etag: str | None
+    mtime: float | None
+    part_size: int
+    upload_id: str | None
+    done: bool
+    crc32c: int | None
+    restarted: bool = False
+    discarded_upload_id: str | None = None
+
+
+@dataclass(frozen=True)
+class PendingUpload:
+    obj_id: int
+    key: str
+    dst: str
+    upload_id: str
+
+
+@dataclass(frozen=True)
+class JournalInfo:
+    id: str
+    path: Path
+    src: str
+    dst: str
+    options: dict[str, Any]
+    created: float
+    updated: float
+    objects: int
+    done: int
+    bytes_done: int  # sizes of done objects + recorded parts of unfinished ones
+    pending_uploads: int  # multipart uploads started and not completed (incl. discarded)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    con = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=NORMAL")
+    con.execute("PRAGMA foreign_keys=ON")
+    return con
+
+
+def _sidecars(path: Path) -> list[Path]:
+    return [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
+
+
+class Journal:
+    """A transfer's resume state. Thread-safe; every mutating call commits before returning."""
+
+    def __init__(self, path: Path, con: sqlite3.Connection, jid: str) -> None:
+        self.path = path
+        self.id = jid
+        self._con = con
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def open(cls, state_dir: Path | str, src: str, dst: str, options: dict[str, Any]) -> Journal:
+        """Open (or create) ``state_dir/<journal_id>.sqlite``."""
+        jid = journal_id(src, dst, options)
+        state_dir = Path(state_dir)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        path = state_dir / f"{jid}.sqlite"
+        con = _connect(path)
+        now = time.time()
+        try:
+            con.executescript(_SCHEMA)  # idempotent; executescript runs outside our tx
+            con.execute("BEGIN IMMEDIATE")
+            seed = {
+                "id": jid,
+                "schema": str(SCHEMA_VERSION),
+                "src": src,
+                "dst": dst,
+                "options": json.dumps(options, sort_keys=True, default=str),
+                "created": repr(now),
+            }
+            con.executemany("INSERT OR IGNORE INTO meta(k, v) VALUES (?, ?)", seed.items())
+            con.execute("INSERT OR REPLACE INTO meta(k, v) VALUES ('updated', ?)", (repr(now),))
+            con.execute("COMMIT")
+        except BaseException:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            con.close()
+            raise
+        return cls(path, con, jid)
+
+    @classmethod
+    def fresh(cls, state_dir: Path | str, src: str, dst: str, options: dict[str, Any]) -> Journal:
+        """Delete any journal of this transfer, then open a new one (``--no-resume``).
+
+        Multipart uploads the old journal knew of are forgotten: list them first
+        (``pending_uploads``/``discarded_uploads``) if they should be aborted.
+        """
+        path = Path(state_dir) / f"{journal_id(src, dst, options)}.sqlite"
+        for p in _sidecars(path):
+            p.unlink(missing_ok=True)
+        return cls.open(state_dir, src, dst, options)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._con is not None:
+                self._con.close()
+                self._con = None  # type: ignore[assignment]
+
+    def remove(self) -> None:
+        """Close and delete the journal files (a finished, verified transfer)."""
+        self.close()
+        for p in _sidecars(self.path):
+            p.unlink(missing_ok=True)
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            con = self._con
+            if con is None:
+                raise ValueError("journal is closed")
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                yield con
+                con.execute("UPDATE meta SET v = ? WHERE k = 'updated'", (repr(time.time()),))
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            if self._con is None:
+                raise ValueError("journal is closed")
+            yield self._con
+
+    # ------------------------------------------------------------------ objects
+
+    def meta(self) -> dict[str, str]:
+        with self._read() as con:
+            return dict(con.execute("SELECT k, v FROM meta").fetchall())
+
+    def object(
+        self,
+        key: str,
+        dst: str,
+        size: int,
+        etag: str | None,
+        mtime: float | None,
+        part_size: int,
+    ) -> ObjectRecord:
+        """Get or create the record of ``key``; start it over if the source changed.
+
+        "Changed" means any of size, etag, mtime or part_size differs from the record
+        (pass ``mtime=None`` for sources whose ETag already identifies the content).
+        """
+        now = time.time()
+        with self._tx() as con:
+            row = con.execute(
+                "SELECT id, dst, size, etag, mtime, part_size, upload_id, done, crc32c "
+                "FROM objects WHERE key = ?",
+                (key,),
+            ).fetchone()
+            if row is None:
+                cur = con.execute(
+                    "INSERT INTO objects(key, dst, size, etag, mtime, part_size, updated) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (key, dst, size, etag, mtime, part_size, now),
+                )
+                return ObjectRecord(
+                    cur.lastrowid, key, dst, size, etag, mtime, part_size, None, False, None
+                )
+            oid, odst, osize, oetag, omtime, ops, upload_id, done, crc = row
+            if (osize, oetag, omtime, ops) == (size, etag, mtime, part_size) and odst == dst:
+                return ObjectRecord(
+                    oid, key, dst, size, etag, mtime, part_size, upload_id, bool(done), crc
+                )
+            # Source (or layout, or destination) changed: its parts describe other bytes.
+            con.execute("DELETE FROM parts WHERE obj_id = ?", (oid,))
+            discarded = upload_id if upload_id and not done else None
+            if discarded:
+                con.execute(
+                    "INSERT OR REPLACE INTO discarded_uploads(upload_id, key, dst, at) "
+                    "VALUES (?, ?, ?, ?)",
+                    (discarded, key, odst, now),
+                )
+            con.execute(
+                "UPDATE objects SET dst = ?, size = ?, etag = ?, mtime = ?, part_size = ?, "
+                "upload_id = NULL, done = 0, crc32c = NULL, updated = ? WHERE id = ?",
+                (dst, size, etag, mtime, part_size, now, oid),
+            )
+            return ObjectRecord(
+                oid, key, dst, size, etag, mtime, part_size, None, False, None, True, discarded
+            )
+
+    def set_upload_id(self, obj_id: int, upload_id: str | None) -> None:
+        """Record the multipart upload of an object (before its first part is sent)."""
+        with self._tx() as con:
+            con.execute(
+                "UPDATE objects SET upload_id = ?, updated = ? WHERE id = ?",
+                (upload_id, time.time(), obj_id),
+            )
+
+    def part_done(
+        self,
+        obj_id: int,
+        part_number: int,
+        offset: int,
+        length: int,
+        crc32c: int,
+        etag: str | None = None,
+    ) -> None:
+        """Record a finished part; durable against kill -9 once this returns."""
+        with self._tx() as con:
+            con.execute(
+                "INSERT OR REPLACE INTO parts(obj_id, part_number, offset, length, crc32c, etag) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (obj_id, part_number, offset, length, crc32c & 0xFFFFFFFF, etag),
+            )
+
+    def forget_parts(self, obj_id: int, part_numbers: list[int] | None = None) -> None:
+        """Drop recorded parts (all if None): a part on disk failed its CRC re-check, or
+        ListParts does not know it."""
+        with self._tx() as con:
+            if part_numbers is None:
+                con.execute("DELETE FROM parts WHERE obj_id = ?", (obj_id,))
+            else:
+                con.executemany(
+                    "DELETE FROM parts WHERE obj_id = ? AND part_number = ?",
+                    [(obj_id, n) for n in part_numbers],
+                )
+
+    def parts(self, obj_id: int) -> dict[int, PartRecord]:
+        with self._read() as con:
+            rows = con.execute(
+                "SELECT part_number, offset, length, crc32c, etag FROM parts "
+                "WHERE obj_id = ? ORDER BY part_number",
+                (obj_id,),
+            ).fetchall()
+        return {r[0]: PartRecord(*r) for r in rows}
+
+    def object_done(self, obj_id: int, crc32c: int | None) -> None:
+        """The object is complete and verified; its upload is no longer pending."""
+        with self._tx() as con:
+            con.execute(
+                "UPDATE objects SET done = 1, crc32c = ?, updated = ? WHERE id = ?",
+                (None if crc32c is None else crc32c & 0xFFFFFFFF, time.time(), obj_id),
+            )
+
+    def is_done(self, key: str) -> bool:
+        with self._read() as con:
+            row = con.execute("SELECT done FROM objects WHERE key = ?", (key,)).fetchone()
+        return bool(row and row[0])
+
+    def pending_uploads(self) -> list[PendingUpload]:
+        """Multipart uploads of unfinished objects: continue them (ListParts) or abort."""
+        with self._read() as con:
+            rows = con.execute(
+                "SELECT id, key, dst, upload_id FROM objects "
+                "WHERE upload_id IS NOT NULL AND done = 0 ORDER BY id"
+            ).fetchall()
+        return [PendingUpload(*r) for r in rows]
+
+    def discarded_uploads(self) -> list[PendingUpload]:
+        """Uploads orphaned because their source changed; obj_id is -1. Abort them."""
+        with self._read() as con:
+            rows = con.execute(
+                "SELECT key, dst, upload_id FROM discarded_uploads ORDER BY at"
+            ).fetchall()
+        return [PendingUpload(-1, k, d, u) for k, d, u in rows]
+
+    def forget_upload(self, upload_id: str) -> None:
+        """An orphaned upload was aborted (or found gone)."""
+        with self._tx() as con:
+            con.execute("DELETE FROM discarded_uploads WHERE upload_id = ?", (upload_id,))
+
+    def stats(self) -> dict[str, int]:
+        with self._read() as con:
+            return _stats(con)
+
+
+def _stats(con: sqlite3.Connection) -> dict[str, int]:
+    objects, done, done_bytes = con.execute(
+        "SELECT count(*), coalesce(sum(done), 0), coalesce(sum(CASE WHEN done THEN size END), 0) "
+        "FROM objects"
+    ).fetchone()
+    parts, part_bytes = con.execute(
+        "SELECT count(*), coalesce(sum(p.length), 0) FROM parts p "
+        "JOIN objects o ON o.id = p.obj_id WHERE o.done = 0"
+    ).fetchone()
+    all_parts = con.execute("SELECT count(*) FROM parts").fetchone()[0]
+    pending = con.execute(
+        "SELECT (SELECT count(*) FROM objects WHERE upload_id IS NOT NULL AND done = 0)"
+        " + (SELECT count(*) FROM discarded_uploads)"
+    ).fetchone()[0]
+    return {
+        "objects": objects,
+        "done": done,
+        "parts": all_parts,
+        "bytes_done": done_bytes + part_bytes,
+        "pending_uploads": pending,
+    }
+
+
+def list_journals(state_dir: Path | str | None = None) -> list[JournalInfo]:
+    """Every journal in ``state_dir`` (default: ``default_state_dir()``), newest first.
+
+    Unreadable files are skipped, not fatal: ``gc`` must work beside a damaged journal.
+    """
+    d = Path(state_dir) if state_dir is not None else default_state_dir()
+    if not d.is_dir():
+        return []
+    out: list[JournalInfo] = []
+    for path in d.glob("*.sqlite"):
+        try:
+            con = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=5)
+            try:
+                meta = dict(con.execute("SELECT k, v FROM meta").fetchall())
+                st = _stats(con)
+            finally:
+                con.close()
+            out.append(
+                JournalInfo(
+                    id=meta.get("id", path.stem),
+                    path=path,
+                    src=meta.get("src", ""),
+                    dst=meta.get("dst", ""),
+                    options=json.loads(meta.get("options", "{}")),
+                    created=float(meta.get("created", "0")),
+                    updated=float(meta.get("updated", "0")),
+                    objects=st["objects"],
+                    done=st["done"],
+                    bytes_done=st["bytes_done"],
+                    pending_uploads=st["pending_uploads"],
+                )
+            )
+        except (sqlite3.Error, ValueError, OSError):
+            continue
+    out.sort(key=lambda j: j.updated, reverse=True)
+    return out

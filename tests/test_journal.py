@@ -1,0 +1,231 @@
+"""The resume journal: persistence, concurrency, source changes, and kill -9 durability."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from trunkline.engine.journal import (
+    Journal,
+    PartRecord,
+    default_state_dir,
+    journal_id,
+    list_journals,
+)
+
+MiB = 1024 * 1024
+OPTS = {"part_size": 8 * MiB, "checksum": "crc32c"}
+
+
+def test_journal_id_is_canonical():
+    a = journal_id("s3://a/x", "/data", {"part_size": 1, "z": [1, 2]})
+    assert a == journal_id("s3://a/x", "/data", {"z": [1, 2], "part_size": 1})
+    assert a != journal_id("s3://a/x", "/data", {"part_size": 2, "z": [1, 2]})
+    assert a != journal_id("s3://a/x", "/data2", {"part_size": 1, "z": [1, 2]})
+    assert len(a) == 64 and int(a, 16) >= 0
+
+
+def test_default_state_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("TRUNKLINE_STATE_DIR", str(tmp_path / "s"))
+    assert default_state_dir() == tmp_path / "s"
+    monkeypatch.delenv("TRUNKLINE_STATE_DIR")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "x"))
+    assert default_state_dir() == tmp_path / "x" / "trunkline"
+    monkeypatch.delenv("XDG_STATE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "h"))
+    assert default_state_dir() == tmp_path / "h" / ".local" / "state" / "trunkline"
+
+
+def test_roundtrip_resume_and_listing(tmp_path):
+    j = Journal.open(tmp_path, "s3://b/p/", "/dst/", OPTS)
+    assert j.path == tmp_path / f"{journal_id('s3://b/p/', '/dst/', OPTS)}.sqlite"
+    o = j.object("p/a", "/dst/a", 20 * MiB, '"e-3"', None, 8 * MiB)
+    assert (o.upload_id, o.done, o.restarted) == (None, False, False)
+    j.set_upload_id(o.id, "up-1")
+    j.part_done(o.id, 1, 0, 8 * MiB, 0xDEADBEEF, '"p1"')
+    j.part_done(o.id, 2, 8 * MiB, 8 * MiB, 0x12345678)
+    small = j.object("p/b", "/dst/b", 100, '"m"', None, 8 * MiB)
+    j.part_done(small.id, 1, 0, 100, 7)
+    j.object_done(small.id, 7)
+    j.close()
+
+    j = Journal.open(tmp_path, "s3://b/p/", "/dst/", OPTS)
+    again = j.object("p/a", "/dst/a", 20 * MiB, '"e-3"', None, 8 * MiB)
+    assert again.id == o.id and again.upload_id == "up-1" and not again.done
+    assert j.parts(o.id) == {
+        1: PartRecord(1, 0, 8 * MiB, 0xDEADBEEF, '"p1"'),
+        2: PartRecord(2, 8 * MiB, 8 * MiB, 0x12345678, None),
+    }
+    assert j.is_done("p/b") and not j.is_done("p/a") and not j.is_done("nope")
+    assert j.object("p/b", "/dst/b", 100, '"m"', None, 8 * MiB).done
+    assert [(u.obj_id, u.key, u.upload_id) for u in j.pending_uploads()] == [(o.id, "p/a", "up-1")]
+    st = j.stats()
+    assert (st["objects"], st["done"], st["parts"]) == (2, 1, 3)
+    assert st["bytes_done"] == 100 + 16 * MiB
+    j.forget_parts(o.id, [2])
+    assert list(j.parts(o.id)) == [1]
+
+    infos = list_journals(tmp_path)
+    assert len(infos) == 1
+    info = infos[0]
+    assert (info.src, info.dst, info.options) == ("s3://b/p/", "/dst/", OPTS)
+    assert (info.objects, info.done, info.pending_uploads) == (2, 1, 1)
+    assert info.bytes_done == 100 + 8 * MiB and info.updated >= info.created
+    j.remove()
+    assert list_journals(tmp_path) == [] and not list(tmp_path.iterdir())
+
+
+def test_changed_source_discards_parts(tmp_path):
+    with Journal.open(tmp_path, "/src", "s3://b/", OPTS) as j:
+        o = j.object("f", "s3://b/f", 30 * MiB, None, 1000.5, 8 * MiB)
+        j.set_upload_id(o.id, "old-upload")
+        for n in range(1, 4):
+            j.part_done(o.id, n, (n - 1) * 8 * MiB, 8 * MiB, n)
+        same = j.object("f", "s3://b/f", 30 * MiB, None, 1000.5, 8 * MiB)
+        assert len(j.parts(same.id)) == 3 and not same.restarted
+
+        grown = j.object("f", "s3://b/f", 31 * MiB, None, 1000.5, 8 * MiB)
+        assert grown.id == o.id and grown.restarted and grown.upload_id is None
+        assert grown.discarded_upload_id == "old-upload"
+        assert j.parts(o.id) == {} and j.pending_uploads() == []
+        assert [u.upload_id for u in j.discarded_uploads()] == ["old-upload"]
+        assert list_journals(tmp_path)[0].pending_uploads == 1
+        j.forget_upload("old-upload")
+        assert j.discarded_uploads() == []
+
+        j.part_done(o.id, 1, 0, 8 * MiB, 9)
+        j.object_done(o.id, 9)
+        touched = j.object("f", "s3://b/f", 31 * MiB, None, 2000.0, 8 * MiB)  # mtime only
+        assert touched.restarted and not touched.done and j.parts(o.id) == {}
+        assert touched.discarded_upload_id is None  # a done object's upload is complete
+        relaid = j.object("f", "s3://b/f", 31 * MiB, None, 2000.0, 16 * MiB)  # part size
+        assert relaid.restarted
+
+
+def test_fresh_starts_over(tmp_path):
+    with Journal.open(tmp_path, "a", "b", {}) as j:
+        j.object_done(j.object("k", "b/k", 1, None, None, 1).id, 0)
+    with Journal.fresh(tmp_path, "a", "b", {}) as j:
+        assert j.stats()["objects"] == 0 and not j.is_done("k")
+
+
+def test_concurrent_part_done_and_rate(tmp_path):
+    """16 workers recording parts at once; all land; report commits per second."""
+    j = Journal.open(tmp_path, "s3://b/", "/d/", OPTS)
+    objs = [j.object(f"k{i}", f"/d/k{i}", 10**12, None, None, MiB).id for i in range(16)]
+    per_thread = 250
+    errors: list[BaseException] = []
+    start = threading.Barrier(16)
+
+    def work(oid: int) -> None:
+        try:
+            start.wait()
+            for n in range(1, per_thread + 1):
+                j.part_done(oid, n, (n - 1) * MiB, MiB, (oid * 1_000_003 + n) & 0xFFFFFFFF)
+        except BaseException as e:  # surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(oid,)) for oid in objs]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    dt = time.perf_counter() - t0
+    assert not errors
+    total = 16 * per_thread
+    print(
+        f"\njournal part_done: {total} commits from 16 threads in {dt:.3f}s = {total / dt:,.0f}/s"
+    )
+    for oid in objs:
+        parts = j.parts(oid)
+        assert sorted(parts) == list(range(1, per_thread + 1))
+        assert all(p.crc32c == (oid * 1_000_003 + n) & 0xFFFFFFFF for n, p in parts.items())
+    assert j.stats()["parts"] == total
+    j.close()
+
+
+_CHILD = textwrap.dedent(
+    """
+    import sys, threading
+    from trunkline.engine.journal import Journal
+    j = Journal.open(sys.argv[1], "s3://src/", "/dst/", {"part_size": 1})
+    o = j.object("big", "/dst/big", 1 << 50, '"x-9999"', None, 1 << 20)
+    start = 1 + max(j.parts(o.id), default=0)
+    out = threading.Lock()
+    counter = iter(range(start, 1 << 30))
+    take = threading.Lock()
+
+    def worker():
+        while True:
+            with take:
+                n = next(counter)
+            j.part_done(o.id, n, (n - 1) << 20, 1 << 20, n * 2654435761 & 0xFFFFFFFF)
+            with out:  # only after part_done returned
+                sys.stdout.write(f"{n}\\n")
+                sys.stdout.flush()
+
+    for _ in range(4):
+        threading.Thread(target=worker, daemon=True).start()
+    threading.Event().wait()
+    """
+)
+
+
+def test_kill9_loses_no_committed_part(tmp_path):
+    """SIGKILL a recording child at random points; every part it reported is there."""
+    rng = random.Random(0xC0FFEE)
+    reported: set[int] = set()
+    for _round in range(3):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _CHILD, str(tmp_path)],
+            stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        assert proc.stdout is not None
+        target = rng.randint(50, 600)
+        seen = 0
+        deadline = time.monotonic() + 20
+        while seen < target and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            reported.add(int(line))
+            seen += 1
+        os.kill(proc.pid, signal.SIGKILL)
+        rest = proc.stdout.read()  # whatever was printed before the kill
+        proc.wait(timeout=10)
+        assert proc.returncode == -signal.SIGKILL
+        for line in rest.split(b"\n")[:-1]:  # a trailing partial line is not a report
+            reported.add(int(line))
+        assert seen >= target, "child produced too few parts before the deadline"
+
+        with Journal.open(tmp_path, "s3://src/", "/dst/", {"part_size": 1}) as j:
+            o = j.object("big", "/dst/big", 1 << 50, '"x-9999"', None, 1 << 20)
+            parts = j.parts(o.id)
+            missing = reported - parts.keys()
+            assert not missing, f"parts reported done but lost: {sorted(missing)[:10]}"
+            assert all(parts[n].crc32c == n * 2654435761 & 0xFFFFFFFF for n in reported)
+    path = next(tmp_path.glob("*.sqlite"))
+    con = sqlite3.connect(path)
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    con.close()
+
+
+def test_closed_journal_refuses(tmp_path):
+    j = Journal.open(tmp_path, "a", "b", {})
+    j.close()
+    with pytest.raises(ValueError):
+        j.stats()
+    j.close()  # idempotent
+    assert list_journals(Path(tmp_path) / "missing") == []
