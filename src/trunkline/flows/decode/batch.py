@@ -1,0 +1,239 @@
+"""Decoded records awaiting flush, and the vectorised builder of FLOW_SCHEMA tables.
+
+A ``Chunk`` is one data set (or one NetFlow v5 packet): a NumPy structured array plus the
+few per-packet values (export time, sysUptime, exporter, sampling). Chunks of one template
+are concatenated at flush time and turned into Arrow columns in bulk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..schema import FLOW_SCHEMA
+from .columns import ipv4_text, ipv6_text, repeat_text, text_from_bytes, uint_from_bytes
+from .packet import parse_ethernet, parse_ip
+from .template import Template
+
+NTP_EPOCH_OFFSET = 2_208_988_800  # seconds from 1900-01-01 to 1970-01-01
+
+
+@dataclass(slots=True)
+class Chunk:
+    recs: np.ndarray
+    export_ms: int
+    uptime_ms: int | None  # NetFlow v5/v9 sysUptime; None for IPFIX
+    sys_init_ms: int | None  # IPFIX systemInitTimeMilliseconds, when known
+    exporter: str
+    flow_type: str
+    sampling: int | dict | None  # constant, sampler-id map, or None (rate is in-record)
+    sections: list[bytes] | None = None  # variable-length header sections, per record
+
+
+def _col(t: Template, recs: np.ndarray, role: str) -> np.ndarray | None:
+    name = t.roles.get(role)
+    if name is None:
+        return None
+    a = recs[name]
+    if a.dtype.kind == "V":
+        a = uint_from_bytes(a, t.widths[role])
+    return a
+
+
+def _first(t: Template, recs: np.ndarray, *roles: str) -> np.ndarray | None:
+    for r in roles:
+        a = _col(t, recs, r)
+        if a is not None:
+            return a
+    return None
+
+
+def _ntp_ms(v: np.ndarray) -> np.ndarray:
+    v = v.astype(np.uint64)
+    secs = (v >> np.uint64(32)).astype(np.int64) - NTP_EPOCH_OFFSET
+    frac = ((v & np.uint64(0xFFFFFFFF)) * np.uint64(1000)) >> np.uint64(32)
+    return secs * 1000 + frac.astype(np.int64)
+
+
+def _times(t: Template, recs: np.ndarray, chunks: list[Chunk], counts: list[int]):
+    export = np.repeat(np.array([c.export_ms for c in chunks], np.int64), counts)
+
+    def one(which: str) -> np.ndarray | None:
+        s, ms, us, ns, dl, up = (f"{which}_s", f"{which}_ms", f"{which}_us", f"{which}_ns",
+                                 f"{which}_delta_us", "first_up" if which == "start" else "last_up")
+        a = _col(t, recs, ms)
+        if a is not None:
+            return a.astype(np.int64)
+        a = _col(t, recs, s)
+        if a is not None:
+            return a.astype(np.int64) * 1000
+        a = _first(t, recs, us, ns)
+        if a is not None:
+            return _ntp_ms(a)
+        a = _col(t, recs, dl)
+        if a is not None:
+            return export - (a.astype(np.int64) // 1000)
+        a = _col(t, recs, up)
+        if a is not None:
+            if chunks[0].uptime_ms is not None:  # NetFlow: relative to the header's sysUptime
+                uptime = np.repeat(np.array([c.uptime_ms for c in chunks], np.int64), counts)
+                delta = (uptime - a.astype(np.int64) + (1 << 31)) % (1 << 32) - (1 << 31)
+                return export - delta
+            init = [c.sys_init_ms for c in chunks]
+            if all(i is not None for i in init):  # IPFIX: relative to systemInitTime
+                return np.repeat(np.array(init, np.int64), counts) + a.astype(np.int64)
+        return None
+
+    start, end = one("start"), one("end")
+    if start is None:
+        start = end if end is not None else export
+    if end is None:
+        end = start
+    return start, end
+
+
+def _sampling(t: Template, recs: np.ndarray, chunks: list[Chunk], counts: list[int]):
+    a = _first(t, recs, "sampling_interval", "sampler_random_interval")
+    if a is None and "spi" in t.roles and "sps" in t.roles:
+        spi = _col(t, recs, "spi").astype(np.uint64)
+        sps = _col(t, recs, "sps").astype(np.uint64)
+        a = np.where(spi > 0, (spi + sps) // np.maximum(spi, 1), 1)
+    if a is None:
+        ids = _first(t, recs, "sampler_id", "selector_id")
+        consts = [c.sampling for c in chunks]
+        if ids is None or not any(isinstance(c, dict) for c in consts):
+            vals = [c if isinstance(c, int) else _default_rate(c) for c in consts]
+            a = np.repeat(np.array(vals, np.uint64), counts)
+        else:
+            a = np.empty(len(recs), np.uint64)
+            pos = 0
+            for c, k in zip(chunks, counts, strict=True):
+                part = ids[pos : pos + k]
+                m = c.sampling if isinstance(c.sampling, dict) else {}
+                dflt = c.sampling if isinstance(c.sampling, int) else _default_rate(m)
+                for u in np.unique(part):
+                    a[pos : pos + k][part == u] = m.get(int(u), dflt)
+                pos += k
+    a = a.astype(np.uint64)
+    a[a == 0] = 1
+    return np.minimum(a, 0xFFFFFFFF).astype(np.uint32)
+
+
+def _default_rate(m: dict | int | None) -> int:
+    if isinstance(m, int):
+        return m
+    if not m:
+        return 1
+    if None in m:
+        return m[None]
+    vals = set(m.values())
+    return vals.pop() if len(vals) == 1 else 1
+
+
+def _addresses(t: Template, recs: np.ndarray, v4role: str, v6role: str):
+    v4 = t.roles.get(v4role)
+    v6 = t.roles.get(v6role)
+    if v4 and v6:
+        a4 = recs[v4].astype(np.uint32)
+        raw6 = recs[v6]
+        use6 = (a4 == 0) & np.ascontiguousarray(raw6).view(np.uint8).reshape(-1, 16).any(axis=1)
+        if use6.any():
+            return pc.if_else(pa.array(use6), ipv6_text(raw6), ipv4_text(a4))
+        return ipv4_text(a4)
+    if v4:
+        return ipv4_text(recs[v4])
+    if v6:
+        return ipv6_text(recs[v6])
+    return None
+
+
+def _section_keys(t: Template, recs: np.ndarray, chunks: list[Chunk]) -> list[dict] | None:
+    """Flow keys parsed from dataLinkFrameSection / ipHeaderPacketSection, per record."""
+    role = "dl_frame" if "dl_frame" in t.sections else "ip_section" if t.sections else None
+    if role is None:
+        return None
+    parse = parse_ethernet if role == "dl_frame" else parse_ip
+    out: list[dict] = []
+    name = t.roles.get(role)
+    for c in chunks:
+        if c.sections is not None:
+            out.extend(parse(s) for s in c.sections)
+        elif name is not None:
+            out.extend(parse(r.tobytes()) for r in c.recs[name])
+        else:
+            out.extend({} for _ in range(len(c.recs)))
+    return out
+
+
+def _uint(a: np.ndarray | None, n: int, dtype) -> pa.Array:
+    if a is None:
+        return pa.nulls(n, pa.from_numpy_dtype(np.dtype(dtype)))
+    return pa.array(a.astype(dtype, copy=False))
+
+
+def build_table(t: Template, chunks: list[Chunk]) -> pa.Table:
+    counts = [len(c.recs) for c in chunks]
+    recs = chunks[0].recs if len(chunks) == 1 else np.concatenate([c.recs for c in chunks])
+    n = len(recs)
+    start, end = _times(t, recs, chunks, counts)
+    src = _addresses(t, recs, "src4", "src6")
+    dst = _addresses(t, recs, "dst4", "dst6")
+    src_port, dst_port, proto = (_col(t, recs, r) for r in ("src_port", "dst_port", "proto"))
+    tcp_flags = _col(t, recs, "tcp_flags")
+    keys = _section_keys(t, recs, chunks) if src is None else None
+    if keys is not None:
+        src = text_from_bytes([k.get("src_addr") for k in keys])
+        dst = text_from_bytes([k.get("dst_addr") for k in keys])
+
+        def from_keys(name: str, have: np.ndarray | None, dtype) -> np.ndarray:
+            if have is not None:
+                return have
+            return np.array([k.get(name, 0) for k in keys], dtype)
+
+        src_port = from_keys("src_port", src_port, np.uint16)
+        dst_port = from_keys("dst_port", dst_port, np.uint16)
+        proto = from_keys("proto", proto, np.uint8)
+        if tcp_flags is None:
+            tcp_flags = np.array([k.get("tcp_flags", 0) for k in keys], np.uint8)
+    nbytes = _first(t, recs, "bytes", "bytes_total", "post_bytes")
+    npkts = _first(t, recs, "packets", "packets_total", "post_packets")
+    if nbytes is None and npkts is None and "frame_size" in t.roles:
+        nbytes = _col(t, recs, "frame_size")  # a sampled frame (packet sampling export)
+        npkts = np.ones(n, np.uint64)
+    zeros = np.zeros(n, np.uint64)
+    cols = {
+        "time_start": pa.array(start, pa.timestamp("ms", tz="UTC")),
+        "time_end": pa.array(end, pa.timestamp("ms", tz="UTC")),
+        "exporter": repeat_text([c.exporter for c in chunks], counts),
+        "flow_type": repeat_text([c.flow_type for c in chunks], counts),
+        "src_addr": src if src is not None else pa.nulls(n, pa.string()),
+        "dst_addr": dst if dst is not None else pa.nulls(n, pa.string()),
+        "src_port": _uint(src_port, n, np.uint16),
+        "dst_port": _uint(dst_port, n, np.uint16),
+        "proto": _uint(proto, n, np.uint8),
+        "bytes": _uint(nbytes if nbytes is not None else zeros, n, np.uint64),
+        "packets": _uint(npkts if npkts is not None else zeros, n, np.uint64),
+        "sampling_rate": pa.array(_sampling(t, recs, chunks, counts)),
+        "in_if": _uint(_first(t, recs, "in_if", "in_phys"), n, np.uint32),
+        "out_if": _uint(_first(t, recs, "out_if", "out_phys"), n, np.uint32),
+        "src_as": _uint(_col(t, recs, "src_as"), n, np.uint32),
+        "dst_as": _uint(_col(t, recs, "dst_as"), n, np.uint32),
+        "tcp_flags": _uint(tcp_flags, n, np.uint8),
+        "rtt_us": _uint(_col(t, recs, "rtt_us"), n, np.uint32),
+        "retransmits": _uint(_col(t, recs, "retransmits"), n, np.uint32),
+        "delivery_rate_bps": _uint(_col(t, recs, "delivery_rate_bps"), n, np.uint64),
+    }
+    return pa.Table.from_arrays([cols[f.name] for f in FLOW_SCHEMA], schema=FLOW_SCHEMA)
+
+
+def rows_table(rows: dict[str, list]) -> pa.Table:
+    """Row-wise decoded records (sFlow) to a FLOW_SCHEMA table."""
+    n = len(rows["time_start"]) if rows else 0
+    arrays = []
+    for f in FLOW_SCHEMA:
+        vals = rows.get(f.name)
+        arrays.append(pa.array(vals, f.type) if vals is not None else pa.nulls(n, f.type))
+    return pa.Table.from_arrays(arrays, schema=FLOW_SCHEMA)
