@@ -1,9 +1,117 @@
-"""cp, sync, verify, probe: the mover's commands."""
+"""cp (and later sync, verify, probe): the mover's commands. Parse, call the API, print."""
 
 from __future__ import annotations
 
+import json
+import sys
+import traceback
+
 import click
+
+from ..engine.plan import parse_size
+from ..telemetry.progress import human_bytes
+
+
+class SizeParam(click.ParamType):
+    name = "size"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_size(value)
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+
+
+SIZE = SizeParam()
+
+
+def run_api(debug: bool, fn, *args, **kw):
+    """Call the API; usage errors exit 2, other errors 1, each as one clear line."""
+    from ..storage.s3 import S3Error
+    from ..url import LocationError
+
+    try:
+        return fn(*args, **kw)
+    except (LocationError, ValueError) as e:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"trunkline: error: {e}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("trunkline: interrupted", err=True)
+        sys.exit(130)
+    except (S3Error, OSError) as e:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"trunkline: error: {e}", err=True)
+        sys.exit(1)
+
+
+def transfer_options(f):
+    opts = [
+        click.option("--max-connections", "-c", type=click.IntRange(1, 4096), default=None,
+                     help="Parallel connections (default 32)."),
+        click.option("--part-size", type=SIZE, default=None,
+                     help="Part size for ranged GETs and multipart PUTs (default 16MiB)."),
+        click.option("--max-memory", type=SIZE, default=None,
+                     help="Bound on part buffers when streaming between stores (default 512MiB)."),
+        click.option("--retries", type=click.IntRange(0, 100), default=None,
+                     help="Retries per part after the first try (default 7)."),
+        click.option("--timeout", "read_timeout", type=float, default=None,
+                     help="Seconds without a byte before a connection is retried (default 60)."),
+        click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress display."),
+        click.option("--debug", is_flag=True, help="Tracebacks on errors."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _report(result, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        click.echo(
+            f"{human_bytes(result.bytes)} in {result.seconds:.2f} s = {result.gbps:.2f} Gbit/s, "
+            f"{result.objects} objects, {result.retries} retries",
+            err=True,
+        )
+    for f in result.failures:
+        click.echo(f"trunkline: failed: {f}", err=True)
+
+
+def _progress(quiet: bool, as_json: bool):
+    if quiet or as_json or not sys.stderr.isatty():
+        return None
+    from ..telemetry.progress import LiveProgress
+
+    return LiveProgress()
 
 
 def register(cli: click.Group) -> None:
-    pass
+    @cli.command()
+    @click.argument("src")
+    @click.argument("dst")
+    @click.option("--recursive", "-r", is_flag=True, help="Copy a prefix or folder.")
+    @click.option("--no-server-side", is_flag=True,
+                  help="Stream s3->s3 through this host even on one endpoint.")
+    @transfer_options
+    def cp(src, dst, recursive, no_server_side, max_connections, part_size, max_memory,
+           retries, read_timeout, as_json, quiet, debug):
+        """Copy SRC to DST: local <-> s3://bucket/key, s3 -> s3, NAME:bucket/key endpoints."""
+        from ..api import copy
+
+        prog = _progress(quiet, as_json)
+        kw = dict(recursive=recursive, max_connections=max_connections, part_size=part_size,
+                  max_memory=max_memory, retries=retries, read_timeout=read_timeout,
+                  server_side=not no_server_side)
+        if prog is not None:
+            with prog:
+                result = run_api(debug, copy, src, dst, on_progress=prog.update, **kw)
+        else:
+            result = run_api(debug, copy, src, dst, **kw)
+        _report(result, as_json)
+        sys.exit(0 if result.ok else 1)

@@ -1,0 +1,140 @@
+"""The Python API of the mover: ``copy`` and ``copy_async``, returning a ``TransferResult``.
+
+Usable from a training script::
+
+    import trunkline
+    r = trunkline.copy("s3://datasets/shards/", "/mnt/nvme/shards/", recursive=True)
+    print(r.gbps, r.ok)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from .engine.jobs import EndpointCache, plan_jobs
+from .engine.plan import MiB, parse_size
+from .engine.retry import RetryPolicy
+from .engine.run import Failure, Runner, Snapshot, TransferOptions
+from .url import Location, parse_location
+
+
+@dataclass
+class TransferResult:
+    """What a transfer did. ``ok`` is False when any object failed."""
+
+    src: str
+    dst: str
+    bytes: int
+    seconds: float
+    objects: int
+    failures: list[Failure] = field(default_factory=list)
+    retries: int = 0
+    slowdowns: int = 0
+    requests: int = 0
+    wire_bytes: int = 0
+    connections: list[dict] = field(default_factory=list)
+    options: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    @property
+    def gbps(self) -> float:
+        return self.bytes * 8 / self.seconds / 1e9 if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["failures"] = [str(f) for f in self.failures]
+        d["ok"] = self.ok
+        d["gbps"] = round(self.gbps, 4)
+        d["seconds"] = round(self.seconds, 4)
+        return d
+
+
+def _options(
+    max_connections: int | None,
+    part_size: int | str | None,
+    max_memory: int | str | None,
+    retries: int | None,
+    read_timeout: float | None,
+) -> TransferOptions:
+    o = TransferOptions()
+    if max_connections is not None:
+        if max_connections < 1:
+            raise ValueError("max_connections must be >= 1")
+        o.max_connections = max_connections
+    if part_size is not None:
+        o.part_size = parse_size(part_size)
+        if o.part_size < 5 * MiB:
+            raise ValueError("part_size must be at least 5 MiB (the S3 minimum)")
+    if max_memory is not None:
+        o.max_memory = parse_size(max_memory)
+    if retries is not None:
+        o.retry = RetryPolicy(attempts=max(1, retries + 1))
+    if read_timeout is not None:
+        o.read_timeout = read_timeout
+    # a stream needs at least one part buffer per connection to keep them all busy
+    o.max_memory = max(o.max_memory, o.part_size)
+    return o
+
+
+def copy(
+    src: str | Location,
+    dst: str | Location,
+    *,
+    recursive: bool = False,
+    max_connections: int | None = None,
+    part_size: int | str | None = None,
+    max_memory: int | str | None = None,
+    retries: int | None = None,
+    read_timeout: float | None = None,
+    server_side: bool = True,
+    on_progress: Callable[[Snapshot], None] | None = None,
+) -> TransferResult:
+    """Copy ``src`` to ``dst`` (local path, ``s3://bucket/key``, or ``NAME:bucket/key``).
+
+    Raises ``LocationError``/``ValueError`` for usage errors and ``S3Error`` when the source
+    cannot be listed; per-object failures are reported in the result, never half-written.
+    """
+    s = parse_location(src) if isinstance(src, str) else src
+    d = parse_location(dst) if isinstance(dst, str) else dst
+    opts = _options(max_connections, part_size, max_memory, retries, read_timeout)
+    eps = EndpointCache()
+    jobs = plan_jobs(s, d, recursive=recursive, part_size=opts.part_size, eps=eps,
+                     server_side=server_side)
+    # Fail fast on usage errors (missing source, unknown endpoint) before starting threads.
+    first = next(jobs, None)
+
+    def all_jobs():
+        if first is not None:
+            yield first
+            yield from jobs
+
+    runner = Runner(opts, on_tick=on_progress)
+    out = runner.run(all_jobs())
+    return TransferResult(
+        src=str(s),
+        dst=str(d),
+        bytes=out.done_bytes,
+        seconds=out.seconds,
+        objects=out.objects,
+        failures=out.failures,
+        retries=out.retries,
+        slowdowns=out.slowdowns,
+        requests=out.requests,
+        wire_bytes=out.wire_bytes,
+        connections=[c.to_dict() for c in out.connections],
+        options={
+            "max_connections": opts.max_connections,
+            "part_size": opts.part_size,
+            "max_memory": opts.max_memory,
+        },
+    )
+
+
+async def copy_async(src: str | Location, dst: str | Location, **kw) -> TransferResult:
+    """``copy`` for asyncio programs: runs the transfer in a thread, awaits its result."""
+    return await asyncio.to_thread(copy, src, dst, **kw)

@@ -1,0 +1,181 @@
+"""What to copy: turn (SRC, DST, --recursive/glob) into a stream of object jobs.
+
+Listing streams (a generator over pages), so millions of keys never sit in memory. The
+copy semantics follow s5cmd / the AWS CLI: a trailing '/' or an existing folder means
+"into", ``--recursive`` copies a prefix, a glob matches whole keys (``*`` crosses '/').
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from ..storage import local
+from ..storage.s3 import S3Endpoint, S3Error
+from ..url import Location, LocationError, glob_base, safe_relpath
+from .plan import Part, is_multipart, plan_parts
+
+
+@dataclass(eq=False)
+class ObjectJob:
+    """One object to move and its runtime state (shared by the workers moving its parts)."""
+
+    kind: str                      # download | upload | copy | stream
+    name: str                      # for messages: the source
+    size: int
+    parts: list[Part]
+    multipart: bool
+    src_ep: S3Endpoint | None = None
+    src_bucket: str = ""
+    src_key: str = ""
+    src_path: str = ""
+    dst_ep: S3Endpoint | None = None
+    dst_bucket: str = ""
+    dst_key: str = ""
+    dst_path: str = ""
+    etag: str | None = None
+    mtime: float | None = None
+    # runtime
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    parts_left: int = 0
+    fd: int | None = None
+    tmp_path: str = ""
+    upload_id: str | None = None
+    part_etags: dict[int, str] = field(default_factory=dict)
+    part_crcs: dict[int, int] = field(default_factory=dict)
+    failed: str | None = None
+    skip_parts: set[int] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.parts_left = len(self.parts)
+
+
+def _leaf(key: str) -> str:
+    return key.rstrip("/").rsplit("/", 1)[-1]
+
+
+class EndpointCache:
+    """One S3Endpoint per endpoint name for a transfer (botocore clients are costly)."""
+
+    def __init__(self) -> None:
+        self._eps: dict[str, S3Endpoint] = {}
+
+    def get(self, name: str) -> S3Endpoint:
+        from ..config import resolve_endpoint
+
+        if name not in self._eps:
+            self._eps[name] = S3Endpoint(resolve_endpoint(name))
+        return self._eps[name]
+
+    def all(self) -> list[S3Endpoint]:
+        return list(self._eps.values())
+
+
+def _sources(src: Location, eps: EndpointCache, recursive: bool) -> Iterator[tuple[str, object]]:
+    """(relative name, ObjectInfo | LocalFile) for each source object."""
+    if src.is_local:
+        if os.path.isdir(src.path):
+            if not recursive:
+                raise LocationError(f"{src.path} is a directory (use --recursive)")
+            for f in local.walk(src.path):
+                yield f.rel, f
+            return
+        if src.has_glob:
+            import glob as _glob
+
+            base = src.path[: src.path.rfind(os.sep, 0, src.path.find("*")) + 1] or "."
+            for p in sorted(_glob.glob(src.path, recursive=True)):
+                if os.path.isfile(p):
+                    st = os.stat(p)
+                    rel = os.path.relpath(p, base).replace(os.sep, "/")
+                    yield rel, local.LocalFile(rel, p, st.st_size, st.st_mtime)
+            return
+        try:
+            st = os.stat(src.path)
+        except FileNotFoundError:
+            raise LocationError(f"no such file: {src.path}") from None
+        name = os.path.basename(src.path)
+        yield name, local.LocalFile(name, src.path, st.st_size, st.st_mtime)
+        return
+    ep = eps.get(src.endpoint or "s3")
+    if src.has_glob:
+        base = glob_base(src.key)
+        for o in ep.list(src.bucket, base):
+            if fnmatch.fnmatchcase(o.key, src.key) and not o.key.endswith("/"):
+                yield o.key[len(base):], o
+        return
+    if recursive or src.key == "" or src.key.endswith("/"):
+        prefix = src.key if (src.key == "" or src.key.endswith("/")) else src.key + "/"
+        for o in ep.list(src.bucket, prefix):
+            if o.key.endswith("/"):
+                continue  # folder markers are not files
+            yield o.key[len(prefix):], o
+        return
+    info = ep.head(src.bucket, src.key)
+    if info is None:
+        raise S3Error(404, "NoSuchKey", "the source object does not exist", "HEAD", str(src))
+    yield _leaf(src.key), info
+
+
+def plan_jobs(
+    src: Location,
+    dst: Location,
+    *,
+    recursive: bool,
+    part_size: int,
+    eps: EndpointCache,
+    server_side: bool = True,
+) -> Iterator[ObjectJob]:
+    """Stream the jobs of a copy. Raises LocationError for usage errors."""
+    if src.is_local and dst.is_local:
+        raise LocationError("both source and destination are local; use cp(1)")
+    many = recursive or src.has_glob or (src.is_local and os.path.isdir(src.path))
+    into = many or dst.is_dir_like
+    dst_ep = None if dst.is_local else eps.get(dst.endpoint or "s3")
+    src_ep = None if src.is_local else eps.get(src.endpoint or "s3")
+    for rel, info in _sources(src, eps, recursive):
+        size = info.size
+        if into:
+            rel = safe_relpath(rel) if dst.is_local else rel
+            target = dst.child(rel)
+        else:
+            target = dst
+        name = str(src.child(rel)) if many else str(src)
+        if src.is_local:
+            kind = "upload"
+        elif dst.is_local:
+            kind = "download"
+        elif server_side and src_ep is not None and dst_ep is not None and (
+            src_ep is dst_ep or src_ep.identity == dst_ep.identity
+        ):
+            kind = "copy"
+        else:
+            kind = "stream"
+        multipart = is_multipart(size, part_size)
+        parts = plan_parts(size, part_size)
+        job = ObjectJob(
+            kind=kind,
+            name=name,
+            size=size,
+            parts=parts,
+            multipart=multipart,
+            etag=getattr(info, "etag", None),
+            mtime=getattr(info, "mtime", None),
+        )
+        if src.is_local:
+            job.src_path = info.path  # type: ignore[attr-defined]
+        else:
+            job.src_ep, job.src_bucket, job.src_key = src_ep, src.bucket, info.key  # type: ignore[attr-defined]
+        if dst.is_local:
+            if into:
+                job.dst_path = local.dest_path(dst.path, rel)
+            else:
+                job.dst_path = os.path.abspath(target.path)
+        else:
+            job.dst_ep, job.dst_bucket, job.dst_key = dst_ep, target.bucket, target.key
+            if not job.dst_key or job.dst_key.endswith("/"):
+                job.dst_key += _leaf(rel)
+        yield job

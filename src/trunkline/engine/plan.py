@@ -1,0 +1,70 @@
+"""Objects -> parts: the one part planner (sans-I/O).
+
+S3 multipart rules shape it: parts of at least 5 MiB (but the last), at most 10,000
+parts, at most 5 GiB each. Downloads use the same split so that a journal, a composite
+ETag and a resume all agree on part boundaries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MiB = 1024 * 1024
+MIN_PART = 5 * MiB
+MAX_PART = 5 * 1024 * MiB
+MAX_PARTS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    number: int   # 1-based, as S3 numbers them
+    offset: int
+    length: int
+
+
+def effective_part_size(size: int, part_size: int) -> int:
+    """The part size actually used for an object: grown so there are <= 10,000 parts."""
+    ps = max(MIN_PART, min(part_size, MAX_PART))
+    if size > ps * MAX_PARTS:
+        ps = -(-size // MAX_PARTS)
+        ps = -(-ps // MiB) * MiB  # round up to whole MiB
+    return ps
+
+
+def is_multipart(size: int, part_size: int) -> bool:
+    return size > effective_part_size(size, part_size)
+
+
+def plan_parts(size: int, part_size: int) -> list[Part]:
+    """Split ``size`` bytes into parts; one part for objects up to the part size."""
+    if size <= 0:
+        return [Part(1, 0, 0)]
+    ps = effective_part_size(size, part_size)
+    parts = []
+    off = 0
+    n = 1
+    while off < size:
+        ln = min(ps, size - off)
+        parts.append(Part(n, off, ln))
+        off += ln
+        n += 1
+    return parts
+
+
+def parse_size(text: str | int) -> int:
+    """'16M', '8MiB', '1G', '512k', '1048576' -> bytes (binary units: users mean MiB)."""
+    if isinstance(text, int):
+        return text
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    mult = 1
+    for suffix, m in (("K", 1 << 10), ("M", 1 << 20), ("G", 1 << 30), ("T", 1 << 40)):
+        if t.endswith(suffix):
+            mult, t = m, t[:-1]
+            break
+    try:
+        value = float(t)
+    except ValueError:
+        raise ValueError(f"not a size: {text!r}") from None
+    if value < 0:
+        raise ValueError(f"not a size: {text!r}")
+    return int(value * mult)

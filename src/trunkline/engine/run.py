@@ -1,0 +1,659 @@
+"""The scheduler: a bounded queue of part tasks, worker threads with persistent connections,
+per-part retries, and atomic completion of each object.
+
+Why threads: the hot loop is ``recv_into``/``pwrite``/``sendfile``, which release the GIL
+for whole MiBs at a time, so a few dozen threads keep many connections busy while Python
+does only bookkeeping. Parts of every object share one queue, so small objects are batched
+across connections and a large object is spread over all of them.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from ..storage.local import partial_path
+from ..storage.s3 import S3Endpoint, S3Error
+from ..wire.connection import Connection, ConnectionClosed, ConnectionStats
+from .integrity import b64_to_crc32c, crc32c, crc32c_to_b64
+from .jobs import ObjectJob
+from .plan import MiB, Part
+from .retry import IntegrityError, RetryPolicy, SourceChanged, is_retryable, is_slowdown
+
+CHUNK = 1 * MiB
+
+
+@dataclass
+class TransferOptions:
+    max_connections: int = 32
+    part_size: int = 16 * MiB
+    max_memory: int = 512 * MiB
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    read_timeout: float = 60.0
+    checksums: bool = True
+
+
+@dataclass
+class WorkerStats:
+    """Per-worker counters: each written by one thread only, summed by the monitor."""
+
+    wire_bytes: int = 0       # payload bytes moved on the wire (includes retried bytes)
+    done_bytes: int = 0       # payload bytes of completed work (net of failed attempts)
+    objects: int = 0
+    requests: int = 0
+    retries: int = 0
+    slowdowns: int = 0
+    errors: int = 0
+    ttfb_total: float = 0.0
+    busy: bool = False
+
+
+@dataclass
+class Snapshot:
+    """What the progress display and the tuner see, every tick."""
+
+    t: float
+    elapsed: float
+    done_bytes: int
+    wire_bytes: int
+    total_bytes: int
+    objects: int
+    total_objects: int
+    listing_done: bool
+    active: int
+    retries: int
+    slowdowns: int
+    errors: int
+    requests: int
+    ttfb_total: float
+    failed: int
+
+
+@dataclass
+class Failure:
+    name: str
+    error: str
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.error}"
+
+
+@dataclass
+class RunOutcome:
+    done_bytes: int
+    wire_bytes: int
+    seconds: float
+    objects: int
+    failures: list[Failure]
+    retries: int
+    slowdowns: int
+    requests: int
+    connections: list[ConnectionStats]
+
+
+class _Gate:
+    """A resizable limit on concurrently active workers (set by the tuner)."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.active = 0
+        self.cv = threading.Condition()
+
+    def acquire(self) -> None:
+        with self.cv:
+            while self.active >= self.limit:
+                self.cv.wait()
+            self.active += 1
+
+    def release(self) -> None:
+        with self.cv:
+            self.active -= 1
+            self.cv.notify()
+
+    def resize(self, limit: int) -> None:
+        with self.cv:
+            self.limit = max(1, limit)
+            self.cv.notify_all()
+
+
+class _MemoryBudget:
+    """Bounds the bytes held in part buffers (cross-endpoint streaming)."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.used = 0
+        self.cv = threading.Condition()
+        self.free: dict[int, list[bytearray]] = {}
+
+    def get(self, n: int) -> bytearray:
+        with self.cv:
+            while self.used + n > self.limit and self.used > 0:
+                self.cv.wait()
+            self.used += n
+            pool = self.free.get(n)
+            if pool:
+                return pool.pop()
+        return bytearray(n)
+
+    def put(self, buf: bytearray) -> None:
+        with self.cv:
+            self.used -= len(buf)
+            self.free.setdefault(len(buf), []).append(buf)
+            # keep the pool within the budget too
+            total = sum(len(b) for bs in self.free.values() for b in bs)
+            while total + self.used > self.limit:
+                k = next(iter(self.free))
+                total -= len(self.free[k].pop())
+                if not self.free[k]:
+                    del self.free[k]
+            self.cv.notify_all()
+
+
+class Runner:
+    def __init__(
+        self,
+        opts: TransferOptions,
+        on_tick: Callable[[Snapshot], None] | None = None,
+        tick: float = 0.25,
+    ):
+        self.opts = opts
+        self.on_tick = on_tick
+        self.tick = tick
+        self.q: queue.Queue = queue.Queue(maxsize=max(64, opts.max_connections * 4))
+        self.gate = _Gate(opts.max_connections)
+        self.mem = _MemoryBudget(opts.max_memory)
+        self.stats = [WorkerStats() for _ in range(opts.max_connections)]
+        self.failures: list[Failure] = []
+        self.closed_conns: list[ConnectionStats] = []
+        self._lock = threading.Lock()
+        self.total_bytes = 0
+        self.total_objects = 0
+        self.listing_done = False
+        self.fatal: BaseException | None = None
+        self._stop = threading.Event()
+        self.started = 0.0
+        self._made_dirs: set[str] = set()
+
+    # -- the public entry ----------------------------------------------------------------
+
+    def run(self, jobs: Iterable[ObjectJob]) -> RunOutcome:
+        self.started = time.monotonic()
+        workers = [
+            threading.Thread(target=self._worker, args=(i,), name=f"tl-worker-{i}", daemon=True)
+            for i in range(self.opts.max_connections)
+        ]
+        for w in workers:
+            w.start()
+        producer = threading.Thread(target=self._produce, args=(jobs,), name="tl-list", daemon=True)
+        producer.start()
+        try:
+            while any(w.is_alive() for w in workers):
+                for w in workers:
+                    w.join(timeout=self.tick)
+                    if w.is_alive():
+                        break
+                if self.on_tick:
+                    self.on_tick(self.snapshot())
+        except KeyboardInterrupt:
+            self._stop.set()
+            self._drain_queue()
+            for w in workers:
+                w.join(timeout=5)
+            raise
+        producer.join()
+        if self.on_tick:
+            self.on_tick(self.snapshot())
+        if self.fatal is not None:
+            raise self.fatal
+        s = self.snapshot()
+        return RunOutcome(
+            done_bytes=s.done_bytes,
+            wire_bytes=s.wire_bytes,
+            seconds=time.monotonic() - self.started,
+            objects=s.objects,
+            failures=list(self.failures),
+            retries=s.retries,
+            slowdowns=s.slowdowns,
+            requests=s.requests,
+            connections=list(self.closed_conns),
+        )
+
+    def snapshot(self) -> Snapshot:
+        st = self.stats
+        now = time.monotonic()
+        return Snapshot(
+            t=now,
+            elapsed=now - self.started,
+            done_bytes=sum(s.done_bytes for s in st),
+            wire_bytes=sum(s.wire_bytes for s in st),
+            total_bytes=self.total_bytes,
+            objects=sum(s.objects for s in st),
+            total_objects=self.total_objects,
+            listing_done=self.listing_done,
+            active=sum(1 for s in st if s.busy),
+            retries=sum(s.retries for s in st),
+            slowdowns=sum(s.slowdowns for s in st),
+            errors=sum(s.errors for s in st),
+            requests=sum(s.requests for s in st),
+            ttfb_total=sum(s.ttfb_total for s in st),
+            failed=len(self.failures),
+        )
+
+    # -- producer ------------------------------------------------------------------------
+
+    def _produce(self, jobs: Iterable[ObjectJob]) -> None:
+        try:
+            for job in jobs:
+                if self._stop.is_set():
+                    break
+                with self._lock:
+                    self.total_bytes += job.size
+                    self.total_objects += 1
+                for part in job.parts:
+                    self._put((job, part))
+        except BaseException as e:  # noqa: BLE001 - surfaced by run()
+            self.fatal = e
+            self._stop.set()
+        finally:
+            self.listing_done = True
+            for _ in range(self.opts.max_connections):
+                self._put(None, force=True)
+
+    def _put(self, item, force: bool = False) -> None:
+        while True:
+            try:
+                self.q.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                if self._stop.is_set() and not force:
+                    return
+
+    def _drain_queue(self) -> None:
+        try:
+            while True:
+                self.q.get_nowait()
+        except queue.Empty:
+            pass
+
+    # -- workers -------------------------------------------------------------------------
+
+    def _worker(self, i: int) -> None:
+        st = self.stats[i]
+        conns: dict[int, Connection] = {}
+        buf = memoryview(bytearray(CHUNK))
+        rng = random.Random()
+        try:
+            while True:
+                item = self.q.get()
+                if item is None:
+                    break
+                job, part = item
+                if self._stop.is_set():
+                    self._part_finished(job, st)
+                    continue
+                self.gate.acquire()
+                st.busy = True
+                try:
+                    self._run_part(job, part, conns, buf, st, rng)
+                finally:
+                    st.busy = False
+                    self.gate.release()
+                    self._part_finished(job, st)
+        finally:
+            for c in conns.values():
+                self._close(c)
+
+    def _conn(self, conns: dict[int, Connection], ep: S3Endpoint) -> Connection:
+        c = conns.get(id(ep))
+        if c is None or not c.usable or c.sock is None:
+            if c is not None:
+                self._close(c)
+            c = ep.new_connection(read_timeout=self.opts.read_timeout)
+            c.connect()
+            conns[id(ep)] = c
+        return c
+
+    def _close(self, c: Connection) -> None:
+        if c.stats.started:
+            c.close()
+            with self._lock:
+                self.closed_conns.append(c.stats)
+        else:
+            c.close()
+
+    def _run_part(self, job: ObjectJob, part: Part, conns, buf, st: WorkerStats, rng) -> None:
+        attempt = 0
+        while True:
+            if job.failed is not None or self._stop.is_set():
+                return
+            counted = [0]
+            try:
+                op = _OPS[job.kind]
+                op(self, job, part, conns, buf, st, counted)
+                return
+            except Exception as e:  # noqa: BLE001 - classified below
+                st.done_bytes -= counted[0]
+                broken = isinstance(e, (ConnectionError, TimeoutError, IntegrityError))
+                for key, c in list(conns.items()):
+                    if broken or not c.usable:
+                        self._close(c)
+                        del conns[key]
+                st.errors += 1
+                if is_slowdown(e):
+                    st.slowdowns += 1
+                attempt += 1
+                if not is_retryable(e) or attempt >= self.opts.retry.attempts:
+                    self._fail(job, e, attempt)
+                    return
+                st.retries += 1
+                self._stop.wait(self.opts.retry.delay(attempt, rng))
+
+    def _fail(self, job: ObjectJob, e: BaseException, attempts: int) -> None:
+        with job.lock:
+            if job.failed is not None:
+                return
+            msg = str(e) or type(e).__name__
+            if is_retryable(e):
+                msg += f" (gave up after {attempts} tries)"
+            job.failed = msg
+        with self._lock:
+            self.failures.append(Failure(job.name, msg))
+
+    def _part_finished(self, job: ObjectJob, st: WorkerStats) -> None:
+        with job.lock:
+            job.parts_left -= 1
+            last = job.parts_left == 0
+        if not last:
+            return
+        try:
+            if job.failed is None and not self._stop.is_set():
+                _FINALIZE[job.kind](self, job)
+                st.objects += 1
+            else:
+                _cleanup(job)
+        except Exception as e:  # noqa: BLE001
+            self._fail(job, e, 1)
+            _cleanup(job)
+
+    def ensure_dir(self, path: str) -> None:
+        d = os.path.dirname(path)
+        if d not in self._made_dirs:
+            os.makedirs(d, exist_ok=True)
+            self._made_dirs.add(d)
+
+
+# -- operations per kind ---------------------------------------------------------------
+
+
+def _get(runner: Runner, ep: S3Endpoint, job: ObjectJob, part: Part, conns, st: WorkerStats,
+         whole: bool) -> tuple[Connection, int, str | None]:
+    """Send a GET for ``part`` and read its head; returns (conn, body length, crc header)."""
+    headers = {}
+    if not whole:
+        headers["Range"] = f"bytes={part.offset}-{part.offset + part.length - 1}"
+    else:
+        headers["x-amz-checksum-mode"] = "ENABLED"
+    conn = runner._conn(conns, ep)
+    t0 = time.monotonic()
+    conn.send(ep.signed_head("GET", job.src_bucket, job.src_key, headers=headers))
+    head = conn.read_head()
+    st.ttfb_total += time.monotonic() - t0
+    st.requests += 1
+    conn.stats.requests += 1
+    ep.check_response(conn, head, "GET", job.name)
+    n = head.content_length
+    if n is None:
+        conn.usable = False
+        raise ConnectionClosed("GET response without Content-Length")
+    if n != part.length:
+        conn.usable = False
+        raise SourceChanged(f"source changed during transfer: expected {part.length} bytes, server sends {n}")
+    if not head.keep_alive:
+        conn.usable = False
+    crc_hdr = head.headers.get("x-amz-checksum-crc32c") if whole else None
+    return conn, n, crc_hdr
+
+
+def _recv_body(conn: Connection, n: int, sink: Callable[[memoryview, int], None],
+               buf: memoryview, st: WorkerStats, counted: list[int]) -> int:
+    """Receive n bytes through ``buf``; sink(chunk, offset_in_body). Returns the CRC32C."""
+    crc = 0
+    got = 0
+    while got < n:
+        k = conn.recv_into(buf[: min(len(buf), n - got)])
+        if k == 0:
+            conn.usable = False
+            raise ConnectionClosed(f"body truncated at {got} of {n} bytes")
+        chunk = buf[:k]
+        crc = crc32c(chunk, crc)
+        sink(chunk, got)
+        got += k
+        st.wire_bytes += k
+        st.done_bytes += k
+        counted[0] += k
+    return crc
+
+
+def _check_crc(crc: int, header: str | None, job: ObjectJob) -> None:
+    if header and "-" not in header:
+        try:
+            expect = b64_to_crc32c(header)
+        except Exception:  # noqa: BLE001 - unknown format: nothing to compare
+            return
+        if expect != crc:
+            raise IntegrityError(f"CRC32C mismatch on {job.name}: bytes damaged in flight")
+
+
+def _op_download(runner: Runner, job: ObjectJob, part: Part, conns, buf, st, counted) -> None:
+    with job.lock:
+        if job.fd is None:
+            runner.ensure_dir(job.dst_path)
+            job.tmp_path = partial_path(job.dst_path)
+            job.fd = os.open(job.tmp_path, os.O_WRONLY | os.O_CREAT, 0o644)
+            os.ftruncate(job.fd, job.size)
+    if job.size == 0:
+        return
+    assert job.src_ep is not None
+    conn, n, crc_hdr = _get(runner, job.src_ep, job, part, conns, st, whole=not job.multipart)
+    fd = job.fd
+    base = part.offset
+
+    def sink(chunk: memoryview, off: int) -> None:
+        os.pwrite(fd, chunk, base + off)
+
+    crc = _recv_body(conn, n, sink, buf, st, counted)
+    _check_crc(crc, crc_hdr, job)
+    job.part_crcs[part.number] = crc
+
+
+def _finalize_download(runner: Runner, job: ObjectJob) -> None:
+    assert job.fd is not None
+    size = os.fstat(job.fd).st_size
+    os.close(job.fd)
+    job.fd = None
+    if size != job.size:
+        raise IntegrityError(f"local file has {size} bytes, expected {job.size}")
+    os.replace(job.tmp_path, job.dst_path)
+    if job.mtime:
+        os.utime(job.dst_path, (job.mtime, job.mtime))
+
+
+def _cleanup(job: ObjectJob) -> None:
+    if job.fd is not None:
+        try:
+            os.close(job.fd)
+        except OSError:
+            pass
+        job.fd = None
+    if job.tmp_path:
+        try:
+            os.unlink(job.tmp_path)
+        except OSError:
+            pass
+    if job.upload_id and job.dst_ep is not None:
+        job.dst_ep.abort_multipart(job.dst_bucket, job.dst_key, job.upload_id)
+
+
+def _ensure_upload(job: ObjectJob) -> str:
+    with job.lock:
+        if job.upload_id is None:
+            assert job.dst_ep is not None
+            job.upload_id = job.dst_ep.create_multipart(job.dst_bucket, job.dst_key)
+        return job.upload_id
+
+
+def _put_request(runner: Runner, job: ObjectJob, part: Part, conns, st, send_body,
+                 crc: int | None) -> str:
+    """PUT an object or a part whose body ``send_body(conn)`` writes; returns the ETag."""
+    ep = job.dst_ep
+    assert ep is not None
+    query = None
+    if job.multipart:
+        query = {"partNumber": str(part.number), "uploadId": _ensure_upload(job)}
+    headers = {"Content-Length": str(part.length)}
+    if crc is not None and ep.supports_crc32c is not False:
+        headers["x-amz-checksum-crc32c"] = crc32c_to_b64(crc)
+    conn = runner._conn(conns, ep)
+    conn.send(ep.signed_head("PUT", job.dst_bucket, job.dst_key, query=query, headers=headers))
+    send_body(conn)
+    t0 = time.monotonic()
+    head = conn.read_head()
+    st.ttfb_total += time.monotonic() - t0
+    st.requests += 1
+    conn.stats.requests += 1
+    try:
+        ep.check_response(conn, head, "PUT", job.name, ok=(200,))
+    except S3Error as e:
+        if (
+            "x-amz-checksum-crc32c" in headers
+            and ep.supports_crc32c is None
+            and e.code in ("InvalidArgument", "NotImplemented", "InvalidRequest", "XAmzContentChecksumMismatch")
+        ):
+            ep.supports_crc32c = False  # this store rejects the header: go on without it
+            raise IntegrityError("endpoint rejects x-amz-checksum-crc32c; retrying without") from e
+        raise
+    body = conn.read_body(head, limit=64 * 1024)
+    del body
+    if not head.keep_alive:
+        conn.usable = False
+    if "x-amz-checksum-crc32c" in headers:
+        ep.supports_crc32c = True
+    return head.headers.get("etag", "")
+
+
+def _op_upload(runner: Runner, job: ObjectJob, part: Part, conns, buf, st, counted) -> None:
+    with job.lock:
+        if job.fd is None:
+            job.fd = os.open(job.src_path, os.O_RDONLY)
+    fd = job.fd
+    n = part.length
+    crc = 0
+    small = n <= len(buf)
+    # Checksum pass: the header must precede the body. Small bodies are read once into the
+    # buffer and sent from it; large ones are summed from the page cache, then sendfile'd.
+    off = 0
+    while off < n:
+        k = os.preadv(fd, [buf[: min(len(buf), n - off)]], part.offset + off)
+        if k == 0:
+            raise IntegrityError(f"{job.src_path} shrank during upload")
+        crc = crc32c(buf[:k], crc)
+        off += k
+    if small:
+        def send_body(conn: Connection) -> None:
+            conn.send(buf[:n])
+    else:
+        def send_body(conn: Connection) -> None:
+            conn.send_file(fd, part.offset, n, buf)
+    etag = _put_request(runner, job, part, conns, st, send_body, crc if runner.opts.checksums else None)
+    st.wire_bytes += n
+    st.done_bytes += n
+    counted[0] += n
+    job.part_etags[part.number] = etag
+    job.part_crcs[part.number] = crc
+
+
+def _finalize_upload(runner: Runner, job: ObjectJob) -> None:
+    if job.fd is not None:
+        os.close(job.fd)
+        job.fd = None
+    if job.multipart:
+        _complete(job)
+
+
+def _complete(job: ObjectJob) -> None:
+    assert job.dst_ep is not None and job.upload_id is not None
+    parts = sorted(job.part_etags.items())
+    job.dst_ep.complete_multipart(job.dst_bucket, job.dst_key, job.upload_id, parts)
+    job.upload_id = None
+
+
+def _op_copy(runner: Runner, job: ObjectJob, part: Part, conns, buf, st, counted) -> None:
+    ep = job.dst_ep
+    assert ep is not None
+    if job.multipart:
+        etag = ep.upload_part_copy(job.src_bucket, job.src_key, job.dst_bucket, job.dst_key,
+                                   _ensure_upload(job), part.number, part.offset, part.length)
+        job.part_etags[part.number] = etag
+    else:
+        ep.copy_object(job.src_bucket, job.src_key, job.dst_bucket, job.dst_key)
+    st.requests += 1
+    st.done_bytes += part.length
+    counted[0] += part.length
+
+
+def _finalize_copy(runner: Runner, job: ObjectJob) -> None:
+    if job.multipart:
+        _complete(job)
+
+
+def _op_stream(runner: Runner, job: ObjectJob, part: Part, conns, buf, st, counted) -> None:
+    """Cross-endpoint: GET the part into a budgeted buffer, then PUT it. Never via disk."""
+    assert job.src_ep is not None
+    pbuf = runner.mem.get(part.length) if part.length else bytearray()
+    try:
+        mv = memoryview(pbuf)
+        crc = 0
+        if part.length:
+            conn, n, crc_hdr = _get(runner, job.src_ep, job, part, conns, st, whole=not job.multipart)
+            got = 0
+            while got < n:
+                k = conn.recv_into(mv[got:n])
+                if k == 0:
+                    conn.usable = False
+                    raise ConnectionClosed(f"body truncated at {got} of {n} bytes")
+                crc = crc32c(mv[got:got + k], crc)
+                got += k
+                st.wire_bytes += k
+            _check_crc(crc, crc_hdr, job)
+
+        def send_body(conn: Connection) -> None:
+            conn.send(mv[: part.length])
+
+        etag = _put_request(runner, job, part, conns, st, send_body, crc if runner.opts.checksums else None)
+        st.wire_bytes += part.length
+        st.done_bytes += part.length
+        counted[0] += part.length
+        job.part_etags[part.number] = etag
+        job.part_crcs[part.number] = crc
+    finally:
+        if part.length:
+            runner.mem.put(pbuf)
+
+
+_OPS = {
+    "download": _op_download,
+    "upload": _op_upload,
+    "copy": _op_copy,
+    "stream": _op_stream,
+}
+_FINALIZE = {
+    "download": _finalize_download,
+    "upload": _finalize_upload,
+    "copy": _finalize_copy,
+    "stream": _finalize_copy,
+}

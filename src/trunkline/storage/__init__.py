@@ -1,0 +1,1 @@
+"""Endpoints: local filesystem and S3-compatible stores."""

@@ -1,0 +1,298 @@
+"""An S3-compatible endpoint: control plane through botocore, data plane through ``wire``.
+
+botocore gives us the credential chain, SigV4 and the XML of list/multipart calls; the
+bytes of GET/PUT/UploadPart travel on our own connections (see ``wire.connection``).
+Payloads are sent UNSIGNED-PAYLOAD (integrity comes from the CRC32C/MD5 headers instead),
+which S3 and every compatible store accept, and which lets us sendfile() the body.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import quote, urlsplit
+
+import botocore.session
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.config import Config
+from botocore.credentials import Credentials
+from botocore.exceptions import BotoCoreError, ClientError
+from defusedxml import ElementTree as SafeET
+
+from ..config import EndpointConfig
+from ..wire.connection import Connection
+from ..wire.http1 import ResponseHead, build_request
+
+RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
+RETRYABLE_CODES = {
+    "SlowDown",
+    "RequestTimeout",
+    "InternalError",
+    "ServiceUnavailable",
+    "RequestTimeTooSkewed",
+    "Throttling",
+    "ThrottlingException",
+    "BadDigest",  # the bytes were damaged in flight: sending again is the fix
+}
+
+
+class S3Error(Exception):
+    """An error answer from the store, with its S3 code and whether a retry may help."""
+
+    def __init__(self, status: int, code: str, message: str, op: str = "", key: str = ""):
+        self.status = status
+        self.code = code
+        self.message = message
+        self.op = op
+        self.key = key
+        super().__init__(f"{op} {key}: {status} {code}: {message}".strip())
+
+    @property
+    def retryable(self) -> bool:
+        return self.status in RETRYABLE_STATUS or self.code in RETRYABLE_CODES
+
+    @property
+    def slowdown(self) -> bool:
+        return self.code in ("SlowDown", "Throttling", "ThrottlingException") or self.status in (
+            429,
+            503,
+        )
+
+
+def parse_error_xml(status: int, body: bytes, op: str = "", key: str = "") -> S3Error:
+    code, message = "", ""
+    if body:
+        try:
+            root = SafeET.fromstring(body)
+            code = (root.findtext("Code") or "").strip()
+            message = (root.findtext("Message") or "").strip()
+        except Exception:  # noqa: BLE001 - not XML: keep a short excerpt
+            message = body[:200].decode("utf-8", "replace")
+    if not code:
+        code = {404: "NoSuchKey", 403: "AccessDenied", 503: "SlowDown"}.get(status, f"HTTP{status}")
+    return S3Error(status, code, message, op, key)
+
+
+def from_client_error(e: ClientError, op: str, key: str = "") -> S3Error:
+    err = e.response.get("Error", {})
+    status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    return S3Error(status, err.get("Code", ""), err.get("Message", ""), op, key)
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    key: str
+    size: int
+    etag: str | None = None
+    mtime: float | None = None
+
+
+class S3Endpoint:
+    """One store (URL + credentials). Thread-safe; shared by all workers."""
+
+    def __init__(self, cfg: EndpointConfig):
+        self.cfg = cfg
+        sess = botocore.session.Session(profile=cfg.profile)
+        access = secret = None
+        if cfg.access_key_id_env or cfg.secret_access_key_env:
+            access = os.environ.get(cfg.access_key_id_env or "")
+            secret = os.environ.get(cfg.secret_access_key_env or "")
+            if not access or not secret:
+                raise S3Error(
+                    0,
+                    "NoCredentials",
+                    f"endpoint {cfg.name!r}: env vars {cfg.access_key_id_env}/"
+                    f"{cfg.secret_access_key_env} are not set",
+                )
+        self.region = cfg.region or sess.get_config_variable("region") or "us-east-1"
+        style = cfg.addressing_style or ("path" if cfg.url else "virtual")
+        self.addressing_style = style
+        self.client = sess.create_client(
+            "s3",
+            endpoint_url=cfg.url,
+            region_name=self.region,
+            aws_access_key_id=access,
+            aws_secret_access_key=secret,
+            config=Config(
+                s3={"addressing_style": style},
+                retries={"max_attempts": 6, "mode": "standard"},
+                max_pool_connections=32,
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+            ),
+        )
+        self._creds = (
+            Credentials(access, secret) if access else sess.get_credentials()
+        )
+        if self._creds is None:
+            raise S3Error(0, "NoCredentials", f"no credentials found for endpoint {cfg.name!r}")
+        url = urlsplit(self.client.meta.endpoint_url)
+        self.scheme = url.scheme
+        self.host = url.hostname or "localhost"
+        self.port = url.port or (443 if url.scheme == "https" else 80)
+        self._tls = ssl.create_default_context() if url.scheme == "https" else None
+        self._unsigned = Config(s3={"payload_signing_enabled": False})
+        self.supports_crc32c: bool | None = None   # learnt on first upload
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:  # never show credentials
+        return f"S3Endpoint({self.cfg.name!r}, {self.scheme}://{self.host}:{self.port})"
+
+    @property
+    def identity(self) -> tuple:
+        """Two endpoints with the same identity can copy server-side."""
+        return (self.scheme, self.host, self.port, self.cfg.profile, self.cfg.access_key_id_env)
+
+    # -- data plane ----------------------------------------------------------------------
+
+    def new_connection(self, read_timeout: float = 60.0) -> Connection:
+        host = self.host
+        return Connection(
+            host=host,
+            port=self.port,
+            tls=self._tls,
+            server_hostname=host,
+            read_timeout=read_timeout,
+        )
+
+    def _target(self, bucket: str, key: str) -> tuple[str, str]:
+        """(Host header, path) for this addressing style."""
+        qkey = quote(key, safe="/~")
+        hostport = self.host if self.port in (80, 443) else f"{self.host}:{self.port}"
+        if self.addressing_style == "virtual" and "." not in bucket:
+            return f"{bucket}.{hostport}", "/" + qkey
+        return hostport, f"/{bucket}/{qkey}"
+
+    def signed_head(
+        self,
+        method: str,
+        bucket: str,
+        key: str,
+        query: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> bytes:
+        """The signed request head bytes (SigV4, UNSIGNED-PAYLOAD)."""
+        host, path = self._target(bucket, key)
+        qs = ""
+        if query:
+            qs = "?" + "&".join(
+                f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in sorted(query.items())
+            )
+        url = f"{self.scheme}://{host}{path}{qs}"
+        hdrs = dict(headers or {})
+        hdrs["Host"] = host
+        req = AWSRequest(method=method, url=url, headers=hdrs)
+        req.context["client_config"] = self._unsigned
+        creds = self._creds.get_frozen_credentials()
+        S3SigV4Auth(creds, "s3", self.region).add_auth(req)
+        return build_request(method, path + qs, dict(req.headers.items()))
+
+    def check_response(self, conn: Connection, head: ResponseHead, op: str, key: str,
+                       ok: tuple[int, ...] = (200, 206)) -> None:
+        """Raise S3Error (having drained the small error body) unless status is in ``ok``."""
+        if head.status in ok:
+            return
+        try:
+            body = conn.read_body(head, limit=64 * 1024) if op != "HEAD" else b""
+        except Exception:  # noqa: BLE001 - the error is what matters
+            body = b""
+            conn.usable = False
+        if not head.keep_alive:
+            conn.usable = False
+        raise parse_error_xml(head.status, body, op, key)
+
+    # -- control plane (botocore) ------------------------------------------------------
+
+    def _call(self, op: str, key: str, fn, **kw):
+        try:
+            return fn(**kw)
+        except ClientError as e:
+            raise from_client_error(e, op, key) from None
+        except BotoCoreError as e:
+            raise S3Error(0, type(e).__name__, str(e), op, key) from None
+
+    def list(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Stream the listing page by page (never the whole listing in memory)."""
+        pag = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in pag.paginate(Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": 1000}):
+                for o in page.get("Contents", ()):
+                    lm = o.get("LastModified")
+                    yield ObjectInfo(
+                        o["Key"],
+                        int(o["Size"]),
+                        o.get("ETag"),
+                        lm.timestamp() if isinstance(lm, datetime) else None,
+                    )
+        except ClientError as e:
+            raise from_client_error(e, "LIST", f"{bucket}/{prefix}") from None
+
+    def head(self, bucket: str, key: str) -> ObjectInfo | None:
+        try:
+            r = self.client.head_object(Bucket=bucket, Key=key)
+        except ClientError as e:
+            if e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+                return None
+            raise from_client_error(e, "HEAD", key) from None
+        lm = r.get("LastModified")
+        return ObjectInfo(key, int(r["ContentLength"]), r.get("ETag"),
+                          lm.timestamp() if isinstance(lm, datetime) else None)
+
+    def create_multipart(self, bucket: str, key: str) -> str:
+        r = self._call("CreateMultipartUpload", key, self.client.create_multipart_upload,
+                       Bucket=bucket, Key=key)
+        return r["UploadId"]
+
+    def complete_multipart(self, bucket: str, key: str, upload_id: str,
+                           parts: list[tuple[int, str]]) -> str:
+        r = self._call(
+            "CompleteMultipartUpload", key, self.client.complete_multipart_upload,
+            Bucket=bucket, Key=key, UploadId=upload_id,
+            MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in parts]},
+        )
+        return r.get("ETag", "")
+
+    def abort_multipart(self, bucket: str, key: str, upload_id: str) -> None:
+        try:
+            self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+        except (ClientError, BotoCoreError):
+            pass
+
+    def list_parts(self, bucket: str, key: str, upload_id: str) -> dict[int, tuple[str, int]]:
+        out: dict[int, tuple[str, int]] = {}
+        pag = self.client.get_paginator("list_parts")
+        try:
+            for page in pag.paginate(Bucket=bucket, Key=key, UploadId=upload_id):
+                for p in page.get("Parts", ()):
+                    out[int(p["PartNumber"])] = (p["ETag"], int(p["Size"]))
+        except ClientError as e:
+            raise from_client_error(e, "ListParts", key) from None
+        return out
+
+    def list_multipart_uploads(self, bucket: str, prefix: str = "") -> list[tuple[str, str]]:
+        r = self._call("ListMultipartUploads", prefix, self.client.list_multipart_uploads,
+                       Bucket=bucket, Prefix=prefix)
+        return [(u["Key"], u["UploadId"]) for u in r.get("Uploads", ())]
+
+    def copy_object(self, src_bucket: str, src_key: str, bucket: str, key: str) -> str:
+        r = self._call("CopyObject", key, self.client.copy_object, Bucket=bucket, Key=key,
+                       CopySource={"Bucket": src_bucket, "Key": src_key})
+        return r.get("CopyObjectResult", {}).get("ETag", "")
+
+    def upload_part_copy(self, src_bucket: str, src_key: str, bucket: str, key: str,
+                         upload_id: str, part_number: int, start: int, length: int) -> str:
+        r = self._call(
+            "UploadPartCopy", key, self.client.upload_part_copy, Bucket=bucket, Key=key,
+            UploadId=upload_id, PartNumber=part_number,
+            CopySource={"Bucket": src_bucket, "Key": src_key},
+            CopySourceRange=f"bytes={start}-{start + length - 1}",
+        )
+        return r["CopyPartResult"]["ETag"]
+
+    def delete(self, bucket: str, key: str) -> None:
+        self._call("DeleteObject", key, self.client.delete_object, Bucket=bucket, Key=key)
