@@ -88,6 +88,10 @@ def _times(t: Template, recs: np.ndarray, chunks: list[Chunk], counts: list[int]
         return None
 
     start, end = one("start"), one("end")
+    if start is None and end is None:
+        obs = _col(t, recs, "obs_ms")  # an event (NAT) rather than a flow
+        if obs is not None:
+            start = obs.astype(np.int64)
     if start is None:
         start = end if end is not None else export
     if end is None:

@@ -2,8 +2,9 @@
 
 Parses Ethernet, 802.1Q / QinQ VLAN tags, MPLS label stacks (with the pseudowire control
 word, then the inner Ethernet frame), IPv4, IPv6 (skipping extension headers), and the
-TCP/UDP ports. Tunnels (VXLAN, IP-in-IP, SRv6) are reported by their OUTER header, as
-the exporter's interface saw them; this is also what tshark shows first.
+TCP/UDP ports. IP-in-IP tunnels (IPv4/IPv6 in IPv4/IPv6, e.g. SRv6 encapsulation) are
+reported by their INNER header (the traffic, not the routers' tunnel endpoints); UDP
+overlays (VXLAN) by their OUTER header, as the exporter's interface saw them.
 Everything is bounds-checked: a truncated header yields whatever was complete.
 """
 
@@ -79,7 +80,24 @@ def parse_ipv4(buf: bytes, off: int, out: Parsed) -> Parsed:
     frag = int.from_bytes(buf[off + 6 : off + 8], "big") & 0x1FFF
     if frag == 0 and ihl >= 20:
         _l4(buf, off + ihl, out["proto"], out)
+        if out["proto"] in (4, 41):
+            _inner(buf, off + ihl, out)
     return out
+
+
+def _inner(buf: bytes, off: int, out: Parsed) -> None:
+    """IP-in-IP: replace the keys by the inner packet's, when it parses."""
+    if out.get("_depth", 0) >= 2 or len(buf) <= off:
+        return
+    inner = Parsed(_depth=out.get("_depth", 0) + 1)
+    nib = buf[off] >> 4
+    if nib == 4:
+        parse_ipv4(buf, off, inner)
+    elif nib == 6:
+        parse_ipv6(buf, off, inner)
+    if "src_addr" in inner:
+        out.clear()
+        out.update(inner)
 
 
 def parse_ipv6(buf: bytes, off: int, out: Parsed) -> Parsed:
@@ -101,6 +119,8 @@ def parse_ipv6(buf: bytes, off: int, out: Parsed) -> Parsed:
             nh, off = buf[off], off + 8 + buf[off + 1] * 8
     out["proto"] = nh
     _l4(buf, off, nh, out)
+    if nh in (4, 41):
+        _inner(buf, off, out)
     return out
 
 

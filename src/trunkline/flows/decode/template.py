@@ -25,7 +25,7 @@ ROLES: dict[int, str] = {
     151: "end_s", 152: "start_ms", 153: "end_ms", 154: "start_us", 155: "end_us",
     156: "start_ns", 157: "end_ns", 158: "start_delta_us", 159: "end_delta_us",
     160: "sys_init_ms", 252: "in_phys", 253: "out_phys", 302: "selector_id",
-    305: "spi", 306: "sps", 312: "frame_size", 313: "ip_section", 315: "dl_frame",
+    305: "spi", 306: "sps", 323: "obs_ms", 312: "frame_size", 313: "ip_section", 315: "dl_frame",
 }
 ENTERPRISE_ROLES: dict[tuple[int, int], str] = {
     (TRUNKLINE_PEN, 1): "rtt_us",
