@@ -1,0 +1,346 @@
+"""The closed-loop tuner: connections and part size from what the path answers.
+
+Sans-I/O: the engine calls :meth:`Tuner.observe` with cumulative counters and the time;
+the tuner returns a :class:`Decision` when the setting should change. The loop:
+
+* **slow start** - double the connections while each step raises goodput by more than
+  ``gain`` (5 %); when a step stops paying, go back to the previous level and hold.
+* **back off** - on SlowDown/503 or an error burst, drop to the last level that ran clean
+  (or x0.7), and remember a ceiling just below where it hurt; then grow additively up
+  to it. On TTFB or RTT inflation (x2 over the minimum seen, with retransmits for RTT)
+  for two intervals, shed 15 %: more connections only queue.
+* **hold** - watch goodput; a drop of a quarter restarts the search, and every
+  ``probe_every`` intervals one step up is tried, so a path that got better is used.
+* **part size** - once connections stop paying, doubled while a request's TTFB is over
+  10 % of a part's transfer time (per-request overhead dominates); halved during slow
+  start when memory, not the path, caps connections.
+
+Each level is measured after one settling interval (new connections ramp up) over
+``measure`` intervals, so one step takes (1 + measure) x ``interval`` seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+MiB = 2**20
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A change of setting, with why. ``goodput_bps`` is bits/s measured before it."""
+
+    connections: int
+    part_size: int
+    reason: str
+    goodput_bps: float
+    at: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Tuner:
+    """Connections and part size for one transfer; see the module docstring."""
+
+    gain = 0.05
+    """A step must raise goodput by more than this to count as paying."""
+    backoff = 0.7
+    inflation = 2.0
+    """TTFB/RTT over this multiple of the minimum seen counts as inflation."""
+    drop = 0.25
+    """Goodput this much below the held level restarts the search."""
+    overhead = 0.10
+    """TTFB above this share of a part's transfer time doubles the part size."""
+    settle = 1
+    measure = 2
+    probe_every = 20
+    ceiling_ttl = 60.0
+    """Seconds a SlowDown ceiling is remembered before growth may pass it again."""
+
+    def __init__(
+        self,
+        max_connections: int,
+        max_memory: int,
+        part_size: int,
+        min_connections: int = 1,
+        initial_connections: int | None = None,
+        min_part_size: int = 5 * MiB,
+        max_part_size: int = 512 * MiB,
+        interval: float = 0.5,
+    ) -> None:
+        if max_connections < 1 or min_connections < 1 or min_connections > max_connections:
+            raise ValueError("need 1 <= min_connections <= max_connections")
+        if not 0 < min_part_size <= max_part_size or part_size <= 0 or max_memory <= 0:
+            raise ValueError("part sizes and memory must be positive, min <= max")
+        self.max_connections = max_connections
+        self.min_connections = min_connections
+        self.max_memory = max_memory
+        self.min_part_size = min_part_size
+        self.max_part_size = max_part_size
+        self.interval = interval
+        self.part_size = min(max(part_size, min_part_size), max_part_size)
+        start = initial_connections if initial_connections is not None else 4
+        self.connections = self._clamp(start)
+        self.decisions: list[Decision] = []
+        self.phase = "slow_start"
+        # interval bookkeeping
+        self._t: float | None = None
+        self._bytes = self._req = self._err = self._slow = self._retx = 0
+        self._since_change = 0
+        self._samples: list[float] = []
+        self._dirty = False  # a SlowDown/error burst was seen at this level
+        self._cooldown = 0
+        # what was learned
+        self._prev: tuple[int, float] | None = None  # (connections, goodput) before a step
+        self._held = 0.0
+        self._last_clean = 0
+        self._ceiling = max_connections
+        self._ceiling_at = 0.0
+        self._hold_count = 0
+        self._ttfb: float | None = None
+        self._ttfb_min: float | None = None
+        self._rtt: float | None = None
+        self._rtt_min: float | None = None
+        self._inflated = 0
+        self.goodput = 0.0
+        """Smoothed goodput in bytes/s (EWMA of interval goodput)."""
+
+    # ------------------------------------------------------------ limits
+    @property
+    def cap(self) -> int:
+        """Most connections now allowed: flag, memory (connections x part) and ceiling."""
+        mem = self.max_memory // self.part_size
+        return max(self.min_connections, min(self.max_connections, mem))
+
+    def _clamp(self, c: int) -> int:
+        return max(self.min_connections, min(int(c), self.cap))
+
+    # ------------------------------------------------------------ the loop
+    def observe(
+        self,
+        now: float,
+        bytes_done: int,
+        *,
+        requests_done: int = 0,
+        errors: int = 0,
+        slowdowns: int = 0,
+        ttfb_s: float | None = None,
+        rtt_us: float | None = None,
+        retransmits: int = 0,
+    ) -> Decision | None:
+        """Feed cumulative counters; return a Decision when the setting changes."""
+        if ttfb_s is not None and ttfb_s > 0:
+            self._ttfb = ttfb_s if self._ttfb is None else 0.7 * self._ttfb + 0.3 * ttfb_s
+            self._ttfb_min = ttfb_s if self._ttfb_min is None else min(self._ttfb_min, ttfb_s)
+        if rtt_us is not None and rtt_us > 0:
+            r = rtt_us / 1e6
+            self._rtt = r if self._rtt is None else 0.7 * self._rtt + 0.3 * r
+            self._rtt_min = r if self._rtt_min is None else min(self._rtt_min, r)
+        if self._t is None:
+            self._t, self._bytes, self._req = now, bytes_done, requests_done
+            self._err, self._slow, self._retx = errors, slowdowns, retransmits
+            return None
+        dt = now - self._t
+        if dt < self.interval:
+            return None
+        g = max(0, bytes_done - self._bytes) / dt
+        d_req = requests_done - self._req
+        d_err = errors - self._err
+        d_slow = slowdowns - self._slow
+        d_retx = retransmits - self._retx
+        self._t, self._bytes, self._req = now, bytes_done, requests_done
+        self._err, self._slow, self._retx = errors, slowdowns, retransmits
+        self.goodput = g if self.goodput == 0 else 0.6 * self.goodput + 0.4 * g
+        self._since_change += 1
+        if self._ceiling < self.max_connections and now - self._ceiling_at > self.ceiling_ttl:
+            self._ceiling = self.max_connections
+        return self._step(now, g, d_req, d_err, d_slow, d_retx)
+
+    def _step(self, now: float, g: float, d_req: int, d_err: int, d_slow: int,
+              d_retx: int) -> Decision | None:
+        c = self.connections
+        hurt = d_slow > 0 or d_err >= max(2, 0.05 * d_req)
+        if hurt and self._since_change > self.settle:
+            self._dirty = True
+        if self._cooldown > 0:
+            self._cooldown -= 1
+        elif hurt:
+            what = f"{d_slow} SlowDown" if d_slow > 0 else f"{d_err} errors in {d_req} requests"
+            return self._back_off(now, g, what)
+        if self._inflation(d_retx):
+            self._inflated += 1
+            if self._inflated >= 2 and c > self.min_connections:
+                self._inflated = -(self.settle + 2)  # let the smoothed latency recover
+                self._ceiling, self._ceiling_at = max(self.min_connections, c - 1), now
+                self.phase, self._prev = "hold", None
+                self._hold_count = 0
+                self._held = 0.0
+                return self._change(now, g, int(c * 0.85), None,
+                                    f"latency x{self._inflation_ratio():.1f} of minimum: shed")
+        else:
+            self._inflated = min(self._inflated + 1, 0) if self._inflated < 0 else 0
+        if self._since_change <= self.settle:
+            return None
+        self._samples.append(g)
+        if len(self._samples) < self.measure:
+            return None
+        level = sum(self._samples) / len(self._samples)
+        self._samples.clear()
+        if not self._dirty:
+            self._last_clean = c
+        if self.phase == "hold":
+            part = self._grow_part(now, level)
+            if part is not None:
+                return part
+        return getattr(self, f"_{self.phase}")(now, level)
+
+    # ------------------------------------------------------------ phases
+    def _slow_start(self, now: float, level: float) -> Decision | None:
+        c = self.connections
+        prev = self._prev
+        if prev is None or level > prev[1] * (1 + self.gain):
+            limit = min(self.cap, self._ceiling)
+            why = "start" if prev is None else f"goodput {_pct(level, prev[1])}"
+            part = None
+            if c >= limit and self._memory_bound() and self.part_size // 2 >= self.min_part_size:
+                # memory, not the path, stops growth: smaller parts buy more connections
+                part = self.part_size // 2
+                limit = min(self.max_memory // part, self.max_connections, self._ceiling)
+                why += ", memory-bound: halve parts"
+            if c >= limit:
+                return self._hold_at(now, level, f"at the limit ({c} connections)")
+            self._prev = (c, level)
+            return self._change(now, level, min(limit, c * 2), part, f"{why}: grow")
+        back = prev[0] if level <= prev[1] else c  # keep the larger only if it did not lose
+        self._prev = None
+        msg = f"{prev[0]} -> {c} connections gave {_pct(level, prev[1])}: hold at {back}"
+        self.phase = "hold"
+        self._held = max(level, prev[1])
+        self._hold_count = 0
+        if back != c:
+            return self._change(now, level, back, None, msg)
+        return self._log(now, level, msg)
+
+    def _avoid(self, now: float, level: float) -> Decision | None:
+        """After a back-off: grow by an eighth per step up to the ceiling."""
+        c = self.connections
+        prev = self._prev
+        if prev is not None and level < prev[1] * (1 - self.gain) and prev[0] < c:
+            self._prev = None
+            return self._hold_at(now, level, f"growth to {c} lost goodput", back=prev[0],
+                                 held=prev[1])
+        limit = min(self.cap, self._ceiling)
+        if c >= limit:
+            return self._hold_at(now, level, f"at the ceiling ({c} connections)")
+        self._prev = (c, level)
+        return self._change(now, level, min(limit, c + max(1, c // 8)), None,
+                            "clean since back-off: grow slowly")
+
+    def _hold(self, now: float, level: float) -> Decision | None:
+        c = self.connections
+        self._hold_count += self.measure
+        if self._held and level < self._held * (1 - self.drop):
+            self.phase, self._prev, self._held = "slow_start", None, level
+            return self._slow_start(now, level)
+        self._held = level if not self._held else 0.8 * self._held + 0.2 * level
+        if self._hold_count >= self.probe_every:
+            self._hold_count = 0
+            limit = min(self.cap, self._ceiling)
+            if c < limit:
+                self.phase = "probe"
+                self._prev = (c, level)
+                return self._change(now, level, min(limit, max(c + 1, int(c * 1.25))), None,
+                                    "probe one step up")
+        return None
+
+    def _probe(self, now: float, level: float) -> Decision | None:
+        prev = self._prev
+        assert prev is not None
+        if level > prev[1] * (1 + self.gain):
+            self.phase = "slow_start"
+            return self._slow_start(now, level)
+        self._prev = None
+        return self._hold_at(now, level, f"probe gave {_pct(level, prev[1])}", back=prev[0],
+                             held=prev[1])
+
+    def _hold_at(self, now: float, level: float, why: str, back: int | None = None,
+                 held: float | None = None) -> Decision | None:
+        self.phase = "hold"
+        self._hold_count = 0
+        self._held = held if held is not None else level
+        if back is not None and back != self.connections:
+            return self._change(now, level, back, None, f"{why}: back to {back}")
+        return self._log(now, level, f"{why}: hold")
+
+    # ------------------------------------------------------------ reactions
+    def _back_off(self, now: float, g: float, what: str) -> Decision | None:
+        c = self.connections
+        if self._last_clean >= c:
+            self._last_clean = 0  # the level that was clean no longer is
+        target = max(int(c * self.backoff), self._last_clean)
+        self._ceiling = max(self.min_connections, c - max(1, c // 10))
+        self._ceiling_at = now
+        self._cooldown = self.settle + 1
+        self.phase = "avoid"
+        self._prev = None
+        if target >= c and c <= self.min_connections:
+            return self._log(now, g, f"{what} at the minimum of {c} connections")
+        return self._change(now, g, min(target, self._ceiling), None, f"{what}: back off")
+
+    def _inflation_ratio(self) -> float:
+        r = 1.0
+        if self._ttfb and self._ttfb_min and self._ttfb - self._ttfb_min > 0.010:
+            r = self._ttfb / self._ttfb_min
+        if self._rtt and self._rtt_min and self._rtt - self._rtt_min > 0.005:
+            r = max(r, self._rtt / self._rtt_min)
+        return r
+
+    def _inflation(self, d_retx: int) -> bool:
+        ttfb = (self._ttfb is not None and self._ttfb_min is not None
+                and self._ttfb - self._ttfb_min > 0.010
+                and self._ttfb > self.inflation * self._ttfb_min)
+        rtt = (self._rtt is not None and self._rtt_min is not None and d_retx > 0
+               and self._rtt - self._rtt_min > 0.005
+               and self._rtt > self.inflation * self._rtt_min)
+        return ttfb or rtt
+
+    def _memory_bound(self) -> bool:
+        mem = self.max_memory // self.part_size
+        return mem < self.max_connections and mem < self._ceiling
+
+    def _grow_part(self, now: float, level: float) -> Decision | None:
+        """Once connections stopped paying: bigger parts while TTFB dominates a part's time.
+
+        Not earlier: per byte of memory, more connections with small parts carry more
+        (rate/part = 1/(TTFB + part/rate_per_connection) falls as parts grow).
+        """
+        c = self.connections
+        if level <= 0 or self._ttfb is None:
+            return None
+        share = self._ttfb / (self.part_size / (level / c))
+        bigger = self.part_size * 2
+        if share > self.overhead and bigger <= self.max_part_size and c * bigger <= self.max_memory:
+            return self._change(now, level, c, bigger,
+                                f"TTFB {self._ttfb * 1e3:.0f} ms is {share:.0%} of a part: "
+                                "bigger parts")
+        return None
+
+    # ------------------------------------------------------------ record
+    def _change(self, now: float, g: float, c: int, part: int | None, reason: str) -> Decision:
+        if part is not None:
+            self.part_size = min(max(part, self.min_part_size), self.max_part_size)
+        self.connections = self._clamp(c)
+        self._dirty = False
+        self._since_change = 0
+        self._samples.clear()
+        return self._log(now, g, reason)
+
+    def _log(self, now: float, g: float, reason: str) -> Decision:
+        d = Decision(self.connections, self.part_size, reason, g * 8, now)
+        self.decisions.append(d)
+        return d
+
+
+def _pct(new: float, old: float) -> str:
+    return f"{(new / old - 1) * 100:+.0f}%" if old > 0 else "n/a"

@@ -1,0 +1,198 @@
+"""The tuner against simulated paths (sans-I/O): convergence to >= 90% of the best static.
+
+The simulator: each connection carries at most ``conn`` bytes/s (window/RTT) and idles a
+TTFB per part; the link caps the total; a server may saturate at K connections (TTFB
+queues beyond K) or answer SlowDown above K (its retries waste capacity). One interval
+after a change is a transient (new connections ramping), as on a real path.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from trunkline.engine.tune import Decision, Tuner
+
+MiB = 2**20
+INTERVALS = 80  # 40 s of simulated time at 0.5 s
+CONVERGED_BY = 30  # stated convergence: within 30 intervals (15 s)
+
+
+@dataclass
+class SimPath:
+    conn: float  # bytes/s one connection can carry (window/RTT)
+    link: float  # bytes/s the path carries in total
+    ttfb: float = 0.02
+    saturate_k: int | None = None  # server capacity = K connections' worth; TTFB queues past K
+    slowdown_k: int | None = None  # server answers SlowDown above K connections
+    noise: float = 0.0
+
+    def ttfb_at(self, c: int) -> float:
+        k = self.saturate_k
+        return self.ttfb * (c / k if k and c > k else 1.0)
+
+    def rate(self, c: int, part: int) -> float:
+        t = self.ttfb_at(c)
+        per = part / (t + part / self.conn)  # a part's bytes over (TTFB + transfer)
+        g = min(self.link, c * per)
+        if self.saturate_k:
+            g = min(g, self.saturate_k * self.conn)
+        if self.slowdown_k and c > self.slowdown_k:
+            g *= self.slowdown_k / c  # retries of throttled requests waste capacity
+        return g
+
+    def slowdowns(self, c: int, dt: float) -> int:
+        return int((c - self.slowdown_k) * 4 * dt) + 1 if self.slowdown_k and c > self.slowdown_k else 0
+
+
+def best_static(path: SimPath, max_c: int, max_mem: int, parts) -> float:
+    return max(path.rate(c, p) for p in parts for c in range(1, max_c + 1) if c * p <= max_mem)
+
+
+def run(path: SimPath, tuner: Tuner, n: int = INTERVALS, seed: int = 1):
+    rng = random.Random(seed)
+    now, total, reqs, slow = 0.0, 0.0, 0.0, 0
+    rates, prev_rate = [], None
+    tuner.observe(now, 0)
+    for _ in range(n):
+        c, part = tuner.connections, tuner.part_size
+        r = path.rate(c, part)
+        if prev_rate is not None and r != prev_rate[0] and prev_rate[1] != (c, part):
+            r = (r + prev_rate[0]) / 2  # transient: ramping after a change
+        prev_rate = (path.rate(c, part), (c, part))
+        if path.noise:
+            r *= 1 + rng.uniform(-path.noise, path.noise)
+        dt = tuner.interval
+        now += dt
+        total += r * dt
+        reqs += r * dt / part
+        slow += path.slowdowns(c, dt)
+        rates.append(r)
+        tuner.observe(now, int(total), requests_done=int(reqs), slowdowns=slow,
+                      ttfb_s=path.ttfb_at(c))
+    return rates
+
+
+def converged(rates) -> float:
+    tail = rates[CONVERGED_BY:]
+    return sum(tail) / len(tail)
+
+
+PARTS = [5 * MiB, 8 * MiB, 16 * MiB, 32 * MiB, 64 * MiB, 128 * MiB]
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.15])
+def test_window_limited_wan(noise):
+    # 4 MiB window at 40 ms: 100 MiB/s per connection; 4 Gbit/s (500 MB/s) link.
+    path = SimPath(conn=4 * MiB / 0.040, link=500e6, ttfb=0.040, noise=noise)
+    t = Tuner(max_connections=64, max_memory=2048 * MiB, part_size=8 * MiB)
+    rates = run(path, t)
+    best = best_static(path, 64, 2048 * MiB, PARTS)
+    assert converged(rates) >= 0.9 * best, (converged(rates) / best, t.decisions)
+    assert t.connections < 32  # did not pile on connections that add nothing
+    assert t.part_size > 8 * MiB  # 40 ms TTFB vs 80 ms per 8 MiB part: parts grew
+
+
+def test_server_saturates_at_k():
+    path = SimPath(conn=50e6, link=10e9, ttfb=0.005, saturate_k=12)
+    t = Tuner(max_connections=128, max_memory=4096 * MiB, part_size=16 * MiB)
+    rates = run(path, t)
+    best = best_static(path, 128, 4096 * MiB, PARTS)
+    assert converged(rates) >= 0.9 * best, (converged(rates) / best, t.decisions)
+    assert t.connections <= 32
+
+
+def test_slowdown_above_k():
+    path = SimPath(conn=50e6, link=10e9, ttfb=0.005, slowdown_k=20)
+    t = Tuner(max_connections=128, max_memory=8192 * MiB, part_size=16 * MiB)
+    rates = run(path, t)
+    best = best_static(path, 128, 8192 * MiB, PARTS)
+    assert converged(rates) >= 0.9 * best, (converged(rates) / best, t.decisions)
+    assert any("SlowDown" in d.reason for d in t.decisions)
+    assert 14 <= t.connections <= 20  # settled under the throttle, not far below
+
+
+def test_noisy_lan_no_regression():
+    # loopback-like: each connection 400 MB/s, 1.2 GB/s in total, 1 ms TTFB, +/-20% noise
+    path = SimPath(conn=400e6, link=1.2e9, ttfb=0.001, noise=0.2)
+    t = Tuner(max_connections=64, max_memory=1024 * MiB, part_size=8 * MiB)
+    rates = run(path, t, seed=7)
+    best = best_static(path, 64, 1024 * MiB, PARTS)
+    assert converged(rates) >= 0.9 * best, (converged(rates) / best, t.decisions)
+
+
+def test_memory_bounds_connections_and_parts():
+    path = SimPath(conn=4 * MiB / 0.040, link=2e9, ttfb=0.040)
+    t = Tuner(max_connections=256, max_memory=512 * MiB, part_size=8 * MiB)
+    run(path, t)
+    for d in t.decisions:
+        assert d.connections * d.part_size <= 512 * MiB, d
+    assert t.connections * t.part_size <= 512 * MiB
+
+
+def test_path_gets_worse_then_better():
+    path = SimPath(conn=100e6, link=800e6, ttfb=0.01)
+    t = Tuner(max_connections=64, max_memory=4096 * MiB, part_size=64 * MiB)
+    run(path, t, n=40)
+    path.link = 300e6  # a neighbour takes the link: hold what is enough
+    run(path, t, n=40)
+    path.link = 1.6e9  # the neighbour leaves: the periodic probe finds the room
+    rates = run(path, t, n=80)
+    assert sum(rates[-20:]) / 20 >= 0.9 * 1.6e9 * 0.99 * 0.9, t.decisions[-5:]
+
+
+def test_latency_inflation_sheds_connections():
+    # bufferbloat: goodput flat past 8 connections, but TTFB grows with every extra one
+    path = SimPath(conn=50e6, link=10e9, ttfb=0.020, saturate_k=8)
+    t = Tuner(max_connections=64, max_memory=8192 * MiB, part_size=64 * MiB,
+              initial_connections=32)
+    t.observe(0.0, 0, ttfb_s=0.020)  # the unloaded TTFB, as a probe request saw it
+    run(path, t, n=40)
+    assert any("latency" in d.reason for d in t.decisions)
+    assert t.connections <= 17  # sheds until TTFB is under 2x the unloaded one (c <= 16)
+
+
+def test_decisions_are_logged_with_reasons():
+    path = SimPath(conn=100e6, link=1e9)
+    t = Tuner(max_connections=16, max_memory=1024 * MiB, part_size=8 * MiB)
+    run(path, t, n=20)
+    assert t.decisions and all(isinstance(d, Decision) and d.reason for d in t.decisions)
+    d = t.decisions[0].to_dict()
+    assert set(d) == {"connections", "part_size", "reason", "goodput_bps", "at"}
+
+
+def test_rejects_bad_limits():
+    with pytest.raises(ValueError):
+        Tuner(max_connections=0, max_memory=MiB, part_size=MiB)
+    with pytest.raises(ValueError):
+        Tuner(max_connections=4, max_memory=MiB, part_size=MiB, min_connections=8)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    max_c=st.integers(1, 200),
+    mem_mib=st.integers(8, 8192),
+    part_mib=st.integers(5, 512),
+    steps=st.lists(
+        st.tuples(st.floats(0.01, 2.0), st.integers(0, 10**9), st.integers(0, 3),
+                  st.integers(0, 3), st.one_of(st.none(), st.floats(0.0001, 2.0))),
+        max_size=60),
+)
+def test_limits_hold_under_any_observations(max_c, mem_mib, part_mib, steps):
+    t = Tuner(max_connections=max_c, max_memory=mem_mib * MiB, part_size=part_mib * MiB)
+    now, total, err, slow = 0.0, 0, 0, 0
+    for dt, db, de, ds, ttfb in steps:
+        now += dt
+        total += db
+        err += de
+        slow += ds
+        t.observe(now, total, requests_done=total // MiB, errors=err, slowdowns=slow,
+                  ttfb_s=ttfb)
+        assert 1 <= t.connections <= max_c
+        assert 5 * MiB <= t.part_size <= 512 * MiB
+        if t.min_connections * t.part_size <= mem_mib * MiB:
+            assert t.connections * t.part_size <= max(mem_mib * MiB, t.part_size)
