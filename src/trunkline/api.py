@@ -34,6 +34,7 @@ class TransferResult:
     slowdowns: int = 0
     requests: int = 0
     wire_bytes: int = 0
+    peak_buffer_bytes: int = 0
     connections: list[dict] = field(default_factory=list)
     options: dict = field(default_factory=dict)
 
@@ -126,6 +127,7 @@ def copy(
         slowdowns=out.slowdowns,
         requests=out.requests,
         wire_bytes=out.wire_bytes,
+        peak_buffer_bytes=out.peak_buffer_bytes,
         connections=[c.to_dict() for c in out.connections],
         options={
             "max_connections": opts.max_connections,

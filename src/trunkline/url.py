@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 
 GLOB_CHARS = re.compile(r"[*?\[]")
 _NAMED = re.compile(r"^(?P<name>[A-Za-z][A-Za-z0-9_-]*):(?P<rest>.*)$")
@@ -95,10 +94,11 @@ def safe_relpath(rel: str) -> str:
         raise LocationError(f"refusing unsafe object key {rel!r}")
     if rel.startswith("/") or rel.startswith("\\"):
         raise LocationError(f"refusing object key {rel!r}: absolute path would escape destination")
-    parts = PurePosixPath(rel).parts
-    for p in parts:
-        if p in ("..", ".") or "\\" in p:
-            raise LocationError(f"refusing object key {rel!r}: would escape destination")
     if rel.endswith("/"):
         raise LocationError(f"refusing object key {rel!r}: names a folder, not a file")
+    parts = rel.split("/")
+    for p in parts:
+        # '.' and empty components are refused too: they would alias another key's file
+        if p in ("..", ".", "") or "\\" in p:
+            raise LocationError(f"refusing object key {rel!r}: would escape destination")
     return "/".join(parts)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from ..storage import local
 from ..storage.s3 import S3Endpoint, S3Error
-from ..url import Location, LocationError, glob_base, safe_relpath
+from ..url import Location, LocationError, glob_base
 from .plan import Part, is_multipart, plan_parts
 
 
@@ -138,12 +138,16 @@ def plan_jobs(
     src_ep = None if src.is_local else eps.get(src.endpoint or "s3")
     for rel, info in _sources(src, eps, recursive):
         size = info.size
-        if into:
-            rel = safe_relpath(rel) if dst.is_local else rel
-            target = dst.child(rel)
-        else:
-            target = dst
         name = str(src.child(rel)) if many else str(src)
+        if into and dst.is_local:
+            try:
+                local.dest_path(dst.path, rel)
+            except LocationError as e:
+                # a hostile key fails alone (counted, reported); the others still copy
+                yield ObjectJob(kind="reject", name=name, size=0, parts=[], multipart=False,
+                                failed=str(e))
+                continue
+        target = dst.child(rel) if into else dst
         if src.is_local:
             kind = "upload"
         elif dst.is_local:

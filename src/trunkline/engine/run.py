@@ -94,6 +94,7 @@ class RunOutcome:
     slowdowns: int
     requests: int
     connections: list[ConnectionStats]
+    peak_buffer_bytes: int
 
 
 class _Gate:
@@ -129,12 +130,14 @@ class _MemoryBudget:
         self.used = 0
         self.cv = threading.Condition()
         self.free: dict[int, list[bytearray]] = {}
+        self.peak = 0
 
     def get(self, n: int) -> bytearray:
         with self.cv:
             while self.used + n > self.limit and self.used > 0:
                 self.cv.wait()
             self.used += n
+            self.peak = max(self.peak, self.used)
             pool = self.free.get(n)
             if pool:
                 return pool.pop()
@@ -221,6 +224,7 @@ class Runner:
             slowdowns=s.slowdowns,
             requests=s.requests,
             connections=list(self.closed_conns),
+            peak_buffer_bytes=self.mem.peak,
         )
 
     def snapshot(self) -> Snapshot:
@@ -251,6 +255,10 @@ class Runner:
             for job in jobs:
                 if self._stop.is_set():
                     break
+                if job.kind == "reject":
+                    with self._lock:
+                        self.failures.append(Failure(job.name, job.failed or "rejected"))
+                    continue
                 with self._lock:
                     self.total_bytes += job.size
                     self.total_objects += 1
