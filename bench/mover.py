@@ -243,6 +243,38 @@ def tool_argv(tool: str, direction: str, local: Path, url: str, a: argparse.Name
     raise ValueError(tool)
 
 
+def startup_argv(tool: str, a: argparse.Namespace) -> list[str] | None:
+    """A no-op that loads the tool as a run does: its fixed cost per invocation."""
+    if tool in ("boto3", "obstore"):
+        return [sys.executable, str(HERE / f"mover_{tool}.py"), "--help"]
+    exe = a.bin.get(tool)
+    if not exe:
+        return None
+    return {"trunkline": [exe, "cp", "--help"], "s5cmd": [exe, "version"]}.get(
+        tool, [exe, "version"]
+    )
+
+
+def measure_startup(a: argparse.Namespace, env: dict[str, str], log_dir: Path) -> dict:
+    out: dict = {}
+    for tool in a.tool_list:
+        argv = startup_argv(tool, a)
+        if argv is None:
+            continue
+        ms = [
+            run_measured(argv, env=env, timeout=60, log_dir=log_dir, tag=f"startup-{tool}-{i}")
+            for i in range(3)
+        ]
+        good = [m for m in ms if m.exit_code == 0]
+        out[tool] = {
+            "argv": argv,
+            "wall_s": median([m.wall_s for m in good]),
+            "cpu_s": median([m.cpu_s for m in good]),
+            "maxrss_mib": median([m.maxrss_mib for m in good]),
+        }
+    return out
+
+
 def tool_versions(a: argparse.Namespace) -> dict[str, str]:
     def first(argv: list[str]) -> str:
         out = capture(argv) if argv[0] else ""
@@ -290,6 +322,22 @@ def trunkline_max_memory_mib(extra_args: str, help_text: str) -> float | None:
             return _mib(arg.split("=", 1)[1])
     m = re.search(r"--max-memory\b.*?\(default\s+([^)]+)\)", help_text, re.DOTALL)
     return _mib(m.group(1)) if m else None
+
+
+def _json_from(path: Path) -> object | None:
+    """The JSON document a tool printed on stdout (whole, or its last line), if any."""
+    try:
+        if path.stat().st_size > 16 * MiB:
+            return None
+        text = path.read_text(errors="replace").strip()
+    except OSError:
+        return None
+    for cand in (text, *reversed([ln for ln in text.splitlines() if ln.startswith("{")])):
+        try:
+            return json.loads(cand)
+        except ValueError:
+            continue
+    return None
 
 
 # --------------------------------------------------------------------------- runs
@@ -398,6 +446,7 @@ class Bench:
 
         argv = tool_argv(tool, direction, local, url, self.a)
         rec["argv"] = argv
+        tag = f"{ds.name}-{direction}-{rnd}-{tool}"
         os.sync()
         try:
             m = run_measured(
@@ -406,17 +455,16 @@ class Bench:
                 cwd=self.work,
                 timeout=self.a.timeout,
                 log_dir=self.work / "logs",
-                tag=f"{ds.name}-{direction}-{rnd}-{tool}",
+                tag=tag,
             )
             rec.update(
                 exit_code=m.exit_code, wall_s=m.wall_s, user_s=m.user_s, sys_s=m.sys_s,
                 cpu_s=m.cpu_s, maxrss_mib=m.maxrss_mib, timed_out=m.timed_out,
             )  # fmt: skip
-            if tool == "trunkline":
-                try:
-                    rec["trunkline_json"] = json.loads(m.stdout_tail)
-                except ValueError:
-                    pass
+            if tool == "trunkline":  # its --json summary, when asked for via --trunkline-args
+                summary = _json_from(self.work / "logs" / f"{tag}.out")
+                if summary is not None:
+                    rec["trunkline_json"] = summary
             if m.exit_code != 0:
                 why = "timeout" if m.timed_out else m.last_err_line
                 if (
@@ -479,6 +527,13 @@ def summarize(runs: list[dict], ds: Dataset, direction: str, tool: str) -> dict:
         s["cpu_per_gb"] = median([r["cpu_s"] / (ds.total_bytes / GB) for r in ok])
         s["rss"] = median([r["maxrss_mib"] for r in ok])
         s["rss_max"] = max(r["maxrss_mib"] for r in ok)
+        own = [
+            r["trunkline_json"]["seconds"]
+            for r in ok
+            if isinstance(r.get("trunkline_json"), dict)
+            and isinstance(r["trunkline_json"].get("seconds"), int | float)
+        ]
+        s["own_seconds"] = median(own)  # the tool's own transfer time (trunkline --json)
     return s
 
 
@@ -523,6 +578,22 @@ def render(a: argparse.Namespace, meta: dict, runs: list[dict]) -> tuple[str, di
         "ratios are to s5cmd's medians.",
         "",
     ]
+    st = meta.get("startup") or {}
+    if st:
+        out += [
+            "Start-up cost per invocation (a no-op that loads the tool: `trunkline cp --help`, "
+            "`s5cmd version`, `rclone version`, the baseline scripts' `--help`; median of 3), "
+            "included in every run below; it weighs on small (`--quick`) sets:",
+            "",
+            md_table(
+                ["tool", "wall s", "CPU s", "peak RSS MiB"],
+                [
+                    [t, fmt(v["wall_s"], 3), fmt(v["cpu_s"], 3), fmt(v["maxrss_mib"], 0)]
+                    for t, v in st.items()
+                ],
+            ),
+            "",
+        ]
     summary: dict = {}
     header = [
         "tool", "runs", "wall s (min–max)", "Gbit/s", "obj/s", "CPU s/GB",
@@ -567,7 +638,7 @@ def render(a: argparse.Namespace, meta: dict, runs: list[dict]) -> tuple[str, di
             t, s = stats["trunkline"], stats["s5cmd"]
             if not t.get("wall") or not s.get("wall"):
                 why = t["na"] and f"n/a: {t['na']}" or t["fail"] or s["fail"] or "no good runs"
-                rows.append([key, why, "—", "—", "—"])
+                rows.append([key, why, "—", "—", "—", "—"])
                 continue
             w = ratio(t["wall"], s["wall"])
             o = ratio(t["objps"], s["objps"])
@@ -585,6 +656,7 @@ def render(a: argparse.Namespace, meta: dict, runs: list[dict]) -> tuple[str, di
                     else "—",
                     f"{c:.2f} ({'met' if c <= 1.5 else 'MISSED'})",
                     rss,
+                    f"{fmt(t['wall'])} / {fmt(t['own_seconds'])} / {fmt(s['wall'])}",
                 ]
             )
         out += [
@@ -597,6 +669,7 @@ def render(a: argparse.Namespace, meta: dict, runs: list[dict]) -> tuple[str, di
                     "obj/s ÷ s5cmd (>= 1.0, small sets)",
                     "CPU/GB ÷ s5cmd (<= 1.5)",
                     "peak RSS MiB",
+                    "wall s / in-transfer s (--json) / s5cmd wall s",
                 ],
                 rows,
             ),
@@ -702,6 +775,7 @@ def main(argv: list[str] | None = None) -> int:
         for t in ("s5cmd", "rclone"):
             if t in a.tool_list and not a.bin[t]:
                 bench.na[t] = "not installed"
+        meta["startup"] = measure_startup(a, bench.env, work / "logs")
         for name in a.dataset_list:
             bench.prepare(a.sets[name])
         bench.run_all()
