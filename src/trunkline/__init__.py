@@ -1,13 +1,22 @@
 """trunkline: a line-rate mover between object stores and local flash, and a flow lens.
 
 The public Python API: ``copy``/``copy_async`` returning a ``TransferResult``; the flow
-lens lives under ``trunkline.flows``.
+lens lives under ``trunkline.flows``. Imports are lazy so that ``import trunkline.flows``
+does not pay for botocore, nor the mover for pyarrow.
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .api import TransferResult, copy, copy_async  # noqa: E402
+_API = {"TransferResult", "copy", "copy_async", "sync", "verify", "probe", "plan"}
 
-__all__ = ["TransferResult", "__version__", "copy", "copy_async"]
+__all__ = ["__version__", *sorted(_API)]
+
+
+def __getattr__(name: str):
+    if name in _API:
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'trunkline' has no attribute {name!r}")

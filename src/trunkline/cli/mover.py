@@ -9,7 +9,7 @@ import traceback
 import click
 
 from ..engine.plan import parse_size
-from ..telemetry.progress import human_bytes
+from ..telemetry.units import human_bytes
 
 
 class SizeParam(click.ParamType):

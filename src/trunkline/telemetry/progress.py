@@ -13,14 +13,7 @@ from rich.live import Live
 from rich.text import Text
 
 from ..engine.run import Snapshot
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if abs(n) < 1024 or unit == "PiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n:.1f} PiB"
+from .units import human_bytes
 
 
 class RateWindow:

@@ -1,0 +1,1 @@
+"""Transfer and connection records, the progress display, and flow export."""
