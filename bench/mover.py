@@ -573,9 +573,14 @@ def render(a: argparse.Namespace, meta: dict, runs: list[dict]) -> tuple[str, di
     out += [
         f"- Method: rounds {a.pairs}, rotating order {' '.join(a.tool_list)}; medians over the "
         "runs that exited 0 and verified (all sizes, sha256 of "
-        f"{a.sha_sample} sampled object(s)); wall/CPU/RSS of the tool's process (wait4); "
+        f"{a.sha_sample} sampled object(s)); wall, user+sys CPU and peak RSS of the tool's "
+        "process tree, from `wait4` in a tiny launcher (RSS floor ~8 MiB); "
         "Gbit/s = bytes x 8 / median wall / 1e9; CPU s/GB per 1e9 bytes; "
         "ratios are to s5cmd's medians.",
+        "- Set-up (not timed): download sources seeded once with boto3 defaults (multipart "
+        "above 8 MiB, 8 MiB parts); each upload into a fresh bucket, warmed with one tiny "
+        "object and deleted after; local download destination emptied before each run; "
+        "`sync` before each run; source files are in the page cache.",
         "",
     ]
     st = meta.get("startup") or {}
@@ -784,6 +789,11 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted; writing what was measured", file=sys.stderr)
     finally:
         if server is not None:
+            if a.server_url and bench is not None and bench.gen and "download" in a.direction_list:
+                try:  # leave a shared server as we found it
+                    server.delete_bucket(bench.seed_bucket)
+                except Exception as e:
+                    print(f"warning: could not delete {bench.seed_bucket}: {e}", file=sys.stderr)
             server.close()
         if a.keep:
             print(f"scratch kept: {work}", file=sys.stderr)
