@@ -95,6 +95,7 @@ def test_bucket_binds_within_5_percent(threads, chunk):
     cap = 400e6  # 400 MB/s
     b = TokenBucket(cap)
     rate = _push(b.acquire, threads, chunk, 2.0)
+    print(f"bucket 400 MB/s, {threads} threads x {chunk >> 10} KiB: ratio {rate / cap:.4f}")
     assert abs(rate / cap - 1) < 0.05, rate / cap
 
 
@@ -109,6 +110,7 @@ def test_limiter_per_endpoint_binds():
     tb.start()
     ta.join(15)
     tb.join(15)
+    print(f"per-endpoint 100 MB/s, 2 x 4 threads: ratios {ra[0] / 100e6:.4f} {rb[0] / 100e6:.4f}")
     assert abs(ra[0] / 100e6 - 1) < 0.05, ra
     assert abs(rb[0] / 100e6 - 1) < 0.05, rb
 
@@ -125,4 +127,5 @@ def test_limiter_overall_binds_across_endpoints():
         t.start()
     for t in ts:
         t.join(15)
+    print(f"overall 150 MB/s over 2 endpoints x 4 threads: ratio {sum(out) / 150e6:.4f}")
     assert abs(sum(out) / 150e6 - 1) < 0.05, out

@@ -14,6 +14,7 @@ import botocore.session
 import pytest
 from botocore.config import Config
 
+from trunkline import physics as ph
 from trunkline.testing import Fault, Proxy
 from trunkline.testing.proxy import _Framer
 
@@ -25,7 +26,8 @@ BIG = 24 * 2**20
 def objects(s3server):
     s3server.create_bucket(BUCKET)
     c = s3server.client()
-    data = {"small": b"hello proxy", "big": os.urandom(BIG), "mid": os.urandom(2 * 2**20)}
+    data = {"small": b"hello proxy", "big": os.urandom(BIG), "mid": os.urandom(2 * 2**20),
+            "huge": os.urandom(64 * 2**20)}
     for k, v in data.items():
         c.put_object(Bucket=BUCKET, Key=k, Body=v)
     return data
@@ -126,15 +128,18 @@ def test_rtt_is_twice_the_delay(s3server, objects):
     assert 0.050 * 0.9 < rtt < 0.050 * 1.25, (ttfb, direct)
 
 
-def test_window_caps_one_connection(s3server, objects):
-    # 1 MiB window at 2 x 20 ms: 1,048,576 / 0.040 = 26.2 MB/s
-    path = _presigned_path(s3server, "big")
-    with Proxy(_up(s3server), delay_s=0.020, window_bytes=2**20) as px:
+@pytest.mark.parametrize("window,key", [(2**20, "big"), (4 * 2**20, "huge")])
+def test_plan_predicts_one_connection(s3server, objects, window, key):
+    # `trunkline plan` for the emulated path: 1 MiB / 40 ms = 26.2 MB/s; 4 MiB: 104.9 MB/s
+    predicted = ph.plan(len(objects[key]), 10e9, 0.040, 0.0, window).stream_ceiling
+    path = _presigned_path(s3server, key)
+    with Proxy(_up(s3server), delay_s=0.020, window_bytes=window) as px:
         ttfb, total, got = _raw_get(px.port, path)
-    assert got == BIG
+    assert got == len(objects[key])
     rate = got / (total - ttfb)
-    expect = 2**20 / 0.040
-    assert abs(rate / expect - 1) < 0.15, (rate, expect)
+    print(f"window {window >> 20} MiB, RTT 40 ms: measured {rate / 1e6:.1f} MB/s, "
+          f"plan {predicted / 1e6:.1f} MB/s, ratio {rate / predicted:.3f}")
+    assert abs(rate / predicted - 1) < 0.15, (rate, predicted)
 
 
 def test_aggregate_cap_binds(s3server, objects):
@@ -154,6 +159,7 @@ def test_aggregate_cap_binds(s3server, objects):
             t.join(30)
         elapsed = time.monotonic() - t0
     rate = sum(done) * 8 / elapsed
+    print(f"aggregate cap 800 Mbit/s, 4 connections: measured {rate / 1e6:.0f} Mbit/s")
     assert sum(done) == 4 * BIG
     assert abs(rate / cap_bps - 1) < 0.10, rate / cap_bps
 
