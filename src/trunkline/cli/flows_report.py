@@ -1,5 +1,200 @@
-"""flows classify | simulate | report | elephants."""
+"""flows classify | simulate | report | elephants: parse flags, call the flow-lens API, print."""
 
 from __future__ import annotations
 
-from .flows import flows  # noqa: F401
+import json
+import sys
+import time
+import traceback
+
+import click
+
+from .flows import flows
+
+
+def _run(debug: bool, fn, *args, **kw):
+    """Usage/data errors exit 2, I/O errors 1, each as one line (traceback with --debug)."""
+    try:
+        return fn(*args, **kw)
+    except (ValueError, KeyError) as e:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"trunkline: error: {e}", err=True)
+        sys.exit(2)
+    except OSError as e:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"trunkline: error: {e}", err=True)
+        sys.exit(1)
+
+
+def enrich_options(f):
+    opts = [
+        click.option("--enrich-data", type=click.Path(file_okay=False), default=None,
+                     help="Directory with ip-asn/ and geo/ (default: $TRUNKLINE_ENRICH_DATA or ../shared/data/enrich)."),
+        click.option("--taxonomy", type=click.Path(dir_okay=False), default=None,
+                     help="TOML rules read before the shipped defaults (they override them)."),
+        click.option("--metros", type=click.Path(dir_okay=False), default=None,
+                     help="CSV of metro centres replacing the shipped list."),
+        click.option("--asn-mmdb", type=click.Path(dir_okay=False), default=None,
+                     help="Use a MaxMind-format ASN database instead of the range tables."),
+        click.option("--debug", is_flag=True, help="Tracebacks on errors."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _enricher(enrich_data, taxonomy, metros, asn_mmdb):
+    from ..flows.enrich import Enricher
+
+    return Enricher.from_dir(enrich_data, taxonomy_file=taxonomy, metros_file=metros, asn_mmdb=asn_mmdb)
+
+
+@flows.command()
+@click.argument("query")
+@enrich_options
+@click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
+def classify(query, enrich_data, taxonomy, metros, asn_mmdb, debug, as_json):
+    """Explain how an IP address or ASN (e.g. 8.8.8.8, AS33425) is classified."""
+    e = _run(debug, _enricher, enrich_data, taxonomy, metros, asn_mmdb)
+    r = _run(debug, e.explain, query)
+    if as_json:
+        click.echo(json.dumps(r, indent=2))
+        return
+    click.echo(f"{r['query']}: {r['category']}")
+    click.echo(f"  ASN:      {('AS' + str(r['asn'])) if r.get('asn') else 'none found'}"
+               + (f" ({r['org']})" if r.get("org") else ""))
+    click.echo(f"  rule:     {r['rule']}" + (f" [{r['rule_origin']}]" if r.get("rule_origin") else ""))
+    click.echo(f"  source:   {r.get('rule_source') or 'n/a'}")
+    if "metro" in r:
+        where = ", ".join(x for x in (r.get("city"), r.get("country")) if x) or "unknown"
+        click.echo(f"  location: {where}" + (f" ({r['lat']:.3f}, {r['lon']:.3f})" if r.get("lat") is not None else ""))
+        why = ""
+        if r["metro"] == "no metro":
+            why = ("  (no city: country centroid or unknown)" if not r.get("city")
+                   else "  (city outside every metro radius)")
+        click.echo(f"  metro:    {r['metro']}{why}")
+        if r.get("is_local"):
+            click.echo("  local:    yes ([local] table of the taxonomy)")
+
+
+@flows.command()
+@click.option("--quarter", required=True, help="Quarter to simulate, e.g. 2025Q4.")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Flow store directory.")
+@click.option("--flows", "n_flows", type=click.IntRange(1, 200_000_000), default=1_500_000, show_default=True,
+              help="Flow records for the quarter.")
+@click.option("--previous/--no-previous", default=True, show_default=True,
+              help="Also simulate the previous quarter (half as many records) for the QoQ change.")
+@click.option("--seed", type=int, default=7, show_default=True)
+@enrich_options
+def simulate(quarter, out, n_flows, previous, seed, enrich_data, taxonomy, metros, asn_mmdb, debug):
+    """Write a quarter of SIMULATED flows of a storage provider's edge into a store."""
+    from ..flows.simulate import simulate as sim
+    from ..flows.stats import Quarter
+    from ..flows.store import FlowStore
+
+    q = _run(debug, Quarter.parse, quarter)
+    e = _run(debug, _enricher, enrich_data, taxonomy, metros, asn_mmdb)
+    store = FlowStore(out)
+    if previous:
+        r = _run(debug, sim, q.prev(), store, e, max(n_flows // 2, 1), seed, 0.5)
+        click.echo(f"{q.prev()}: {r.flows:,} simulated flows ({r.elephant_sessions} elephant sessions) "
+                   f"in {r.seconds:.1f} s", err=True)
+    r = _run(debug, sim, q, store, e, n_flows, seed)
+    click.echo(f"{q}: {r.flows:,} simulated flows ({r.elephant_sessions} elephant sessions, "
+               f"{r.unique_peers:,} peers) in {r.seconds:.1f} s -> {out}", err=True)
+
+
+def _thresholds(rate_on, rate_off, min_bytes, min_duration, interval):
+    from ..flows.elephants import Thresholds
+
+    return Thresholds(interval_s=interval, rate_on_bps=rate_on * 1e6, rate_off_bps=rate_off * 1e6,
+                      min_bytes=min_bytes * 1e9, min_duration_s=min_duration)
+
+
+def elephant_options(f):
+    opts = [
+        click.option("--rate-on", type=float, default=100.0, show_default=True,
+                     help="Mb/s a flow must sustain to become an elephant."),
+        click.option("--rate-off", type=float, default=50.0, show_default=True,
+                     help="Mb/s below which an elephant ends (hysteresis)."),
+        click.option("--min-size", "min_bytes", type=float, default=1.0, show_default=True,
+                     help="GB an elephant episode must move."),
+        click.option("--min-duration", type=float, default=120.0, show_default=True,
+                     help="Seconds an elephant episode must last."),
+        click.option("--interval", type=click.IntRange(1, 86400), default=60, show_default=True,
+                     help="Seconds per rate interval."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+@flows.command()
+@click.option("--store", "store_dir", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--quarter", required=True, help="e.g. 2025Q4 (the previous quarter gives the change).")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--sites", type=click.Path(dir_okay=False), default=None,
+              help="TOML [sites] table mapping exporter -> site.")
+@click.option("--top", type=click.IntRange(1, 1000), default=20, show_default=True)
+@elephant_options
+@enrich_options
+def report(store_dir, quarter, out, sites, top, rate_on, rate_off, min_bytes, min_duration, interval,
+           enrich_data, taxonomy, metros, asn_mmdb, debug):
+    """Write the network-stats report: report.html (offline), report.json, charts/*.png."""
+    from ..flows.enrich.sites import load_sites
+    from ..flows.report import write_report
+    from ..flows.stats import Quarter
+    from ..flows.store import FlowStore
+
+    t0 = time.perf_counter()
+    q = _run(debug, Quarter.parse, quarter)
+    th = _run(debug, _thresholds, rate_on, rate_off, min_bytes, min_duration, interval)
+    e = _run(debug, _enricher, enrich_data, taxonomy, metros, asn_mmdb)
+    site_map = _run(debug, load_sites, sites)
+    r = _run(debug, write_report, FlowStore(store_dir), q, e, out, thresholds=th, sites=site_map, top_n=top)
+    label = " SIMULATED" if r["simulated"] else ""
+    click.echo(f"{q}{label}: {r['totals']['flows']:,} flows, {r['unique_endpoints']['all']:,} peers, "
+               f"{r['elephants']['count']:,} elephants; report in {out}/report.html "
+               f"({time.perf_counter() - t0:.1f} s)", err=True)
+
+
+@flows.command()
+@click.option("--store", "store_dir", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--quarter", default=None, help="Limit to a quarter, e.g. 2025Q4 (default: all flows).")
+@click.option("--top", type=click.IntRange(1, 100000), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the episodes as JSON.")
+@elephant_options
+@enrich_options
+def elephants(store_dir, quarter, top, as_json, rate_on, rate_off, min_bytes, min_duration, interval,
+              enrich_data, taxonomy, metros, asn_mmdb, debug):
+    """List elephant flows (sustained, large transfers) in a store, largest first."""
+    from datetime import UTC, datetime
+
+    from ..flows.elephants import find
+    from ..flows.report.charts import human_bits
+    from ..flows.stats import Quarter, prepare
+    from ..flows.store import FlowStore
+
+    th = _run(debug, _thresholds, rate_on, rate_off, min_bytes, min_duration, interval)
+    e = _run(debug, _enricher, enrich_data, taxonomy, metros, asn_mmdb)
+    con = FlowStore(store_dir).connect()
+    if quarter:
+        q = _run(debug, Quarter.parse, quarter)
+        start, end = q.start, q.end
+    else:
+        start, end = datetime(1970, 1, 1, tzinfo=UTC), datetime(9999, 1, 1, tzinfo=UTC)
+    _run(debug, prepare, con, e, start, end)
+    eps = _run(debug, find, con, th, "true", top)
+    if as_json:
+        click.echo(json.dumps(eps, indent=2, default=str))
+        return
+    if not eps:
+        click.echo("no elephant flows", err=True)
+        return
+    for x in eps:
+        when = datetime.fromtimestamp(x["start"], UTC).strftime("%Y-%m-%d %H:%M")
+        click.echo(f"{when}  {x['src_addr']}:{x['src_port']} -> {x['dst_addr']}:{x['dst_port']}  "
+                   f"{x['duration_s'] // 60:>4} min  {human_bits(x['bytes'] * 8):>9}  "
+                   f"avg {human_bits(x['avg_bps'])}/s  {x['category']}  {x['org'] or ''}  {x['metro']}")

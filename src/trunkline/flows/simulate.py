@@ -77,16 +77,18 @@ def _pools(enricher: Enricher, rng: np.random.Generator, blocks_per_asn: int = 4
             for addr_s, m in zip(ep["addr"], metro, strict=True):
                 where[addr_s] = m
             metro = np.array([where[s] for s in _text(base + 1).to_pylist()], dtype=object)
-            if cat == "neocloud":
+            if cat == "neocloud":  # GPU clusters sit in the US AI metros: keep those only
                 keep = np.isin(metro, list(ai))
             else:
                 keep = metro != "no metro"
                 keep |= rng.random(len(base)) < 0.15  # some peers GeoIP cannot place
-            if keep.sum() < 4:
-                keep[:] = True
+                if keep.sum() < 4:
+                    keep[:] = True
             bases.append(base[keep][:blocks_per_asn])
-        if bases:
-            pools[cat] = np.concatenate(bases)
+        found = np.concatenate(bases) if bases else np.zeros(0, np.int64)
+        if len(found) == 0:
+            raise ValueError(f"simulator: no address of the {cat} ASNs located by the enrichment data")
+        pools[cat] = found
     return pools
 
 
