@@ -34,6 +34,7 @@ class TransferResult:
     requests: int = 0
     wire_bytes: int = 0
     peak_buffer_bytes: int = 0
+    decisions: list[dict] = field(default_factory=list)
     connections: list[dict] = field(default_factory=list)
     options: dict = field(default_factory=dict)
 
@@ -54,20 +55,48 @@ class TransferResult:
         return d
 
 
+def _rate(v: float | str | None) -> float | None:
+    """Bytes/s from a number or text: '500M' = 500 MiB/s (rclone's convention), while
+    network units are decimal bits: '4Gbit', '4Gbps', '10Gbit/s' (or bytes: '1.25GB/s')."""
+    if v is None or isinstance(v, (int, float)):
+        return float(v) if v else None
+    low = v.strip().lower()
+    if "bit" in low or low.endswith("bps") or low.endswith("b/s"):
+        from .physics import parse_rate_bps
+
+        return parse_rate_bps(v) / 8
+    return float(parse_size(v))
+
+
 def _options(
     max_connections: int | None,
     part_size: int | str | None,
     max_memory: int | str | None,
     retries: int | None,
     read_timeout: float | None,
+    connections: int | None = None,
+    tune: bool = True,
+    bwlimit: float | str | None = None,
+    bwlimit_endpoint: dict[str, float | str] | None = None,
 ) -> TransferOptions:
     o = TransferOptions()
     if max_connections is not None:
         if max_connections < 1:
             raise ValueError("max_connections must be >= 1")
         o.max_connections = max_connections
+    if connections is not None:
+        if connections < 1:
+            raise ValueError("connections must be >= 1")
+        o.connections = connections
+        o.max_connections = max(connections, o.max_connections if max_connections else 0)
+        o.max_connections = connections if max_connections is None else o.max_connections
+    o.tune = tune
+    o.bwlimit = _rate(bwlimit)
+    if bwlimit_endpoint:
+        o.bwlimit_endpoint = {k: _rate(v) for k, v in bwlimit_endpoint.items()}  # type: ignore[misc]
     if part_size is not None:
         o.part_size = parse_size(part_size)
+        o.part_size_fixed = True
         if o.part_size < 5 * MiB:
             raise ValueError("part_size must be at least 5 MiB (the S3 minimum)")
     if max_memory is not None:
@@ -87,23 +116,33 @@ def copy(
     *,
     recursive: bool = False,
     max_connections: int | None = None,
+    connections: int | None = None,
     part_size: int | str | None = None,
     max_memory: int | str | None = None,
     retries: int | None = None,
     read_timeout: float | None = None,
+    tune: bool = True,
+    bwlimit: float | str | None = None,
+    bwlimit_endpoint: dict[str, float | str] | None = None,
     server_side: bool = True,
     on_progress: Callable[[Snapshot], None] | None = None,
 ) -> TransferResult:
     """Copy ``src`` to ``dst`` (local path, ``s3://bucket/key``, or ``NAME:bucket/key``).
+
+    Connections and part size are tuned closed-loop unless pinned (``connections``,
+    ``part_size``) or ``tune=False``; ``max_connections`` and ``max_memory`` bound the tuner.
+    ``bwlimit`` caps the rate (bytes/s, or text such as '500M' bytes/s or '4Gbit').
 
     Raises ``LocationError``/``ValueError`` for usage errors and ``S3Error`` when the source
     cannot be listed; per-object failures are reported in the result, never half-written.
     """
     s = parse_location(src) if isinstance(src, str) else src
     d = parse_location(dst) if isinstance(dst, str) else dst
-    opts = _options(max_connections, part_size, max_memory, retries, read_timeout)
+    opts = _options(max_connections, part_size, max_memory, retries, read_timeout,
+                    connections, tune, bwlimit, bwlimit_endpoint)
     eps = EndpointCache()
-    jobs = plan_jobs(s, d, recursive=recursive, part_size=opts.part_size, eps=eps,
+    runner = Runner(opts, on_tick=on_progress)
+    jobs = plan_jobs(s, d, recursive=recursive, part_size=lambda: runner.part_size, eps=eps,
                      server_side=server_side)
     # Fail fast on usage errors (missing source, unknown endpoint) before starting threads.
     first = next(jobs, None)
@@ -113,7 +152,6 @@ def copy(
             yield first
             yield from jobs
 
-    runner = Runner(opts, on_tick=on_progress)
     out = runner.run(all_jobs())
     return TransferResult(
         src=str(s),
@@ -127,11 +165,15 @@ def copy(
         requests=out.requests,
         wire_bytes=out.wire_bytes,
         peak_buffer_bytes=out.peak_buffer_bytes,
+        decisions=out.decisions,
         connections=[c.to_dict() for c in out.connections],
         options={
             "max_connections": opts.max_connections,
+            "connections": opts.connections,
+            "tune": runner.tuner is not None,
             "part_size": opts.part_size,
             "max_memory": opts.max_memory,
+            "bwlimit": opts.bwlimit,
         },
     )
 

@@ -51,10 +51,19 @@ def run_api(debug: bool, fn, *args, **kw):
 
 def transfer_options(f):
     opts = [
-        click.option("--max-connections", "-c", type=click.IntRange(1, 4096), default=None,
-                     help="Parallel connections (default 32)."),
+        click.option("--max-connections", type=click.IntRange(1, 4096), default=None,
+                     help="Upper bound for the tuner (default 64)."),
+        click.option("--connections", "-c", type=click.IntRange(1, 4096), default=None,
+                     help="Pin the number of parallel connections (disables their tuning)."),
         click.option("--part-size", type=SIZE, default=None,
-                     help="Part size for ranged GETs and multipart PUTs (default 16MiB)."),
+                     help="Pin the part size of ranged GETs and multipart PUTs "
+                          "(default: tuned from 16MiB)."),
+        click.option("--no-tune", is_flag=True,
+                     help="Static settings: no closed-loop tuning."),
+        click.option("--bwlimit", default=None,
+                     help="Cap the overall rate: 500M (MiB/s, bytes) or 4Gbit (bits/s)."),
+        click.option("--bwlimit-endpoint", multiple=True, metavar="NAME=RATE",
+                     help="Cap one endpoint's rate (repeatable), e.g. s3=2Gbit."),
         click.option("--max-memory", type=SIZE, default=None,
                      help="Bound on part buffers when streaming between stores (default 512MiB)."),
         click.option("--retries", type=click.IntRange(0, 100), default=None,
@@ -68,6 +77,20 @@ def transfer_options(f):
     for o in reversed(opts):
         f = o(f)
     return f
+
+
+def engine_kwargs(max_connections, connections, part_size, no_tune, bwlimit, bwlimit_endpoint,
+                  max_memory, retries, read_timeout) -> dict:
+    per = {}
+    for item in bwlimit_endpoint:
+        name, sep, rate = item.partition("=")
+        if not sep or not name or not rate:
+            raise click.BadParameter(f"expected NAME=RATE, got {item!r}",
+                                     param_hint="--bwlimit-endpoint")
+        per[name] = rate
+    return dict(max_connections=max_connections, connections=connections, part_size=part_size,
+                tune=not no_tune, bwlimit=bwlimit, bwlimit_endpoint=per or None,
+                max_memory=max_memory, retries=retries, read_timeout=read_timeout)
 
 
 def _report(result, as_json: bool) -> None:
@@ -99,15 +122,13 @@ def register(cli: click.Group) -> None:
     @click.option("--no-server-side", is_flag=True,
                   help="Stream s3->s3 through this host even on one endpoint.")
     @transfer_options
-    def cp(src, dst, recursive, no_server_side, max_connections, part_size, max_memory,
-           retries, read_timeout, as_json, quiet, debug):
+    def cp(src, dst, recursive, no_server_side, as_json, quiet, debug, **topts):
         """Copy SRC to DST: local <-> s3://bucket/key, s3 -> s3, NAME:bucket/key endpoints."""
         from ..api import copy
 
         prog = _progress(quiet, as_json)
-        kw = dict(recursive=recursive, max_connections=max_connections, part_size=part_size,
-                  max_memory=max_memory, retries=retries, read_timeout=read_timeout,
-                  server_side=not no_server_side)
+        kw = dict(recursive=recursive, server_side=not no_server_side,
+                  **engine_kwargs(**topts))
         if prog is not None:
             with prog:
                 result = run_api(debug, copy, src, dst, on_progress=prog.update, **kw)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from ..storage import local
@@ -125,7 +125,7 @@ def plan_jobs(
     dst: Location,
     *,
     recursive: bool,
-    part_size: int,
+    part_size: int | Callable[[], int],
     eps: EndpointCache,
     server_side: bool = True,
 ) -> Iterator[ObjectJob]:
@@ -158,8 +158,9 @@ def plan_jobs(
             kind = "copy"
         else:
             kind = "stream"
-        multipart = is_multipart(size, part_size)
-        parts = plan_parts(size, part_size)
+        ps = part_size() if callable(part_size) else part_size
+        multipart = is_multipart(size, ps)
+        parts = plan_parts(size, ps)
         job = ObjectJob(
             kind=kind,
             name=name,

@@ -23,19 +23,29 @@ from ..wire.connection import Connection, ConnectionClosed, ConnectionStats
 from .integrity import b64_to_crc32c, crc32c, crc32c_to_b64
 from .jobs import ObjectJob
 from .plan import MiB, Part
+from .ratelimit import RateLimiter
 from .retry import IntegrityError, RetryPolicy, SourceChanged, is_retryable, is_slowdown
+from .tune import Tuner
 
 CHUNK = 1 * MiB
 
 
 @dataclass
 class TransferOptions:
-    max_connections: int = 32
+    """Knobs of one transfer. ``tune`` lets the closed-loop tuner move connections (up to
+    ``max_connections``) and the part size; ``connections``/``part_size_fixed`` pin them."""
+
+    max_connections: int = 64
+    connections: int | None = None       # static: pin the number of active connections
     part_size: int = 16 * MiB
+    part_size_fixed: bool = False
     max_memory: int = 512 * MiB
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     read_timeout: float = 60.0
     checksums: bool = True
+    tune: bool = True
+    bwlimit: float | None = None                      # bytes/s overall
+    bwlimit_endpoint: dict[str, float] | None = None  # bytes/s per endpoint name
 
 
 @dataclass
@@ -95,6 +105,7 @@ class RunOutcome:
     requests: int
     connections: list[ConnectionStats]
     peak_buffer_bytes: int
+    decisions: list[dict]
 
 
 class _Gate:
@@ -168,7 +179,23 @@ class Runner:
         self.on_tick = on_tick
         self.tick = tick
         self.q: queue.Queue = queue.Queue(maxsize=max(64, opts.max_connections * 4))
-        self.gate = _Gate(opts.max_connections)
+        self.tuner: Tuner | None = None
+        start = opts.connections or opts.max_connections
+        if opts.tune and opts.connections is None:
+            self.tuner = Tuner(
+                max_connections=opts.max_connections,
+                max_memory=max(opts.max_memory, opts.max_connections * CHUNK),
+                part_size=opts.part_size,
+                initial_connections=min(16, opts.max_connections),
+                interval=0.5,
+            )
+            start = self.tuner.connections
+        self.gate = _Gate(start)
+        self.part_size = opts.part_size   # read by the planner for objects planned later
+        self.limiter = (
+            RateLimiter(opts.bwlimit, opts.bwlimit_endpoint)
+            if (opts.bwlimit or opts.bwlimit_endpoint) else None
+        )
         self.mem = _MemoryBudget(opts.max_memory)
         self.stats = [WorkerStats() for _ in range(opts.max_connections)]
         self.failures: list[Failure] = []
@@ -181,6 +208,7 @@ class Runner:
         self._stop = threading.Event()
         self.started = 0.0
         self._made_dirs: set[str] = set()
+        self._worker_conns: list[dict[int, Connection]] = []
 
     # -- the public entry ----------------------------------------------------------------
 
@@ -200,8 +228,10 @@ class Runner:
                     w.join(timeout=self.tick)
                     if w.is_alive():
                         break
+                snap = self.snapshot()
+                self._tune(snap)
                 if self.on_tick:
-                    self.on_tick(self.snapshot())
+                    self.on_tick(snap)
         except KeyboardInterrupt:
             self._stop.set()
             self._drain_queue()
@@ -225,7 +255,26 @@ class Runner:
             requests=s.requests,
             connections=list(self.closed_conns),
             peak_buffer_bytes=self.mem.peak,
+            decisions=[d.to_dict() for d in self.tuner.decisions] if self.tuner else [],
         )
+
+    def _tune(self, s: Snapshot) -> None:
+        if self.tuner is None:
+            return
+        rtts = [c.stats.tcp.rtt_us for c in self._live_conns() if c.stats.tcp]
+        d = self.tuner.observe(
+            s.t, s.done_bytes, requests_done=s.requests, errors=s.errors,
+            slowdowns=s.slowdowns,
+            ttfb_s=(s.ttfb_total / s.requests) if s.requests else None,
+            rtt_us=(sum(rtts) / len(rtts)) if rtts else None,
+        )
+        if d is not None:
+            self.gate.resize(d.connections)
+            if not self.opts.part_size_fixed:
+                self.part_size = d.part_size
+
+    def _live_conns(self) -> list[Connection]:
+        return [c for conns in self._worker_conns for c in list(conns.values())]
 
     def snapshot(self) -> Snapshot:
         st = self.stats
@@ -293,6 +342,7 @@ class Runner:
     def _worker(self, i: int) -> None:
         st = self.stats[i]
         conns: dict[int, Connection] = {}
+        self._worker_conns.append(conns)
         buf = memoryview(bytearray(CHUNK))
         rng = random.Random()
         try:
@@ -388,6 +438,13 @@ class Runner:
             self._fail(job, e, 1)
             _cleanup(job)
 
+    def limit_for(self, ep: S3Endpoint | None) -> Callable[[int], None] | None:
+        """A callable charging n bytes to the rate caps of ``ep``, or None if uncapped."""
+        if self.limiter is None or ep is None:
+            return None
+        lim, name = self.limiter, ep.cfg.name
+        return lambda n: lim.acquire(name, n)
+
     def ensure_dir(self, path: str) -> None:
         d = os.path.dirname(path)
         if d not in self._made_dirs:
@@ -423,16 +480,21 @@ def _get(runner: Runner, ep: S3Endpoint, job: ObjectJob, part: Part, conns, st: 
         raise SourceChanged(f"source changed during transfer: expected {part.length} bytes, server sends {n}")
     if not head.keep_alive:
         conn.usable = False
+    if st.requests % 8 == 1:
+        conn.sample_tcp()
     crc_hdr = head.headers.get("x-amz-checksum-crc32c") if whole else None
     return conn, n, crc_hdr
 
 
 def _recv_body(conn: Connection, n: int, sink: Callable[[memoryview, int], None],
-               buf: memoryview, st: WorkerStats, counted: list[int]) -> int:
+               buf: memoryview, st: WorkerStats, counted: list[int],
+               limit: Callable[[int], None] | None = None) -> int:
     """Receive n bytes through ``buf``; sink(chunk, offset_in_body). Returns the CRC32C."""
     crc = 0
     got = 0
     while got < n:
+        if limit is not None:
+            limit(min(len(buf), n - got))
         k = conn.recv_into(buf[: min(len(buf), n - got)])
         if k == 0:
             conn.usable = False
@@ -474,7 +536,7 @@ def _op_download(runner: Runner, job: ObjectJob, part: Part, conns, buf, st, cou
     def sink(chunk: memoryview, off: int) -> None:
         os.pwrite(fd, chunk, base + off)
 
-    crc = _recv_body(conn, n, sink, buf, st, counted)
+    crc = _recv_body(conn, n, sink, buf, st, counted, runner.limit_for(job.src_ep))
     _check_crc(crc, crc_hdr, job)
     job.part_crcs[part.number] = crc
 
@@ -571,12 +633,21 @@ def _op_upload(runner: Runner, job: ObjectJob, part: Part, conns, buf, st, count
             raise IntegrityError(f"{job.src_path} shrank during upload")
         crc = crc32c(buf[:k], crc)
         off += k
+    limit = runner.limit_for(job.dst_ep)
     if small:
         def send_body(conn: Connection) -> None:
+            if limit is not None:
+                limit(n)
             conn.send(buf[:n])
-    else:
+    elif limit is None:
         def send_body(conn: Connection) -> None:
             conn.send_file(fd, part.offset, n, buf)
+    else:
+        def send_body(conn: Connection) -> None:
+            for off in range(0, n, CHUNK):
+                k = min(CHUNK, n - off)
+                limit(k)
+                conn.send_file(fd, part.offset + off, k, buf)
     etag = _put_request(runner, job, part, conns, st, send_body, crc if runner.opts.checksums else None)
     st.wire_bytes += n
     st.done_bytes += n
@@ -629,8 +700,11 @@ def _op_stream(runner: Runner, job: ObjectJob, part: Part, conns, buf, st, count
         if part.length:
             conn, n, crc_hdr = _get(runner, job.src_ep, job, part, conns, st, whole=not job.multipart)
             got = 0
+            rlimit = runner.limit_for(job.src_ep)
             while got < n:
-                k = conn.recv_into(mv[got:n])
+                if rlimit is not None:
+                    rlimit(min(CHUNK, n - got))
+                k = conn.recv_into(mv[got:min(n, got + CHUNK)])
                 if k == 0:
                     conn.usable = False
                     raise ConnectionClosed(f"body truncated at {got} of {n} bytes")
@@ -639,8 +713,14 @@ def _op_stream(runner: Runner, job: ObjectJob, part: Part, conns, buf, st, count
                 st.wire_bytes += k
             _check_crc(crc, crc_hdr, job)
 
+        limit = runner.limit_for(job.dst_ep)
+
         def send_body(conn: Connection) -> None:
-            conn.send(mv[: part.length])
+            for off in range(0, part.length, CHUNK):
+                k = min(CHUNK, part.length - off)
+                if limit is not None:
+                    limit(k)
+                conn.send(mv[off:off + k])
 
         etag = _put_request(runner, job, part, conns, st, send_body, crc if runner.opts.checksums else None)
         st.wire_bytes += part.length
