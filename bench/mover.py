@@ -243,38 +243,6 @@ def tool_argv(tool: str, direction: str, local: Path, url: str, a: argparse.Name
     raise ValueError(tool)
 
 
-def startup_argv(tool: str, a: argparse.Namespace) -> list[str] | None:
-    """A no-op that loads the tool as a run does: its fixed cost per invocation."""
-    if tool in ("boto3", "obstore"):
-        return [sys.executable, str(HERE / f"mover_{tool}.py"), "--help"]
-    exe = a.bin.get(tool)
-    if not exe:
-        return None
-    return {"trunkline": [exe, "cp", "--help"], "s5cmd": [exe, "version"]}.get(
-        tool, [exe, "version"]
-    )
-
-
-def measure_startup(a: argparse.Namespace, env: dict[str, str], log_dir: Path) -> dict:
-    out: dict = {}
-    for tool in a.tool_list:
-        argv = startup_argv(tool, a)
-        if argv is None:
-            continue
-        ms = [
-            run_measured(argv, env=env, timeout=60, log_dir=log_dir, tag=f"startup-{tool}-{i}")
-            for i in range(3)
-        ]
-        good = [m for m in ms if m.exit_code == 0]
-        out[tool] = {
-            "argv": argv,
-            "wall_s": median([m.wall_s for m in good]),
-            "cpu_s": median([m.cpu_s for m in good]),
-            "maxrss_mib": median([m.maxrss_mib for m in good]),
-        }
-    return out
-
-
 def tool_versions(a: argparse.Namespace) -> dict[str, str]:
     def first(argv: list[str]) -> str:
         out = capture(argv) if argv[0] else ""
@@ -385,6 +353,38 @@ class Bench:
             if err:
                 raise RuntimeError(f"seeding {ds.name} failed: {err}")
             self.log(f"  seeded s3://{self.seed_bucket}/{ds.name}/ in {time.monotonic() - t:.1f}s")
+
+    def fixed_cost(self, repeat: int = 3) -> dict:
+        """Each tool's cost per invocation: download one 1-byte object (median of 3)."""
+        self.srv.create_bucket(self.seed_bucket)
+        self.srv.client.put_object(Bucket=self.seed_bucket, Key="tiny/one.bin", Body=b"1")
+        out: dict = {}
+        for tool in self.a.tool_list:
+            if tool in self.na:
+                continue
+            local = self.work / "dl" / f"tiny-{tool}"
+            argv = tool_argv(tool, "download", local, f"s3://{self.seed_bucket}/tiny/", self.a)
+            ms = []
+            for i in range(repeat):
+                shutil.rmtree(local, ignore_errors=True)
+                local.mkdir(parents=True)
+                ms.append(
+                    run_measured(
+                        argv, env=self.env, cwd=self.work, timeout=60,
+                        log_dir=self.work / "logs", tag=f"tiny-{tool}-{i}",
+                    )
+                )  # fmt: skip
+            shutil.rmtree(local, ignore_errors=True)
+            good = [m for m in ms if m.exit_code == 0]
+            out[tool] = {
+                "argv": argv,
+                "ok": len(good),
+                "error": None if good else ms[-1].last_err_line,
+                "wall_s": median([m.wall_s for m in good]),
+                "cpu_s": median([m.cpu_s for m in good]),
+                "maxrss_mib": median([m.maxrss_mib for m in good]),
+            }
+        return out
 
     def _verify_s3(self, g: Generated, bucket: str, prefix: str, sample: int) -> str | None:
         found = self.srv.listing(bucket, prefix)
@@ -586,14 +586,16 @@ def render(a: argparse.Namespace, meta: dict, runs: list[dict]) -> tuple[str, di
     st = meta.get("startup") or {}
     if st:
         out += [
-            "Start-up cost per invocation (a no-op that loads the tool: `trunkline cp --help`, "
-            "`s5cmd version`, `rclone version`, the baseline scripts' `--help`; median of 3), "
-            "included in every run below; it weighs on small (`--quick`) sets:",
+            "Fixed cost per invocation (start-up, connect, list, one GET: each tool downloads "
+            "one 1-byte object; median of 3). It is inside every run below and weighs on "
+            "small (`--quick`) sets:",
             "",
             md_table(
                 ["tool", "wall s", "CPU s", "peak RSS MiB"],
                 [
                     [t, fmt(v["wall_s"], 3), fmt(v["cpu_s"], 3), fmt(v["maxrss_mib"], 0)]
+                    if v["ok"]
+                    else [t, f"FAIL: {v['error']}", "—", "—"]
                     for t, v in st.items()
                 ],
             ),
@@ -780,7 +782,7 @@ def main(argv: list[str] | None = None) -> int:
         for t in ("s5cmd", "rclone"):
             if t in a.tool_list and not a.bin[t]:
                 bench.na[t] = "not installed"
-        meta["startup"] = measure_startup(a, bench.env, work / "logs")
+        meta["startup"] = bench.fixed_cost()
         for name in a.dataset_list:
             bench.prepare(a.sets[name])
         bench.run_all()
