@@ -90,6 +90,7 @@ def classify(query, enrich_data, taxonomy, metros, asn_mmdb, debug, as_json):
 @enrich_options
 def simulate(quarter, out, n_flows, previous, seed, enrich_data, taxonomy, metros, asn_mmdb, debug):
     """Write a quarter of SIMULATED flows of a storage provider's edge into a store."""
+    from ..flows.simulate import PREVIOUS_SHIFT
     from ..flows.simulate import simulate as sim
     from ..flows.stats import Quarter
     from ..flows.store import FlowStore
@@ -98,7 +99,7 @@ def simulate(quarter, out, n_flows, previous, seed, enrich_data, taxonomy, metro
     e = _run(debug, _enricher, enrich_data, taxonomy, metros, asn_mmdb)
     store = FlowStore(out)
     if previous:
-        r = _run(debug, sim, q.prev(), store, e, max(n_flows // 2, 1), seed, 0.5)
+        r = _run(debug, sim, q.prev(), store, e, max(n_flows // 2, 1), seed, 0.5, PREVIOUS_SHIFT)
         click.echo(f"{q.prev()}: {r.flows:,} simulated flows ({r.elephant_sessions} elephant sessions) "
                    f"in {r.seconds:.1f} s", err=True)
     r = _run(debug, sim, q, store, e, n_flows, seed)

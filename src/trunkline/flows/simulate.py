@@ -103,10 +103,15 @@ def _month_bounds(q: Quarter) -> list[tuple[float, float]]:
     return [(ms[i].timestamp(), ms[i + 1].timestamp()) for i in range(3)]
 
 
+# offsets (points) of the target shares for a "previous quarter" run, so QoQ moves
+PREVIOUS_SHIFT = {"neocloud": -6.0, "hyperscaler": 1.0, "cdn": 2.0, "isp": 3.0}
+
+
 def simulate(quarter: Quarter, store: FlowStore, enricher: Enricher, flows: int = 1_500_000,
-             seed: int = 7, drift: float = 1.0) -> SimResult:
+             seed: int = 7, drift: float = 1.0, shift: dict[str, float] | None = None) -> SimResult:
     """Write ``flows`` records for ``quarter`` into ``store``. ``drift`` scales the
-    month-to-month change of the target shares (0 = flat)."""
+    month-to-month change of the target shares (0 = flat); ``shift`` adds points to a
+    category's target (e.g. ``PREVIOUS_SHIFT`` for the quarter before a demo quarter)."""
     import time
 
     t0 = time.perf_counter()
@@ -161,7 +166,8 @@ def simulate(quarter: Quarter, store: FlowStore, enricher: Enricher, flows: int 
     mbits = np.zeros(n_mice)
     for mi in range(3):
         el_m = {c: el["bits"][(el["month"] == mi) & (el["cat"] == c)].sum() for c in ELEPHANT_MIX}
-        target = {c: v[1] + drift * (v[mi] - v[1]) for c, v in TARGET.items()}
+        target = {c: v[1] + drift * (v[mi] - v[1]) + (shift or {}).get(c, 0.0)
+                  for c, v in TARGET.items()}
         total = max(max(el_m[c] / (target[c] / 100) for c in ELEPHANT_MIX), 1e12)
         for c in MICE_MIX:
             m = (mcat == c) & (mmonth == mi)

@@ -33,7 +33,7 @@ ROUND = 6  # decimals kept for percentages and ratios in report.json
 
 
 def _r(x: float | None) -> float | None:
-    return None if x is None else round(float(x), ROUND)
+    return None if x is None else round(float(x), ROUND) + 0.0  # + 0.0: no "-0.0"
 
 
 def build(store: FlowStore, quarter: Quarter, enricher: Enricher, *,
