@@ -212,7 +212,7 @@ class Tuner:
                 return self._hold_at(now, level, f"at the limit ({c} connections)")
             self._prev = (c, level)
             return self._change(now, level, min(limit, c * 2), part, f"{why}: grow")
-        back = prev[0] if level <= prev[1] else c  # keep the larger only if it did not lose
+        back = prev[0]  # the step did not pay: fewer connections for the same goodput
         self._prev = None
         msg = f"{prev[0]} -> {c} connections gave {_pct(level, prev[1])}: hold at {back}"
         self.phase = "hold"

@@ -259,6 +259,8 @@ class _Pipe:
         try:
             while True:
                 room = self._room()
+                if self.conn.dead:
+                    return
                 if self.queued:
                     data = self.src.recv(min(BUFSIZE, room))
                     n = len(data)
@@ -266,8 +268,9 @@ class _Pipe:
                 else:
                     n = self.src.recv_into(mv, BUFSIZE)
                     chunk = mv[:n]
-                if n == 0:
-                    self._emit(_EOF)
+                if n == 0 or self.conn.dead:
+                    if n == 0:
+                        self._emit(_EOF)
                     return
                 if self.bucket is not None:
                     self.bucket.acquire(n)
