@@ -196,3 +196,59 @@ def test_limits_hold_under_any_observations(max_c, mem_mib, part_mib, steps):
         assert 5 * MiB <= t.part_size <= 512 * MiB
         if t.min_connections * t.part_size <= mem_mib * MiB:
             assert t.connections * t.part_size <= max(mem_mib * MiB, t.part_size)
+
+
+def _feed(t: Tuner, n: int, rate: float, t0: float = 0.0, total: int = 0, **cum):
+    """Feed ``n`` intervals of a flat ``rate``; cum: name -> per-interval increment."""
+    now = t0
+    acc = dict.fromkeys(cum, 0)
+    for _ in range(n):
+        now += t.interval
+        total += int(rate * t.interval)
+        for k, v in cum.items():
+            acc[k] += v
+        t.observe(now, total, **acc)
+    return now, total
+
+
+def test_error_burst_backs_off_and_ceiling_expires():
+    t = Tuner(max_connections=64, max_memory=8192 * MiB, part_size=8 * MiB,
+              initial_connections=16)
+    t.observe(0.0, 0)
+    now, total = _feed(t, 4, 100e6, requests_done=10)
+    c = t.connections
+    t.observe(now + 0.5, total + 50_000_000, requests_done=1000, errors=10)  # 10 in 990: noise
+    t.observe(now + 1.0, total + 100_000_000, requests_done=1010, errors=20)  # 10 in 10: a burst
+    assert t.connections < c and "errors" in t.decisions[-1].reason
+    ceiling = t._ceiling
+    assert ceiling < c
+    _feed(t, 10, 100e6, now + 1.0, total + 100_000_000)
+    assert t.connections <= ceiling  # clean, but the ceiling holds for ceiling_ttl
+    _feed(t, int(t.ceiling_ttl / t.interval) + 4, 100e6, now + 6.0, total + 10**9)
+    assert t._ceiling == t.max_connections  # forgotten: a later probe may go past it
+
+
+def test_rtt_inflation_with_retransmits_sheds():
+    t = Tuner(max_connections=64, max_memory=8192 * MiB, part_size=64 * MiB,
+              initial_connections=32)
+    t.observe(0.0, 0, rtt_us=10_000)
+    now, total = 0.0, 0
+    for i in range(12):  # RTT 10 ms -> 40 ms with retransmits: a queue is building
+        now += 0.5
+        total += 50_000_000
+        t.observe(now, total, rtt_us=40_000, retransmits=5 * (i + 1))
+    assert any("latency" in d.reason for d in t.decisions)
+    assert t.connections < 32
+
+
+def test_rtt_inflation_without_loss_is_not_acted_on():
+    # a longer RTT alone (route change) is not congestion we cause
+    t = Tuner(max_connections=64, max_memory=8192 * MiB, part_size=64 * MiB,
+              initial_connections=32)
+    t.observe(0.0, 0, rtt_us=10_000)
+    now, total = 0.0, 0
+    for _ in range(12):
+        now += 0.5
+        total += 50_000_000
+        t.observe(now, total, rtt_us=40_000)
+    assert not any("latency" in d.reason for d in t.decisions)
