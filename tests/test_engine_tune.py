@@ -252,3 +252,15 @@ def test_rtt_inflation_without_loss_is_not_acted_on():
         total += 50_000_000
         t.observe(now, total, rtt_us=40_000)
     assert not any("latency" in d.reason for d in t.decisions)
+
+
+def test_cumulative_ttfb_total_is_differenced_per_interval():
+    t = Tuner(max_connections=8, max_memory=8192 * MiB, part_size=64 * MiB)
+    t.observe(0.0, 0, requests_done=0, ttfb_total_s=0.0)
+    # 100 requests at 10 ms each, then 100 at 50 ms: the interval mean must see 50 ms,
+    # where a mean since the start would say 30 ms
+    t.observe(0.5, 10**8, requests_done=100, ttfb_total_s=1.0)
+    assert t._ttfb == pytest.approx(0.010)
+    t.observe(1.0, 2 * 10**8, requests_done=200, ttfb_total_s=6.0)
+    assert t._ttfb == pytest.approx(0.7 * 0.010 + 0.3 * 0.050)
+    assert t._ttfb_min == pytest.approx(0.010)

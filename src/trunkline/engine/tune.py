@@ -99,6 +99,7 @@ class Tuner:
         self._ceiling_at = 0.0
         self._hold_count = 0
         self._ttfb: float | None = None
+        self._ttfb_tot = 0.0
         self._ttfb_min: float | None = None
         self._rtt: float | None = None
         self._rtt_min: float | None = None
@@ -128,11 +129,19 @@ class Tuner:
         ttfb_s: float | None = None,
         rtt_us: float | None = None,
         retransmits: int = 0,
+        ttfb_total_s: float | None = None,
     ) -> Decision | None:
-        """Feed cumulative counters; return a Decision when the setting changes."""
+        """Feed cumulative counters; return a Decision when the tuner decided something
+        (a change of setting, or a logged hold), else None.
+
+        ``bytes_done``, ``requests_done``, ``errors``, ``slowdowns``, ``retransmits`` and
+        ``ttfb_total_s`` (the sum of every request's TTFB) are totals since the start;
+        ``ttfb_s`` (a recent mean TTFB) and ``rtt_us`` (smoothed RTT, from TCP_INFO) are
+        current values. Give ``ttfb_total_s`` or ``ttfb_s``, not both: a mean since the
+        start would hide inflation.
+        """
         if ttfb_s is not None and ttfb_s > 0:
-            self._ttfb = ttfb_s if self._ttfb is None else 0.7 * self._ttfb + 0.3 * ttfb_s
-            self._ttfb_min = ttfb_s if self._ttfb_min is None else min(self._ttfb_min, ttfb_s)
+            self._ttfb_sample(ttfb_s)
         if rtt_us is not None and rtt_us > 0:
             r = rtt_us / 1e6
             self._rtt = r if self._rtt is None else 0.7 * self._rtt + 0.3 * r
@@ -140,10 +149,14 @@ class Tuner:
         if self._t is None:
             self._t, self._bytes, self._req = now, bytes_done, requests_done
             self._err, self._slow, self._retx = errors, slowdowns, retransmits
+            self._ttfb_tot = ttfb_total_s or 0.0
             return None
         dt = now - self._t
         if dt < self.interval:
             return None
+        if ttfb_total_s is not None and requests_done > self._req:
+            self._ttfb_sample((ttfb_total_s - self._ttfb_tot) / (requests_done - self._req))
+        self._ttfb_tot = ttfb_total_s or 0.0
         g = max(0, bytes_done - self._bytes) / dt
         d_req = requests_done - self._req
         d_err = errors - self._err
@@ -156,6 +169,12 @@ class Tuner:
         if self._ceiling < self.max_connections and now - self._ceiling_at > self.ceiling_ttl:
             self._ceiling = self.max_connections
         return self._step(now, g, d_req, d_err, d_slow, d_retx)
+
+    def _ttfb_sample(self, x: float) -> None:
+        if x <= 0:
+            return
+        self._ttfb = x if self._ttfb is None else 0.7 * self._ttfb + 0.3 * x
+        self._ttfb_min = x if self._ttfb_min is None else min(self._ttfb_min, x)
 
     def _step(self, now: float, g: float, d_req: int, d_err: int, d_slow: int,
               d_retx: int) -> Decision | None:
