@@ -13,10 +13,12 @@ import botocore.exceptions
 import botocore.session
 import pytest
 from botocore.config import Config
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trunkline import physics as ph
 from trunkline.testing import Fault, Proxy
-from trunkline.testing.proxy import _Framer
+from trunkline.testing.proxy import _Framer, _Req
 
 BUCKET = "proxy-tests"
 BIG = 24 * 2**20
@@ -233,3 +235,43 @@ def test_stall_mid_body(s3server, objects):
     assert body == objects["mid"]
     assert stalled >= 0.6
     assert px.stats.faults["stall"] == 1
+
+
+def _messages():
+    body = st.binary(max_size=40)
+    cl = body.map(lambda b: (b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(b)) + b)
+    chunked = st.lists(st.binary(min_size=1, max_size=9), max_size=3).map(
+        lambda cs: b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in cs) + b"0\r\n\r\n")
+    empty = st.just(b"HTTP/1.1 204 No Content\r\n\r\n")
+    return st.lists(st.one_of(cl, chunked, empty), min_size=1, max_size=5)
+
+
+@settings(max_examples=150, deadline=None)
+@given(msgs=_messages(), cuts=st.lists(st.integers(0, 400), max_size=8))
+def test_framer_any_split_same_events(msgs, cuts):
+    stream = b"".join(msgs)
+
+    def events(pieces):
+        pending = deque(_Req("GET", "/") for _ in msgs)
+        f = _Framer(responses=True, pending=pending)
+        out = []
+        for p in pieces:
+            for kind, a, _off in f.feed(memoryview(p)):
+                out.append((kind, bytes(a) if a is not None else None))
+        assert not pending
+        return out
+
+    points = sorted({c % (len(stream) + 1) for c in cuts})
+    pieces = [stream[i:j] for i, j in zip([0] + points, points + [len(stream)], strict=True)]
+    whole, split = events([stream]), events(pieces)
+    assert sum(1 for e in whole if e[0] == "end") == len(msgs)
+    # the same heads and ends, and the same bytes in the same order
+    assert [e for e in whole if e[0] != "body"] == [e for e in split if e[0] != "body"]
+    assert b"".join(a for k, a in whole if a is not None) == stream
+    assert b"".join(a for k, a in split if a is not None) == stream
+
+
+def test_window_needs_delay():
+    with pytest.raises(ValueError):
+        Proxy(("127.0.0.1", 1), window_bytes=2**20)

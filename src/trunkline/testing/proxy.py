@@ -492,6 +492,10 @@ class Proxy:
         rate_bps: float | None = None,
         faults: list[Fault] | None = None,
     ) -> None:
+        if delay_s < 0 or (window_bytes is not None and window_bytes <= 0):
+            raise ValueError("delay_s must be >= 0 and window_bytes > 0")
+        if window_bytes is not None and delay_s == 0:
+            raise ValueError("a window caps bytes per round trip: give delay_s > 0 too")
         self.upstream = upstream
         self.delay_s = delay_s
         self.window_bytes = window_bytes
