@@ -71,7 +71,7 @@ class Enricher:
         if asn_mmdb:
             asn = MmdbAsn(asn_mmdb)
         else:
-            csvs = sorted((d / "ip-asn").glob("asn-ipv*.csv*"))
+            csvs = [p for v in (4, 6) for p in sorted((d / "ip-asn").glob(f"asn-ipv{v}.csv*"))[:1]]
             asn = AsnRanges(csvs) if csvs else None
         mmdbs = sorted((d / "geo").glob("*.mmdb"))
         geo = GeoDb(mmdbs[0]) if mmdbs else None
