@@ -84,12 +84,13 @@ def main() -> None:
     res["simulate_s"] = time.perf_counter() - t
     res["unique_peers"] = sim.unique_peers
 
-    e.stats.addresses = 0
+    e.stats.addresses, e.stats.seconds = 0, 0.0
     t = time.perf_counter()
     rep = write_report(store, q, e, out / "report")
     res["report_s"] = time.perf_counter() - t
     res["report_flows_per_s"] = (a.flows * 1.5) / res["report_s"]
     res["endpoints_enriched_in_report"] = e.stats.addresses
+    res["report_enrich_s"] = e.stats.seconds
     res["elephants"] = rep["elephants"]["count"]
     if not a.keep:
         shutil.rmtree(out, ignore_errors=True)
