@@ -191,3 +191,31 @@ def test_elephant_size_and_duration_thresholds():
     assert len(eps) == 1 and eps[0].busy_s == 180
     with pytest.raises(ValueError, match="hysteresis"):
         Thresholds(rate_on_bps=1e6, rate_off_bps=2e6)
+
+
+def test_mover_flows_and_unclassified_breakdown(enricher, tmp_path):
+    """trunkline's own flows (TCP_INFO fields) are summarised; the largest unclassified
+    networks are named so the reader knows which rules to add."""
+    t0 = int(datetime(2025, 10, 2, tzinfo=UTC).timestamp() * 1000)
+    recs = [{"time_start": t0 + i * 60000, "time_end": t0 + i * 60000 + 60000, "exporter": "mover",
+             "flow_type": "trunkline", "src_addr": LOCAL, "dst_addr": "207.53.234.51",
+             "src_port": 50000, "dst_port": 443, "proto": 6, "bytes": 10 * GB, "packets": 1000,
+             "sampling_rate": 1, "rtt_us": rtt, "retransmits": rtx}
+            for i, (rtt, rtx) in enumerate([(1000, 1), (2000, 2), (3000, 7)])]
+    recs.append({**recs[0], "flow_type": "ipfix", "dst_addr": "17.253.144.10",  # Apple: no rule
+                 "bytes": 30 * GB, "rtt_us": None, "retransmits": None})
+    t = pa.Table.from_pylist(recs)
+    for i in (0, 1):
+        t = t.set_column(i, t.schema.names[i], t.column(i).cast(pa.timestamp("ms", tz="UTC")))
+    store = FlowStore(tmp_path / "s")
+    store.write(t)
+    rep = write_report(store, Quarter.parse("2025Q4"), enricher, tmp_path / "r")
+    mv = rep["mover"]
+    assert (mv["flows"], mv["bits"], mv["share_pct"]) == (3, 30 * GB * 8, 50.0)
+    assert (mv["rtt_us_median"], mv["retransmits"], mv["retransmit_pct"]) == (2000.0, 10, round(10 / 3000 * 100, 6))
+    top = rep["methodology"]["unclassified"]["top"]
+    assert [(x["asn"], x["category"], x["share_pct"]) for x in top] == [(714, "other", 50.0)]
+    html = (tmp_path / "r" / "report.html").read_text()
+    assert 'id="mover"' in html and "AS714 Apple Inc." in html
+    assert rep["previous_quarter_present"] is False
+    assert rep["shares"]["neocloud"]["change_pts"] is None

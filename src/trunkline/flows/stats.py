@@ -109,6 +109,7 @@ def prepare(con: duckdb.DuckDBPyConnection, enricher: Enricher, start: datetime,
                (s_cat IN ({clouds}) AND d_cat IN ({clouds})) AS c2c,
                CAST(bytes AS DOUBLE) * 8 * greatest(coalesce(sampling_rate, 1), 1) AS bits,
                CAST(packets AS DOUBLE) * greatest(coalesce(sampling_rate, 1), 1) AS pkts,
+               rtt_us, retransmits, delivery_rate_bps,
                strftime(time_start, '%Y-%m') AS month,
                CAST(year(time_start) AS VARCHAR) || 'Q' || CAST(quarter(time_start) AS VARCHAR) AS quarter
         FROM j LEFT JOIN sites_arrow st ON j.exporter = st.exporter

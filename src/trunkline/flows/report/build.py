@@ -110,6 +110,12 @@ def build(store: FlowStore, quarter: Quarter, enricher: Enricher, *,
     c2c_bits = con.execute(f"SELECT coalesce(sum(bits), 0) FROM ef WHERE {inq} AND c2c").fetchone()[0]
     uncl = con.execute(f"""SELECT coalesce(sum(bits), 0), count(DISTINCT peer) FROM ef
                            WHERE {inq} AND category IN ('unknown', 'other')""").fetchone()
+    uncl_top = con.execute(f"""SELECT asn, org, category, sum(bits) AS b, count(DISTINCT peer) FROM ef
+                               WHERE {inq} AND category IN ('unknown', 'other')
+                               GROUP BY ALL ORDER BY b DESC, asn LIMIT 10""").fetchall()
+    mover = con.execute(f"""SELECT count(*), coalesce(sum(bits), 0), median(rtt_us), quantile_cont(rtt_us, 0.95),
+                                   coalesce(sum(retransmits), 0), coalesce(sum(pkts), 0), avg(delivery_rate_bps)
+                            FROM ef WHERE {inq} AND flow_type = 'trunkline'""").fetchone()
     nometro = metro_bits.get(NO_METRO, 0.0)
     site_rows = con.execute(f"SELECT site, sum(bits) FROM ef WHERE {inq} GROUP BY 1 ORDER BY 2 DESC").fetchall()
     dirs = dict(con.execute(f"SELECT direction, sum(bits) FROM ef WHERE {inq} GROUP BY 1").fetchall())
@@ -148,6 +154,13 @@ def build(store: FlowStore, quarter: Quarter, enricher: Enricher, *,
         "directions": {k: float(v) for k, v in dirs.items()},
         "sites": [{"site": s, "bits": float(b), "share_pct": _r(100 * b / total_bits)} for s, b in site_rows],
         "top_endpoints": hh,
+        "mover": {"flows": int(mover[0]), "bits": float(mover[1]),
+                  "share_pct": _r(100 * mover[1] / total_bits),
+                  "rtt_us_median": _r(mover[2]), "rtt_us_p95": _r(mover[3]),
+                  "retransmits": int(mover[4]),
+                  "retransmit_pct": _r(100 * mover[4] / mover[5]) if mover[5] else None,
+                  "delivery_rate_bps_avg": _r(mover[6]),
+                  "note": "flows of trunkline's own transfers (flow_type 'trunkline', TCP_INFO fields)"},
         "elephants": elephants,
         "methodology": {
             "sources": enricher.sources(),
@@ -162,7 +175,10 @@ def build(store: FlowStore, quarter: Quarter, enricher: Enricher, *,
             "rates": f"{RATE_BIN_S} s bins over the whole quarter, empty bins count as 0",
             "unclassified": {"bits": float(uncl[0]), "share_pct": _r(100 * uncl[0] / total_bits),
                              "endpoints": int(uncl[1]),
-                             "categories": ["unknown", "other"]},
+                             "categories": ["unknown", "other"],
+                             "top": [{"asn": int(a or 0), "org": o, "category": c, "bits": float(b),
+                                      "share_pct": _r(100 * b / total_bits), "endpoints": int(n)}
+                                     for a, o, c, b, n in uncl_top]},
             "no_metro": {"bits": nometro, "share_pct": _r(100 * nometro / total_bits)},
             "elephant_thresholds": th.as_dict(),
             "percent_decimals": ROUND,

@@ -98,30 +98,48 @@ def heatmap(report: dict, key: str, title: str, fmt) -> bytes:
     return _png(fig)
 
 
+def _bubbles(ax, ms, scale: float, labels: int) -> None:
+    bits = np.array([m["bits"] for m in ms])
+    size = 12 + scale * np.sqrt(bits / bits.max())
+    ax.scatter([m["lon"] for m in ms], [m["lat"] for m in ms], s=size, alpha=0.6,
+               c=[COLORS[m["top_category"]] for m in ms], edgecolors="black", linewidths=0.5)
+    for m in sorted(ms, key=lambda m: -m["bits"])[:labels]:
+        ax.annotate(m["metro"], (m["lon"], m["lat"]), fontsize=7, xytext=(4, 4),
+                    textcoords="offset points")
+
+
+def _grid(ax, lons, lats) -> None:
+    ax.set_facecolor("#eef3f8")
+    for lon in lons:
+        ax.axvline(lon, color="white", lw=0.8)
+    for lat in lats:
+        ax.axhline(lat, color="white", lw=0.8)
+
+
 def world_map(report: dict) -> bytes:
+    """World and contiguous-US panels, equirectangular (x = longitude, y = latitude)."""
     ms = report["metros"]
-    fig, ax = plt.subplots(figsize=(10, 5))
+    fig, (ax, us) = plt.subplots(1, 2, figsize=(13, 4.6), gridspec_kw={"width_ratios": [1.6, 1]})
     ax.set_xlim(-180, 180)
     ax.set_ylim(-60, 75)
-    ax.set_facecolor("#eef3f8")
-    for lon in range(-180, 181, 30):
-        ax.axvline(lon, color="white", lw=0.8)
-    for lat in range(-60, 76, 15):
-        ax.axhline(lat, color="white", lw=0.8)
+    _grid(ax, range(-180, 181, 30), range(-60, 76, 15))
+    us.set_xlim(-126, -66)
+    us.set_ylim(24, 50)
+    _grid(us, range(-125, -64, 10), range(25, 51, 5))
     if ms:
-        bits = np.array([m["bits"] for m in ms])
-        size = 15 + 900 * np.sqrt(bits / bits.max())
-        ax.scatter([m["lon"] for m in ms], [m["lat"] for m in ms], s=size, alpha=0.6,
-                   c=[COLORS[m["top_category"]] for m in ms], edgecolors="black", linewidths=0.5)
-        for m in sorted(ms, key=lambda m: -m["bits"])[:12]:
-            ax.annotate(m["metro"], (m["lon"], m["lat"]), fontsize=7, xytext=(4, 4),
-                        textcoords="offset points")
+        _bubbles(ax, ms, 700, 8)
+        in_us = [m for m in ms if -126 <= m["lon"] <= -66 and 24 <= m["lat"] <= 50]
+        if in_us:
+            _bubbles(us, in_us, 1200, 14)
     for c, col in COLORS.items():
         ax.scatter([], [], c=col, label=c, s=30)
     ax.legend(fontsize=7, loc="lower left", title="top category", title_fontsize=7)
-    ax.set_xlabel("longitude")
-    ax.set_ylabel("latitude")
-    ax.set_title("Traffic by peer metro (bubble area ~ bits); equirectangular, no basemap")
+    ax.set_title("Traffic by peer metro: world (bubble area ~ bits)", fontsize=10)
+    us.set_title("Contiguous US", fontsize=10)
+    for a in (ax, us):
+        a.set_xlabel("longitude", fontsize=8)
+        a.tick_params(labelsize=7)
+    ax.set_ylabel("latitude", fontsize=8)
     return _png(fig)
 
 

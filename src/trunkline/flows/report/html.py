@@ -125,6 +125,21 @@ def render(r: dict, charts: dict[str, bytes]) -> str:
                '<th class="l">metro</th><th>duration</th><th>bits</th><th>avg rate</th><th>peak</th></tr>'
                f"{rows}</table>")
 
+    if r["sites"]:
+        out.append("<h2>By site (exporter)</h2>")
+        rows = "".join(f'<tr><td class="l">{escape(x["site"])}</td><td>{human_bits(x["bits"])}</td>'
+                       f'<td>{_pct(x["share_pct"])}</td></tr>' for x in r["sites"])
+        out.append(f'<table id="sites"><tr><th class="l">site</th><th>bits</th><th>share</th></tr>{rows}</table>')
+    mv = r["mover"]
+    if mv["flows"]:
+        out.append("<h2>trunkline's own transfers</h2>")
+        rt = "n/a" if mv["retransmit_pct"] is None else f"{mv['retransmit_pct']:.3f}%"
+        med = "n/a" if mv["rtt_us_median"] is None else f"{mv['rtt_us_median'] / 1000:.2f} ms"
+        p95 = "n/a" if mv["rtt_us_p95"] is None else f"{mv['rtt_us_p95'] / 1000:.2f} ms"
+        out.append(f'<p id="mover">{mv["flows"]:,} flow records, {human_bits(mv["bits"])} '
+                   f'({_pct(mv["share_pct"])}); RTT median {med}, p95 {p95}; '
+                   f"retransmitted packets {rt}.</p>")
+
     th = m["elephant_thresholds"]
     src = m["sources"]
     out.append("<h2>Methodology</h2><ul>")
@@ -146,6 +161,9 @@ def render(r: dict, charts: dict[str, bytes]) -> str:
         f"Not classified (categories unknown and other): {_pct(m['unclassified']['share_pct'])} of bits, "
         f"{m['unclassified']['endpoints']:,} endpoints. Not placed in a metro: "
         f"{_pct(m['no_metro']['share_pct'])} of bits.",
+        "Largest unclassified networks (add rules for them to a taxonomy file): "
+        + (", ".join(f"AS{t['asn']} {escape(t['org'] or '?')} {_pct(t['share_pct'])}"
+                     for t in m["unclassified"]["top"]) or "none") + ".",
         "Every number on this page is in report.json beside it.",
     ]
     out += [f"<li>{i}</li>" for i in items]
