@@ -1,5 +1,196 @@
-"""flows collect | ingest | sql | status."""
+"""flows collect | ingest | sql | status: parse flags, call the flow sources, print."""
 
 from __future__ import annotations
 
-from .flows import flows  # noqa: F401
+import datetime as dt
+import json
+import signal
+import sys
+import threading
+import traceback
+from pathlib import Path
+
+import click
+
+from .flows import flows
+
+
+def _fail(debug: bool, code: int, e: BaseException) -> None:
+    if debug:
+        traceback.print_exc()
+    click.echo(f"trunkline: error: {e}", err=True)
+    sys.exit(code)
+
+
+def _hostport(spec: str) -> tuple[str, int]:
+    from ..flows.sources.collector import parse_listen
+
+    try:
+        return parse_listen(spec)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+@flows.command()
+@click.option("--listen", "listens", multiple=True, required=True, metavar="HOST:PORT",
+              help="UDP address to receive NetFlow/IPFIX/sFlow on (repeatable; any protocol "
+                   "on any port).")
+@click.option("--store", "store_dir", required=True, type=click.Path(file_okay=False),
+              help="Flow store directory (Parquet partitioned by day).")
+@click.option("--metrics", default=None, metavar="HOST:PORT",
+              help="Serve Prometheus metrics at http://HOST:PORT/metrics.")
+@click.option("--batch-records", default=250_000, show_default=True,
+              help="Write a Parquet batch once this many records are pending.")
+@click.option("--flush-interval", default=5.0, show_default=True,
+              help="... or this often (seconds).")
+@click.option("--rcvbuf", default=32 << 20, show_default=True,
+              help="Socket receive buffer per port (bytes).")
+@click.option("--duration", default=None, type=float,
+              help="Stop after this many seconds (default: until SIGINT/SIGTERM).")
+@click.option("--debug", is_flag=True, help="Tracebacks on errors.")
+def collect(listens, store_dir, metrics, batch_records, flush_interval, rcvbuf, duration,
+            debug):
+    """Receive flows over UDP and store them; SIGINT/SIGTERM flushes and exits."""
+    from ..flows.sources.collector import Collector, CollectorConfig
+    from ..flows.sources.metrics import serve_metrics
+    from ..flows.store import FlowStore
+
+    cfg = CollectorConfig([_hostport(s) for s in listens], batch_records=batch_records,
+                          flush_interval_s=flush_interval, rcvbuf_bytes=rcvbuf)
+    col = Collector(cfg, FlowStore(store_dir))
+    try:
+        bound = col.bind()
+    except OSError as e:
+        _fail(debug, 1, e)
+    srv = None
+    if metrics:
+        h, p = _hostport(metrics)
+        try:
+            srv = serve_metrics(h, p, lambda: col.snapshot)
+        except OSError as e:
+            _fail(debug, 1, e)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: col.stop())
+    if duration is not None:
+        threading.Timer(duration, col.stop).start()
+    where = ", ".join(f"{h}:{p}" for h, p in bound)
+    click.echo(f"trunkline: collecting on {where} into {store_dir}"
+               + (f"; metrics on http://{metrics}/metrics" if metrics else ""), err=True)
+    col.run()
+    if srv is not None:
+        srv.shutdown()
+    t = col.status()
+    click.echo(json.dumps({"records_written": t["collector"]["written_records"],
+                           **t["totals"]}), err=True)
+    sys.exit(1 if t["collector"]["write_errors"] else 0)
+
+
+def _mapping(pairs: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for p in pairs:
+        k, sep, v = p.partition("=")
+        if not sep:
+            raise click.BadParameter(f"--map {p!r}: expected SCHEMA_COLUMN=LOG_COLUMN")
+        out[k.strip()] = v.strip()
+    return out
+
+
+@flows.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--store", "store_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--port", "ports", multiple=True, type=int,
+              help="Only UDP datagrams to this port (captures; repeatable).")
+@click.option("--map", "maps", multiple=True, metavar="COLUMN=LOGCOLUMN",
+              help="Column mapping for CSV/Parquet flow logs (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print counters as JSON.")
+@click.option("--debug", is_flag=True)
+def ingest(files, store_dir, ports, maps, as_json, debug):
+    """Decode pcap/pcapng captures of exports, CSV/Parquet flow logs or nfdump CSV
+    into the store (captures in the order given: templates first)."""
+    from ..flows.sources.ingest import ingest_files
+    from ..flows.store import FlowStore
+
+    try:
+        out = ingest_files(files, FlowStore(store_dir), ports=set(ports) or None,
+                           mapping=_mapping(maps))
+    except (ValueError, KeyError) as e:
+        _fail(debug, 2, e)
+    except OSError as e:
+        _fail(debug, 1, e)
+    if as_json:
+        click.echo(json.dumps(out, indent=1))
+    else:
+        t = out["totals"]
+        drops = sum(t["drops"].values())
+        click.echo(f"{out['written_records']} records from {len(files)} file(s); "
+                   f"{t['packets']} datagrams, {t['templates']} templates, {drops} dropped"
+                   + (f" {dict(t['drops'])}" if drops else ""))
+
+
+def _jsonable(v):
+    if isinstance(v, dt.datetime | dt.date):
+        return v.isoformat()
+    if isinstance(v, bytes):
+        return v.hex()
+    return v
+
+
+@flows.command()
+@click.argument("query")
+@click.option("--store", "store_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="One JSON array of objects.")
+@click.option("--debug", is_flag=True)
+def sql(query, store_dir, as_json, debug):
+    """Run SQL over the store (table ``flows``); print CSV, or JSON with --json."""
+    import csv
+
+    import duckdb
+
+    from ..flows.store import FlowStore
+
+    try:
+        table = FlowStore(store_dir).query(query)
+    except duckdb.Error as e:
+        _fail(debug, 2, str(e).splitlines()[0])
+    if as_json:
+        rows = [{k: _jsonable(v) for k, v in r.items()} for r in table.to_pylist()]
+        click.echo(json.dumps(rows, default=str))
+    else:
+        w = csv.writer(sys.stdout, lineterminator="\n")
+        w.writerow(table.column_names)
+        for batch in table.to_batches(65536):
+            cols = [c.to_pylist() for c in batch.columns]
+            w.writerows(zip(*cols, strict=True))
+
+
+@flows.command()
+@click.option("--store", "store_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+def status(store_dir, as_json):
+    """Counters of the last (or running) collector on this store, and the store's size."""
+    from ..flows.sources.collector import read_status
+    from ..flows.store import FlowStore
+
+    store = FlowStore(store_dir)
+    snap = read_status(Path(store_dir)) or {}
+    files = store.files()
+    records = store.query("SELECT count(*) AS n FROM flows").column("n")[0].as_py() \
+        if files else 0
+    snap["store"] = {"files": len(files), "records": records,
+                     "bytes": sum(f.stat().st_size for f in files)}
+    if as_json:
+        click.echo(json.dumps(snap, indent=1, sort_keys=True))
+        return
+    st = snap["store"]
+    click.echo(f"store {store_dir}: {st['records']} records in {st['files']} files "
+               f"({st['bytes']} bytes)")
+    col = snap.get("collector")
+    if col:
+        state = "running" if col.get("running") else "stopped"
+        click.echo(f"collector ({state}, pid {col.get('pid')}) on {', '.join(col['listen'])}: "
+                   f"{col['written_records']} written, {col['pending_records']} pending, "
+                   f"{col['templates']} templates, {col['write_errors']} write errors")
+    for ex, c in sorted(snap.get("exporters", {}).items()):
+        drops = ", ".join(f"{k}={v}" for k, v in sorted(c["drops"].items())) or "none"
+        click.echo(f"  {ex}: {c['packets']} datagrams, {c['records']} records, "
+                   f"{c['templates']} templates; drops: {drops}")

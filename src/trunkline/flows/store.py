@@ -56,4 +56,8 @@ class FlowStore:
         return con
 
     def query(self, sql: str) -> pa.Table:
-        return self.connect().execute(sql).fetch_arrow_table()
+        rel = self.connect().sql(sql)
+        if rel is None:  # a statement without a result (SET, CREATE ...)
+            return pa.table({})
+        fetch = getattr(rel, "to_arrow_table", None) or rel.arrow  # DuckDB 2 / 1
+        return fetch()

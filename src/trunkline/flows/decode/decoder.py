@@ -61,15 +61,30 @@ class FlowDecoder:
             return False
         return True
 
-    def flush(self) -> pa.Table:
-        """Everything decoded since the last flush, as one FLOW_SCHEMA table."""
+    def detach(self) -> PendingBatch:
+        """Hand over everything decoded so far (cheap); build it later, on any thread."""
         st = self.state
-        tables = [build_table(t, chunks) for t, chunks in st.pending.items()]
-        if st.sflow_rows and st.sflow_rows.get("time_start"):
-            tables.append(rows_table(st.sflow_rows))
+        batch = PendingBatch(st.pending, st.sflow_rows, st.pending_records)
         st.pending = {}
         st.sflow_rows = {}
         st.pending_records = 0
+        return batch
+
+    def flush(self) -> pa.Table:
+        """Everything decoded since the last flush, as one FLOW_SCHEMA table."""
+        return self.detach().to_table()
+
+
+class PendingBatch:
+    """Typed-but-unbuilt records: NumPy chunks per template plus sFlow rows."""
+
+    def __init__(self, chunks: dict, sflow_rows: dict, records: int):
+        self.chunks, self.sflow_rows, self.records = chunks, sflow_rows, records
+
+    def to_table(self) -> pa.Table:
+        tables = [build_table(t, chunks) for t, chunks in self.chunks.items()]
+        if self.sflow_rows and self.sflow_rows.get("time_start"):
+            tables.append(rows_table(self.sflow_rows))
         if not tables:
             return FLOW_SCHEMA.empty_table()
         return tables[0] if len(tables) == 1 else pa.concat_tables(tables)

@@ -1,0 +1,183 @@
+"""The UDP collector: several sockets, one decoder, batched writes, clean shutdown.
+
+One thread receives and decodes (the per-datagram work is a header parse and a
+``frombuffer``); a writer thread builds Arrow tables and writes Parquet, so a slow disk
+shows up as a deeper queue (bounded), not as lost datagrams. ``stop()`` (SIGTERM/SIGINT
+in the CLI) drains the sockets, flushes what was received and waits for the writer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import selectors
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..decode import FlowDecoder
+from ..decode.decoder import PendingBatch
+from ..store import FlowStore
+
+STATUS_FILE = "_collector_status.json"
+
+
+def parse_listen(spec: str) -> tuple[str, int]:
+    """'0.0.0.0:2055', '[::]:2055' or ':2055' -> (host, port)."""
+    host, sep, port = spec.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"bad --listen {spec!r}: expected HOST:PORT")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
+
+
+@dataclass
+class CollectorConfig:
+    listen: list[tuple[str, int]]
+    batch_records: int = 250_000  # build + write once this many records are pending
+    flush_interval_s: float = 5.0  # ... or this often
+    rcvbuf_bytes: int = 32 << 20
+    max_queue_batches: int = 8  # writer queue bound; beyond it the receiver waits
+    status_interval_s: float = 1.0
+    extra: dict = field(default_factory=dict)
+
+
+class Collector:
+    def __init__(self, config: CollectorConfig, store: FlowStore):
+        self.config = config
+        self.store = store
+        self.decoder = FlowDecoder()
+        self.socks: list[socket.socket] = []
+        self.stop_event = threading.Event()
+        self.queue: queue.Queue[PendingBatch | None] = queue.Queue(config.max_queue_batches)
+        self.written_records = 0
+        self.write_errors = 0
+        self.started = time.time()
+        self.snapshot: dict = {}
+        self._writer = threading.Thread(target=self._write_loop, name="flow-writer", daemon=True)
+
+    # -- sockets -----------------------------------------------------------------------
+    def bind(self) -> list[tuple[str, int]]:
+        """Open every listening socket (port 0 picks a free port); returns bound addresses."""
+        bound = []
+        for host, port in self.config.listen:
+            fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+            s = socket.socket(fam, socket.SOCK_DGRAM)
+            for opt in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
+                if opt is None:
+                    continue
+                try:
+                    s.setsockopt(socket.SOL_SOCKET, opt, self.config.rcvbuf_bytes)
+                    break
+                except OSError:
+                    continue
+            s.bind((host, port))
+            s.setblocking(False)
+            self.socks.append(s)
+            bound.append(s.getsockname()[:2])
+        return bound
+
+    # -- main loop ---------------------------------------------------------------------
+    def run(self) -> None:
+        """Receive until ``stop()``; then drain, flush and wait for the writer."""
+        if not self.socks:
+            self.bind()
+        self._writer.start()
+        sel = selectors.DefaultSelector()
+        for s in self.socks:
+            sel.register(s, selectors.EVENT_READ)
+        feed = self.decoder.feed
+        last_flush = last_status = time.monotonic()
+        try:
+            while not self.stop_event.is_set():
+                for key, _ in sel.select(timeout=0.2):
+                    self._drain(key.fileobj, feed)
+                now = time.monotonic()
+                if (self.decoder.pending_records >= self.config.batch_records
+                        or now - last_flush >= self.config.flush_interval_s):
+                    self._flush()
+                    last_flush = now
+                if now - last_status >= self.config.status_interval_s:
+                    self._publish()
+                    last_status = now
+            for s in self.socks:  # what the kernel already holds was received: keep it
+                self._drain(s, feed)
+            self._flush()
+        finally:
+            self.queue.put(None)
+            self._writer.join()
+            sel.close()
+            for s in self.socks:
+                s.close()
+            self._publish()
+
+    def _drain(self, sock: socket.socket, feed) -> None:
+        recv = sock.recvfrom
+        for _ in range(4096):  # bounded, so other sockets and flushes get their turn
+            try:
+                data, addr = recv(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            feed(data, addr[0], int(time.time() * 1000))
+            if self.decoder.pending_records >= self.config.batch_records:
+                self._flush()
+
+    def _flush(self) -> None:
+        if self.decoder.pending_records:
+            self.queue.put(self.decoder.detach())
+
+    def _write_loop(self) -> None:
+        while True:
+            batch = self.queue.get()
+            if batch is None:
+                return
+            try:
+                self.written_records += self.store.write(batch.to_table())
+            except Exception:  # noqa: BLE001 - counted and reported; the collector goes on
+                self.write_errors += 1
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    # -- counters ----------------------------------------------------------------------
+    def status(self) -> dict:
+        c = self.decoder.counters.as_dict()
+        c["collector"] = {
+            "listen": [f"{h}:{p}" for h, p in (s.getsockname()[:2] for s in self.socks
+                                                 if s.fileno() != -1)],
+            "uptime_s": round(time.time() - self.started, 3),
+            "written_records": self.written_records,
+            "write_errors": self.write_errors,
+            "pending_records": self.decoder.pending_records,
+            "queued_batches": self.queue.qsize(),
+            "templates": self.decoder.cache.template_count(),
+            "pid": os.getpid(),
+            "running": not self.stop_event.is_set(),
+        }
+        return c
+
+    def _publish(self) -> None:
+        """Snapshot for the metrics thread and ``flows status`` (atomic file replace)."""
+        try:
+            snap = self.status()
+        except RuntimeError:  # a dict changed size under us; next tick
+            return
+        self.snapshot = snap
+        write_status(self.store.root, snap)
+
+
+def write_status(root: Path, snap: dict) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".{STATUS_FILE}.tmp"
+    tmp.write_text(json.dumps(snap, indent=1, sort_keys=True))
+    os.replace(tmp, root / STATUS_FILE)
+
+
+def read_status(root: Path) -> dict | None:
+    p = Path(root) / STATUS_FILE
+    return json.loads(p.read_text()) if p.exists() else None

@@ -1,0 +1,67 @@
+"""Prometheus text exposition of the collector's counters, on a tiny HTTP server.
+
+Served from the collector's last published snapshot (a dict replaced atomically), so
+scraping never touches the decoder's live state.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def _esc(v: str) -> str:
+    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def render(snap: dict) -> str:
+    lines = []
+
+    def metric(name: str, kind: str, help_: str, samples: list[tuple[dict, float]]) -> None:
+        lines.append(f"# HELP trunkline_flows_{name} {help_}")
+        lines.append(f"# TYPE trunkline_flows_{name} {kind}")
+        for labels, v in samples:
+            lab = ",".join(f'{k}="{_esc(str(x))}"' for k, x in labels.items())
+            lines.append(f"trunkline_flows_{name}{{{lab}}} {v}" if lab else
+                         f"trunkline_flows_{name} {v}")
+
+    ex = snap.get("exporters", {})
+    for key, help_ in (("packets", "datagrams received"), ("records", "flow records decoded"),
+                       ("templates", "templates learned"),
+                       ("buffered_sets", "data sets buffered awaiting their template")):
+        metric(f"{key}_total", "counter", help_,
+               [({"exporter": e}, c.get(key, 0)) for e, c in ex.items()])
+    metric("drops_total", "counter", "malformed or undecodable datagrams and sets",
+           [({"exporter": e, "reason": r}, n) for e, c in ex.items()
+            for r, n in c.get("drops", {}).items()])
+    col = snap.get("collector", {})
+    for key, kind in (("written_records", "counter"), ("write_errors", "counter"),
+                      ("pending_records", "gauge"), ("queued_batches", "gauge"),
+                      ("templates", "gauge"), ("uptime_s", "gauge")):
+        if key in col:
+            metric(f"collector_{key}", kind, key.replace("_", " "), [({}, col[key])])
+    return "\n".join(lines) + "\n"
+
+
+def serve_metrics(host: str, port: int, snapshot: Callable[[], dict]) -> ThreadingHTTPServer:
+    """Start serving ``/metrics`` in a daemon thread; call ``.shutdown()`` to stop."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server API
+            if self.path.split("?")[0] not in ("/metrics", "/"):
+                self.send_error(404)
+                return
+            body = render(snapshot()).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    srv = ThreadingHTTPServer((host, port), Handler)
+    threading.Thread(target=srv.serve_forever, name="flow-metrics", daemon=True).start()
+    return srv
