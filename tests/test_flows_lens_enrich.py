@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import require_tool
 from trunkline.flows.enrich import NO_METRO, Enricher, Taxonomy, TaxonomyError
@@ -191,3 +193,22 @@ def test_prefix_reuse_matches_direct_mmdb_lookups(enricher, shared_data):
     for row in t:
         g = db.get(row["addr"]) or {}
         assert (row["city"], row["country"]) == (g.get("city") or "", g.get("country_code") or "")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.ip_addresses().map(str), st.text(max_size=20)), max_size=40))
+def test_parse_agrees_with_ipaddress(texts):
+    import ipaddress
+
+    kind, v4, v6 = parse(texts)
+    for t, k, a, b in zip(texts, kind, v4, v6, strict=True):
+        try:
+            ip = ipaddress.ip_address(t)
+        except ValueError:
+            assert k == 0, t
+            continue
+        v4ip = ip if ip.version == 4 else ip.ipv4_mapped
+        if v4ip is not None:
+            assert (k, int(a)) == (4, int(v4ip)), t
+        else:
+            assert (k, int(b)) == (6, int(ip) >> 64), t

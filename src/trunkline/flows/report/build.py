@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import duckdb
 import pyarrow as pa
 
 from ... import __version__
@@ -106,7 +107,9 @@ def build(store: FlowStore, quarter: Quarter, enricher: Enricher, *,
             "by_category": {c: uniq_cat.get(c, 0) for c in CATEGORIES},
             "by_category_approx": {c: round(approx_cat.get((c,), 0.0)) for c in CATEGORIES},
             "method": f"exact: count(DISTINCT peer); approximate: HyperLogLog p={HLL_P}, "
-                      "one sketch per month x metro x category, merged by register max"}
+                      "one sketch per month x metro x category, merged by register max",
+            "sketch_hash": f"DuckDB {duckdb.__version__} hash(peer): merge only sketches made "
+                           "with the same hash"}
     c2c_bits = con.execute(f"SELECT coalesce(sum(bits), 0) FROM ef WHERE {inq} AND c2c").fetchone()[0]
     uncl = con.execute(f"""SELECT coalesce(sum(bits), 0), count(DISTINCT peer) FROM ef
                            WHERE {inq} AND category IN ('unknown', 'other')""").fetchone()
