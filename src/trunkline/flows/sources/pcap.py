@@ -153,3 +153,41 @@ def read_udp(path: str | Path) -> Iterator[Datagram]:
         d = udp_datagram(ts, lt, frame)
         if d is not None:
             yield d
+
+
+def _csum(b: bytes) -> int:
+    if len(b) % 2:
+        b += b"\0"
+    s = sum(struct.unpack(f"!{len(b) // 2}H", b))
+    s = (s >> 16) + (s & 0xFFFF)
+    s += s >> 16
+    return ~s & 0xFFFF
+
+
+def eth_ipv4_frame(src: str, dst: str, proto: int, l4: bytes) -> bytes:
+    """An Ethernet + IPv4 frame around a ready-made L4 header and payload."""
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 1, 0, 64, proto, 0,
+                     ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed)
+    ip = ip[:10] + struct.pack("!H", _csum(ip)) + ip[12:]
+    return b"\x02\x00\x00\x00\x00\x01\x02\x00\x00\x00\x00\x02\x08\x00" + ip + l4
+
+
+def write_pcap(path: str | Path, frames: list[tuple[float, bytes]]) -> None:
+    """A classic pcap (Ethernet, microseconds) of (timestamp, frame) pairs."""
+    with open(path, "wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, LINKTYPE_ETHERNET))
+        for ts, frame in frames:
+            sec = int(ts)
+            f.write(struct.pack("<IIII", sec, int(round((ts - sec) * 1e6)), len(frame),
+                                len(frame)))
+            f.write(frame)
+
+
+def write_udp_pcap(path: str | Path, datagrams: list[tuple[bytes, int]],
+                   src: str = "127.0.0.1", dst: str = "127.0.0.1", ts: float = 0.0) -> None:
+    """A pcap of UDP datagrams (payload, destination port), e.g. exports for tshark."""
+    frames = []
+    for i, (payload, dport) in enumerate(datagrams):
+        udp = struct.pack("!HHHH", 40000, dport, 8 + len(payload), 0) + payload
+        frames.append((ts + i * 1e-3, eth_ipv4_frame(src, dst, 17, udp)))
+    write_pcap(path, frames)
