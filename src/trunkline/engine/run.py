@@ -151,20 +151,19 @@ class _MemoryBudget:
             self.peak = max(self.peak, self.used)
             pool = self.free.get(n)
             if pool:
-                return pool.pop()
+                buf = pool.pop()
+                if not pool:
+                    del self.free[n]
+                return buf
         return bytearray(n)
 
     def put(self, buf: bytearray) -> None:
         with self.cv:
             self.used -= len(buf)
-            self.free.setdefault(len(buf), []).append(buf)
-            # keep the pool within the budget too
-            total = sum(len(b) for bs in self.free.values() for b in bs)
-            while total + self.used > self.limit:
-                k = next(iter(self.free))
-                total -= len(self.free[k].pop())
-                if not self.free[k]:
-                    del self.free[k]
+            pooled = sum(len(b) for bs in self.free.values() for b in bs)
+            # keep pooled + used within the budget: drop the buffer instead of pooling it
+            if pooled + len(buf) + self.used <= self.limit:
+                self.free.setdefault(len(buf), []).append(buf)
             self.cv.notify_all()
 
 
