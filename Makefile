@@ -23,7 +23,7 @@ lint: setup
 	$(VENV)/bin/ruff check src tests bench
 
 bench: setup
-	$(PY) bench/run_mover.py
+	$(PY) bench/mover.py
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache
