@@ -43,7 +43,7 @@ def _hostport(spec: str) -> tuple[str, int]:
               help="Write a Parquet batch once this many records are pending.")
 @click.option("--flush-interval", default=5.0, show_default=True,
               help="... or this often (seconds).")
-@click.option("--rcvbuf", default=32 << 20, show_default=True,
+@click.option("--rcvbuf", default=64 << 20, show_default=True,
               help="Socket receive buffer per port (bytes).")
 @click.option("--duration", default=None, type=float,
               help="Stop after this many seconds (default: until SIGINT/SIGTERM).")

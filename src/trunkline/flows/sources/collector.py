@@ -39,7 +39,7 @@ class CollectorConfig:
     listen: list[tuple[str, int]]
     batch_records: int = 250_000  # build + write once this many records are pending
     flush_interval_s: float = 5.0  # ... or this often
-    rcvbuf_bytes: int = 32 << 20
+    rcvbuf_bytes: int = 64 << 20
     max_queue_batches: int = 8  # writer queue bound; beyond it the receiver waits
     status_interval_s: float = 1.0
     extra: dict = field(default_factory=dict)
