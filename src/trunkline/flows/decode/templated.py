@@ -21,6 +21,7 @@ _HDR_V9 = struct.Struct(">HHIIII")
 _HDR_IPFIX = struct.Struct(">HHIII")
 _SET = struct.Struct(">HH")
 SAMPLING_VALUE_ROLES = ("sampling_interval", "sampler_random_interval")
+MAX_FIELDS = 512  # per template; real templates have tens
 
 
 @dataclass
@@ -132,6 +133,8 @@ def _v9_templates(body: memoryview, options: bool, dom: DomainState, hdr: _Hdr,
             raise DecodeError("bad_template_id", f"template id {tid}")
         if nf == 0 or off + 4 * nf > n:
             raise DecodeError("truncated_template", f"template {tid}")
+        if nf > MAX_FIELDS:
+            raise DecodeError("too_many_fields", f"template {tid}: {nf}")
         raw = struct.unpack_from(f">{2 * nf}H", body, off)
         off += 4 * nf
         fields = tuple((raw[2 * i], raw[2 * i + 1], 0) for i in range(nf))
@@ -165,6 +168,8 @@ def _ipfix_templates(body: memoryview, options: bool, dom: DomainState, hdr: _Hd
             continue
         if tid < 256:
             raise DecodeError("bad_template_id", f"template id {tid}")
+        if nf > MAX_FIELDS:
+            raise DecodeError("too_many_fields", f"template {tid}: {nf}")
         scope_count = 0
         if options:
             if off + 2 > n:
