@@ -22,6 +22,18 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_state(tmp_path_factory):
+    """Resume journals of the tests live in a temp dir, never in the user's state dir."""
+    old = os.environ.get("TRUNKLINE_STATE_DIR")
+    os.environ["TRUNKLINE_STATE_DIR"] = str(tmp_path_factory.mktemp("state"))
+    yield
+    if old is None:
+        os.environ.pop("TRUNKLINE_STATE_DIR", None)
+    else:
+        os.environ["TRUNKLINE_STATE_DIR"] = old
+
+
 @pytest.fixture(scope="session")
 def s3server(tmp_path_factory):
     """A real SeaweedFS (weed mini) on free loopback ports, stopped at session end."""

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from .engine.jobs import EndpointCache, plan_jobs
+from .engine.journal import Journal, default_state_dir
 from .engine.plan import MiB, parse_size
 from .engine.retry import RetryPolicy
 from .engine.run import Failure, Runner, Snapshot, TransferOptions
@@ -35,6 +36,9 @@ class TransferResult:
     wire_bytes: int = 0
     peak_buffer_bytes: int = 0
     decisions: list[dict] = field(default_factory=list)
+    resumed_bytes: int = 0      # parts a resume found already done
+    skipped_objects: int = 0    # objects a resume found already done
+    skipped_bytes: int = 0
     connections: list[dict] = field(default_factory=list)
     options: dict = field(default_factory=dict)
 
@@ -125,6 +129,8 @@ def copy(
     bwlimit: float | str | None = None,
     bwlimit_endpoint: dict[str, float | str] | None = None,
     server_side: bool = True,
+    resume: bool = True,
+    state_dir: str | None = None,
     on_progress: Callable[[Snapshot], None] | None = None,
 ) -> TransferResult:
     """Copy ``src`` to ``dst`` (local path, ``s3://bucket/key``, or ``NAME:bucket/key``).
@@ -132,6 +138,9 @@ def copy(
     Connections and part size are tuned closed-loop unless pinned (``connections``,
     ``part_size``) or ``tune=False``; ``max_connections`` and ``max_memory`` bound the tuner.
     ``bwlimit`` caps the rate (bytes/s, or text such as '500M' bytes/s or '4Gbit').
+    With ``resume`` (default) a journal in ``state_dir`` records every finished part, so
+    rerunning the same copy after a crash continues where it stopped; ``resume=False``
+    starts fresh. The journal is removed when the copy completes.
 
     Raises ``LocationError``/``ValueError`` for usage errors and ``S3Error`` when the source
     cannot be listed; per-object failures are reported in the result, never half-written.
@@ -141,8 +150,16 @@ def copy(
     opts = _options(max_connections, part_size, max_memory, retries, read_timeout,
                     connections, tune, bwlimit, bwlimit_endpoint)
     eps = EndpointCache()
-    runner = Runner(opts, on_tick=on_progress)
-    jobs = plan_jobs(s, d, recursive=recursive, part_size=lambda: runner.part_size, eps=eps,
+    jopts = {"op": "cp", "recursive": recursive, "server_side": server_side}
+    opener = Journal.open if resume else Journal.fresh
+    journal = opener(state_dir or default_state_dir(), str(s), str(d), jopts)
+    runner = Runner(opts, on_tick=on_progress, journal=journal)
+
+    def part_size_for(name: str) -> int:
+        # a resumed object keeps the part size it was started with, so parts line up
+        return journal.recorded_part_size(name) or runner.part_size
+
+    jobs = plan_jobs(s, d, recursive=recursive, part_size=part_size_for, eps=eps,
                      server_side=server_side)
     # Fail fast on usage errors (missing source, unknown endpoint) before starting threads.
     first = next(jobs, None)
@@ -152,7 +169,12 @@ def copy(
             yield first
             yield from jobs
 
-    out = runner.run(all_jobs())
+    try:
+        out = runner.run(all_jobs())
+    finally:
+        journal.close()
+    if not out.failures:
+        journal.remove()
     return TransferResult(
         src=str(s),
         dst=str(d),
@@ -166,6 +188,9 @@ def copy(
         wire_bytes=out.wire_bytes,
         peak_buffer_bytes=out.peak_buffer_bytes,
         decisions=out.decisions,
+        resumed_bytes=out.resumed_bytes,
+        skipped_objects=out.skipped_objects,
+        skipped_bytes=out.skipped_bytes,
         connections=[c.to_dict() for c in out.connections],
         options={
             "max_connections": opts.max_connections,

@@ -70,6 +70,10 @@ def transfer_options(f):
                      help="Retries per part after the first try (default 7)."),
         click.option("--timeout", "read_timeout", type=float, default=None,
                      help="Seconds without a byte before a connection is retried (default 60)."),
+        click.option("--no-resume", is_flag=True,
+                     help="Start fresh instead of resuming an interrupted run of this copy."),
+        click.option("--state-dir", type=click.Path(file_okay=False), default=None,
+                     help="Where resume journals live (default ~/.local/state/trunkline)."),
         click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout."),
         click.option("--quiet", "-q", is_flag=True, help="No progress display."),
         click.option("--debug", is_flag=True, help="Tracebacks on errors."),
@@ -80,7 +84,7 @@ def transfer_options(f):
 
 
 def engine_kwargs(max_connections, connections, part_size, no_tune, bwlimit, bwlimit_endpoint,
-                  max_memory, retries, read_timeout) -> dict:
+                  max_memory, retries, read_timeout, no_resume, state_dir) -> dict:
     per = {}
     for item in bwlimit_endpoint:
         name, sep, rate = item.partition("=")
@@ -90,7 +94,8 @@ def engine_kwargs(max_connections, connections, part_size, no_tune, bwlimit, bwl
         per[name] = rate
     return dict(max_connections=max_connections, connections=connections, part_size=part_size,
                 tune=not no_tune, bwlimit=bwlimit, bwlimit_endpoint=per or None,
-                max_memory=max_memory, retries=retries, read_timeout=read_timeout)
+                max_memory=max_memory, retries=retries, read_timeout=read_timeout,
+                resume=not no_resume, state_dir=state_dir)
 
 
 def _report(result, as_json: bool) -> None:
@@ -99,11 +104,16 @@ def _report(result, as_json: bool) -> None:
     else:
         click.echo(
             f"{human_bytes(result.bytes)} in {result.seconds:.2f} s = {result.gbps:.2f} Gbit/s, "
-            f"{result.objects} objects, {result.retries} retries",
+            f"{result.objects} objects, {result.retries} retries"
+            + (f", resumed {human_bytes(result.resumed_bytes + result.skipped_bytes)}"
+               if result.resumed_bytes or result.skipped_bytes else ""),
             err=True,
         )
     for f in result.failures:
         click.echo(f"trunkline: failed: {f}", err=True)
+    if result.failures:
+        click.echo("trunkline: rerun the same command to resume (--no-resume starts over)",
+                   err=True)
 
 
 def _progress(quiet: bool, as_json: bool):

@@ -47,7 +47,10 @@ class ObjectJob:
     part_etags: dict[int, str] = field(default_factory=dict)
     part_crcs: dict[int, int] = field(default_factory=dict)
     failed: str | None = None
-    skip_parts: set[int] = field(default_factory=set)
+    part_size: int = 0
+    obj_id: int | None = None                   # journal record, when resuming is on
+    skip_parts: set[int] = field(default_factory=set)       # already at the destination
+    resume_crcs: dict[int, int] = field(default_factory=dict)  # on disk, to re-check
 
     def __post_init__(self) -> None:
         self.parts_left = len(self.parts)
@@ -125,7 +128,7 @@ def plan_jobs(
     dst: Location,
     *,
     recursive: bool,
-    part_size: int | Callable[[], int],
+    part_size: int | Callable[[str], int],
     eps: EndpointCache,
     server_side: bool = True,
 ) -> Iterator[ObjectJob]:
@@ -158,7 +161,7 @@ def plan_jobs(
             kind = "copy"
         else:
             kind = "stream"
-        ps = part_size() if callable(part_size) else part_size
+        ps = part_size(name) if callable(part_size) else part_size
         multipart = is_multipart(size, ps)
         parts = plan_parts(size, ps)
         job = ObjectJob(
@@ -167,6 +170,7 @@ def plan_jobs(
             size=size,
             parts=parts,
             multipart=multipart,
+            part_size=ps,
             etag=getattr(info, "etag", None),
             mtime=getattr(info, "mtime", None),
         )

@@ -372,6 +372,19 @@ class Journal:
                 (None if crc32c is None else crc32c & 0xFFFFFFFF, time.time(), obj_id),
             )
 
+    def reopen(self, obj_id: int) -> None:
+        """A done object must be copied again (its destination vanished): clear it."""
+        with self._tx() as con:
+            con.execute("DELETE FROM parts WHERE obj_id = ?", (obj_id,))
+            con.execute("UPDATE objects SET done = 0, crc32c = NULL, upload_id = NULL, "
+                        "updated = ? WHERE id = ?", (time.time(), obj_id))
+
+    def recorded_part_size(self, key: str) -> int | None:
+        """The part size an unfinished object was started with (a resume must keep it)."""
+        with self._read() as con:
+            row = con.execute("SELECT part_size FROM objects WHERE key = ?", (key,)).fetchone()
+        return int(row[0]) if row else None
+
     def is_done(self, key: str) -> bool:
         with self._read() as con:
             row = con.execute("SELECT done FROM objects WHERE key = ?", (key,)).fetchone()

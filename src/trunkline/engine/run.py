@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from ..storage.local import partial_path
 from ..storage.s3 import S3Endpoint, S3Error
 from ..wire.connection import Connection, ConnectionClosed, ConnectionStats
+from . import resume
 from .integrity import b64_to_crc32c, crc32c, crc32c_to_b64
 from .jobs import ObjectJob
+from .journal import Journal
 from .plan import MiB, Part
 from .ratelimit import RateLimiter
 from .retry import IntegrityError, RetryPolicy, SourceChanged, is_retryable, is_slowdown
@@ -60,6 +62,7 @@ class WorkerStats:
     slowdowns: int = 0
     errors: int = 0
     ttfb_total: float = 0.0
+    resumed_bytes: int = 0    # parts found done (on disk or at the store) by a resume
     busy: bool = False
 
 
@@ -106,6 +109,9 @@ class RunOutcome:
     connections: list[ConnectionStats]
     peak_buffer_bytes: int
     decisions: list[dict]
+    resumed_bytes: int
+    skipped_objects: int
+    skipped_bytes: int
 
 
 class _Gate:
@@ -173,8 +179,12 @@ class Runner:
         opts: TransferOptions,
         on_tick: Callable[[Snapshot], None] | None = None,
         tick: float = 0.25,
+        journal: Journal | None = None,
     ):
         self.opts = opts
+        self.journal = journal
+        self.skipped_objects = 0
+        self.skipped_bytes = 0
         self.on_tick = on_tick
         self.tick = tick
         self.q: queue.Queue = queue.Queue(maxsize=max(64, opts.max_connections * 4))
@@ -255,17 +265,20 @@ class Runner:
             connections=list(self.closed_conns),
             peak_buffer_bytes=self.mem.peak,
             decisions=[d.to_dict() for d in self.tuner.decisions] if self.tuner else [],
+            resumed_bytes=sum(w.resumed_bytes for w in self.stats),
+            skipped_objects=self.skipped_objects,
+            skipped_bytes=self.skipped_bytes,
         )
 
     def _tune(self, s: Snapshot) -> None:
         if self.tuner is None:
             return
-        rtts = [c.stats.tcp.rtt_us for c in self._live_conns() if c.stats.tcp]
+        tcp = [c.stats.tcp for c in self._live_conns() if c.stats.tcp]
         d = self.tuner.observe(
             s.t, s.done_bytes, requests_done=s.requests, errors=s.errors,
-            slowdowns=s.slowdowns,
-            ttfb_s=(s.ttfb_total / s.requests) if s.requests else None,
-            rtt_us=(sum(rtts) / len(rtts)) if rtts else None,
+            slowdowns=s.slowdowns, ttfb_total_s=s.ttfb_total,
+            rtt_us=(sum(t.rtt_us for t in tcp) / len(tcp)) if tcp else None,
+            retransmits=sum(t.total_retrans for t in tcp),
         )
         if d is not None:
             self.gate.resize(d.connections)
@@ -307,6 +320,10 @@ class Runner:
                     with self._lock:
                         self.failures.append(Failure(job.name, job.failed or "rejected"))
                     continue
+                if self.journal is not None and not resume.attach(self.journal, job):
+                    self.skipped_objects += 1
+                    self.skipped_bytes += job.size
+                    continue
                 with self._lock:
                     self.total_bytes += job.size
                     self.total_objects += 1
@@ -342,18 +359,24 @@ class Runner:
         st = self.stats[i]
         conns: dict[int, Connection] = {}
         self._worker_conns.append(conns)
-        buf = memoryview(bytearray(CHUNK))
+        buf: memoryview | None = None   # allocated on first work: idle workers cost no memory
         rng = random.Random()
         try:
             while True:
+                # Take the gate before the queue: only as many workers as the tuner allows
+                # hold work, the others wait without a task (or a buffer).
+                self.gate.acquire()
                 item = self.q.get()
                 if item is None:
+                    self.gate.release()
                     break
                 job, part = item
                 if self._stop.is_set():
+                    self.gate.release()
                     self._part_finished(job, st)
                     continue
-                self.gate.acquire()
+                if buf is None:
+                    buf = memoryview(bytearray(CHUNK))
                 st.busy = True
                 try:
                     self._run_part(job, part, conns, buf, st, rng)
@@ -389,9 +412,18 @@ class Runner:
             if job.failed is not None or self._stop.is_set():
                 return
             counted = [0]
+            if part.number in job.skip_parts:
+                st.resumed_bytes += part.length
+                return
             try:
                 op = _OPS[job.kind]
-                op(self, job, part, conns, buf, st, counted)
+                if op(self, job, part, conns, buf, st, counted) is _RESUMED:
+                    st.resumed_bytes += part.length
+                    return
+                if self.journal is not None and job.obj_id is not None:
+                    self.journal.part_done(job.obj_id, part.number, part.offset, part.length,
+                                           job.part_crcs.get(part.number, 0),
+                                           job.part_etags.get(part.number))
                 return
             except Exception as e:  # noqa: BLE001 - classified below
                 st.done_bytes -= counted[0]
@@ -431,11 +463,13 @@ class Runner:
             if job.failed is None and not self._stop.is_set():
                 _FINALIZE[job.kind](self, job)
                 st.objects += 1
+                if self.journal is not None and job.obj_id is not None:
+                    self.journal.object_done(job.obj_id, None)
             else:
-                _cleanup(job)
+                _cleanup(job, keep=self.journal is not None)
         except Exception as e:  # noqa: BLE001
             self._fail(job, e, 1)
-            _cleanup(job)
+            _cleanup(job, keep=self.journal is not None)
 
     def limit_for(self, ep: S3Endpoint | None) -> Callable[[int], None] | None:
         """A callable charging n bytes to the rate caps of ``ep``, or None if uncapped."""
@@ -518,15 +552,21 @@ def _check_crc(crc: int, header: str | None, job: ObjectJob) -> None:
             raise IntegrityError(f"CRC32C mismatch on {job.name}: bytes damaged in flight")
 
 
-def _op_download(runner: Runner, job: ObjectJob, part: Part, conns, buf, st, counted) -> None:
+def _op_download(runner: Runner, job: ObjectJob, part: Part, conns, buf, st, counted):
     with job.lock:
         if job.fd is None:
             runner.ensure_dir(job.dst_path)
             job.tmp_path = partial_path(job.dst_path)
-            job.fd = os.open(job.tmp_path, os.O_WRONLY | os.O_CREAT, 0o644)
-            os.ftruncate(job.fd, job.size)
+            # no O_TRUNC: a resumed download keeps the parts it already has
+            job.fd = os.open(job.tmp_path, os.O_RDWR | os.O_CREAT, 0o644)
+            if os.fstat(job.fd).st_size != job.size:
+                os.ftruncate(job.fd, job.size)
     if job.size == 0:
-        return
+        return None
+    want = job.resume_crcs.get(part.number)
+    if want is not None and _crc_on_disk(job.fd, part, buf) == want:
+        job.part_crcs[part.number] = want
+        return _RESUMED
     assert job.src_ep is not None
     conn, n, crc_hdr = _get(runner, job.src_ep, job, part, conns, st, whole=not job.multipart)
     fd = job.fd
@@ -538,6 +578,23 @@ def _op_download(runner: Runner, job: ObjectJob, part: Part, conns, buf, st, cou
     crc = _recv_body(conn, n, sink, buf, st, counted, runner.limit_for(job.src_ep))
     _check_crc(crc, crc_hdr, job)
     job.part_crcs[part.number] = crc
+    return None
+
+
+_RESUMED = object()
+
+
+def _crc_on_disk(fd: int, part: Part, buf: memoryview) -> int:
+    """CRC32C of a part already in the partial file (a resume re-checks before trusting)."""
+    crc = 0
+    off = 0
+    while off < part.length:
+        k = os.preadv(fd, [buf[: min(len(buf), part.length - off)]], part.offset + off)
+        if k == 0:
+            break
+        crc = crc32c(buf[:k], crc)
+        off += k
+    return crc
 
 
 def _finalize_download(runner: Runner, job: ObjectJob) -> None:
@@ -552,13 +609,17 @@ def _finalize_download(runner: Runner, job: ObjectJob) -> None:
         os.utime(job.dst_path, (job.mtime, job.mtime))
 
 
-def _cleanup(job: ObjectJob) -> None:
+def _cleanup(job: ObjectJob, keep: bool = False) -> None:
+    """After a failure: close; without a journal also remove the partial file and abort the
+    multipart upload. With one, both stay for the rerun to resume (``gc`` cleans up)."""
     if job.fd is not None:
         try:
             os.close(job.fd)
         except OSError:
             pass
         job.fd = None
+    if keep:
+        return
     if job.tmp_path:
         try:
             os.unlink(job.tmp_path)
@@ -568,11 +629,13 @@ def _cleanup(job: ObjectJob) -> None:
         job.dst_ep.abort_multipart(job.dst_bucket, job.dst_key, job.upload_id)
 
 
-def _ensure_upload(job: ObjectJob) -> str:
+def _ensure_upload(runner: Runner, job: ObjectJob) -> str:
     with job.lock:
         if job.upload_id is None:
             assert job.dst_ep is not None
             job.upload_id = job.dst_ep.create_multipart(job.dst_bucket, job.dst_key)
+            if runner.journal is not None and job.obj_id is not None:
+                runner.journal.set_upload_id(job.obj_id, job.upload_id)
         return job.upload_id
 
 
@@ -583,7 +646,7 @@ def _put_request(runner: Runner, job: ObjectJob, part: Part, conns, st, send_bod
     assert ep is not None
     query = None
     if job.multipart:
-        query = {"partNumber": str(part.number), "uploadId": _ensure_upload(job)}
+        query = {"partNumber": str(part.number), "uploadId": _ensure_upload(runner, job)}
     headers = {"Content-Length": str(part.length)}
     if crc is not None and ep.supports_crc32c is not False:
         headers["x-amz-checksum-crc32c"] = crc32c_to_b64(crc)
@@ -675,7 +738,7 @@ def _op_copy(runner: Runner, job: ObjectJob, part: Part, conns, buf, st, counted
     assert ep is not None
     if job.multipart:
         etag = ep.upload_part_copy(job.src_bucket, job.src_key, job.dst_bucket, job.dst_key,
-                                   _ensure_upload(job), part.number, part.offset, part.length)
+                                   _ensure_upload(runner, job), part.number, part.offset, part.length)
         job.part_etags[part.number] = etag
     else:
         ep.copy_object(job.src_bucket, job.src_key, job.dst_bucket, job.dst_key)

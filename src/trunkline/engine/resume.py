@@ -1,0 +1,67 @@
+"""Binds the journal to a transfer: what a rerun may skip, and what each finished part records.
+
+On resume (the same SRC, DST and options), for each object:
+- done in the journal (and, for downloads, present with its size): skipped whole;
+- a download with recorded parts: each part already in the ``.tlpart`` file is re-read and
+  checked against its recorded CRC32C; only parts that fail (or were never recorded) are
+  fetched again;
+- a multipart upload/copy with an upload ID: ListParts reconciles; parts the store holds
+  with the recorded ETag and size are skipped, the upload continues under the same ID.
+The journal commits each part before the worker moves on, so a kill -9 loses at most the
+parts in flight.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .jobs import ObjectJob
+from .journal import Journal
+from .storage_names import job_dst
+
+
+def attach(journal: Journal, job: ObjectJob) -> bool:
+    """Record ``job`` in the journal and mark what is already done; False = skip it whole."""
+    ps = job.parts[0].length if job.multipart else job.part_size
+    rec = journal.object(job.name, job_dst(job), job.size, job.etag,
+                         job.mtime if job.kind == "upload" else None, ps)
+    job.obj_id = rec.id
+    if rec.discarded_upload_id and job.dst_ep is not None:
+        job.dst_ep.abort_multipart(job.dst_bucket, job.dst_key, rec.discarded_upload_id)
+        journal.forget_upload(rec.discarded_upload_id)
+    if rec.done:
+        if job.kind != "download":
+            return False
+        try:
+            if os.stat(job.dst_path).st_size == job.size:
+                return False
+        except FileNotFoundError:
+            pass
+        journal.reopen(rec.id)  # it was done, but the file is gone: copy it again
+        return True
+    recorded = journal.parts(rec.id)
+    if not recorded:
+        return True
+    if job.kind == "download":
+        job.resume_crcs = {n: p.crc32c for n, p in recorded.items()}
+        return True
+    if rec.upload_id and job.dst_ep is not None and job.multipart:
+        try:
+            held = job.dst_ep.list_parts(job.dst_bucket, job.dst_key, rec.upload_id)
+        except Exception:  # noqa: BLE001 - upload gone (aborted/expired): start over
+            journal.forget_parts(rec.id)
+            journal.set_upload_id(rec.id, None)
+            return True
+        job.upload_id = rec.upload_id
+        stale = []
+        for n, p in recorded.items():
+            have = held.get(n)
+            if have and p.etag and have[0].strip('"') == p.etag.strip('"') and have[1] == p.length:
+                job.skip_parts.add(n)
+                job.part_etags[n] = p.etag
+                job.part_crcs[n] = p.crc32c
+            else:
+                stale.append(n)
+        if stale:
+            journal.forget_parts(rec.id, stale)
+    return True
