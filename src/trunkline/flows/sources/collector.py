@@ -28,7 +28,7 @@ STATUS_FILE = "_collector_status.json"
 def parse_listen(spec: str) -> tuple[str, int]:
     """'0.0.0.0:2055', '[::]:2055' or ':2055' -> (host, port)."""
     host, sep, port = spec.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ValueError(f"bad --listen {spec!r}: expected HOST:PORT")
     host = host.strip("[]") or "0.0.0.0"
     return host, int(port)
@@ -57,6 +57,7 @@ class Collector:
         self.write_errors = 0
         self.started = time.time()
         self.snapshot: dict = {}
+        self.bound: list[tuple[str, int]] = []
         self._writer = threading.Thread(target=self._write_loop, name="flow-writer", daemon=True)
 
     # -- sockets -----------------------------------------------------------------------
@@ -78,6 +79,7 @@ class Collector:
             s.setblocking(False)
             self.socks.append(s)
             bound.append(s.getsockname()[:2])
+        self.bound = bound
         return bound
 
     # -- main loop ---------------------------------------------------------------------
@@ -148,8 +150,7 @@ class Collector:
     def status(self) -> dict:
         c = self.decoder.counters.as_dict()
         c["collector"] = {
-            "listen": [f"{h}:{p}" for h, p in (s.getsockname()[:2] for s in self.socks
-                                                 if s.fileno() != -1)],
+            "listen": [f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self.bound],
             "uptime_s": round(time.time() - self.started, 3),
             "written_records": self.written_records,
             "write_errors": self.write_errors,
