@@ -147,7 +147,7 @@ def test_collector_load_zero_loss_and_sigterm_flush(shared_data, tmp_path):
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, proc.stderr.read()
-    assert elapsed < LOAD_SECONDS * 1.5, f"sender too slow: {elapsed:.2f}s"
+    assert elapsed < LOAD_SECONDS * 2, f"sender could not hold the stated rate: {elapsed:.2f}s"
     expected = n_total * per_ipfix + 29 + len(sflow) * 5
     got = _run("flows", "sql", "--store", str(store), "SELECT count(*) AS n FROM flows")
     assert got.splitlines()[1] == str(expected), f"loss: {got} vs {expected}"
