@@ -72,7 +72,8 @@ def resolve_endpoint(name: str) -> EndpointConfig:
         return named[name]
     if name == "s3":
         url = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        return EndpointConfig(name="s3", url=url or None, profile=os.environ.get("AWS_PROFILE"))
+        # AWS_PROFILE is left to botocore, so that env keys outrank it as in the AWS CLI
+        return EndpointConfig(name="s3", url=url or None)
     raise LocationError(
         f"unknown endpoint {name!r}: define [endpoints.{name}] in {config_path()} "
         f"or use s3://bucket/key"

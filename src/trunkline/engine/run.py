@@ -218,17 +218,14 @@ class Runner:
         self.started = 0.0
         self._made_dirs: set[str] = set()
         self._worker_conns: list[dict[int, Connection]] = []
+        self._workers: list[threading.Thread] = []
 
     # -- the public entry ----------------------------------------------------------------
 
     def run(self, jobs: Iterable[ObjectJob]) -> RunOutcome:
         self.started = time.monotonic()
-        workers = [
-            threading.Thread(target=self._worker, args=(i,), name=f"tl-worker-{i}", daemon=True)
-            for i in range(self.opts.max_connections)
-        ]
-        for w in workers:
-            w.start()
+        workers = self._workers
+        self._spawn(self.gate.limit)
         producer = threading.Thread(target=self._produce, args=(jobs,), name="tl-list", daemon=True)
         producer.start()
         try:
@@ -270,6 +267,16 @@ class Runner:
             skipped_bytes=self.skipped_bytes,
         )
 
+    def _spawn(self, n: int) -> None:
+        """Start workers up to ``n`` (threads are started only when the gate lets them
+        work: 64 idle threads would cost start-up time for nothing)."""
+        while len(self._workers) < min(n, self.opts.max_connections):
+            i = len(self._workers)
+            w = threading.Thread(target=self._worker, args=(i,), name=f"tl-worker-{i}",
+                                 daemon=True)
+            self._workers.append(w)
+            w.start()
+
     def _tune(self, s: Snapshot) -> None:
         if self.tuner is None:
             return
@@ -281,6 +288,7 @@ class Runner:
             retransmits=sum(t.total_retrans for t in tcp),
         )
         if d is not None:
+            self._spawn(d.connections)
             self.gate.resize(d.connections)
             if not self.opts.part_size_fixed:
                 self.part_size = d.part_size

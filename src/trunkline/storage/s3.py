@@ -14,9 +14,9 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from urllib.parse import quote, urlsplit
+from email.utils import parsedate_to_datetime
+from urllib.parse import quote, unquote_plus, urlsplit
 
-import botocore.session
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
@@ -92,13 +92,30 @@ class ObjectInfo:
     mtime: float | None = None
 
 
+def _iso_ts(text: str) -> float | None:
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
 class S3Endpoint:
-    """One store (URL + credentials). Thread-safe; shared by all workers."""
+    """One store (URL + credentials). Thread-safe; shared by all workers.
+
+    Start-up matters for short copies, so the fast path needs no botocore session or
+    client: with the endpoint URL, region and keys known from config/env, signing is all we
+    need, and LIST/HEAD travel on our own connections (XML parsed by defusedxml). The
+    botocore client (service model load: ~70 ms) is created on first control-plane call
+    that needs it (multipart, copy), or up front when the URL or keys must come from
+    profiles.
+    """
 
     def __init__(self, cfg: EndpointConfig):
         self.cfg = cfg
-        sess = botocore.session.Session(profile=cfg.profile)
-        access = secret = None
+        self._session = None
+        self._client = None
+        self._client_lock = threading.Lock()
+        access = secret = token = None
         if cfg.access_key_id_env or cfg.secret_access_key_env:
             access = os.environ.get(cfg.access_key_id_env or "")
             secret = os.environ.get(cfg.secret_access_key_env or "")
@@ -109,29 +126,29 @@ class S3Endpoint:
                     f"endpoint {cfg.name!r}: env vars {cfg.access_key_id_env}/"
                     f"{cfg.secret_access_key_env} are not set",
                 )
-        self.region = cfg.region or sess.get_config_variable("region") or "us-east-1"
-        style = cfg.addressing_style or ("path" if cfg.url else "virtual")
-        self.addressing_style = style
-        self.client = sess.create_client(
-            "s3",
-            endpoint_url=cfg.url,
-            region_name=self.region,
-            aws_access_key_id=access,
-            aws_secret_access_key=secret,
-            config=Config(
-                s3={"addressing_style": style},
-                retries={"max_attempts": 6, "mode": "standard"},
-                max_pool_connections=32,
-                request_checksum_calculation="when_required",
-                response_checksum_validation="when_required",
-            ),
+        elif not cfg.profile and os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get(
+            "AWS_SECRET_ACCESS_KEY"
+        ):
+            # the first link of the AWS chain (env keys win over profiles), read directly
+            access = os.environ["AWS_ACCESS_KEY_ID"]
+            secret = os.environ["AWS_SECRET_ACCESS_KEY"]
+            token = os.environ.get("AWS_SESSION_TOKEN") or None
+        self._static_keys = (access, secret) if cfg.access_key_id_env else (None, None)
+        self.region = (
+            cfg.region
+            or os.environ.get("AWS_REGION")
+            or os.environ.get("AWS_DEFAULT_REGION")
+            or self.session.get_config_variable("region")
+            or "us-east-1"
         )
-        self._creds = (
-            Credentials(access, secret) if access else sess.get_credentials()
-        )
+        self.addressing_style = cfg.addressing_style or ("path" if cfg.url else "virtual")
+        self._creds = Credentials(access, secret, token) if access else None
+        if self._creds is None:
+            self._creds = self.session.get_credentials()
         if self._creds is None:
             raise S3Error(0, "NoCredentials", f"no credentials found for endpoint {cfg.name!r}")
-        url = urlsplit(self.client.meta.endpoint_url)
+        endpoint_url = cfg.url or self.client.meta.endpoint_url
+        url = urlsplit(endpoint_url)
         self.scheme = url.scheme
         self.host = url.hostname or "localhost"
         self.port = url.port or (443 if url.scheme == "https" else 80)
@@ -139,9 +156,47 @@ class S3Endpoint:
         self._unsigned = Config(s3={"payload_signing_enabled": False})
         self.supports_crc32c: bool | None = None   # learnt on first upload
         self._lock = threading.Lock()
+        self._idle: list[Connection] = []   # control-plane connections (LIST/HEAD)
+
+    @property
+    def session(self):
+        if self._session is None:
+            import botocore.session  # lazily: it drags in the client machinery
+
+            self._session = botocore.session.Session(profile=self.cfg.profile)
+        return self._session
+
+    @property
+    def client(self):
+        """The botocore client (control plane), created on first use."""
+        if self._client is None:
+            with self._client_lock:
+                if self._client is None:
+                    access, secret = self._static_keys
+                    self._client = self.session.create_client(
+                        "s3",
+                        endpoint_url=self.cfg.url,
+                        region_name=self.region,
+                        aws_access_key_id=access,
+                        aws_secret_access_key=secret,
+                        config=Config(
+                            s3={"addressing_style": self.addressing_style},
+                            retries={"max_attempts": 6, "mode": "standard"},
+                            max_pool_connections=32,
+                            request_checksum_calculation="when_required",
+                            response_checksum_validation="when_required",
+                        ),
+                    )
+        return self._client
 
     def __repr__(self) -> str:  # never show credentials
         return f"S3Endpoint({self.cfg.name!r}, {self.scheme}://{self.host}:{self.port})"
+
+    def close(self) -> None:
+        with self._lock:
+            for c in self._idle:
+                c.close()
+            self._idle.clear()
 
     @property
     def identity(self) -> tuple:
@@ -216,32 +271,84 @@ class S3Endpoint:
         except BotoCoreError as e:
             raise S3Error(0, type(e).__name__, str(e), op, key) from None
 
+    def _control(self, method: str, bucket: str, key: str, query: dict[str, str] | None,
+                 op: str) -> tuple[ResponseHead, bytes]:
+        """A small control-plane request on a pooled connection, retried like a part."""
+        from ..engine.retry import RetryPolicy, is_retryable
+
+        policy = RetryPolicy()
+        attempt = 0
+        while True:
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                conn = self.new_connection()
+            try:
+                if conn.sock is None:
+                    conn.connect()
+                conn.send(self.signed_head(method, bucket, key, query=query))
+                head = conn.read_head()
+                if head.status in (200, 206):
+                    body = b"" if method == "HEAD" else conn.read_body(head, limit=64 << 20)
+                elif head.status == 404 and method == "HEAD":
+                    body = b""
+                else:
+                    self.check_response(conn, head, op, f"{bucket}/{key}")
+                if head.keep_alive and conn.usable:
+                    with self._lock:
+                        self._idle.append(conn)
+                else:
+                    conn.close()
+                return head, body
+            except Exception as e:  # noqa: BLE001 - classified
+                if not (isinstance(e, S3Error) and conn.usable):
+                    conn.close()
+                else:
+                    with self._lock:
+                        self._idle.append(conn)
+                attempt += 1
+                if not is_retryable(e) or attempt >= policy.attempts:
+                    if isinstance(e, S3Error):
+                        raise
+                    raise S3Error(0, type(e).__name__, str(e), op, f"{bucket}/{key}") from None
+                import time as _time
+
+                _time.sleep(policy.delay(attempt))
+
     def list(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Stream the listing page by page (never the whole listing in memory)."""
-        pag = self.client.get_paginator("list_objects_v2")
-        try:
-            for page in pag.paginate(Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": 1000}):
-                for o in page.get("Contents", ()):
-                    lm = o.get("LastModified")
-                    yield ObjectInfo(
-                        o["Key"],
-                        int(o["Size"]),
-                        o.get("ETag"),
-                        lm.timestamp() if isinstance(lm, datetime) else None,
-                    )
-        except ClientError as e:
-            raise from_client_error(e, "LIST", f"{bucket}/{prefix}") from None
+        """Stream ListObjectsV2 page by page (never the whole listing in memory)."""
+        token: str | None = None
+        while True:
+            q = {"list-type": "2", "prefix": prefix, "encoding-type": "url",
+                 "max-keys": "1000"}
+            if token:
+                q["continuation-token"] = token
+            _, body = self._control("GET", bucket, "", q, "LIST")
+            root = SafeET.fromstring(body)
+            ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+            encoded = (root.findtext(f"{ns}EncodingType") or "").lower() == "url"
+            for c in root.iterfind(f"{ns}Contents"):
+                k = c.findtext(f"{ns}Key") or ""
+                lm = c.findtext(f"{ns}LastModified")
+                yield ObjectInfo(
+                    unquote_plus(k) if encoded else k,
+                    int(c.findtext(f"{ns}Size") or 0),
+                    c.findtext(f"{ns}ETag"),
+                    _iso_ts(lm) if lm else None,
+                )
+            if (root.findtext(f"{ns}IsTruncated") or "").lower() != "true":
+                return
+            token = root.findtext(f"{ns}NextContinuationToken")
+            if not token:
+                return
 
     def head(self, bucket: str, key: str) -> ObjectInfo | None:
-        try:
-            r = self.client.head_object(Bucket=bucket, Key=key)
-        except ClientError as e:
-            if e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
-                return None
-            raise from_client_error(e, "HEAD", key) from None
-        lm = r.get("LastModified")
-        return ObjectInfo(key, int(r["ContentLength"]), r.get("ETag"),
-                          lm.timestamp() if isinstance(lm, datetime) else None)
+        head, _ = self._control("HEAD", bucket, key, None, "HEAD")
+        if head.status == 404:
+            return None
+        lm = head.headers.get("last-modified")
+        return ObjectInfo(key, head.content_length or 0, head.headers.get("etag"),
+                          parsedate_to_datetime(lm).timestamp() if lm else None)
 
     def create_multipart(self, bucket: str, key: str) -> str:
         r = self._call("CreateMultipartUpload", key, self.client.create_multipart_upload,
