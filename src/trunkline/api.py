@@ -132,6 +132,8 @@ def copy(
     resume: bool = True,
     state_dir: str | None = None,
     on_progress: Callable[[Snapshot], None] | None = None,
+    flows_to: str | None = None,
+    flows_store: str | None = None,
 ) -> TransferResult:
     """Copy ``src`` to ``dst`` (local path, ``s3://bucket/key``, or ``NAME:bucket/key``).
 
@@ -141,6 +143,8 @@ def copy(
     With ``resume`` (default) a journal in ``state_dir`` records every finished part, so
     rerunning the same copy after a crash continues where it stopped; ``resume=False``
     starts fresh. The journal is removed when the copy completes.
+    After the run, each connection is exported as flow records (one per direction) into the
+    flow store ``flows_store`` and/or as IPFIX to ``flows_to`` (``udp://HOST:PORT``).
 
     Raises ``LocationError``/``ValueError`` for usage errors and ``S3Error`` when the source
     cannot be listed; per-object failures are reported in the result, never half-written.
@@ -175,7 +179,7 @@ def copy(
         journal.close()
     if not out.failures:
         journal.remove()
-    return TransferResult(
+    result = TransferResult(
         src=str(s),
         dst=str(d),
         bytes=out.done_bytes,
@@ -201,6 +205,11 @@ def copy(
             "bwlimit": opts.bwlimit,
         },
     )
+    if flows_to or flows_store:
+        from .telemetry.flows_export import export_flows
+
+        export_flows(result.connections, flows_to=flows_to, flows_store=flows_store)
+    return result
 
 
 async def copy_async(src: str | Location, dst: str | Location, **kw) -> TransferResult:

@@ -124,6 +124,17 @@ def _progress(quiet: bool, as_json: bool):
     return LiveProgress()
 
 
+def _check_flows_to(ctx, param, value):
+    if value is None:
+        return None
+    from ..telemetry.flows_export import check_flows_to
+
+    try:
+        return check_flows_to(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
 def register(cli: click.Group) -> None:
     @cli.command()
     @click.argument("src")
@@ -131,14 +142,20 @@ def register(cli: click.Group) -> None:
     @click.option("--recursive", "-r", is_flag=True, help="Copy a prefix or folder.")
     @click.option("--no-server-side", is_flag=True,
                   help="Stream s3->s3 through this host even on one endpoint.")
+    @click.option("--flows-to", default=None, metavar="udp://HOST:PORT",
+                  callback=_check_flows_to,
+                  help="Send the transfer's connections as IPFIX flow records to a collector.")
+    @click.option("--flows-store", type=click.Path(file_okay=False), default=None,
+                  help="Write the transfer's connections as flow records into this flow store.")
     @transfer_options
-    def cp(src, dst, recursive, no_server_side, as_json, quiet, debug, **topts):
+    def cp(src, dst, recursive, no_server_side, flows_to, flows_store, as_json, quiet, debug,
+           **topts):
         """Copy SRC to DST: local <-> s3://bucket/key, s3 -> s3, NAME:bucket/key endpoints."""
         from ..api import copy
 
         prog = _progress(quiet, as_json)
-        kw = dict(recursive=recursive, server_side=not no_server_side,
-                  **engine_kwargs(**topts))
+        kw = dict(recursive=recursive, server_side=not no_server_side, flows_to=flows_to,
+                  flows_store=flows_store, **engine_kwargs(**topts))
         if prog is not None:
             with prog:
                 result = run_api(debug, copy, src, dst, on_progress=prog.update, **kw)
