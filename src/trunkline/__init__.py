@@ -15,6 +15,8 @@ __all__ = ["__version__", *sorted(_API)]
 
 
 def __getattr__(name: str):
+    if name in ("sync", "verify", "gc"):  # issue 3: sync/verify/gc live in api_sync
+        return getattr(__import__("trunkline.api_sync", fromlist=["gc"]), name)
     if name in _API:
         from . import api
 

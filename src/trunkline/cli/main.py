@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from .. import __version__
-from . import flows, mover, physics
+from . import flows, mover, physics, sync_verify
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -16,6 +16,7 @@ def cli() -> None:
 
 mover.register(cli)
 physics.register(cli)
+sync_verify.register(cli)
 cli.add_command(flows.flows)
 
 

@@ -140,51 +140,71 @@ def plan_jobs(
     dst_ep = None if dst.is_local else eps.get(dst.endpoint or "s3")
     src_ep = None if src.is_local else eps.get(src.endpoint or "s3")
     for rel, info in _sources(src, eps, recursive):
-        size = info.size
-        name = str(src.child(rel)) if many else str(src)
-        if into and dst.is_local:
-            try:
-                local.dest_path(dst.path, rel)
-            except LocationError as e:
-                # a hostile key fails alone (counted, reported); the others still copy
-                yield ObjectJob(kind="reject", name=name, size=0, parts=[], multipart=False,
-                                failed=str(e))
-                continue
-        target = dst.child(rel) if into else dst
-        if src.is_local:
-            kind = "upload"
-        elif dst.is_local:
-            kind = "download"
-        elif server_side and src_ep is not None and dst_ep is not None and (
-            src_ep is dst_ep or src_ep.identity == dst_ep.identity
-        ):
-            kind = "copy"
+        ps = part_size(str(src.child(rel)) if many else str(src)) if callable(part_size) \
+            else part_size
+        yield job_for(src, dst, rel, info, many=many, into=into, src_ep=src_ep, dst_ep=dst_ep,
+                      part_size=ps, server_side=server_side)
+
+
+def job_for(
+    src: Location,
+    dst: Location,
+    rel: str,
+    info: object,
+    *,
+    many: bool,
+    into: bool,
+    src_ep: S3Endpoint | None,
+    dst_ep: S3Endpoint | None,
+    part_size: int,
+    server_side: bool = True,
+) -> ObjectJob:
+    """The job moving one listed source object (``rel`` under ``src``) to ``dst``.
+
+    Shared by ``plan_jobs`` (cp) and the sync planner. A key that would escape a local
+    destination becomes a "reject" job: it fails alone, the others still copy.
+    """
+    size = info.size  # type: ignore[attr-defined]
+    name = str(src.child(rel)) if many else str(src)
+    if into and dst.is_local:
+        try:
+            local.dest_path(dst.path, rel)
+        except LocationError as e:
+            return ObjectJob(kind="reject", name=name, size=0, parts=[], multipart=False,
+                             failed=str(e))
+    target = dst.child(rel) if into else dst
+    if src.is_local:
+        kind = "upload"
+    elif dst.is_local:
+        kind = "download"
+    elif server_side and src_ep is not None and dst_ep is not None and (
+        src_ep is dst_ep or src_ep.identity == dst_ep.identity
+    ):
+        kind = "copy"
+    else:
+        kind = "stream"
+    ps = part_size
+    job = ObjectJob(
+        kind=kind,
+        name=name,
+        size=size,
+        parts=plan_parts(size, ps),
+        multipart=is_multipart(size, ps),
+        part_size=ps,
+        etag=getattr(info, "etag", None),
+        mtime=getattr(info, "mtime", None),
+    )
+    if src.is_local:
+        job.src_path = info.path  # type: ignore[attr-defined]
+    else:
+        job.src_ep, job.src_bucket, job.src_key = src_ep, src.bucket, info.key  # type: ignore[attr-defined]
+    if dst.is_local:
+        if into:
+            job.dst_path = local.dest_path(dst.path, rel)
         else:
-            kind = "stream"
-        ps = part_size(name) if callable(part_size) else part_size
-        multipart = is_multipart(size, ps)
-        parts = plan_parts(size, ps)
-        job = ObjectJob(
-            kind=kind,
-            name=name,
-            size=size,
-            parts=parts,
-            multipart=multipart,
-            part_size=ps,
-            etag=getattr(info, "etag", None),
-            mtime=getattr(info, "mtime", None),
-        )
-        if src.is_local:
-            job.src_path = info.path  # type: ignore[attr-defined]
-        else:
-            job.src_ep, job.src_bucket, job.src_key = src_ep, src.bucket, info.key  # type: ignore[attr-defined]
-        if dst.is_local:
-            if into:
-                job.dst_path = local.dest_path(dst.path, rel)
-            else:
-                job.dst_path = os.path.abspath(target.path)
-        else:
-            job.dst_ep, job.dst_bucket, job.dst_key = dst_ep, target.bucket, target.key
-            if not job.dst_key or job.dst_key.endswith("/"):
-                job.dst_key += _leaf(rel)
-        yield job
+            job.dst_path = os.path.abspath(target.path)
+    else:
+        job.dst_ep, job.dst_bucket, job.dst_key = dst_ep, target.bucket, target.key
+        if not job.dst_key or job.dst_key.endswith("/"):
+            job.dst_key += _leaf(rel)
+    return job

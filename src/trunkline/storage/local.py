@@ -7,6 +7,7 @@ when whole and verified, so nothing that looks complete exists before it is.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -23,25 +24,50 @@ class LocalFile:
     mtime: float
 
 
+def _order_key(name: str, is_dir: bool) -> bytes:
+    """A directory sorts as ``name/``, as UTF-8 bytes: S3's listing order of the keys."""
+    return os.fsencode(name + "/" if is_dir else name)
+
+
+def _entries(root: str, rel_dir: str) -> Iterator[tuple[bytes, str, bool]]:
+    d = os.path.join(root, rel_dir) if rel_dir else root
+    try:
+        with os.scandir(d) as it:
+            items = [(_order_key(e.name, isdir), e.name, isdir)
+                     for e in it for isdir in (e.is_dir(follow_symlinks=False),)]
+    except FileNotFoundError:
+        raise LocationError(f"no such directory: {d}") from None
+    items.sort()
+    return iter(items)
+
+
 def walk(root: str) -> Iterator[LocalFile]:
-    """Regular files under ``root`` in sorted order, one directory in memory at a time."""
-    stack = [""]
+    """Regular files under ``root`` in the order S3 lists their keys (UTF-8 byte order of
+    the '/'-joined relative names), so a local tree and a listing merge-join in one pass.
+
+    Memory: the names of one directory per level of the current path, never the tree.
+    """
+    stack = [("", _entries(root, ""))]
     while stack:
-        rel_dir = stack.pop()
-        d = os.path.join(root, rel_dir) if rel_dir else root
+        rel_dir, it = stack[-1]
+        item = next(it, None)
+        if item is None:
+            stack.pop()
+            continue
+        _, name, is_dir = item
+        rel = f"{rel_dir}/{name}" if rel_dir else name
+        path = os.path.join(root, rel_dir, name) if rel_dir else os.path.join(root, name)
+        if is_dir:
+            stack.append((rel, _entries(root, rel)))
+            continue
+        if name.endswith(PARTIAL_SUFFIX):
+            continue
         try:
-            entries = sorted(os.scandir(d), key=lambda e: e.name, reverse=True)
+            st = os.stat(path)
         except FileNotFoundError:
-            raise LocationError(f"no such directory: {d}") from None
-        files = []
-        for e in entries:
-            rel = f"{rel_dir}/{e.name}" if rel_dir else e.name
-            if e.is_dir(follow_symlinks=False):
-                stack.append(rel)
-            elif e.is_file() and not e.name.endswith(PARTIAL_SUFFIX):
-                st = e.stat()
-                files.append(LocalFile(rel, e.path, st.st_size, st.st_mtime))
-        yield from reversed(files)
+            continue  # removed since the directory was read
+        if stat.S_ISREG(st.st_mode):
+            yield LocalFile(rel, path, st.st_size, st.st_mtime)
 
 
 def dest_path(root: str, rel: str) -> str:

@@ -1,0 +1,277 @@
+"""Compare two trees without copying: every missing, extra, resized or changed object.
+
+Why this order of evidence: the cheapest check that can prove equality wins. A local file
+is hashed once (CRC32C and MD5 together) and compared with what the store already knows
+(the listing's MD5 ETag, then the object's stored CRC32C, full or COMPOSITE, then a
+multipart ETag recomputed with the part size that HEAD partNumber=1 reveals, or with the
+likely candidates). Only when the store holds nothing comparable (opaque ETags under
+SSE-KMS/SSE-C, unknown part sizes) or a cheap check says "different" do we stream the
+object and compare CRC32C of its bytes, which is conclusive. Listings are merged as in
+sync (``engine.sync``), so memory stays bounded; hashing and HEADs run on a thread pool.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ..storage.s3 import S3Endpoint, S3Error, from_client_error
+from ..url import Location
+from .integrity import (
+    MiB,
+    b64_to_crc32c,
+    candidate_part_sizes,
+    crc32c,
+    etag_kind,
+    etags_equal,
+    file_digests,
+    parts_in_etag,
+    single_etag,
+)
+from .jobs import EndpointCache
+from .sync import Entry, Filters, listing, merge, prefix_of
+
+__all__ = ["Mismatch", "Verdict", "Verifier", "bounded_map", "compare_entries"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+MAX_CANDIDATES = 8  # multipart part sizes tried before streaming the object instead
+
+
+def bounded_map(fn: Callable[[T], R], items: Iterable[T], workers: int,
+                window: int | None = None) -> Iterator[R]:
+    """``map`` on a thread pool, results in input order, at most ``window`` in flight
+    (so a listing of millions is consumed as fast as it is checked, never held)."""
+    window = window or workers * 4
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tl-verify") as ex:
+        pending: deque = deque()
+        for it in items:
+            pending.append(ex.submit(fn, it))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """kind: missing (in source only), extra (in destination only), size, content, error."""
+
+    kind: str
+    key: str
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.key}" + (f": {self.detail}" if self.detail else "")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """``same`` is None when nothing comparable was found (and streaming was not allowed)."""
+
+    same: bool | None
+    how: str
+
+
+# --------------------------------------------------------------------------- store facts
+
+
+@dataclass
+class _Obj:
+    ep: S3Endpoint
+    bucket: str
+    key: str
+    size: int
+    etag: str | None
+    _head: dict | None = field(default=None, repr=False)
+
+    def head(self) -> dict:
+        if self._head is None:
+            try:
+                self._head = self.ep.client.head_object(Bucket=self.bucket, Key=self.key,
+                                                        ChecksumMode="ENABLED")
+            except ClientError as e:
+                raise from_client_error(e, "HEAD", self.key) from None
+            if self._head.get("ETag"):
+                self.etag = self._head["ETag"]
+        return self._head
+
+    @property
+    def crc(self) -> str | None:
+        return self.head().get("ChecksumCRC32C")
+
+    def part1_size(self) -> int | None:
+        """Part 1's length (HEAD partNumber=1), where the store supports it."""
+        try:
+            r = self.ep.client.head_object(Bucket=self.bucket, Key=self.key, PartNumber=1)
+        except (ClientError, BotoCoreError):
+            return None
+        n = int(r.get("ContentLength", 0))
+        return n if 0 < n < self.size else None
+
+    def stream_crc(self) -> int:
+        """CRC32C of the object's bytes, read through (the conclusive, costly check)."""
+        try:
+            body = self.ep.client.get_object(Bucket=self.bucket, Key=self.key)["Body"]
+        except ClientError as e:
+            raise from_client_error(e, "GET", self.key) from None
+        crc, n = 0, 0
+        try:
+            for chunk in body.iter_chunks(4 * MiB):
+                crc = crc32c(chunk, crc)
+                n += len(chunk)
+        finally:
+            body.close()
+        if n != self.size:
+            raise S3Error(0, "SizeChanged", f"read {n} bytes, listed {self.size}", "GET",
+                          self.key)
+        return crc
+
+
+def _part_sizes(o: _Obj, n: int) -> tuple[list[int], bool]:
+    """Part sizes to try for an N-part object, and whether the first one is known."""
+    p1 = o.part1_size()
+    if p1 is not None:
+        return [p1], True
+    return candidate_part_sizes(o.size, n, limit=MAX_CANDIDATES), False
+
+
+# --------------------------------------------------------------------------- comparisons
+
+
+def local_vs_object(path: str, o: _Obj, *, allow_stream: bool = True) -> Verdict:
+    """Does the local file at ``path`` hold the object's bytes? (sizes already equal)"""
+    whole = file_digests(path, max(o.size, 1), want_md5=True)
+    if o.etag and etag_kind(o.etag) == "md5" and etags_equal(o.etag,
+                                                             single_etag(whole.part_md5s[0])):
+        return Verdict(True, "md5")
+    crc = o.crc
+    if crc and "-" not in crc:
+        return Verdict(whole.crc32c == b64_to_crc32c(crc), "crc32c")
+    n = (int(crc.rsplit("-", 1)[1]) if crc and crc.rsplit("-", 1)[1].isdigit() else None) \
+        or parts_in_etag(o.etag or "")
+    if n:
+        sizes, known = _part_sizes(o, n)
+        for ps in sizes:
+            d = file_digests(path, ps, want_md5=bool(o.etag and parts_in_etag(o.etag)))
+            if crc and "-" in crc:
+                if d.composite() == crc:
+                    return Verdict(True, f"composite-crc32c/{ps}")
+                if known:  # the right part boundaries, and still different: proven
+                    return Verdict(False, f"composite-crc32c/{ps}")
+            if d.part_md5s is not None and etags_equal(d.etag(multipart=True), o.etag or ""):
+                return Verdict(True, f"multipart-etag/{ps}")
+    if not allow_stream:
+        return Verdict(None, "no comparable checksum")
+    return Verdict(o.stream_crc() == whole.crc32c, "stream-crc32c")
+
+
+def object_vs_object(a: _Obj, b: _Obj, *, allow_stream: bool = True) -> Verdict:
+    """Do two objects hold the same bytes? (sizes already equal)"""
+    if a.etag and b.etag and etag_kind(a.etag) != "opaque" and etags_equal(a.etag, b.etag):
+        return Verdict(True, "etag")
+    ca, cb = a.crc, b.crc
+    if ca and cb:
+        if "-" not in ca and "-" not in cb:
+            return Verdict(b64_to_crc32c(ca) == b64_to_crc32c(cb), "crc32c")
+        if ca == cb:
+            return Verdict(True, "composite-crc32c")
+    if not allow_stream:
+        return Verdict(None, "no comparable checksum")
+    return Verdict(a.stream_crc() == b.stream_crc(), "stream-crc32c")
+
+
+def local_vs_local(pa: str, pb: str) -> Verdict:
+    da = file_digests(pa, 64 * MiB, want_md5=False)
+    db = file_digests(pb, 64 * MiB, want_md5=False)
+    return Verdict(da.crc32c == db.crc32c, "crc32c")
+
+
+def _side(loc: Location, e: Entry, eps: EndpointCache) -> str | _Obj:
+    if loc.is_local:
+        return e.info.path  # type: ignore[attr-defined]
+    return _Obj(eps.get(loc.endpoint or "s3"), loc.bucket, prefix_of(loc) + e.rel, e.size,
+                e.etag)
+
+
+def compare_entries(src: Location, dst: Location, s: Entry, d: Entry, eps: EndpointCache,
+                    *, allow_stream: bool = True) -> Verdict:
+    """Content comparison of two equal-sized entries, whichever sides they live on."""
+    a, b = _side(src, s, eps), _side(dst, d, eps)
+    if isinstance(a, str) and isinstance(b, str):
+        return local_vs_local(a, b)
+    if isinstance(a, str):
+        return local_vs_object(a, b, allow_stream=allow_stream)  # type: ignore[arg-type]
+    if isinstance(b, str):
+        return local_vs_object(b, a, allow_stream=allow_stream)
+    return object_vs_object(a, b, allow_stream=allow_stream)
+
+
+# --------------------------------------------------------------------------- the walk
+
+
+@dataclass
+class Verifier:
+    """Runs a verify; results accumulate on the instance (the API wraps them)."""
+
+    src: Location
+    dst: Location
+    eps: EndpointCache
+    extra: bool = True
+    size_only: bool = False
+    filters: Filters | None = None
+    workers: int = 16
+    on_mismatch: Callable[[Mismatch], None] | None = None
+    mismatches: list[Mismatch] = field(default_factory=list)
+    methods: Counter = field(default_factory=Counter)
+    src_objects: int = 0
+    dst_objects: int = 0
+    compared: int = 0
+    seconds: float = 0.0
+
+    def _pairs(self) -> Iterator[tuple[str, Entry | None, Entry | None]]:
+        for rel, s, d in merge(listing(self.src, self.eps), listing(self.dst, self.eps)):
+            if self.filters and not self.filters.allows(rel):
+                continue
+            self.src_objects += s is not None
+            self.dst_objects += d is not None
+            yield rel, s, d
+
+    def _check(self, item: tuple[str, Entry | None, Entry | None]
+               ) -> tuple[Mismatch | None, str | None]:
+        rel, s, d = item
+        if d is None:
+            return Mismatch("missing", rel, "not in destination"), None
+        if s is None:
+            return (Mismatch("extra", rel, "not in source") if self.extra else None), None
+        if s.size != d.size:
+            return Mismatch("size", rel, f"source {s.size} bytes, destination {d.size}"), None
+        if self.size_only:
+            return None, "size"
+        try:
+            v = compare_entries(self.src, self.dst, s, d, self.eps)
+        except (S3Error, OSError, BotoCoreError, ValueError) as e:
+            return Mismatch("error", rel, str(e)), None
+        if v.same is False:
+            return Mismatch("content", rel, f"differs ({v.how})"), v.how
+        return None, v.how
+
+    def run(self) -> Verifier:
+        t0 = time.monotonic()
+        for mm, how in bounded_map(self._check, self._pairs(), self.workers):
+            if how is not None:
+                self.compared += 1
+                self.methods[how.split("/")[0]] += 1
+            if mm is not None:
+                self.mismatches.append(mm)
+                if self.on_mismatch is not None:
+                    self.on_mismatch(mm)
+        self.seconds = time.monotonic() - t0
+        return self
