@@ -1,10 +1,10 @@
-"""What ``sync`` must do: a streaming merge-join of the source and destination listings.
+"""What ``sync`` must do: a streaming join of the source and destination listings.
 
-Why a merge-join: both sides arrive in the same order (S3 lists keys in UTF-8 byte order,
-``storage.local.walk`` yields a tree in that order too), so one pass over two generators
-decides every key while holding one listing page per side, never the listing. The
-decisions themselves (``decide``) are pure; listing and the optional checksum comparison
-are the only I/O, and they stay at the edges.
+Why this shape: the destination listing streams into a temporary on-disk index (see
+``_Index`` for why not a pure merge-join), then the source listing streams through it in
+batches, so neither listing ever sits in memory, and copies start while the source is
+still being listed. The decisions themselves (``decide``) are pure; listing and the
+optional checksum comparison are the only I/O, and they stay at the edges.
 
 Filters follow rclone: ``--include``/``--exclude`` rules are tried in the order given and
 the first that matches decides; when any ``--include`` is given, a key matched by no rule
@@ -18,15 +18,17 @@ from __future__ import annotations
 import math
 import os
 import re
+import sqlite3
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from ..storage import local
-from ..storage.s3 import S3Endpoint
+from ..storage.s3 import ObjectInfo, S3Endpoint
 from ..url import Location, LocationError
 from .jobs import EndpointCache, ObjectJob, job_for
 
-__all__ = ["Action", "Entry", "Filters", "SyncPlanner", "decide", "listing", "merge",
+__all__ = ["Action", "Entry", "Filters", "SyncPlanner", "decide", "join", "listing",
            "prefix_of", "check_locations"]
 
 
@@ -167,34 +169,107 @@ def listing(loc: Location, eps: EndpointCache) -> Iterator[Entry]:
         yield Entry(o.key[len(prefix):], o.size, o.mtime, o.etag, o)
 
 
-def _ordered(entries: Iterable[Entry], side: str) -> Iterator[tuple[bytes, Entry]]:
-    """Pair each entry with its sort key; refuse a listing out of order (a merge-join over
-    it would call present keys missing, and --delete would act on that)."""
-    last: bytes | None = None
-    for e in entries:
-        k = e.rel.encode("utf-8", "surrogateescape")
-        if last is not None and k <= last:
-            raise RuntimeError(f"{side} listing is not in key order at {e.rel!r}; refusing to "
-                               f"sync from it")
-        last = k
-        yield k, e
+class _Index:
+    """One listing in a temporary SQLite file: looked up by key, then walked for leftovers.
+
+    Why not a pure merge-join: stores disagree on listing order. AWS lists keys in UTF-8
+    byte order, SeaweedFS in directory-tree order ('b/c' before 'b-x'), and the difference
+    cannot be repaired with a bounded buffer. A disk index takes any order, keeps memory
+    bounded (SQLite's page cache) and costs ~100 bytes of disk per key.
+    """
+
+    def __init__(self, entries: Iterable[Entry], make: Callable[[str, int, float | None,
+                                                                   str | None], Entry]):
+        fd, self.path = tempfile.mkstemp(prefix="trunkline-sync-", suffix=".sqlite")
+        os.close(fd)
+        self.make = make
+        self.count = 0
+        self.con = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.con.execute("PRAGMA journal_mode=OFF")
+        self.con.execute("PRAGMA synchronous=OFF")
+        self.con.execute("PRAGMA cache_size=-16384")  # 16 MiB
+        self.con.execute("CREATE TABLE d (rel TEXT PRIMARY KEY, size INTEGER, mtime REAL, "
+                         "etag TEXT, seen INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID")
+        self.con.execute("BEGIN")
+        batch: list[tuple] = []
+        for e in entries:
+            batch.append((e.rel, e.size, e.mtime, e.etag))
+            if len(batch) >= 1000:
+                self._insert(batch)
+        self._insert(batch)
+        self.con.execute("COMMIT")
+
+    def _insert(self, batch: list[tuple]) -> None:
+        self.con.executemany("INSERT OR REPLACE INTO d (rel, size, mtime, etag) "
+                             "VALUES (?, ?, ?, ?)", batch)
+        self.count += len(batch)
+        batch.clear()
+
+    def take(self, rels: list[str]) -> dict[str, Entry]:
+        """The entries of ``rels`` that exist, marked as seen."""
+        out: dict[str, Entry] = {}
+        for i in range(0, len(rels), 500):
+            chunk = rels[i:i + 500]
+            q = ",".join("?" * len(chunk))
+            for rel, size, mtime, etag in self.con.execute(
+                    f"UPDATE d SET seen = 1 WHERE rel IN ({q}) RETURNING rel, size, mtime, etag",
+                    chunk):
+                out[rel] = self.make(rel, size, mtime, etag)
+        return out
+
+    def unseen(self) -> Iterator[Entry]:
+        cur = self.con.execute("SELECT rel, size, mtime, etag FROM d WHERE seen = 0 ORDER BY rel")
+        while rows := cur.fetchmany(1000):
+            for r in rows:
+                yield self.make(*r)
+
+    def close(self) -> None:
+        self.con.close()
+        for suffix in ("", "-journal"):
+            try:
+                os.unlink(self.path + suffix)
+            except FileNotFoundError:
+                pass
 
 
-def merge(src: Iterable[Entry], dst: Iterable[Entry]
-          ) -> Iterator[tuple[str, Entry | None, Entry | None]]:
-    """Full outer merge-join of two key-ordered listings: (rel, src or None, dst or None)."""
-    a, b = _ordered(src, "source"), _ordered(dst, "destination")
-    x, y = next(a, None), next(b, None)
-    while x is not None or y is not None:
-        if y is None or (x is not None and x[0] < y[0]):
-            yield x[1].rel, x[1], None  # type: ignore[index]
-            x = next(a, None)
-        elif x is None or y[0] < x[0]:
-            yield y[1].rel, None, y[1]
-            y = next(b, None)
-        else:
-            yield x[1].rel, x[1], y[1]
-            x, y = next(a, None), next(b, None)
+def _maker(loc: Location) -> Callable[[str, int, float | None, str | None], Entry]:
+    """Rebuilds an indexed Entry with the LocalFile/ObjectInfo that jobs and verify need."""
+    if loc.is_local:
+        root = loc.path
+        return lambda rel, size, mtime, etag: Entry(
+            rel, size, mtime, etag,
+            local.LocalFile(rel, os.path.join(root, *rel.split("/")), size, mtime or 0.0))
+    prefix = prefix_of(loc)
+    return lambda rel, size, mtime, etag: Entry(
+        rel, size, mtime, etag, ObjectInfo(prefix + rel, size, etag, mtime))
+
+
+def join(src: Iterable[Entry], dst_loc: Location, dst: Iterable[Entry], batch: int = 256
+         ) -> Iterator[tuple[str, Entry | None, Entry | None]]:
+    """Full outer join of two listings in any order: (rel, src or None, dst or None).
+
+    The destination is indexed on disk first; the source then streams through in batches
+    (source order), and destination-only keys come last. Memory: one batch and one page.
+    """
+    idx = _Index(dst, _maker(dst_loc))
+    try:
+        pending: list[Entry] = []
+
+        def flush() -> Iterator[tuple[str, Entry | None, Entry | None]]:
+            found = idx.take([e.rel for e in pending])
+            for e in pending:
+                yield e.rel, e, found.get(e.rel)
+            pending.clear()
+
+        for e in src:
+            pending.append(e)
+            if len(pending) >= batch:
+                yield from flush()
+        yield from flush()
+        for d in idx.unseen():
+            yield d.rel, None, d
+    finally:
+        idx.close()
 
 
 # --------------------------------------------------------------------------- decisions
@@ -246,7 +321,8 @@ class SyncPlanner:
         self.copy_bytes = 0
 
     def _pairs(self) -> Iterator[tuple[str, Entry | None, Entry | None]]:
-        for rel, s, d in merge(listing(self.src, self.eps), listing(self.dst, self.eps)):
+        for rel, s, d in join(listing(self.src, self.eps), self.dst,
+                              listing(self.dst, self.eps)):
             self.src_objects += s is not None
             self.dst_objects += d is not None
             if self.filters and not self.filters.allows(rel):

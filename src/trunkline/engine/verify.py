@@ -6,8 +6,8 @@ is hashed once (CRC32C and MD5 together) and compared with what the store alread
 multipart ETag recomputed with the part size that HEAD partNumber=1 reveals, or with the
 likely candidates). Only when the store holds nothing comparable (opaque ETags under
 SSE-KMS/SSE-C, unknown part sizes) or a cheap check says "different" do we stream the
-object and compare CRC32C of its bytes, which is conclusive. Listings are merged as in
-sync (``engine.sync``), so memory stays bounded; hashing and HEADs run on a thread pool.
+object and compare CRC32C of its bytes, which is conclusive. Listings are joined as in
+sync (``engine.sync.join``), so memory stays bounded; hashing and HEADs run on a thread pool.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from .integrity import (
     single_etag,
 )
 from .jobs import EndpointCache
-from .sync import Entry, Filters, listing, merge, prefix_of
+from .sync import Entry, Filters, join, listing, prefix_of
 
 __all__ = ["Mismatch", "Verdict", "Verifier", "bounded_map", "compare_entries"]
 
@@ -237,7 +237,8 @@ class Verifier:
     seconds: float = 0.0
 
     def _pairs(self) -> Iterator[tuple[str, Entry | None, Entry | None]]:
-        for rel, s, d in merge(listing(self.src, self.eps), listing(self.dst, self.eps)):
+        for rel, s, d in join(listing(self.src, self.eps), self.dst,
+                              listing(self.dst, self.eps)):
             if self.filters and not self.filters.allows(rel):
                 continue
             self.src_objects += s is not None

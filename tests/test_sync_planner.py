@@ -1,0 +1,116 @@
+"""The sans-I/O parts of sync: walk order equals S3 key order, the merge-join, filters and
+the per-direction change rules."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from trunkline.engine.sync import Entry, Filters, decide, join
+from trunkline.storage.local import walk
+from trunkline.url import Location
+
+
+def _e(rel: str, size: int = 1, mtime: float | None = 100.0, etag: str | None = None) -> Entry:
+    return Entry(rel, size, mtime, etag, None)
+
+
+def test_walk_yields_s3_key_order(tmp_path):
+    names = ["a-b", "a/x", "a/b/c", "a.txt", "a0", "b", "Z", "é", "a/b-", "ab/c", "a b"]
+    for n in names:
+        p = tmp_path / n
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x")
+    (tmp_path / ".f.tlpart").write_bytes(b"partial")
+    got = [f.rel for f in walk(str(tmp_path))]
+    assert got == sorted(names, key=lambda s: s.encode())
+    assert ".f.tlpart" not in got
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text("ab-./_é0", min_size=1, max_size=8), min_size=1, max_size=12))
+def test_walk_order_property(tmp_path_factory, names):
+    root = tmp_path_factory.mktemp("w")
+    made = set()
+    for n in names:
+        parts = [p for p in n.split("/") if p not in ("", ".", "..")]
+        if not parts:
+            continue
+        rel = "/".join(parts)
+        # a name cannot be both a file and a directory
+        if any(rel.startswith(m + "/") or m.startswith(rel + "/") or m == rel for m in made):
+            continue
+        p = root.joinpath(*parts)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"")
+        made.add(rel)
+    got = [f.rel for f in walk(str(root))]
+    assert got == sorted(made, key=lambda s: s.encode())
+
+
+def test_join_full_outer_any_order():
+    # the destination in SeaweedFS's tree order ('b/x' before 'b-y'), the source in bytes
+    src = [_e("a"), _e("b-y"), _e("b/x"), _e("d")]
+    dst = [_e("b/x"), _e("b-y"), _e("e"), _e("c")]
+    out = [(r, s is not None, d is not None)
+           for r, s, d in join(src, Location(None, path="/tmp/x"), dst, batch=2)]
+    assert out == [("a", True, False), ("b-y", True, True), ("b/x", True, True),
+                   ("d", True, False), ("c", False, True), ("e", False, True)]
+
+
+def test_join_rebuilds_what_jobs_need():
+    loc = Location("s3", "bk", "pre")
+    [(rel, s, d)] = list(join([], loc, [_e("k/1", 7, 5.0, '"e"')]))
+    assert s is None and d.info.key == "pre/k/1" and d.info.size == 7 and d.etag == '"e"'
+    [(rel, s, d)] = list(join([], Location(None, path="/r"), [_e("k/1", 7, 5.0)]))
+    assert d.info.path == "/r/k/1" and d.info.mtime == 5.0
+
+
+def test_filters_rclone_order_first_match_wins():
+    f = Filters([(False, "*.tmp"), (True, "*.bin"), (True, "/keep/**")])
+    assert f.allows("x.bin") and f.allows("deep/dir/x.bin")
+    assert not f.allows("x.tmp") and f.allows("a.tmp.bin")
+    assert f.allows("keep/a/b.txt") and not f.allows("other/keep/a.txt")
+    assert not f.allows("readme.txt")          # an include implies "exclude the rest"
+    # order matters: with the include first, *.tmp under keep/ is kept
+    g = Filters([(True, "/keep/**"), (False, "*.tmp")])
+    assert g.allows("keep/x.tmp") and not g.allows("x.tmp")
+
+
+def test_filters_globs():
+    f = Filters([(False, "/logs/"), (False, "*.{jpg,png}"), (False, "x?[0-9]")])
+    assert not f.allows("logs/a/b") and f.allows("a/logs")
+    assert not f.allows("p/q.jpg") and not f.allows("q.png") and f.allows("q.gif")
+    assert not f.allows("d/xa7") and f.allows("xab")
+    assert Filters().allows("anything") and not Filters()
+    assert not Filters([(False, "*")]).allows("a/b")           # unanchored: any depth
+    assert not Filters([(False, "/*")]).allows("top") and Filters([(False, "/*")]).allows("a/b")
+    with pytest.raises(ValueError):
+        Filters([(True, "{a,b")])
+
+
+def test_decide_rules():
+    # upload: only a newer local file (LastModified has whole seconds)
+    assert decide("upload", _e("k", 5, 100.7), _e("k", 5, 100.0)) is None
+    assert decide("upload", _e("k", 5, 101.2), _e("k", 5, 100.0)) == "newer"
+    assert decide("upload", _e("k", 5, 90.0), _e("k", 5, 100.0)) is None
+    assert decide("upload", _e("k", 6, 90.0), _e("k", 5, 100.0)) == "size"
+    # download: the file keeps the object's time; any difference > 1 s means changed
+    assert decide("download", _e("k", 5, 100.0), _e("k", 5, 100.9)) is None
+    assert decide("download", _e("k", 5, 100.0), _e("k", 5, 90.0)) == "mtime"
+    assert decide("download", _e("k", 5, 100.0), _e("k", 5, 120.0)) == "mtime"
+    # s3 -> s3: equal ETags are unchanged; else copy when the source is newer
+    assert decide("s3", _e("k", 5, 200.0, '"aa"'), _e("k", 5, 100.0, '"aa"')) is None
+    assert decide("s3", _e("k", 5, 200.0, '"aa"'), _e("k", 5, 100.0, '"bb"')) == "newer"
+    assert decide("s3", _e("k", 5, 100.0, '"aa"'), _e("k", 5, 200.0, '"bb"')) is None
+    assert decide("upload", _e("k", 5, None), _e("k", 5, 100.0)) is None
+
+
+def test_walk_missing_root_is_a_location_error(tmp_path):
+    from trunkline.url import LocationError
+
+    with pytest.raises(LocationError):
+        list(walk(os.path.join(tmp_path, "nope")))

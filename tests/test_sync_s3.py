@@ -1,0 +1,208 @@
+"""sync through a real SeaweedFS: local -> s3, s3 -> local, s3 -> s3; new, changed,
+unchanged, --delete, --dry-run, include/exclude, --checksum."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import trunkline
+from trunkline.cli.main import cli
+from trunkline.engine.plan import MiB
+
+
+@pytest.fixture
+def aws_env(s3server, monkeypatch):
+    for k, v in s3server.env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("TRUNKLINE_CONFIG", "/nonexistent/trunkline.toml")
+    return s3server
+
+
+@pytest.fixture
+def bucket(aws_env) -> str:
+    name = f"sync-{uuid.uuid4().hex[:10]}"
+    aws_env.create_bucket(name)
+    return name
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    files = {
+        "a.txt": b"alpha",
+        "b/c.bin": os.urandom(3000),
+        "b/d/e.bin": os.urandom(10),
+        "b-x.dat": b"dash sorts before slash",
+        "big.bin": os.urandom(11 * MiB + 3),   # multipart with 5 MiB parts
+        "skip/me.tmp": b"tmp",
+        "empty": b"",
+    }
+    for rel, data in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+        os.utime(p, (time.time() - 3600, time.time() - 3600))  # older than any upload
+    return files
+
+
+def _keys(s3server, bucket: str, prefix: str = "") -> dict[str, str]:
+    c = s3server.client()
+    out = {}
+    for page in c.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for o in page.get("Contents", ()):
+            out[o["Key"][len(prefix):]] = o["ETag"]
+    return out
+
+
+def _get(s3server, bucket: str, key: str) -> bytes:
+    return s3server.client().get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+KW = dict(connections=4, part_size="5M")
+
+
+def test_local_to_s3_new_unchanged_changed_delete(tmp_path, aws_env, bucket):
+    src = tmp_path / "src"
+    files = _tree(src)
+    dst = f"s3://{bucket}/data"
+    r = trunkline.sync(str(src), dst, **KW)
+    assert r.ok and r.copied == len(files) and r.unchanged == 0
+    assert r.transfer is not None and r.transfer.objects == len(files)
+    keys = _keys(aws_env, bucket, "data/")
+    assert set(keys) == set(files)
+    assert _get(aws_env, bucket, "data/big.bin") == files["big.bin"]
+
+    r = trunkline.sync(str(src), dst, **KW)
+    assert r.ok and r.copied == 0 and r.unchanged == len(files)
+    assert r.transfer is not None and r.transfer.bytes == 0 and r.transfer.requests == 0
+
+    # changed: same size, newer mtime; new file; a file removed locally
+    (src / "a.txt").write_bytes(b"ALPHA")
+    later = time.time() + 5
+    os.utime(src / "a.txt", (later, later))
+    (src / "new.txt").write_bytes(b"new")
+    (src / "b" / "c.bin").unlink()
+    r = trunkline.sync(str(src), dst, **KW)
+    assert r.ok and r.copied == 2 and r.deleted == 0
+    assert _get(aws_env, bucket, "data/a.txt") == b"ALPHA"
+    assert "b/c.bin" in _keys(aws_env, bucket, "data/")   # no --delete: kept
+
+    r = trunkline.sync(str(src), dst, delete=True, **KW)
+    assert r.ok and r.deleted == 1
+    assert set(_keys(aws_env, bucket, "data/")) == (set(files) - {"b/c.bin"}) | {"new.txt"}
+
+
+def test_dry_run_prints_and_changes_nothing(tmp_path, aws_env, bucket):
+    src = tmp_path / "src"
+    _tree(src)
+    dst = f"s3://{bucket}/p/"
+    assert trunkline.sync(str(src), dst, **KW).ok
+    # an extra remote key, a changed size, a new file
+    aws_env.client().put_object(Bucket=bucket, Key="p/only-remote", Body=b"x")
+    (src / "a.txt").write_bytes(b"longer than before")
+    (src / "fresh").write_bytes(b"f")
+    before = _keys(aws_env, bucket, "p/")
+    res = CliRunner().invoke(cli, ["sync", "--dry-run", "--delete", "-q", str(src), dst])
+    assert res.exit_code == 0, res.output
+    lines = sorted(line for line in res.stdout.splitlines() if line)
+    assert lines == ["copy\ta.txt\t(size)", "copy\tfresh\t(new)",
+                     "delete\tonly-remote\t(not in source)"]
+    assert _keys(aws_env, bucket, "p/") == before
+    assert "would copy 2" in res.stderr and "would delete 1" in res.stderr
+
+
+def test_include_exclude_in_command_line_order(tmp_path, aws_env, bucket):
+    src = tmp_path / "src"
+    _tree(src)
+    dst = f"s3://{bucket}/f"
+    args = ["sync", "-q", "-c", "2", "--exclude", "*.tmp", "--include", "b/**",
+            "--include", "a.txt", str(src), dst]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    assert set(_keys(aws_env, bucket, "f/")) == {"a.txt", "b/c.bin", "b/d/e.bin"}
+    # include before exclude: the include wins for matching keys
+    res = CliRunner().invoke(cli, ["sync", "-q", "--include", "skip/**", "--exclude",
+                                   "*.tmp", str(src), f"s3://{bucket}/g"])
+    assert res.exit_code == 0, res.output
+    assert set(_keys(aws_env, bucket, "g/")) == {"skip/me.tmp"}
+    # excluded destination keys are not deleted by --delete
+    aws_env.client().put_object(Bucket=bucket, Key="g/keep.tmp", Body=b"k")
+    r = trunkline.sync(str(src), f"s3://{bucket}/g", delete=True,
+                       filters=[(True, "skip/**"), (False, "*.tmp")], **KW)
+    assert r.ok and r.deleted == 0 and "keep.tmp" in _keys(aws_env, bucket, "g/")
+
+
+def test_s3_to_local_and_back_changes(tmp_path, aws_env, bucket):
+    src = tmp_path / "src"
+    files = _tree(src)
+    assert trunkline.sync(str(src), f"s3://{bucket}/d", **KW).ok
+    down = tmp_path / "down"
+    r = trunkline.sync(f"s3://{bucket}/d", str(down), **KW)
+    assert r.ok and r.copied == len(files)
+    for rel, data in files.items():
+        assert (down / rel).read_bytes() == data
+    r = trunkline.sync(f"s3://{bucket}/d/", str(down), **KW)
+    assert r.ok and r.copied == 0 and r.unchanged == len(files)
+
+    # a local edit of the same size: its mtime no longer matches the object's -> restored
+    (down / "a.txt").write_bytes(b"XXXXX")
+    # a remote change of size
+    aws_env.client().put_object(Bucket=bucket, Key="d/b/d/e.bin", Body=b"0123456789AB")
+    (down / "stray").write_bytes(b"s")
+    r = trunkline.sync(f"s3://{bucket}/d", str(down), delete=True, **KW)
+    assert r.ok and r.copied == 2 and r.deleted == 1, r
+    assert (down / "a.txt").read_bytes() == b"alpha"
+    assert (down / "b/d/e.bin").read_bytes() == b"0123456789AB"
+    assert not (down / "stray").exists()
+
+
+def test_s3_to_s3(aws_env, bucket, tmp_path):
+    src = tmp_path / "src"
+    files = _tree(src)
+    assert trunkline.sync(str(src), f"s3://{bucket}/s", **KW).ok
+    r = trunkline.sync(f"s3://{bucket}/s", f"s3://{bucket}/t", **KW)
+    assert r.ok and r.copied == len(files)
+    assert _get(aws_env, bucket, "t/big.bin") == files["big.bin"]
+    r = trunkline.sync(f"s3://{bucket}/s", f"s3://{bucket}/t", **KW)
+    assert r.ok and r.copied == 0 and r.unchanged == len(files)
+    aws_env.client().put_object(Bucket=bucket, Key="s/a.txt", Body=b"a changed size")
+    aws_env.client().put_object(Bucket=bucket, Key="t/extra", Body=b"e")
+    r = trunkline.sync(f"s3://{bucket}/s", f"s3://{bucket}/t", delete=True, **KW)
+    assert r.ok and r.copied == 1 and r.deleted == 1
+    assert _get(aws_env, bucket, "t/a.txt") == b"a changed size"
+    assert "extra" not in _keys(aws_env, bucket, "t/")
+
+
+def test_checksum_finds_same_size_same_time_change(tmp_path, aws_env, bucket):
+    src = tmp_path / "src"
+    files = _tree(src)
+    dst = f"s3://{bucket}/c"
+    assert trunkline.sync(str(src), dst, **KW).ok
+    # same size, and an mtime older than the upload: only content tells them apart
+    data = bytearray(files["big.bin"])
+    data[7 * MiB] ^= 0xFF
+    (src / "big.bin").write_bytes(bytes(data))
+    (src / "a.txt").write_bytes(b"ALPHA")
+    old = time.time() - 3600
+    for rel in ("big.bin", "a.txt"):
+        os.utime(src / rel, (old, old))
+    assert trunkline.sync(str(src), dst, dry_run=True, **KW).copied == 0
+    r = trunkline.sync(str(src), dst, checksum=True, **KW)
+    assert r.ok and r.copied == 2 and r.unchanged == len(files) - 2
+    got = hashlib.sha256(_get(aws_env, bucket, "c/big.bin")).hexdigest()
+    assert got == hashlib.sha256(bytes(data)).hexdigest()
+    r = trunkline.sync(str(src), dst, checksum=True, **KW)
+    assert r.ok and r.copied == 0
+
+
+def test_usage_errors(tmp_path, aws_env, bucket):
+    (tmp_path / "f").write_bytes(b"x")
+    res = CliRunner().invoke(cli, ["sync", str(tmp_path / "f"), f"s3://{bucket}/x"])
+    assert res.exit_code == 2 and "folder" in res.stderr
+    res = CliRunner().invoke(cli, ["sync", str(tmp_path), str(tmp_path / "o")])
+    assert res.exit_code == 2 and "both source and destination are local" in res.stderr
