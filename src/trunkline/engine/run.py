@@ -21,7 +21,7 @@ from ..storage.local import partial_path
 from ..storage.s3 import S3Endpoint, S3Error
 from ..wire.connection import Connection, ConnectionClosed, ConnectionStats
 from . import resume
-from .integrity import b64_to_crc32c, crc32c, crc32c_to_b64
+from .integrity import b64_to_crc32c, crc32c, crc32c_combine_all, crc32c_to_b64
 from .jobs import ObjectJob
 from .journal import Journal
 from .plan import MiB, Part
@@ -469,6 +469,8 @@ class Runner:
             return
         try:
             if job.failed is None and not self._stop.is_set():
+                if job.kind == "download" and job.multipart:
+                    _verify_ranged(self, job, st)
                 _FINALIZE[job.kind](self, job)
                 st.objects += 1
                 if self.journal is not None and job.obj_id is not None:
@@ -590,6 +592,59 @@ def _op_download(runner: Runner, job: ObjectJob, part: Part, conns, buf, st, cou
 
 
 _RESUMED = object()
+
+
+def _verify_ranged(runner: Runner, job: ObjectJob, st: WorkerStats) -> None:
+    """A download made of ranged GETs is checked against the store's full-object CRC32C
+    (ranged answers carry none): the part CRCs are combined and compared. On a mismatch
+    every part is fetched again and the ones whose CRC changed are rewritten (each counts
+    as a retry); if the object still does not match, it fails. Stores that keep no
+    full-object CRC32C (multipart uploads on SeaweedFS) leave nothing to compare."""
+    if job.size == 0 or len(job.part_crcs) != len(job.parts) or job.src_ep is None:
+        return
+    ep = job.src_ep
+    conn = ep.new_connection(read_timeout=runner.opts.read_timeout)
+    conns: dict[int, Connection] = {}
+    try:
+        conn.connect()
+        conn.send(ep.signed_head("HEAD", job.src_bucket, job.src_key,
+                                 headers={"x-amz-checksum-mode": "ENABLED"}))
+        head = conn.read_head()
+        ep.check_response(conn, head, "HEAD", job.name)
+        hdr = head.headers.get("x-amz-checksum-crc32c")
+        if not hdr or "-" in hdr:
+            return
+        want = b64_to_crc32c(hdr)
+
+        def combined() -> int:
+            return crc32c_combine_all([(job.part_crcs[p.number], p.length) for p in job.parts])
+
+        if combined() == want:
+            return
+        conns = {id(ep): conn}
+        buf = memoryview(bytearray(CHUNK))
+        scratch = WorkerStats()   # the re-fetch is wire traffic, not more done bytes
+        fd = job.fd
+        for part in job.parts:
+            c, n, _ = _get(runner, ep, job, part, conns, scratch, whole=False)
+            crc = _recv_body(c, n, _pwriter(fd, part.offset), buf, scratch, [0])
+            if crc != job.part_crcs[part.number]:
+                st.retries += 1
+                job.part_crcs[part.number] = crc
+        st.wire_bytes += scratch.wire_bytes
+        st.requests += scratch.requests
+        if combined() != want:
+            raise IntegrityError(f"CRC32C mismatch on {job.name}: the object differs from the "
+                                 "store's checksum even after fetching it again")
+    finally:
+        conn.close()
+        for c in conns.values() if conns else ():
+            c.close()
+
+
+def _pwriter(fd: int | None, base: int) -> Callable[[memoryview, int], None]:
+    assert fd is not None
+    return lambda chunk, off: os.pwrite(fd, chunk, base + off)
 
 
 def _crc_on_disk(fd: int, part: Part, buf: memoryview) -> int:

@@ -6,6 +6,6 @@ user space by :class:`~trunkline.testing.proxy.Proxy`, in front of a real S3 ser
 
 from __future__ import annotations
 
-from .proxy import Fault, Proxy, ProxyStats
+from .proxy import Fault, Proxy, ProxyStats, Rewrite
 
-__all__ = ["Fault", "Proxy", "ProxyStats"]
+__all__ = ["Fault", "Proxy", "ProxyStats", "Rewrite"]

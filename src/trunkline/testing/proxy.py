@@ -18,6 +18,7 @@ import struct
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -37,7 +38,8 @@ class Fault:
     kinds: ``reset`` (RST after ``at_byte`` body bytes), ``truncate`` (clean close after
     ``at_byte`` body bytes), ``slowdown`` (an S3 503 SlowDown instead of the response),
     ``stall`` (pause ``stall_s`` at ``at_byte``), ``flip`` (XOR 0xFF the byte at ``at_byte``).
-    Body faults only match Content-Length bodies longer than ``at_byte``.
+    Body faults only match Content-Length bodies longer than ``at_byte``; ``reset`` and
+    ``truncate`` at byte 0 also match answers without a body (the head is never sent).
     """
 
     kind: FaultKind
@@ -55,9 +57,50 @@ class Fault:
             return False
         if self.path_contains is not None and self.path_contains not in path:
             return False
+        if self.kind in ("reset", "truncate") and self.at_byte == 0 and not length:
+            return True  # no body (a PUT's answer): the connection dies instead of the head
         if self.kind != "slowdown" and (length is None or length <= self.at_byte):
             return False
         return True
+
+
+@dataclass
+class Rewrite:
+    """Replace whole response bodies: ``fn(body) -> new body`` for matching requests.
+
+    For hostile-server tests (e.g. a listing that names ``../../x``). The matching
+    response is buffered (at most ``max_body`` bytes; a larger one passes untouched),
+    de-chunked, rewritten and sent with a fresh Content-Length. ``times=None``: always.
+    """
+
+    fn: Callable[[bytes], bytes]
+    method: str | None = "GET"
+    path_contains: str | None = None
+    times: int | None = None
+    max_body: int = 1 << 20
+    fired: int = 0
+
+
+def _dechunk(raw: bytes) -> bytes:
+    """The payload of a complete chunked body (trailers dropped)."""
+    out = bytearray()
+    i = 0
+    while True:
+        j = raw.index(b"\r\n", i)
+        size = int(raw[i:j].split(b";", 1)[0].strip() or b"0", 16)
+        if size == 0:
+            return bytes(out)
+        out += raw[j + 2:j + 2 + size]
+        i = j + 2 + size + 2
+
+
+def _with_body(head: bytes, body: bytes) -> bytes:
+    """``head`` without its framing headers, plus a Content-Length for ``body``."""
+    lines = head.decode("latin-1").split("\r\n")
+    keep = [ln for ln in lines[1:] if ln and not ln.lower().startswith(
+        ("content-length:", "transfer-encoding:"))]
+    return "\r\n".join([lines[0], *keep, f"Content-Length: {len(body)}", "", ""]).encode(
+        "latin-1") + body
 
 
 @dataclass
@@ -244,6 +287,7 @@ class _Pipe:
         self.framer = _Framer(responses=not up, pending=conn.pending)
         self.swallow = False
         self.active: Fault | None = None
+        self.held: tuple[Rewrite, bytes, bytearray] | None = None  # a body being rewritten
         self.threads = [threading.Thread(target=self._read, daemon=True)]
         if self.queued:
             self.threads.append(threading.Thread(target=self._send, daemon=True))
@@ -310,6 +354,10 @@ class _Pipe:
                     self._emit(a)
                     continue
                 self.conn.proxy._count("responses", 1)
+                rw = self.conn.proxy._match_rewrite(b, bytes(a))
+                if rw is not None:
+                    self.held, self.swallow, self.active = (rw, bytes(a), bytearray()), False, None
+                    continue
                 fault = self.conn.proxy._match(b)
                 self.active = None
                 if fault is not None and fault.kind == "slowdown":
@@ -318,11 +366,17 @@ class _Pipe:
                     head_only = b.req is not None and b.req.method == "HEAD"
                     path = b.req.path if b.req else "/"
                     self._emit(memoryview(slowdown_response(path, rid, head_only)))
+                elif fault is not None and fault.kind in ("reset", "truncate") and not b.length:
+                    self._emit(_RESET if fault.kind == "reset" else _CLOSE)
+                    return False
                 else:
                     self.swallow = False
                     self.active = fault
                     self._emit(a)
             elif kind == "body":
+                if self.held is not None:
+                    self.held[2].extend(a)
+                    continue
                 if self.swallow:
                     continue
                 f = self.active
@@ -347,6 +401,12 @@ class _Pipe:
                     if k + 1 < len(a):
                         self._emit(a[k + 1:])
             else:  # end of a message
+                if self.held is not None:
+                    rw, head, body = self.held
+                    self.held = None
+                    if b"chunked" in head.lower():
+                        body = bytearray(_dechunk(bytes(body)))
+                    self._emit(memoryview(_with_body(head, rw.fn(bytes(body)))))
                 self.swallow = False
                 self.active = None
         return True
@@ -481,7 +541,8 @@ class Proxy:
     """A WAN-emulating, fault-injecting proxy on 127.0.0.1; use as a context manager.
 
     ``delay_s`` one way per direction; ``window_bytes`` per connection and direction;
-    ``rate_bps`` aggregate bits/s per direction (token bucket); ``faults`` act on responses.
+    ``rate_bps`` aggregate bits/s per direction (token bucket); ``faults`` act on responses;
+    ``rewrites`` replace whole (small) response bodies.
     """
 
     def __init__(
@@ -491,6 +552,7 @@ class Proxy:
         window_bytes: int | None = None,
         rate_bps: float | None = None,
         faults: list[Fault] | None = None,
+        rewrites: list[Rewrite] | None = None,
     ) -> None:
         if delay_s < 0 or (window_bytes is not None and window_bytes <= 0):
             raise ValueError("delay_s must be >= 0 and window_bytes > 0")
@@ -501,6 +563,7 @@ class Proxy:
         self.window_bytes = window_bytes
         self.rate_bps = rate_bps
         self.faults = list(faults or [])
+        self.rewrites = list(rewrites or [])
         self.stats = ProxyStats()
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -595,4 +658,25 @@ class Proxy:
                 if f.kind in ("slowdown", "flip"):
                     self.stats.faults[f.kind] += 1
                 return f
+        return None
+
+    def _match_rewrite(self, head: _Head, raw: bytes) -> Rewrite | None:
+        if head.req is None or not self.rewrites:
+            return None
+        chunked = b"chunked" in raw.lower()
+        if not chunked and (head.length is None or head.length == 0):
+            return None
+        with self._lock:
+            for r in self.rewrites:
+                if r.times is not None and r.fired >= r.times:
+                    continue
+                if r.method is not None and head.req.method != r.method:
+                    continue
+                if r.path_contains is not None and r.path_contains not in head.req.path:
+                    continue
+                if head.length is not None and head.length > r.max_body:
+                    continue
+                r.fired += 1
+                self.stats.faults["rewrite"] += 1
+                return r
         return None
