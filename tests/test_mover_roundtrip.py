@@ -12,6 +12,7 @@ import pytest
 import trunkline
 from trunkline.embedded_s3 import EmbeddedS3
 from trunkline.engine.plan import MiB
+from trunkline.storage.s3 import S3Error
 
 PART = 5 * MiB
 SIZES = {
@@ -194,3 +195,29 @@ def test_multi_gib_roundtrip(aws_env, tmp_path):
     assert sha(back) == sha(f)
     f.unlink()
     back.unlink()
+
+
+def test_https_roundtrip_with_private_ca(tmp_path, monkeypatch, edge_tree):
+    """TLS end to end: our connections (no sendfile on TLS) and botocore's, one private CA."""
+    srv = EmbeddedS3(data_dir=tmp_path / "tls", buckets=("tls",), https=True)
+    srv.start()
+    try:
+        for k, v in srv.env.items():
+            monkeypatch.setenv(k, v)
+        monkeypatch.setenv("AWS_ENDPOINT_URL", srv.https_url)
+        monkeypatch.setenv("AWS_CA_BUNDLE", str(srv.ca_file))
+        monkeypatch.setenv("TRUNKLINE_CONFIG", "/nonexistent")
+        up = trunkline.copy(str(edge_tree), "s3://tls/t/", recursive=True, part_size=PART)
+        assert up.ok, up.failures
+        back = tmp_path / "back"
+        down = trunkline.copy("s3://tls/t/", str(back) + "/", recursive=True, part_size=PART)
+        assert down.ok, down.failures
+        assert tree_digest(back) == tree_digest(edge_tree)
+        assert all(c["remote"].endswith(f":{srv.https_port}") for c in down.connections)
+        monkeypatch.delenv("AWS_CA_BUNDLE")
+        # an untrusted certificate is a clear error, and no byte lands
+        with pytest.raises(S3Error, match="(?i)certificate"):
+            trunkline.copy("s3://tls/t/one.bin", str(tmp_path / "x.bin"), retries=0)
+        assert not (tmp_path / "x.bin").exists()
+    finally:
+        srv.stop()

@@ -35,6 +35,7 @@ class EndpointConfig:
     access_key_id_env: str | None = None
     secret_access_key_env: str | None = None
     addressing_style: str | None = None   # path | virtual | None (auto)
+    ca_bundle: str | None = None          # PEM file of a private CA (else AWS_CA_BUNDLE)
 
 
 def config_path() -> Path:

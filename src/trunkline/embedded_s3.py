@@ -65,12 +65,31 @@ class EmbeddedS3:
     secret_key: str = SECRET_KEY
     host: str = "127.0.0.1"
     port: int = 0
+    https: bool = False          # also serve S3 over TLS (self-signed cert for 127.0.0.1)
+    https_port: int = 0
+    ca_file: Path | None = None
     proc: subprocess.Popen | None = field(default=None, repr=False)
     _owned_dir: str | None = field(default=None, repr=False)
 
     @property
     def endpoint_url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def https_url(self) -> str:
+        return f"https://{self.host}:{self.https_port}"
+
+    def _make_cert(self) -> None:
+        """A self-signed certificate for the loopback address (openssl CLI)."""
+        assert self.data_dir is not None
+        cert, key = self.data_dir / "tls.crt", self.data_dir / "tls.key"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+             "-subj", "/CN=trunkline-test", "-addext", f"subjectAltName=IP:{self.host}",
+             "-keyout", str(key), "-out", str(cert)],
+            check=True, capture_output=True,
+        )
+        self.ca_file = cert
 
     @property
     def env(self) -> dict[str, str]:
@@ -140,6 +159,11 @@ class EmbeddedS3:
             "-webdav=false",
             f"-s3.config={cfg}",
         ]
+        if self.https:
+            self._make_cert()
+            self.https_port = _free_ports(1)[0]
+            args += [f"-s3.port.https={self.https_port}", f"-s3.cert.file={self.ca_file}",
+                     f"-s3.key.file={self.data_dir / 'tls.key'}"]
         (self.data_dir / "data").mkdir(exist_ok=True)
         log = open(self.data_dir / "weed.log", "wb")
         self.proc = subprocess.Popen(

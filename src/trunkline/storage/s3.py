@@ -152,7 +152,9 @@ class S3Endpoint:
         self.scheme = url.scheme
         self.host = url.hostname or "localhost"
         self.port = url.port or (443 if url.scheme == "https" else 80)
-        self._tls = ssl.create_default_context() if url.scheme == "https" else None
+        # AWS_CA_BUNDLE is botocore's convention for private CAs; we honour it too
+        ca = cfg.ca_bundle or os.environ.get("AWS_CA_BUNDLE") or None
+        self._tls = ssl.create_default_context(cafile=ca) if url.scheme == "https" else None
         self._unsigned = Config(s3={"payload_signing_enabled": False})
         self.supports_crc32c: bool | None = None   # learnt on first upload
         self._lock = threading.Lock()
@@ -179,6 +181,7 @@ class S3Endpoint:
                         region_name=self.region,
                         aws_access_key_id=access,
                         aws_secret_access_key=secret,
+                        verify=self.cfg.ca_bundle or None,
                         config=Config(
                             s3={"addressing_style": self.addressing_style},
                             retries={"max_attempts": 6, "mode": "standard"},
