@@ -6,6 +6,7 @@ import click
 
 from .. import __version__
 from . import flows, mover, physics, sync_verify
+from . import probe as probe_cli
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -16,6 +17,7 @@ def cli() -> None:
 
 mover.register(cli)
 physics.register(cli)
+probe_cli.register(cli)
 sync_verify.register(cli)
 cli.add_command(flows.flows)
 

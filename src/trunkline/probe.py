@@ -1,0 +1,364 @@
+"""``trunkline probe``: measure a path to a bucket, then say what a transfer can reach.
+
+Why: the right number of connections and part size follow from the path (RTT, what one
+connection carries, where the aggregate stops growing), and a user should see those
+numbers, not guess them. The probe measures, in a bounded time:
+
+* RTT: TCP connect time, the kernel's TCP_INFO rtt, and the request RTT (the smallest
+  time to first byte of a HEAD). Behind a proxy or a WAN emulator only the last one sees
+  the whole path, so it is the one the arithmetic uses;
+* TTFB of small requests (HEAD, 1-byte ranged GET);
+* one connection's throughput: body bytes over body time of ranged GETs on one
+  keep-alive connection (what window/RTT predicts), and its goodput with request gaps;
+* the saturating concurrency: 1, 2, 4, 8, ... streams of ranged GETs until the aggregate
+  stops growing by more than 5 %.
+
+Then it recommends connections and a part size and states the ceiling with ``physics``.
+The arithmetic (``saturation``, ``recommend``) is sans-I/O; sockets live in ``Prober``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+
+from . import physics
+from .storage.s3 import S3Endpoint, S3Error
+from .url import Location, LocationError
+from .wire.connection import Connection
+
+MiB = 2**20
+GAIN = 0.05
+"""A step of the sweep must raise goodput by more than this to count as growth."""
+OVERHEAD = 0.10
+"""Part size: a request's TTFB should cost at most this share of the part's transfer time."""
+MIN_PART, MAX_PART = 8 * MiB, 512 * MiB
+WRITE_SIZE = 64 * MiB
+
+
+# ------------------------------------------------------------------ sans-I/O arithmetic
+
+
+def saturation(sweep: list[tuple[int, float]], gain: float = GAIN) -> tuple[int, float]:
+    """(streams, rate) of the knee: the fewest streams after which doubling did not raise
+    the rate by more than ``gain``; the last point if it never stopped growing."""
+    if not sweep:
+        raise ValueError("empty sweep")
+    best_n, best = sweep[0]
+    for n, rate in sweep[1:]:
+        if rate <= best * (1 + gain):
+            return best_n, max(best, rate)
+        best_n, best = n, rate
+    return best_n, best
+
+
+def recommend_part_size(ttfb_s: float, per_stream: float) -> int:
+    """The smallest power-of-two MiB part whose transfer takes >= TTFB / OVERHEAD."""
+    want = ttfb_s / OVERHEAD * per_stream
+    size = MIN_PART
+    while size < want and size < MAX_PART:
+        size *= 2
+    return size
+
+
+@dataclass
+class ProbeResult:
+    """Everything measured, and what follows from it. Rates in bytes/s, times in s."""
+
+    url: str
+    object_key: str
+    object_size: int
+    wrote_object: bool
+    connect_s: float
+    tcp_rtt_s: float | None
+    rtt_s: float
+    ttfb_head_s: float
+    ttfb_get_s: float
+    one_stream: float            # body bytes / body time on one connection
+    one_stream_goodput: float    # including the gaps between requests
+    sweep: list[tuple[int, float]] = field(default_factory=list)
+    saturating_streams: int = 1
+    peak: float = 0.0
+    window_bytes: float = 0.0    # what one stream carries per RTT: the path's window
+    bdp_bytes: float = 0.0
+    per_stream_ceiling: float = 0.0
+    recommended_connections: int = 1
+    recommended_part_size: int = MIN_PART
+    expected_ceiling: float = 0.0
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def conclude(r: ProbeResult) -> ProbeResult:
+    """Fill in the physics and the recommendation from the measured figures."""
+    r.window_bytes = r.one_stream * r.rtt_s
+    r.per_stream_ceiling = physics.window_ceiling(r.window_bytes, r.rtt_s)
+    if r.sweep:
+        r.saturating_streams, r.peak = saturation(r.sweep)
+    else:
+        r.peak = r.one_stream_goodput
+    r.bdp_bytes = physics.bdp_bytes(r.peak * 8, r.rtt_s)
+    r.recommended_connections = r.saturating_streams
+    r.recommended_part_size = recommend_part_size(r.ttfb_get_s, r.one_stream)
+    r.expected_ceiling = min(r.peak, r.recommended_connections * r.per_stream_ceiling)
+    if r.tcp_rtt_s is not None and r.rtt_s > 4 * max(r.tcp_rtt_s, r.connect_s, 1e-4):
+        r.notes.append(
+            f"request RTT {r.rtt_s * 1e3:.1f} ms >> TCP RTT {r.tcp_rtt_s * 1e3:.2f} ms: a "
+            "proxy, a load balancer or server latency sits between the TCP hops")
+    if r.sweep and r.saturating_streams == r.sweep[-1][0]:
+        r.notes.append("goodput still grew at the largest step: the ceiling may be higher "
+                       "(raise --max-streams or --duration)")
+    if r.object_size < 8 * r.recommended_part_size and not r.wrote_object:
+        r.notes.append(f"the object read is only {r.object_size / MiB:.0f} MiB: throughput "
+                       "figures are less certain; --write uploads a larger one")
+    return r
+
+
+# ------------------------------------------------------------------ measurement
+
+
+class _Streams:
+    """n threads, each a keep-alive connection doing ranged GETs of one object."""
+
+    def __init__(self, prober: Prober, n: int, range_size: int) -> None:
+        self.p, self.range_size = prober, range_size
+        self.stop = threading.Event()
+        self.counts = [0] * n
+        self.errors: list[str] = []
+        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True)
+                        for i in range(n)]
+
+    def total(self) -> int:
+        return sum(self.counts)
+
+    def _run(self, i: int) -> None:
+        p = self.p
+        conn = None
+        buf = memoryview(bytearray(MiB))
+        rng = int.from_bytes(os.urandom(4), "little")
+        span = max(1, p.size - self.range_size)
+        try:
+            conn = p.connect()
+            while not self.stop.is_set():
+                rng = (rng * 1103515245 + 12345) & 0x7FFFFFFF
+                off = (rng % span) if p.size > self.range_size else 0
+                n = p.request(conn, "GET", off, min(self.range_size, p.size))
+                got = 0
+                while got < n and not self.stop.is_set():
+                    k = conn.recv_into(buf[: min(len(buf), n - got)])
+                    if k == 0:
+                        raise ConnectionError("connection closed mid-body")
+                    got += k
+                    self.counts[i] += k
+                if got < n:
+                    return
+        except (OSError, S3Error) as e:
+            self.errors.append(str(e))
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def __enter__(self) -> _Streams:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(30)
+
+
+class Prober:
+    """Measures one bucket/prefix through one endpoint, within ``duration`` seconds."""
+
+    def __init__(self, ep: S3Endpoint, bucket: str, key: str, size: int,
+                 read_timeout: float = 30.0) -> None:
+        self.ep, self.bucket, self.key, self.size = ep, bucket, key, size
+        self.read_timeout = read_timeout
+
+    def connect(self) -> Connection:
+        c = self.ep.new_connection(read_timeout=self.read_timeout)
+        c.connect()
+        return c
+
+    def request(self, conn: Connection, method: str, off: int = 0, length: int = 0) -> int:
+        """Send a HEAD or a ranged GET and read its head; returns the body length."""
+        headers = {} if method == "HEAD" else {"Range": f"bytes={off}-{off + length - 1}"}
+        conn.send(self.ep.signed_head(method, self.bucket, self.key, headers=headers))
+        head = conn.read_head()
+        self.ep.check_response(conn, head, method, self.key)
+        return 0 if method == "HEAD" else (head.content_length or 0)
+
+    def latency(self, samples: int = 5) -> tuple[float, float | None, list[float], list[float]]:
+        """(connect s, TCP_INFO rtt s, HEAD TTFBs, 1-byte GET TTFBs)."""
+        connects = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            c = self.connect()
+            connects.append(time.perf_counter() - t0)
+            c.close()
+        conn = self.connect()
+        heads, gets = [], []
+        try:
+            for _ in range(samples):
+                t0 = time.perf_counter()
+                self.request(conn, "HEAD")
+                heads.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                n = self.request(conn, "GET", 0, 1)
+                gets.append(time.perf_counter() - t0)
+                conn.read_exact(n)
+            info = conn.sample_tcp()
+            tcp_rtt = info.rtt_us / 1e6 if info and info.rtt_us else None
+        finally:
+            conn.close()
+        return min(connects), tcp_rtt, heads, gets
+
+    def one_stream(self, seconds: float, range_size: int) -> tuple[float, float]:
+        """(body rate, goodput) of ranged GETs on one connection for ``seconds``."""
+        conn = self.connect()
+        buf = memoryview(bytearray(MiB))
+        body_bytes, body_time = 0, 0.0
+        t_start = time.perf_counter()
+        off = 0
+        try:
+            while time.perf_counter() - t_start < seconds:
+                length = min(range_size, self.size - off)
+                n = self.request(conn, "GET", off, length)
+                first = time.perf_counter()
+                got = 0
+                # the first chunk may be in the head's leftovers: time from the head on
+                while got < n:
+                    k = conn.recv_into(buf[: min(len(buf), n - got)])
+                    if k == 0:
+                        raise ConnectionError("connection closed mid-body")
+                    got += k
+                body_bytes += got
+                body_time += time.perf_counter() - first
+                off = (off + length) % self.size
+        finally:
+            conn.close()
+        total = time.perf_counter() - t_start
+        return body_bytes / max(body_time, 1e-9), body_bytes / total
+
+    def sweep(self, step_s: float, range_size: int, max_streams: int, deadline: float,
+              warm_s: float) -> list[tuple[int, float]]:
+        """Aggregate goodput at 1, 2, 4, ... streams until it stops growing (or time)."""
+        out: list[tuple[int, float]] = []
+        n = 1
+        while n <= max_streams and time.monotonic() + step_s <= deadline:
+            with _Streams(self, n, range_size) as s:
+                time.sleep(warm_s)
+                b0, t0 = s.total(), time.perf_counter()
+                time.sleep(max(step_s - warm_s, 0.1))
+                b1, t1 = s.total(), time.perf_counter()
+            if s.errors and b1 == b0:
+                raise S3Error(0, "ProbeFailed", s.errors[0], "GET", self.key)
+            out.append((n, (b1 - b0) / (t1 - t0)))
+            if len(out) >= 2 and saturation(out)[0] != out[-1][0]:
+                break
+            n *= 2
+        return out
+
+
+def _find_object(ep: S3Endpoint, bucket: str, prefix: str, scan: int = 1000) -> tuple[str, int]:
+    """The largest object among the first ``scan`` keys under the prefix, or ('', 0)."""
+    best = ("", 0)
+    for i, o in enumerate(ep.list(bucket, prefix)):
+        if o.size > best[1]:
+            best = (o.key, o.size)
+        if i + 1 >= scan:
+            break
+    return best
+
+
+def _put_temp(ep: S3Endpoint, bucket: str, key: str, size: int) -> None:
+    """Upload ``size`` random bytes in one PUT on our own connection."""
+    conn = ep.new_connection(read_timeout=60)
+    try:
+        conn.connect()
+        conn.send(ep.signed_head("PUT", bucket, key, headers={"Content-Length": str(size)}))
+        block = os.urandom(MiB)
+        left = size
+        while left:
+            k = min(left, MiB)
+            conn.send(block[:k])
+            left -= k
+        head = conn.read_head()
+        ep.check_response(conn, head, "PUT", key, ok=(200,))
+    finally:
+        conn.close()
+
+
+def probe(
+    location: str | Location,
+    *,
+    duration: float = 10.0,
+    write: bool = False,
+    max_streams: int = 64,
+) -> ProbeResult:
+    """Measure the path to ``s3://bucket/prefix`` within about ``duration`` seconds.
+
+    Reads the largest object under the prefix, or with ``write`` a temporary 64 MiB object
+    it uploads first (not counted in ``duration``) and deletes after. Raises ``LocationError`` for a local location and
+    ``S3Error`` when nothing can be read.
+    """
+    from .engine.jobs import EndpointCache
+    from .url import parse_location
+
+    loc = parse_location(location) if isinstance(location, str) else location
+    if loc.is_local:
+        raise LocationError(f"probe needs s3://bucket/prefix, not a local path: {location}")
+    if duration <= 0 or max_streams < 1:
+        raise ValueError("duration must be > 0 and max_streams >= 1")
+    ep = EndpointCache().get(loc.endpoint or "s3")
+    t_start = time.monotonic()
+    temp = None
+    if write:
+        base = loc.key if loc.key.endswith("/") or not loc.key else loc.key + "/"
+        temp = f"{base}.trunkline-probe-{uuid.uuid4().hex[:12]}"
+        _put_temp(ep, loc.bucket, temp, WRITE_SIZE)
+        key, size = temp, WRITE_SIZE
+    else:
+        key, size = _find_object(ep, loc.bucket, loc.key)
+        if not key:
+            raise S3Error(404, "NoObject", f"no object under {loc} to read "
+                          "(give --write to upload a temporary one)", "LIST", str(loc))
+    deadline = time.monotonic() + duration   # the upload of --write is not measured time
+    try:
+        pr = Prober(ep, loc.bucket, key, size)
+        connect_s, tcp_rtt, heads, gets = pr.latency()
+        rtt = min(heads)
+        # one stream: ranges of up to 64 MiB (per-request gaps do not enter the body rate)
+        left = deadline - time.monotonic()
+        one, one_good = pr.one_stream(max(0.3 * left, 4 * rtt), min(size, 64 * MiB))
+        r = ProbeResult(
+            url=str(loc), object_key=key, object_size=size, wrote_object=temp is not None,
+            connect_s=connect_s, tcp_rtt_s=tcp_rtt, rtt_s=rtt,
+            ttfb_head_s=statistics.median(heads), ttfb_get_s=statistics.median(gets),
+            one_stream=one, one_stream_goodput=one_good,
+        )
+        # sweep: parts long enough that the TTFB gap costs little, steps that fit the time
+        part = min(size, recommend_part_size(r.ttfb_get_s, one))
+        left = deadline - time.monotonic()
+        steps = max(2, min(7, int(math.log2(max_streams)) + 1))
+        step_s = max(0.4, left / steps)
+        warm = min(step_s / 3, max(0.1, 3 * rtt))
+        r.sweep = pr.sweep(step_s, part, max_streams, deadline + step_s / 2, warm)
+    finally:
+        if temp is not None:
+            try:
+                ep.delete(loc.bucket, temp)
+            except S3Error:
+                pass
+    r.seconds = time.monotonic() - t_start
+    return conclude(r)
