@@ -134,6 +134,8 @@ def copy(
     on_progress: Callable[[Snapshot], None] | None = None,
     flows_to: str | None = None,
     flows_store: str | None = None,
+    cluster: str | None = None,
+    per_node_dest: bool = False,
 ) -> TransferResult:
     """Copy ``src`` to ``dst`` (local path, ``s3://bucket/key``, or ``NAME:bucket/key``).
 
@@ -148,7 +150,13 @@ def copy(
 
     Raises ``LocationError``/``ValueError`` for usage errors and ``S3Error`` when the source
     cannot be listed; per-object failures are reported in the result, never half-written.
+
+    ``cluster`` ('auto', 'local', 'ray://HOST:PORT') moves it with every node of a Ray
+    cluster (``per_node_dest``: ``dst`` is a local path on each node); see docs/cluster.md.
     """
+    if cluster is not None or per_node_dest:
+        from .cluster import copy_on_ray
+        return copy_on_ray(**locals())
     s = parse_location(src) if isinstance(src, str) else src
     d = parse_location(dst) if isinstance(dst, str) else dst
     opts = _options(max_connections, part_size, max_memory, retries, read_timeout,

@@ -1,0 +1,626 @@
+"""The driver of a cluster copy: list, shard, dispatch, retry lost shards, aggregate.
+
+Flow: a lister thread streams the source through ``plan_shards`` into a bounded queue
+(the ledger's done shards are dropped there, so a rerun resumes). The dispatch loop keeps
+``inflight`` shards on each worker actor, waits on their results with ``ray.wait``, and
+polls the workers' counters for the progress display (total and per-node rate). A worker
+that dies (its process or its node) takes its in-flight shards with it: they go back to
+the queue and run on another worker, at most ``shard_attempts`` times. For a per-node
+local destination the shards a lost *node* had finished go back too (their files lived on
+that node). Split objects: the driver creates the multipart upload, the workers send the
+part ranges, the driver completes it with their ETags.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..api import TransferResult, _options
+from ..engine.jobs import EndpointCache, _sources
+from ..engine.journal import default_state_dir
+from ..engine.plan import parse_size
+from ..engine.run import Failure, Snapshot
+from ..url import Location, LocationError, parse_location
+from .ledger import Ledger
+from .shard import GiB, Shard, SplitPlan, plan_shards
+from .worker import ShardWorker, WorkerSpec, node_tag
+
+log = logging.getLogger("trunkline.cluster")
+
+# what a driver forwards to the workers' environment (forward_env=True): endpoint config
+_FORWARD_PREFIXES = ("AWS_", "TRUNKLINE_")
+
+
+class ClusterUnavailable(ValueError):
+    """Ray is not installed (or the cluster cannot be reached): a usage error."""
+
+
+@dataclass
+class NodeProgress:
+    node: str              # Ray node id (tag = first 12 hex digits)
+    pid: int
+    done_bytes: int
+    gbps: float            # over the last few seconds
+    objects: int
+    active: int
+    shards: int
+    alive: bool = True
+
+
+@dataclass
+class ClusterSnapshot(Snapshot):
+    nodes: list[NodeProgress] = field(default_factory=list)
+
+
+@dataclass
+class ClusterResult(TransferResult):
+    cluster: str = ""
+    nodes: list[dict] = field(default_factory=list)
+    shards: int = 0
+    shards_skipped: int = 0
+    shard_retries: int = 0
+    lost_workers: int = 0
+    dry_run: bool = False
+    planned_bytes: int = 0
+    planned_parts: int = 0
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ClusterUnavailable(
+            "multi-node copies need Ray, which is not installed: pip install 'trunkline[ray]'"
+        ) from None
+    return ray
+
+
+def _connect(ray, cluster: str) -> bool:
+    """ray.init for ``cluster``; True when this call started the connection (we shut down)."""
+    if ray.is_initialized():
+        return False
+    kw: dict[str, Any] = dict(log_to_driver=False, logging_level=logging.WARNING,
+                              configure_logging=False)
+    try:
+        if cluster == "local":
+            ray.init(include_dashboard=False, **kw)
+        elif cluster == "auto":
+            ray.init(address="auto", **kw)
+        else:
+            ray.init(address=cluster, **kw)
+    except Exception as e:  # noqa: BLE001 - ConnectionError, RuntimeError...: one clear line
+        raise ClusterUnavailable(f"cannot reach the Ray cluster {cluster!r}: {e}") from None
+    return True
+
+
+def _select_nodes(ray, node_resource: str | None) -> list[dict]:
+    alive = [n for n in ray.nodes() if n.get("Alive")]
+    if node_resource:
+        sel = [n for n in alive if n["Resources"].get(node_resource, 0) > 0
+               or node_resource in (n.get("Labels") or {})]
+        if not sel:
+            raise ClusterUnavailable(f"no alive Ray node has resource or label {node_resource!r}")
+        return sel
+    # one worker per node with CPUs (a head started with --num-cpus=0 only coordinates)
+    return [n for n in alive if n["Resources"].get("CPU", 0) > 0] or alive
+
+
+def _forward_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.startswith(_FORWARD_PREFIXES)}
+
+
+class _Rate:
+    def __init__(self, span: float = 3.0) -> None:
+        self.span = span
+        self.pts: deque[tuple[float, int]] = deque()
+
+    def add(self, t: float, v: int) -> float:
+        self.pts.append((t, v))
+        while len(self.pts) > 2 and t - self.pts[0][0] > self.span:
+            self.pts.popleft()
+        t0, v0 = self.pts[0]
+        return (v - v0) / (t - t0) if t > t0 else 0.0
+
+
+@dataclass
+class _Worker:
+    actor: Any
+    node: str
+    pid: int
+    inflight: dict = field(default_factory=dict)   # ObjectRef -> Shard
+    done: list = field(default_factory=list)       # shards finished here (per-node dest)
+    alive: bool = True
+    last: dict = field(default_factory=dict)
+    rate: _Rate = field(default_factory=_Rate)
+
+
+def copy_on_ray(
+    src: str | Location,
+    dst: str | Location,
+    *,
+    cluster: str | None = "auto",
+    per_node_dest: bool = False,
+    recursive: bool = False,
+    max_connections: int | None = None,
+    connections: int | None = None,
+    part_size: int | str | None = None,
+    max_memory: int | str | None = None,
+    retries: int | None = None,
+    read_timeout: float | None = None,
+    tune: bool = True,
+    bwlimit: float | str | None = None,
+    bwlimit_endpoint: dict[str, float | str] | None = None,
+    server_side: bool = True,
+    resume: bool = True,
+    state_dir: str | None = None,
+    on_progress: Callable[[Snapshot], None] | None = None,
+    flows_to: str | None = None,
+    flows_store: str | None = None,
+    node_resource: str | None = None,
+    workers_per_node: int = 1,
+    inflight: int = 2,
+    shard_size: int | str = GiB,
+    shard_objects: int = 1000,
+    shard_attempts: int = 3,
+    forward_env: bool = True,
+    dry_run: bool = False,
+    tick: float = 0.5,
+) -> ClusterResult:
+    """Copy ``src`` (s3) to ``dst`` (s3, or with ``per_node_dest`` a local path on each
+    node, where ``{node}`` expands to the node's id tag) with every node of a Ray cluster.
+
+    ``cluster``: 'auto' (the running cluster), 'local' (start one on this host),
+    'ray://HOST:PORT' (Ray Client) or 'HOST:PORT' (GCS). Engine options apply per node;
+    ``bwlimit`` is the total, split evenly across workers. ``dry_run`` lists, shards and
+    dispatches (workers build the jobs) but moves nothing: the driver's scheduling rate.
+    """
+    ray = _import_ray()
+    s = parse_location(src) if isinstance(src, str) else src
+    d = parse_location(dst) if isinstance(dst, str) else dst
+    if s.is_local:
+        raise LocationError("a cluster copy needs an s3:// source (every node reads it directly)")
+    if d.is_local and not per_node_dest:
+        raise LocationError("a local destination with --ray needs --per-node-dest "
+                            "(each node writes its share under that path on its own disk)")
+    if per_node_dest and not d.is_local:
+        raise LocationError("--per-node-dest needs a local destination path")
+    if workers_per_node < 1 or inflight < 1 or shard_attempts < 1:
+        raise ValueError("workers_per_node, inflight and shard_attempts must be >= 1")
+    shard_bytes = parse_size(shard_size)
+    opts = _options(max_connections, part_size, max_memory, retries, read_timeout,
+                    connections, tune, bwlimit, bwlimit_endpoint)
+    ps = opts.part_size
+    many = recursive or s.has_glob
+    into = many or d.is_dir_like
+    eps = EndpointCache()
+    dst_ep = None if d.is_local else eps.get(d.endpoint or "s3")
+    listing = _sources(s, eps, recursive)
+    first = next(listing, None)   # usage errors (no such key/bucket) before starting Ray
+
+    owned = _connect(ray, cluster or "auto")
+    try:
+        nodes = _select_nodes(ray, node_resource)
+        n_workers = len(nodes) * workers_per_node
+        if opts.bwlimit:
+            opts.bwlimit /= n_workers
+        if opts.bwlimit_endpoint:
+            opts.bwlimit_endpoint = {k: v / n_workers for k, v in opts.bwlimit_endpoint.items()}
+        jopts = {"op": "cp-ray-shard", "recursive": recursive, "server_side": server_side}
+        spec = WorkerSpec(str(s), str(d), many, into, server_side, opts, resume,
+                          state_dir, jopts)
+        lopts = {"op": "cp-ray", "recursive": recursive, "server_side": server_side,
+                 "per_node_dest": per_node_dest, "part_size": ps, "shard_bytes": shard_bytes,
+                 "shard_objects": shard_objects}
+        ledger = None if dry_run else Ledger(state_dir or default_state_dir(), str(s), str(d),
+                                             lopts, fresh=not resume)
+        drv = _Driver(ray, spec, nodes, workers_per_node, inflight, shard_attempts,
+                      forward_env, dry_run, tick, on_progress, ledger, per_node_dest,
+                      dst_ep, d, into)
+
+        def all_sources():
+            if first is not None:
+                yield first
+                yield from listing
+
+        split = drv.split if (dst_ep is not None and not dry_run) else None
+        shards = plan_shards(all_sources(), part_size=ps, shard_bytes=shard_bytes,
+                             shard_objects=shard_objects, split=split)
+        try:
+            res = drv.run(shards)
+        finally:
+            drv.stop()
+        if ledger is not None:
+            if res.failures:
+                ledger.close()
+            else:
+                ledger.remove()
+    finally:
+        if owned:
+            ray.shutdown()
+    res.src, res.dst, res.cluster = str(s), str(d), cluster or "auto"
+    res.options = {"max_connections": opts.max_connections, "connections": opts.connections,
+                   "tune": opts.tune, "part_size": ps, "max_memory": opts.max_memory,
+                   "bwlimit_per_worker": opts.bwlimit, "shard_bytes": shard_bytes,
+                   "shard_objects": shard_objects, "inflight": inflight,
+                   "workers": n_workers}
+    if flows_to or flows_store:
+        from ..telemetry.flows_export import export_flows
+
+        export_flows(res.connections, flows_to=flows_to, flows_store=flows_store)
+    return res
+
+
+class _Driver:
+    def __init__(self, ray, spec: WorkerSpec, nodes: list[dict], per_node: int, inflight: int,
+                 attempts: int, forward_env: bool, dry_run: bool, tick: float,
+                 on_progress, ledger: Ledger | None, per_node_dest: bool, dst_ep, dst,
+                 into: bool):
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        self.ray = ray
+        self.inflight = inflight
+        self.attempts = attempts
+        self.dry_run = dry_run
+        self.tick = tick
+        self.on_progress = on_progress
+        self.ledger = ledger
+        self.per_node_dest = per_node_dest
+        self.dst_ep = dst_ep
+        self.dst = dst
+        self.into = into
+        self.splits: dict[str, SplitPlan] = {}
+        self.split_lock = threading.Lock()
+        self.res = ClusterResult(src="", dst="", bytes=0, seconds=0.0, objects=0,
+                                 dry_run=dry_run)
+        remote = ray.remote(ShardWorker)
+        opts: dict[str, Any] = dict(num_cpus=0, max_concurrency=inflight + 2, max_restarts=0)
+        if forward_env:
+            opts["runtime_env"] = {"env_vars": _forward_env()}
+        actors = []
+        for n in nodes:
+            for _ in range(per_node):
+                strat = NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+                actors.append(remote.options(scheduling_strategy=strat, **opts)
+                              .remote(spec, n["NodeID"]))
+        infos = ray.get([a.info.remote() for a in actors], timeout=300)
+        self.workers = [_Worker(a, i["node"], i["pid"]) for a, i in zip(actors, infos, strict=True)]
+        self.alive_nodes = {w.node for w in self.workers}
+
+    def stop(self) -> None:
+        for w in self.workers:
+            try:
+                self.ray.kill(w.actor)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+
+    # -- split objects (called from the lister thread) ---------------------------------
+    def _target(self, rel: str) -> tuple[str, str]:
+        """(bucket, key) of ``rel`` at the destination, as ``job_for`` names it."""
+        target = self.dst.child(rel) if self.into else self.dst
+        key = target.key
+        if not key or key.endswith("/"):
+            key += rel.rstrip("/").rsplit("/", 1)[-1]
+        return target.bucket, key
+
+    def split(self, rel, info, ps, ranges):
+        led, ep = self.ledger, self.dst_ep
+        bucket, key = self._target(rel)
+        size, etag = info.size, getattr(info, "etag", None)
+        rec = led.split(rel) if led is not None else None
+        done_ranges: set[tuple[int, int]] = set()
+        etags: dict[int, str] = {}
+        uid = None
+        if rec is not None and rec[:3] == (size, etag, ps):
+            if rec[4]:
+                self.res.skipped_objects += 1
+                self.res.skipped_bytes += size
+                return None
+            uid = rec[3]
+            try:
+                held = ep.list_parts(bucket, key, uid)
+            except Exception:  # noqa: BLE001 - upload gone: start over
+                uid = None
+            else:
+                recorded = led.split_parts(rel)
+                etags = {n: e for n, e in recorded.items()
+                         if n in held and held[n][0].strip('"') == e.strip('"')}
+                for a, b in ranges:
+                    if all(n in etags for n in range(a, b + 1)):
+                        done_ranges.add((a, b))
+        if uid is None:
+            uid = ep.create_multipart(bucket, key)
+            if led is not None:
+                led.split_start(rel, size, etag, ps, uid)
+        with self.split_lock:
+            self.splits[rel] = SplitPlan(rel, bucket, key, size, uid,
+                                         len(ranges) - len(done_ranges), etags)
+        return uid, done_ranges
+
+    # -- the loop --------------------------------------------------------------------
+    def run(self, shards) -> ClusterResult:
+        ray, res = self.ray, self.res
+        t0 = time.monotonic()
+        q: queue.Queue = queue.Queue(maxsize=max(16, 4 * len(self.workers) * self.inflight))
+        stop = threading.Event()
+        err: list[BaseException] = []
+        listed = {"objects": 0, "bytes": 0, "done": False}
+
+        def lister():
+            try:
+                for sh in shards:
+                    if stop.is_set():
+                        return
+                    if self._skip_done(sh):
+                        continue
+                    listed["objects"] += sh.objects
+                    listed["bytes"] += sh.bytes
+                    while not stop.is_set():
+                        try:
+                            q.put(sh, timeout=0.5)
+                            break
+                        except queue.Full:
+                            pass
+            except BaseException as e:  # noqa: BLE001 - surfaced by run()
+                err.append(e)
+            finally:
+                listed["done"] = True
+
+        th = threading.Thread(target=lister, name="tl-ray-list", daemon=True)
+        th.start()
+        retry: deque[Shard] = deque()
+        last_poll = 0.0
+        try:
+            while True:
+                live = [w for w in self.workers if w.alive]
+                if not live:
+                    left = len(retry) + q.qsize()
+                    res.failures.append(Failure(
+                        "cluster", f"all {len(self.workers)} workers were lost; {left}+ shards "
+                        "not moved (rerun to resume)"))
+                    break
+                # dispatch: retries first, then fresh shards, up to `inflight` per worker
+                for w in sorted(live, key=lambda w: len(w.inflight)):
+                    while len(w.inflight) < self.inflight:
+                        sh = retry.popleft() if retry else None
+                        if sh is None:
+                            try:
+                                sh = q.get_nowait()
+                            except queue.Empty:
+                                break
+                        fn = w.actor.plan_shard if self.dry_run else w.actor.run_shard
+                        w.inflight[fn.remote(sh)] = sh
+                        res.shards += 1
+                refs = [r for w in live for r in w.inflight]
+                if not refs:
+                    if listed["done"] and q.empty() and not retry:
+                        break
+                    time.sleep(0.01)
+                else:
+                    ready, _ = ray.wait(refs, num_returns=1, timeout=self.tick)
+                    if ready:
+                        more, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+                        ready = list({r.hex(): r for r in ready + more}.values())
+                    for ref in ready:
+                        self._collect(ref, retry)
+                now = time.monotonic()
+                if now - last_poll >= self.tick:
+                    last_poll = now
+                    self._poll(t0, listed)
+        finally:
+            stop.set()
+            th.join(timeout=5)
+        if err:
+            raise err[0]
+        self._finish_splits()
+        res.seconds = time.monotonic() - t0
+        res.lost_workers = sum(1 for w in self.workers if not w.alive)
+        if self.dry_run:
+            res.objects = listed["objects"]
+            res.planned_bytes = listed["bytes"]
+        self._poll(t0, listed)
+        res.nodes = [
+            {"node": w.node, "tag": node_tag(w.node), "pid": w.pid, "alive": w.alive,
+             "bytes": w.last.get("finished_bytes", 0), "objects": w.last.get("objects", 0),
+             "shards": len(w.done),
+             "gbps": round(w.last.get("finished_bytes", 0) * 8 / res.seconds / 1e9, 4)
+             if res.seconds > 0 else 0.0}
+            for w in self.workers
+        ]
+        return res
+
+    def _skip_done(self, sh: Shard) -> bool:
+        if self.ledger is None or sh.split:
+            return False
+        node = self.ledger.shard_node(sh.id)
+        if node is None:
+            return False
+        if self.per_node_dest and node not in self.alive_nodes:
+            return False  # its files are on a node that is not in this cluster now
+        self.res.skipped_objects += sh.objects
+        self.res.skipped_bytes += sh.bytes
+        self.res.shards_skipped += 1
+        return True
+
+    def _owner(self, ref) -> _Worker:
+        for w in self.workers:
+            if ref in w.inflight:
+                return w
+        raise KeyError(ref)
+
+    def _collect(self, ref, retry: deque) -> None:
+        ray, res = self.ray, self.res
+        w = self._owner(ref)
+        sh = w.inflight.pop(ref)
+        try:
+            out = ray.get(ref)
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as e:
+            self._lost(w, sh, retry, e)
+            return
+        except ray.exceptions.RayError as e:  # the shard raised: retry it elsewhere
+            sh.attempts += 1
+            if sh.attempts >= self.attempts:
+                msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+                self._give_up(sh, f"shard failed {sh.attempts}x: {msg}")
+            else:
+                res.shard_retries += 1
+                retry.append(sh)
+            return
+        if self.dry_run:
+            res.planned_parts += out["parts"]
+            w.done.append((sh, 0, 0))
+            return
+        res.bytes += out["bytes"]
+        res.wire_bytes += out["wire_bytes"]
+        res.objects += out["objects"]
+        res.retries += out["retries"]
+        res.slowdowns += out["slowdowns"]
+        res.requests += out["requests"]
+        res.resumed_bytes += out["resumed_bytes"]
+        res.skipped_objects += out["skipped_objects"]
+        res.skipped_bytes += out["skipped_bytes"]
+        res.peak_buffer_bytes = max(res.peak_buffer_bytes, out["peak_buffer_bytes"])
+        res.connections.extend(out["connections"])
+        if out["tuned"]:
+            res.decisions.append({"node": out["node"], **out["tuned"]})
+        for name, msg in out["failures"]:
+            res.failures.append(Failure(name, msg))
+        w.done.append((sh, out["bytes"], out["objects"]))
+        if sh.split:
+            self._range_done(sh, out)
+        elif not out["failures"] and self.ledger is not None:
+            self.ledger.shard_done(sh.id, out["node"], sh.bytes, sh.objects)
+
+    def _lost(self, w: _Worker, sh: Shard, retry: deque, e: BaseException) -> None:
+        """A worker died: its in-flight shards (and, per-node, its node's finished ones)
+        run again elsewhere."""
+        res = self.res
+        if w.alive:
+            w.alive = False
+            node_alive = any(n["NodeID"] == w.node and n.get("Alive") for n in self.ray.nodes())
+            log.warning("worker on node %s lost (%s); its shards go to other workers",
+                        node_tag(w.node), type(e).__name__)
+            lost = [sh, *w.inflight.values()]
+            w.inflight.clear()
+            if self.per_node_dest and not node_alive:
+                self.alive_nodes.discard(w.node)
+                for done, nbytes, nobj in w.done:
+                    if self.ledger is not None:
+                        self.ledger.shard_undone(done.id)
+                    res.objects -= nobj
+                    res.bytes -= nbytes
+                    lost.append(done)
+                w.done = []
+        else:
+            lost = [sh]
+        for x in lost:
+            x.attempts += 1
+            if x.attempts >= self.attempts:
+                self._give_up(x, f"lost with {x.attempts} workers")
+                continue
+            res.shard_retries += 1
+            self._abort_orphans(x)
+            retry.append(x)
+
+    def _give_up(self, sh: Shard, why: str) -> None:
+        if sh.split:
+            with self.split_lock:
+                self.splits[sh.split].failed = True
+            self.res.failures.append(Failure(sh.items[0].rel, f"{why} (a part range)"))
+            return
+        for it in sh.items:
+            self.res.failures.append(Failure(it.rel, why))
+
+    def _abort_orphans(self, sh: Shard) -> None:
+        """Multipart uploads a lost worker started for whole objects of ``sh`` (split
+        objects keep the driver's upload: their ranges continue it)."""
+        if self.dst_ep is None or sh.split:
+            return
+        from ..engine.plan import is_multipart
+
+        for it in sh.items:
+            if not is_multipart(it.size, it.part_size):
+                continue
+            bucket, key = self._target(it.rel)
+            try:
+                for k, uid in self.dst_ep.list_multipart_uploads(bucket, key):
+                    if k == key:
+                        self.dst_ep.abort_multipart(bucket, key, uid)
+            except Exception as e:  # noqa: BLE001 - best effort; `trunkline gc` reports leftovers
+                log.warning("could not abort orphan uploads of %s: %s", it.rel, e)
+
+    def _range_done(self, sh: Shard, out: dict) -> None:
+        with self.split_lock:
+            plan = self.splits[sh.split]
+        if out["failures"]:
+            plan.failed = True
+            return
+        plan.etags.update(out["etags"])
+        plan.ranges -= 1
+        if self.ledger is not None:
+            self.ledger.split_range_done(sh.split, out["etags"])
+        if plan.ranges == 0 and not plan.failed:
+            self._complete(plan)
+
+    def _complete(self, plan: SplitPlan) -> None:
+        res = self.res
+        try:
+            parts = sorted(plan.etags.items())
+            n = len(parts)
+            if [p[0] for p in parts] != list(range(1, n + 1)):
+                raise RuntimeError(f"part ETags missing ({n} parts in)")
+            self.dst_ep.complete_multipart(plan.bucket, plan.key, plan.upload_id, parts)
+        except Exception as e:  # noqa: BLE001 - reported; the ledger keeps it resumable
+            res.failures.append(Failure(plan.rel, f"completing the multipart upload: {e}"))
+            return
+        plan.ranges = -1
+        res.objects += 1
+        if self.ledger is not None:
+            self.ledger.split_done(plan.rel)
+
+    def _finish_splits(self) -> None:
+        with self.split_lock:
+            plans = list(self.splits.values())
+        for p in plans:
+            if p.ranges == 0 and not p.failed:
+                self._complete(p)
+
+    def _poll(self, t0: float, listed: dict) -> None:
+        ray, res = self.ray, self.res
+        live = [w for w in self.workers if w.alive]
+        refs = {w.actor.progress.remote(): w for w in live}
+        if refs:
+            ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=2.0)
+            for r in ready:
+                try:
+                    refs[r].last = ray.get(r)
+                except ray.exceptions.RayError:
+                    pass  # a dead worker shows up on its shard's result
+        if self.on_progress is None:
+            return
+        now = time.monotonic()
+        nodes = []
+        inflight = 0
+        for w in self.workers:
+            p = w.last
+            total = p.get("finished_bytes", 0) + p.get("inflight_bytes", 0)
+            if w.alive:
+                inflight += p.get("inflight_bytes", 0)
+            nodes.append(NodeProgress(w.node, w.pid, total, w.rate.add(now, total) * 8 / 1e9,
+                                      p.get("objects", 0), p.get("active", 0),
+                                      p.get("shards", 0), w.alive))
+        snap = ClusterSnapshot(
+            t=now, elapsed=now - t0, done_bytes=res.bytes + inflight,
+            wire_bytes=res.wire_bytes, total_bytes=listed["bytes"],
+            objects=res.objects, total_objects=listed["objects"],
+            listing_done=listed["done"], active=sum(n.active for n in nodes),
+            retries=res.retries, slowdowns=res.slowdowns, errors=0, requests=res.requests,
+            ttfb_total=0.0, failed=len(res.failures), nodes=nodes)
+        self.on_progress(snap)
