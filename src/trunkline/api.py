@@ -155,8 +155,9 @@ def copy(
     cluster (``per_node_dest``: ``dst`` is a local path on each node); see docs/cluster.md.
     """
     if cluster is not None or per_node_dest:
+        kw = dict(locals())  # exactly the parameters above
         from .cluster import copy_on_ray
-        return copy_on_ray(**locals())
+        return copy_on_ray(**kw)
     s = parse_location(src) if isinstance(src, str) else src
     d = parse_location(dst) if isinstance(dst, str) else dst
     opts = _options(max_connections, part_size, max_memory, retries, read_timeout,

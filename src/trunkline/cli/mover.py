@@ -135,6 +135,15 @@ def _check_flows_to(ctx, param, value):
         raise click.BadParameter(str(e)) from None
 
 
+def _check_ray(ctx, param, value):
+    if value is None or value in ("auto", "local") or value.startswith("ray://") or (
+        ":" in value and "/" not in value
+    ):
+        return value
+    raise click.BadParameter(f"{value!r} is not a Ray address (auto, local, ray://HOST:PORT, "
+                             "HOST:PORT); put --ray after SRC DST or write --ray=ADDRESS")
+
+
 def register(cli: click.Group) -> None:
     @cli.command()
     @click.argument("src")
@@ -147,15 +156,23 @@ def register(cli: click.Group) -> None:
                   help="Send the transfer's connections as IPFIX flow records to a collector.")
     @click.option("--flows-store", type=click.Path(file_okay=False), default=None,
                   help="Write the transfer's connections as flow records into this flow store.")
+    @click.option("--ray", "ray_address", default=None, is_flag=False, flag_value="auto",
+                  metavar="[ADDRESS]", callback=_check_ray,
+                  help="Move with every node of a Ray cluster: auto (default), local, "
+                       "ray://HOST:PORT. Needs trunkline[ray]. See docs/cluster.md.")
+    @click.option("--per-node-dest", is_flag=True,
+                  help="With --ray: DST is a local path on each node ({node} = node tag).")
     @transfer_options
-    def cp(src, dst, recursive, no_server_side, flows_to, flows_store, as_json, quiet, debug,
-           **topts):
+    def cp(src, dst, recursive, no_server_side, flows_to, flows_store, ray_address,
+           per_node_dest, as_json, quiet, debug, **topts):
         """Copy SRC to DST: local <-> s3://bucket/key, s3 -> s3, NAME:bucket/key endpoints."""
         from ..api import copy
 
         prog = _progress(quiet, as_json)
         kw = dict(recursive=recursive, server_side=not no_server_side, flows_to=flows_to,
                   flows_store=flows_store, **engine_kwargs(**topts))
+        if ray_address or per_node_dest:
+            kw.update(cluster=ray_address or "auto", per_node_dest=per_node_dest)
         if prog is not None:
             with prog:
                 result = run_api(debug, copy, src, dst, on_progress=prog.update, **kw)

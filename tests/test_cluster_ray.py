@@ -1,0 +1,244 @@
+"""Multi-node copies on Ray (issue 8): a local cluster of a head (no CPUs: it only
+coordinates) and two worker nodes, each its own raylet process, all on 127.0.0.1.
+
+Ray advertises this host's routable address even when told 127.0.0.1; with
+RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 every Ray process binds and advertises loopback.
+``ray.cluster_utils.Cluster`` starts the raylets (the ``ray start`` CLI refuses to join
+nodes in that mode); the fixture stops every process it started.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from trunkline.cluster.shard import Item, part_ranges, plan_shards, shard_id
+from trunkline.storage.s3 import ObjectInfo
+
+MiB = 1 << 20
+
+
+# -- sans-I/O sharding (no Ray needed) ---------------------------------------------------
+
+
+def _listing(sizes: dict[str, int]):
+    return [(k, ObjectInfo(f"p/{k}", n, f'"e{k}"', None)) for k, n in sizes.items()]
+
+
+def test_shards_batch_by_bytes_and_count_deterministically():
+    sizes = {f"o{i:03d}": MiB for i in range(25)}
+    a = list(plan_shards(_listing(sizes), part_size=8 * MiB, shard_bytes=10 * MiB,
+                         shard_objects=4))
+    b = list(plan_shards(_listing(sizes), part_size=8 * MiB, shard_bytes=10 * MiB,
+                         shard_objects=4))
+    assert [len(s.items) for s in a] == [4, 4, 4, 4, 4, 4, 1]
+    assert [s.id for s in a] == [s.id for s in b]            # same listing, same shards
+    assert sorted(it.rel for s in a for it in s.items) == sorted(sizes)
+    sizes["o003"] = 2 * MiB                                  # one object changed
+    c = list(plan_shards(_listing(sizes), part_size=8 * MiB, shard_bytes=10 * MiB,
+                         shard_objects=4))
+    assert [s.id == t.id for s, t in zip(a, c, strict=True)] == [True] * 0 + [False] + [True] * 6
+
+
+def test_large_objects_split_into_part_ranges_with_the_drivers_upload():
+    calls = []
+
+    def split(rel, info, ps, ranges):
+        calls.append((rel, ps, ranges))
+        return "UPLOAD", {ranges[1]}             # the second range is done already
+
+    shards = list(plan_shards(_listing({"big": 50 * MiB, "small": MiB}), part_size=5 * MiB,
+                              shard_bytes=20 * MiB, split=split))
+    assert calls == [("big", 5 * MiB, [(1, 4), (5, 8), (9, 10)])]
+    ranges = [s for s in shards if s.split]
+    assert [(s.items[0].first, s.items[0].last, s.bytes) for s in ranges] == \
+        [(1, 4, 20 * MiB), (9, 10, 10 * MiB)]
+    assert all(s.items[0].upload_id == "UPLOAD" and s.objects == 0 for s in ranges)
+    assert [it.rel for s in shards if not s.split for it in s.items] == ["small"]
+    assert part_ranges(50 * MiB, 5 * MiB, 1) == [(n, n) for n in range(1, 11)]
+    assert shard_id([Item("a", "a", 1, None, None, 5 * MiB)]) != \
+        shard_id([Item("a", "a", 2, None, None, 5 * MiB)])
+
+
+def test_cli_ray_without_ray_installed_is_a_one_line_usage_error(monkeypatch):
+    from trunkline.cli.main import cli as main
+
+    monkeypatch.setitem(sys.modules, "ray", None)   # import ray -> ImportError
+    r = CliRunner().invoke(main, ["cp", "-r", "s3://b/p/", "s3://c/q/", "--ray"])
+    assert r.exit_code == 2, r.output
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert lines == ["trunkline: error: multi-node copies need Ray, which is not installed: "
+                     "pip install 'trunkline[ray]'"]
+
+
+def test_cli_ray_rejects_a_path_taken_as_address():
+    from trunkline.cli.main import cli as main
+
+    r = CliRunner().invoke(main, ["cp", "--ray", "s3://b/p/", "s3://c/q/"])
+    assert r.exit_code == 2
+    assert "is not a Ray address" in r.output
+
+
+# -- a real local cluster ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'trunkline[ray]')")
+    from ray._private import ray_constants
+    from ray.cluster_utils import Cluster
+
+    old_env = os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+    old_flag = ray_constants.ENABLE_RAY_CLUSTER
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"   # loopback only (see module doc)
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    store = 80 * MiB
+    c = Cluster(initialize_head=True, head_node_args=dict(
+        num_cpus=0, object_store_memory=store, include_dashboard=False))
+    try:
+        for name in ("a", "b"):
+            c.add_node(num_cpus=1, object_store_memory=store,
+                       resources={f"trunkline_node_{name}": 1})
+        ray.init(address=c.address, log_to_driver=False, configure_logging=False)
+        c.wait_for_nodes()
+        yield c
+    finally:
+        ray.shutdown()
+        c.shutdown()
+        ray_constants.ENABLE_RAY_CLUSTER = old_flag
+        if old_env is None:
+            os.environ.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
+        else:
+            os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = old_env
+
+
+@pytest.fixture(scope="module")
+def dataset(s3server):
+    """30 objects from 0 B to 1.5 MiB plus a 26 MiB one (split across nodes in s3 -> s3)."""
+    import random
+
+    for k, v in s3server.env.items():
+        os.environ[k] = v
+    s3server.create_bucket("ray-src")
+    cl = s3server.client()
+    rng = random.Random(8)
+    objs = {}
+    for i in range(30):
+        objs[f"set/{i:02d}/part-{i}.bin"] = rng.randbytes(rng.choice([0, 1, 900, 70_000,
+                                                                       1_500_000]))
+    objs["set/big/shard.bin"] = rng.randbytes(26 * MiB + 12345)
+    for k, v in objs.items():
+        cl.put_object(Bucket="ray-src", Key=k, Body=v)
+    return {k[len("set/"):]: hashlib.sha256(v).hexdigest() for k, v in objs.items()}
+
+
+def _s3_digests(s3server, bucket, prefix):
+    cl = s3server.client()
+    out = {}
+    for page in cl.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for o in page.get("Contents", []):
+            body = cl.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
+            out[o["Key"][len(prefix):]] = hashlib.sha256(body).hexdigest()
+    return out
+
+
+def _pending_uploads(s3server, bucket):
+    return s3server.client().list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+
+
+def test_s3_to_s3_on_two_nodes_byte_identical(ray_cluster, s3server, dataset):
+    from trunkline.cluster import copy_on_ray
+
+    s3server.create_bucket("ray-dst1")
+    snaps = []
+    r = copy_on_ray("s3://ray-src/set/", "s3://ray-dst1/copy/", recursive=True,
+                    cluster=ray_cluster.address, part_size="5M", shard_size="6M",
+                    shard_objects=8, server_side=False, on_progress=snaps.append, tick=0.25)
+    assert r.ok, r.failures
+    assert _s3_digests(s3server, "ray-dst1", "copy/") == dataset
+    assert r.objects == len(dataset)
+    assert r.bytes == sum(s3server.client().head_object(Bucket="ray-src", Key="set/" + k)
+                          ["ContentLength"] for k in dataset)
+    assert len(r.nodes) == 2 and all(n["bytes"] > 0 for n in r.nodes), r.nodes
+    assert sum(n["bytes"] for n in r.nodes) == r.bytes
+    assert r.lost_workers == 0 and r.shard_retries == 0
+    assert _pending_uploads(s3server, "ray-dst1") == []
+    assert snaps and len(snaps[-1].nodes) == 2 and snaps[-1].listing_done
+
+
+def test_api_copy_cluster_server_side(ray_cluster, s3server, dataset):
+    import trunkline
+
+    s3server.create_bucket("ray-dst2")
+    r = trunkline.copy("s3://ray-src/set/", "s3://ray-dst2/", recursive=True,
+                       cluster=ray_cluster.address, part_size="5M")
+    assert r.ok, r.failures
+    assert _s3_digests(s3server, "ray-dst2", "") == dataset
+
+
+def test_s3_to_each_nodes_local_path(ray_cluster, s3server, dataset, tmp_path):
+    from trunkline.cluster import copy_on_ray
+
+    r = copy_on_ray("s3://ray-src/set/", str(tmp_path / "node-{node}") + "/", recursive=True,
+                    cluster=ray_cluster.address, per_node_dest=True, part_size="5M",
+                    shard_size="4M", shard_objects=6)
+    assert r.ok, r.failures
+    dirs = sorted(p for p in tmp_path.iterdir() if p.name.startswith("node-"))
+    assert {d.name for d in dirs} == {f"node-{n['tag']}" for n in r.nodes}
+    assert len(dirs) == 2
+    got: dict[str, str] = {}
+    per_node = {}
+    for d in dirs:
+        files = [p for p in d.rglob("*") if p.is_file()]
+        per_node[d.name] = len(files)
+        for p in files:
+            rel = p.relative_to(d).as_posix()
+            assert rel not in got, f"{rel} on two nodes"
+            got[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+    assert got == dataset
+    assert all(n > 0 for n in per_node.values()), per_node   # both nodes received a share
+
+
+def test_killing_a_worker_mid_run_still_completes(ray_cluster, s3server, dataset):
+    from trunkline.cluster import copy_on_ray
+
+    s3server.create_bucket("ray-dst3")
+    killed: list[int] = []
+
+    def on_progress(snap):
+        # kill the first worker seen moving bytes, once it is well into its shard
+        if killed:
+            return
+        for n in snap.nodes:
+            if n.alive and n.done_bytes >= 2 * MiB:
+                os.kill(n.pid, signal.SIGKILL)
+                killed.append(n.pid)
+                return
+
+    # 8 MiB/s in total (4 per worker) makes the run last several seconds
+    r = copy_on_ray("s3://ray-src/set/", "s3://ray-dst3/", recursive=True,
+                    cluster=ray_cluster.address, part_size="5M", shard_size="6M",
+                    shard_objects=8, server_side=False, bwlimit=8 * MiB,
+                    on_progress=on_progress, tick=0.2)
+    assert killed, "no worker was seen moving bytes"
+    assert r.ok, r.failures
+    assert r.lost_workers == 1 and r.shard_retries >= 1
+    assert [n["alive"] for n in r.nodes].count(False) == 1
+    assert _s3_digests(s3server, "ray-dst3", "") == dataset
+    assert _pending_uploads(s3server, "ray-dst3") == []
+
+
+def test_dry_run_schedules_without_moving(ray_cluster, s3server, dataset):
+    from trunkline.cluster import copy_on_ray
+
+    s3server.create_bucket("ray-dst4")
+    r = copy_on_ray("s3://ray-src/set/", "s3://ray-dst4/", recursive=True,
+                    cluster=ray_cluster.address, shard_objects=4, dry_run=True)
+    assert r.ok and r.dry_run
+    assert r.objects == len(dataset) and r.bytes == 0 and r.planned_parts >= len(dataset)
+    assert s3server.client().list_objects_v2(Bucket="ray-dst4").get("KeyCount") == 0
