@@ -173,8 +173,27 @@ def _run(s: Location, d: Location, planner: SyncPlanner, actions: Iterable[Actio
     def part_size_for(name: str) -> int:
         return journal.recorded_part_size(name) or runner.part_size
 
+    jobs = planner.jobs(actions, part_size_for, server_side)
     try:
-        out = runner.run(planner.jobs(actions, part_size_for, server_side))
+        # plan up to the first change before starting workers: an unchanged tree then
+        # costs its listing and nothing else, and listing errors surface here
+        first = next(jobs, None)
+    except BaseException:
+        journal.close()
+        raise
+    if first is None:
+        leftovers = journal.pending_uploads() or journal.discarded_uploads()
+        journal.close()
+        if not leftovers:   # else keep it: gc lists and aborts those uploads
+            journal.remove()
+        return TransferResult(src=str(s), dst=str(d), bytes=0, seconds=0.0, objects=0)
+
+    def all_jobs():
+        yield first
+        yield from jobs
+
+    try:
+        out = runner.run(all_jobs())
     finally:
         journal.close()
     if not out.failures:
