@@ -175,6 +175,24 @@ def one_run(config: str, scenario: str, url: str, env: dict, gen, work: Path,
     return row
 
 
+def run_probe(trunkline: str, env: dict, work: Path, scenario: str) -> dict:
+    """`trunkline probe --json` against the scenario's endpoint (measured like a run)."""
+    m = run_measured([trunkline, "probe", "s3://tune/ds/", "--json", "--duration", "8"],
+                     env=env, log_dir=work / "logs", tag=f"probe-{scenario}", timeout=120)
+    try:
+        d = json.loads((work / "logs" / f"probe-{scenario}.out").read_text())
+    except (OSError, ValueError):
+        return {"summary": f"probe failed: {m.last_err_line}"}
+    d["summary"] = (
+        f"RTT {d['rtt_s'] * 1e3:.1f} ms, TTFB GET {d['ttfb_get_s'] * 1e3:.1f} ms, "
+        f"1 connection {d['one_stream'] * 8 / 1e9:.3f} Gbit/s, sweep "
+        + " ".join(f"{n}:{b * 8 / 1e9:.2f}" for n, b in d["sweep"])
+        + f" Gbit/s, saturates at {d['saturating_streams']}, recommends "
+        f"-c {d['recommended_connections']} --part-size {d['recommended_part_size'] >> 20}M, "
+        f"ceiling {d['expected_ceiling'] * 8 / 1e9:.2f} Gbit/s ({m.wall_s:.1f} s)")
+    return d
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -223,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--scenarios", default="wan,direct")
     ap.add_argument("--configs", default=None, help="comma list: auto,static:C:P,s5cmd,rclone")
+    ap.add_argument("--no-probe", action="store_true", help="skip `trunkline probe`")
     ap.add_argument("--serve-proxy", type=int, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.serve_proxy is not None:
@@ -240,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="tl-tuning-"))
     srv = EmbeddedS3(data_dir=work / "weed", buckets=("tune",)).start()
     rows: list[dict] = []
+    probes: dict[str, dict] = {}
     px = None
     try:
         gen = generate_dataset(ds, work / "src")
@@ -256,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
                 px = ProxyProcess(srv.port)
                 url = px.endpoint_url
             env = tool_env(url, srv.access_key, srv.secret_key, work)
+            if bins["trunkline"] and not a.no_probe:
+                probes[scenario] = run_probe(bins["trunkline"], env, work, scenario)
+                print(f"[{scenario}] probe: {probes[scenario].get('summary')}", flush=True)
             for rnd in range(a.rounds):
                 order = configs[rnd % len(configs):] + configs[:rnd % len(configs)]
                 for c in order:
@@ -275,8 +298,17 @@ def main(argv: list[str] | None = None) -> int:
     out = {"dataset": ds.describe(), "machine": machine_info(), "rows": rows, "scenarios": {}}
     text = [f"# tuning benchmark {stamp}: download of {ds.describe()}, "
             f"{a.rounds} rounds", ""]
+    out["probes"] = probes
     for s in scenarios:
         md, facts = summarize(rows, s, configs)
+        if s in probes:
+            facts["probe"] = probes[s].get("summary")
+            one = probes[s].get("one_stream")
+            if s == "wan" and one:
+                from trunkline import physics
+
+                pred = physics.window_ceiling(WINDOW, 2 * DELAY_S)
+                facts["plan_over_probe_one_connection"] = pred / one
         out["scenarios"][s] = facts
         autos = [r.get("decisions") for r in rows if r["scenario"] == s and r["config"] == "auto"]
         text += [f"## {s}", "", md, "", "```", json.dumps(facts, indent=1, default=str),
