@@ -151,6 +151,8 @@ def test_s3_to_local_and_back_changes(tmp_path, aws_env, bucket):
 
     # a local edit of the same size: its mtime no longer matches the object's -> restored
     (down / "a.txt").write_bytes(b"XXXXX")
+    later = time.time() + 5  # an edit made later than the 1 s window after the download
+    os.utime(down / "a.txt", (later, later))
     # a remote change of size
     aws_env.client().put_object(Bucket=bucket, Key="d/b/d/e.bin", Body=b"0123456789AB")
     (down / "stray").write_bytes(b"s")
