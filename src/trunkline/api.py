@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from .engine.jobs import EndpointCache, plan_jobs
-from .engine.journal import Journal, default_state_dir
+from .engine.journal import Journal, default_state_dir, journal_id
 from .engine.plan import MiB, parse_size
 from .engine.retry import RetryPolicy
 from .engine.run import Failure, Runner, Snapshot, TransferOptions
@@ -164,9 +165,10 @@ def copy(
                     connections, tune, bwlimit, bwlimit_endpoint)
     eps = EndpointCache()
     jopts = {"op": "cp", "recursive": recursive, "server_side": server_side}
-    opener = Journal.open if resume else Journal.fresh
-    journal = opener(state_dir or default_state_dir(), str(s), str(d), jopts)
-    runner = Runner(opts, on_tick=on_progress, journal=journal)
+    sdir = Path(state_dir or default_state_dir())
+    resumed = resume and (sdir / f"{journal_id(str(s), str(d), jopts)}.sqlite").exists()
+    journal = (Journal.open if resume else Journal.fresh)(sdir, str(s), str(d), jopts)
+    runner = Runner(opts, on_tick=on_progress, journal=journal, resumed=resumed)
 
     def part_size_for(name: str) -> int:
         # a resumed object keeps the part size it was started with, so parts line up

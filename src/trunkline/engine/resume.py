@@ -65,3 +65,18 @@ def attach(journal: Journal, job: ObjectJob) -> bool:
         if stale:
             journal.forget_parts(rec.id, stale)
     return True
+
+
+def abort_strays(journal_created: float, job: ObjectJob, completed_id: str) -> int:
+    """After a resumed multipart object completes, abort uploads of the same key started
+    since this journal began: a kill between CreateMultipartUpload and its journal record
+    leaves one such orphan. Uploads older than the journal are someone else's: untouched."""
+    if job.dst_ep is None:
+        return 0
+    n = 0
+    for upload_id, initiated in job.dst_ep.uploads_for_key(job.dst_bucket, job.dst_key):
+        # stores report Initiated with 1 s resolution: allow that much slack
+        if upload_id != completed_id and initiated >= journal_created - 1.0:
+            job.dst_ep.abort_multipart(job.dst_bucket, job.dst_key, upload_id)
+            n += 1
+    return n

@@ -180,9 +180,13 @@ class Runner:
         on_tick: Callable[[Snapshot], None] | None = None,
         tick: float = 0.25,
         journal: Journal | None = None,
+        resumed: bool = False,
     ):
         self.opts = opts
         self.journal = journal
+        # resuming an earlier run's journal: a killed run may have left stray uploads
+        self.journal_created = float(journal.meta().get("created", "0")) if journal else 0.0
+        self.resumed_run = resumed
         self.skipped_objects = 0
         self.skipped_bytes = 0
         self.on_tick = on_tick
@@ -787,14 +791,17 @@ def _finalize_upload(runner: Runner, job: ObjectJob) -> None:
         os.close(job.fd)
         job.fd = None
     if job.multipart:
-        _complete(job)
+        _complete(job, runner)
 
 
-def _complete(job: ObjectJob) -> None:
+def _complete(job: ObjectJob, runner: Runner | None = None) -> None:
     assert job.dst_ep is not None and job.upload_id is not None
     parts = sorted(job.part_etags.items())
-    job.dst_ep.complete_multipart(job.dst_bucket, job.dst_key, job.upload_id, parts)
+    upload_id = job.upload_id
+    job.dst_ep.complete_multipart(job.dst_bucket, job.dst_key, upload_id, parts)
     job.upload_id = None
+    if runner is not None and runner.resumed_run:
+        resume.abort_strays(runner.journal_created, job, upload_id)
 
 
 def _op_copy(runner: Runner, job: ObjectJob, part: Part, conns, buf, st, counted) -> None:
@@ -813,7 +820,7 @@ def _op_copy(runner: Runner, job: ObjectJob, part: Part, conns, buf, st, counted
 
 def _finalize_copy(runner: Runner, job: ObjectJob) -> None:
     if job.multipart:
-        _complete(job)
+        _complete(job, runner)
 
 
 def _op_stream(runner: Runner, job: ObjectJob, part: Part, conns, buf, st, counted) -> None:

@@ -389,6 +389,17 @@ class S3Endpoint:
                        Bucket=bucket, Prefix=prefix)
         return [(u["Key"], u["UploadId"]) for u in r.get("Uploads", ())]
 
+    def uploads_for_key(self, bucket: str, key: str) -> list[tuple[str, float]]:
+        """In-progress multipart uploads of exactly ``key``: (upload id, initiated epoch)."""
+        r = self._call("ListMultipartUploads", key, self.client.list_multipart_uploads,
+                       Bucket=bucket, Prefix=key)
+        out = []
+        for u in r.get("Uploads", ()):
+            if u["Key"] == key:
+                ini = u.get("Initiated")
+                out.append((u["UploadId"], ini.timestamp() if isinstance(ini, datetime) else 0.0))
+        return out
+
     def copy_object(self, src_bucket: str, src_key: str, bucket: str, key: str) -> str:
         r = self._call("CopyObject", key, self.client.copy_object, Bucket=bucket, Key=key,
                        CopySource={"Bucket": src_bucket, "Key": src_key})
