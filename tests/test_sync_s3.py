@@ -208,3 +208,14 @@ def test_usage_errors(tmp_path, aws_env, bucket):
     assert res.exit_code == 2 and "folder" in res.stderr
     res = CliRunner().invoke(cli, ["sync", str(tmp_path), str(tmp_path / "o")])
     assert res.exit_code == 2 and "both source and destination are local" in res.stderr
+
+
+def test_overlap_and_empty_source_are_refused(tmp_path, aws_env, bucket):
+    res = CliRunner().invoke(cli, ["sync", f"s3://{bucket}/a", f"s3://{bucket}/a/b"])
+    assert res.exit_code == 2 and "overlap" in res.stderr
+    aws_env.client().put_object(Bucket=bucket, Key="kept/x", Body=b"x")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = trunkline.sync(str(empty), f"s3://{bucket}/kept", delete=True)
+    assert not r.ok and r.deleted == 0 and "source is empty" in str(r.failures[0])
+    assert "x" in _keys(aws_env, bucket, "kept/")

@@ -136,11 +136,15 @@ def sync(
         else:
             transfer = _run(s, d, planner, acted(), server_side, resume, state_dir,
                             on_progress, engine)
-            if transfer.ok:
+            if transfer.ok and planner.to_delete and not planner.src_objects:
+                # an empty source (a mistyped prefix?) would otherwise empty the destination
+                failures = [Failure(str(s), f"the source is empty; refusing to delete "
+                                            f"{planner.to_delete} destination objects")]
+            elif transfer.ok:
                 spool.seek(0)
                 failures = _delete(d, eps, (json.loads(line) for line in spool))
                 deleted = planner.to_delete - len(failures)
-            elif planner.to_delete:
+            elif not transfer.ok and planner.to_delete:
                 failures = [Failure(str(d), f"{planner.to_delete} deletions skipped because "
                                             f"copies failed")]
     finally:

@@ -152,6 +152,13 @@ def check_locations(src: Location, dst: Location) -> None:
             raise LocationError(f"the {what} must be a folder, not a file: {loc.path}")
     if src.is_local and not os.path.isdir(src.path):
         raise LocationError(f"no such directory: {src.path}")
+    # one inside the other: the source listing would see the copies it causes
+    if src.is_local or dst.is_local:
+        return
+    if (src.endpoint, src.bucket) == (dst.endpoint, dst.bucket):
+        a, b = prefix_of(src), prefix_of(dst)
+        if a.startswith(b) or b.startswith(a):
+            raise LocationError(f"source and destination overlap: {src} and {dst}")
 
 
 def listing(loc: Location, eps: EndpointCache) -> Iterator[Entry]:
