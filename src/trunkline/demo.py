@@ -210,7 +210,8 @@ def load_enricher(data_dir: str | None):
     except FileNotFoundError as err:
         return Enricher(None, None), str(err)
     if not isinstance(e.asn, AsnRanges):
-        return e, "no ASN range tables in the enrichment data"
+        return e, (f"no ASN range tables (ip-asn/asn-ipv4.csv*) in the enrichment data "
+                   f"{data_dir or ''}; set TRUNKLINE_ENRICH_DATA (docs/flows-report.md)")
     return e, ""
 
 
@@ -261,6 +262,7 @@ def run(args) -> int:
 
     t = time.perf_counter()
     with EmbeddedS3(data_dir=out / "s3", buckets=(BUCKET,)) as srv:
+        _RUNNING.append(srv)
         pid = srv.proc.pid
         say(f"[2/6] SeaweedFS S3 on {srv.endpoint_url} (pid {pid}), "
             f"bucket '{BUCKET}' ({time.perf_counter() - t:.1f} s)")
@@ -274,6 +276,7 @@ def run(args) -> int:
                             out, store_dir)
         finally:
             restore_env(old)
+            _RUNNING.remove(srv)
     say(f"      SeaweedFS stopped (pid {pid} {'still running!' if _alive(pid) else 'gone'})")
 
     t = time.perf_counter()
@@ -378,20 +381,44 @@ def main(argv: list[str] | None = None) -> int:
     if args.shards < 1 or args.flows < 0:
         p.error("--shards must be >= 1 and --flows >= 0")
 
-    def on_term(signum, frame):
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, on_term)
+    sigs = [signal.SIGTERM]
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # ignored: a background job
+        sigs.append(signal.SIGINT)
+    old = {sig: signal.signal(sig, _on_signal) for sig in sigs}
     try:
         return run(args)
     except KeyboardInterrupt:
+        _stop_servers()
         print("\ntrunkline demo: interrupted; every process it started is stopped", file=sys.stderr)
         return 130
     except (RuntimeError, OSError, ValueError) as e:
         print(f"trunkline demo: error: {e}", file=sys.stderr)
         return 1
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+_RUNNING: list = []  # embedded servers the demo has started and not yet stopped
+_SIGNALLED = [0]
+
+
+def _stop_servers() -> None:
+    for srv in list(_RUNNING):
+        srv.stop()
+
+
+def _on_signal(signum, frame):
+    """Ctrl-C / SIGTERM: stop the server at once (the transfer's threads may take a while
+    to wind down), then unwind; a second signal exits without waiting for them."""
+    _SIGNALLED[0] += 1
+    _stop_servers()
+    if _SIGNALLED[0] > 1:
+        print("\ntrunkline demo: interrupted twice; server stopped, exiting now", file=sys.stderr)
+        os._exit(130)
+    print("\ntrunkline demo: stopping (the S3 server is stopped; Ctrl-C again to exit now)",
+          file=sys.stderr, flush=True)
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":
