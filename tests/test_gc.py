@@ -40,6 +40,11 @@ def _killed_upload(tmp_path, bucket: str) -> None:
          "--bwlimit", "50M", str(big), f"s3://{bucket}/big"],
         env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     time.sleep(1.5)
+    # on a loaded machine start-up can take longer: kill once the upload is open
+    deadline = time.monotonic() + 30
+    while not any(j.pending_uploads for j in list_journals()) and time.monotonic() < deadline:
+        assert p.poll() is None, p.communicate()
+        time.sleep(0.1)
     assert p.poll() is None, p.communicate()
     p.send_signal(signal.SIGKILL)
     p.communicate(timeout=30)
@@ -91,7 +96,12 @@ def test_gc_removes_partial_download(env, tmp_path):
         [sys.executable, "-m", "trunkline.cli.main", "cp", "-q", "-c", "1", "--part-size", "5M",
          "--bwlimit", "10M", f"s3://{bucket}/obj", str(dst)],
         env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    partial = dst.parent / ".obj.tlpart"
     time.sleep(1.5)
+    deadline = time.monotonic() + 30
+    while not partial.exists() and time.monotonic() < deadline:
+        assert p.poll() is None, p.communicate()
+        time.sleep(0.1)
     assert p.poll() is None, p.communicate()
     p.send_signal(signal.SIGKILL)
     p.communicate(timeout=30)
