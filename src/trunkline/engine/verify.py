@@ -24,6 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ..storage.s3 import S3Endpoint, S3Error, from_client_error
 from ..url import Location
 from .integrity import (
+    FileDigest,
     MiB,
     b64_to_crc32c,
     candidate_part_sizes,
@@ -147,30 +148,48 @@ def _part_sizes(o: _Obj, n: int) -> tuple[list[int], bool]:
 
 
 def local_vs_object(path: str, o: _Obj, *, allow_stream: bool = True) -> Verdict:
-    """Does the local file at ``path`` hold the object's bytes? (sizes already equal)"""
-    whole = file_digests(path, max(o.size, 1), want_md5=True)
-    if o.etag and etag_kind(o.etag) == "md5" and etags_equal(o.etag,
-                                                             single_etag(whole.part_md5s[0])):
-        return Verdict(True, "md5")
+    """Does the local file at ``path`` hold the object's bytes? (sizes already equal)
+
+    The file is read once per part size tried (CRC32C and, where an ETag needs it, MD5 in
+    the same pass); the whole-file CRC32C falls out of any of them.
+    """
+    digests: dict[int, FileDigest] = {}
+
+    def dig(ps: int, md5: bool) -> FileDigest:
+        d = digests.get(ps)
+        if d is None or (md5 and d.part_md5s is None):
+            d = digests[ps] = file_digests(path, ps, want_md5=md5)
+        return d
+
+    def whole_crc() -> int:
+        return next(iter(digests.values())).crc32c if digests else \
+            dig(max(o.size, 1), False).crc32c
+
+    etag = o.etag or ""
+    if etag_kind(etag) == "md5":
+        d = dig(max(o.size, 1), True)
+        if etags_equal(etag, single_etag(d.part_md5s[0])):  # type: ignore[index]
+            return Verdict(True, "md5")
     crc = o.crc
+    etag = o.etag or ""  # HEAD may have refined it
     if crc and "-" not in crc:
-        return Verdict(whole.crc32c == b64_to_crc32c(crc), "crc32c")
-    n = (int(crc.rsplit("-", 1)[1]) if crc and crc.rsplit("-", 1)[1].isdigit() else None) \
-        or parts_in_etag(o.etag or "")
+        return Verdict(whole_crc() == b64_to_crc32c(crc), "crc32c")
+    tail = crc.rsplit("-", 1)[1] if crc and "-" in crc else ""
+    n = (int(tail) if tail.isdigit() else None) or parts_in_etag(etag)
     if n:
         sizes, known = _part_sizes(o, n)
         for ps in sizes:
-            d = file_digests(path, ps, want_md5=bool(o.etag and parts_in_etag(o.etag)))
-            if crc and "-" in crc:
+            d = dig(ps, parts_in_etag(etag) is not None)
+            if tail:
                 if d.composite() == crc:
                     return Verdict(True, f"composite-crc32c/{ps}")
-                if known:  # the right part boundaries, and still different: proven
+                if known:  # the store's own part boundaries, and still different: proven
                     return Verdict(False, f"composite-crc32c/{ps}")
-            if d.part_md5s is not None and etags_equal(d.etag(multipart=True), o.etag or ""):
+            if d.part_md5s is not None and etags_equal(d.etag(multipart=True), etag):
                 return Verdict(True, f"multipart-etag/{ps}")
     if not allow_stream:
         return Verdict(None, "no comparable checksum")
-    return Verdict(o.stream_crc() == whole.crc32c, "stream-crc32c")
+    return Verdict(o.stream_crc() == whole_crc(), "stream-crc32c")
 
 
 def object_vs_object(a: _Obj, b: _Obj, *, allow_stream: bool = True) -> Verdict:
