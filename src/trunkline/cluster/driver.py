@@ -449,19 +449,23 @@ class _Driver:
         self.res.shards_skipped += 1
         return True
 
-    def _owner(self, ref) -> _Worker:
+    def _owner(self, ref) -> _Worker | None:
         for w in self.workers:
             if ref in w.inflight:
                 return w
-        raise KeyError(ref)
+        return None   # its worker was lost and its shards already went back to the queue
 
     def _collect(self, ref, retry: deque) -> None:
         ray, res = self.ray, self.res
         w = self._owner(ref)
+        if w is None:
+            return
         sh = w.inflight.pop(ref)
         try:
             out = ray.get(ref)
-        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as e:
+        except (ray.exceptions.RayActorError,
+                getattr(ray.exceptions, "ActorUnavailableError", ray.exceptions.RayActorError)
+                ) as e:
             self._lost(w, sh, retry, e)
             return
         except ray.exceptions.RayError as e:  # the shard raised: retry it elsewhere
