@@ -231,6 +231,13 @@ def transfer_elephants(store, enricher, th) -> tuple[list[dict], int]:
     return find(con, th, "flow_type = 'trunkline'"), int(n)
 
 
+def _rel(p: Path) -> str:
+    try:
+        return str(p.relative_to(Path.cwd()))
+    except ValueError:
+        return str(p)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -357,9 +364,9 @@ def run(args) -> int:
         f"(>= 10 Mb/s for 2 x 1 s, >= 8 MB);")
     say(f"             {rep['elephants']['count']:,} in {q}'s report (defaults: >= 100 Mb/s for "
         f"2 x 60 s, >= 1 GB){' - SIMULATED edge traffic' if sim else ''}")
-    say(f"  report     {out / 'report' / 'report.html'}")
-    say(f"             (report.json, charts/*.png; flows in {store_dir}: "
-        f"trunkline flows sql --store {store_dir} 'SELECT ...')")
+    say(f"  report     {_rel(out / 'report' / 'report.html')}  (+ report.json, charts/*.png)")
+    say(f"  flow store {_rel(store_dir)}  (trunkline flows sql --store {_rel(store_dir)} "
+        f"\"SELECT ... FROM flows\")")
     if args.keep_data or not summary["ok"]:
         say(f"  data kept  {out / 'dataset'}, {out / 'download'}, {out / 's3'}")
     say(line)
