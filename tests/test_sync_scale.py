@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from trunkline.embedded_s3 import EmbeddedS3
+from trunkline.embedded_s3 import EmbeddedS3, weed_binary
 from trunkline.engine.jobs import EndpointCache
 from trunkline.storage.local import walk
 
@@ -35,7 +35,7 @@ def _seed(s3: EmbeddedS3, root: Path, bucket: str) -> None:
     than 100,000 S3 PUTs on a shared 2-core box. Keys become all/<root name>/..."""
     arg = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in s3.proc.args if "=" in a}  # type: ignore[union-attr]
     filer = f"{s3.host}:{arg['-filer.port']}.{arg['-filer.port.grpc']}"
-    subprocess.run(["weed", "filer.copy", "-c", "16", str(root) + "/",
+    subprocess.run([weed_binary(), "filer.copy", "-c", "16", str(root) + "/",
                     f"http://{filer}/buckets/{bucket}/all/"],
                    check=True, capture_output=True, timeout=240)
 
