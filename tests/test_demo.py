@@ -45,7 +45,8 @@ def _alive(pid: int) -> bool:
 def test_demo_summary_and_files(demo):
     assert demo["rc"] == 0, demo["stdout"] + demo["stderr"]
     text, out = demo["stdout"], demo["out"]
-    for needle in ("trunkline demo OK", "verified   yes: 12/12 files, SHA-256",
+    for needle in ("trunkline demo OK", "verified   yes: 12/12 files by SHA-256",
+                   "12 objects by trunkline verify",
                    "upload ", "download ", "Gbit/s", "SeaweedFS stopped", "elephants",
                    str(out / "report" / "report.html")):
         assert needle in text, (needle, text)
@@ -53,6 +54,7 @@ def test_demo_summary_and_files(demo):
     assert not _alive(pid), "the demo left its S3 server running"
     s = json.loads((out / "summary.json").read_text())
     assert s["ok"] and s["verified"] and s["verify_problems"] == []
+    assert s["store_check"]["ok"] and s["store_check"]["compared"] == 12
     assert s["files"] == 12  # 8 shards and 4 index files
     assert s["bytes"] == s["upload"]["bytes"] == s["download"]["bytes"] > 2 << 20
     assert s["upload"]["gbps"] > 0 and s["download"]["gbps"] > 0
