@@ -242,3 +242,30 @@ def test_dry_run_schedules_without_moving(ray_cluster, s3server, dataset):
     assert r.ok and r.dry_run
     assert r.objects == len(dataset) and r.bytes == 0 and r.planned_parts >= len(dataset)
     assert s3server.client().list_objects_v2(Bucket="ray-dst4").get("KeyCount") == 0
+
+
+def test_rerun_after_losing_every_worker_resumes(ray_cluster, s3server, dataset):
+    from trunkline.cluster import copy_on_ray
+
+    s3server.create_bucket("ray-dst5")
+    killed: list[int] = []
+
+    def kill_all(snap):
+        # once whole shards are done (recorded in the ledger), lose every worker
+        if not killed and snap.objects >= 8:
+            for n in snap.nodes:
+                os.kill(n.pid, signal.SIGKILL)
+                killed.append(n.pid)
+
+    kw = dict(recursive=True, cluster=ray_cluster.address, part_size="5M", shard_size="6M",
+              shard_objects=8, server_side=False, bwlimit=8 * MiB, tick=0.2)
+    r1 = copy_on_ray("s3://ray-src/set/", "s3://ray-dst5/", on_progress=kill_all, **kw)
+    assert len(killed) == 2
+    assert not r1.ok and "workers were lost" in str(r1.failures[-1]), r1.failures
+    assert r1.lost_workers == 2
+    r2 = copy_on_ray("s3://ray-src/set/", "s3://ray-dst5/", **kw)
+    assert r2.ok, r2.failures
+    assert r2.shards_skipped >= 1 and r2.skipped_objects >= 8     # the ledger's done shards
+    assert r2.objects + r2.skipped_objects == len(dataset)       # each one moved or skipped
+    assert _s3_digests(s3server, "ray-dst5", "") == dataset
+    assert _pending_uploads(s3server, "ray-dst5") == []
