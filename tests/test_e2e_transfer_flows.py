@@ -173,9 +173,6 @@ def test_transfer_flows_are_elephants_in_the_report(s3server, tmp_path, shared_d
     # last, the elephants' bytes: each one's exactly its connection's bytes_out, and so all
     # of them the payload plus the HTTP headers
     wrong = {k: (got[k], b) for k, b in want.items() if got[k] != pytest.approx(b, rel=1e-9)}
-    if wrong and _interval_floor_bug(tmp_path / "probe", enrich):
-        pytest.xfail(f"elephants.find drops the part of a record before its first interval "
-                     f"boundary (see test_elephant_interval_of_a_fractional_start): {wrong}")
     assert not wrong
     assert payload < sum(got.values()) <= payload + res["requests"] * HEADER_BOUND
     assert rep["elephants"]["bits"] == pytest.approx(8 * sum(want.values()), rel=1e-9)
@@ -191,19 +188,10 @@ def _fractional_start_elephant(store: Path, enrich: list[str]) -> tuple[float, i
     return (els[0]["bytes"] if els else 0.0), conn["bytes_out"]
 
 
-def _interval_floor_bug(store: Path, enrich: list[str]) -> bool:
-    got, want = _fractional_start_elephant(store, enrich)
-    return got != pytest.approx(want, rel=1e-9)
-
-
-@pytest.mark.xfail(strict=False, reason=(
-    "flows/elephants.py find(): CAST(epoch(ts) // I AS BIGINT) - DuckDB's // on a DOUBLE is "
-    "plain division and the CAST rounds, so a record starting in the second half of an "
-    "interval is put in the next one and its bytes before that boundary are dropped "
-    "(fix: CAST(floor(epoch(ts) / I) AS BIGINT), likewise for i1)"))
 def test_elephant_interval_of_a_fractional_start(tmp_path, shared_data):
     """A record 10.7 -> 14.7 s at 80 Mb/s, 1 s intervals: the elephant holds all of its
-    40 MB (the 0.3 s in interval 10 included), not 40 MB less 3 MB."""
+    40 MB (the 0.3 s in interval 10 included), not 40 MB less 3 MB (a rounding, not
+    flooring, interval index once dropped that part)."""
     got, want = _fractional_start_elephant(tmp_path / "store",
                                            ["--enrich-data", str(shared_data / "enrich")])
     assert got == pytest.approx(want, rel=1e-9)

@@ -243,10 +243,19 @@ class Runner:
                 if self.on_tick:
                     self.on_tick(snap)
         except KeyboardInterrupt:
+            # Stop promptly: idle workers get their sentinel at once, busy ones finish the
+            # chunk in hand; all of them share one short deadline (daemon threads).
             self._stop.set()
             self._drain_queue()
+            self.gate.resize(len(workers) + 1)
+            for _ in workers:
+                try:
+                    self.q.put_nowait(None)
+                except queue.Full:
+                    break
+            deadline = time.monotonic() + 3.0
             for w in workers:
-                w.join(timeout=5)
+                w.join(timeout=max(0.0, deadline - time.monotonic()))
             raise
         producer.join()
         if self.on_tick:

@@ -133,8 +133,8 @@ def find(con, th: Thresholds, where: str = "true", limit: int | None = None) -> 
     t = con.execute(f"""
         WITH r AS (
             SELECT k.k, epoch(e.ts) AS t0, greatest(epoch(e.te), epoch(e.ts) + 0.001) AS t1,
-                   CAST(epoch(e.ts) // {I} AS BIGINT) AS i0,
-                   CAST((greatest(epoch(e.te), epoch(e.ts) + 0.001) - 0.0005) // {I} AS BIGINT) AS i1,
+                   CAST(floor(epoch(e.ts) / {I}) AS BIGINT) AS i0,
+                   CAST(floor((greatest(epoch(e.te), epoch(e.ts) + 0.001) - 0.0005) / {I}) AS BIGINT) AS i1,
                    e.bits
             FROM (SELECT * FROM ef WHERE {where}) e
             JOIN el_keys k ON {" AND ".join(f"e.{c} IS NOT DISTINCT FROM k.{c}" for c in KEY)}

@@ -118,7 +118,7 @@ def build(store: FlowStore, quarter: Quarter, enricher: Enricher, *,
                                GROUP BY ALL ORDER BY b DESC, asn LIMIT 10""").fetchall()
     mover = con.execute(f"""SELECT count(*), coalesce(sum(bits), 0), median(rtt_us), quantile_cont(rtt_us, 0.95),
                                    coalesce(sum(retransmits), 0), coalesce(sum(pkts), 0), avg(delivery_rate_bps)
-                            FROM ef WHERE {inq} AND flow_type = 'trunkline'""").fetchone()
+                            FROM ef WHERE {inq} AND (flow_type = 'trunkline' OR rtt_us IS NOT NULL)""").fetchone()
     nometro = metro_bits.get(NO_METRO, 0.0)
     site_rows = con.execute(f"SELECT site, sum(bits) FROM ef WHERE {inq} GROUP BY 1 ORDER BY 2 DESC").fetchall()
     dirs = dict(con.execute(f"SELECT direction, sum(bits) FROM ef WHERE {inq} GROUP BY 1").fetchall())
@@ -163,7 +163,7 @@ def build(store: FlowStore, quarter: Quarter, enricher: Enricher, *,
                   "retransmits": int(mover[4]),
                   "retransmit_pct": _r(100 * mover[4] / mover[5]) if mover[5] else None,
                   "delivery_rate_bps_avg": _r(mover[6]),
-                  "note": "flows of trunkline's own transfers (flow_type 'trunkline', TCP_INFO fields)"},
+                  "note": "flows of trunkline's own transfers (stored directly, or received over IPFIX with trunkline's TCP_INFO enterprise fields)"},
         "elephants": elephants,
         "methodology": {
             "sources": enricher.sources(),
