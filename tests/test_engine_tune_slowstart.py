@@ -41,3 +41,23 @@ def test_inflation_without_gain_is_still_shed_after_slow_start():
         t.observe(now, int(total), ttfb_s=0.020 * max(1.0, c / 8))
     assert any("latency" in d.reason for d in t.decisions), t.decisions
     assert t.connections <= 20
+
+
+def test_the_tail_of_a_transfer_is_not_measured():
+    # 32 connections x 16 MiB parts; the last 0.5 GiB drains at a falling rate: that
+    # drop is work running out, and must not be read as "32 connections do not pay"
+    t = Tuner(max_connections=64, max_memory=8192 * MiB, part_size=16 * MiB,
+              initial_connections=32, interval=0.5)
+    total_size = 1200 * MiB
+    now, done = 0.0, 0.0
+    t.observe(now, 0, ttfb_s=0.02)
+    rate = 400e6
+    while done < total_size:
+        left = total_size - done
+        tail = left < 2 * t.connections * t.part_size
+        r = rate * (left / (2 * t.connections * t.part_size)) if tail else rate
+        now += 0.5
+        done = min(total_size, done + max(r, 20e6) * 0.5)
+        t.observe(now, int(done), ttfb_s=0.02, remaining_bytes=int(total_size - done))
+    assert not any("hold at" in d.reason or "back to" in d.reason for d in t.decisions), \
+        t.decisions

@@ -299,6 +299,7 @@ class Runner:
             slowdowns=s.slowdowns, ttfb_total_s=s.ttfb_total,
             rtt_us=(sum(t.rtt_us for t in tcp) / len(tcp)) if tcp else None,
             retransmits=sum(t.total_retrans for t in tcp),
+            remaining_bytes=(s.total_bytes - s.done_bytes) if s.listing_done else None,
         )
         if d is not None:
             self._spawn(d.connections)

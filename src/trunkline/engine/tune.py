@@ -133,6 +133,7 @@ class Tuner:
         rtt_us: float | None = None,
         retransmits: int = 0,
         ttfb_total_s: float | None = None,
+        remaining_bytes: int | None = None,
     ) -> Decision | None:
         """Feed cumulative counters; return a Decision when the tuner decided something
         (a change of setting, or a logged hold), else None.
@@ -141,7 +142,9 @@ class Tuner:
         ``ttfb_total_s`` (the sum of every request's TTFB) are totals since the start;
         ``ttfb_s`` (a recent mean TTFB) and ``rtt_us`` (smoothed RTT, from TCP_INFO) are
         current values. Give ``ttfb_total_s`` or ``ttfb_s``, not both: a mean since the
-        start would hide inflation.
+        start would hide inflation. ``remaining_bytes`` (once the listing is complete):
+        in the tail, when fewer than two parts per connection are left, goodput falls
+        because work runs out, not because of the setting, so nothing is measured then.
         """
         if ttfb_s is not None and ttfb_s > 0:
             self._ttfb_sample(ttfb_s)
@@ -156,6 +159,12 @@ class Tuner:
             return None
         dt = now - self._t
         if dt < self.interval:
+            return None
+        if remaining_bytes is not None and remaining_bytes < 2 * self.connections * self.part_size:
+            self._t, self._bytes, self._req = now, bytes_done, requests_done
+            self._err, self._slow, self._retx = errors, slowdowns, retransmits
+            self._ttfb_tot = ttfb_total_s or 0.0
+            self._samples.clear()
             return None
         if ttfb_total_s is not None and requests_done > self._req:
             self._ttfb_sample((ttfb_total_s - self._ttfb_tot) / (requests_done - self._req))
