@@ -1,6 +1,7 @@
 """The engine's closed loop and its rate cap, end to end against a real SeaweedFS.
 
-- ``bwlimit`` binds: the measured rate of a real copy is within +/-5% of the cap.
+- ``bwlimit`` binds: the measured rate of a real copy is within +/-5% of the cap (caps
+  well below what this 2-core box moves when busy, so the cap, not the box, binds).
 - Through an emulated WAN (40 ms RTT, 1 MiB window per connection = 26 MB/s, 640 Mbit/s
   aggregate cap) the auto-tuned engine reaches >= 85% of the cap, where one static
   connection is held to window/RTT; the tuner's decisions are in the result.
@@ -36,7 +37,7 @@ def big_object(env, tmp_path):
     return "s3://tuning/obj.bin"
 
 
-@pytest.mark.parametrize("cap_bps", [400e6, 1.2e9])
+@pytest.mark.parametrize("cap_bps", [300e6, 600e6])
 def test_bwlimit_binds_within_5_percent(big_object, tmp_path, cap_bps):
     r = trunkline.copy(big_object, str(tmp_path / "o.bin"), bwlimit=f"{cap_bps / 1e9}Gbit",
                        resume=False)

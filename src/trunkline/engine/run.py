@@ -774,24 +774,28 @@ def _op_upload(runner: Runner, job: ObjectJob, part: Part, conns, buf, st, count
         crc = crc32c(buf[:k], crc)
         off += k
     limit = runner.limit_for(job.dst_ep)
+
+    def sent(k: int) -> None:
+        # progress per MiB sent, not per part, so a slow store shows motion at once
+        st.wire_bytes += k
+        st.done_bytes += k
+        counted[0] += k
+
     if small:
         def send_body(conn: Connection) -> None:
             if limit is not None:
                 limit(n)
             conn.send(buf[:n])
-    elif limit is None:
-        def send_body(conn: Connection) -> None:
-            conn.send_file(fd, part.offset, n, buf)
+            sent(n)
     else:
         def send_body(conn: Connection) -> None:
             for off in range(0, n, CHUNK):
                 k = min(CHUNK, n - off)
-                limit(k)
+                if limit is not None:
+                    limit(k)
                 conn.send_file(fd, part.offset + off, k, buf)
+                sent(k)
     etag = _put_request(runner, job, part, conns, st, send_body, crc if runner.opts.checksums else None)
-    st.wire_bytes += n
-    st.done_bytes += n
-    counted[0] += n
     job.part_etags[part.number] = etag
     job.part_crcs[part.number] = crc
 
@@ -864,11 +868,11 @@ def _op_stream(runner: Runner, job: ObjectJob, part: Part, conns, buf, st, count
                 if limit is not None:
                     limit(k)
                 conn.send(mv[off:off + k])
+                st.wire_bytes += k
+                st.done_bytes += k
+                counted[0] += k
 
         etag = _put_request(runner, job, part, conns, st, send_body, crc if runner.opts.checksums else None)
-        st.wire_bytes += part.length
-        st.done_bytes += part.length
-        counted[0] += part.length
         job.part_etags[part.number] = etag
         job.part_crcs[part.number] = crc
     finally:
