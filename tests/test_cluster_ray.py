@@ -269,3 +269,59 @@ def test_rerun_after_losing_every_worker_resumes(ray_cluster, s3server, dataset)
     assert r2.objects + r2.skipped_objects == len(dataset)       # each one moved or skipped
     assert _s3_digests(s3server, "ray-dst5", "") == dataset
     assert _pending_uploads(s3server, "ray-dst5") == []
+
+
+def test_cli_cp_ray_json(ray_cluster, s3server, dataset, tmp_path):
+    import json
+    import subprocess
+
+    s3server.create_bucket("ray-dst6")
+    env = dict(os.environ)   # AWS_* of the s3server, the loopback Ray setting, state dir
+    p = subprocess.run(
+        [sys.executable, "-m", "trunkline.cli.main", "cp", "-r", "--json", "--part-size", "5M",
+         "s3://ray-src/set/", "s3://ray-dst6/x/", "--ray", ray_cluster.address],
+        capture_output=True, text=True, env=env, timeout=240)
+    assert p.returncode == 0, p.stderr[-2000:]
+    out = json.loads(p.stdout)
+    assert out["ok"] and out["objects"] == len(dataset) and len(out["nodes"]) == 2
+    assert _s3_digests(s3server, "ray-dst6", "x/") == dataset
+
+
+def test_losing_a_node_per_node_dest_moves_its_share_again(ray_cluster, s3server, dataset,
+                                                           tmp_path):
+    """Kill a whole node (its raylet and workers): with per-node destinations its finished
+    shards lived on that node, so they run again on the survivor, which ends up holding
+    the whole dataset. Runs last: it adds a fresh node back for nothing after it."""
+    from trunkline.cluster import copy_on_ray
+
+    gone: list[str] = []
+
+    def lose_node(snap):
+        if gone:
+            return
+        for n in snap.nodes:
+            if n.alive and n.objects >= 6:
+                for node in ray_cluster.list_all_nodes():
+                    if node.node_id == n.node:
+                        ray_cluster.remove_node(node, allow_graceful=False)
+                        gone.append(n.node)
+                        return
+
+    r = copy_on_ray("s3://ray-src/set/", str(tmp_path / "n-{node}") + "/", recursive=True,
+                    cluster=ray_cluster.address, per_node_dest=True, part_size="5M",
+                    shard_size="4M", shard_objects=3, bwlimit=8 * MiB, tick=0.2,
+                    on_progress=lose_node)
+    try:
+        assert gone, "no node finished a shard before the end"
+        assert r.ok, r.failures
+        assert r.lost_workers == 1 and r.shard_retries >= 1
+        survivor = [n for n in r.nodes if n["alive"]]
+        assert len(survivor) == 1
+        d = tmp_path / f"n-{survivor[0]['tag']}"
+        got = {p.relative_to(d).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+               for p in d.rglob("*") if p.is_file() and not p.name.endswith(".tlpart")}
+        assert got == dataset
+        assert r.objects == len(dataset)
+    finally:
+        ray_cluster.add_node(num_cpus=1, object_store_memory=80 * MiB,
+                             resources={"trunkline_node_c": 1})

@@ -503,17 +503,18 @@ class _Driver:
             self.ledger.shard_done(sh.id, out["node"], sh.bytes, sh.objects)
 
     def _lost(self, w: _Worker, sh: Shard, retry: deque, e: BaseException) -> None:
-        """A worker died: its in-flight shards (and, per-node, its node's finished ones)
-        run again elsewhere."""
+        """A worker died: its in-flight shards run again elsewhere. With per-node local
+        destinations its finished shards do too: whether its node (and the files on it)
+        survived is not known in time (Ray notices a dead node only after its health
+        checks fail), and a share moved twice beats a share lost."""
         res = self.res
         if w.alive:
             w.alive = False
-            node_alive = any(n["NodeID"] == w.node and n.get("Alive") for n in self.ray.nodes())
             log.warning("worker on node %s lost (%s); its shards go to other workers",
                         node_tag(w.node), type(e).__name__)
             lost = [sh, *w.inflight.values()]
             w.inflight.clear()
-            if self.per_node_dest and not node_alive:
+            if self.per_node_dest:
                 self.alive_nodes.discard(w.node)
                 for done, nbytes, nobj in w.done:
                     if self.ledger is not None:
