@@ -199,7 +199,7 @@ class Runner:
                 max_connections=opts.max_connections,
                 max_memory=max(opts.max_memory, opts.max_connections * CHUNK),
                 part_size=opts.part_size,
-                initial_connections=min(16, opts.max_connections),
+                initial_connections=min(8, opts.max_connections),
                 interval=0.5,
             )
             start = self.tuner.connections
