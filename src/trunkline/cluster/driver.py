@@ -215,14 +215,14 @@ def copy_on_ray(
             opts.bwlimit_endpoint = {k: v / n_workers for k, v in opts.bwlimit_endpoint.items()}
         jopts = {"op": "cp-ray-shard", "recursive": recursive, "server_side": server_side}
         spec = WorkerSpec(str(s), str(d), many, into, server_side, opts, resume,
-                          state_dir, jopts)
+                          state_dir, jopts, _forward_env() if forward_env else None)
         lopts = {"op": "cp-ray", "recursive": recursive, "server_side": server_side,
                  "per_node_dest": per_node_dest, "part_size": ps, "shard_bytes": shard_bytes,
                  "shard_objects": shard_objects}
         ledger = None if dry_run else Ledger(state_dir or default_state_dir(), str(s), str(d),
                                              lopts, fresh=not resume)
         drv = _Driver(ray, spec, nodes, workers_per_node, inflight, shard_attempts,
-                      forward_env, dry_run, tick, on_progress, ledger, per_node_dest,
+                      dry_run, tick, on_progress, ledger, per_node_dest,
                       dst_ep, d, into)
 
         def all_sources():
@@ -260,7 +260,7 @@ def copy_on_ray(
 
 class _Driver:
     def __init__(self, ray, spec: WorkerSpec, nodes: list[dict], per_node: int, inflight: int,
-                 attempts: int, forward_env: bool, dry_run: bool, tick: float,
+                 attempts: int, dry_run: bool, tick: float,
                  on_progress, ledger: Ledger | None, per_node_dest: bool, dst_ep, dst,
                  into: bool):
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -281,9 +281,9 @@ class _Driver:
         self.res = ClusterResult(src="", dst="", bytes=0, seconds=0.0, objects=0,
                                  dry_run=dry_run)
         remote = ray.remote(ShardWorker)
+        # no runtime_env: its env_vars are shown by Ray's dashboard and state API, and the
+        # forwarded environment may hold credentials; it travels in the actor's arguments
         opts: dict[str, Any] = dict(num_cpus=0, max_concurrency=inflight + 2, max_restarts=0)
-        if forward_env:
-            opts["runtime_env"] = {"env_vars": _forward_env()}
         actors = []
         for n in nodes:
             for _ in range(per_node):

@@ -36,6 +36,7 @@ class WorkerSpec:
     resume: bool = True
     state_dir: str | None = None
     jopts: dict[str, Any] | None = None
+    env: dict[str, str] | None = None   # the driver's endpoint settings, set in the worker
 
 
 def node_tag(node_id: str) -> str:
@@ -54,6 +55,10 @@ class _LockedEndpoints(EndpointCache):
 
 class ShardWorker:
     def __init__(self, spec: WorkerSpec, node_id: str = "") -> None:
+        if spec.env:
+            # an actor has its own process: its environment is this copy's alone
+            os.environ.update(spec.env)
+            spec.env = None
         if not node_id:
             try:
                 import ray
