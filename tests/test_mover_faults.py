@@ -202,3 +202,18 @@ def test_hostile_key_in_listing_is_refused(s3server, tmp_path):
     everything = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")
                         if p.is_file())
     assert everything == ["x/y/dst/a.bin", "x/y/dst/sub/b.bin"], everything
+
+
+def test_reset_on_the_checksum_head_is_retried(seeded, s3server, via, tmp_path):
+    # a ranged download asks the store for the full-object CRC32C with one HEAD at the end;
+    # the first HEAD (planning) passes, the next two are reset: retried, not a failure
+    dst = tmp_path / "ranged.bin"
+    fault = Fault("reset", times=2, skip=1, method="HEAD", path_contains="ranged.bin")
+    with Proxy(("127.0.0.1", s3server.port), faults=[fault]) as px:
+        via(px)
+        r = download("ranged.bin", dst)
+        fired = px.stats.faults["reset"]
+    assert fired == 2
+    assert r.ok, r.failures
+    assert r.retries >= 2
+    assert sha(dst) == seeded["ranged.bin"]

@@ -618,25 +618,16 @@ def _verify_ranged(runner: Runner, job: ObjectJob, st: WorkerStats) -> None:
     if job.size == 0 or len(job.part_crcs) != len(job.parts) or job.src_ep is None:
         return
     ep = job.src_ep
-    conn = ep.new_connection(read_timeout=runner.opts.read_timeout)
+    want = _store_crc(runner, ep, job, st)
+    if want is None:
+        return
     conns: dict[int, Connection] = {}
     try:
-        conn.connect()
-        conn.send(ep.signed_head("HEAD", job.src_bucket, job.src_key,
-                                 headers={"x-amz-checksum-mode": "ENABLED"}))
-        head = conn.read_head()
-        ep.check_response(conn, head, "HEAD", job.name)
-        hdr = head.headers.get("x-amz-checksum-crc32c")
-        if not hdr or "-" in hdr:
-            return
-        want = b64_to_crc32c(hdr)
-
         def combined() -> int:
             return crc32c_combine_all([(job.part_crcs[p.number], p.length) for p in job.parts])
 
         if combined() == want:
             return
-        conns = {id(ep): conn}
         buf = memoryview(bytearray(CHUNK))
         scratch = WorkerStats()   # the re-fetch is wire traffic, not more done bytes
         fd = job.fd
@@ -652,9 +643,33 @@ def _verify_ranged(runner: Runner, job: ObjectJob, st: WorkerStats) -> None:
             raise IntegrityError(f"CRC32C mismatch on {job.name}: the object differs from the "
                                  "store's checksum even after fetching it again")
     finally:
-        conn.close()
-        for c in conns.values() if conns else ():
+        for c in conns.values():
             c.close()
+
+
+def _store_crc(runner: Runner, ep: S3Endpoint, job: ObjectJob, st: WorkerStats) -> int | None:
+    """The store's full-object CRC32C (HEAD with checksum mode), None if it keeps none.
+    Retried like a part: a reset on this one request must not fail a whole object."""
+    attempt = 0
+    rng = random.Random()
+    while True:
+        conn = ep.new_connection(read_timeout=runner.opts.read_timeout)
+        try:
+            conn.connect()
+            conn.send(ep.signed_head("HEAD", job.src_bucket, job.src_key,
+                                     headers={"x-amz-checksum-mode": "ENABLED"}))
+            head = conn.read_head()
+            ep.check_response(conn, head, "HEAD", job.name)
+            hdr = head.headers.get("x-amz-checksum-crc32c")
+            return b64_to_crc32c(hdr) if hdr and "-" not in hdr else None
+        except Exception as e:  # noqa: BLE001 - classified below
+            attempt += 1
+            if not is_retryable(e) or attempt >= runner.opts.retry.attempts:
+                raise
+            st.retries += 1
+            runner._stop.wait(runner.opts.retry.delay(attempt, rng))
+        finally:
+            conn.close()
 
 
 def _pwriter(fd: int | None, base: int) -> Callable[[memoryview, int], None]:
