@@ -199,7 +199,7 @@ class Runner:
                 max_connections=opts.max_connections,
                 max_memory=max(opts.max_memory, opts.max_connections * CHUNK),
                 part_size=opts.part_size,
-                initial_connections=min(8, opts.max_connections),
+                initial_connections=min(16, opts.max_connections),
                 interval=0.5,
             )
             start = self.tuner.connections
@@ -464,12 +464,12 @@ class Runner:
                 st.retries += 1
                 self._stop.wait(self.opts.retry.delay(attempt, rng))
 
-    def _fail(self, job: ObjectJob, e: BaseException, attempts: int) -> None:
+    def _fail(self, job: ObjectJob, e: BaseException, attempts: int | None) -> None:
         with job.lock:
             if job.failed is not None:
                 return
             msg = str(e) or type(e).__name__
-            if is_retryable(e):
+            if attempts is not None and is_retryable(e):
                 msg += f" (gave up after {attempts} tries)"
             job.failed = msg
         with self._lock:
@@ -493,7 +493,7 @@ class Runner:
             else:
                 _cleanup(job, keep=self.journal is not None)
         except Exception as e:  # noqa: BLE001
-            self._fail(job, e, 1)
+            self._fail(job, e, None)
             _cleanup(job, keep=self.journal is not None)
 
     def limit_for(self, ep: S3Endpoint | None) -> Callable[[int], None] | None:
@@ -726,7 +726,8 @@ def _ensure_upload(runner: Runner, job: ObjectJob) -> str:
     with job.lock:
         if job.upload_id is None:
             assert job.dst_ep is not None
-            job.upload_id = job.dst_ep.create_multipart(job.dst_bucket, job.dst_key)
+            job.upload_id = job.dst_ep.create_multipart(
+                job.dst_bucket, job.dst_key, crc32c=_wants_object_crc(runner, job))
             if runner.journal is not None and job.obj_id is not None:
                 runner.journal.set_upload_id(job.obj_id, job.upload_id)
         return job.upload_id
@@ -823,11 +824,23 @@ def _finalize_upload(runner: Runner, job: ObjectJob) -> None:
         _complete(job, runner)
 
 
+def _wants_object_crc(runner: Runner, job: ObjectJob) -> bool:
+    """Multipart uploads whose bytes pass through us carry a whole-object CRC32C."""
+    return (runner.opts.checksums and job.kind in ("upload", "stream")
+            and job.dst_ep is not None and job.dst_ep.supports_crc32c is not False)
+
+
 def _complete(job: ObjectJob, runner: Runner | None = None) -> None:
     assert job.dst_ep is not None and job.upload_id is not None
     parts = sorted(job.part_etags.items())
     upload_id = job.upload_id
-    job.dst_ep.complete_multipart(job.dst_bucket, job.dst_key, upload_id, parts)
+    full = None
+    if runner is not None and _wants_object_crc(runner, job) and \
+            len(job.part_crcs) == len(job.parts):
+        full = crc32c_combine_all([(job.part_crcs[p.number], p.length) for p in job.parts])
+    job.dst_ep.complete_multipart(job.dst_bucket, job.dst_key, upload_id, parts,
+                                  part_crcs=job.part_crcs if full is not None else None,
+                                  full_crc=full)
     job.upload_id = None
     if runner is not None and runner.resumed_run:
         resume.abort_strays(runner.journal_created, job, upload_id)

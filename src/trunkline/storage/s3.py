@@ -157,6 +157,7 @@ class S3Endpoint:
         self._tls = ssl.create_default_context(cafile=ca) if url.scheme == "https" else None
         self._unsigned = Config(s3={"payload_signing_enabled": False})
         self.supports_crc32c: bool | None = None   # learnt on first upload
+        self.full_object_crc: bool | None = None   # FULL_OBJECT CRC32C multipart uploads
         self._lock = threading.Lock()
         self._idle: list[Connection] = []   # control-plane connections (LIST/HEAD)
 
@@ -353,19 +354,54 @@ class S3Endpoint:
         return ObjectInfo(key, head.content_length or 0, head.headers.get("etag"),
                           parsedate_to_datetime(lm).timestamp() if lm else None)
 
-    def create_multipart(self, bucket: str, key: str) -> str:
+    def create_multipart(self, bucket: str, key: str, crc32c: bool = False) -> str:
+        """Start a multipart upload; with ``crc32c`` ask for a FULL_OBJECT CRC32C, so the
+        store checks the whole object at completion and reports its CRC to later readers
+        (stores that refuse it are remembered and asked plainly)."""
+        if crc32c and self.full_object_crc is not False:
+            try:
+                r = self._call("CreateMultipartUpload", key, self.client.create_multipart_upload,
+                               Bucket=bucket, Key=key, ChecksumAlgorithm="CRC32C",
+                               ChecksumType="FULL_OBJECT")
+                self.full_object_crc = True
+                return r["UploadId"]
+            except S3Error as e:
+                if e.status not in (400, 501):
+                    raise
+                self.full_object_crc = False
         r = self._call("CreateMultipartUpload", key, self.client.create_multipart_upload,
                        Bucket=bucket, Key=key)
         return r["UploadId"]
 
     def complete_multipart(self, bucket: str, key: str, upload_id: str,
-                           parts: list[tuple[int, str]]) -> str:
-        r = self._call(
-            "CompleteMultipartUpload", key, self.client.complete_multipart_upload,
-            Bucket=bucket, Key=key, UploadId=upload_id,
-            MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in parts]},
-        )
-        return r.get("ETag", "")
+                           parts: list[tuple[int, str]], part_crcs: dict[int, int] | None = None,
+                           full_crc: int | None = None) -> str:
+        """Complete; with ``full_crc`` the store compares it with the bytes it holds."""
+        from ..engine.integrity import crc32c_to_b64
+
+        def call(with_crc: bool):
+            plist = []
+            for n, e in parts:
+                d = {"PartNumber": n, "ETag": e}
+                if with_crc and part_crcs is not None:
+                    d["ChecksumCRC32C"] = crc32c_to_b64(part_crcs[n])
+                plist.append(d)
+            kw = {}
+            if with_crc:
+                kw = {"ChecksumCRC32C": crc32c_to_b64(full_crc), "ChecksumType": "FULL_OBJECT"}
+            return self._call("CompleteMultipartUpload", key, self.client.complete_multipart_upload,
+                              Bucket=bucket, Key=key, UploadId=upload_id,
+                              MultipartUpload={"Parts": plist}, **kw)
+
+        if full_crc is not None and part_crcs is not None:
+            try:
+                return call(True).get("ETag", "")
+            except S3Error as e:
+                # an upload started without a checksum (an older run, another tool) is
+                # refused with one: complete it plainly; a real mismatch still fails below
+                if e.status != 400 or e.code == "BadDigest":
+                    raise
+        return call(False).get("ETag", "")
 
     def abort_multipart(self, bucket: str, key: str, upload_id: str) -> None:
         try:
