@@ -325,3 +325,18 @@ def test_losing_a_node_per_node_dest_moves_its_share_again(ray_cluster, s3server
     finally:
         ray_cluster.add_node(num_cpus=1, object_store_memory=80 * MiB,
                              resources={"trunkline_node_c": 1})
+
+
+def test_split_object_server_side_copy(ray_cluster, s3server, dataset):
+    """Same store at both ends: the nodes send UploadPartCopy ranges of the 26 MiB object
+    into the driver's upload, and the driver completes it."""
+    from trunkline.cluster import copy_on_ray
+
+    s3server.create_bucket("ray-dst7")
+    r = copy_on_ray("s3://ray-src/set/big/", "s3://ray-dst7/b/", recursive=True,
+                    cluster=ray_cluster.address, part_size="5M", shard_size="10M")
+    assert r.ok, r.failures
+    assert r.objects == 1 and r.shards == 3          # parts 1-2, 3-4, 5-6 of 6
+    assert _s3_digests(s3server, "ray-dst7", "b/") == {
+        k[len("big/"):]: v for k, v in dataset.items() if k.startswith("big/")}
+    assert _pending_uploads(s3server, "ray-dst7") == []

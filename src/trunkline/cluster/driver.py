@@ -235,6 +235,10 @@ def copy_on_ray(
                              shard_objects=shard_objects, split=split)
         try:
             res = drv.run(shards)
+        except BaseException:
+            if ledger is not None:
+                ledger.close()   # kept: a rerun resumes
+            raise
         finally:
             drv.stop()
         if ledger is not None:
@@ -290,8 +294,24 @@ class _Driver:
                 strat = NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
                 actors.append(remote.options(scheduling_strategy=strat, **opts)
                               .remote(spec, n["NodeID"]))
-        infos = ray.get([a.info.remote() for a in actors], timeout=300)
-        self.workers = [_Worker(a, i["node"], i["pid"]) for a, i in zip(actors, infos, strict=True)]
+        # a node Ray still lists may be dying (its health checks have not failed yet):
+        # go on with the workers that start
+        refs = [a.info.remote() for a in actors]
+        ray.wait(refs, num_returns=len(refs), timeout=300)
+        self.workers = []
+        errors = []
+        for a, r in zip(actors, refs, strict=True):
+            try:
+                i = ray.get(r, timeout=1)
+            except Exception as e:  # noqa: BLE001 - RayError, GetTimeoutError
+                errors.append(str(e).strip().splitlines()[0] if str(e).strip() else repr(e))
+                ray.kill(a)
+                continue
+            self.workers.append(_Worker(a, i["node"], i["pid"]))
+        if not self.workers:
+            raise ClusterUnavailable(f"no trunkline worker could start: {errors[0]}")
+        for e in errors:
+            log.warning("a worker did not start: %s", e)
         self.alive_nodes = {w.node for w in self.workers}
 
     def stop(self) -> None:
