@@ -91,6 +91,11 @@ def _connect(ray, cluster: str) -> bool:
                               configure_logging=False)
     try:
         if cluster == "local":
+            # a private one-node Ray for this copy: loopback only (as Ray does on macOS)
+            from ray._private import ray_constants
+
+            os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+            ray_constants.ENABLE_RAY_CLUSTER = False
             ray.init(include_dashboard=False, **kw)
         elif cluster == "auto":
             ray.init(address="auto", **kw)
