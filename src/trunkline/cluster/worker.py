@@ -112,7 +112,7 @@ class ShardWorker:
             job.parts = [p for p in job.parts if it.first <= p.number <= it.last]
             job.parts_left = len(job.parts)
             job.upload_id = it.upload_id
-            job.finalize = False  # type: ignore[attr-defined]  # read by Runner._part_finished
+            job.finalize = False  # read by Runner._part_finished
             job.name = f"{job.name} (parts {it.first}-{it.last})"
         return job
 

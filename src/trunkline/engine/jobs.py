@@ -48,6 +48,7 @@ class ObjectJob:
     part_crcs: dict[int, int] = field(default_factory=dict)
     failed: str | None = None
     part_size: int = 0
+    finalize: bool = True       # False: a part range of an object completed elsewhere (Ray)
     obj_id: int | None = None                   # journal record, when resuming is on
     skip_parts: set[int] = field(default_factory=set)       # already at the destination
     resume_crcs: dict[int, int] = field(default_factory=dict)  # on disk, to re-check

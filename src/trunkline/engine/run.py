@@ -485,7 +485,7 @@ class Runner:
             if job.failed is None and not self._stop.is_set():
                 if job.kind == "download" and job.multipart:
                     _verify_ranged(self, job, st)
-                if getattr(job, "finalize", True):  # False: a part range completed elsewhere
+                if job.finalize:  # False: a part range completed elsewhere
                     _FINALIZE[job.kind](self, job)
                 st.objects += 1
                 if self.journal is not None and job.obj_id is not None:
