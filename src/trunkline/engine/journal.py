@@ -372,6 +372,29 @@ class Journal:
                 (None if crc32c is None else crc32c & 0xFFFFFFFF, time.time(), obj_id),
             )
 
+    def done_record(self, key: str) -> tuple[str, int, str | None, float | None] | None:
+        """(dst, size, etag, mtime) of ``key`` if it is recorded done; a read, no write."""
+        with self._read() as con:
+            row = con.execute("SELECT dst, size, etag, mtime FROM objects "
+                              "WHERE key = ? AND done = 1", (key,)).fetchone()
+        return tuple(row) if row else None  # type: ignore[return-value]
+
+    def done_many(self, rows: list[tuple[str, str, int, str | None, float | None, int]]) -> None:
+        """Record finished single-part objects (key, dst, size, etag, mtime, part_size) in one
+        transaction: small objects need no per-object commit (a kill re-copies at most the
+        last batch, which is cheap for them)."""
+        if not rows:
+            return
+        now = time.time()
+        with self._tx() as con:
+            con.executemany(
+                "INSERT INTO objects(key, dst, size, etag, mtime, part_size, done, updated) "
+                "VALUES (?, ?, ?, ?, ?, ?, 1, ?) ON CONFLICT(key) DO UPDATE SET dst = excluded.dst, "
+                "size = excluded.size, etag = excluded.etag, mtime = excluded.mtime, "
+                "part_size = excluded.part_size, done = 1, updated = excluded.updated",
+                [(*r, now) for r in rows],
+            )
+
     def reopen(self, obj_id: int) -> None:
         """A done object must be copied again (its destination vanished): clear it."""
         with self._tx() as con:

@@ -20,11 +20,28 @@ from .journal import Journal
 from .storage_names import job_dst
 
 
+def journal_mtime(job: ObjectJob) -> float | None:
+    return job.mtime if job.kind == "upload" else None
+
+
 def attach(journal: Journal, job: ObjectJob) -> bool:
-    """Record ``job`` in the journal and mark what is already done; False = skip it whole."""
+    """Record ``job`` in the journal and mark what is already done; False = skip it whole.
+
+    Single-part objects are only looked up here (a read); the runner records them done in
+    batches, so many small objects cost no commit each."""
+    if not job.multipart:
+        rec = journal.done_record(job.name)
+        if rec is None or rec[0] != job_dst(job) or rec[1] != job.size or \
+                rec[2] != job.etag or rec[3] != journal_mtime(job):
+            return True
+        if job.kind == "download":
+            try:
+                return os.stat(job.dst_path).st_size != job.size
+            except FileNotFoundError:
+                return True
+        return False
     ps = job.parts[0].length if job.multipart else job.part_size
-    rec = journal.object(job.name, job_dst(job), job.size, job.etag,
-                         job.mtime if job.kind == "upload" else None, ps)
+    rec = journal.object(job.name, job_dst(job), job.size, job.etag, journal_mtime(job), ps)
     job.obj_id = rec.id
     if rec.discarded_upload_id and job.dst_ep is not None:
         job.dst_ep.abort_multipart(job.dst_bucket, job.dst_key, rec.discarded_upload_id)

@@ -27,6 +27,7 @@ from .journal import Journal
 from .plan import MiB, Part
 from .ratelimit import RateLimiter
 from .retry import IntegrityError, RetryPolicy, SourceChanged, is_retryable, is_slowdown
+from .storage_names import job_dst
 from .tune import Tuner
 
 CHUNK = 1 * MiB
@@ -223,6 +224,7 @@ class Runner:
         self._made_dirs: set[str] = set()
         self._worker_conns: list[dict[int, Connection]] = []
         self._workers: list[threading.Thread] = []
+        self._done_batch: list[tuple] = []
 
     # -- the public entry ----------------------------------------------------------------
 
@@ -239,6 +241,7 @@ class Runner:
                     if w.is_alive():
                         break
                 snap = self.snapshot()
+                self._flush_done()
                 self._tune(snap)
                 if self.on_tick:
                     self.on_tick(snap)
@@ -258,6 +261,7 @@ class Runner:
                 w.join(timeout=max(0.0, deadline - time.monotonic()))
             raise
         producer.join()
+        self._flush_done()
         if self.on_tick:
             self.on_tick(self.snapshot())
         if self.fatal is not None:
@@ -279,6 +283,13 @@ class Runner:
             skipped_objects=self.skipped_objects,
             skipped_bytes=self.skipped_bytes,
         )
+
+    def _flush_done(self) -> None:
+        if self.journal is None or not self._done_batch:
+            return
+        with self._lock:
+            batch, self._done_batch = self._done_batch, []
+        self.journal.done_many(batch)
 
     def _spawn(self, n: int) -> None:
         """Start workers up to ``n`` (threads are started only when the gate lets them
@@ -442,7 +453,8 @@ class Runner:
                 if op(self, job, part, conns, buf, st, counted) is _RESUMED:
                     st.resumed_bytes += part.length
                     return
-                if self.journal is not None and job.obj_id is not None:
+                # single-part objects are journaled once, when done: half the commits
+                if self.journal is not None and job.obj_id is not None and job.multipart:
                     self.journal.part_done(job.obj_id, part.number, part.offset, part.length,
                                            job.part_crcs.get(part.number, 0),
                                            job.part_etags.get(part.number))
@@ -488,8 +500,14 @@ class Runner:
                 if job.finalize:  # False: a part range completed elsewhere
                     _FINALIZE[job.kind](self, job)
                 st.objects += 1
-                if self.journal is not None and job.obj_id is not None:
-                    self.journal.object_done(job.obj_id, None)
+                if self.journal is not None:
+                    if job.obj_id is not None:
+                        self.journal.object_done(job.obj_id, None)
+                    else:   # single-part: recorded in the next batch
+                        with self._lock:
+                            self._done_batch.append(
+                                (job.name, job_dst(job), job.size, job.etag,
+                                 resume.journal_mtime(job), job.part_size))
             else:
                 _cleanup(job, keep=self.journal is not None)
         except Exception as e:  # noqa: BLE001
