@@ -9,15 +9,15 @@ Usable from a training script::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .engine.jobs import EndpointCache, plan_jobs
+from .engine.jobs import EndpointCache, ObjectJob, plan_jobs
 from .engine.journal import Journal, default_state_dir, journal_id
 from .engine.plan import MiB, parse_size
 from .engine.retry import RetryPolicy
-from .engine.run import Failure, Runner, Snapshot, TransferOptions
+from .engine.run import Failure, Runner, RunOutcome, Snapshot, TransferOptions
 from .url import Location, parse_location
 
 
@@ -165,6 +165,33 @@ def copy(
                     connections, tune, bwlimit, bwlimit_endpoint)
     eps = EndpointCache()
     jopts = {"op": "cp", "recursive": recursive, "server_side": server_side}
+    result = run_journaled(
+        s, d, opts, jopts, resume=resume, state_dir=state_dir, on_progress=on_progress,
+        plan=lambda part_size_for: plan_jobs(s, d, recursive=recursive, part_size=part_size_for,
+                                             eps=eps, server_side=server_side),
+    )
+    if flows_to or flows_store:
+        from .telemetry.flows_export import export_flows
+
+        export_flows(result.connections, flows_to=flows_to, flows_store=flows_store)
+    return result
+
+
+def run_journaled(
+    s: Location,
+    d: Location,
+    opts: TransferOptions,
+    jopts: dict,
+    *,
+    resume: bool,
+    state_dir: str | None,
+    on_progress: Callable[[Snapshot], None] | None,
+    plan: Callable[[Callable[[str], int]], Iterator[ObjectJob]],
+) -> TransferResult:
+    """Run the jobs ``plan(part_size_for)`` yields under a resume journal (cp and sync).
+
+    The journal is removed when everything succeeded, kept for a rerun otherwise (or while
+    it still lists multipart uploads to clean up)."""
     sdir = Path(state_dir or default_state_dir())
     resumed = resume and (sdir / f"{journal_id(str(s), str(d), jopts)}.sqlite").exists()
     journal = (Journal.open if resume else Journal.fresh)(sdir, str(s), str(d), jopts)
@@ -174,15 +201,26 @@ def copy(
         # a resumed object keeps the part size it was started with, so parts line up
         return journal.recorded_part_size(name) or runner.part_size
 
-    jobs = plan_jobs(s, d, recursive=recursive, part_size=part_size_for, eps=eps,
-                     server_side=server_side)
-    # Fail fast on usage errors (missing source, unknown endpoint) before starting threads.
-    first = next(jobs, None)
+    try:
+        jobs = plan(part_size_for)
+        # plan up to the first job before starting threads: usage errors (a missing source,
+        # an unknown endpoint) surface here, and an unchanged tree costs only its listing
+        first = next(jobs, None)
+    except BaseException:
+        journal.close()
+        if not resumed:
+            journal.remove()
+        raise
+    if first is None:
+        leftovers = journal.pending_uploads() or journal.discarded_uploads()
+        journal.close()
+        if not leftovers:   # else keep it: gc lists and aborts those uploads
+            journal.remove()
+        return _result(s, d, None, runner)
 
     def all_jobs():
-        if first is not None:
-            yield first
-            yield from jobs
+        yield first
+        yield from jobs
 
     try:
         out = runner.run(all_jobs())
@@ -190,7 +228,23 @@ def copy(
         journal.close()
     if not out.failures:
         journal.remove()
-    result = TransferResult(
+    return _result(s, d, out, runner)
+
+
+def _result(s: Location, d: Location, out: RunOutcome | None, runner: Runner) -> TransferResult:
+    opts = runner.opts
+    options = {
+        "max_connections": opts.max_connections,
+        "connections": opts.connections,
+        "tune": runner.tuner is not None,
+        "part_size": opts.part_size,
+        "max_memory": opts.max_memory,
+        "bwlimit": opts.bwlimit,
+    }
+    if out is None:
+        return TransferResult(src=str(s), dst=str(d), bytes=0, seconds=0.0, objects=0,
+                              options=options)
+    return TransferResult(
         src=str(s),
         dst=str(d),
         bytes=out.done_bytes,
@@ -207,20 +261,8 @@ def copy(
         skipped_objects=out.skipped_objects,
         skipped_bytes=out.skipped_bytes,
         connections=[c.to_dict() for c in out.connections],
-        options={
-            "max_connections": opts.max_connections,
-            "connections": opts.connections,
-            "tune": runner.tuner is not None,
-            "part_size": opts.part_size,
-            "max_memory": opts.max_memory,
-            "bwlimit": opts.bwlimit,
-        },
+        options=options,
     )
-    if flows_to or flows_store:
-        from .telemetry.flows_export import export_flows
-
-        export_flows(result.connections, flows_to=flows_to, flows_store=flows_store)
-    return result
 
 
 async def copy_async(src: str | Location, dst: str | Location, **kw) -> TransferResult:

@@ -18,10 +18,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .api import TransferResult, _options
+from .api import TransferResult, _options, run_journaled
 from .engine.jobs import EndpointCache
 from .engine.journal import Journal, _connect, default_state_dir, list_journals
-from .engine.run import Failure, Runner, Snapshot
+from .engine.run import Failure, Snapshot
 from .engine.sync import Action, Entry, Filters, SyncPlanner, prefix_of
 from .engine.verify import Mismatch, Verifier, compare_entries
 from .storage.local import partial_path
@@ -170,46 +170,9 @@ def _run(s: Location, d: Location, planner: SyncPlanner, actions: Iterable[Actio
     if engine:
         raise TypeError(f"sync() got unexpected keyword arguments {sorted(engine)}")
     jopts = {"op": "sync", "server_side": server_side}
-    opener = Journal.open if resume else Journal.fresh
-    journal = opener(state_dir or default_state_dir(), str(s), str(d), jopts)
-    runner = Runner(opts, on_tick=on_progress, journal=journal)
-
-    def part_size_for(name: str) -> int:
-        return journal.recorded_part_size(name) or runner.part_size
-
-    jobs = planner.jobs(actions, part_size_for, server_side)
-    try:
-        # plan up to the first change before starting workers: an unchanged tree then
-        # costs its listing and nothing else, and listing errors surface here
-        first = next(jobs, None)
-    except BaseException:
-        journal.close()
-        raise
-    if first is None:
-        leftovers = journal.pending_uploads() or journal.discarded_uploads()
-        journal.close()
-        if not leftovers:   # else keep it: gc lists and aborts those uploads
-            journal.remove()
-        return TransferResult(src=str(s), dst=str(d), bytes=0, seconds=0.0, objects=0)
-
-    def all_jobs():
-        yield first
-        yield from jobs
-
-    try:
-        out = runner.run(all_jobs())
-    finally:
-        journal.close()
-    if not out.failures:
-        journal.remove()
-    return TransferResult(
-        src=str(s), dst=str(d), bytes=out.done_bytes, seconds=out.seconds,
-        objects=out.objects, failures=out.failures, retries=out.retries,
-        slowdowns=out.slowdowns, requests=out.requests, wire_bytes=out.wire_bytes,
-        peak_buffer_bytes=out.peak_buffer_bytes, decisions=out.decisions,
-        resumed_bytes=out.resumed_bytes, skipped_objects=out.skipped_objects,
-        skipped_bytes=out.skipped_bytes,
-        connections=[c.to_dict() for c in out.connections],
+    return run_journaled(
+        s, d, opts, jopts, resume=resume, state_dir=state_dir, on_progress=on_progress,
+        plan=lambda part_size_for: planner.jobs(actions, part_size_for, server_side),
     )
 
 
