@@ -157,6 +157,9 @@ class EmbeddedS3:
             "-admin.ui=false",
             f"-metricsPort={metrics}",
             "-webdav=false",
+            # every bucket is a collection that takes volumes of its own; the default
+            # (free disk / 1 GiB) runs out after a few dozen buckets on a small disk
+            "-volume.max=2000",
             f"-s3.config={cfg}",
         ]
         if self.https:
