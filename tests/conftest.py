@@ -43,6 +43,15 @@ def s3server(tmp_path_factory):
     srv.stop()
 
 
+@pytest.fixture
+def aws_env(s3server, monkeypatch):
+    """The AWS_* variables of the session server, and no user config file."""
+    for k, v in s3server.env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("TRUNKLINE_CONFIG", "/nonexistent/trunkline.toml")
+    return s3server
+
+
 def require_tool(name: str) -> str:
     path = shutil.which(name)
     if not path:

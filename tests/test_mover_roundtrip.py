@@ -42,14 +42,6 @@ def tree_digest(root: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def aws_env(s3server, monkeypatch):
-    for k, v in s3server.env.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.setenv("TRUNKLINE_CONFIG", "/nonexistent/trunkline.toml")
-    return s3server
-
-
-@pytest.fixture
 def edge_tree(tmp_path) -> Path:
     root = tmp_path / "src"
     (root / "nested" / "deeper").mkdir(parents=True)

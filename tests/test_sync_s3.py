@@ -18,14 +18,6 @@ from trunkline.engine.plan import MiB
 
 
 @pytest.fixture
-def aws_env(s3server, monkeypatch):
-    for k, v in s3server.env.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.setenv("TRUNKLINE_CONFIG", "/nonexistent/trunkline.toml")
-    return s3server
-
-
-@pytest.fixture
 def bucket(aws_env) -> str:
     name = f"sync-{uuid.uuid4().hex[:10]}"
     aws_env.create_bucket(name)

@@ -13,6 +13,8 @@ import math
 import re
 from dataclasses import asdict, dataclass
 
+from .telemetry.units import human_bytes as _human_bytes
+
 MATHIS_C = math.sqrt(1.5)
 """Mathis constant for periodic loss with delayed ACKs off: sqrt(3/2) ~ 1.2247."""
 
@@ -99,11 +101,7 @@ def parse_loss(text: str | int | float) -> float:
 
 def human_bytes(n: float) -> str:
     """``1.50 GiB`` style (binary), for sizes and memory."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
-        if abs(n) < 1024 or unit == "EiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1024
-    raise AssertionError
+    return _human_bytes(n, digits=2)
 
 
 def human_bps(bps: float) -> str:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..physics import parse_size  # noqa: F401  (the one size parser; re-exported)
+
 MiB = 1024 * 1024
 MIN_PART = 5 * MiB
 MAX_PART = 5 * 1024 * MiB
@@ -49,22 +51,3 @@ def plan_parts(size: int, part_size: int) -> list[Part]:
         off += ln
         n += 1
     return parts
-
-
-def parse_size(text: str | int) -> int:
-    """'16M', '8MiB', '1G', '512k', '1048576' -> bytes (binary units: users mean MiB)."""
-    if isinstance(text, int):
-        return text
-    t = text.strip().upper().removesuffix("B").removesuffix("I")
-    mult = 1
-    for suffix, m in (("K", 1 << 10), ("M", 1 << 20), ("G", 1 << 30), ("T", 1 << 40)):
-        if t.endswith(suffix):
-            mult, t = m, t[:-1]
-            break
-    try:
-        value = float(t)
-    except ValueError:
-        raise ValueError(f"not a size: {text!r}") from None
-    if value < 0:
-        raise ValueError(f"not a size: {text!r}")
-    return int(value * mult)
