@@ -83,8 +83,10 @@ def _options(
     tune: bool = True,
     bwlimit: float | str | None = None,
     bwlimit_endpoint: dict[str, float | str] | None = None,
+    direct_io: bool = True,
 ) -> TransferOptions:
     o = TransferOptions()
+    o.direct_io = direct_io
     if max_connections is not None:
         if max_connections < 1:
             raise ValueError("max_connections must be >= 1")
@@ -129,6 +131,7 @@ def copy(
     tune: bool = True,
     bwlimit: float | str | None = None,
     bwlimit_endpoint: dict[str, float | str] | None = None,
+    direct_io: bool = True,
     server_side: bool = True,
     resume: bool = True,
     state_dir: str | None = None,
@@ -143,6 +146,8 @@ def copy(
     Connections and part size are tuned closed-loop unless pinned (``connections``,
     ``part_size``) or ``tune=False``; ``max_connections`` and ``max_memory`` bound the tuner.
     ``bwlimit`` caps the rate (bytes/s, or text such as '500M' bytes/s or '4Gbit').
+    ``direct_io`` (default) writes downloads of 4 MiB and more around the page cache
+    (O_DIRECT where the filesystem has it): each byte is written once, copied once.
     With ``resume`` (default) a journal in ``state_dir`` records every finished part, so
     rerunning the same copy after a crash continues where it stopped; ``resume=False``
     starts fresh. The journal is removed when the copy completes.
@@ -162,7 +167,7 @@ def copy(
     s = parse_location(src) if isinstance(src, str) else src
     d = parse_location(dst) if isinstance(dst, str) else dst
     opts = _options(max_connections, part_size, max_memory, retries, read_timeout,
-                    connections, tune, bwlimit, bwlimit_endpoint)
+                    connections, tune, bwlimit, bwlimit_endpoint, direct_io)
     eps = EndpointCache()
     jopts = {"op": "cp", "recursive": recursive, "server_side": server_side}
     result = run_journaled(

@@ -166,7 +166,7 @@ def _run(s: Location, d: Location, planner: SyncPlanner, actions: Iterable[Actio
                     engine.pop("max_memory", None), engine.pop("retries", None),
                     engine.pop("read_timeout", None), engine.pop("connections", None),
                     engine.pop("tune", True), engine.pop("bwlimit", None),
-                    engine.pop("bwlimit_endpoint", None))
+                    engine.pop("bwlimit_endpoint", None), bool(engine.pop("direct_io", True)))
     if engine:
         raise TypeError(f"sync() got unexpected keyword arguments {sorted(engine)}")
     jopts = {"op": "sync", "server_side": server_side}

@@ -66,6 +66,8 @@ def transfer_options(f):
                      help="Cap one endpoint's rate (repeatable), e.g. s3=2Gbit."),
         click.option("--max-memory", type=SIZE, default=None,
                      help="Bound on part buffers when streaming between stores (default 512MiB)."),
+        click.option("--direct-io/--no-direct-io", default=True, show_default=True,
+                     help="Write downloads of 4MiB+ around the page cache (O_DIRECT)."),
         click.option("--retries", type=click.IntRange(0, 100), default=None,
                      help="Retries per part after the first try (default 7)."),
         click.option("--timeout", "read_timeout", type=float, default=None,
@@ -84,7 +86,8 @@ def transfer_options(f):
 
 
 def engine_kwargs(max_connections, connections, part_size, no_tune, bwlimit, bwlimit_endpoint,
-                  max_memory, retries, read_timeout, no_resume, state_dir) -> dict:
+                  max_memory, retries, read_timeout, no_resume, state_dir,
+                  direct_io=True) -> dict:
     per = {}
     for item in bwlimit_endpoint:
         name, sep, rate = item.partition("=")
@@ -95,7 +98,7 @@ def engine_kwargs(max_connections, connections, part_size, no_tune, bwlimit, bwl
     return dict(max_connections=max_connections, connections=connections, part_size=part_size,
                 tune=not no_tune, bwlimit=bwlimit, bwlimit_endpoint=per or None,
                 max_memory=max_memory, retries=retries, read_timeout=read_timeout,
-                resume=not no_resume, state_dir=state_dir)
+                resume=not no_resume, state_dir=state_dir, direct_io=direct_io)
 
 
 def _report(result, as_json: bool) -> None:

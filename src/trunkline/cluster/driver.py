@@ -163,6 +163,7 @@ def copy_on_ray(
     tune: bool = True,
     bwlimit: float | str | None = None,
     bwlimit_endpoint: dict[str, float | str] | None = None,
+    direct_io: bool = True,
     server_side: bool = True,
     resume: bool = True,
     state_dir: str | None = None,
@@ -201,7 +202,7 @@ def copy_on_ray(
         raise ValueError("workers_per_node, inflight and shard_attempts must be >= 1")
     shard_bytes = parse_size(shard_size)
     opts = _options(max_connections, part_size, max_memory, retries, read_timeout,
-                    connections, tune, bwlimit, bwlimit_endpoint)
+                    connections, tune, bwlimit, bwlimit_endpoint, direct_io)
     ps = opts.part_size
     many = recursive or s.has_glob
     into = many or d.is_dir_like

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from ..storage import local
 from ..storage.s3 import S3Endpoint, S3Error
 from ..url import Location, LocationError, glob_base
+from .direct_io import DirectWriter
 from .plan import Part, is_multipart, plan_parts
 
 
@@ -42,6 +43,7 @@ class ObjectJob:
     lock: threading.Lock = field(default_factory=threading.Lock)
     parts_left: int = 0
     fd: int | None = None
+    writer: DirectWriter | None = None   # downloads: page-cache bypass (direct_io.py)
     tmp_path: str = ""
     upload_id: str | None = None
     part_etags: dict[int, str] = field(default_factory=dict)

@@ -21,6 +21,7 @@ from ..storage.local import partial_path
 from ..storage.s3 import S3Endpoint, S3Error
 from ..wire.connection import Connection, ConnectionClosed, ConnectionStats
 from . import resume
+from .direct_io import DirectWriter, aligned_buffer, open_direct
 from .integrity import b64_to_crc32c, crc32c, crc32c_combine_all, crc32c_to_b64
 from .jobs import ObjectJob
 from .journal import Journal
@@ -46,6 +47,7 @@ class TransferOptions:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     read_timeout: float = 60.0
     checksums: bool = True
+    direct_io: bool = True   # downloads bypass the page cache (engine/direct_io.py)
     tune: bool = True
     bwlimit: float | None = None                      # bytes/s overall
     bwlimit_endpoint: dict[str, float] | None = None  # bytes/s per endpoint name
@@ -409,7 +411,7 @@ class Runner:
                     self._part_finished(job, st)
                     continue
                 if buf is None:
-                    buf = memoryview(bytearray(CHUNK))
+                    buf = aligned_buffer(CHUNK)   # page-aligned for O_DIRECT writes
                 st.busy = True
                 try:
                     self._run_part(job, part, conns, buf, st, rng)
@@ -499,6 +501,8 @@ class Runner:
                     _verify_ranged(self, job, st)
                 if job.finalize:  # False: a part range completed elsewhere
                     _FINALIZE[job.kind](self, job)
+                else:
+                    _cleanup(job, keep=True)   # close; the file is finished elsewhere
                 st.objects += 1
                 if self.journal is not None:
                     if job.obj_id is not None:
@@ -604,6 +608,8 @@ def _op_download(runner: Runner, job: ObjectJob, part: Part, conns, buf, st, cou
             job.fd = os.open(job.tmp_path, os.O_RDWR | os.O_CREAT, 0o644)
             if os.fstat(job.fd).st_size != job.size:
                 os.ftruncate(job.fd, job.size)
+            dfd = open_direct(job.tmp_path, job.size) if runner.opts.direct_io else None
+            job.writer = DirectWriter(job.fd, dfd)
     if job.size == 0:
         return None
     want = job.resume_crcs.get(part.number)
@@ -612,11 +618,11 @@ def _op_download(runner: Runner, job: ObjectJob, part: Part, conns, buf, st, cou
         return _RESUMED
     assert job.src_ep is not None
     conn, n, crc_hdr = _get(runner, job.src_ep, job, part, conns, st, whole=not job.multipart)
-    fd = job.fd
+    write = job.writer.pwrite if job.writer is not None else _pwriter(job.fd, 0)
     base = part.offset
 
     def sink(chunk: memoryview, off: int) -> None:
-        os.pwrite(fd, chunk, base + off)
+        write(chunk, base + off)
 
     crc = _recv_body(conn, n, sink, buf, st, counted, runner.limit_for(job.src_ep))
     _check_crc(crc, crc_hdr, job)
@@ -710,6 +716,9 @@ def _crc_on_disk(fd: int, part: Part, buf: memoryview) -> int:
 
 def _finalize_download(runner: Runner, job: ObjectJob) -> None:
     assert job.fd is not None
+    if job.writer is not None:
+        job.writer.close()
+        job.writer = None
     size = os.fstat(job.fd).st_size
     os.close(job.fd)
     job.fd = None
@@ -723,6 +732,9 @@ def _finalize_download(runner: Runner, job: ObjectJob) -> None:
 def _cleanup(job: ObjectJob, keep: bool = False) -> None:
     """After a failure: close; without a journal also remove the partial file and abort the
     multipart upload. With one, both stay for the rerun to resume (``gc`` cleans up)."""
+    if job.writer is not None:
+        job.writer.close()
+        job.writer = None
     if job.fd is not None:
         try:
             os.close(job.fd)

@@ -1,0 +1,96 @@
+"""Downloaded bytes to disk without the page cache: the aligned bulk through O_DIRECT.
+
+Why: a mover writes each byte once and nobody reads it back soon. Through the page cache
+every byte is copied once more and a page is allocated, dirtied and written back for it;
+at line rate that is the largest CPU cost of a download after the socket copy, and it
+evicts what the machine's other work keeps cached. Measured on the 2-core dev VM: `dd` of
+2 GiB costs 3.1 s of system time buffered and 0.5 s with ``oflag=direct``.
+
+How: the partial file keeps its ordinary descriptor (resume checks, re-fetches, the tail)
+and gains a second one opened with ``O_DIRECT``. A chunk whose buffer address, file offset
+and length are multiples of :data:`ALIGN` goes through the direct one; an unaligned tail
+(the end of an object, a short read) through the ordinary one. The two never share a page:
+an aligned prefix ends on a page boundary where the buffered remainder begins. A
+filesystem without O_DIRECT (tmpfs) refuses the open, one that rejects an alignment
+refuses the write (EINVAL): either way that file falls back to the page cache.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import mmap
+import os
+
+ALIGN = 4096
+"""Logical block size that O_DIRECT offsets, lengths and addresses must be multiples of
+(4 KiB covers 512-byte and 4K-native devices)."""
+MIN_SIZE = 4 * 2**20
+"""Objects smaller than this are written through the page cache (one chunk or two: a
+second descriptor would cost more than it saves)."""
+
+
+def aligned_buffer(size: int) -> memoryview:
+    """A page-aligned, writable buffer (anonymous mmap) for ``recv_into`` and O_DIRECT."""
+    return memoryview(mmap.mmap(-1, size))
+
+
+def open_direct(path: str, size: int) -> int | None:
+    """A write-only O_DIRECT descriptor on ``path``, or None where it does not apply."""
+    if size < MIN_SIZE or not hasattr(os, "O_DIRECT"):
+        return None
+    try:
+        return os.open(path, os.O_WRONLY | os.O_DIRECT)
+    except OSError:
+        return None
+
+
+class DirectWriter:
+    """``pwrite`` for one partial file: aligned bulk direct, the rest buffered.
+
+    Shared by the worker threads of one object (``pwrite`` is positional, so no lock);
+    after a refused direct write every later write of the file is buffered.
+    """
+
+    __slots__ = ("fd", "dfd")
+    fd: int
+    dfd: int | None
+
+    def __init__(self, fd: int, dfd: int | None) -> None:
+        self.fd = fd
+        self.dfd = dfd
+
+    def pwrite(self, chunk: memoryview, offset: int) -> None:
+        n = len(chunk)
+        dfd = self.dfd
+        if dfd is not None and offset % ALIGN == 0 and n >= ALIGN and _aligned(chunk):
+            bulk = n - n % ALIGN
+            try:
+                os.pwrite(dfd, chunk[:bulk], offset)
+            except OSError as e:
+                if e.errno != errno.EINVAL:
+                    raise
+                self.dfd = None       # this filesystem wants another alignment: buffered
+                bulk = 0
+            if bulk:
+                if bulk < n:
+                    os.pwrite(self.fd, chunk[bulk:], offset + bulk)
+                return
+        os.pwrite(self.fd, chunk, offset)
+
+    def close(self) -> None:
+        """Close the direct descriptor (the ordinary one belongs to the job)."""
+        dfd, self.dfd = self.dfd, None
+        if dfd is not None:
+            try:
+                os.close(dfd)
+            except OSError:
+                pass
+
+
+def _aligned(chunk: memoryview) -> bool:
+    """Whether the chunk starts on an ALIGN boundary in memory."""
+    if chunk.readonly:
+        return False
+    addr = ctypes.addressof(ctypes.c_char.from_buffer(chunk))
+    return addr % ALIGN == 0

@@ -1,0 +1,138 @@
+"""Downloads written around the page cache: bytes exact, and the bulk really bypasses it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from trunkline.engine.direct_io import MIN_SIZE, DirectWriter, aligned_buffer, open_direct
+
+MiB = 2**20
+
+
+def _file(tmp_path, size: int):
+    path = str(tmp_path / "part.tlpart")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    os.ftruncate(fd, size)
+    return path, fd
+
+
+def _resident_pages(path: str) -> int:
+    """Pages of ``path`` in the page cache, by util-linux ``fincore`` (an outside view)."""
+    out = subprocess.run(["fincore", "--bytes", "--noheadings", "--raw", "-o", "RES", path],
+                         capture_output=True, text=True, check=True).stdout
+    return int(out.split()[0]) // 4096
+
+
+def test_aligned_bulk_direct_tail_buffered_bytes_exact(tmp_path):
+    size = 6 * MiB + 12345                    # an object whose last chunk is unaligned
+    data = os.urandom(size)
+    path, fd = _file(tmp_path, size)
+    dfd = open_direct(path, size)
+    if dfd is None:
+        pytest.skip("this filesystem has no O_DIRECT")
+    w = DirectWriter(fd, dfd)
+    buf = aligned_buffer(MiB)
+    # out of order, like parts from several connections
+    offsets = list(range(0, size, MiB))[::-1]
+    for off in offsets:
+        n = min(MiB, size - off)
+        buf[:n] = data[off:off + n]
+        w.pwrite(buf[:n], off)
+    w.close()
+    os.close(fd)
+    with open(path, "rb") as f:
+        assert f.read() == data
+
+
+def test_direct_writes_leave_no_page_cache(tmp_path):
+    if shutil.which("fincore") is None:
+        pytest.skip("fincore (util-linux) not installed")
+    size = 8 * MiB
+    path, fd = _file(tmp_path, size)
+    dfd = open_direct(path, size)
+    if dfd is None:
+        pytest.skip("this filesystem has no O_DIRECT")
+    buf = aligned_buffer(MiB)
+    buf[:] = os.urandom(MiB)
+    w = DirectWriter(fd, dfd)
+    for off in range(0, size, MiB):
+        w.pwrite(buf, off)
+    w.close()
+    direct_pages = _resident_pages(path)
+    # the same bytes through the ordinary descriptor stay cached: the check can tell
+    for off in range(0, size, MiB):
+        os.pwrite(fd, buf, off)
+    os.close(fd)
+    assert direct_pages == 0
+    assert _resident_pages(path) == size // 4096
+
+
+@pytest.mark.parametrize("case", ["offset", "length", "address"])
+def test_unaligned_chunks_go_buffered_and_stay_exact(tmp_path, case):
+    size = 5 * MiB
+    data = os.urandom(size)
+    path, fd = _file(tmp_path, size)
+    dfd = open_direct(path, size)
+    if dfd is None:
+        pytest.skip("this filesystem has no O_DIRECT")
+    w = DirectWriter(fd, dfd)
+    def own(a: int, b: int) -> tuple[memoryview, int]:
+        """data[a:b] in a page-aligned buffer of its own, written at offset a."""
+        mv = aligned_buffer(b - a)
+        mv[:] = data[a:b]
+        return mv, a
+
+    if case == "address":     # a bytearray slice one byte in: not page-aligned in memory
+        raw = memoryview(bytearray(size + 1))
+        raw[1:] = data
+        pieces = [(raw[1 + o:1 + o + MiB], o) for o in range(0, size, MiB)]
+    elif case == "offset":    # aligned buffers at offsets that are not
+        cut = [0, 100, 100 + MiB, size]
+        pieces = [own(a, b) for a, b in zip(cut, cut[1:], strict=False)]
+    else:                     # an aligned start whose length is not a block multiple
+        cut = [0, MiB - 1, size]
+        pieces = [own(a, b) for a, b in zip(cut, cut[1:], strict=False)]
+    for chunk, off in pieces:
+        w.pwrite(chunk, off)
+    w.close()
+    os.close(fd)
+    with open(path, "rb") as f:
+        assert f.read() == data
+
+
+def test_small_objects_and_opt_out_use_the_page_cache(tmp_path):
+    path, fd = _file(tmp_path, MIN_SIZE - 1)
+    assert open_direct(path, MIN_SIZE - 1) is None
+    os.close(fd)
+
+
+@pytest.mark.parametrize("direct", [True, False])
+def test_download_from_seaweedfs_bypasses_the_page_cache(aws_env, tmp_path, direct):
+    """A real download: byte-identical either way; with direct I/O (the default) at most
+    the unaligned tail of the file is left in the page cache."""
+    import hashlib
+
+    import trunkline
+
+    if shutil.which("fincore") is None:
+        pytest.skip("fincore (util-linux) not installed")
+    aws_env.create_bucket("dio")
+    src = tmp_path / "src.bin"
+    src.write_bytes(os.urandom(40 * MiB + 777))       # multipart: ranged GETs, odd tail
+    assert trunkline.copy(str(src), "s3://dio/obj.bin", part_size="8M").ok
+    out = tmp_path / "out.bin"
+    r = trunkline.copy("s3://dio/obj.bin", str(out), part_size="8M", direct_io=direct)
+    assert r.ok
+    assert hashlib.sha256(out.read_bytes()).digest() == hashlib.sha256(src.read_bytes()).digest()
+    # (the sha256 above read the file back; measure the write path on a second copy)
+    out2 = tmp_path / "out2.bin"
+    assert trunkline.copy("s3://dio/obj.bin", str(out2), part_size="8M", direct_io=direct).ok
+    pages = _resident_pages(str(out2))
+    if direct:
+        assert pages <= 1, f"{pages} pages cached after a direct download"
+    else:
+        assert pages == (40 * MiB + 777 + 4095) // 4096
