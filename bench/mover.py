@@ -12,7 +12,9 @@ seeded once per dataset with boto3 (s3transfer defaults: multipart above 8 MiB).
 ``--pairs`` rounds. Before each download the local destination is deleted; each upload goes
 to a fresh bucket (warmed with one tiny object, so volume allocation is not timed) that
 is deleted afterwards. ``sync`` runs before each timed run, so no tool pays for another's
-write-back. A run counts only if its exit code is 0 and the result verifies (every object
+write-back, and before a download the bench touches and frees as many bytes of memory as
+the set holds (``common.prefault``: on this VM a page the balloon gave back costs ~2.7 s of
+system time per GB at first touch, billed to whichever tool gets it). A run counts only if its exit code is 0 and the result verifies (every object
 present with its size, plus the sha256 of ``--sha-sample`` objects); otherwise the row says
 FAIL and why. Figures per run (child process only, via ``wait4``): wall seconds, user+sys
 CPU seconds, peak RSS. The table gives medians over the good runs and ratios to s5cmd.
@@ -51,6 +53,7 @@ from common import (
     md_table,
     median,
     pkg_version,
+    prefault,
     run_measured,
     sha256_file,
     venv_bin,
@@ -448,6 +451,8 @@ class Bench:
         rec["argv"] = argv
         tag = f"{ds.name}-{direction}-{rnd}-{tool}"
         os.sync()
+        if direction == "download":   # pages the guest owns for every tool (common.prefault)
+            prefault(ds.total_bytes + 64 * MiB)
         try:
             m = run_measured(
                 argv,

@@ -3,6 +3,7 @@
     .venv/bin/python bench/tuning.py                 # 8 x 128 MiB, 3 rounds, both scenarios
     .venv/bin/python bench/tuning.py --quick         # 4 x 32 MiB, 3 rounds
     .venv/bin/python bench/tuning.py --scenarios wan --rounds 5
+    .venv/bin/python bench/tuning.py --dataset 1x2G --scenarios wan --wan-rtt 100ms
 
 Method. One embedded SeaweedFS on loopback holds the dataset (random bytes, seeded once
 with ``trunkline cp``). Every run is a download of the whole prefix into an emptied local
@@ -15,6 +16,10 @@ proxy. Configurations per round, in rotating order: trunkline auto (its defaults
 rclone with their defaults. A run counts when it exits 0 and every file has its size and
 the sha256 of one sampled file matches. Goodput = dataset bytes x 8 / child wall seconds
 (process start to reap, so each tool pays its own start-up). Medians over the rounds.
+Before each run the destination is emptied, ``sync`` runs, and as many bytes of memory as
+the set holds are touched and freed (``common.prefault``: this VM's balloon makes a page's
+first touch cost ~2.7 s of system time per GB, billed to whichever tool gets it). The
+CPU seconds of the tool, of SeaweedFS and of the proxy are recorded per run.
 
 Caveat: the proxy is Python; on a small machine its CPU competes with the tools, so the
 emulated cap may not be reachable by anyone — the table states the best figure reached.
@@ -42,6 +47,7 @@ from common import (
     machine_info,
     md_table,
     median,
+    prefault,
     run_measured,
     sha256_file,
     venv_bin,
@@ -73,7 +79,8 @@ class ProxyProcess:
 
     def __init__(self, upstream_port: int) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--serve-proxy", str(upstream_port)],
+            [sys.executable, __file__, "--serve-proxy", str(upstream_port),
+             "--wan-rtt", f"{2 * DELAY_S * 1e3:g}ms", "--wan-window", str(WINDOW)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )
         assert self.proc.stdout is not None
@@ -91,6 +98,15 @@ class ProxyProcess:
 
 
 # --------------------------------------------------------------------------- runs
+
+
+def proc_cpu_s(pid: int) -> float:
+    """user + system CPU seconds of a running process (the server, the proxy)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def tool_env(url: str, access: str, secret: str, work: Path) -> dict[str, str]:
@@ -144,6 +160,7 @@ def one_run(config: str, scenario: str, url: str, env: dict, gen, work: Path,
     shutil.rmtree(dst, ignore_errors=True)
     dst.mkdir()
     subprocess.run(["sync"], check=False)
+    prefault(gen.dataset.total_bytes + (64 << 20))  # see common.prefault: the VM's balloon
     tag = f"{scenario}-{config.replace(':', '_')}-{rnd}"
     m = run_measured(argv_for(config, url, dst, bins), env=env, log_dir=work / "logs",
                      tag=tag, timeout=600)
@@ -205,7 +222,10 @@ def summarize(rows: list[dict], scenario: str, configs: list[str]) -> tuple[str,
         med[c] = median(good)
         fails = [r["error"] for r in rs if r["error"]]
         table.append([label(c), fmt(med[c]), f"{len(good)}/{len(rs)}",
-                      fmt(median([r["cpu_s"] for r in rs])), (fails[0][:60] if fails else "")])
+                      fmt(median([r["cpu_s"] for r in rs])),
+                      fmt(median([r.get("server_cpu_s") or 0 for r in rs])),
+                      fmt(median([r.get("proxy_cpu_s") or 0 for r in rs])),
+                      (fails[0][:60] if fails else "")])
     statics = {c: v for c, v in med.items() if c.startswith("static") and v}
     best = max(statics, key=lambda c: statics[c]) if statics else None
     auto = med.get("auto")
@@ -230,7 +250,8 @@ def summarize(rows: list[dict], scenario: str, configs: list[str]) -> tuple[str,
             facts["plan_per_connection_gbps"] = pred
             facts["measured_one_connection_gbps"] = max(one)
             facts["plan_over_measured"] = pred / max(one)
-    md = md_table(["configuration", "goodput Gbit/s (median)", "good runs", "CPU s", "failure"],
+    md = md_table(["configuration", "goodput Gbit/s (median)", "good runs", "CPU s",
+                   "server CPU s", "proxy CPU s", "failure"],
                   table)
     return md, facts
 
@@ -239,11 +260,19 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="4 x 32 MiB instead of 8 x 128 MiB")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--dataset", default=None, help="COUNTxSIZE, e.g. 8x512M (default 8x128M)")
     ap.add_argument("--scenarios", default="wan,direct")
     ap.add_argument("--configs", default=None, help="comma list: auto,static:C:P,s5cmd,rclone")
     ap.add_argument("--no-probe", action="store_true", help="skip `trunkline probe`")
+    ap.add_argument("--wan-rtt", default="40ms", help="emulated RTT of scenario wan")
+    ap.add_argument("--wan-window", default="4M", help="emulated window per connection")
     ap.add_argument("--serve-proxy", type=int, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    global DELAY_S, WINDOW
+    from trunkline.physics import parse_duration, parse_size
+
+    DELAY_S = parse_duration(a.wan_rtt) / 2
+    WINDOW = parse_size(a.wan_window)
     if a.serve_proxy is not None:
         serve_proxy(a.serve_proxy, DELAY_S, WINDOW, CAP_BPS)
         return 0
@@ -251,7 +280,11 @@ def main(argv: list[str] | None = None) -> int:
     configs = a.configs.split(",") if a.configs else (
         ["auto"] + [f"static:{c}:{p}" for c, p in STATIC] + ["s5cmd", "rclone"])
     configs = [c for c in configs if bins[c if c in ("s5cmd", "rclone") else "trunkline"]]
-    ds = Dataset("q4x32M", 4, 32 * MiB) if a.quick else Dataset("d8x128M", 8, 128 * MiB)
+    if a.dataset:
+        n, size = a.dataset.lower().split("x")
+        ds = Dataset(f"d{a.dataset}", int(n), parse_size(size))
+    else:
+        ds = Dataset("q4x32M", 4, 32 * MiB) if a.quick else Dataset("d8x128M", 8, 128 * MiB)
     scenarios = a.scenarios.split(",")
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     from trunkline.embedded_s3 import EmbeddedS3
@@ -276,13 +309,19 @@ def main(argv: list[str] | None = None) -> int:
                 px = ProxyProcess(srv.port)
                 url = px.endpoint_url
             env = tool_env(url, srv.access_key, srv.secret_key, work)
+            watched = {"server": srv.proc.pid}
+            if px is not None:
+                watched["proxy"] = px.proc.pid
             if bins["trunkline"] and not a.no_probe:
                 probes[scenario] = run_probe(bins["trunkline"], env, work, scenario)
                 print(f"[{scenario}] probe: {probes[scenario].get('summary')}", flush=True)
             for rnd in range(a.rounds):
                 order = configs[rnd % len(configs):] + configs[:rnd % len(configs)]
                 for c in order:
+                    before = {k: proc_cpu_s(pid) for k, pid in watched.items()}
                     r = one_run(c, scenario, url, env, gen, work, bins, rnd)
+                    for k, pid in watched.items():
+                        r[f"{k}_cpu_s"] = proc_cpu_s(pid) - before[k]
                     rows.append(r)
                     print(f"[{scenario} r{rnd}] {label(c):22s} "
                           f"{fmt(r['gbps'])} Gbit/s {r['error'] or ''}", flush=True)
@@ -295,9 +334,11 @@ def main(argv: list[str] | None = None) -> int:
         srv.stop()
         shutil.rmtree(work, ignore_errors=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = {"dataset": ds.describe(), "machine": machine_info(), "rows": rows, "scenarios": {}}
+    out = {"dataset": ds.describe(), "machine": machine_info(), "rows": rows, "scenarios": {},
+           "wan": {"rtt_s": 2 * DELAY_S, "window_bytes": WINDOW, "cap_bps": CAP_BPS}}
     text = [f"# tuning benchmark {stamp}: download of {ds.describe()}, "
-            f"{a.rounds} rounds", ""]
+            f"{a.rounds} rounds; wan = RTT {2 * DELAY_S * 1e3:g} ms, window "
+            f"{WINDOW >> 20} MiB, cap {CAP_BPS / 1e9:g} Gbit/s", ""]
     out["probes"] = probes
     for s in scenarios:
         md, facts = summarize(rows, s, configs)
