@@ -66,3 +66,19 @@ def test_tuned_engine_fills_an_emulated_wan(big_object, env, tmp_path, monkeypat
     assert one_bps <= per_conn * 1.15           # one stream is held to window/RTT
     assert auto_bps >= 0.85 * cap               # the tuned engine fills the path
     assert auto.options["tune"] is True
+
+
+def test_memory_bound_caps_connections_only_when_parts_are_buffered(env, tmp_path):
+    """A download holds one 1 MiB buffer per connection, not a part: --max-memory must not
+    hold it to max_memory / part_size connections (the engine's floor of 64 connections x
+    1 MiB over 16 MiB parts = 4 here; the object has 8 parts)."""
+    env.create_bucket("membound")
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(128 * MiB))
+    assert trunkline.copy(str(src), "s3://membound/big.bin").ok
+    out = tmp_path / "out.bin"
+    r = trunkline.copy("s3://membound/big.bin", str(out), part_size="16M", max_memory="32M",
+                       resume=False)
+    assert r.ok and out.read_bytes() == src.read_bytes()
+    used = {c["local"] for c in r.connections if c["bytes_in"] > 0}
+    assert len(used) > 4, f"only {len(used)} connections carried the 8 parts"

@@ -302,8 +302,10 @@ class Runner:
         1 MiB buffer per connection and an upload none (``sendfile``), so for those the
         memory bound must not cap connections x part size."""
         if self.tuner is not None and kind in ("download", "upload", "copy"):
-            self.tuner.max_memory = max(self.tuner.max_memory,
-                                        self.opts.max_connections * self.tuner.max_part_size)
+            t = self.tuner
+            t.rebound(max(t.max_memory, self.opts.max_connections * t.max_part_size),
+                      min(INITIAL_CONNECTIONS, self.opts.max_connections))
+            self.gate.resize(t.connections)
 
     def _flush_done(self) -> None:
         if self.journal is None or not self._done_batch:

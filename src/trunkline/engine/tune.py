@@ -117,6 +117,12 @@ class Tuner:
         mem = self.max_memory // self.part_size
         return max(self.min_connections, min(self.max_connections, mem))
 
+    def rebound(self, max_memory: int, connections: int) -> None:
+        """Set the memory bound and the starting level before the first observation (the
+        engine learns whether parts are held in memory only from its first job)."""
+        self.max_memory = max_memory
+        self.connections = self._clamp(connections)
+
     def _clamp(self, c: int) -> int:
         return max(self.min_connections, min(int(c), self.cap))
 
