@@ -20,6 +20,12 @@ def _file(tmp_path, size: int):
     return path, fd
 
 
+def _memory_backed(path) -> bool:
+    """tmpfs/ramfs keep every page in memory: no page cache to bypass there."""
+    out = subprocess.run(["stat", "-f", "-c", "%T", str(path)], capture_output=True, text=True)
+    return out.stdout.strip() in ("tmpfs", "ramfs")
+
+
 def _resident_pages(path: str) -> int:
     """Pages of ``path`` in the page cache, by util-linux ``fincore`` (an outside view)."""
     out = subprocess.run(["fincore", "--bytes", "--noheadings", "--raw", "-o", "RES", path],
@@ -49,8 +55,8 @@ def test_aligned_bulk_direct_tail_buffered_bytes_exact(tmp_path):
 
 
 def test_direct_writes_leave_no_page_cache(tmp_path):
-    if shutil.which("fincore") is None:
-        pytest.skip("fincore (util-linux) not installed")
+    if shutil.which("fincore") is None or _memory_backed(tmp_path):
+        pytest.skip("needs fincore (util-linux) and a disk-backed filesystem")
     size = 8 * MiB
     path, fd = _file(tmp_path, size)
     dfd = open_direct(path, size)
@@ -118,8 +124,8 @@ def test_download_from_seaweedfs_bypasses_the_page_cache(aws_env, tmp_path, dire
 
     import trunkline
 
-    if shutil.which("fincore") is None:
-        pytest.skip("fincore (util-linux) not installed")
+    if shutil.which("fincore") is None or _memory_backed(tmp_path):
+        pytest.skip("needs fincore (util-linux) and a disk-backed filesystem")
     aws_env.create_bucket("dio")
     src = tmp_path / "src.bin"
     src.write_bytes(os.urandom(40 * MiB + 777))       # multipart: ranged GETs, odd tail
