@@ -245,6 +245,7 @@ def _result(s: Location, d: Location, out: RunOutcome | None, runner: Runner) ->
         "part_size": opts.part_size,
         "max_memory": opts.max_memory,
         "bwlimit": opts.bwlimit,
+        "direct_io": opts.direct_io,
     }
     if out is None:
         return TransferResult(src=str(s), dst=str(d), bytes=0, seconds=0.0, objects=0,
