@@ -427,7 +427,9 @@ class _Driver:
                 refs = [r for w in live for r in w.inflight]
                 if not refs:
                     if listed["done"] and q.empty() and not retry:
-                        break
+                        if self._confirm_holders(retry):
+                            break
+                        continue
                     time.sleep(0.01)
                 else:
                     ready, _ = ray.wait(refs, num_returns=1, timeout=self.tick)
@@ -528,7 +530,36 @@ class _Driver:
         elif not out["failures"] and self.ledger is not None:
             self.ledger.shard_done(sh.id, out["node"], sh.bytes, sh.objects)
 
-    def _lost(self, w: _Worker, sh: Shard, retry: deque, e: BaseException) -> None:
+    confirm_s = 15.0
+    """How long a worker holding per-node files may take to answer the final check."""
+
+    def _confirm_holders(self, retry: deque) -> bool:
+        """Per-node destinations: a finished shard's files exist only on its node. A node
+        lost while it had nothing in flight shows on no shard's result, so before the end
+        every worker holding finished shards must answer a call; one that fails or stays
+        silent for ``confirm_s`` counts as lost and its shards run again. True: all
+        answered (or nothing to confirm), the run may end."""
+        if not self.per_node_dest or self.dry_run:
+            return True
+        ray = self.ray
+        holders = [w for w in self.workers if w.alive and w.done]
+        if not holders:
+            return True
+        refs = {w.actor.progress.remote(): w for w in holders}
+        ready, silent = ray.wait(list(refs), num_returns=len(refs), timeout=self.confirm_s)
+        ok = True
+        for r in ready:
+            try:
+                refs[r].last = ray.get(r)
+            except ray.exceptions.RayError as e:
+                self._lost(refs[r], None, retry, e)
+                ok = False
+        for r in silent:
+            self._lost(refs[r], None, retry, TimeoutError(f"no answer in {self.confirm_s} s"))
+            ok = False
+        return ok
+
+    def _lost(self, w: _Worker, sh: Shard | None, retry: deque, e: BaseException) -> None:
         """A worker died: its in-flight shards run again elsewhere. With per-node local
         destinations its finished shards do too: whether its node (and the files on it)
         survived is not known in time (Ray notices a dead node only after its health
@@ -538,7 +569,7 @@ class _Driver:
             w.alive = False
             log.warning("worker on node %s lost (%s); its shards go to other workers",
                         node_tag(w.node), type(e).__name__)
-            lost = [sh, *w.inflight.values()]
+            lost = [*([sh] if sh is not None else []), *w.inflight.values()]
             w.inflight.clear()
             if self.per_node_dest:
                 self.alive_nodes.discard(w.node)
@@ -550,7 +581,7 @@ class _Driver:
                     lost.append(done)
                 w.done = []
         else:
-            lost = [sh]
+            lost = [sh] if sh is not None else []
         for x in lost:
             x.attempts += 1
             if x.attempts >= self.attempts:
