@@ -264,3 +264,32 @@ def test_cumulative_ttfb_total_is_differenced_per_interval():
     t.observe(1.0, 2 * 10**8, requests_done=200, ttfb_total_s=6.0)
     assert t._ttfb == pytest.approx(0.7 * 0.010 + 0.3 * 0.050)
     assert t._ttfb_min == pytest.approx(0.010)
+
+
+def test_engine_logs_each_decision_as_it_happens(caplog):
+    """The engine feeds the tuner every tick and logs what it decides (`cp --debug` shows
+    these lines): a path whose goodput doubles with the connections makes it grow."""
+    import dataclasses
+
+    from trunkline.engine.run import Runner, TransferOptions
+
+    caplog.set_level("INFO", logger="trunkline.tune")
+    runner = Runner(TransferOptions(max_connections=64))
+    base = runner.snapshot()
+    done = 0.0
+    try:
+        for i in range(12):
+            done += 0.5 * runner.gate.limit * 10e6     # 10 MB/s per connection
+            runner._tune(dataclasses.replace(base, t=base.t + 0.5 * i, elapsed=0.5 * i,
+                                             done_bytes=int(done), requests=i * 4))
+        decisions = runner.tuner.decisions
+        logged = [r.getMessage() for r in caplog.records if r.name == "trunkline.tune"]
+        assert decisions and decisions[0].connections == 32
+        assert len(logged) == len(decisions)
+        assert all(d.reason in m and f"{d.connections} connections" in m
+                   for d, m in zip(decisions, logged, strict=True))
+    finally:
+        for _ in runner._workers:
+            runner.q.put(None)
+        for w in runner._workers:
+            w.join(timeout=5)

@@ -47,7 +47,8 @@ def test_bwlimit_binds_within_5_percent(big_object, tmp_path, cap_bps):
     assert abs(rate - cap_bps) / cap_bps <= 0.05
 
 
-def test_tuned_engine_fills_an_emulated_wan(big_object, env, tmp_path, monkeypatch):
+def test_tuned_engine_fills_an_emulated_wan(big_object, env, tmp_path, monkeypatch, caplog):
+    caplog.set_level("INFO", logger="trunkline.tune")
     cap = 640e6
     with Proxy(("127.0.0.1", env.port), delay_s=0.020, window_bytes=1 * MiB,
                rate_bps=cap) as px:
@@ -66,6 +67,9 @@ def test_tuned_engine_fills_an_emulated_wan(big_object, env, tmp_path, monkeypat
     assert one_bps <= per_conn * 1.15           # one stream is held to window/RTT
     assert auto_bps >= 0.85 * cap               # the tuned engine fills the path
     assert auto.options["tune"] is True
+    logged = [r.getMessage() for r in caplog.records if r.name == "trunkline.tune"]
+    assert len(logged) == len(auto.decisions)   # every decision is logged as it happens
+    assert all(d["reason"] in m for d, m in zip(auto.decisions, logged, strict=True))
 
 
 def test_memory_bound_caps_connections_only_when_parts_are_buffered(env, tmp_path):

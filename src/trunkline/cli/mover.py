@@ -32,6 +32,11 @@ def run_api(debug: bool, fn, *args, **kw):
     from ..storage.s3 import S3Error
     from ..url import LocationError
 
+    if debug:   # the tuner's decisions (and the cluster driver's events) as they happen
+        import logging
+
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                            format="trunkline: %(name)s: %(message)s")
     try:
         return fn(*args, **kw)
     except (LocationError, ValueError) as e:
@@ -78,7 +83,8 @@ def transfer_options(f):
                      help="Where resume journals live (default ~/.local/state/trunkline)."),
         click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout."),
         click.option("--quiet", "-q", is_flag=True, help="No progress display."),
-        click.option("--debug", is_flag=True, help="Tracebacks on errors."),
+        click.option("--debug", is_flag=True,
+                     help="Tracebacks on errors; the tuner's decisions as they happen."),
     ]
     for o in reversed(opts):
         f = o(f)

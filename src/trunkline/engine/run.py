@@ -10,6 +10,7 @@ across connections and a large object is spread over all of them.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import queue
 import random
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 
 from ..storage.local import partial_path
 from ..storage.s3 import S3Endpoint, S3Error
+from ..telemetry.units import human_bytes
 from ..wire.connection import Connection, ConnectionClosed, ConnectionStats
 from . import resume
 from .direct_io import DirectWriter, aligned_buffer, open_direct
@@ -33,6 +35,7 @@ from .storage_names import job_dst
 from .tune import Tuner
 
 CHUNK = 1 * MiB
+log = logging.getLogger("trunkline.tune")
 INITIAL_CONNECTIONS = 16
 """Where the tuner starts: enough to fill a 40 ms path with 4 MiB windows to 4 Gbit/s from
 the first second (a slow start from 1 would spend ~6 s getting there, longer than many
@@ -336,6 +339,9 @@ class Runner:
             remaining_bytes=(s.total_bytes - s.done_bytes) if s.listing_done else None,
         )
         if d is not None:
+            log.info("%d connections, %s parts: %s (goodput %.2f Gbit/s at %.1f s)",
+                     d.connections, human_bytes(d.part_size), d.reason, d.goodput_bps / 1e9,
+                     s.elapsed)
             self._spawn(d.connections)
             self.gate.resize(d.connections)
             if not self.opts.part_size_fixed:
