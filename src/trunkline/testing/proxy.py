@@ -26,8 +26,6 @@ from ..engine.ratelimit import TokenBucket
 
 FaultKind = Literal["reset", "truncate", "slowdown", "stall", "flip"]
 BUFSIZE = 256 * 1024
-QUEUED_READ = 1024 * 1024
-"""Largest read on a delayed path: fewer, larger queue items cost the emulator less CPU."""
 DEFAULT_QUEUE_CAP = 64 * 2**20
 """Bytes in flight per direction when a delay is set without a window (bounds memory)."""
 MAX_HEAD = 64 * 1024
@@ -308,7 +306,7 @@ class _Pipe:
                 if self.conn.dead:
                     return
                 if self.queued:
-                    data = self.src.recv(min(QUEUED_READ, room))
+                    data = self.src.recv(min(BUFSIZE, room))
                     n = len(data)
                     chunk = memoryview(data)
                 else:
