@@ -24,26 +24,10 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 MiB = 1 << 20
-
-
-def start_cluster(store: int):
-    import ray
-    from ray._private import ray_constants
-    from ray.cluster_utils import Cluster
-
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"   # loopback only
-    ray_constants.ENABLE_RAY_CLUSTER = False
-    c = Cluster(initialize_head=True, head_node_args=dict(
-        num_cpus=0, object_store_memory=store, include_dashboard=False))
-    for name in ("a", "b"):
-        c.add_node(num_cpus=1, object_store_memory=store,
-                   resources={f"trunkline_node_{name}": 1})
-    ray.init(address=c.address, log_to_driver=False, configure_logging=False)
-    c.wait_for_nodes()
-    return c
 
 
 def main() -> int:
@@ -55,20 +39,19 @@ def main() -> int:
     ap.add_argument("--json", dest="json_out", default=None)
     args = ap.parse_args()
 
-    import ray
-
     import trunkline
     from trunkline.cluster import copy_on_ray
     from trunkline.embedded_s3 import EmbeddedS3
     from trunkline.engine.jobs import EndpointCache, _sources
     from trunkline.engine.plan import parse_size
+    from trunkline.testing.ray_cluster import local_ray_cluster
     from trunkline.url import parse_location
 
     tmp = Path(tempfile.mkdtemp(prefix="trunkline-bench-ray-"))
     os.environ["TRUNKLINE_STATE_DIR"] = str(tmp / "state")
     srv = EmbeddedS3(data_dir=tmp / "weed")
     srv.start()
-    cluster = None
+    stack = ExitStack()     # the Ray cluster, once started
     out: dict = {"machine": {"cpus": os.cpu_count(), "load1_start": os.getloadavg()[0]},
                  "args": vars(args)}
     try:
@@ -84,7 +67,7 @@ def main() -> int:
         assert r.ok, r.failures
         shutil.rmtree(data)
         total = args.objects * size
-        cluster = start_cluster(80 * MiB)
+        cluster = stack.enter_context(local_ray_cluster(("a", "b"), object_store_memory=80 * MiB))
         addr = cluster.address
 
         rows: dict[str, list[dict]] = {}
@@ -155,9 +138,7 @@ def main() -> int:
         out["dry_run"] = dry
         out["machine"]["load1_end"] = os.getloadavg()[0]
     finally:
-        if cluster is not None:
-            ray.shutdown()
-            cluster.shutdown()
+        stack.close()
         srv.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     text = json.dumps(out, indent=2)

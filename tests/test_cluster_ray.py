@@ -89,32 +89,11 @@ def test_cli_ray_rejects_a_path_taken_as_address():
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'trunkline[ray]')")
-    from ray._private import ray_constants
-    from ray.cluster_utils import Cluster
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'trunkline[ray]')")
+    from trunkline.testing.ray_cluster import local_ray_cluster
 
-    old_env = os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
-    old_flag = ray_constants.ENABLE_RAY_CLUSTER
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"   # loopback only (see module doc)
-    ray_constants.ENABLE_RAY_CLUSTER = False
-    store = 80 * MiB
-    c = Cluster(initialize_head=True, head_node_args=dict(
-        num_cpus=0, object_store_memory=store, include_dashboard=False))
-    try:
-        for name in ("a", "b"):
-            c.add_node(num_cpus=1, object_store_memory=store,
-                       resources={f"trunkline_node_{name}": 1})
-        ray.init(address=c.address, log_to_driver=False, configure_logging=False)
-        c.wait_for_nodes()
+    with local_ray_cluster(("a", "b"), object_store_memory=80 * MiB) as c:
         yield c
-    finally:
-        ray.shutdown()
-        c.shutdown()
-        ray_constants.ENABLE_RAY_CLUSTER = old_flag
-        if old_env is None:
-            os.environ.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
-        else:
-            os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = old_env
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,16 @@ def _file(tmp_path, size: int):
     return path, fd
 
 
+def _direct_file(tmp_path, size: int) -> tuple[str, int, DirectWriter]:
+    """A partial file of ``size`` bytes and its writer; skips where O_DIRECT is refused."""
+    path, fd = _file(tmp_path, size)
+    dfd = open_direct(path, size)
+    if dfd is None:
+        os.close(fd)
+        pytest.skip("this filesystem has no O_DIRECT")
+    return path, fd, DirectWriter(fd, dfd)
+
+
 def _memory_backed(path) -> bool:
     """tmpfs/ramfs keep every page in memory: no page cache to bypass there."""
     out = subprocess.run(["stat", "-f", "-c", "%T", str(path)], capture_output=True, text=True)
@@ -36,11 +46,7 @@ def _resident_pages(path: str) -> int:
 def test_aligned_bulk_direct_tail_buffered_bytes_exact(tmp_path):
     size = 6 * MiB + 12345                    # an object whose last chunk is unaligned
     data = os.urandom(size)
-    path, fd = _file(tmp_path, size)
-    dfd = open_direct(path, size)
-    if dfd is None:
-        pytest.skip("this filesystem has no O_DIRECT")
-    w = DirectWriter(fd, dfd)
+    path, fd, w = _direct_file(tmp_path, size)
     buf = aligned_buffer(MiB)
     # out of order, like parts from several connections
     offsets = list(range(0, size, MiB))[::-1]
@@ -58,13 +64,9 @@ def test_direct_writes_leave_no_page_cache(tmp_path):
     if shutil.which("fincore") is None or _memory_backed(tmp_path):
         pytest.skip("needs fincore (util-linux) and a disk-backed filesystem")
     size = 8 * MiB
-    path, fd = _file(tmp_path, size)
-    dfd = open_direct(path, size)
-    if dfd is None:
-        pytest.skip("this filesystem has no O_DIRECT")
+    path, fd, w = _direct_file(tmp_path, size)
     buf = aligned_buffer(MiB)
     buf[:] = os.urandom(MiB)
-    w = DirectWriter(fd, dfd)
     for off in range(0, size, MiB):
         w.pwrite(buf, off)
     w.close()
@@ -81,11 +83,8 @@ def test_direct_writes_leave_no_page_cache(tmp_path):
 def test_unaligned_chunks_go_buffered_and_stay_exact(tmp_path, case):
     size = 5 * MiB
     data = os.urandom(size)
-    path, fd = _file(tmp_path, size)
-    dfd = open_direct(path, size)
-    if dfd is None:
-        pytest.skip("this filesystem has no O_DIRECT")
-    w = DirectWriter(fd, dfd)
+    path, fd, w = _direct_file(tmp_path, size)
+
     def own(a: int, b: int) -> tuple[memoryview, int]:
         """data[a:b] in a page-aligned buffer of its own, written at offset a."""
         mv = aligned_buffer(b - a)

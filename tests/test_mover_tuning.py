@@ -20,16 +20,8 @@ MiB = 1024 * 1024
 
 
 @pytest.fixture
-def env(s3server, monkeypatch):
-    for k, v in s3server.env.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.setenv("TRUNKLINE_CONFIG", "/nonexistent")
-    return s3server
-
-
-@pytest.fixture
-def big_object(env, tmp_path):
-    env.create_bucket("tuning")
+def big_object(aws_env, tmp_path):
+    aws_env.create_bucket("tuning")
     f = tmp_path / "obj.bin"
     f.write_bytes(os.urandom(192 * MiB))
     r = trunkline.copy(str(f), "s3://tuning/obj.bin")
@@ -47,10 +39,10 @@ def test_bwlimit_binds_within_5_percent(big_object, tmp_path, cap_bps):
     assert abs(rate - cap_bps) / cap_bps <= 0.05
 
 
-def test_tuned_engine_fills_an_emulated_wan(big_object, env, tmp_path, monkeypatch, caplog):
+def test_tuned_engine_fills_an_emulated_wan(big_object, aws_env, tmp_path, monkeypatch, caplog):
     caplog.set_level("INFO", logger="trunkline.tune")
     cap = 640e6
-    with Proxy(("127.0.0.1", env.port), delay_s=0.020, window_bytes=1 * MiB,
+    with Proxy(("127.0.0.1", aws_env.port), delay_s=0.020, window_bytes=1 * MiB,
                rate_bps=cap) as px:
         monkeypatch.setenv("AWS_ENDPOINT_URL", px.endpoint_url)
         one = trunkline.copy(big_object, str(tmp_path / "one.bin"), connections=1,
@@ -72,11 +64,11 @@ def test_tuned_engine_fills_an_emulated_wan(big_object, env, tmp_path, monkeypat
     assert all(d["reason"] in m for d, m in zip(auto.decisions, logged, strict=True))
 
 
-def test_memory_bound_caps_connections_only_when_parts_are_buffered(env, tmp_path):
+def test_memory_bound_caps_connections_only_when_parts_are_buffered(aws_env, tmp_path):
     """A download holds one 1 MiB buffer per connection, not a part: --max-memory must not
     hold it to max_memory / part_size connections (the engine's floor of 64 connections x
     1 MiB over 16 MiB parts = 4 here; the object has 8 parts)."""
-    env.create_bucket("membound")
+    aws_env.create_bucket("membound")
     src = tmp_path / "big.bin"
     src.write_bytes(os.urandom(128 * MiB))
     assert trunkline.copy(str(src), "s3://membound/big.bin").ok

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..engine.journal import journal_id
+from ..engine.journal import journal_id, sqlite_files
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS shards (
@@ -48,8 +48,8 @@ class Ledger:
         self._lock = threading.Lock()
 
     def _unlink(self) -> None:
-        for suffix in ("", "-wal", "-shm"):
-            self.path.with_name(self.path.name + suffix).unlink(missing_ok=True)
+        for p in sqlite_files(self.path):
+            p.unlink(missing_ok=True)
 
     def close(self) -> None:
         with self._lock:

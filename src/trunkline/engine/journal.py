@@ -162,7 +162,8 @@ def _connect(path: Path) -> sqlite3.Connection:
     return con
 
 
-def _sidecars(path: Path) -> list[Path]:
+def sqlite_files(path: Path) -> list[Path]:
+    """A WAL-mode SQLite database's files: the database, its -wal and its -shm."""
     return [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
 
 
@@ -215,7 +216,7 @@ class Journal:
         (``pending_uploads``/``discarded_uploads``) if they should be aborted.
         """
         path = Path(state_dir) / f"{journal_id(src, dst, options)}.sqlite"
-        for p in _sidecars(path):
+        for p in sqlite_files(path):
             p.unlink(missing_ok=True)
         return cls.open(state_dir, src, dst, options)
 
@@ -228,7 +229,7 @@ class Journal:
     def remove(self) -> None:
         """Close and delete the journal files (a finished, verified transfer)."""
         self.close()
-        for p in _sidecars(self.path):
+        for p in sqlite_files(self.path):
             p.unlink(missing_ok=True)
 
     def __enter__(self) -> Journal:

@@ -645,7 +645,8 @@ def _op_download(runner: Runner, job: ObjectJob, part: Part, conns, buf, st, cou
         return _RESUMED
     assert job.src_ep is not None
     conn, n, crc_hdr = _get(runner, job.src_ep, job, part, conns, st, whole=not job.multipart)
-    write = job.writer.pwrite if job.writer is not None else _pwriter(job.fd, 0)
+    assert job.writer is not None   # opened with job.fd above
+    write = job.writer.pwrite
     base = part.offset
 
     def sink(chunk: memoryview, off: int) -> None:
