@@ -105,3 +105,19 @@ def test_mb_then_ls(aws_env):
     assert run("ls", "s3://verbs-made/").stdout == ""
     r = run("ls", "/tmp", check=False)
     assert r.returncode == 2
+
+
+def test_plan_from_listing(bucket):
+    r = run("plan", "--from", f"s3://{bucket}/data", "--link", "10G", "--rtt", "50ms", "--json")
+    d = json.loads(r.stdout)
+    want = [v for k, v in TREE.items() if k.startswith("data/")]
+    assert d["size_bytes"] == sum(want) and d["profile"]["objects"] == len(want)
+    hist = {h["class"]: (h["objects"], h["bytes"]) for h in d["profile"]["histogram"]}
+    assert hist["<64KiB"] == (len(want), sum(want))
+    # 4 tiny objects: the round trips, not the 10G link, bound the time
+    assert d["regime"].startswith("small-object") and d["request_bound_time_s"] > d["time_s"]
+    r = run("plan", "--from", f"s3://{bucket}/data", "--size", "1G", "--link", "10G",
+            "--rtt", "5ms", check=False)
+    assert r.returncode == 2
+    r = run("plan", "--from", f"s3://{bucket}/data", "--link", "10G", "--rtt", "50ms")
+    assert "bound by          small-object" in r.stdout and "<64KiB" in r.stdout
