@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import signal
 import sys
 import threading
@@ -69,20 +70,42 @@ def collect(listens, store_dir, metrics, batch_records, flush_interval, rcvbuf, 
             srv = serve_metrics(h, p, lambda: col.snapshot)
         except OSError as e:
             _fail(debug, 1, e)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: col.stop())
+    _stop_on_signals(col.stop)
+    timer = None
     if duration is not None:
-        threading.Timer(duration, col.stop).start()
+        timer = threading.Timer(duration, col.stop)
+        timer.daemon = True  # never keeps the process alive past the collector
+        timer.start()
     where = ", ".join(f"{h}:{p}" for h, p in bound)
     click.echo(f"trunkline: collecting on {where} into {store_dir}"
                + (f"; metrics on http://{metrics}/metrics" if metrics else ""), err=True)
-    col.run()
+    ok = col.run()
+    if timer is not None:
+        timer.cancel()
     if srv is not None:
         srv.shutdown()
     t = col.status()
     click.echo(json.dumps({"records_written": t["collector"]["written_records"],
                            **t["totals"]}), err=True)
+    if not ok:
+        click.echo(f"trunkline: error: receive loop died: {col.failure}", err=True)
+        sys.exit(3)
     sys.exit(1 if t["collector"]["write_errors"] else 0)
+
+
+def _stop_on_signals(stop) -> None:
+    """SIGINT/SIGTERM: the first one stops cleanly (drain, flush); a second one, while
+    the flush is still running, exits at once (status 128 + signal)."""
+    seen = []
+
+    def handler(signum, _frame):
+        if seen:
+            os._exit(128 + signum)
+        seen.append(signum)
+        stop()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
 
 
 def _mapping(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -186,7 +209,9 @@ def status(store_dir, as_json):
                f"({st['bytes']} bytes)")
     col = snap.get("collector")
     if col:
-        state = "running" if col.get("running") else "stopped"
+        state = col.get("state") or ("running" if col.get("running") else "stopped")
+        if col.get("failure"):
+            state += f": {col['failure']}"
         click.echo(f"collector ({state}, pid {col.get('pid')}) on {', '.join(col['listen'])}: "
                    f"{col['written_records']} written, {col['pending_records']} pending, "
                    f"{col['templates']} templates, {col['write_errors']} write errors")

@@ -21,6 +21,7 @@ from .templated import DecodeState, decode_ipfix, decode_v9
 class FlowDecoder:
     def __init__(self, cache: TemplateCache | None = None):
         self.state = DecodeState(cache=cache or TemplateCache(), counters=Counters())
+        self.last_internal_error: str | None = None  # the latest decoder bug, for status
 
     @property
     def counters(self) -> Counters:
@@ -55,9 +56,12 @@ class FlowDecoder:
         except DecodeError as e:
             st.counters.drop(exporter, e.reason)
             return False
-        except (ValueError, IndexError, OverflowError, TypeError) as e:  # defensive
+        except (ValueError, IndexError, OverflowError, TypeError):  # defensive
             st.counters.drop(exporter, "malformed")
-            del e
+            return False
+        except Exception as e:  # noqa: BLE001 - a decoder bug must not stop collection
+            st.counters.drop(exporter, "internal_error")
+            self.last_internal_error = f"{type(e).__name__}: {e}"
             return False
         return True
 

@@ -210,12 +210,15 @@ def _buffer(dom: DomainState, set_id: int, body: bytes, hdr: _Hdr, st: DecodeSta
 
 
 def _replay(dom: DomainState, learned: set[int], st: DecodeState) -> None:
+    """Decode buffered sets whose template was just learned (and is still defined: a
+    template set may define a template and withdraw it again, issue 15)."""
     keep = []
     for set_id, body, hdr in dom.pending:
-        if set_id in learned:
+        t = dom.templates.get(set_id) if set_id in learned else None
+        if t is not None:
             dom.pending_bytes -= len(body)
             try:
-                _data_set(dom.templates[set_id], memoryview(body), dom, hdr, st)
+                _data_set(t, memoryview(body), dom, hdr, st)
             except DecodeError as e:
                 st.counters.drop(hdr.exporter, e.reason)
         else:

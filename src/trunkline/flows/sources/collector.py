@@ -58,6 +58,7 @@ class Collector:
         self.started = time.time()
         self.snapshot: dict = {}
         self.bound: list[tuple[str, int]] = []
+        self.failure: str | None = None  # why the receive loop died, if it did
         self._writer = threading.Thread(target=self._write_loop, name="flow-writer", daemon=True)
 
     # -- sockets -----------------------------------------------------------------------
@@ -83,20 +84,24 @@ class Collector:
         return bound
 
     # -- main loop ---------------------------------------------------------------------
-    def run(self) -> None:
-        """Receive until ``stop()``; then drain, flush and wait for the writer."""
+    def run(self) -> bool:
+        """Receive until ``stop()``; then drain, flush and wait for the writer.
+
+        Returns False when the receive loop died (``self.failure`` says why): what was
+        decoded before is still flushed and the status says ``failed``, so the caller can
+        exit non-zero instead of pretending to run.
+        """
         if not self.socks:
             self.bind()
         self._writer.start()
         sel = selectors.DefaultSelector()
         for s in self.socks:
             sel.register(s, selectors.EVENT_READ)
-        feed = self.decoder.feed
         last_flush = last_status = time.monotonic()
         try:
             while not self.stop_event.is_set():
                 for key, _ in sel.select(timeout=0.2):
-                    self._drain(key.fileobj, feed)
+                    self._drain(key.fileobj)
                 now = time.monotonic()
                 if (self.decoder.pending_records >= self.config.batch_records
                         or now - last_flush >= self.config.flush_interval_s):
@@ -106,18 +111,25 @@ class Collector:
                     self._publish()
                     last_status = now
             for s in self.socks:  # what the kernel already holds was received: keep it
-                self._drain(s, feed)
-            self._flush()
+                self._drain(s, deadline=time.monotonic() + 0.3)
+        except Exception as e:  # noqa: BLE001 - reported in the status and the exit code
+            self.failure = f"{type(e).__name__}: {e}"
         finally:
-            self.queue.put(None)
-            self._writer.join()
-            sel.close()
-            for s in self.socks:
-                s.close()
-            self._publish()
+            self.stop_event.set()
+            try:
+                self._flush()
+            finally:
+                self.queue.put(None)
+                self._writer.join()
+                sel.close()
+                for s in self.socks:
+                    s.close()
+                self._publish()
+        return self.failure is None
 
-    def _drain(self, sock: socket.socket, feed) -> None:
+    def _drain(self, sock: socket.socket, deadline: float | None = None) -> None:
         recv = sock.recvfrom
+        feed = self.decoder.feed
         for _ in range(4096):  # bounded, so other sockets and flushes get their turn
             try:
                 data, addr = recv(65535)
@@ -125,9 +137,14 @@ class Collector:
                 return
             except OSError:
                 return
-            feed(data, addr[0], int(time.time() * 1000))
+            try:
+                feed(data, addr[0], int(time.time() * 1000))
+            except Exception:  # noqa: BLE001 - one datagram never stops the loop
+                self.decoder.counters.drop(addr[0], "internal_error")
             if self.decoder.pending_records >= self.config.batch_records:
                 self._flush()
+            if deadline is not None and time.monotonic() > deadline:
+                return
 
     def _flush(self) -> None:
         if self.decoder.pending_records:
@@ -159,6 +176,10 @@ class Collector:
             "templates": self.decoder.cache.template_count(),
             "pid": os.getpid(),
             "running": not self.stop_event.is_set(),
+            "state": "failed" if self.failure else
+                     "running" if not self.stop_event.is_set() else "stopped",
+            "failure": self.failure,
+            "last_internal_error": self.decoder.last_internal_error,
         }
         return c
 

@@ -41,6 +41,9 @@ def render(snap: dict) -> str:
                       ("templates", "gauge"), ("uptime_s", "gauge")):
         if key in col:
             metric(f"collector_{key}", kind, key.replace("_", " "), [({}, col[key])])
+    if "state" in col:
+        metric("collector_failed", "gauge", "1 once a receive loop died (see flows status)",
+               [({}, int(col["state"] == "failed"))])
     return "\n".join(lines) + "\n"
 
 
