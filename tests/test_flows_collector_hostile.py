@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -180,3 +181,58 @@ def test_flows_status_shows_a_failed_collector(tmp_path):
     out = subprocess.run([*TRUNKLINE, "flows", "status", "--store", str(store)],
                          capture_output=True, text=True, check=True).stdout
     assert "collector (failed: RuntimeError: x" in out
+
+
+# -- a datagram is all or nothing; protocol sentinels ----------------------------------
+
+
+def test_truncated_sflow_datagram_stores_nothing_and_counts_each_record_once(shared_data):
+    whole = [d.payload for d in read_udp(shared_data / "flows/sflow/data-1140.pcap")][0]
+    d = FlowDecoder()
+    assert d.feed(whole, "192.0.2.1")
+    good = d.flush().num_rows
+    assert good == 5
+    cut = whole[: len(whole) - 40]  # the last flow sample is cut short
+    d = FlowDecoder()
+    assert not d.feed(cut, "192.0.2.1")
+    c = d.counters.as_dict()["exporters"]["192.0.2.1"]
+    assert d.flush().num_rows == 0 and c["records"] == 0
+    assert c["drops"] == {"truncated": 1}
+    assert c["discarded_records"] == 4  # the samples before the bad one, counted once
+
+
+def test_ipfix_datagram_with_a_bad_set_after_good_data_stores_nothing():
+    from trunkline.testing.flowcraft import (FLOW_FIELDS, flow_record, ipfix_msg, ipfix_set,
+                                             template_record, template_set)
+
+    tmpl = ipfix_msg(template_set(template_record(400, FLOW_FIELDS)))
+    data = ipfix_set(400, flow_record(1, 2, 3, 1_700_000_000) * 2)
+    bad = struct.pack(">HH", 400, 200) + b"\0" * 8  # set length beyond the message
+    d = FlowDecoder()
+    assert d.feed(tmpl, "192.0.2.1")
+    assert not d.feed(ipfix_msg(data, bad), "192.0.2.1")
+    assert d.feed(ipfix_msg(data), "192.0.2.1")
+    c = d.counters.as_dict()["exporters"]["192.0.2.1"]
+    assert d.flush().num_rows == 2 == c["records"]
+    assert c["discarded_records"] == 2 and c["drops"] == {"bad_set_length": 1}
+
+
+def test_buffered_set_of_a_failed_datagram_is_not_replayed_later():
+    from trunkline.testing.flowcraft import (FLOW_FIELDS, flow_record, ipfix_msg, ipfix_set,
+                                             template_record, template_set)
+
+    data = ipfix_set(401, flow_record(1, 2, 3, 1_700_000_000))
+    bad = struct.pack(">HH", 401, 200)
+    d = FlowDecoder()
+    assert not d.feed(ipfix_msg(data, bad), "192.0.2.1")  # buffered, then the datagram fails
+    assert d.feed(ipfix_msg(template_set(template_record(401, FLOW_FIELDS))), "192.0.2.1")
+    assert d.flush().num_rows == 0
+
+
+def test_sflow_internal_interface_is_not_an_ifindex(shared_data):
+    raw = [d.payload for d in read_udp(shared_data / "flows/sflow/data-local-interface.pcap")][0]
+    assert struct.pack(">I", 0x3FFFFFFF) in raw  # the capture does carry the sentinel
+    d = FlowDecoder()
+    d.feed(raw, "192.0.2.1")
+    t = d.flush()
+    assert t.column("out_if").to_pylist() == [0] and t.column("in_if").to_pylist() == [27]

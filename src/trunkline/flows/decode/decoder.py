@@ -36,7 +36,11 @@ class FlowDecoder:
         return self.state.pending_records
 
     def feed(self, data: bytes, exporter: str, recv_ms: int = 0) -> bool:
-        """Decode one datagram from ``exporter``; False if it was malformed (and counted)."""
+        """Decode one datagram from ``exporter``; False if it was malformed (and counted).
+
+        All or nothing: the records of a datagram that fails half-way never reach the
+        table; they are counted as ``discarded_records`` (and the datagram as a drop).
+        """
         st = self.state
         st.counters.get(exporter).packets += 1
         try:
@@ -54,15 +58,19 @@ class FlowDecoder:
             else:
                 raise DecodeError("unknown_version", str(version))
         except DecodeError as e:
+            st.rollback(exporter)
             st.counters.drop(exporter, e.reason)
             return False
         except (ValueError, IndexError, OverflowError, TypeError):  # defensive
+            st.rollback(exporter)
             st.counters.drop(exporter, "malformed")
             return False
         except Exception as e:  # noqa: BLE001 - a decoder bug must not stop collection
+            st.rollback(exporter)
             st.counters.drop(exporter, "internal_error")
             self.last_internal_error = f"{type(e).__name__}: {e}"
             return False
+        st.commit()
         return True
 
     def detach(self) -> PendingBatch:

@@ -26,19 +26,76 @@ MAX_FIELDS = 512  # per template; real templates have tens
 
 @dataclass
 class DecodeState:
+    """The decoder's state: template cache, counters, and records awaiting flush.
+
+    A datagram is all or nothing: its records are *staged* while it is decoded and reach
+    ``pending`` only when the whole datagram decoded (``commit``); a datagram that fails
+    half-way is ``rollback``-ed and its decoded records are counted as discarded, so every
+    record is counted exactly once, as stored or as discarded.
+    """
+
     cache: TemplateCache = field(default_factory=TemplateCache)
     counters: Counters = field(default_factory=Counters)
     pending: dict[Template, list[Chunk]] = field(default_factory=dict)
     pending_records: int = 0
     sflow_rows: dict[str, list] = field(default_factory=dict)
+    staged: list[tuple[Template, Chunk]] = field(default_factory=list)
+    staged_rows: list[dict] = field(default_factory=list)  # sFlow records, row-wise
+    staged_buffered: list[tuple[DomainState, tuple]] = field(default_factory=list)
 
     def add(self, t: Template, chunk: Chunk) -> None:
-        lst = self.pending.get(t)
-        if lst is None:
-            self.pending[t] = [chunk]
-        else:
-            lst.append(chunk)
-        self.pending_records += len(chunk.recs)
+        self.staged.append((t, chunk))
+
+    def _move(self, items: list[tuple[Template, Chunk]]) -> None:
+        for t, chunk in items:
+            lst = self.pending.get(t)
+            if lst is None:
+                self.pending[t] = [chunk]
+            else:
+                lst.append(chunk)
+            n = len(chunk.recs)
+            self.pending_records += n
+            self.counters.get(chunk.exporter).records += n
+
+    def commit_since(self, mark: int) -> None:
+        """Commit what was staged after ``mark`` (replayed sets of earlier datagrams)."""
+        items = self.staged[mark:]
+        del self.staged[mark:]
+        self._move(items)
+
+    def commit(self) -> None:
+        self._move(self.staged)
+        self.staged.clear()
+        if self.staged_rows:
+            from .sflow import ROW_FIELDS
+
+            rows = self.sflow_rows
+            if not rows:
+                rows.update({k: [] for k in ROW_FIELDS})
+            for rec in self.staged_rows:
+                for k in ROW_FIELDS:
+                    rows[k].append(rec.get(k))
+                self.counters.get(rec["exporter"]).records += 1
+            self.pending_records += len(self.staged_rows)
+            self.staged_rows.clear()
+        self.staged_buffered.clear()
+
+    def rollback(self, exporter: str) -> int:
+        """Forget what the failed datagram staged; returns the records discarded."""
+        n = sum(len(c.recs) for _, c in self.staged) + len(self.staged_rows)
+        self.staged.clear()
+        self.staged_rows.clear()
+        for dom, entry in self.staged_buffered:
+            try:
+                dom.pending.remove(entry)
+            except ValueError:
+                continue  # already replayed or evicted
+            dom.pending_bytes -= len(entry[1])
+            self.counters.get(exporter).buffered_sets -= 1
+        self.staged_buffered.clear()
+        if n:
+            self.counters.get(exporter).discarded_records += n
+        return n
 
 
 @dataclass(slots=True)
@@ -199,7 +256,9 @@ def _ipfix_templates(body: memoryview, options: bool, dom: DomainState, hdr: _Hd
 
 
 def _buffer(dom: DomainState, set_id: int, body: bytes, hdr: _Hdr, st: DecodeState) -> None:
-    dom.pending.append((set_id, body, hdr))
+    entry = (set_id, body, hdr)
+    dom.pending.append(entry)
+    st.staged_buffered.append((dom, entry))
     dom.pending_bytes += len(body)
     st.counters.get(hdr.exporter).buffered_sets += 1
     while dom.pending and (len(dom.pending) > st.cache.max_pending_sets
@@ -217,10 +276,14 @@ def _replay(dom: DomainState, learned: set[int], st: DecodeState) -> None:
         t = dom.templates.get(set_id) if set_id in learned else None
         if t is not None:
             dom.pending_bytes -= len(body)
+            mark = len(st.staged)
             try:
                 _data_set(t, memoryview(body), dom, hdr, st)
             except DecodeError as e:
                 st.counters.drop(hdr.exporter, e.reason)
+            # the set belongs to an earlier datagram that decoded: its records stand
+            # whatever happens to the rest of this one
+            st.commit_since(mark)
         else:
             keep.append((set_id, body, hdr))
     dom.pending.clear()
@@ -291,7 +354,6 @@ def _data_set(t: Template, body: memoryview, dom: DomainState, hdr: _Hdr,
         sampling = _domain_rate(dom)
     st.add(t, Chunk(recs, hdr.export_ms, hdr.uptime_ms, dom.sys_init_ms, hdr.exporter,
                     "netflow9" if hdr.version == 9 else "ipfix", sampling, sections))
-    st.counters.get(hdr.exporter).records += len(recs)
 
 
 def _domain_rate(dom: DomainState) -> int:
