@@ -202,8 +202,14 @@ def test_truncated_sflow_datagram_stores_nothing_and_counts_each_record_once(sha
 
 
 def test_ipfix_datagram_with_a_bad_set_after_good_data_stores_nothing():
-    from trunkline.testing.flowcraft import (FLOW_FIELDS, flow_record, ipfix_msg, ipfix_set,
-                                             template_record, template_set)
+    from trunkline.testing.flowcraft import (
+        FLOW_FIELDS,
+        flow_record,
+        ipfix_msg,
+        ipfix_set,
+        template_record,
+        template_set,
+    )
 
     tmpl = ipfix_msg(template_set(template_record(400, FLOW_FIELDS)))
     data = ipfix_set(400, flow_record(1, 2, 3, 1_700_000_000) * 2)
@@ -218,8 +224,14 @@ def test_ipfix_datagram_with_a_bad_set_after_good_data_stores_nothing():
 
 
 def test_buffered_set_of_a_failed_datagram_is_not_replayed_later():
-    from trunkline.testing.flowcraft import (FLOW_FIELDS, flow_record, ipfix_msg, ipfix_set,
-                                             template_record, template_set)
+    from trunkline.testing.flowcraft import (
+        FLOW_FIELDS,
+        flow_record,
+        ipfix_msg,
+        ipfix_set,
+        template_record,
+        template_set,
+    )
 
     data = ipfix_set(401, flow_record(1, 2, 3, 1_700_000_000))
     bad = struct.pack(">HH", 401, 200)
