@@ -46,18 +46,27 @@ def _hostport(spec: str) -> tuple[str, int]:
               help="... or this often (seconds).")
 @click.option("--rcvbuf", default=64 << 20, show_default=True,
               help="Socket receive buffer per port (bytes).")
+@click.option("--template-budget", default=256, show_default=True, metavar="MiB",
+              help="Memory for templates and buffered data sets, all exporters together.")
+@click.option("--exporter-quota", default=16, show_default=True, metavar="MiB",
+              help="... and for one exporter address (a flood evicts only its own).")
+@click.option("--template-churn", default=50.0, show_default=True, metavar="PER_S",
+              help="Template (re)definitions accepted per exporter per second (burst 2048).")
 @click.option("--duration", default=None, type=float,
               help="Stop after this many seconds (default: until SIGINT/SIGTERM).")
 @click.option("--debug", is_flag=True, help="Tracebacks on errors.")
-def collect(listens, store_dir, metrics, batch_records, flush_interval, rcvbuf, duration,
-            debug):
+def collect(listens, store_dir, metrics, batch_records, flush_interval, rcvbuf,
+            template_budget, exporter_quota, template_churn, duration, debug):
     """Receive flows over UDP and store them; SIGINT/SIGTERM flushes and exits."""
     from ..flows.sources.collector import Collector, CollectorConfig
     from ..flows.sources.metrics import serve_metrics
     from ..flows.store import FlowStore
 
     cfg = CollectorConfig([_hostport(s) for s in listens], batch_records=batch_records,
-                          flush_interval_s=flush_interval, rcvbuf_bytes=rcvbuf)
+                          flush_interval_s=flush_interval, rcvbuf_bytes=rcvbuf,
+                          template_budget_bytes=template_budget << 20,
+                          exporter_quota_bytes=exporter_quota << 20,
+                          template_changes_per_s=template_churn)
     col = Collector(cfg, FlowStore(store_dir))
     try:
         bound = col.bind()

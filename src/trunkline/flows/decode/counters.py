@@ -18,6 +18,7 @@ class ExporterCounters:
     options_records: int = 0
     buffered_sets: int = 0
     discarded_records: int = 0  # decoded, then discarded with their failing datagram
+    evicted_domains: int = 0  # template domains evicted to stay within the byte budget
     drops: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def as_dict(self) -> dict:
@@ -28,6 +29,7 @@ class ExporterCounters:
             "options_records": self.options_records,
             "buffered_sets": self.buffered_sets,
             "discarded_records": self.discarded_records,
+            "evicted_domains": self.evicted_domains,
             "drops": dict(self.drops),
         }
 
@@ -62,6 +64,7 @@ class Counters:
             t.options_records += c.options_records
             t.buffered_sets += c.buffered_sets
             t.discarded_records += c.discarded_records
+            t.evicted_domains += c.evicted_domains
             for k, v in c.drops.items():
                 t.drops[k] += v
         return t.as_dict()

@@ -22,6 +22,14 @@ class FlowDecoder:
     def __init__(self, cache: TemplateCache | None = None):
         self.state = DecodeState(cache=cache or TemplateCache(), counters=Counters())
         self.last_internal_error: str | None = None  # the latest decoder bug, for status
+        self.cache.on_evict = self._evicted
+
+    def _evicted(self, dom) -> None:
+        """A domain evicted for room: count it, and the buffered sets it held."""
+        c = self.counters.get(dom.exporter)
+        c.evicted_domains += 1
+        if dom.pending:
+            self.counters.drop(dom.exporter, "evicted_buffered_sets", len(dom.pending))
 
     @property
     def counters(self) -> Counters:
@@ -48,9 +56,9 @@ class FlowDecoder:
                 raise DecodeError("short_header", f"{len(data)} bytes")
             version = (data[0] << 8) | data[1]
             if version == 10:
-                decode_ipfix(data, exporter, st)
+                decode_ipfix(data, exporter, st, recv_ms)
             elif version == 9:
-                decode_v9(data, exporter, st)
+                decode_v9(data, exporter, st, recv_ms)
             elif version == 5:
                 decode_v5(data, exporter, st)
             elif version == 0 and data[2] == 0 and data[3] == 5:

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..decode import FlowDecoder
+from ..decode import FlowDecoder, TemplateCache
 from ..decode.decoder import PendingBatch
 from ..store import FlowStore
 
@@ -42,6 +42,9 @@ class CollectorConfig:
     rcvbuf_bytes: int = 64 << 20
     max_queue_batches: int = 8  # writer queue bound; beyond it the receiver waits
     status_interval_s: float = 1.0
+    template_budget_bytes: int = 256 << 20  # templates + buffered sets, all exporters
+    exporter_quota_bytes: int = 16 << 20  # ... and per exporter address
+    template_changes_per_s: float = 50.0  # template (re)definitions per exporter
     extra: dict = field(default_factory=dict)
 
 
@@ -49,7 +52,10 @@ class Collector:
     def __init__(self, config: CollectorConfig, store: FlowStore):
         self.config = config
         self.store = store
-        self.decoder = FlowDecoder()
+        self.decoder = FlowDecoder(TemplateCache(
+            budget_bytes=config.template_budget_bytes,
+            exporter_quota_bytes=config.exporter_quota_bytes,
+            template_changes_per_s=config.template_changes_per_s))
         self.socks: list[socket.socket] = []
         self.stop_event = threading.Event()
         self.queue: queue.Queue[PendingBatch | None] = queue.Queue(config.max_queue_batches)
@@ -174,6 +180,7 @@ class Collector:
             "pending_records": self.decoder.pending_records,
             "queued_batches": self.queue.qsize(),
             "templates": self.decoder.cache.template_count(),
+            "template_bytes": self.decoder.cache.used,
             "pid": os.getpid(),
             "running": not self.stop_event.is_set(),
             "state": "failed" if self.failure else

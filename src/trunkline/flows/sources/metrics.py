@@ -29,6 +29,8 @@ def render(snap: dict) -> str:
     ex = snap.get("exporters", {})
     for key, help_ in (("packets", "datagrams received"), ("records", "flow records decoded"),
                        ("templates", "templates learned"),
+                       ("discarded_records", "records discarded with their failing datagram"),
+                       ("evicted_domains", "template domains evicted for memory"),
                        ("buffered_sets", "data sets buffered awaiting their template")):
         metric(f"{key}_total", "counter", help_,
                [({"exporter": e}, c.get(key, 0)) for e, c in ex.items()])
@@ -38,7 +40,8 @@ def render(snap: dict) -> str:
     col = snap.get("collector", {})
     for key, kind in (("written_records", "counter"), ("write_errors", "counter"),
                       ("pending_records", "gauge"), ("queued_batches", "gauge"),
-                      ("templates", "gauge"), ("uptime_s", "gauge")):
+                      ("templates", "gauge"), ("template_bytes", "gauge"),
+                      ("uptime_s", "gauge")):
         if key in col:
             metric(f"collector_{key}", kind, key.replace("_", " "), [({}, col[key])])
     if "state" in col:
