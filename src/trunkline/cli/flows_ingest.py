@@ -52,11 +52,18 @@ def _hostport(spec: str) -> tuple[str, int]:
               help="... and for one exporter address (a flood evicts only its own).")
 @click.option("--template-churn", default=50.0, show_default=True, metavar="PER_S",
               help="Template (re)definitions accepted per exporter per second (burst 2048).")
+@click.option("--time-window", default=86_400.0, show_default=True, metavar="SECONDS",
+              help="Records whose times are further than this from their export header's "
+                   "time are quarantined (kept apart, counted), never stored by day.")
+@click.option("--max-partitions", default=8, show_default=True,
+              help="Day partitions one batch may create; records of further days are "
+                   "quarantined.")
 @click.option("--duration", default=None, type=float,
               help="Stop after this many seconds (default: until SIGINT/SIGTERM).")
 @click.option("--debug", is_flag=True, help="Tracebacks on errors.")
 def collect(listens, store_dir, metrics, batch_records, flush_interval, rcvbuf,
-            template_budget, exporter_quota, template_churn, duration, debug):
+            template_budget, exporter_quota, template_churn, time_window, max_partitions,
+            duration, debug):
     """Receive flows over UDP and store them; SIGINT/SIGTERM flushes and exits."""
     from ..flows.sources.collector import Collector, CollectorConfig
     from ..flows.sources.metrics import serve_metrics
@@ -67,7 +74,8 @@ def collect(listens, store_dir, metrics, batch_records, flush_interval, rcvbuf,
                           template_budget_bytes=template_budget << 20,
                           exporter_quota_bytes=exporter_quota << 20,
                           template_changes_per_s=template_churn)
-    col = Collector(cfg, FlowStore(store_dir))
+    col = Collector(cfg, FlowStore(store_dir, time_window_s=time_window,
+                                   max_partitions_per_write=max_partitions))
     try:
         bound = col.bind()
     except OSError as e:
@@ -134,16 +142,20 @@ def _mapping(pairs: tuple[str, ...]) -> dict[str, str]:
               help="Only UDP datagrams to this port (captures; repeatable).")
 @click.option("--map", "maps", multiple=True, metavar="COLUMN=LOGCOLUMN",
               help="Column mapping for CSV/Parquet flow logs (repeatable).")
+@click.option("--time-window", default=86_400.0, show_default=True, metavar="SECONDS",
+              help="Capture records further than this from their export header's time are "
+                   "quarantined (a probe replaying an old pcap: widen it).")
 @click.option("--json", "as_json", is_flag=True, help="Print counters as JSON.")
 @click.option("--debug", is_flag=True)
-def ingest(files, store_dir, ports, maps, as_json, debug):
+def ingest(files, store_dir, ports, maps, time_window, as_json, debug):
     """Decode pcap/pcapng captures of exports, CSV/Parquet flow logs or nfdump CSV
     into the store (captures in the order given: templates first)."""
     from ..flows.sources.ingest import ingest_files
     from ..flows.store import FlowStore
 
     try:
-        out = ingest_files(files, FlowStore(store_dir), ports=set(ports) or None,
+        out = ingest_files(files, FlowStore(store_dir, time_window_s=time_window),
+                           ports=set(ports) or None,
                            mapping=_mapping(maps))
     except (ValueError, KeyError) as e:
         _fail(debug, 2, e)
@@ -154,9 +166,11 @@ def ingest(files, store_dir, ports, maps, as_json, debug):
     else:
         t = out["totals"]
         drops = sum(t["drops"].values())
+        q = {k: v for k, v in out["quarantined"].items() if v}
         click.echo(f"{out['written_records']} records from {len(files)} file(s); "
                    f"{t['packets']} datagrams, {t['templates']} templates, {drops} dropped"
-                   + (f" {dict(t['drops'])}" if drops else ""))
+                   + (f" {dict(t['drops'])}" if drops else "")
+                   + (f"; {sum(q.values())} quarantined {q}" if q else ""))
 
 
 def _jsonable(v):
@@ -185,14 +199,27 @@ def sql(query, store_dir, as_json, debug):
     except duckdb.Error as e:
         _fail(debug, 2, str(e).splitlines()[0])
     if as_json:
-        rows = [{k: _jsonable(v) for k, v in r.items()} for r in table.to_pylist()]
+        cols = [_pylist(c) for c in table.columns]
+        rows = [{k: _jsonable(v) for k, v in zip(table.column_names, r, strict=True)}
+                for r in zip(*cols, strict=True)]
         click.echo(json.dumps(rows, default=str))
     else:
         w = csv.writer(sys.stdout, lineterminator="\n")
         w.writerow(table.column_names)
         for batch in table.to_batches(65536):
-            cols = [c.to_pylist() for c in batch.columns]
+            cols = [_pylist(c) for c in batch.columns]
             w.writerows(zip(*cols, strict=True))
+
+
+def _pylist(col) -> list:
+    """Python values of a column; a time Python cannot represent (past year 9999, in a
+    store written before times were checked) is printed as Arrow's text, not a crash."""
+    try:
+        return col.to_pylist()
+    except (OverflowError, ValueError):
+        import pyarrow as pa
+
+        return col.cast(pa.string()).to_pylist()
 
 
 @flows.command()
@@ -208,14 +235,16 @@ def status(store_dir, as_json):
     files = store.files()
     records = store.query("SELECT count(*) AS n FROM flows").column("n")[0].as_py() \
         if files else 0
+    q = store.quarantine()
     snap["store"] = {"files": len(files), "records": records,
-                     "bytes": sum(f.stat().st_size for f in files)}
+                     "bytes": sum(f.stat().st_size for f in files),
+                     "quarantined_records": q.num_rows}
     if as_json:
         click.echo(json.dumps(snap, indent=1, sort_keys=True))
         return
     st = snap["store"]
     click.echo(f"store {store_dir}: {st['records']} records in {st['files']} files "
-               f"({st['bytes']} bytes)")
+               f"({st['bytes']} bytes); {st['quarantined_records']} quarantined")
     col = snap.get("collector")
     if col:
         state = col.get("state") or ("running" if col.get("running") else "stopped")

@@ -7,10 +7,11 @@ and reason and skipped; it can only touch templates keyed by its own exporter ad
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 
 from ..schema import FLOW_SCHEMA
-from .batch import build_table, rows_table
+from .batch import build_table, export_times, rows_table
 from .counters import Counters, DecodeError
 from .netflow5 import decode_v5
 from .sflow import decode_sflow
@@ -102,12 +103,21 @@ class PendingBatch:
         self.chunks, self.sflow_rows, self.records = chunks, sflow_rows, records
 
     def to_table(self) -> pa.Table:
+        return self.to_table_with_reference()[0]
+
+    def to_table_with_reference(self) -> tuple[pa.Table, np.ndarray]:
+        """The table, and each record's export header time in ms (sFlow: arrival time),
+        for ``FlowStore.write``'s time sanity check."""
         tables = [build_table(t, chunks) for t, chunks in self.chunks.items()]
+        refs = [export_times(chunks) for chunks in self.chunks.values()]
         if self.sflow_rows and self.sflow_rows.get("time_start"):
             tables.append(rows_table(self.sflow_rows))
+            refs.append(np.array(self.sflow_rows["time_start"], np.int64))
         if not tables:
-            return FLOW_SCHEMA.empty_table()
-        return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+            return FLOW_SCHEMA.empty_table(), np.empty(0, np.int64)
+        if len(tables) == 1:
+            return tables[0], refs[0]
+        return pa.concat_tables(tables), np.concatenate(refs)
 
 
 def decode_packets(packets, exporter: str = "127.0.0.1") -> pa.Table:

@@ -162,7 +162,7 @@ class Collector:
             if batch is None:
                 return
             try:
-                self.written_records += self.store.write(batch.to_table())
+                self.written_records += self.store.write(*batch.to_table_with_reference())
             except Exception:  # noqa: BLE001 - counted and reported; the collector goes on
                 self.write_errors += 1
 
@@ -181,6 +181,7 @@ class Collector:
             "queued_batches": self.queue.qsize(),
             "templates": self.decoder.cache.template_count(),
             "template_bytes": self.decoder.cache.used,
+            "quarantined": dict(self.store.quarantined),
             "pid": os.getpid(),
             "running": not self.stop_event.is_set(),
             "state": "failed" if self.failure else

@@ -44,6 +44,10 @@ def render(snap: dict) -> str:
                       ("uptime_s", "gauge")):
         if key in col:
             metric(f"collector_{key}", kind, key.replace("_", " "), [({}, col[key])])
+    if "quarantined" in col:
+        metric("quarantined_records_total", "counter",
+               "records kept out of the day partitions (times not sane)",
+               [({"reason": r}, n) for r, n in col["quarantined"].items()])
     if "state" in col:
         metric("collector_failed", "gauge", "1 once a receive loop died (see flows status)",
                [({}, int(col["state"] == "failed"))])
