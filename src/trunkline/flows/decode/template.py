@@ -12,25 +12,41 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-VARLEN = 65535
-TRUNKLINE_PEN = 32473  # RFC 5612 documentation PEN, used for trunkline's own fields
+from .. import ipfix as iana
+from ..ipfix import TRUNKLINE_PEN
 
-# (information element id) -> role; IANA IPFIX ids, which NetFlow v9 shares below 128.
+VARLEN = 65535
+# (information element id) -> role; the ids are defined once, in ``flows.ipfix``.
 ROLES: dict[int, str] = {
-    1: "bytes", 2: "packets", 4: "proto", 6: "tcp_flags", 7: "src_port", 8: "src4",
-    10: "in_if", 11: "dst_port", 12: "dst4", 14: "out_if", 16: "src_as", 17: "dst_as",
-    21: "last_up", 22: "first_up", 23: "post_bytes", 24: "post_packets", 27: "src6",
-    28: "dst6", 34: "sampling_interval", 48: "sampler_id", 50: "sampler_random_interval",
-    60: "ip_version", 85: "bytes_total", 86: "packets_total", 150: "start_s",
-    151: "end_s", 152: "start_ms", 153: "end_ms", 154: "start_us", 155: "end_us",
-    156: "start_ns", 157: "end_ns", 158: "start_delta_us", 159: "end_delta_us",
-    160: "sys_init_ms", 252: "in_phys", 253: "out_phys", 302: "selector_id",
-    305: "spi", 306: "sps", 323: "obs_ms", 312: "frame_size", 313: "ip_section", 315: "dl_frame",
+    iana.OCTET_DELTA_COUNT: "bytes", iana.PACKET_DELTA_COUNT: "packets",
+    iana.PROTOCOL_IDENTIFIER: "proto", iana.TCP_CONTROL_BITS: "tcp_flags",
+    iana.SOURCE_TRANSPORT_PORT: "src_port", iana.SOURCE_IPV4_ADDRESS: "src4",
+    iana.INGRESS_INTERFACE: "in_if", iana.DESTINATION_TRANSPORT_PORT: "dst_port",
+    iana.DESTINATION_IPV4_ADDRESS: "dst4", iana.EGRESS_INTERFACE: "out_if",
+    iana.BGP_SOURCE_AS_NUMBER: "src_as", iana.BGP_DESTINATION_AS_NUMBER: "dst_as",
+    iana.FLOW_END_SYS_UP_TIME: "last_up", iana.FLOW_START_SYS_UP_TIME: "first_up",
+    iana.POST_OCTET_DELTA_COUNT: "post_bytes", iana.POST_PACKET_DELTA_COUNT: "post_packets",
+    iana.SOURCE_IPV6_ADDRESS: "src6", iana.DESTINATION_IPV6_ADDRESS: "dst6",
+    iana.SAMPLING_INTERVAL: "sampling_interval", iana.SAMPLER_ID: "sampler_id",
+    iana.SAMPLER_RANDOM_INTERVAL: "sampler_random_interval", iana.IP_VERSION: "ip_version",
+    iana.OCTET_TOTAL_COUNT: "bytes_total", iana.PACKET_TOTAL_COUNT: "packets_total",
+    iana.FLOW_START_SECONDS: "start_s", iana.FLOW_END_SECONDS: "end_s",
+    iana.FLOW_START_MILLISECONDS: "start_ms", iana.FLOW_END_MILLISECONDS: "end_ms",
+    iana.FLOW_START_MICROSECONDS: "start_us", iana.FLOW_END_MICROSECONDS: "end_us",
+    iana.FLOW_START_NANOSECONDS: "start_ns", iana.FLOW_END_NANOSECONDS: "end_ns",
+    iana.FLOW_START_DELTA_MICROSECONDS: "start_delta_us",
+    iana.FLOW_END_DELTA_MICROSECONDS: "end_delta_us",
+    iana.SYSTEM_INIT_TIME_MILLISECONDS: "sys_init_ms",
+    iana.INGRESS_PHYSICAL_INTERFACE: "in_phys", iana.EGRESS_PHYSICAL_INTERFACE: "out_phys",
+    iana.SELECTOR_ID: "selector_id", iana.SAMPLING_PACKET_INTERVAL: "spi",
+    iana.SAMPLING_PACKET_SPACE: "sps", iana.OBSERVATION_TIME_MILLISECONDS: "obs_ms",
+    iana.DATA_LINK_FRAME_SIZE: "frame_size", iana.IP_HEADER_PACKET_SECTION: "ip_section",
+    iana.DATA_LINK_FRAME_SECTION: "dl_frame",
 }
 ENTERPRISE_ROLES: dict[tuple[int, int], str] = {
-    (TRUNKLINE_PEN, 1): "rtt_us",
-    (TRUNKLINE_PEN, 2): "retransmits",
-    (TRUNKLINE_PEN, 3): "delivery_rate_bps",
+    (TRUNKLINE_PEN, iana.TRUNKLINE_RTT_US): "rtt_us",
+    (TRUNKLINE_PEN, iana.TRUNKLINE_RETRANSMITS): "retransmits",
+    (TRUNKLINE_PEN, iana.TRUNKLINE_DELIVERY_RATE_BPS): "delivery_rate_bps",
 }
 ADDRESS_WIDTH = {"src4": 4, "dst4": 4, "src6": 16, "dst6": 16}
 SECTION_ROLES = {"dl_frame", "ip_section"}
