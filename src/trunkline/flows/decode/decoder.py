@@ -101,6 +101,7 @@ class PendingBatch:
 
     def __init__(self, chunks: dict, sflow_rows: dict, records: int):
         self.chunks, self.sflow_rows, self.records = chunks, sflow_rows, records
+        self.build_errors: dict[str, int] = {}  # exporter -> records that failed to build
 
     def to_table(self) -> pa.Table:
         return self.to_table_with_reference()[0]
@@ -108,8 +109,16 @@ class PendingBatch:
     def to_table_with_reference(self) -> tuple[pa.Table, np.ndarray]:
         """The table, and each record's export header time in ms (sFlow: arrival time),
         for ``FlowStore.write``'s time sanity check."""
-        tables = [build_table(t, chunks) for t, chunks in self.chunks.items()]
-        refs = [export_times(chunks) for chunks in self.chunks.values()]
+        tables, refs = [], []
+        for t, chunks in self.chunks.items():
+            try:  # one template's records at a time: a bad group never sinks the batch
+                tables.append(build_table(t, chunks))
+            except Exception:  # noqa: BLE001 - counted per exporter, the rest is written
+                for c in chunks:
+                    self.build_errors[c.exporter] = self.build_errors.get(c.exporter, 0) + \
+                        len(c.recs)
+                continue
+            refs.append(export_times(chunks))
         if self.sflow_rows and self.sflow_rows.get("time_start"):
             tables.append(rows_table(self.sflow_rows))
             refs.append(np.array(self.sflow_rows["time_start"], np.int64))

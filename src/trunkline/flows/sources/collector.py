@@ -61,6 +61,7 @@ class Collector:
         self.queue: queue.Queue[PendingBatch | None] = queue.Queue(config.max_queue_batches)
         self.written_records = 0
         self.write_errors = 0
+        self.build_errors: dict[str, int] = {}  # exporter -> records that failed to build
         self.started = time.time()
         self.snapshot: dict = {}
         self.bound: list[tuple[str, int]] = []
@@ -165,6 +166,8 @@ class Collector:
                 self.written_records += self.store.write(*batch.to_table_with_reference())
             except Exception:  # noqa: BLE001 - counted and reported; the collector goes on
                 self.write_errors += 1
+            for e, n in batch.build_errors.items():
+                self.build_errors[e] = self.build_errors.get(e, 0) + n
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -177,6 +180,7 @@ class Collector:
             "uptime_s": round(time.time() - self.started, 3),
             "written_records": self.written_records,
             "write_errors": self.write_errors,
+            "build_errors": dict(self.build_errors),
             "pending_records": self.decoder.pending_records,
             "queued_batches": self.queue.qsize(),
             "templates": self.decoder.cache.template_count(),
