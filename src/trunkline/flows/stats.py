@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from .enrich import Enricher
 from .enrich.taxonomy import CATEGORIES, CLOUDS
+from .store import duckdb_connect
 
 RATE_BIN_S = 300  # rates are measured over 5-minute bins (the usual 95th-percentile bin)
 HLL_P = 14  # 16384 registers: ~0.8 % standard error, a few KiB per (month, metro, category)
@@ -99,6 +100,8 @@ def prepare(con: duckdb.DuckDBPyConnection, enricher: Enricher, start: datetime,
                coalesce(st.site, j.exporter, '') AS site, flow_type,
                src_addr, dst_addr, src_port, dst_port, proto,
                CASE WHEN peer_is_dst THEN dst_addr ELSE src_addr END AS peer,
+               -- a record that carried nothing does not make its peer "seen"
+               CASE WHEN bytes > 0 THEN (CASE WHEN peer_is_dst THEN dst_addr ELSE src_addr END) END AS seen_peer,
                CASE WHEN peer_is_dst THEN d_cat ELSE s_cat END AS category,
                coalesce(CASE WHEN peer_is_dst THEN d_metro ELSE s_metro END, 'no metro') AS metro,
                coalesce(CASE WHEN peer_is_dst THEN d_asn ELSE s_asn END, 0) AS asn,
@@ -110,8 +113,10 @@ def prepare(con: duckdb.DuckDBPyConnection, enricher: Enricher, start: datetime,
                CAST(bytes AS DOUBLE) * 8 * greatest(coalesce(sampling_rate, 1), 1) AS bits,
                CAST(packets AS DOUBLE) * greatest(coalesce(sampling_rate, 1), 1) AS pkts,
                rtt_us, retransmits, delivery_rate_bps,
-               strftime(time_start, '%Y-%m') AS month,
-               CAST(year(time_start) AS VARCHAR) || 'Q' || CAST(quarter(time_start) AS VARCHAR) AS quarter
+               -- timezone('UTC', ...) makes the UTC bucketing explicit, beside the session zone
+               strftime(timezone('UTC', time_start), '%Y-%m') AS month,
+               CAST(year(timezone('UTC', time_start)) AS VARCHAR) || 'Q'
+                   || CAST(quarter(timezone('UTC', time_start)) AS VARCHAR) AS quarter
         FROM j LEFT JOIN sites_arrow st ON j.exporter = st.exporter
     """)
     con.unregister("sites_arrow")
@@ -145,10 +150,12 @@ def rates(con, quarter: Quarter, bin_s: int = RATE_BIN_S) -> dict[str, dict[str,
     q = str(quarter)
     rows = con.execute(f"""
         WITH b AS (
-            SELECT category, CAST((epoch(ts) - {t0}) // {bin_s} AS BIGINT) AS bin, sum(bits) AS bits
+            -- integer milliseconds: floor division (a DOUBLE epoch cast to BIGINT rounds,
+            -- which moved the last 150 s of every bin into the next one)
+            SELECT category, (epoch_ms(ts) - {t0 * 1000}) // {bin_s * 1000} AS bin, sum(bits) AS bits
             FROM ef WHERE quarter = '{q}' GROUP BY ALL
             UNION ALL
-            SELECT 'all', CAST((epoch(ts) - {t0}) // {bin_s} AS BIGINT), sum(bits)
+            SELECT 'all', (epoch_ms(ts) - {t0 * 1000}) // {bin_s * 1000}, sum(bits)
             FROM ef WHERE quarter = '{q}' GROUP BY ALL
         ),
         g AS (SELECT c.category, r.range AS bin
@@ -168,7 +175,7 @@ def rates(con, quarter: Quarter, bin_s: int = RATE_BIN_S) -> dict[str, dict[str,
 def metro_category(con, quarter: Quarter) -> list[dict]:
     """Bits, exact unique peers and magnitude (bits per unique IP) per metro x category."""
     rows = con.execute(f"""
-        SELECT metro, category, sum(bits), count(DISTINCT peer), count(*)
+        SELECT metro, category, sum(bits), count(DISTINCT seen_peer), count(*)
         FROM ef WHERE quarter = '{quarter}' GROUP BY ALL ORDER BY 1, 2
     """).fetchall()
     return [{"metro": m, "category": c, "bits": float(b), "unique_ips": int(u), "flows": int(n),
@@ -178,8 +185,8 @@ def metro_category(con, quarter: Quarter) -> list[dict]:
 def uniques(con, where: str, by: str | None = None) -> dict:
     """Exact unique peer addresses (overall, or per ``by``)."""
     if by is None:
-        return {"all": int(con.execute(f"SELECT count(DISTINCT peer) FROM ef WHERE {where}").fetchone()[0])}
-    rows = con.execute(f"SELECT {by}, count(DISTINCT peer) FROM ef WHERE {where} GROUP BY ALL").fetchall()
+        return {"all": int(con.execute(f"SELECT count(DISTINCT seen_peer) FROM ef WHERE {where}").fetchone()[0])}
+    rows = con.execute(f"SELECT {by}, count(DISTINCT seen_peer) FROM ef WHERE {where} GROUP BY ALL").fetchall()
     return {k: int(v) for k, v in rows}
 
 
@@ -194,7 +201,8 @@ def hll_registers(con, where: str, keys: str = "month, metro, category") -> pa.T
     for s in (1, 2, 4, 8, 16, 32):
         smear = f"({smear} | ({smear} >> {s}))"
     return arrow(con, f"""
-        WITH h AS (SELECT {keys}, hash(peer) AS x FROM ef WHERE {where}),
+        WITH h AS (SELECT {keys}, hash(seen_peer) AS x FROM ef
+                   WHERE ({where}) AND seen_peer IS NOT NULL),
              w AS (SELECT {keys}, x >> {tail} AS reg, x & {mask}::UBIGINT AS w FROM h)
         SELECT {keys}, reg, max({tail} - bit_count({smear}) + 1)::UTINYINT AS rho
         FROM w GROUP BY ALL
@@ -218,7 +226,7 @@ def hll_estimate(regs: np.ndarray, rhos: np.ndarray) -> float:
 
 def hll_merge(sketch: pa.Table, group: list[str]) -> dict[tuple, float]:
     """Merge sparse registers over every column not in ``group``; estimate per group."""
-    con = duckdb.connect()
+    con = duckdb_connect()
     con.register("s", sketch)
     sel = "".join(f"{g}, " for g in group)
     t = arrow(con, f"SELECT {sel}reg, max(rho) AS rho FROM s GROUP BY ALL ORDER BY ALL")

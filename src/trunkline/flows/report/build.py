@@ -106,14 +106,14 @@ def build(store: FlowStore, quarter: Quarter, enricher: Enricher, *,
     uniq = {"all": uniques(con, inq)["all"], "all_approx": round(approx_all.get((), 0.0)),
             "by_category": {c: uniq_cat.get(c, 0) for c in CATEGORIES},
             "by_category_approx": {c: round(approx_cat.get((c,), 0.0)) for c in CATEGORIES},
-            "method": f"exact: count(DISTINCT peer); approximate: HyperLogLog p={HLL_P}, "
+            "method": f"exact: count(DISTINCT seen_peer); approximate: HyperLogLog p={HLL_P}, "
                       "one sketch per month x metro x category, merged by register max",
             "sketch_hash": f"DuckDB {duckdb.__version__} hash(peer): merge only sketches made "
                            "with the same hash"}
     c2c_bits = con.execute(f"SELECT coalesce(sum(bits), 0) FROM ef WHERE {inq} AND c2c").fetchone()[0]
-    uncl = con.execute(f"""SELECT coalesce(sum(bits), 0), count(DISTINCT peer) FROM ef
+    uncl = con.execute(f"""SELECT coalesce(sum(bits), 0), count(DISTINCT seen_peer) FROM ef
                            WHERE {inq} AND category IN ('unknown', 'other')""").fetchone()
-    uncl_top = con.execute(f"""SELECT asn, org, category, sum(bits) AS b, count(DISTINCT peer) FROM ef
+    uncl_top = con.execute(f"""SELECT asn, org, category, sum(bits) AS b, count(DISTINCT seen_peer) FROM ef
                                WHERE {inq} AND category IN ('unknown', 'other')
                                GROUP BY ALL ORDER BY b DESC, asn LIMIT 10""").fetchall()
     mover = con.execute(f"""SELECT count(*), coalesce(sum(bits), 0), median(rtt_us), quantile_cont(rtt_us, 0.95),

@@ -31,9 +31,17 @@ def _png(fig) -> bytes:
 
 
 def human_bits(x: float) -> str:
-    for unit, f in (("Pb", 1e15), ("Tb", 1e12), ("Gb", 1e9), ("Mb", 1e6), ("kb", 1e3)):
-        if abs(x) >= f:
-            return f"{x / f:.3g} {unit}"
+    """Three significant figures in the largest unit that keeps the number under 1000
+    (999.96 Gb prints as 1.00 Tb, never 1e+03 Gb)."""
+    units = (("Pb", 1e15), ("Tb", 1e12), ("Gb", 1e9), ("Mb", 1e6), ("kb", 1e3), ("b", 1.0))
+    for i, (unit, f) in enumerate(units):
+        if abs(x) >= f or unit == "b":
+            v = x / f
+            text = f"{v:.{2 if abs(v) < 10 else 1 if abs(v) < 100 else 0}f}"
+            if abs(float(text)) >= 1000 and i > 0:
+                unit, f = units[i - 1]
+                text = f"{x / f:.2f}"
+            return f"{text} {unit}"
     return f"{x:.3g} b"
 
 
