@@ -64,7 +64,7 @@ def test_simulate_report_elephants(env, tmp_path):
     assert {p.name for p in (out / "charts").iterdir()} == {
         "shares.png", "monthly.png", "map.png", "magnitude.png", "uniqueness.png"}
     assert rep["elephants"]["count"] > 0
-    assert all(e["category"] in ("neocloud", "hyperscaler", "cloud") for e in rep["elephants"]["top"])
+    assert all(e["category"] in ("neocloud", "hyperscaler", "hosting") for e in rep["elephants"]["top"])
     r = run(env, "flows", "elephants", "--store", str(store), "--quarter", "2025Q4", "--json", "--top", "3")
     eps = json.loads(r.output)
     assert len(eps) == 3 and eps[0]["bytes"] >= eps[1]["bytes"] >= eps[2]["bytes"]

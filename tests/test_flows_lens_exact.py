@@ -24,8 +24,8 @@ from trunkline.flows.stats import Quarter
 from trunkline.flows.store import FlowStore
 
 LOCAL = "198.51.100.10"  # our edge ([local] documentation prefix of the default taxonomy)
-LOCAL_CATEGORY = "cloud"
-CLOUDS = {"neocloud", "hyperscaler", "cloud"}
+LOCAL_CATEGORY = "hosting"
+CLOUDS = {"neocloud", "hyperscaler", "hosting"}
 GB = 10**9
 TZS = ("UTC", "America/Los_Angeles", "Asia/Kolkata", "Pacific/Chatham")
 # peer -> (category, metro); checked against the real enrichment data before use
@@ -33,10 +33,10 @@ PEERS = {
     "207.53.234.51": ("neocloud", "Chicago"),  # CoreWeave
     "207.53.233.254": ("neocloud", "New York"),  # CoreWeave
     "54.225.48.141": ("hyperscaler", "Northern Virginia"),  # AWS
-    "73.110.185.30": ("isp", "Chicago"),  # Comcast
-    "73.110.185.31": ("isp", "Chicago"),
-    "73.110.185.32": ("isp", "Chicago"),
-    "73.155.117.215": ("isp", "Dallas-Houston"),
+    "73.110.185.30": ("isp_regional", "Chicago"),  # Comcast
+    "73.110.185.31": ("isp_regional", "Chicago"),
+    "73.110.185.32": ("isp_regional", "Chicago"),
+    "73.155.117.215": ("isp_regional", "Dallas-Houston"),
     "204.195.209.220": ("cdn", "no metro"),  # Cloudflare
 }
 EXPORTERS = {"192.0.2.1": "ams1", "192.0.2.2": "sjc1"}

@@ -17,8 +17,8 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 
 COLORS = {
-    "neocloud": "#7b3fe4", "hyperscaler": "#f28e2b", "cdn": "#4e79a7", "isp": "#59a14f",
-    "cloud": "#e15759", "other": "#9c755f", "unknown": "#bab0ac",
+    "neocloud": "#7b3fe4", "hyperscaler": "#f28e2b", "cdn": "#4e79a7", "isp_regional": "#59a14f",
+    "isp_tier1": "#1b7837", "hosting": "#e15759", "other": "#9c755f", "unknown": "#bab0ac",
 }
 DPI = 110
 
