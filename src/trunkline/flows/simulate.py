@@ -6,7 +6,8 @@ something true to enrich. Traffic: elephant sessions (1-minute records of one 5-
 hundreds of Mb/s to several Gb/s, mostly to neoclouds) and many small flows to CDNs and
 ISP eyeballs, scaled so category shares follow a target that drifts month by month.
 Our edge is the documentation prefix 198.51.100.0/24. Deterministic for a given seed.
-Records carry exporter 'simulator' and flow_type 'simulated'; the report labels them.
+Records carry flow_type 'simulated' (the report labels them) and one of four exporters
+named sim-* (``SIM_REGIONS`` maps them to regions).
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ TARGET = {
 ELEPHANT_MIX = {"neocloud": 0.70, "hyperscaler": 0.20, "hosting": 0.10}
 MICE_MIX = {"isp_regional": 0.45, "isp_tier1": 0.10, "cdn": 0.28, "hyperscaler": 0.06, "hosting": 0.05,
             "neocloud": 0.02, "other": 0.04}
+SIM_EXPORTERS = ("sim-us-west-1", "sim-us-east-1", "sim-ca-east-1", "sim-eu-central-1")
+SIM_EXPORTER_P = (0.35, 0.35, 0.1, 0.2)
+SIM_REGIONS = {"sim-us-west-1": "US-West", "sim-us-east-1": "US-East", "sim-ca-east-1": "CA-East",
+               "sim-eu-central-1": "EU-Central"}  # the [regions] of docs/flows-report.md's example
 OTHER_ASNS = [714, 2906, 32590, 46489]  # Apple, Netflix, Valve, Twitch: no rule -> "other"
 
 
@@ -195,7 +200,10 @@ def simulate(quarter: Quarter, store: FlowStore, enricher: Enricher, flows: int 
     table = pa.table({
         "time_start": pa.array(t_ms, pa.timestamp("ms", tz="UTC")),
         "time_end": pa.array(t_ms + (cols["dur"] * 1000).astype(np.int64), pa.timestamp("ms", tz="UTC")),
-        "exporter": pa.array(np.full(len(t_ms), "simulator", dtype=object), pa.string()),
+        # four exporters (sites), drawn apart from the rest so the flows stay as they were
+        "exporter": pa.array(np.array(SIM_EXPORTERS, dtype=object)[
+            np.random.default_rng([seed, quarter.year, quarter.q, 1]).choice(
+                len(SIM_EXPORTERS), len(t_ms), p=SIM_EXPORTER_P)], pa.string()),
         "flow_type": pa.array(np.full(len(t_ms), "simulated", dtype=object), pa.string()),
         "src_addr": pc.if_else(pa.array(out), local_s, peer_s),
         "dst_addr": pc.if_else(pa.array(out), peer_s, local_s),
