@@ -8,8 +8,7 @@ import traceback
 
 import click
 
-from ..engine.plan import parse_size
-from ..telemetry.units import human_bytes
+from ..units import human_bytes, parse_size
 
 
 class SizeParam(click.ParamType):
@@ -28,9 +27,13 @@ SIZE = SizeParam()
 
 
 def run_api(debug: bool, fn, *args, **kw):
-    """Call the API; usage errors exit 2, other errors 1, each as one clear line."""
-    from ..storage.s3 import S3Error
-    from ..url import LocationError
+    """Call the API and map its failures to exit codes, each as one clear line.
+
+    ``UsageError`` (a wrong command or value) exits 2; any other ``TrunklineError`` (a
+    transfer or store failure) and ``OSError`` (the local disk or network said no) exit 1.
+    Anything else is a bug in trunkline: it propagates with its traceback.
+    """
+    from ..errors import TrunklineError, UsageError
 
     if debug:   # the tuner's decisions (and the cluster driver's events) as they happen
         import logging
@@ -39,7 +42,7 @@ def run_api(debug: bool, fn, *args, **kw):
                             format="trunkline: %(name)s: %(message)s")
     try:
         return fn(*args, **kw)
-    except (LocationError, ValueError) as e:
+    except UsageError as e:
         if debug:
             traceback.print_exc()
         click.echo(f"trunkline: error: {e}", err=True)
@@ -47,7 +50,7 @@ def run_api(debug: bool, fn, *args, **kw):
     except KeyboardInterrupt:
         click.echo("trunkline: interrupted", err=True)
         sys.exit(130)
-    except (S3Error, OSError) as e:
+    except (TrunklineError, OSError) as e:
         if debug:
             traceback.print_exc()
         click.echo(f"trunkline: error: {e}", err=True)

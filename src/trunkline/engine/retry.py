@@ -10,16 +10,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from ..storage.s3 import S3Error
-from ..wire.http1 import ProtocolError
+from ..errors import IntegrityError, SourceChanged, is_retryable, is_slowdown
 
-
-class IntegrityError(Exception):
-    """Bytes received do not match their checksum or length."""
-
-
-class SourceChanged(Exception):
-    """The source object changed under us (size differs from the listing): not retried."""
+__all__ = ["IntegrityError", "RetryPolicy", "SourceChanged", "is_retryable", "is_slowdown"]
 
 
 @dataclass(frozen=True)
@@ -32,17 +25,3 @@ class RetryPolicy:
         """Full-jitter backoff before try ``attempt`` (1 = first retry)."""
         r = rng or random
         return r.uniform(0, min(self.cap, self.base * (2 ** attempt)))
-
-
-def is_retryable(exc: BaseException) -> bool:
-    if isinstance(exc, S3Error):
-        return exc.retryable
-    if isinstance(exc, (IntegrityError, ProtocolError)):
-        return True
-    if isinstance(exc, (ConnectionError, TimeoutError)):
-        return True
-    return False
-
-
-def is_slowdown(exc: BaseException) -> bool:
-    return isinstance(exc, S3Error) and exc.slowdown

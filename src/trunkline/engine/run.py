@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from ..storage.local import partial_path
 from ..storage.s3 import S3Endpoint, S3Error
-from ..telemetry.units import human_bytes
+from ..units import human_bytes
 from ..wire.connection import Connection, ConnectionClosed, ConnectionStats
 from . import resume
 from .direct_io import DirectWriter, aligned_buffer, open_direct
