@@ -21,6 +21,11 @@ class RetryPolicy:
     base: float = 0.1          # seconds
     cap: float = 10.0
 
+    @classmethod
+    def for_retries(cls, retries: int) -> RetryPolicy:
+        """The policy allowing ``retries`` retries after the first try."""
+        return cls(attempts=max(1, retries + 1))
+
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Full-jitter backoff before try ``attempt`` (1 = first retry)."""
         r = rng or random

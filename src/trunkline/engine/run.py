@@ -17,10 +17,13 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from ..options import TransferOptions
+from ..results import Failure
 from ..storage.local import partial_path
 from ..storage.s3 import S3Endpoint, S3Error
+from ..telemetry.snapshot import Snapshot
 from ..units import human_bytes
 from ..wire.connection import Connection, ConnectionClosed, ConnectionStats
 from . import resume
@@ -31,6 +34,8 @@ from .journal import Journal
 from .plan import MiB, Part
 from .ratelimit import RateLimiter
 from .retry import IntegrityError, RetryPolicy, SourceChanged, is_retryable, is_slowdown
+
+__all__ = ["Failure", "RunOutcome", "Runner", "Snapshot", "TransferOptions"]
 from .storage_names import job_dst
 from .tune import Tuner
 
@@ -41,25 +46,6 @@ INITIAL_CONNECTIONS = 16
 the first second (a slow start from 1 would spend ~6 s getting there, longer than many
 copies last); the tuner grows from here while more connections pay, and backs off on
 SlowDown."""
-
-
-@dataclass
-class TransferOptions:
-    """Knobs of one transfer. ``tune`` lets the closed-loop tuner move connections (up to
-    ``max_connections``) and the part size; ``connections``/``part_size_fixed`` pin them."""
-
-    max_connections: int = 64
-    connections: int | None = None       # static: pin the number of active connections
-    part_size: int = 16 * MiB
-    part_size_fixed: bool = False
-    max_memory: int = 512 * MiB
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    read_timeout: float = 60.0
-    checksums: bool = True
-    direct_io: bool = True   # downloads bypass the page cache (engine/direct_io.py)
-    tune: bool = True
-    bwlimit: float | None = None                      # bytes/s overall
-    bwlimit_endpoint: dict[str, float] | None = None  # bytes/s per endpoint name
 
 
 @dataclass
@@ -76,36 +62,6 @@ class WorkerStats:
     ttfb_total: float = 0.0
     resumed_bytes: int = 0    # parts found done (on disk or at the store) by a resume
     busy: bool = False
-
-
-@dataclass
-class Snapshot:
-    """What the progress display and the tuner see, every tick."""
-
-    t: float
-    elapsed: float
-    done_bytes: int
-    wire_bytes: int
-    total_bytes: int
-    objects: int
-    total_objects: int
-    listing_done: bool
-    active: int
-    retries: int
-    slowdowns: int
-    errors: int
-    requests: int
-    ttfb_total: float
-    failed: int
-
-
-@dataclass
-class Failure:
-    name: str
-    error: str
-
-    def __str__(self) -> str:
-        return f"{self.name}: {self.error}"
 
 
 @dataclass
@@ -195,6 +151,7 @@ class Runner:
         resumed: bool = False,
     ):
         self.opts = opts
+        self.retry = RetryPolicy.for_retries(opts.retries)
         self.journal = journal
         # resuming an earlier run's journal: a killed run may have left stray uploads
         self.journal_created = float(journal.meta().get("created", "0")) if journal else 0.0
@@ -210,13 +167,13 @@ class Runner:
             self.tuner = Tuner(
                 max_connections=opts.max_connections,
                 max_memory=max(opts.max_memory, opts.max_connections * CHUNK),
-                part_size=opts.part_size,
+                part_size=opts.initial_part_size,
                 initial_connections=min(INITIAL_CONNECTIONS, opts.max_connections),
                 interval=0.5,
             )
             start = self.tuner.connections
         self.gate = _Gate(start)
-        self.part_size = opts.part_size   # read by the planner for objects planned later
+        self.part_size = opts.initial_part_size   # read by the planner for objects planned later
         self.limiter = (
             RateLimiter(opts.bwlimit, opts.bwlimit_endpoint)
             if (opts.bwlimit or opts.bwlimit_endpoint) else None
@@ -499,11 +456,11 @@ class Runner:
                 if is_slowdown(e):
                     st.slowdowns += 1
                 attempt += 1
-                if not is_retryable(e) or attempt >= self.opts.retry.attempts:
+                if not is_retryable(e) or attempt >= self.retry.attempts:
                     self._fail(job, e, attempt)
                     return
                 st.retries += 1
-                self._stop.wait(self.opts.retry.delay(attempt, rng))
+                self._stop.wait(self.retry.delay(attempt, rng))
 
     def _fail(self, job: ObjectJob, e: BaseException, attempts: int | None) -> None:
         with job.lock:
@@ -716,10 +673,10 @@ def _store_crc(runner: Runner, ep: S3Endpoint, job: ObjectJob, st: WorkerStats) 
             return b64_to_crc32c(hdr) if hdr and "-" not in hdr else None
         except Exception as e:  # noqa: BLE001 - classified below
             attempt += 1
-            if not is_retryable(e) or attempt >= runner.opts.retry.attempts:
+            if not is_retryable(e) or attempt >= runner.retry.attempts:
                 raise
             st.retries += 1
-            runner._stop.wait(runner.opts.retry.delay(attempt, rng))
+            runner._stop.wait(runner.retry.delay(attempt, rng))
         finally:
             conn.close()
 

@@ -21,6 +21,7 @@ from typing import TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ..results import Mismatch
 from ..storage.s3 import S3Endpoint, S3Error, from_client_error
 from ..url import Location
 from .integrity import (
@@ -59,18 +60,6 @@ def bounded_map(fn: Callable[[T], R], items: Iterable[T], workers: int,
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
-
-
-@dataclass(frozen=True)
-class Mismatch:
-    """kind: missing (in source only), extra (in destination only), size, content, error."""
-
-    kind: str
-    key: str
-    detail: str = ""
-
-    def __str__(self) -> str:
-        return f"{self.kind}: {self.key}" + (f": {self.detail}" if self.detail else "")
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from ..engine.run import Snapshot
 from ..units import human_bytes
+from .snapshot import Snapshot
 
 
 class RateWindow:
