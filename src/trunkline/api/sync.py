@@ -155,12 +155,8 @@ def _delete(d: Location, eps: EndpointCache, rels: Iterable[str]) -> list[Failur
         if not batch:
             return
         try:
-            r = ep.client.delete_objects(
-                Bucket=d.bucket,
-                Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True})
-            for err in r.get("Errors", ()):
-                failures.append(Failure(f"{d.bucket}/{err.get('Key')}",
-                                        f"delete: {err.get('Code')}: {err.get('Message')}"))
+            for key, code, message in ep.delete_many(d.bucket, batch):
+                failures.append(Failure(f"{d.bucket}/{key}", f"delete: {code}: {message}"))
         except Exception as e:  # noqa: BLE001 - reported per batch, the rest goes on
             failures.append(Failure(f"{d.bucket}/{batch[0]}..", f"delete: {e}"))
         batch.clear()

@@ -26,7 +26,8 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from .. import physics
-from ..errors import ConnectionClosed, UsageError
+from ..errors import ConnectionClosed, TrunklineError, UsageError
+from ..storage import s3_data
 from ..storage.s3 import S3Endpoint, S3Error
 from ..units import MiB
 from ..wire.connection import Connection
@@ -160,7 +161,7 @@ class _Streams:
                     self.counts[i] += k
                 if got < n:
                     return
-        except (OSError, S3Error) as e:
+        except (OSError, TrunklineError) as e:
             self.errors.append(str(e))
         finally:
             if conn is not None:
@@ -192,11 +193,11 @@ class Prober:
 
     def request(self, conn: Connection, method: str, off: int = 0, length: int = 0) -> int:
         """Send a HEAD or a ranged GET and read its head; returns the body length."""
-        headers = {} if method == "HEAD" else {"Range": f"bytes={off}-{off + length - 1}"}
-        conn.send(self.ep.signed_head(method, self.bucket, self.key, headers=headers))
-        head = conn.read_head()
-        self.ep.check_response(conn, head, method, self.key)
-        return 0 if method == "HEAD" else (head.content_length or 0)
+        if method == "HEAD":
+            s3_data.head(self.ep, conn, self.bucket, self.key, self.key, checksums=False)
+            return 0
+        return s3_data.get(self.ep, conn, self.bucket, self.key, self.key, offset=off,
+                           length=length, whole=False).length
 
     def latency(self, samples: int = 5) -> tuple[float, float | None, list[float], list[float]]:
         """(connect s, TCP_INFO rtt s, HEAD TTFBs, 1-byte GET TTFBs)."""
@@ -283,17 +284,18 @@ def find_object(ep: S3Endpoint, bucket: str, prefix: str, scan: int = 1000) -> t
 
 def put_temp(ep: S3Endpoint, bucket: str, key: str, size: int) -> None:
     """Upload ``size`` random bytes in one PUT on our own connection."""
-    conn = ep.new_connection(read_timeout=60)
-    try:
-        conn.connect()
-        conn.send(ep.signed_head("PUT", bucket, key, headers={"Content-Length": str(size)}))
-        block = os.urandom(MiB)
+    block = os.urandom(MiB)
+
+    def send_body(conn: Connection) -> None:
         left = size
         while left:
             k = min(left, MiB)
             conn.send(block[:k])
             left -= k
-        head = conn.read_head()
-        ep.check_response(conn, head, "PUT", key, ok=(200,))
+
+    conn = ep.new_connection(read_timeout=60)
+    try:
+        conn.connect()
+        s3_data.put(ep, conn, bucket, key, key, length=size, send_body=send_body)
     finally:
         conn.close()

@@ -21,11 +21,13 @@ from dataclasses import dataclass
 
 from ..options import TransferOptions
 from ..results import Failure
+from ..storage import s3_data
 from ..storage.local import partial_path
-from ..storage.s3 import S3Endpoint, S3Error
+from ..storage.s3 import S3Endpoint
 from ..telemetry.snapshot import Snapshot
 from ..units import human_bytes
-from ..wire.connection import Connection, ConnectionClosed, ConnectionStats
+from ..wire.connection import Connection, ConnectionStats
+from ..wire.pool import ConnectionPool
 from . import resume
 from .direct_io import DirectWriter, aligned_buffer, open_direct
 from .integrity import b64_to_crc32c, crc32c, crc32c_combine_all, crc32c_to_b64
@@ -33,7 +35,8 @@ from .jobs import ObjectJob
 from .journal import Journal
 from .plan import MiB, Part
 from .ratelimit import RateLimiter
-from .retry import IntegrityError, RetryPolicy, SourceChanged, is_retryable, is_slowdown
+from .receive import receive
+from .retry import IntegrityError, RetryPolicy, is_retryable, is_slowdown, retrying
 
 __all__ = ["Failure", "RunOutcome", "Runner", "Snapshot", "TransferOptions"]
 from .storage_names import job_dst
@@ -141,6 +144,31 @@ class _MemoryBudget:
             self.cv.notify_all()
 
 
+class Leases:
+    """The connections one try of a part holds, one per origin, all handed back to their
+    pool when the try ends (dropped if the try failed in a way that makes them suspect)."""
+
+    def __init__(self, runner: Runner):
+        self.runner = runner
+        self._held: dict[tuple, tuple[ConnectionPool, Connection]] = {}
+
+    def get(self, ep: S3Endpoint) -> Connection:
+        held = self._held.get(ep.origin)
+        if held is None:
+            pool = self.runner.pool_for(ep)
+            held = (pool, pool.acquire())
+            self._held[ep.origin] = held
+        return held[1]
+
+    def release_all(self, trusted: bool) -> None:
+        for pool, conn in self._held.values():
+            if trusted:
+                pool.release(conn)
+            else:
+                pool.discard(conn)
+        self._held.clear()
+
+
 class Runner:
     def __init__(
         self,
@@ -190,7 +218,7 @@ class Runner:
         self._stop = threading.Event()
         self.started = 0.0
         self._made_dirs: set[str] = set()
-        self._worker_conns: list[dict[int, Connection]] = []
+        self._pools: dict[tuple, ConnectionPool] = {}
         self._workers: list[threading.Thread] = []
         self._done_batch: list[tuple] = []
 
@@ -232,8 +260,10 @@ class Runner:
             deadline = time.monotonic() + 3.0
             for w in workers:
                 w.join(timeout=max(0.0, deadline - time.monotonic()))
+            self._close_pools()
             raise
         producer.join()
+        self._close_pools()
         self._flush_done()
         if self.on_tick:
             self.on_tick(self.snapshot())
@@ -305,7 +335,32 @@ class Runner:
                 self.part_size = d.part_size
 
     def _live_conns(self) -> list[Connection]:
-        return [c for conns in self._worker_conns for c in list(conns.values())]
+        with self._lock:
+            pools = list(self._pools.values())
+        return [c for p in pools for c in p.live()]
+
+    def pool_for(self, ep: S3Endpoint) -> ConnectionPool:
+        """The data connections of this run to ``ep``'s origin (closed ones become flows)."""
+        key = ep.origin
+        with self._lock:
+            pool = self._pools.get(key)
+            if pool is None:
+                pool = ConnectionPool(lambda t: ep.new_connection(read_timeout=t),
+                                      on_closed=self._conn_closed,
+                                      read_timeout=self.opts.read_timeout,
+                                      max_idle=self.opts.max_connections)
+                self._pools[key] = pool
+        return pool
+
+    def _conn_closed(self, stats: ConnectionStats) -> None:
+        with self._lock:
+            self.closed_conns.append(stats)
+
+    def _close_pools(self) -> None:
+        with self._lock:
+            pools = list(self._pools.values())
+        for p in pools:
+            p.close()
 
     def snapshot(self) -> Snapshot:
         st = self.stats
@@ -376,8 +431,6 @@ class Runner:
 
     def _worker(self, i: int) -> None:
         st = self.stats[i]
-        conns: dict[int, Connection] = {}
-        self._worker_conns.append(conns)
         buf: memoryview | None = None   # allocated on first work: idle workers cost no memory
         rng = random.Random()
         try:
@@ -398,69 +451,62 @@ class Runner:
                     buf = aligned_buffer(CHUNK)   # page-aligned for O_DIRECT writes
                 st.busy = True
                 try:
-                    self._run_part(job, part, conns, buf, st, rng)
+                    self._run_part(job, part, buf, st, rng)
                 finally:
                     st.busy = False
                     self.gate.release()
                     self._part_finished(job, st)
         finally:
-            for c in conns.values():
-                self._close(c)
+            pass
 
-    def _conn(self, conns: dict[int, Connection], ep: S3Endpoint) -> Connection:
-        c = conns.get(id(ep))
-        if c is None or not c.usable or c.sock is None:
-            if c is not None:
-                self._close(c)
-            c = ep.new_connection(read_timeout=self.opts.read_timeout)
-            c.connect()
-            conns[id(ep)] = c
-        return c
+    def _run_part(self, job: ObjectJob, part: Part, buf, st: WorkerStats, rng) -> None:
+        if part.number in job.skip_parts:
+            st.resumed_bytes += part.length
+            return
+        counted = [0]
 
-    def _close(self, c: Connection) -> None:
-        if c.stats.started:
-            c.close()
-            with self._lock:
-                self.closed_conns.append(c.stats)
-        else:
-            c.close()
-
-    def _run_part(self, job: ObjectJob, part: Part, conns, buf, st: WorkerStats, rng) -> None:
-        attempt = 0
-        while True:
+        def attempt_once() -> object:
             if job.failed is not None or self._stop.is_set():
-                return
-            counted = [0]
-            if part.number in job.skip_parts:
-                st.resumed_bytes += part.length
-                return
+                return None
+            counted[0] = 0
+            leases = Leases(self)
             try:
-                op = _OPS[job.kind]
-                if op(self, job, part, conns, buf, st, counted) is _RESUMED:
-                    st.resumed_bytes += part.length
-                    return
-                # single-part objects are journaled once, when done: half the commits
-                if self.journal is not None and job.obj_id is not None and job.multipart:
-                    self.journal.part_done(job.obj_id, part.number, part.offset, part.length,
-                                           job.part_crcs.get(part.number, 0),
-                                           job.part_etags.get(part.number))
-                return
-            except Exception as e:  # noqa: BLE001 - classified below
-                st.done_bytes -= counted[0]
-                broken = isinstance(e, (ConnectionError, TimeoutError, IntegrityError))
-                for key, c in list(conns.items()):
-                    if broken or not c.usable:
-                        self._close(c)
-                        del conns[key]
-                st.errors += 1
-                if is_slowdown(e):
-                    st.slowdowns += 1
-                attempt += 1
-                if not is_retryable(e) or attempt >= self.retry.attempts:
-                    self._fail(job, e, attempt)
-                    return
+                out = _OPS[job.kind](self, job, part, leases, buf, st, counted)
+            except BaseException as e:
+                # a connection that failed mid-exchange, or gave damaged bytes, is dropped
+                leases.release_all(trusted=not isinstance(
+                    e, (ConnectionError, TimeoutError, IntegrityError)))
+                raise
+            leases.release_all(trusted=True)
+            return out
+
+        last = {"tries": 0, "again": False}
+
+        def on_error(e: BaseException, tries: int, again: bool) -> None:
+            last.update(tries=tries, again=again)
+            st.done_bytes -= counted[0]
+            st.errors += 1
+            if is_slowdown(e):
+                st.slowdowns += 1
+            if again:
                 st.retries += 1
-                self._stop.wait(self.retry.delay(attempt, rng))
+
+        try:
+            out = retrying(attempt_once, self.retry, stop=self._stop, rng=rng, on_error=on_error)
+        except Exception as e:  # noqa: BLE001 - given up: this object failed
+            if not (last["again"] and self._stop.is_set()):   # (not just stopping)
+                self._fail(job, e, last["tries"])
+            return
+        if out is _RESUMED:
+            st.resumed_bytes += part.length
+            return
+        if job.failed is not None or self._stop.is_set():
+            return
+        # single-part objects are journaled once, when done: half the commits
+        if self.journal is not None and job.obj_id is not None and job.multipart:
+            self.journal.part_done(job.obj_id, part.number, part.offset, part.length,
+                                   job.part_crcs.get(part.number, 0),
+                                   job.part_etags.get(part.number))
 
     def _fail(self, job: ObjectJob, e: BaseException, attempts: int | None) -> None:
         with job.lock:
@@ -519,58 +565,28 @@ class Runner:
 # -- operations per kind ---------------------------------------------------------------
 
 
-def _get(runner: Runner, ep: S3Endpoint, job: ObjectJob, part: Part, conns, st: WorkerStats,
-         whole: bool) -> tuple[Connection, int, str | None]:
-    """Send a GET for ``part`` and read its head; returns (conn, body length, crc header)."""
-    headers = {}
-    if not whole:
-        headers["Range"] = f"bytes={part.offset}-{part.offset + part.length - 1}"
-    else:
-        headers["x-amz-checksum-mode"] = "ENABLED"
-    conn = runner._conn(conns, ep)
-    t0 = time.monotonic()
-    conn.send(ep.signed_head("GET", job.src_bucket, job.src_key, headers=headers))
-    head = conn.read_head()
-    st.ttfb_total += time.monotonic() - t0
+def _get(runner: Runner, ep: S3Endpoint, job: ObjectJob, part: Part, conns: Leases,
+         st: WorkerStats, whole: bool) -> tuple[Connection, int, str | None]:
+    """Send a GET for ``part`` and check its head; returns (conn, body length, crc header)."""
+    conn = conns.get(ep)
+    ans = s3_data.get(ep, conn, job.src_bucket, job.src_key, job.name, offset=part.offset,
+                      length=part.length, whole=whole)
+    st.ttfb_total += ans.ttfb
     st.requests += 1
-    conn.stats.requests += 1
-    ep.check_response(conn, head, "GET", job.name)
-    n = head.content_length
-    if n is None:
-        conn.usable = False
-        raise ConnectionClosed("GET response without Content-Length")
-    if n != part.length:
-        conn.usable = False
-        raise SourceChanged(f"source changed during transfer: expected {part.length} bytes, server sends {n}")
-    if not head.keep_alive:
-        conn.usable = False
-    if st.requests % 8 == 1:
-        conn.sample_tcp()
-    crc_hdr = head.headers.get("x-amz-checksum-crc32c") if whole else None
-    return conn, n, crc_hdr
+    return conn, ans.length, ans.crc32c
 
 
 def _recv_body(conn: Connection, n: int, sink: Callable[[memoryview, int], None],
                buf: memoryview, st: WorkerStats, counted: list[int],
                limit: Callable[[int], None] | None = None) -> int:
     """Receive n bytes through ``buf``; sink(chunk, offset_in_body). Returns the CRC32C."""
-    crc = 0
-    got = 0
-    while got < n:
-        if limit is not None:
-            limit(min(len(buf), n - got))
-        k = conn.recv_into(buf[: min(len(buf), n - got)])
-        if k == 0:
-            conn.usable = False
-            raise ConnectionClosed(f"body truncated at {got} of {n} bytes")
-        chunk = buf[:k]
-        crc = crc32c(chunk, crc)
-        sink(chunk, got)
-        got += k
+    def on_bytes(k: int) -> None:
         st.wire_bytes += k
         st.done_bytes += k
         counted[0] += k
-    return crc
+
+    return receive(conn, n, lambda off, left: buf[: min(len(buf), left)], sink=sink,
+                   on_bytes=on_bytes, limit=limit)
 
 
 def _check_crc(crc: int, header: str | None, job: ObjectJob) -> None:
@@ -630,7 +646,8 @@ def _verify_ranged(runner: Runner, job: ObjectJob, st: WorkerStats) -> None:
     want = _store_crc(runner, ep, job, st)
     if want is None:
         return
-    conns: dict[int, Connection] = {}
+    conns = Leases(runner)
+    ok = False
     try:
         def combined() -> int:
             return crc32c_combine_all([(job.part_crcs[p.number], p.length) for p in job.parts])
@@ -651,34 +668,34 @@ def _verify_ranged(runner: Runner, job: ObjectJob, st: WorkerStats) -> None:
         if combined() != want:
             raise IntegrityError(f"CRC32C mismatch on {job.name}: the object differs from the "
                                  "store's checksum even after fetching it again")
+        ok = True
     finally:
-        for c in conns.values():
-            c.close()
+        conns.release_all(trusted=ok)
 
 
 def _store_crc(runner: Runner, ep: S3Endpoint, job: ObjectJob, st: WorkerStats) -> int | None:
     """The store's full-object CRC32C (HEAD with checksum mode), None if it keeps none.
     Retried like a part: a reset on this one request must not fail a whole object."""
-    attempt = 0
-    rng = random.Random()
-    while True:
-        conn = ep.new_connection(read_timeout=runner.opts.read_timeout)
+    pool = runner.pool_for(ep)
+
+    def once() -> int | None:
+        conn = pool.acquire()
         try:
-            conn.connect()
-            conn.send(ep.signed_head("HEAD", job.src_bucket, job.src_key,
-                                     headers={"x-amz-checksum-mode": "ENABLED"}))
-            head = conn.read_head()
-            ep.check_response(conn, head, "HEAD", job.name)
-            hdr = head.headers.get("x-amz-checksum-crc32c")
-            return b64_to_crc32c(hdr) if hdr and "-" not in hdr else None
-        except Exception as e:  # noqa: BLE001 - classified below
-            attempt += 1
-            if not is_retryable(e) or attempt >= runner.retry.attempts:
-                raise
+            head = s3_data.head(ep, conn, job.src_bucket, job.src_key, job.name)
+        except BaseException:
+            pool.discard(conn)
+            raise
+        pool.release(conn)
+        if head is None:
+            raise s3_data.parse_error_xml(404, b"", "HEAD", job.name)
+        hdr = head.headers.get("x-amz-checksum-crc32c")
+        return b64_to_crc32c(hdr) if hdr and "-" not in hdr else None
+
+    def count(e: BaseException, tries: int, again: bool) -> None:
+        if again:
             st.retries += 1
-            runner._stop.wait(runner.retry.delay(attempt, rng))
-        finally:
-            conn.close()
+
+    return retrying(once, runner.retry, stop=runner._stop, on_error=count)
 
 
 def _pwriter(fd: int | None, base: int) -> Callable[[memoryview, int], None]:
@@ -748,7 +765,7 @@ def _ensure_upload(runner: Runner, job: ObjectJob) -> str:
         return job.upload_id
 
 
-def _put_request(runner: Runner, job: ObjectJob, part: Part, conns, st, send_body,
+def _put_request(runner: Runner, job: ObjectJob, part: Part, conns: Leases, st, send_body,
                  crc: int | None) -> str:
     """PUT an object or a part whose body ``send_body(conn)`` writes; returns the ETag."""
     ep = job.dst_ep
@@ -756,35 +773,12 @@ def _put_request(runner: Runner, job: ObjectJob, part: Part, conns, st, send_bod
     query = None
     if job.multipart:
         query = {"partNumber": str(part.number), "uploadId": _ensure_upload(runner, job)}
-    headers = {"Content-Length": str(part.length)}
-    if crc is not None and ep.supports_crc32c is not False:
-        headers["x-amz-checksum-crc32c"] = crc32c_to_b64(crc)
-    conn = runner._conn(conns, ep)
-    conn.send(ep.signed_head("PUT", job.dst_bucket, job.dst_key, query=query, headers=headers))
-    send_body(conn)
-    t0 = time.monotonic()
-    head = conn.read_head()
-    st.ttfb_total += time.monotonic() - t0
+    etag, ttfb = s3_data.put(ep, conns.get(ep), job.dst_bucket, job.dst_key, job.name,
+                             length=part.length, send_body=send_body, query=query,
+                             crc32c_b64=crc32c_to_b64(crc) if crc is not None else None)
+    st.ttfb_total += ttfb
     st.requests += 1
-    conn.stats.requests += 1
-    try:
-        ep.check_response(conn, head, "PUT", job.name, ok=(200,))
-    except S3Error as e:
-        if (
-            "x-amz-checksum-crc32c" in headers
-            and ep.supports_crc32c is None
-            and e.code in ("InvalidArgument", "NotImplemented", "InvalidRequest", "XAmzContentChecksumMismatch")
-        ):
-            ep.supports_crc32c = False  # this store rejects the header: go on without it
-            raise IntegrityError("endpoint rejects x-amz-checksum-crc32c; retrying without") from e
-        raise
-    body = conn.read_body(head, limit=64 * 1024)
-    del body
-    if not head.keep_alive:
-        conn.usable = False
-    if "x-amz-checksum-crc32c" in headers:
-        ep.supports_crc32c = True
-    return head.headers.get("etag", "")
+    return etag
 
 
 def _op_upload(runner: Runner, job: ObjectJob, part: Part, conns, buf, st, counted) -> None:
@@ -889,18 +883,12 @@ def _op_stream(runner: Runner, job: ObjectJob, part: Part, conns, buf, st, count
         crc = 0
         if part.length:
             conn, n, crc_hdr = _get(runner, job.src_ep, job, part, conns, st, whole=not job.multipart)
-            got = 0
-            rlimit = runner.limit_for(job.src_ep)
-            while got < n:
-                if rlimit is not None:
-                    rlimit(min(CHUNK, n - got))
-                k = conn.recv_into(mv[got:min(n, got + CHUNK)])
-                if k == 0:
-                    conn.usable = False
-                    raise ConnectionClosed(f"body truncated at {got} of {n} bytes")
-                crc = crc32c(mv[got:got + k], crc)
-                got += k
+
+            def received(k: int) -> None:
                 st.wire_bytes += k
+
+            crc = receive(conn, n, lambda off, left: mv[off:off + min(CHUNK, left)],
+                          on_bytes=received, limit=runner.limit_for(job.src_ep))
             _check_crc(crc, crc_hdr, job)
 
         limit = runner.limit_for(job.dst_ep)

@@ -19,17 +19,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError
 
+from ..errors import SourceChanged
 from ..results import Mismatch
-from ..storage.s3 import S3Endpoint, S3Error, from_client_error
+from ..storage import s3_data
+from ..storage.s3 import S3Endpoint, S3Error
 from ..url import Location
+from ..wire.connection import Connection
 from .integrity import (
     FileDigest,
     MiB,
     b64_to_crc32c,
     candidate_part_sizes,
-    crc32c,
     etag_kind,
     etags_equal,
     file_digests,
@@ -37,6 +39,7 @@ from .integrity import (
     single_etag,
 )
 from .jobs import EndpointCache
+from .receive import receive_crc
 from .sync import Entry, Filters, join, listing, prefix_of
 
 __all__ = ["Mismatch", "Verdict", "Verifier", "bounded_map", "compare_entries"]
@@ -80,49 +83,45 @@ class _Obj:
     key: str
     size: int
     etag: str | None
-    _head: dict | None = field(default=None, repr=False)
+    _head: dict[str, str] | None = field(default=None, repr=False)
 
-    def head(self) -> dict:
+    def head(self) -> dict[str, str]:
+        """The object's headers (HEAD with checksum mode, over our connections)."""
         if self._head is None:
-            try:
-                self._head = self.ep.client.head_object(Bucket=self.bucket, Key=self.key,
-                                                        ChecksumMode="ENABLED")
-            except ClientError as e:
-                raise from_client_error(e, "HEAD", self.key) from None
-            if self._head.get("ETag"):
-                self.etag = self._head["ETag"]
+            h = self.ep.stat(self.bucket, self.key)
+            if h is None:
+                raise S3Error(404, "NoSuchKey", "the object does not exist", "HEAD", self.key)
+            self._head = h.headers
+            if h.headers.get("etag"):
+                self.etag = h.headers["etag"]
         return self._head
 
     @property
     def crc(self) -> str | None:
-        return self.head().get("ChecksumCRC32C")
+        return self.head().get("x-amz-checksum-crc32c")
 
     def part1_size(self) -> int | None:
         """Part 1's length (HEAD partNumber=1), where the store supports it."""
         try:
-            r = self.ep.client.head_object(Bucket=self.bucket, Key=self.key, PartNumber=1)
-        except (ClientError, BotoCoreError):
+            h = self.ep.stat(self.bucket, self.key, part_number=1)
+        except S3Error:
             return None
-        n = int(r.get("ContentLength", 0))
+        n = (h.content_length or 0) if h is not None else 0
         return n if 0 < n < self.size else None
 
     def stream_crc(self) -> int:
-        """CRC32C of the object's bytes, read through (the conclusive, costly check)."""
+        """CRC32C of the object's bytes, read through (the conclusive, costly check): a
+        whole-object GET over our connections, checked by ``s3_data`` like any other."""
+        def read(conn: Connection) -> int:
+            ans = s3_data.get(self.ep, conn, self.bucket, self.key, self.key,
+                              length=self.size, whole=True)
+            buf = memoryview(bytearray(min(4 * MiB, max(ans.length, 1))))
+            return receive_crc(conn, ans.length, buf)
+
         try:
-            body = self.ep.client.get_object(Bucket=self.bucket, Key=self.key)["Body"]
-        except ClientError as e:
-            raise from_client_error(e, "GET", self.key) from None
-        crc, n = 0, 0
-        try:
-            for chunk in body.iter_chunks(4 * MiB):
-                crc = crc32c(chunk, crc)
-                n += len(chunk)
-        finally:
-            body.close()
-        if n != self.size:
-            raise S3Error(0, "SizeChanged", f"read {n} bytes, listed {self.size}", "GET",
-                          self.key)
-        return crc
+            return self.ep.on_connection(read, "GET", self.key)
+        except SourceChanged as e:
+            raise S3Error(0, "SizeChanged", str(e), "GET", self.key) from None
 
 
 def _part_sizes(o: _Obj, n: int) -> tuple[list[int], bool]:
