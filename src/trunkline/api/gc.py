@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 from ..engine.jobs import EndpointCache
-from ..engine.journal import Journal, _connect, default_state_dir, list_journals
+from ..engine.journal import Journal
+from ..engine.journal_index import connect, default_state_dir, list_journals
 from ..results import GcJournal, GcReport
 from ..storage.local import partial_path
 from ..units import parse_duration
@@ -46,7 +47,7 @@ def gc(state_dir: str | Path | None = None, *, abort_uploads: bool = False,
         age = now - info.updated
         if age < min_age:
             continue
-        j = Journal(info.path, _connect(info.path), info.id)
+        j = Journal(info.path, connect(info.path), info.id)
         try:
             ups = [(u, False) for u in j.pending_uploads()] + \
                   [(u, True) for u in j.discarded_uploads()]

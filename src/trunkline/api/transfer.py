@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..engine.jobs import ObjectJob
 from ..engine.journal import Journal, default_state_dir, journal_id
-from ..engine.run import Runner, RunOutcome
+from ..engine.scheduler import Runner, RunOutcome
 from ..options import TransferOptions
 from ..results import TransferResult
 from ..telemetry.snapshot import Snapshot

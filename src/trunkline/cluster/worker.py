@@ -17,7 +17,7 @@ from typing import Any
 
 from ..engine.jobs import EndpointCache, ObjectJob, job_for
 from ..engine.journal import Journal, default_state_dir
-from ..engine.run import Runner
+from ..engine.scheduler import Runner
 from ..options import TransferOptions
 from ..storage.s3 import ObjectInfo
 from ..telemetry.snapshot import Snapshot
