@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..engine.jobs import EndpointCache
-from ..engine.sync import Action, Entry, Filters, SyncPlanner, prefix_of
+from ..engine.listing import Entry, Filters, prefix_of
+from ..engine.sync import Action, SyncPlanner
 from ..engine.verify import compare_entries
 from ..options import TransferOptions
 from ..results import Failure, SyncResult, TransferResult

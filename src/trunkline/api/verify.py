@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable, Iterable
 
 from ..engine.jobs import EndpointCache
-from ..engine.sync import Filters, check_locations
+from ..engine.listing import Filters, check_locations
 from ..engine.verify import Verifier
 from ..results import Mismatch, VerifyReport
 from ..url import Location, LocationError, parse_location

@@ -19,7 +19,7 @@ mover.register(cli)
 physics.register(cli)
 probe_cli.register(cli)
 sync_verify.register(cli)
-cli.add_command(flows.flows)
+flows.register(cli)
 
 
 def main() -> None:

@@ -13,9 +13,8 @@ sync (``engine.sync.join``), so memory stays bounded; hashing and HEADs run on a
 from __future__ import annotations
 
 import time
-from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -39,8 +38,8 @@ from .integrity import (
     single_etag,
 )
 from .jobs import EndpointCache
+from .listing import Entry, Filters, bounded_map, join, listing, prefix_of
 from .receive import receive_crc
-from .sync import Entry, Filters, join, listing, prefix_of
 
 __all__ = ["Mismatch", "Verdict", "Verifier", "bounded_map", "compare_entries"]
 
@@ -48,21 +47,6 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 MAX_CANDIDATES = 8  # multipart part sizes tried before streaming the object instead
-
-
-def bounded_map(fn: Callable[[T], R], items: Iterable[T], workers: int,
-                window: int | None = None) -> Iterator[R]:
-    """``map`` on a thread pool, results in input order, at most ``window`` in flight
-    (so a listing of millions is consumed as fast as it is checked, never held)."""
-    window = window or workers * 4
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tl-verify") as ex:
-        pending: deque = deque()
-        for it in items:
-            pending.append(ex.submit(fn, it))
-            if len(pending) >= window:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
 
 
 @dataclass(frozen=True)
