@@ -25,7 +25,7 @@ def get_part(ctx: PartContext, ep: S3Endpoint, job: ObjectJob, part: Part,
              whole: bool) -> tuple[Connection, int, str | None]:
     """Send a GET for ``part`` and check its head; returns (conn, body length, crc header)."""
     conn = ctx.connection(ep)
-    ans = s3_data.get(ep, conn, job.src_bucket, job.src_key, job.name, offset=part.offset,
+    ans = s3_data.get(ep, conn, job.plan.src_bucket, job.plan.src_key, job.plan.name, offset=part.offset,
                       length=part.length, whole=whole)
     ctx.stats.ttfb_total += ans.ttfb
     ctx.stats.requests += 1
@@ -40,12 +40,12 @@ def check_crc(crc: int, header: str | None, job: ObjectJob) -> None:
         except Exception:  # noqa: BLE001 - unknown format: nothing to compare
             return
         if expect != crc:
-            raise IntegrityError(f"CRC32C mismatch on {job.name}: bytes damaged in flight")
+            raise IntegrityError(f"CRC32C mismatch on {job.plan.name}: bytes damaged in flight")
 
 
 def object_crc(job: ObjectJob) -> int:
     """The whole object's CRC32C, combined from its parts' (all of them known)."""
-    return crc32c_combine_all([(job.part_crcs[p.number], p.length) for p in job.parts])
+    return crc32c_combine_all([(job.part_crcs[p.number], p.length) for p in job.plan.parts])
 
 
 def cleanup(job: ObjectJob, keep: bool = False) -> None:
@@ -67,5 +67,5 @@ def cleanup(job: ObjectJob, keep: bool = False) -> None:
             os.unlink(job.tmp_path)
         except OSError:
             pass
-    if job.upload_id and job.dst_ep is not None:
-        job.dst_ep.abort_multipart(job.dst_bucket, job.dst_key, job.upload_id)
+    if job.upload_id and job.plan.dst_ep is not None:
+        job.plan.dst_ep.abort_multipart(job.plan.dst_bucket, job.plan.dst_key, job.upload_id)

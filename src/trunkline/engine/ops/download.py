@@ -28,23 +28,23 @@ def run_part(ctx: PartContext, job: ObjectJob, part: Part) -> object:
     run = ctx.run
     with job.lock:
         if job.fd is None:
-            run.ensure_dir(job.dst_path)
-            job.tmp_path = partial_path(job.dst_path)
+            run.ensure_dir(job.plan.dst_path)
+            job.tmp_path = partial_path(job.plan.dst_path)
             # no O_TRUNC: a resumed download keeps the parts it already has
             job.fd = os.open(job.tmp_path, os.O_RDWR | os.O_CREAT, 0o644)
-            if os.fstat(job.fd).st_size != job.size:
-                os.ftruncate(job.fd, job.size)
-            dfd = open_direct(job.tmp_path, job.size) if run.direct_io else None
+            if os.fstat(job.fd).st_size != job.plan.size:
+                os.ftruncate(job.fd, job.plan.size)
+            dfd = open_direct(job.tmp_path, job.plan.size) if run.direct_io else None
             job.writer = DirectWriter(job.fd, dfd)
-    if job.size == 0:
+    if job.plan.size == 0:
         return None
     buf = ctx.buffer
     want = job.resume_crcs.get(part.number)
     if want is not None and _crc_on_disk(job.fd, part, buf) == want:
         job.part_crcs[part.number] = want
         return RESUMED
-    assert job.src_ep is not None
-    conn, n, crc_hdr = get_part(ctx, job.src_ep, job, part, whole=not job.multipart)
+    assert job.plan.src_ep is not None
+    conn, n, crc_hdr = get_part(ctx, job.plan.src_ep, job, part, whole=not job.plan.multipart)
     assert job.writer is not None   # opened with job.fd above
     write = job.writer.pwrite
     base = part.offset
@@ -53,7 +53,7 @@ def run_part(ctx: PartContext, job: ObjectJob, part: Part) -> object:
         write(chunk, base + off)
 
     crc = receive(conn, n, lambda off, left: buf[: min(len(buf), left)], sink=sink,
-                  on_bytes=ctx.moved, limit=run.limit_for(job.src_ep))
+                  on_bytes=ctx.moved, limit=run.limit_for(job.plan.src_ep))
     check_crc(crc, crc_hdr, job)
     job.part_crcs[part.number] = crc
     return None
@@ -65,11 +65,11 @@ def verify(run: RunContext, job: ObjectJob, st: WorkerStats) -> None:
     every part is fetched again and the ones whose CRC changed are rewritten (each counts
     as a retry); if the object still does not match, it fails. Stores that keep no
     full-object CRC32C (multipart uploads on SeaweedFS) leave nothing to compare."""
-    if not job.multipart:
+    if not job.plan.multipart:
         return
-    if job.size == 0 or len(job.part_crcs) != len(job.parts) or job.src_ep is None:
+    if job.plan.size == 0 or len(job.part_crcs) != len(job.plan.parts) or job.plan.src_ep is None:
         return
-    ep = job.src_ep
+    ep = job.plan.src_ep
     want = _store_crc(run, ep, job, st)
     if want is None or object_crc(job) == want:
         return
@@ -79,7 +79,7 @@ def verify(run: RunContext, job: ObjectJob, st: WorkerStats) -> None:
     try:
         fd = job.fd
         assert fd is not None
-        for part in job.parts:
+        for part in job.plan.parts:
             c, n, _ = get_part(ctx, ep, job, part, whole=False)
             crc = receive(c, n, lambda off, left: ctx.buffer[: min(len(ctx.buffer), left)],
                           sink=_pwriter(fd, part.offset), on_bytes=ctx.moved)
@@ -89,7 +89,7 @@ def verify(run: RunContext, job: ObjectJob, st: WorkerStats) -> None:
         st.wire_bytes += scratch.wire_bytes
         st.requests += scratch.requests
         if object_crc(job) != want:
-            raise IntegrityError(f"CRC32C mismatch on {job.name}: the object differs from the "
+            raise IntegrityError(f"CRC32C mismatch on {job.plan.name}: the object differs from the "
                                  "store's checksum even after fetching it again")
         ok = True
     finally:
@@ -104,13 +104,13 @@ def _store_crc(run: RunContext, ep: S3Endpoint, job: ObjectJob, st: WorkerStats)
     def once() -> int | None:
         conn = pool.acquire()
         try:
-            head = s3_data.head(ep, conn, job.src_bucket, job.src_key, job.name)
+            head = s3_data.head(ep, conn, job.plan.src_bucket, job.plan.src_key, job.plan.name)
         except BaseException:
             pool.discard(conn)
             raise
         pool.release(conn)
         if head is None:
-            raise s3_data.parse_error_xml(404, b"", "HEAD", job.name)
+            raise s3_data.parse_error_xml(404, b"", "HEAD", job.plan.name)
         hdr = head.headers.get("x-amz-checksum-crc32c")
         return b64_to_crc32c(hdr) if hdr and "-" not in hdr else None
 
@@ -148,8 +148,8 @@ def finalize(run: RunContext, job: ObjectJob) -> None:
     size = os.fstat(job.fd).st_size
     os.close(job.fd)
     job.fd = None
-    if size != job.size:
-        raise IntegrityError(f"local file has {size} bytes, expected {job.size}")
-    os.replace(job.tmp_path, job.dst_path)
-    if job.mtime:
-        os.utime(job.dst_path, (job.mtime, job.mtime))
+    if size != job.plan.size:
+        raise IntegrityError(f"local file has {size} bytes, expected {job.plan.size}")
+    os.replace(job.tmp_path, job.plan.dst_path)
+    if job.plan.mtime:
+        os.utime(job.plan.dst_path, (job.plan.mtime, job.plan.mtime))

@@ -19,23 +19,23 @@ CHUNK = 1 << 20
 
 def run_part(ctx: PartContext, job: ObjectJob, part: Part) -> object:
     """GET the part into a budgeted buffer, then PUT it."""
-    assert job.src_ep is not None
+    assert job.plan.src_ep is not None
     run = ctx.run
     pbuf = run.memory.get(part.length) if part.length else bytearray()
     try:
         mv = memoryview(pbuf)
         crc = 0
         if part.length:
-            conn, n, crc_hdr = get_part(ctx, job.src_ep, job, part, whole=not job.multipart)
+            conn, n, crc_hdr = get_part(ctx, job.plan.src_ep, job, part, whole=not job.plan.multipart)
 
             def received(k: int) -> None:
                 ctx.stats.wire_bytes += k
 
             crc = receive(conn, n, lambda off, left: mv[off:off + min(CHUNK, left)],
-                          on_bytes=received, limit=run.limit_for(job.src_ep))
+                          on_bytes=received, limit=run.limit_for(job.plan.src_ep))
             check_crc(crc, crc_hdr, job)
 
-        limit = run.limit_for(job.dst_ep)
+        limit = run.limit_for(job.plan.dst_ep)
 
         def send_body(conn: Connection) -> None:
             for off in range(0, part.length, CHUNK):
