@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-import trunkline.api_objects as objs
+import trunkline.api.objects as objs
 
 CLI = [sys.executable, "-m", "trunkline.cli.main"]
 

@@ -1,4 +1,4 @@
-"""ls, du, rm, mb: the everyday verbs on a store. Parse, call ``api_objects``, print.
+"""ls, du, rm, mb: the everyday verbs on a store. Parse, call ``api.objects``, print.
 
 Keys come from someone else's bucket: every key is printed terminal-safe (control
 characters escaped), and ``--json`` prints one JSON object per line so that a listing of
@@ -48,7 +48,7 @@ def _entry_dict(o, endpoint: str | None, bucket: str) -> dict:
 
 
 def _etag_kind(etag: str | None) -> str:
-    from ..api_objects import etag_kind
+    from ..api.objects import etag_kind
 
     return etag_kind(etag)
 
@@ -63,7 +63,7 @@ def register(group: click.Group) -> None:
     @click.option("--debug", is_flag=True, help="Tracebacks on errors.")
     def ls_cmd(url, recursive, long_, as_json, debug):
         """List objects (and prefixes, one level down without -r) under s3://bucket[/prefix]."""
-        from .. import api_objects as objs
+        from ..api import objects as objs
 
         loc = run_api(debug, objs._remote, url, "ls")
 
@@ -95,7 +95,7 @@ def register(group: click.Group) -> None:
     @click.option("--debug", is_flag=True, help="Tracebacks on errors.")
     def du_cmd(url, depth, as_json, debug):
         """Objects and bytes under s3://bucket[/prefix]."""
-        from .. import api_objects as objs
+        from ..api import objects as objs
 
         rep = run_api(debug, objs.du, url, depth=depth)
         if as_json:
@@ -117,7 +117,7 @@ def register(group: click.Group) -> None:
     @click.option("--debug", is_flag=True, help="Tracebacks on errors.")
     def rm_cmd(url, recursive, dry_run, force, quiet, as_json, debug):
         """Delete objects: one key, a glob's matches, or everything under a prefix (-r)."""
-        from .. import api_objects as objs
+        from ..api import objects as objs
 
         loc = run_api(debug, objs._remote, url, "rm")
         verb = "would delete" if dry_run else "deleted"
@@ -143,7 +143,7 @@ def register(group: click.Group) -> None:
     @click.option("--debug", is_flag=True, help="Tracebacks on errors.")
     def mb_cmd(url, debug):
         """Make a bucket: s3://bucket or NAME:bucket."""
-        from .. import api_objects as objs
+        from ..api import objects as objs
 
         name = run_api(debug, objs.mb, url)
         click.echo(f"make_bucket: {printable(name)}")

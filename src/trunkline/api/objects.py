@@ -12,9 +12,9 @@ import fnmatch
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from .engine.jobs import EndpointCache
-from .storage.s3 import ObjectInfo, S3Endpoint
-from .url import Location, LocationError, glob_base, parse_location
+from ..engine.jobs import EndpointCache
+from ..storage.s3 import ObjectInfo, S3Endpoint
+from ..url import Location, LocationError, glob_base, parse_location
 
 DELETE_BATCH = 1000  # DeleteObjects' own limit per request
 
