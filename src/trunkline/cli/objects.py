@@ -1,4 +1,4 @@
-"""ls, du, rm, mb: the everyday verbs on a store. Parse, call ``api.objects``, print.
+"""ls, du, rm, cat, mb: the everyday verbs on a store. Parse, call ``api.objects``, print.
 
 Keys come from someone else's bucket: every key is printed terminal-safe (control
 characters escaped), and ``--json`` prints one JSON object per line so that a listing of
@@ -137,6 +137,22 @@ def register(group: click.Group) -> None:
                        + (f", {len(res.failures)} failed" if res.failures else ""))
         if not res.ok:
             sys.exit(1)
+
+    @group.command("cat")
+    @click.argument("url")
+    @click.option("--connections", "-c", type=click.IntRange(1, 256), default=8,
+                  show_default=True, help="Parallel ranged GETs.")
+    @click.option("--part-size", default="8MiB", show_default=True,
+                  help="Bytes per ranged GET (at most connections + 1 parts in memory).")
+    @click.option("--debug", is_flag=True, help="Tracebacks on errors.")
+    def cat_cmd(url, connections, part_size, debug):
+        """Write one object to stdout, in order, checked against the store's checksum."""
+        from ..api import objects as objs
+        from ..units import parse_size
+
+        size = run_api(debug, parse_size, part_size)
+        run_api(debug, objs.cat, url, sys.stdout.buffer, part_size=size,
+                connections=connections)
 
     @group.command("mb")
     @click.argument("url")
