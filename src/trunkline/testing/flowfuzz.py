@@ -221,12 +221,33 @@ def rss_kib(pid: int, key: str = "VmRSS") -> int:
     return 0
 
 
+def rx_queue_bytes(port: int) -> int:
+    """Bytes waiting in the receive queues of the UDP sockets bound to ``port`` (the
+    largest of them: with SO_REUSEPORT there is one per worker)."""
+    worst = 0
+    for name in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            lines = Path(name).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if len(f) > 4 and int(f[1].rsplit(":", 1)[1], 16) == port:
+                worst = max(worst, int(f[4].split(":")[1], 16))
+    return worst
+
+
 def live_campaign(port: int, hostile: Iterator[bytes], n_hostile: int, legit: list[bytes],
                   *, legit_every: int = 50, rate_pps: int = 5000, attackers: int = 100,
-                  pid: int | None = None, max_seconds: float = 600) -> dict:
+                  pid: int | None = None, max_seconds: float = 600,
+                  max_rx_queue: int | None = 8 << 20) -> dict:
     """Send ``n_hostile`` datagrams from ``attackers`` loopback addresses (127.0.1.x) to
     ``port``, with the legitimate exporter (127.0.0.1) sending the next of ``legit``
     (cycling) after every ``legit_every`` of them, paced at ``rate_pps`` in all.
+
+    Closed loop: while the collector's socket holds more than ``max_rx_queue`` bytes, the
+    sender waits, so a machine too loaded to keep up slows the campaign down instead of
+    losing datagrams in the kernel (which would hide what the collector did with them).
 
     Returns what was sent (the legitimate datagrams in order, to compute what must be
     stored) and, given the collector's ``pid``, the largest RSS sampled.
@@ -246,6 +267,7 @@ def live_campaign(port: int, hostile: Iterator[bytes], n_hostile: int, legit: li
     peak = rss0 = rss_kib(pid) if pid else 0
     t0 = time.monotonic()
     sent = n_sent_hostile = 0
+    waited = 0.0
     try:
         for i, p in enumerate(hostile):
             if i >= n_hostile or time.monotonic() - t0 > max_seconds:
@@ -267,6 +289,12 @@ def live_campaign(port: int, hostile: Iterator[bytes], n_hostile: int, legit: li
                 delay = t0 + sent / rate_pps - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
+                if max_rx_queue is not None:
+                    w0 = time.monotonic()
+                    while rx_queue_bytes(port) > max_rx_queue and \
+                            time.monotonic() - t0 < max_seconds:
+                        time.sleep(0.005)
+                    waited += time.monotonic() - w0
     finally:
         for s in socks:
             s.close()
@@ -276,4 +304,5 @@ def live_campaign(port: int, hostile: Iterator[bytes], n_hostile: int, legit: li
             "legit_sent": len(sent_legit), "legit_datagrams": sent_legit,
             "datagrams_sent": sent, "seconds": round(wall, 2),
             "achieved_pps": round(sent / wall) if wall else 0,
+            "backpressure_wait_s": round(waited, 2),
             "rss_start_kib": rss0, "rss_peak_sampled_kib": peak}
