@@ -240,7 +240,7 @@ def rx_queue_bytes(port: int) -> int:
 def live_campaign(port: int, hostile: Iterator[bytes], n_hostile: int, legit: list[bytes],
                   *, legit_every: int = 50, rate_pps: int = 5000, attackers: int = 100,
                   pid: int | None = None, max_seconds: float = 600,
-                  max_rx_queue: int | None = 8 << 20) -> dict:
+                  max_rx_queue: int | None = 128 << 10) -> dict:
     """Send ``n_hostile`` datagrams from ``attackers`` loopback addresses (127.0.1.x) to
     ``port``, with the legitimate exporter (127.0.0.1) sending the next of ``legit``
     (cycling) after every ``legit_every`` of them, paced at ``rate_pps`` in all.

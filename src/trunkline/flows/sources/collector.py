@@ -268,6 +268,6 @@ def write_status(root: Path, snap: dict, name: str = STATUS_FILE) -> None:
     os.replace(tmp, root / name)
 
 
-def read_status(root: Path) -> dict | None:
-    p = Path(root) / STATUS_FILE
+def read_status(root: Path, name: str = STATUS_FILE) -> dict | None:
+    p = Path(root) / name
     return json.loads(p.read_text()) if p.exists() else None
