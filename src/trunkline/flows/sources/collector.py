@@ -158,7 +158,9 @@ class Collector:
             if batch is None:
                 return
             try:
-                self.written_records += self.store.write(*batch.to_table_with_reference())
+                table, ref = batch.to_table_with_reference()
+                self.written_records += self.store.write(table, ref,
+                                                         now_ms=int(time.time() * 1000))
             except Exception:  # noqa: BLE001 - counted and reported; the collector goes on
                 self.write_errors += 1
             for e, n in batch.build_errors.items():
