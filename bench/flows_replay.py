@@ -4,7 +4,7 @@ each, CPU per record, peak memory.
 
 Replay: the NetFlow v5 datagrams of the shared capture ``netflow/nfv5.pcap`` (29 records
 each; v5 is the one format all three decode identically), sent from one Python process
-on loopback at a set rate for STEP seconds, every collector at every rate, alternating
+on loopback from 8 exporter addresses (127.0.0.10-17) at a set rate for STEP seconds, every collector at every rate, alternating
 collectors within a round (A B C D A B C D ...). Received records are counted in each
 collector's own output: our store (``count(*)``), nfcapd's file (``nfdump`` summary),
 nfacctd's print plugin (sum of packets; each record of the capture has a known packet
@@ -17,7 +17,7 @@ and, with wait4 after it exited, including its waited-for children and the final
 the tree's peak RSS (VmHWM). The replayer's own CPU is recorded too: it shares the cores.
 
 Usage: .venv/bin/python bench/flows_replay.py [--rates 2000,5000,10000,20000,40000]
-       [--step 3] [--rounds 2]
+       [--step 3] [--rounds 2] [--workers 1,2] [--exporters 8]
 Writes bench/out/flows_replay.json and prints a Markdown table.
 """
 
@@ -161,31 +161,40 @@ class Nfacctd(Peer):
         return round(pk / self.ppr["packets"] * self.ppr["records"])
 
 
-def replay(dgrams: list[bytes], port: int, rate: int, seconds: float) -> dict:
-    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+def replay(dgrams: list[bytes], port: int, rate: int, seconds: float,
+           exporters: int) -> dict:
+    """Send at ``rate`` for ``seconds``, round-robin from ``exporters`` sockets on
+    distinct loopback addresses (a collector hears many routers; SO_REUSEPORT spreads
+    them over workers by source address and port, so one exporter would use one worker)."""
+    txs = []
+    for k in range(exporters):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind((f"127.0.0.{10 + k}", 0))
+        txs.append(s)
     n = int(rate * seconds)
     burst = max(1, rate // 500)
     c0, t0 = time.process_time(), time.monotonic()
     dest = ("127.0.0.1", port)
     for i in range(n):
-        tx.sendto(dgrams[i % len(dgrams)], dest)
+        txs[i % exporters].sendto(dgrams[i % len(dgrams)], dest)
         if i % burst == burst - 1:
             d = t0 + (i + 1) / rate - time.monotonic()
             if d > 0:
                 time.sleep(d)
     wall = time.monotonic() - t0
-    tx.close()
+    for s in txs:
+        s.close()
     return {"sent": n, "achieved_pps": round(n / wall), "replayer_cpu_s":
             round(time.process_time() - c0, 3), "wall_s": round(wall, 3)}
 
 
 def run_one(peer: Peer, dgrams: list[bytes], per_dgram: int, rate: int, seconds: float,
-            tmp: Path, tag: str) -> dict:
+            tmp: Path, tag: str, exporters: int) -> dict:
     port = free_port()
     out = tmp / f"{peer.name.replace(' ', '_')}-{rate}-{tag}"
     p = peer.start(port, out)
     cpu0, _ = tree_usage(p.pid)  # start-up (imports, config) is not per-record work
-    r = replay(dgrams, port, rate, seconds)
+    r = replay(dgrams, port, rate, seconds, exporters)
     time.sleep(1.5)
     cpu, hwm = tree_usage(p.pid)
     cpu -= cpu0
@@ -209,6 +218,7 @@ def main() -> None:
     ap.add_argument("--step", type=float, default=3.0)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--workers", default="1,2")
+    ap.add_argument("--exporters", type=int, default=8)
     args = ap.parse_args()
     dgrams = [d.payload for d in read_udp(SHARED / "flows/netflow/nfv5.pcap")]
     d = FlowDecoder()
@@ -223,7 +233,8 @@ def main() -> None:
         for rnd in range(args.rounds):
             for rate in rates:
                 for peer in peers:  # alternating peers at each rate
-                    res = run_one(peer, dgrams, per, rate, args.step, Path(td), f"r{rnd}")
+                    res = run_one(peer, dgrams, per, rate, args.step, Path(td), f"r{rnd}",
+                                  args.exporters)
                     res["round"] = rnd
                     res["load_avg"] = os.getloadavg()[0]
                     runs.append(res)
@@ -247,6 +258,7 @@ def main() -> None:
             [r for r in rs if r["rate_pps"] == rate])]
         summary[peer.name] = {"max_loss_free_pps": max(ok, default=0), "by_rate": by_rate}
     out = {"machine": {"cpus": os.cpu_count()}, "records_per_datagram": per,
+           "exporters": args.exporters,
            "step_s": args.step, "rounds": args.rounds, "runs": runs, "summary": summary}
     (ROOT / "bench" / "out").mkdir(exist_ok=True)
     (ROOT / "bench" / "out" / "flows_replay.json").write_text(json.dumps(out, indent=1))
