@@ -18,7 +18,7 @@ the tree's peak RSS (VmHWM). The replayer's own CPU is recorded too: it shares t
 
 Usage: .venv/bin/python bench/flows_replay.py [--rates 2000,5000,10000,20000,40000]
        [--step 3] [--rounds 2] [--workers 1,2] [--exporters 8]
-Writes bench/out/flows_replay.json and prints a Markdown table.
+Writes bench/out/flows_replay.json (--out) and prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -219,6 +219,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--workers", default="1,2")
     ap.add_argument("--exporters", type=int, default=8)
+    ap.add_argument("--peers", default="trunkline,nfacctd,nfcapd",
+                    help="which collectors to run (comma-separated)")
+    ap.add_argument("--out", default="flows_replay.json")
     args = ap.parse_args()
     dgrams = [d.payload for d in read_udp(SHARED / "flows/netflow/nfv5.pcap")]
     d = FlowDecoder()
@@ -226,7 +229,10 @@ def main() -> None:
     t = d.flush()
     per = t.num_rows
     ppr = {"records": per, "packets": sum(t.column("packets").to_pylist())}
-    peers = [Trunkline(int(w)) for w in args.workers.split(",")] + [Nfacctd(ppr), Nfcapd()]
+    wanted = set(args.peers.split(","))
+    peers = ([Trunkline(int(w)) for w in args.workers.split(",")] if "trunkline" in wanted
+             else []) + ([Nfacctd(ppr)] if "nfacctd" in wanted else []) + (
+        [Nfcapd()] if "nfcapd" in wanted else [])
     rates = [int(x) for x in args.rates.split(",")]
     runs = []
     with tempfile.TemporaryDirectory(prefix="flowreplay-") as td:
@@ -261,7 +267,7 @@ def main() -> None:
            "exporters": args.exporters,
            "step_s": args.step, "rounds": args.rounds, "runs": runs, "summary": summary}
     (ROOT / "bench" / "out").mkdir(exist_ok=True)
-    (ROOT / "bench" / "out" / "flows_replay.json").write_text(json.dumps(out, indent=1))
+    (ROOT / "bench" / "out" / args.out).write_text(json.dumps(out, indent=1))
     print("\n| collector | max loss-free datagrams/s (records/s) | CPU µs/record | peak RSS MiB |")
     print("|---|---|---|---|")
     for name, s in summary.items():
