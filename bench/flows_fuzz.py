@@ -33,7 +33,13 @@ from trunkline.flows.decode import FlowDecoder  # noqa: E402
 from trunkline.flows.sources.collector import read_status  # noqa: E402
 from trunkline.flows.sources.pcap import read_udp  # noqa: E402
 from trunkline.flows.store import FlowStore  # noqa: E402
-from trunkline.testing.flowfuzz import Mutator, live_campaign, load_seeds, rss_kib  # noqa: E402
+from trunkline.testing.flowfuzz import (  # noqa: E402
+    Mutator,
+    live_campaign,
+    load_seeds,
+    rss_kib,
+    shift_to,
+)
 
 SHARED = Path(os.environ.get("TRUNKLINE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
@@ -48,7 +54,8 @@ def main() -> None:
     ap.add_argument("--exporter-quota", default="4")
     args = ap.parse_args()
     flows = SHARED / "flows"
-    legit = [next(iter(read_udp(flows / f))).payload for f in (
+    now = int(time.time())  # the legitimate exporter is live: its times are now
+    legit = [shift_to(next(iter(read_udp(flows / f))).payload, now) for f in (
         "netflow/physicalinterfaces.pcap", "netflow/nfv5.pcap", "sflow/data-1140.pcap")]
     with tempfile.TemporaryDirectory(prefix="flowfuzz-") as td, \
             socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:

@@ -306,3 +306,57 @@ def live_campaign(port: int, hostile: Iterator[bytes], n_hostile: int, legit: li
             "achieved_pps": round(sent / wall) if wall else 0,
             "backpressure_wait_s": round(waited, 2),
             "rss_start_kib": rss0, "rss_peak_sampled_kib": peak}
+
+
+def shift_to(datagram: bytes, now_s: int) -> bytes:
+    """A real captured datagram as if exported at ``now_s``: the header's export time,
+    and IPFIX absolute flow times (flowStart/End Seconds/Milliseconds, found through the
+    datagram's own templates), shifted by the same amount. NetFlow v5/v9 record times are
+    relative to the header (sysUptime) and follow it; sFlow carries no time.
+
+    A live collector keeps the days nearest its clock, so a legitimate exporter in a
+    campaign must look live, not like a capture from years ago.
+    """
+    b = bytearray(datagram)
+    ver = (b[0] << 8) | b[1]
+    if ver == 5 and len(b) >= 24:
+        struct.pack_into(">I", b, 8, now_s)
+        return bytes(b)
+    if ver == 9 and len(b) >= 20:
+        struct.pack_into(">I", b, 8, now_s)
+        return bytes(b)
+    if ver != 10 or len(b) < 16:
+        return bytes(b)
+    old = struct.unpack_from(">I", b, 4)[0]
+    delta = now_s - old
+    struct.pack_into(">I", b, 4, now_s)
+    layouts: dict[int, list[tuple[int, int]]] = {}  # template id -> [(ie, length)]
+    for off, ln in _sets(bytes(b)):
+        set_id = struct.unpack_from(">H", b, off)[0]
+        if set_id == 2:
+            p, end = off + 4, off + ln
+            while p + 4 <= end:
+                tid, nf = struct.unpack_from(">HH", b, p)
+                p += 4
+                fields = []
+                for _ in range(nf):
+                    ie, fl = struct.unpack_from(">HH", b, p)
+                    p += 8 if ie & 0x8000 else 4
+                    fields.append((ie & 0x7FFF if not ie & 0x8000 else -1, fl))
+                layouts[tid] = fields
+        elif set_id in layouts and all(fl != 0xFFFF for _, fl in layouts[set_id]):
+            fields = layouts[set_id]
+            rec = sum(fl for _, fl in fields)
+            p = off + 4
+            while rec and p + rec <= off + ln:
+                q = p
+                for ie, fl in fields:
+                    if ie in (150, 151) and fl == 4:
+                        v = struct.unpack_from(">I", b, q)[0]
+                        struct.pack_into(">I", b, q, (v + delta) & 0xFFFFFFFF)
+                    elif ie in (152, 153) and fl == 8:
+                        v = struct.unpack_from(">Q", b, q)[0]
+                        struct.pack_into(">Q", b, q, (v + delta * 1000) % (1 << 64))
+                    q += fl
+                p += rec
+    return bytes(b)
