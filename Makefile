@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+DEMO_ARGS ?=
 
 .PHONY: setup demo test lint bench clean
 
@@ -12,15 +13,17 @@ $(VENV)/.installed: pyproject.toml scripts/setup.sh
 setup: $(VENV)/.installed
 
 demo: setup
-	$(PY) -m trunkline.demo
+	$(PY) -m trunkline.demo $(DEMO_ARGS)
 
 test: setup
 	bash scripts/system-deps.sh
 	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/lint-imports
 
 bench: setup
 	$(PY) bench/mover.py

@@ -59,39 +59,13 @@ def say(msg: str = "") -> None:
     print(msg, flush=True)
 
 
-class PlainProgress:
-    """Progress as a plain line every ``every`` seconds (not a terminal: CI, logs, pipes)."""
-
-    def __init__(self, label: str, every: float = 2.0):
-        from .telemetry.progress import RateWindow
-
-        self.label, self.every = label, every
-        self.window = RateWindow()
-        self.last = 0.0
-
-    def __enter__(self) -> PlainProgress:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        pass
-
-    def update(self, s) -> None:
-        from .telemetry.progress import render_line
-
-        rate = self.window.add(s.t, s.done_bytes)
-        if not self.last:  # the first tick has no rate yet
-            self.last = s.t
-        elif s.t - self.last >= self.every:
-            self.last = s.t
-            say(f"    {self.label}  {render_line(s, rate)}")
-
-
 def progress(label: str):
-    if sys.stderr.isatty():
-        from .telemetry.progress import LiveProgress
+    """The rich view on a terminal; a plain line every 2 s on stdout otherwise (CI, logs)."""
+    from .telemetry.progress import LineProgress, LiveProgress
 
+    if sys.stderr.isatty():
         return LiveProgress(label=f"    {label}")
-    return PlainProgress(label)
+    return LineProgress(sys.stdout, label=f"    {label}", every=2.0)
 
 
 # --- steps ----------------------------------------------------------------------------
@@ -393,8 +367,8 @@ def run(args) -> int:
     return 0 if summary["ok"] else 1
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m trunkline.demo", description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None, prog: str = "python -m trunkline.demo") -> int:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument("--size", default="1GiB", help="dataset size (default 1GiB = 32 x 32 MiB shards)")
     p.add_argument("--shards", type=int, default=32, help="number of .tar shards (default 32)")
     p.add_argument("--flows", type=int, default=300_000,

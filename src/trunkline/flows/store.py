@@ -28,6 +28,15 @@ QUARANTINE_DIR = "quarantine"
 QUARANTINE_REASONS = ("unrepresentable", "time_window", "partition_limit")
 
 
+def duckdb_connect() -> duckdb.DuckDBPyConnection:
+    """The one way to open DuckDB for flows: session time zone UTC, so ``strftime``,
+    ``year``, ``quarter`` and casts of TIMESTAMPTZ bucket by UTC whatever ``TZ`` the
+    process runs under (DuckDB's default is the local zone)."""
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
 class FlowStore:
     """Parquet partitioned by day, with a quarantine for records whose times are not sane.
 
@@ -133,7 +142,8 @@ class FlowStore:
 
     def connect(self, con: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection with a ``flows`` view over the store (empty view if none)."""
-        con = con or duckdb.connect()
+        con = con or duckdb_connect()
+        con.execute("SET TimeZone = 'UTC'")  # also on a connection the caller made
         if self.files():
             glob = str(self.root / "day=*" / "*.parquet")
             con.execute(
