@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Debian packages the tests use as real peers and references: tshark and nfdump
 # (reference decoders), softflowd (a real exporter), iperf3 (loopback ceiling),
-# chromium (renders the report). Installed only when missing and running as root.
+# chromium (renders the report), pmacct (nfacctd, the peer collector of
+# bench/flows_replay.py). Installed only when missing and running as root.
 set -uo pipefail
 need=()
 command -v tshark    >/dev/null || need+=(tshark)
@@ -9,6 +10,7 @@ command -v nfcapd    >/dev/null || need+=(nfdump)
 command -v softflowd >/dev/null || need+=(softflowd)
 command -v iperf3    >/dev/null || need+=(iperf3)
 command -v chromium  >/dev/null || need+=(chromium)
+command -v nfacctd   >/dev/null || need+=(pmacct)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "system-deps: missing ${need[*]}; install them (apt-get install ${need[*]}) or run as root." >&2
