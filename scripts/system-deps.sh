@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Debian packages the tests use as real peers and references: tshark and nfdump
 # (reference decoders), softflowd (a real exporter), iperf3 (loopback ceiling),
-# chromium (renders the report). Installed only when missing and running as root.
+# chromium (renders the report); a one-node Ceph (radosgw, ceph-mon, ceph-osd: the RADOS
+# Gateway the mover is tested against, beside SeaweedFS and JuiceFS; no ceph-mgr needed).
+# Installed only when missing and running as root.
 set -uo pipefail
 need=()
 command -v tshark    >/dev/null || need+=(tshark)
@@ -9,6 +11,9 @@ command -v nfcapd    >/dev/null || need+=(nfdump)
 command -v softflowd >/dev/null || need+=(softflowd)
 command -v iperf3    >/dev/null || need+=(iperf3)
 command -v chromium  >/dev/null || need+=(chromium)
+command -v radosgw   >/dev/null || need+=(radosgw)
+command -v ceph-mon  >/dev/null || need+=(ceph-mon)
+command -v ceph-osd  >/dev/null || need+=(ceph-osd)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "system-deps: missing ${need[*]}; install them (apt-get install ${need[*]}) or run as root." >&2
