@@ -92,6 +92,20 @@ class ObjectInfo:
     mtime: float | None = None
 
 
+def _add_content_md5(request, **_) -> None:
+    """DeleteObjects must carry a body checksum. botocore now sends x-amz-checksum-crc32;
+    MinIO-derived stores (the JuiceFS gateway) accept only Content-MD5, which every store
+    takes, so it is always added."""
+    import base64
+    import hashlib
+
+    body = request.body or b""
+    if isinstance(body, str):
+        body = body.encode()
+    if isinstance(body, bytes) and "Content-MD5" not in request.headers:
+        request.headers["Content-MD5"] = base64.b64encode(hashlib.md5(body).digest()).decode()
+
+
 def _iso_ts(text: str) -> float | None:
     try:
         return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
@@ -191,6 +205,8 @@ class S3Endpoint:
                             response_checksum_validation="when_required",
                         ),
                     )
+                    self._client.meta.events.register("before-sign.s3.DeleteObjects",
+                                                      _add_content_md5)
         return self._client
 
     def __repr__(self) -> str:  # never show credentials
