@@ -222,8 +222,9 @@ def _start_server(kind: str, work: Path):
     if kind == "rgw":
         from trunkline.testing.embedded_rgw import EmbeddedRGW
 
-        # memstore holds objects in RAM: room for the seeded set plus one upload of it
-        return EmbeddedRGW(data_dir=work / "rgw", memstore_bytes=6 << 30).start()
+        # memstore holds objects in RAM: room for the seeded set, one upload of it and
+        # what the garbage collector (on, every 2 s) has not freed yet of the last one
+        return EmbeddedRGW(data_dir=work / "rgw", memstore_bytes=4 << 30, gc=True).start()
     if kind == "juicefs":
         from trunkline.testing.embedded_juicefs import EmbeddedJuiceFS
 

@@ -32,7 +32,8 @@ from .server_base import S3ServerBase, stop_group
 _CRC_ONLY = ["--ms_mon_client_mode=crc", "--ms_client_mode=crc"]
 
 
-def _conf(d: Path, fsid: str, mon_port: int, pg_num: int, memstore_bytes: int) -> str:
+def _conf(d: Path, fsid: str, mon_port: int, pg_num: int, memstore_bytes: int,
+          gc: bool) -> str:
     """ceph.conf of the one-node cluster: everything under ``d``, nothing in /etc or /var."""
     return f"""[global]
 fsid = {fsid}
@@ -81,11 +82,19 @@ memstore device bytes = {memstore_bytes}
 osd max object name len = 460
 osd max object namespace len = 64
 [client]
-rgw enable gc threads = false
+{_GC_ON if gc else "rgw enable gc threads = false"}
 rgw enable lc threads = false
 rgw dynamic resharding = false
 rgw data = {d}/rgw
 """
+
+
+# Deleted objects' data is freed by RGW's garbage collector, by default after two hours.
+# Benches that upload and delete GiBs into a RAM-backed OSD need it at once.
+_GC_ON = """rgw enable gc threads = true
+rgw gc obj min wait = 0
+rgw gc processor period = 2
+rgw gc processor max time = 2"""
 
 
 @dataclass
@@ -100,6 +109,7 @@ class EmbeddedRGW(S3ServerBase):
     port: int = 0
     pg_num: int = 8
     memstore_bytes: int = 1 << 30
+    gc: bool = False               # free deleted data within seconds (benches); off for tests
     start_seconds: float = 0.0     # measured: empty directory to a served S3 request
     procs: list[subprocess.Popen] = field(default_factory=list, repr=False)
     _owned_dir: str | None = field(default=None, repr=False)
@@ -150,7 +160,8 @@ class EmbeddedRGW(S3ServerBase):
         fsid = str(uuid.uuid4())
         mon_port = free_port(self.host)
         self.port = free_port(self.host)
-        self.conf.write_text(_conf(d, fsid, mon_port, self.pg_num, self.memstore_bytes))
+        self.conf.write_text(_conf(d, fsid, mon_port, self.pg_num, self.memstore_bytes,
+                                         self.gc))
 
         subprocess.run([monmaptool, "--create", "--fsid", fsid, "--addv", "a",
                         f"[v2:127.0.0.1:{mon_port}]", str(d / "monmap")],
