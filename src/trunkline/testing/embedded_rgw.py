@@ -84,6 +84,9 @@ osd max object namespace len = 64
 [client]
 {_GC_ON if gc else "rgw enable gc threads = false"}
 rgw enable lc threads = false
+# a dead OSD (out of memory, say) turns into errors after 30 s instead of a hung request
+rados osd op timeout = 30
+rados mon op timeout = 30
 rgw dynamic resharding = false
 rgw data = {d}/rgw
 """
