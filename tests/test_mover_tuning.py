@@ -42,7 +42,7 @@ def test_bwlimit_binds_within_5_percent(big_object, tmp_path, cap_bps):
 def test_upload_under_a_binding_cap_does_not_grow(aws_env, tmp_path):
     """An upload capped well below what the store takes: the tuner ends with no more
     connections than it started with (each idle one costs the store a socket)."""
-    from trunkline.engine.run import INITIAL_CONNECTIONS
+    from trunkline.engine.scheduler import INITIAL_CONNECTIONS
 
     aws_env.create_bucket("capped")
     src = tmp_path / "up.bin"

@@ -8,8 +8,8 @@ import io
 
 from rich.console import Console
 
-from trunkline.engine.run import Snapshot
 from trunkline.telemetry.progress import LineProgress, render_view, sparkline
+from trunkline.telemetry.snapshot import Snapshot
 
 
 def snap(t: float, done: int, **kw) -> Snapshot:

@@ -1,4 +1,4 @@
-"""ls, du, rm, mb: the everyday verbs on a store. Parse, call ``api_objects``, print.
+"""ls, du, rm, cat, mb: the everyday verbs on a store. Parse, call ``api.objects``, print.
 
 Keys come from someone else's bucket: every key is printed terminal-safe (control
 characters escaped), and ``--json`` prints one JSON object per line so that a listing of
@@ -13,10 +13,11 @@ from datetime import UTC, datetime
 
 import click
 
-from .. import api_objects as objs
-from ..storage.s3 import ObjectInfo
 from ..telemetry.units import human_bytes
 from .mover import run_api
+
+# The API (and through it botocore) is imported inside each command: `trunkline --help`
+# and the flow lens's commands must not pay the S3 stack's start-up.
 
 _CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
 
@@ -37,13 +38,19 @@ def _url(endpoint: str | None, bucket: str, key: str) -> str:
     return f"{scheme}{bucket}/{key}"
 
 
-def _entry_dict(o: ObjectInfo, endpoint: str | None, bucket: str) -> dict:
+def _entry_dict(o, endpoint: str | None, bucket: str) -> dict:
     if o.is_prefix:
         return {"type": "prefix", "key": o.key, "url": _url(endpoint, bucket, o.key)}
     return {"type": "object", "key": o.key, "url": _url(endpoint, bucket, o.key),
             "size": o.size, "mtime": _utc(o.mtime), "etag": (o.etag or "").strip('"'),
-            "etag_kind": objs.etag_kind(o.etag),
+            "etag_kind": _etag_kind(o.etag),
             "checksum_algorithms": list(o.checksum_algorithms)}
+
+
+def _etag_kind(etag: str | None) -> str:
+    from ..api.objects import etag_kind
+
+    return etag_kind(etag)
 
 
 def register(group: click.Group) -> None:
@@ -56,6 +63,8 @@ def register(group: click.Group) -> None:
     @click.option("--debug", is_flag=True, help="Tracebacks on errors.")
     def ls_cmd(url, recursive, long_, as_json, debug):
         """List objects (and prefixes, one level down without -r) under s3://bucket[/prefix]."""
+        from ..api import objects as objs
+
         loc = run_api(debug, objs._remote, url, "ls")
 
         def show():
@@ -72,7 +81,7 @@ def register(group: click.Group) -> None:
                     if long_:
                         algos = ",".join(o.checksum_algorithms) or "-"
                         line += (f"  {printable((o.etag or '').strip(chr(34)))}  "
-                                 f"{objs.etag_kind(o.etag)}  {printable(algos)}")
+                                 f"{_etag_kind(o.etag)}  {printable(algos)}")
                     click.echo(line)
             return n
 
@@ -86,6 +95,8 @@ def register(group: click.Group) -> None:
     @click.option("--debug", is_flag=True, help="Tracebacks on errors.")
     def du_cmd(url, depth, as_json, debug):
         """Objects and bytes under s3://bucket[/prefix]."""
+        from ..api import objects as objs
+
         rep = run_api(debug, objs.du, url, depth=depth)
         if as_json:
             click.echo(json.dumps(rep.to_dict()))
@@ -106,10 +117,12 @@ def register(group: click.Group) -> None:
     @click.option("--debug", is_flag=True, help="Tracebacks on errors.")
     def rm_cmd(url, recursive, dry_run, force, quiet, as_json, debug):
         """Delete objects: one key, a glob's matches, or everything under a prefix (-r)."""
+        from ..api import objects as objs
+
         loc = run_api(debug, objs._remote, url, "rm")
         verb = "would delete" if dry_run else "deleted"
 
-        def each(o: ObjectInfo) -> None:
+        def each(o) -> None:
             if not quiet and not as_json:
                 click.echo(f"{verb}: {printable(_url(loc.endpoint, loc.bucket, o.key))}")
 
@@ -125,10 +138,28 @@ def register(group: click.Group) -> None:
         if not res.ok:
             sys.exit(1)
 
+    @group.command("cat")
+    @click.argument("url")
+    @click.option("--connections", "-c", type=click.IntRange(1, 256), default=8,
+                  show_default=True, help="Parallel ranged GETs.")
+    @click.option("--part-size", default="8MiB", show_default=True,
+                  help="Bytes per ranged GET (at most connections + 1 parts in memory).")
+    @click.option("--debug", is_flag=True, help="Tracebacks on errors.")
+    def cat_cmd(url, connections, part_size, debug):
+        """Write one object to stdout, in order, checked against the store's checksum."""
+        from ..api import objects as objs
+        from ..units import parse_size
+
+        size = run_api(debug, parse_size, part_size)
+        run_api(debug, objs.cat, url, sys.stdout.buffer, part_size=size,
+                connections=connections)
+
     @group.command("mb")
     @click.argument("url")
     @click.option("--debug", is_flag=True, help="Tracebacks on errors.")
     def mb_cmd(url, debug):
         """Make a bucket: s3://bucket or NAME:bucket."""
+        from ..api import objects as objs
+
         name = run_api(debug, objs.mb, url)
         click.echo(f"make_bucket: {printable(name)}")
