@@ -150,7 +150,9 @@ def test_resume_after_kill(store_env, tmp_path):
     # wait until the store holds some parts of the upload, then kill -9
     c = store_env.client()
     while time.monotonic() < deadline and p.poll() is None:
-        ups = c.list_multipart_uploads(Bucket=b).get("Uploads", [])
+        # (the capability probe's own uploads live under .trunkline-probe-*/: not ours)
+        ups = [u for u in c.list_multipart_uploads(Bucket=b).get("Uploads", [])
+               if u["Key"] == "big.bin"]
         if ups and c.list_parts(Bucket=b, Key="big.bin",
                                 UploadId=ups[0]["UploadId"]).get("Parts"):
             break

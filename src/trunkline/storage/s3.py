@@ -452,10 +452,16 @@ class S3Endpoint:
             raise ValueError("DeleteObjects takes at most 1000 keys")
         r = self._call("DeleteObjects", keys[0], self.client.delete_objects, Bucket=bucket,
                        Delete={"Objects": [{"Key": k} for k in keys], "Quiet": False})
-        deleted = [d["Key"] for d in r.get("Deleted", [])]
         errors = [(e.get("Key", ""), f"{e.get('Code', '')}: {e.get('Message', '')}")
                   for e in r.get("Errors", [])]
-        return deleted, errors
+        done = r.get("Deleted", [])
+        if all("Key" in d for d in done):
+            return [d["Key"] for d in done], errors
+        # the JuiceFS gateway answers <Deleted></Deleted> without the key: every key it
+        # does not name in an error was deleted (the count must agree, else say nothing)
+        failed = {k for k, _ in errors}
+        rest = [k for k in keys if k not in failed]
+        return (rest if len(rest) == len(done) else []), errors
 
     def create_bucket(self, bucket: str) -> None:
         """CreateBucket, with the region as location constraint outside us-east-1."""
