@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Debian packages the tests use as real peers and references: tshark and nfdump
 # (reference decoders), softflowd (a real exporter), iperf3 (loopback ceiling),
-# chromium (renders the report); a one-node Ceph (radosgw, ceph-mon, ceph-osd: the RADOS
-# Gateway the mover is tested against, beside SeaweedFS and JuiceFS; no ceph-mgr needed).
+# chromium (renders the report), pmacct (nfacctd, the peer collector of
+# bench/flows_replay.py); a one-node Ceph (radosgw, ceph-mon, ceph-osd: the RADOS Gateway
+# the mover is tested against, beside SeaweedFS and JuiceFS; no ceph-mgr needed).
 # Installed only when missing and running as root.
 set -uo pipefail
 need=()
@@ -11,6 +12,7 @@ command -v nfcapd    >/dev/null || need+=(nfdump)
 command -v softflowd >/dev/null || need+=(softflowd)
 command -v iperf3    >/dev/null || need+=(iperf3)
 command -v chromium  >/dev/null || need+=(chromium)
+command -v nfacctd   >/dev/null || need+=(pmacct)
 command -v radosgw   >/dev/null || need+=(radosgw)
 command -v ceph-mon  >/dev/null || need+=(ceph-mon)
 command -v ceph-osd  >/dev/null || need+=(ceph-osd)

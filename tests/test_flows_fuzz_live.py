@@ -20,15 +20,17 @@ from trunkline.flows.decode import FlowDecoder
 from trunkline.flows.sources.collector import read_status
 from trunkline.flows.sources.pcap import read_udp
 from trunkline.flows.store import FlowStore
-from trunkline.testing.flowfuzz import Mutator, live_campaign, load_seeds, rss_kib
+from trunkline.testing.flowfuzz import Mutator, live_campaign, load_seeds, rss_kib, shift_to
 
 N_HOSTILE = 3000
 RATE_PPS = 3000
 
 
 def legit_datagrams(flows_dir) -> list[bytes]:
-    """A real IPFIX exporter (templates in every datagram), NetFlow v5 and sFlow."""
-    return [next(iter(read_udp(flows_dir / f))).payload for f in (
+    """A real IPFIX exporter (templates in every datagram), NetFlow v5 and sFlow, their
+    times moved to now (a live exporter, not a capture of 2023)."""
+    now = int(time.time())
+    return [shift_to(next(iter(read_udp(flows_dir / f))).payload, now) for f in (
         "netflow/physicalinterfaces.pcap", "netflow/nfv5.pcap", "sflow/data-1140.pcap")]
 
 

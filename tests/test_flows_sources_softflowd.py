@@ -134,9 +134,9 @@ def test_softflowd_export_matches_nfdump(version, tmp_path):
     nfcapd = subprocess.Popen(["nfcapd", "-w", str(nfdir), "-b", "127.0.0.1", "-p",
                                str(nf_port), "-t", "3600"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    # the capture's flows are from 2023 and softflowd stamps its export with today's time:
-    # a replay of old traffic needs a time window that admits them (default: one day)
-    store = FlowStore(tmp_path / "store", time_window_s=10 * 365 * 86400)
+    # softflowd -r exports the capture's 2023 flows under today's header time: a probe
+    # replaying an old pcap, which the default 24 h time window would quarantine
+    store = FlowStore(tmp_path / "store", time_window_s=20 * 365 * 86_400)
     col = Collector(CollectorConfig([("127.0.0.1", our_port)], flush_interval_s=60), store)
     col.bind()
     runner = threading.Thread(target=col.run, daemon=True)
@@ -164,4 +164,5 @@ def test_softflowd_export_matches_nfdump(version, tmp_path):
     kinds = store.query("SELECT DISTINCT flow_type FROM flows").column(0).to_pylist()
     assert kinds == [{"5": "netflow5", "9": "netflow9", "10": "ipfix"}[version]]
     assert sum(col.decoder.counters.totals()["drops"].values()) == 0
+    assert sum(store.quarantined.values()) == 0
     shutil.rmtree(nfdir)

@@ -119,3 +119,17 @@ def test_flows_sql_prints_a_time_python_cannot_hold(tmp_path):
         assert "20000-01-01" in r.stdout
     js = json.loads(r.stdout)
     assert js[0]["bytes"] == 1
+
+
+def test_a_live_batch_keeps_the_days_nearest_to_now(tmp_path):
+    """Records claiming other days outnumber today's: today's still reach the store."""
+    now = EXPORT * 1000
+    days = [now] * 5 + [now + d * 86_400_000 for d in range(1, 30) for _ in range(20)]
+    t = pa.table({"time_start": pa.array(days, pa.timestamp("ms", tz="UTC")),
+                  "time_end": pa.array(days, pa.timestamp("ms", tz="UTC"))})
+    store = FlowStore(tmp_path, max_partitions_per_write=3)
+    assert store.write(t, now_ms=now) == 5 + 20 + 20
+    assert sorted(p.name for p in tmp_path.glob("day=*")) == [
+        "day=2023-11-14", "day=2023-11-15", "day=2023-11-16"]
+    other = FlowStore(tmp_path / "b", max_partitions_per_write=3)
+    assert other.write(t) == 60  # without a clock: the most populated days

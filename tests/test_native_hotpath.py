@@ -89,10 +89,19 @@ def test_peer_closing_early_is_an_error(tmp_path, native_loop):
 
 
 @pytest.mark.parametrize("native_loop", LOOPS)
-def test_stalled_peer_times_out(tmp_path, native_loop):
+@pytest.mark.parametrize("how", ["settimeout", "SO_RCVTIMEO"])
+def test_stalled_peer_times_out(tmp_path, native_loop, how):
+    """Both ways a socket times out: Python's (non-blocking + poll) and the mover's
+    connections' (blocking with SO_RCVTIMEO)."""
+    import struct
+
     fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT)
     a, b = pair()
-    b.settimeout(0.3)
+    if how == "settimeout":
+        b.settimeout(0.3)
+    else:
+        b.settimeout(None)
+        b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 300_000))
     a.sendall(b"x" * 10)                     # then nothing: the peer stalls, open
     t0 = time.monotonic()
     with pytest.raises(TimeoutError):
@@ -177,7 +186,7 @@ def test_native_loop_releases_the_interpreter_lock(tmp_path):
 
 def test_own_crc32c_matches_the_library():
     """Our fallback CRC32C (hardware instruction or table) equals google-crc32c."""
-    from trunkline.engine import integrity
+    from trunkline.native import crc as integrity
 
     h = native._hotpath
     data = os.urandom((1 << 20) + 7)

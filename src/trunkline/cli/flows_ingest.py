@@ -56,12 +56,15 @@ def _hostport(spec: str) -> tuple[str, int]:
 @click.option("--max-partitions", default=8, show_default=True,
               help="Day partitions one batch may create; records of further days are "
                    "quarantined.")
+@click.option("--workers", default=1, show_default=True,
+              help="Receive/decode/write processes sharing the ports (SO_REUSEPORT); "
+                   "0 = one per CPU.")
 @click.option("--duration", default=None, type=float,
               help="Stop after this many seconds (default: until SIGINT/SIGTERM).")
 @click.option("--debug", is_flag=True, help="Tracebacks on errors.")
 def collect(listens, store_dir, metrics, batch_records, flush_interval, rcvbuf,
             template_budget, exporter_quota, template_churn, time_window, max_partitions,
-            duration, debug):
+            workers, duration, debug):
     """Receive flows over UDP and store them; SIGINT/SIGTERM flushes and exits."""
     from ..flows.sources.collector import Collector, CollectorConfig
     from ..flows.sources.metrics import serve_metrics
@@ -72,12 +75,22 @@ def collect(listens, store_dir, metrics, batch_records, flush_interval, rcvbuf,
                           template_budget_bytes=template_budget << 20,
                           exporter_quota_bytes=exporter_quota << 20,
                           template_changes_per_s=template_churn)
-    col = Collector(cfg, FlowStore(store_dir, time_window_s=time_window,
-                                   max_partitions_per_write=max_partitions))
+    store = FlowStore(store_dir, time_window_s=time_window,
+                      max_partitions_per_write=max_partitions)
+    workers = workers or os.cpu_count() or 1
     try:
-        bound = col.bind()
+        if workers > 1:
+            from ..flows.sources.workers import WorkerPool
+
+            col = WorkerPool(cfg, store, workers)
+            bound = col.bound
+        else:
+            col = Collector(cfg, store)
+            bound = col.bind()
     except OSError as e:
         _fail(debug, 1, e)
+    if workers > 1:
+        col.start()  # fork before any thread of ours exists
     srv = None
     if metrics:
         h, p = _hostport(metrics)
@@ -93,19 +106,25 @@ def collect(listens, store_dir, metrics, batch_records, flush_interval, rcvbuf,
         timer.start()
     where = ", ".join(f"{h}:{p}" for h, p in bound)
     click.echo(f"trunkline: collecting on {where} into {store_dir}"
+               + (f" with {workers} workers" if workers > 1 else "")
                + (f"; metrics on http://{metrics}/metrics" if metrics else ""), err=True)
-    ok = col.run()
+    if workers > 1:
+        code = col.run()
+        failure = col.status(final=True)["collector"]["failure"]
+    else:
+        ok = col.run()
+        code = 3 if not ok else 1 if col.write_errors else 0
+        failure = col.failure
     if timer is not None:
         timer.cancel()
     if srv is not None:
         srv.shutdown()
-    t = col.status()
-    click.echo(json.dumps({"records_written": t["collector"]["written_records"],
+    t = col.snapshot or col.status()
+    click.echo(json.dumps({"records_written": t["collector"].get("written_records", 0),
                            **t["totals"]}), err=True)
-    if not ok:
-        click.echo(f"trunkline: error: receive loop died: {col.failure}", err=True)
-        sys.exit(3)
-    sys.exit(1 if t["collector"]["write_errors"] else 0)
+    if failure:
+        click.echo(f"trunkline: error: {failure}", err=True)
+    sys.exit(code)
 
 
 def _stop_on_signals(stop) -> None:

@@ -91,7 +91,7 @@ def transfer_options(f):
         click.option("--state-dir", type=click.Path(file_okay=False), default=None,
                      help="Where resume journals live (default ~/.local/state/trunkline)."),
         click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout."),
-        click.option("--quiet", "-q", is_flag=True, help="No progress display."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress display and no summary (failures only)."),
         click.option("--debug", is_flag=True,
                      help="Tracebacks on errors; the tuner's decisions as they happen."),
     ]
@@ -125,10 +125,11 @@ def build_options(max_connections, connections, part_size, no_tune, bwlimit, bwl
         direct_io=direct_io, server_side=server_side)
 
 
-def _report(result, as_json: bool) -> None:
+def _report(result, as_json: bool, quiet: bool = False) -> None:
+    """The end of a transfer: JSON, or one summary line (none with -q), then failures."""
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
-    else:
+    elif not quiet:
         click.echo(
             f"{human_bytes(result.bytes)} in {result.seconds:.2f} s = {result.gbps:.2f} Gbit/s, "
             f"{result.objects} objects, {result.retries} retries"
@@ -205,5 +206,5 @@ def register(cli: click.Group) -> None:
                 result = run_api(debug, copy, src, dst, on_progress=prog.update, **kw)
         else:
             result = run_api(debug, copy, src, dst, **kw)
-        _report(result, as_json)
+        _report(result, as_json, quiet)
         sys.exit(0 if result.ok else 1)

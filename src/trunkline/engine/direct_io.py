@@ -22,9 +22,8 @@ import errno
 import mmap
 import os
 
-ALIGN = 4096
-"""Logical block size that O_DIRECT offsets, lengths and addresses must be multiples of
-(4 KiB covers 512-byte and 4K-native devices)."""
+from ..native import ALIGN  # the one definition, shared with the hot loop
+
 MIN_SIZE = 4 * 2**20
 """Objects smaller than this are written through the page cache (one chunk or two: a
 second descriptor would cost more than it saves)."""

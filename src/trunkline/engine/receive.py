@@ -15,7 +15,10 @@ from ..errors import ConnectionClosed
 from ..wire.connection import Connection
 from .integrity import crc32c
 
-__all__ = ["receive", "receive_crc"]
+__all__ = ["receive", "receive_crc", "receive_to_file"]
+
+NATIVE_SLICE = 8 * 2**20
+"""Bytes per call of the compiled loop: progress is reported (and a stop seen) between."""
 
 
 def receive(conn: Connection, n: int, window: Callable[[int, int], memoryview], *,
@@ -49,3 +52,53 @@ def receive(conn: Connection, n: int, window: Callable[[int, int], memoryview], 
 def receive_crc(conn: Connection, n: int, buf: memoryview) -> int:
     """CRC32C of the next ``n`` body bytes, read through ``buf`` and dropped."""
     return receive(conn, n, lambda off, left: buf[: min(len(buf), left)])
+
+
+def receive_to_file(conn: Connection, n: int, fd: int, offset: int, buf: memoryview, *,
+                    writer, on_bytes: Callable[[int], None] | None = None,
+                    limit: Callable[[int], None] | None = None) -> int:
+    """Receive ``n`` body bytes and write them at ``offset`` (``writer``: the object's
+    ``DirectWriter``, whose O_DIRECT descriptor takes the aligned bulk); returns their
+    CRC32C. Where it applies (a plain connection, no rate cap, the compiled core built)
+    the bytes go through ``trunkline.native`` with the interpreter lock released, in
+    slices of ``NATIVE_SLICE``; otherwise, and for bytes that came with the head, through
+    the Python loop above. Same bytes, same CRC, same errors either way."""
+    from .. import native
+    from ..errors import ConnectionClosed, ReadTimeout
+    from .integrity import crc32c_combine
+
+    def window(off: int, left: int) -> memoryview:
+        return buf[: min(len(buf), left)]
+
+    def sink_at(base: int) -> Callable[[memoryview, int], None]:
+        return lambda chunk, off: writer.pwrite(chunk, base + off)
+
+    if not native.NATIVE or limit is not None:
+        return receive(conn, n, window, sink=sink_at(offset), on_bytes=on_bytes, limit=limit)
+    # the bytes that came with the head, and up to the next block boundary, through
+    # Python: the compiled loop then starts aligned, so its O_DIRECT writes stay aligned
+    got = min(n, -(offset + conn.pending) % native.ALIGN + conn.pending) if conn.pending else 0
+    crc = receive(conn, got, window, sink=sink_at(offset), on_bytes=on_bytes) if got else 0
+    sock = conn.direct_body(n - got)
+    if sock is None:
+        rest = receive(conn, n - got, window, sink=sink_at(offset + got), on_bytes=on_bytes)
+        return crc32c_combine(crc, rest, n - got)
+    while got < n:
+        k = min(NATIVE_SLICE, n - got)
+        try:
+            crc, writer.dfd = native.recv_to_file(sock, fd, offset + got, k, buf,
+                                                  direct_fd=writer.dfd, crc=crc)
+        except ConnectionError as e:
+            conn.direct_failed()
+            raise ConnectionClosed(f"body truncated: {e}") from None
+        except TimeoutError as e:
+            conn.direct_failed()
+            raise ReadTimeout(str(e)) from None
+        except BaseException:
+            conn.direct_failed()
+            raise
+        conn.direct_done(k)
+        got += k
+        if on_bytes is not None:
+            on_bytes(k)
+    return crc

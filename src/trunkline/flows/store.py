@@ -55,13 +55,19 @@ class FlowStore:
         self.max_partitions = max_partitions_per_write
         self.quarantined: dict[str, int] = dict.fromkeys(QUARANTINE_REASONS, 0)
 
-    def write(self, table: pa.Table, reference_ms: np.ndarray | None = None) -> int:
+    def write(self, table: pa.Table, reference_ms: np.ndarray | None = None,
+              now_ms: int | None = None) -> int:
         """Append a batch of flows; returns the number of records written to the day
-        partitions (the others were quarantined, see ``quarantined``)."""
+        partitions (the others were quarantined, see ``quarantined``).
+
+        ``now_ms`` (a live collector's clock): when a batch spans more days than allowed,
+        keep the days nearest to now, so records claiming other days can never push
+        today's out; without it, keep the most populated days.
+        """
         if table.num_rows == 0:
             return 0
         table = conform(table)
-        reason = self._sanity(table, reference_ms)
+        reason = self._sanity(table, reference_ms, now_ms)
         ok = reason == 0
         if not ok.all():
             self._quarantine(table, reference_ms, reason)
@@ -74,7 +80,8 @@ class FlowStore:
             self._write_file(self.root / f"day={day}", part)
         return table.num_rows
 
-    def _sanity(self, table: pa.Table, ref: np.ndarray | None) -> np.ndarray:
+    def _sanity(self, table: pa.Table, ref: np.ndarray | None,
+                now_ms: int | None = None) -> np.ndarray:
         """Per record: 0 sane, else 1 + index in QUARANTINE_REASONS."""
         start = table.column("time_start").cast(pa.int64()).to_numpy()
         end = table.column("time_end").cast(pa.int64()).to_numpy()
@@ -92,7 +99,9 @@ class FlowStore:
         day = start // DAY_MS
         uniq, counts = np.unique(day[ok], return_counts=True)
         if len(uniq) > self.max_partitions:
-            keep = uniq[np.argsort(-counts, kind="stable")[: self.max_partitions]]
+            order = np.argsort(np.abs(uniq - now_ms // DAY_MS) if now_ms is not None
+                               else -counts, kind="stable")
+            keep = uniq[order[: self.max_partitions]]
             reason[ok & ~np.isin(day, keep)] = 3
         return reason
 

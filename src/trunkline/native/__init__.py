@@ -15,19 +15,20 @@ import errno
 import os
 import socket
 
-from ..engine.direct_io import ALIGN
-from ..engine.integrity import crc32c as _crc_extend_value
+from .crc import _c_extend
+from .crc import crc32c as _crc_extend_value
+
+ALIGN = 4096
+"""Logical block size O_DIRECT offsets, lengths and addresses must be multiples of (4 KiB
+covers 512-byte and 4K-native devices); engine/direct_io.py uses this one."""
 
 try:
     from . import _hotpath
 except ImportError:  # built without a compiler: the Python loop
     _hotpath = None
 
-if _hotpath is not None:
-    from ..engine import integrity as _integrity
-
-    if _integrity._c_extend is not None:   # the well-kept CRC32C, shared with the engine
-        _hotpath.use_libcrc32c(ctypes.cast(_integrity._c_extend, ctypes.c_void_p).value or 0)
+if _hotpath is not None and _c_extend is not None:   # the well-kept CRC32C, shared
+    _hotpath.use_libcrc32c(ctypes.cast(_c_extend, ctypes.c_void_p).value or 0)
 
 NATIVE = _hotpath is not None and os.environ.get("TRUNKLINE_NATIVE", "1") != "0"
 """Whether the compiled loop is in use."""
@@ -113,7 +114,10 @@ def _recv_to_file_py(sock, fd, offset, length, buf, counter, direct_fd, crc):
         want = min(cap, length - got)
         fill = 0
         while fill < want:
-            k = sock.recv_into(buf[fill:want])
+            try:
+                k = sock.recv_into(buf[fill:want])
+            except BlockingIOError:   # SO_RCVTIMEO expired (a blocking socket's timeout)
+                raise TimeoutError("no byte within the socket's receive timeout") from None
             if k == 0:
                 raise ConnectionError(f"peer closed after {got + fill} of {length} bytes")
             fill += k

@@ -16,6 +16,7 @@
 #include <Python.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdint.h>
 #include <string.h>
@@ -99,8 +100,12 @@ static uint32_t crc32c_update(uint32_t crc, const unsigned char *p, size_t n) {
 
 /* ---------------------------------------------------------------- I/O helpers */
 
-/* Wait until fd is ready for `events`; 0 ok, -1 with errno (ETIMEDOUT on timeout). */
+/* Wait until fd is ready for `events`; 0 ok, -1 with errno (ETIMEDOUT on timeout).
+ * A blocking socket that returned EAGAIN has already waited its SO_RCVTIMEO/SO_SNDTIMEO
+ * (that is how the mover's connections time out): that is the timeout itself. */
 static int wait_fd(int fd, short events, int timeout_ms) {
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0 && !(fl & O_NONBLOCK)) { errno = ETIMEDOUT; return -1; }
     struct pollfd pfd = {.fd = fd, .events = events, .revents = 0};
     for (;;) {
         int r = poll(&pfd, 1, timeout_ms);

@@ -21,6 +21,9 @@ from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 from urllib.parse import quote, unquote_plus, urlsplit
 
+# isort: off
+from . import botocore_lite  # noqa: F401  (first: botocore without the CRT)
+# isort: on
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config

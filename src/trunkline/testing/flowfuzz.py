@@ -221,12 +221,33 @@ def rss_kib(pid: int, key: str = "VmRSS") -> int:
     return 0
 
 
+def rx_queue_bytes(port: int) -> int:
+    """Bytes waiting in the receive queues of the UDP sockets bound to ``port`` (the
+    largest of them: with SO_REUSEPORT there is one per worker)."""
+    worst = 0
+    for name in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            lines = Path(name).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if len(f) > 4 and int(f[1].rsplit(":", 1)[1], 16) == port:
+                worst = max(worst, int(f[4].split(":")[1], 16))
+    return worst
+
+
 def live_campaign(port: int, hostile: Iterator[bytes], n_hostile: int, legit: list[bytes],
                   *, legit_every: int = 50, rate_pps: int = 5000, attackers: int = 100,
-                  pid: int | None = None, max_seconds: float = 600) -> dict:
+                  pid: int | None = None, max_seconds: float = 600,
+                  max_rx_queue: int | None = 128 << 10) -> dict:
     """Send ``n_hostile`` datagrams from ``attackers`` loopback addresses (127.0.1.x) to
     ``port``, with the legitimate exporter (127.0.0.1) sending the next of ``legit``
     (cycling) after every ``legit_every`` of them, paced at ``rate_pps`` in all.
+
+    Closed loop: while the collector's socket holds more than ``max_rx_queue`` bytes, the
+    sender waits, so a machine too loaded to keep up slows the campaign down instead of
+    losing datagrams in the kernel (which would hide what the collector did with them).
 
     Returns what was sent (the legitimate datagrams in order, to compute what must be
     stored) and, given the collector's ``pid``, the largest RSS sampled.
@@ -246,6 +267,7 @@ def live_campaign(port: int, hostile: Iterator[bytes], n_hostile: int, legit: li
     peak = rss0 = rss_kib(pid) if pid else 0
     t0 = time.monotonic()
     sent = n_sent_hostile = 0
+    waited = 0.0
     try:
         for i, p in enumerate(hostile):
             if i >= n_hostile or time.monotonic() - t0 > max_seconds:
@@ -267,6 +289,12 @@ def live_campaign(port: int, hostile: Iterator[bytes], n_hostile: int, legit: li
                 delay = t0 + sent / rate_pps - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
+                if max_rx_queue is not None:
+                    w0 = time.monotonic()
+                    while rx_queue_bytes(port) > max_rx_queue and \
+                            time.monotonic() - t0 < max_seconds:
+                        time.sleep(0.005)
+                    waited += time.monotonic() - w0
     finally:
         for s in socks:
             s.close()
@@ -276,4 +304,59 @@ def live_campaign(port: int, hostile: Iterator[bytes], n_hostile: int, legit: li
             "legit_sent": len(sent_legit), "legit_datagrams": sent_legit,
             "datagrams_sent": sent, "seconds": round(wall, 2),
             "achieved_pps": round(sent / wall) if wall else 0,
+            "backpressure_wait_s": round(waited, 2),
             "rss_start_kib": rss0, "rss_peak_sampled_kib": peak}
+
+
+def shift_to(datagram: bytes, now_s: int) -> bytes:
+    """A real captured datagram as if exported at ``now_s``: the header's export time,
+    and IPFIX absolute flow times (flowStart/End Seconds/Milliseconds, found through the
+    datagram's own templates), shifted by the same amount. NetFlow v5/v9 record times are
+    relative to the header (sysUptime) and follow it; sFlow carries no time.
+
+    A live collector keeps the days nearest its clock, so a legitimate exporter in a
+    campaign must look live, not like a capture from years ago.
+    """
+    b = bytearray(datagram)
+    ver = (b[0] << 8) | b[1]
+    if ver == 5 and len(b) >= 24:
+        struct.pack_into(">I", b, 8, now_s)
+        return bytes(b)
+    if ver == 9 and len(b) >= 20:
+        struct.pack_into(">I", b, 8, now_s)
+        return bytes(b)
+    if ver != 10 or len(b) < 16:
+        return bytes(b)
+    old = struct.unpack_from(">I", b, 4)[0]
+    delta = now_s - old
+    struct.pack_into(">I", b, 4, now_s)
+    layouts: dict[int, list[tuple[int, int]]] = {}  # template id -> [(ie, length)]
+    for off, ln in _sets(bytes(b)):
+        set_id = struct.unpack_from(">H", b, off)[0]
+        if set_id == 2:
+            p, end = off + 4, off + ln
+            while p + 4 <= end:
+                tid, nf = struct.unpack_from(">HH", b, p)
+                p += 4
+                fields = []
+                for _ in range(nf):
+                    ie, fl = struct.unpack_from(">HH", b, p)
+                    p += 8 if ie & 0x8000 else 4
+                    fields.append((ie & 0x7FFF if not ie & 0x8000 else -1, fl))
+                layouts[tid] = fields
+        elif set_id in layouts and all(fl != 0xFFFF for _, fl in layouts[set_id]):
+            fields = layouts[set_id]
+            rec = sum(fl for _, fl in fields)
+            p = off + 4
+            while rec and p + rec <= off + ln:
+                q = p
+                for ie, fl in fields:
+                    if ie in (150, 151) and fl == 4:
+                        v = struct.unpack_from(">I", b, q)[0]
+                        struct.pack_into(">I", b, q, (v + delta) & 0xFFFFFFFF)
+                    elif ie in (152, 153) and fl == 8:
+                        v = struct.unpack_from(">Q", b, q)[0]
+                        struct.pack_into(">Q", b, q, (v + delta * 1000) % (1 << 64))
+                    q += fl
+                p += rec
+    return bytes(b)

@@ -293,6 +293,29 @@ class Connection:
         self._body_received(n)
         return n
 
+    @property
+    def pending(self) -> int:
+        """Body bytes already read with the head (``recv_into`` hands them out first)."""
+        return self._pend_end - self._pend_start
+
+    def direct_body(self, n: int) -> socket.socket | None:
+        """The raw socket, for a caller that reads the next ``n`` body bytes itself (the
+        compiled receive loop), or None where that cannot be exact: TLS, a body framed
+        other than by Content-Length, fewer than ``n`` bytes left, bytes pending. The
+        caller then reports ``direct_done(k)`` for what it read, or ``direct_failed()``."""
+        if (self.sock is None or not self.plain or self._framing.kind != "length"
+                or self.pending or n > self._body_left):
+            return None
+        return self.sock
+
+    def direct_done(self, n: int) -> None:
+        self.stats.bytes_in += n
+        self._body_received(n)
+
+    def direct_failed(self) -> None:
+        """The caller's read failed mid-body: the stream position is lost."""
+        self._broken = True
+
     def _recv_some(self, mv: memoryview) -> int:
         """Whatever is pending, or one read: for bodies whose end only the reader sees."""
         pend = self._pend_end - self._pend_start

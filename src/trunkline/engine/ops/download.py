@@ -17,7 +17,7 @@ from ..direct_io import DirectWriter, open_direct
 from ..integrity import b64_to_crc32c, crc32c
 from ..jobs import ObjectJob
 from ..plan import Part
-from ..receive import receive
+from ..receive import receive, receive_to_file
 from ..retry import retrying
 from .common import RESUMED, check_crc, get_part, object_crc
 from .context import PartContext, RunContext, WorkerStats
@@ -46,14 +46,8 @@ def run_part(ctx: PartContext, job: ObjectJob, part: Part) -> object:
     assert job.plan.src_ep is not None
     conn, n, crc_hdr = get_part(ctx, job.plan.src_ep, job, part, whole=not job.plan.multipart)
     assert job.writer is not None   # opened with job.fd above
-    write = job.writer.pwrite
-    base = part.offset
-
-    def sink(chunk: memoryview, off: int) -> None:
-        write(chunk, base + off)
-
-    crc = receive(conn, n, lambda off, left: buf[: min(len(buf), left)], sink=sink,
-                  on_bytes=ctx.moved, limit=run.limit_for(job.plan.src_ep))
+    crc = receive_to_file(conn, n, job.fd, part.offset, buf, writer=job.writer,
+                          on_bytes=ctx.moved, limit=run.limit_for(job.plan.src_ep))
     check_crc(crc, crc_hdr, job)
     job.part_crcs[part.number] = crc
     return None

@@ -49,8 +49,10 @@ class CollectorConfig:
 
 
 class Collector:
-    def __init__(self, config: CollectorConfig, store: FlowStore):
+    def __init__(self, config: CollectorConfig, store: FlowStore,
+                 status_name: str = STATUS_FILE):
         self.config = config
+        self.status_name = status_name
         self.store = store
         self.decoder = FlowDecoder(TemplateCache(
             budget_bytes=config.template_budget_bytes,
@@ -66,29 +68,20 @@ class Collector:
         self.snapshot: dict = {}
         self.bound: list[tuple[str, int]] = []
         self.failure: str | None = None  # why the receive loop died, if it did
+        self.closed = False
+        self.last_drops = 0  # socket drops when the sockets were closed
         self._writer = threading.Thread(target=self._write_loop, name="flow-writer", daemon=True)
 
     # -- sockets -----------------------------------------------------------------------
     def bind(self) -> list[tuple[str, int]]:
         """Open every listening socket (port 0 picks a free port); returns bound addresses."""
-        bound = []
-        for host, port in self.config.listen:
-            fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-            s = socket.socket(fam, socket.SOCK_DGRAM)
-            for opt in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
-                if opt is None:
-                    continue
-                try:
-                    s.setsockopt(socket.SOL_SOCKET, opt, self.config.rcvbuf_bytes)
-                    break
-                except OSError:
-                    continue
-            s.bind((host, port))
-            s.setblocking(False)
-            self.socks.append(s)
-            bound.append(s.getsockname()[:2])
-        self.bound = bound
-        return bound
+        self.use_sockets(open_sockets(self.config.listen, self.config.rcvbuf_bytes, 1)[0])
+        return self.bound
+
+    def use_sockets(self, socks: list[socket.socket]) -> None:
+        """Receive on sockets opened elsewhere (a worker of ``flows collect --workers``)."""
+        self.socks = socks
+        self.bound = [s.getsockname()[:2] for s in socks]
 
     # -- main loop ---------------------------------------------------------------------
     def run(self) -> bool:
@@ -129,6 +122,8 @@ class Collector:
                 self.queue.put(None)
                 self._writer.join()
                 sel.close()
+                self.last_drops = socket_drops(self.socks)
+                self.closed = True
                 for s in self.socks:
                     s.close()
                 self._publish()
@@ -163,7 +158,9 @@ class Collector:
             if batch is None:
                 return
             try:
-                self.written_records += self.store.write(*batch.to_table_with_reference())
+                table, ref = batch.to_table_with_reference()
+                self.written_records += self.store.write(table, ref,
+                                                         now_ms=int(time.time() * 1000))
             except Exception:  # noqa: BLE001 - counted and reported; the collector goes on
                 self.write_errors += 1
             for e, n in batch.build_errors.items():
@@ -183,6 +180,7 @@ class Collector:
             "build_errors": dict(self.build_errors),
             "pending_records": self.decoder.pending_records,
             "queued_batches": self.queue.qsize(),
+            "socket_drops": socket_drops(self.socks) if not self.closed else self.last_drops,
             "templates": self.decoder.cache.template_count(),
             "template_bytes": self.decoder.cache.used,
             "quarantined": dict(self.store.quarantined),
@@ -202,16 +200,76 @@ class Collector:
         except RuntimeError:  # a dict changed size under us; next tick
             return
         self.snapshot = snap
-        write_status(self.store.root, snap)
+        write_status(self.store.root, snap, self.status_name)
 
 
-def write_status(root: Path, snap: dict) -> None:
+def open_sockets(listen: list[tuple[str, int]], rcvbuf: int, workers: int
+                 ) -> list[list[socket.socket]]:
+    """For each worker, one non-blocking socket per listen address.
+
+    With several workers every address is bound once per worker with ``SO_REUSEPORT``:
+    the kernel spreads datagrams over the group by a hash of the source address and port,
+    so one exporter always reaches the same worker (its templates stay where its data is
+    decoded). Port 0 is resolved by the first worker's socket.
+    """
+    out: list[list[socket.socket]] = [[] for _ in range(workers)]
+    for host, port in listen:
+        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+        for w in range(workers):
+            s = socket.socket(fam, socket.SOCK_DGRAM)
+            if workers > 1:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            for opt in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
+                if opt is None:
+                    continue
+                try:
+                    s.setsockopt(socket.SOL_SOCKET, opt, rcvbuf)
+                    break
+                except OSError:
+                    continue
+            try:
+                s.bind((host, port))
+            except OSError:
+                s.close()
+                for lst in out:
+                    for x in lst:
+                        x.close()
+                raise
+            port = s.getsockname()[1]
+            s.setblocking(False)
+            out[w].append(s)
+    return out
+
+
+def socket_drops(socks: list[socket.socket]) -> int:
+    """Datagrams the kernel dropped on these sockets (receive buffer full), from the
+    ``drops`` column of /proc/net/udp{,6}; 0 where /proc is not there to ask."""
+    inodes = set()
+    for s in socks:
+        try:
+            inodes.add(os.fstat(s.fileno()).st_ino)
+        except OSError:
+            continue
+    total = 0
+    for name in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            lines = Path(name).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if len(f) >= 13 and int(f[9]) in inodes:
+                total += int(f[12])
+    return total
+
+
+def write_status(root: Path, snap: dict, name: str = STATUS_FILE) -> None:
     root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".{STATUS_FILE}.tmp"
+    tmp = root / f".{name}.tmp"
     tmp.write_text(json.dumps(snap, indent=1, sort_keys=True))
-    os.replace(tmp, root / STATUS_FILE)
+    os.replace(tmp, root / name)
 
 
-def read_status(root: Path) -> dict | None:
-    p = Path(root) / STATUS_FILE
+def read_status(root: Path, name: str = STATUS_FILE) -> dict | None:
+    p = Path(root) / name
     return json.loads(p.read_text()) if p.exists() else None
