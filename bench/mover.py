@@ -101,6 +101,7 @@ class Server:
 
     def __init__(self, args: argparse.Namespace, work: Path) -> None:
         self._embedded = None
+        self.rclone_provider = {"rgw": "Ceph", "juicefs": "Other"}.get(args.server, "SeaweedFS")
         if args.server_url:
             self.endpoint_url = args.server_url.rstrip("/")
             self.access_key = args.access_key or os.environ.get("AWS_ACCESS_KEY_ID", "")
@@ -108,15 +109,12 @@ class Server:
             self.region = os.environ.get("AWS_REGION", "us-east-1")
             self.kind = f"external ({self.endpoint_url})"
         else:
-            from trunkline.embedded_s3 import EmbeddedS3
-
-            self._embedded = EmbeddedS3(data_dir=work / "weed").start()
+            self._embedded = _start_server(args.server, work)
             self.endpoint_url = self._embedded.endpoint_url
             self.access_key = self._embedded.access_key
             self.secret_key = self._embedded.secret_key
             self.region = "us-east-1"
-            weed = capture([_weed_binary(), "version"]).splitlines()
-            self.kind = f"embedded SeaweedFS `weed mini` on loopback ({weed[0] if weed else '?'})"
+            self.kind = _server_kind(args.server)
         import boto3
         from botocore.config import Config
 
@@ -132,6 +130,10 @@ class Server:
                 max_pool_connections=16,
             ),
         )
+        # the JuiceFS gateway takes batch deletes only with Content-MD5 (docs/stores.md)
+        from trunkline.storage.s3 import _add_content_md5
+
+        self.client.meta.events.register("before-sign.s3.DeleteObjects", _add_content_md5)
 
     def create_bucket(self, name: str) -> None:
         deadline = time.monotonic() + 30
@@ -198,7 +200,7 @@ class Server:
                 "S3_ENDPOINT_URL": self.endpoint_url,
                 "RCLONE_CONFIG": str(empty),
                 "RCLONE_CONFIG_BENCH_TYPE": "s3",
-                "RCLONE_CONFIG_BENCH_PROVIDER": "SeaweedFS",
+                "RCLONE_CONFIG_BENCH_PROVIDER": self.rclone_provider,
                 "RCLONE_CONFIG_BENCH_ENDPOINT": self.endpoint_url,
                 "RCLONE_CONFIG_BENCH_ACCESS_KEY_ID": self.access_key,
                 "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY": self.secret_key,
@@ -213,6 +215,37 @@ class Server:
         if self._embedded is not None:
             self._embedded.stop()
             self._embedded = None
+
+
+def _start_server(kind: str, work: Path):
+    """One of the three embedded S3 implementations (docs/stores.md), started."""
+    if kind == "rgw":
+        from trunkline.testing.embedded_rgw import EmbeddedRGW
+
+        # memstore holds objects in RAM: room for the seeded set, one upload of it and
+        # what the garbage collector (on, every 2 s) has not freed yet of the last one
+        return EmbeddedRGW(data_dir=work / "rgw", memstore_bytes=4 << 30, gc=True).start()
+    if kind == "juicefs":
+        from trunkline.testing.embedded_juicefs import EmbeddedJuiceFS
+
+        return EmbeddedJuiceFS(data_dir=work / "juicefs").start()
+    from trunkline.embedded_s3 import EmbeddedS3
+
+    return EmbeddedS3(data_dir=work / "weed").start()
+
+
+def _server_kind(kind: str) -> str:
+    if kind == "rgw":
+        v = capture(["radosgw", "--version"]).split("(")[0].strip()
+        return (f"embedded Ceph RGW on loopback ({v}; one monitor, one memstore OSD, "
+                "1 replica, beast frontend)")
+    if kind == "juicefs":
+        from trunkline.tools import require_tool
+
+        v = capture([require_tool("juicefs"), "version"]).strip()
+        return f"embedded JuiceFS S3 gateway on loopback ({v}; SQLite metadata, local blocks)"
+    weed = capture([_weed_binary(), "version"]).splitlines()
+    return f"embedded SeaweedFS `weed mini` on loopback ({weed[0] if weed else '?'})"
 
 
 def _weed_binary() -> str:
@@ -708,6 +741,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--pairs", type=int, default=5, help="alternating rounds (default 5)")
     ap.add_argument("--sha-sample", type=int, default=1, help="objects sha256-checked per run")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per run before kill")
+    ap.add_argument("--server", choices=("seaweedfs", "rgw", "juicefs"), default="seaweedfs",
+                    help="which embedded S3 implementation to start (docs/stores.md)")
     ap.add_argument("--server-url", help="use this running S3 server instead of starting one")
     ap.add_argument("--access-key", help="with --server-url (default: $AWS_ACCESS_KEY_ID)")
     ap.add_argument("--secret-key", help="with --server-url (default: $AWS_SECRET_ACCESS_KEY)")

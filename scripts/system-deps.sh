@@ -2,7 +2,9 @@
 # Debian packages the tests use as real peers and references: tshark and nfdump
 # (reference decoders), softflowd (a real exporter), iperf3 (loopback ceiling),
 # chromium (renders the report), pmacct (nfacctd, the peer collector of
-# bench/flows_replay.py). Installed only when missing and running as root.
+# bench/flows_replay.py); a one-node Ceph (radosgw, ceph-mon, ceph-osd: the RADOS Gateway
+# the mover is tested against, beside SeaweedFS and JuiceFS; no ceph-mgr needed).
+# Installed only when missing and running as root.
 set -uo pipefail
 need=()
 command -v tshark    >/dev/null || need+=(tshark)
@@ -11,6 +13,9 @@ command -v softflowd >/dev/null || need+=(softflowd)
 command -v iperf3    >/dev/null || need+=(iperf3)
 command -v chromium  >/dev/null || need+=(chromium)
 command -v nfacctd   >/dev/null || need+=(pmacct)
+command -v radosgw   >/dev/null || need+=(radosgw)
+command -v ceph-mon  >/dev/null || need+=(ceph-mon)
+command -v ceph-osd  >/dev/null || need+=(ceph-osd)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "system-deps: missing ${need[*]}; install them (apt-get install ${need[*]}) or run as root." >&2

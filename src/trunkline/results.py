@@ -56,6 +56,8 @@ class TransferResult:
     skipped_bytes: int = 0
     connections: list[dict] = field(default_factory=list)
     options: dict = field(default_factory=dict)
+    # the destination store's measured capabilities and what the engine used of them
+    capabilities: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:

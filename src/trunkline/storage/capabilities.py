@@ -1,0 +1,361 @@
+"""What an S3 endpoint really does, found by real requests at first contact.
+
+Why: "S3-compatible" stores differ exactly where the mover's guarantees live. Some keep
+``x-amz-checksum-*`` values, some ignore them, some refuse the header; multipart
+checksums may be kept whole (FULL_OBJECT), per part (COMPOSITE, ``...-N``) or not at all;
+``If-Match`` on GET may be ignored; ListObjectsV2 may not list in UTF-8 byte order; copy
+calls may be missing. Assuming AWS's behaviour would either fail on such a store or,
+worse, claim a check that never happened. So before the first upload to an endpoint the
+mover asks, with a few tiny objects under a ``.trunkline-probe-*/`` prefix that it removes
+again, and the answer is cached for the process (one probe per endpoint). The engine sends
+only checksum headers the store accepts and reports in ``--json`` what it used.
+
+Probing is skipped (capabilities unknown, the engine learns from answers as before) when
+``TRUNKLINE_PROBE=0`` or when the probe cannot write (read-only credentials).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import threading
+import time
+import uuid
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+
+import google_crc32c
+
+ALGORITHMS = ("crc32c", "crc32", "sha1", "sha256", "crc64nvme")
+# keys whose UTF-8 byte order differs from case-folded, locale and path-aware orders:
+# '-' (0x2d) < '/' (0x2f) < 'B' < 'a' < '~' < 'é' (0xc3 0xa9)
+LIST_KEYS = ("a-b", "a/b", "aB", "a~", "ab", "é")
+BODY = bytes(range(256)) * 4   # 1 KiB: small, and every byte value once per 256
+
+
+def crc64nvme(data: bytes) -> int:
+    """CRC-64/NVME (reflected 0x9A6C9329AC4BC9B5, init and xor-out all ones).
+
+    By hand because no dependency of ours has it; only the 1 KiB probe body goes through
+    this bit loop (the data path never does)."""
+    crc = 0xFFFFFFFFFFFFFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x9A6C9329AC4BC9B5 if crc & 1 else crc >> 1
+    return crc ^ 0xFFFFFFFFFFFFFFFF
+
+
+def checksum_b64(alg: str, data: bytes) -> str:
+    """The ``x-amz-checksum-<alg>`` value of ``data``: base64 of the big-endian digest."""
+    if alg == "crc32c":
+        raw = google_crc32c.value(data).to_bytes(4, "big")
+    elif alg == "crc32":
+        raw = zlib.crc32(data).to_bytes(4, "big")
+    elif alg == "crc64nvme":
+        raw = crc64nvme(data).to_bytes(8, "big")
+    else:
+        raw = hashlib.new(alg, data).digest()
+    return base64.b64encode(raw).decode()
+
+
+_PARAM = {"crc32c": "ChecksumCRC32C", "crc32": "ChecksumCRC32", "sha1": "ChecksumSHA1",
+          "sha256": "ChecksumSHA256", "crc64nvme": "ChecksumCRC64NVME"}
+
+
+@dataclass(frozen=True)
+class ChecksumSupport:
+    """How a store treats one ``x-amz-checksum-*`` header on a single PUT."""
+
+    accepted: bool   # a PUT with the right value succeeded
+    verified: bool   # a PUT with a wrong value was refused (the store computes it)
+    kept: bool       # HEAD with checksum mode returns the value (later readers can check)
+
+
+@dataclass
+class Capabilities:
+    """The measured behaviour of one endpoint; None where it could not be measured."""
+
+    endpoint: str
+    checksums: dict[str, ChecksumSupport] = field(default_factory=dict)
+    multipart_full_object: bool | None = None  # CreateMultipartUpload FULL_OBJECT accepted
+    multipart_checksum: str | None = None      # kept after a CRC32C multipart upload:
+    #                                            "full-object", "composite" or "none"
+    if_match_get: bool | None = None           # GET with a wrong If-Match answers 412
+    list_order: str | None = None              # "utf8-binary" or what came instead
+    list_pages: bool | None = None             # continuation tokens give the same order
+    copy_object: bool | None = None
+    upload_part_copy: bool | None = None
+    seconds: float = 0.0
+    error: str | None = None                   # why probing stopped, if it did
+
+    def accepts(self, alg: str) -> bool | None:
+        c = self.checksums.get(alg)
+        return None if c is None else c.accepted
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["checksums"] = {k: asdict(v) for k, v in self.checksums.items()}
+        d["seconds"] = round(self.seconds, 4)
+        return d
+
+
+_cache: dict[tuple, Capabilities] = {}
+_cache_lock = threading.Lock()
+
+
+def enabled() -> bool:
+    return os.environ.get("TRUNKLINE_PROBE", "1") not in ("0", "off", "no")
+
+
+def for_endpoint(ep, bucket: str, full: bool = False) -> Capabilities:
+    """The capabilities of ``ep`` (an S3Endpoint), probed in ``bucket`` on first call and
+    cached for the process by endpoint identity. ``full=False`` measures only what the
+    engine acts on (CRC32C on PUT, multipart checksums: a handful of requests)."""
+    key = (ep.identity, full)
+    with _cache_lock:
+        hit = _cache.get(key) or _cache.get((ep.identity, True))
+    if hit is not None:
+        return hit
+    caps = probe(ep.client, bucket, name=f"{ep.scheme}://{ep.host}:{ep.port}", full=full)
+    with _cache_lock:
+        _cache.setdefault(key, caps)
+        return _cache[key]
+
+
+def forget() -> None:
+    """Drop the cache (tests that restart a store on the same port)."""
+    with _cache_lock:
+        _cache.clear()
+
+
+# ------------------------------------------------------------------------- the probe
+
+
+def _status(e: Exception) -> int:
+    return int(getattr(e, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+
+
+def _kept(client, bucket: str, key: str, alg: str) -> str | None:
+    h = client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+    return h["ResponseMetadata"]["HTTPHeaders"].get(f"x-amz-checksum-{alg}")
+
+
+def _probe_checksum(client, bucket: str, prefix: str, alg: str) -> ChecksumSupport:
+    key = f"{prefix}sum-{alg}"
+    good = checksum_b64(alg, BODY)
+    try:
+        client.put_object(Bucket=bucket, Key=key, Body=BODY, **{_PARAM[alg]: good})
+    except Exception as e:  # noqa: BLE001 - a refusal is the answer
+        if _status(e) in (400, 501):
+            return ChecksumSupport(False, False, False)
+        raise
+    kept = _kept(client, bucket, key, alg) == good
+    wrong = checksum_b64(alg, BODY + b"x")
+    try:
+        client.put_object(Bucket=bucket, Key=key + "-bad", Body=BODY, **{_PARAM[alg]: wrong})
+        verified = False
+    except Exception as e:  # noqa: BLE001
+        if _status(e) not in (400, 422):
+            raise
+        verified = True
+    return ChecksumSupport(True, verified, kept)
+
+
+def _probe_multipart(client, bucket: str, prefix: str) -> tuple[bool, str]:
+    """(FULL_OBJECT accepted, what is kept): one part of 1 KiB (a last part may be small).
+    A store that refuses the checksum on CreateMultipartUpload altogether: "refused"."""
+    key = f"{prefix}multipart"
+    part_crc = checksum_b64("crc32c", BODY)
+    up = None
+    for kind in ("FULL_OBJECT", "COMPOSITE"):
+        try:
+            up = client.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm="CRC32C",
+                                                ChecksumType=kind)["UploadId"]
+            break
+        except Exception as e:  # noqa: BLE001
+            if _status(e) not in (400, 501):
+                raise
+    if up is None:
+        return False, "refused"
+    full = kind == "FULL_OBJECT"
+    try:
+        etag = client.upload_part(Bucket=bucket, Key=key, UploadId=up, PartNumber=1, Body=BODY,
+                                  ChecksumCRC32C=part_crc)["ETag"]
+        kw = {"ChecksumCRC32C": part_crc, "ChecksumType": "FULL_OBJECT"} if full else {}
+        client.complete_multipart_upload(
+            Bucket=bucket, Key=key, UploadId=up,
+            MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag,
+                                        "ChecksumCRC32C": part_crc}]}, **kw)
+    except Exception:
+        client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=up)
+        raise
+    got = _kept(client, bucket, key, "crc32c")
+    if not got:
+        return full, "none"
+    if got == part_crc:
+        return full, "full-object"
+    return full, "composite" if "-" in got else f"other ({got})"
+
+
+def _probe_if_match(client, bucket: str, prefix: str) -> bool:
+    key = f"{prefix}if-match"
+    etag = client.put_object(Bucket=bucket, Key=key, Body=BODY)["ETag"]
+    client.get_object(Bucket=bucket, Key=key, IfMatch=etag)["Body"].read()
+    try:
+        client.get_object(Bucket=bucket, Key=key, IfMatch='"0123456789abcdef"')["Body"].read()
+        return False
+    except Exception as e:  # noqa: BLE001
+        if _status(e) != 412:
+            raise
+        return True
+
+
+def _probe_list(client, bucket: str, prefix: str) -> tuple[str, bool]:
+    base = f"{prefix}list/"
+    for k in LIST_KEYS:
+        client.put_object(Bucket=bucket, Key=base + k, Body=b"")
+    want = sorted(LIST_KEYS, key=lambda k: k.encode())
+    got = [o["Key"][len(base):] for o in
+           client.list_objects_v2(Bucket=bucket, Prefix=base).get("Contents", ())]
+    paged: list[str] = []
+    token = None
+    for _ in range(len(LIST_KEYS) + 2):   # bounded: a store that loops cannot hang us
+        kw = {"ContinuationToken": token} if token else {}
+        r = client.list_objects_v2(Bucket=bucket, Prefix=base, MaxKeys=2, **kw)
+        paged += [o["Key"][len(base):] for o in r.get("Contents", ())]
+        token = r.get("NextContinuationToken")
+        if not r.get("IsTruncated") or not token:
+            break
+    order = "utf8-binary" if got == want else "other: " + " ".join(got)
+    return order, paged == got
+
+
+def _probe_copy(client, bucket: str, prefix: str) -> tuple[bool, bool]:
+    src = f"{prefix}copy-src"
+    client.put_object(Bucket=bucket, Key=src, Body=BODY)
+    try:
+        client.copy_object(Bucket=bucket, Key=f"{prefix}copy-dst",
+                           CopySource={"Bucket": bucket, "Key": src})
+        whole = client.get_object(Bucket=bucket, Key=f"{prefix}copy-dst")["Body"].read() == BODY
+    except Exception as e:  # noqa: BLE001
+        if _status(e) not in (400, 403, 404, 405, 501):
+            raise
+        whole = False
+    key = f"{prefix}copy-part"
+    up = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    try:
+        r = client.upload_part_copy(Bucket=bucket, Key=key, UploadId=up, PartNumber=1,
+                                    CopySource={"Bucket": bucket, "Key": src},
+                                    CopySourceRange="bytes=0-99")
+        client.complete_multipart_upload(
+            Bucket=bucket, Key=key, UploadId=up,
+            MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": r["CopyPartResult"]["ETag"]}]})
+        part = client.get_object(Bucket=bucket, Key=key)["Body"].read() == BODY[:100]
+    except Exception as e:  # noqa: BLE001
+        client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=up)
+        if _status(e) not in (400, 403, 404, 405, 501):
+            raise
+        part = False
+    return whole, part
+
+
+def _cleanup(client, bucket: str, prefix: str) -> None:
+    """Remove every probe object and upload (bounded: the probe made a few dozen)."""
+    for _ in range(3):
+        r = client.list_objects_v2(Bucket=bucket, Prefix=prefix)
+        keys = [o["Key"] for o in r.get("Contents", ())]
+        for k in keys:
+            client.delete_object(Bucket=bucket, Key=k)
+        if not keys:
+            break
+    for u in client.list_multipart_uploads(Bucket=bucket, Prefix=prefix).get("Uploads", ()):
+        client.abort_multipart_upload(Bucket=bucket, Key=u["Key"], UploadId=u["UploadId"])
+
+
+def apply(ep, caps: Capabilities) -> dict:
+    """Tell the engine's endpoint what works (it sends no checksum header the store
+    refuses, asks FULL_OBJECT multipart checksums only where accepted); returns what the
+    engine will use, for ``--json``."""
+    crc = caps.accepts("crc32c")
+    if crc is not None:
+        ep.supports_crc32c = crc
+    if caps.multipart_full_object is not None:
+        ep.full_object_crc = caps.multipart_full_object if crc is not False else False
+    return {
+        "put_checksum": "crc32c" if ep.supports_crc32c is not False else None,
+        "multipart_checksum": "FULL_OBJECT crc32c" if ep.full_object_crc is not False
+        and ep.supports_crc32c is not False else None,
+        "store_keeps_crc32c": caps.checksums["crc32c"].kept if "crc32c" in caps.checksums
+        else None,
+        "store_verifies_crc32c": caps.checksums["crc32c"].verified
+        if "crc32c" in caps.checksums else None,
+    }
+
+
+STALE_S = 600.0
+
+
+def _remove_stale(client, bucket: str) -> None:
+    """Objects and uploads of probes killed before their own clean-up (kill -9 during
+    the first second of a run), older than ``STALE_S``: one LIST, bounded to one page."""
+    cutoff = time.time() - STALE_S
+    r = client.list_objects_v2(Bucket=bucket, Prefix=".trunkline-probe-", MaxKeys=200)
+    for o in r.get("Contents", ()):
+        if o["LastModified"].timestamp() < cutoff:
+            client.delete_object(Bucket=bucket, Key=o["Key"])
+    ups = client.list_multipart_uploads(Bucket=bucket, Prefix=".trunkline-probe-")
+    for u in ups.get("Uploads", ()):
+        if u["Initiated"].timestamp() < cutoff:
+            client.abort_multipart_upload(Bucket=bucket, Key=u["Key"], UploadId=u["UploadId"])
+
+
+def probe(client, bucket: str, name: str = "", full: bool = True) -> Capabilities:
+    """Measure the capabilities of the store behind ``client`` (botocore, with
+    ``request_checksum_calculation='when_required'``) in ``bucket``. Never raises: what
+    could not be measured stays None and ``error`` says why. ``full=False``: only CRC32C
+    and the multipart checksum (what the engine acts on)."""
+    t0 = time.monotonic()
+    caps = Capabilities(endpoint=name)
+    prefix = f".trunkline-probe-{uuid.uuid4().hex[:12]}/"
+    try:
+        with ThreadPoolExecutor(max_workers=8, thread_name_prefix="probe") as pool:
+            sums = {a: pool.submit(_probe_checksum, client, bucket, prefix, a)
+                    for a in (ALGORITHMS if full else ("crc32c",))}
+            groups = [("multipart", pool.submit(_probe_multipart, client, bucket, prefix))]
+            if full:
+                groups += [("if-match", pool.submit(_probe_if_match, client, bucket, prefix)),
+                           ("list", pool.submit(_probe_list, client, bucket, prefix)),
+                           ("copy", pool.submit(_probe_copy, client, bucket, prefix))]
+            errors = []
+            for a, f in sums.items():
+                try:
+                    caps.checksums[a] = f.result()
+                except Exception as e:  # noqa: BLE001
+                    errors.append(f"{a}: {e}")
+            for what, f in groups:
+                try:
+                    r = f.result()
+                except Exception as e:  # noqa: BLE001
+                    errors.append(f"{what}: {e}")
+                    continue
+                if what == "multipart":
+                    caps.multipart_full_object, caps.multipart_checksum = r
+                elif what == "if-match":
+                    caps.if_match_get = r
+                elif what == "list":
+                    caps.list_order, caps.list_pages = r
+                else:
+                    caps.copy_object, caps.upload_part_copy = r
+            if errors:
+                caps.error = "; ".join(errors)
+    finally:
+        try:
+            _cleanup(client, bucket, prefix)
+            _remove_stale(client, bucket)
+        except Exception as e:  # noqa: BLE001 - reported, never fatal
+            caps.error = (caps.error + "; " if caps.error else "") + f"cleanup: {e}"
+    caps.seconds = time.monotonic() - t0
+    return caps
