@@ -363,6 +363,46 @@ def heavy_hitters(con, where: str = "true", n: int = 20) -> dict:
             "peers_for_90pct": need(0.9)}
 
 
+ELEPHANT_KEY = ("src_addr", "dst_addr", "src_port", "dst_port", "proto")
+
+
+def elephant_intervals(con, interval_s: int, min_bits: float, where: str = "true") -> dict[str, np.ndarray]:
+    """Candidate 5-tuples (at least ``min_bits`` in all) into temp table ``el_keys``, and
+    their bits and busy seconds per ``interval_s`` interval: records spread over the
+    intervals they span in proportion to the overlap. -> columns k, i, bits, busy."""
+    I = interval_s  # noqa: E741
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE el_keys AS
+        SELECT src_addr, dst_addr, src_port, dst_port, proto,
+               any_value(peer) AS peer, any_value(category) AS category,
+               any_value(metro) AS metro, any_value(org) AS org, any_value(asn) AS asn,
+               any_value(site) AS site, row_number() OVER () - 1 AS k
+        FROM ef WHERE {where}
+        GROUP BY src_addr, dst_addr, src_port, dst_port, proto
+        HAVING sum(bits) >= {min_bits}
+    """)
+    return con.execute(f"""
+        WITH r AS (
+            SELECT k.k, epoch(e.ts) AS t0, greatest(epoch(e.te), epoch(e.ts) + 0.001) AS t1,
+                   CAST(floor(epoch(e.ts) / {I}) AS BIGINT) AS i0,
+                   CAST(floor((greatest(epoch(e.te), epoch(e.ts) + 0.001) - 0.0005) / {I}) AS BIGINT) AS i1,
+                   e.bits
+            FROM (SELECT * FROM ef WHERE {where}) e
+            JOIN el_keys k ON {" AND ".join(f"e.{c} IS NOT DISTINCT FROM k.{c}" for c in ELEPHANT_KEY)}
+        )
+        , s AS (SELECT k, unnest(range(i0, i1 + 1)) AS i, t0, t1, bits FROM r)
+        SELECT k, i, sum(bits * (least(t1, (i + 1) * {I}) - greatest(t0, i * {I})) / (t1 - t0)) AS bits,
+               sum(least(t1, (i + 1) * {I}) - greatest(t0, i * {I})) AS busy
+        FROM s GROUP BY ALL
+    """).fetchnumpy()
+
+
+def elephant_keys(con) -> tuple[list[str], list[tuple]]:
+    """(column names, rows) of ``el_keys`` in key order."""
+    rows = con.execute("SELECT * FROM el_keys ORDER BY k").fetchall()
+    return [d[0] for d in con.description], rows
+
+
 # --- a mergeable unique count: HyperLogLog registers computed in SQL -------------------
 
 def hll_registers(con, where: str, keys: str = "month, metro, category") -> pa.Table:
