@@ -145,7 +145,7 @@ def test_hll_is_accurate_and_mergeable():
     n = 60000
     peers = [f"10.{a}.{b}.{c}" for a, b, c in rng.integers(0, 256, (n, 3))]
     months = rng.choice(["2025-10", "2025-11", "2025-12"], n)
-    con.register("t", pa.table({"seen_peer": peers, "month": months, "metro": ["x"] * n,
+    con.register("t", pa.table({"peer": peers, "seen_peer": peers, "month": months, "metro": ["x"] * n,
                                 "category": ["isp_regional"] * n}))
     con.execute("CREATE TEMP TABLE ef AS SELECT * FROM t")
     exact = len(set(peers))

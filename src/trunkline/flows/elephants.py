@@ -25,8 +25,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-KEY = ("src_addr", "dst_addr", "src_port", "dst_port", "proto")
-
 
 @dataclass(frozen=True)
 class Thresholds:
@@ -119,37 +117,14 @@ def _episodes(k: int, first: int, dense, cover, rate, th: Thresholds):
 
 def find(con, th: Thresholds, where: str = "true", limit: int | None = None) -> list[dict]:
     """Elephant episodes over the enriched flows table ``ef`` (see ``stats.prepare``)."""
+    from .stats import elephant_intervals, elephant_keys  # the SQL lives with the report's
+
     I = th.interval_s  # noqa: E741
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE el_keys AS
-        SELECT src_addr, dst_addr, src_port, dst_port, proto,
-               any_value(peer) AS peer, any_value(category) AS category,
-               any_value(metro) AS metro, any_value(org) AS org, any_value(asn) AS asn,
-               any_value(site) AS site, row_number() OVER () - 1 AS k
-        FROM ef WHERE {where}
-        GROUP BY src_addr, dst_addr, src_port, dst_port, proto
-        HAVING sum(bits) >= {th.min_bytes * 8}
-    """)
-    t = con.execute(f"""
-        WITH r AS (
-            SELECT k.k, epoch(e.ts) AS t0, greatest(epoch(e.te), epoch(e.ts) + 0.001) AS t1,
-                   CAST(floor(epoch(e.ts) / {I}) AS BIGINT) AS i0,
-                   CAST(floor((greatest(epoch(e.te), epoch(e.ts) + 0.001) - 0.0005) / {I}) AS BIGINT) AS i1,
-                   e.bits
-            FROM (SELECT * FROM ef WHERE {where}) e
-            JOIN el_keys k ON {" AND ".join(f"e.{c} IS NOT DISTINCT FROM k.{c}" for c in KEY)}
-        )
-        , s AS (SELECT k, unnest(range(i0, i1 + 1)) AS i, t0, t1, bits FROM r)
-        -- bits spread over the intervals a record spans, in proportion to the overlap
-        SELECT k, i, sum(bits * (least(t1, (i + 1) * {I}) - greatest(t0, i * {I})) / (t1 - t0)) AS bits,
-               sum(least(t1, (i + 1) * {I}) - greatest(t0, i * {I})) AS busy
-        FROM s GROUP BY ALL
-    """).fetchnumpy()
+    t = elephant_intervals(con, I, th.min_bytes * 8, where)
     eps = detect(t["k"].astype(np.int64), t["i"].astype(np.int64), t["bits"], th, t["busy"])
     if not eps:
         return []
-    keys = con.execute("SELECT * FROM el_keys ORDER BY k").fetchall()
-    cols = [d[0] for d in con.description]
+    cols, keys = elephant_keys(con)
     eps.sort(key=lambda e: -e.bits)
     out = []
     for e in eps[:limit]:

@@ -77,7 +77,9 @@ def prepare(con: duckdb.DuckDBPyConnection, enricher: Enricher, start: datetime,
         f"SELECT src_addr AS a FROM flows WHERE {w} UNION SELECT dst_addr FROM flows WHERE {w}"
     )).column(0)
     con.register("endpoints_arrow", enricher.endpoints(addrs))
-    con.execute("CREATE OR REPLACE TEMP TABLE endpoints AS SELECT * FROM endpoints_arrow")
+    # eid: an exact integer id per address, so distinct counts hash integers, not strings
+    con.execute("CREATE OR REPLACE TEMP TABLE endpoints AS "
+                "SELECT *, CAST(row_number() OVER () AS INTEGER) AS eid FROM endpoints_arrow")
     con.unregister("endpoints_arrow")
     sites = sites or {}
     regions = regions or {}
@@ -97,7 +99,7 @@ def prepare(con: duckdb.DuckDBPyConnection, enricher: Enricher, start: datetime,
                    NOT (coalesce(d.is_local, false) AND NOT coalesce(s.is_local, false)) AS peer_is_dst,
                    s.asn AS s_asn, d.asn AS d_asn, s.org AS s_org, d.org AS d_org,
                    s.metro AS s_metro, d.metro AS d_metro, s.country AS s_cc, d.country AS d_cc,
-                   s.subdivision AS s_sub, d.subdivision AS d_sub
+                   s.subdivision AS s_sub, d.subdivision AS d_sub, s.eid AS s_eid, d.eid AS d_eid
             FROM flows f
             LEFT JOIN endpoints s ON f.src_addr = s.addr
             LEFT JOIN endpoints d ON f.dst_addr = d.addr
@@ -108,8 +110,9 @@ def prepare(con: duckdb.DuckDBPyConnection, enricher: Enricher, start: datetime,
                coalesce(st.region, st.site, j.exporter, '') AS region, flow_type,
                src_addr, dst_addr, src_port, dst_port, proto,
                CASE WHEN peer_is_dst THEN dst_addr ELSE src_addr END AS peer,
-               -- a record that carried nothing does not make its peer "seen"
-               CASE WHEN bytes > 0 THEN (CASE WHEN peer_is_dst THEN dst_addr ELSE src_addr END) END AS seen_peer,
+               -- the peer's id, for records that carried bytes: a record that carried
+               -- nothing does not make its peer "seen"
+               CASE WHEN bytes > 0 THEN (CASE WHEN peer_is_dst THEN d_eid ELSE s_eid END) END AS seen_peer,
                CASE WHEN peer_is_dst THEN d_cat ELSE s_cat END AS category,
                coalesce(CASE WHEN peer_is_dst THEN d_metro ELSE s_metro END, 'no metro') AS metro,
                coalesce(CASE WHEN peer_is_dst THEN d_cc ELSE s_cc END, '') AS country,
@@ -125,7 +128,11 @@ def prepare(con: duckdb.DuckDBPyConnection, enricher: Enricher, start: datetime,
                rtt_us, retransmits, delivery_rate_bps,
                -- timezone('UTC', ...) makes the UTC bucketing explicit, beside the session zone
                strftime(timezone('UTC', time_start), '%Y-%m') AS month,
-               strftime(timezone('UTC', time_start), '%Y-%m-%d') AS day,
+               CAST(epoch_ms(time_start) // 86400000 AS INTEGER) AS day,  -- UTC day number
+               -- 5-minute bin within the quarter, integer floor division (a DOUBLE epoch
+               -- cast to BIGINT rounds, which moved a bin's last 150 s into the next one)
+               CAST((epoch_ms(time_start) - epoch_ms(date_trunc('quarter', timezone('UTC', time_start))))
+                    // {RATE_BIN_S * 1000} AS INTEGER) AS bin,
                CAST(year(timezone('UTC', time_start)) AS VARCHAR) || 'Q'
                    || CAST(quarter(timezone('UTC', time_start)) AS VARCHAR) AS quarter
         FROM j LEFT JOIN sites_arrow st ON j.exporter = st.exporter
@@ -174,21 +181,17 @@ def share_table(bits: dict[str, float]) -> dict[str, dict[str, float]]:
             for c in CATEGORIES}
 
 
-def rates(con, quarter: Quarter, bin_s: int = RATE_BIN_S) -> dict[str, dict[str, float]]:
+def rates(con, quarter: Quarter) -> dict[str, dict[str, float]]:
     """Average, 95th percentile and max rate (bits/s) per category over fixed bins of the
     quarter, empty bins counted as zero; key ``all`` for the total."""
+    bin_s = RATE_BIN_S  # the bins of ef's ``bin`` column
     nbins = int((quarter.end - quarter.start).total_seconds()) // bin_s
-    t0 = int(quarter.start.timestamp())
     q = str(quarter)
     rows = con.execute(f"""
         WITH b AS (
-            -- integer milliseconds: floor division (a DOUBLE epoch cast to BIGINT rounds,
-            -- which moved the last 150 s of every bin into the next one)
-            SELECT category, (epoch_ms(ts) - {t0 * 1000}) // {bin_s * 1000} AS bin, sum(bits) AS bits
-            FROM ef WHERE quarter = '{q}' GROUP BY ALL
+            SELECT category, bin, sum(bits) AS bits FROM ef WHERE quarter = '{q}' GROUP BY ALL
             UNION ALL
-            SELECT 'all', (epoch_ms(ts) - {t0 * 1000}) // {bin_s * 1000}, sum(bits)
-            FROM ef WHERE quarter = '{q}' GROUP BY ALL
+            SELECT 'all', bin, sum(bits) FROM ef WHERE quarter = '{q}' GROUP BY ALL
         ),
         g AS (SELECT c.category, r.range AS bin
               FROM (SELECT DISTINCT category FROM b) c, range(0, {nbins}) r)
@@ -204,14 +207,24 @@ def rates(con, quarter: Quarter, bin_s: int = RATE_BIN_S) -> dict[str, dict[str,
     return out
 
 
-def _p95_padded(values: np.ndarray, n: int) -> float:
-    """95th percentile (linear, as quantile_cont) of ``values`` padded with zeros to ``n``."""
-    full = np.zeros(max(n, len(values)))
-    full[n - len(values):] = np.sort(values)
-    return float(np.quantile(full, 0.95)) if len(full) else 0.0
+def _padded_p95_sql(values: str, keys: str, n: str) -> str:
+    """SQL for the 95th percentile (linear, as quantile_cont) of each group's ``values``
+    padded with zeros up to ``n`` values per group: the zeros (empty bins, quiet days)
+    are never materialised. ``values`` is a query with columns {keys}, v, n."""
+    return f"""
+        WITH r AS (SELECT *, row_number() OVER (PARTITION BY {keys} ORDER BY v) AS rn,
+                          count(*) OVER (PARTITION BY {keys}) AS k FROM ({values})),
+             p AS (SELECT *, 0.95::DOUBLE * ({n} - 1) AS pos, floor(0.95::DOUBLE * ({n} - 1)) AS lo,
+                          {n} - k AS zeros FROM r)
+        SELECT {keys},
+               -- the sorted, padded series is `zeros` zeros then the group's values
+               coalesce(max(v) FILTER (WHERE rn = lo - zeros + 1), 0) AS v_lo,
+               coalesce(max(v) FILTER (WHERE rn = least(lo + 1, {n} - 1) - zeros + 1), 0) AS v_hi,
+               any_value(pos - lo) AS frac
+        FROM p GROUP BY {keys}"""
 
 
-def region_cells(con, quarter: Quarter, bin_s: int = RATE_BIN_S) -> list[dict]:
+def region_cells(con, quarter: Quarter) -> list[dict]:
     """Per (region, direction, category, month) of ``quarter``, direction 'all'/'in'/'out':
 
     - traffic: bits, average rate (bits / seconds of the month), p95 of the month's 5-minute
@@ -220,52 +233,55 @@ def region_cells(con, quarter: Quarter, bin_s: int = RATE_BIN_S) -> list[dict]:
     - uniqueness: distinct peer IPs in the month, and the mean and 95th percentile of the
       daily distinct peer IPs (days without any count as 0)."""
     q = _q(quarter)
-    sets = "GROUPING SETS ((region, direction, category, month{x}), (region, category, month{x}))"
-    key = "region, coalesce(direction, 'all') AS direction, category, month"
-    base = {tuple(r[:4]): r[4:] for r in con.execute(f"""
-        SELECT {key}, sum(bits), count(DISTINCT seen_peer) FROM ef
-        WHERE {q} GROUP BY {sets.format(x='')}""").fetchall()}
-    mag95 = {tuple(r[:4]): r[4] for r in con.execute(f"""
-        WITH p AS (SELECT {key}, sum(bits) AS b FROM ef WHERE {q} AND seen_peer IS NOT NULL
-                   GROUP BY {sets.format(x=', seen_peer')})
-        SELECT region, direction, category, month, quantile_cont(b, 0.95) FROM p GROUP BY ALL
-    """).fetchall()}
-    t0 = int(quarter.start.timestamp())
-    bins = con.execute(f"""
-        SELECT {key}, (epoch_ms(ts) - {t0 * 1000}) // {bin_s * 1000} AS bin, sum(bits) AS bits
-        FROM ef WHERE {q} GROUP BY {sets.format(x=', bin')}""").fetchnumpy()
-    days = con.execute(f"""
-        SELECT {key}, day, count(DISTINCT seen_peer) AS n FROM ef WHERE {q}
-        GROUP BY {sets.format(x=', day')}""").fetchnumpy()
+    bin_s = RATE_BIN_S  # the bins of ef's ``bin`` column
+    keys = "region, direction, category, month"
     month_s = {}
-    month_days = {}
     for i, m in enumerate(quarter.months()):
         lo = datetime(quarter.year, 3 * quarter.q - 2 + i, 1, tzinfo=UTC)
         hi = quarter.end if i == 2 else datetime(quarter.year, 3 * quarter.q - 1 + i, 1, tzinfo=UTC)
         month_s[m] = int((hi - lo).total_seconds())
-        month_days[m] = month_s[m] // 86400
+    con.execute("CREATE OR REPLACE TEMP TABLE month_len AS SELECT * FROM (VALUES "
+                + ", ".join(f"('{m}', {sec // bin_s}, {sec // 86400})" for m, sec in month_s.items())
+                + ") t(month, bins, days)")
+    # per peer first (one pass over the flows); 'all' directions re-aggregated from it
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE rc_peer AS
+        SELECT {keys}, seen_peer, sum(bits) AS bits FROM ef WHERE {q} GROUP BY ALL;
+        INSERT INTO rc_peer SELECT region, 'all', category, month, seen_peer, sum(bits)
+        FROM rc_peer GROUP BY ALL""")
+    base = {tuple(r[:4]): r[4:] for r in con.execute(f"""
+        SELECT {keys}, sum(bits), count(seen_peer),
+               quantile_cont(bits, 0.95) FILTER (WHERE seen_peer IS NOT NULL)
+        FROM rc_peer GROUP BY ALL""").fetchall()}
+    rate = {tuple(r[:4]): r[4:] for r in con.execute(_padded_p95_sql(f"""
+        WITH b AS (SELECT {keys}, bin, sum(bits) AS bits FROM ef WHERE {q} GROUP BY ALL),
+             b2 AS (SELECT * FROM b UNION ALL
+                    SELECT region, 'all', category, month, bin, sum(bits) FROM b GROUP BY ALL)
+        SELECT b2.region, b2.direction, b2.category, b2.month, bits / {bin_s} AS v, ml.bins AS n
+        FROM b2 JOIN month_len ml USING (month)""", keys, "n")).fetchall()}
+    daily = {tuple(r[:4]): r[4:] for r in con.execute(f"""
+        WITH d AS (SELECT {keys}, day, seen_peer FROM ef WHERE {q} AND seen_peer IS NOT NULL GROUP BY ALL),
+             d2 AS (SELECT * FROM d UNION ALL
+                    SELECT DISTINCT region, 'all', category, month, day, seen_peer FROM d),
+             c AS (SELECT {keys}, day, count(*) AS v FROM d2 GROUP BY ALL),
+             s AS (SELECT {keys}, sum(v) AS total FROM c GROUP BY ALL),
+             p AS ({_padded_p95_sql("SELECT c.*, ml.days AS n FROM c JOIN month_len ml USING (month)",
+                                    keys, "n")})
+        SELECT p.*, s.total FROM p JOIN s USING ({keys})""").fetchall()}
     out = []
-    bkeys = list(zip(bins["region"], bins["direction"], bins["category"], bins["month"], strict=True))
-    dkeys = list(zip(days["region"], days["direction"], days["category"], days["month"], strict=True))
-    bidx: dict[tuple, list[int]] = {}
-    for i, k in enumerate(bkeys):
-        bidx.setdefault(k, []).append(i)
-    didx: dict[tuple, list[int]] = {}
-    for i, k in enumerate(dkeys):
-        didx.setdefault(k, []).append(i)
     for k in sorted(base):
-        bits, uniq = base[k]
+        bits, uniq, mag95 = base[k]
         m = k[3]
-        rate_vals = bins["bits"][bidx.get(k, [])] / bin_s
-        daily = days["n"][didx.get(k, [])].astype(np.float64)
+        r_lo, r_hi, r_f = rate.get(k, (0.0, 0.0, 0.0))
+        d_lo, d_hi, d_f, d_total = daily.get(k, (0.0, 0.0, 0.0, 0))
         out.append({"region": k[0], "direction": k[1], "category": k[2], "month": m,
                     "bits": float(bits), "avg_bps": float(bits) / month_s[m],
-                    "p95_bps": _p95_padded(rate_vals, month_s[m] // bin_s),
+                    "p95_bps": float(r_lo + (r_hi - r_lo) * r_f),
                     "unique_ips": int(uniq),
                     "bits_per_ip": float(bits) / uniq if uniq else None,
-                    "bits_per_ip_p95": float(mag95[k]) if mag95.get(k) is not None else None,
-                    "daily_unique_ips_avg": float(daily.sum()) / month_days[m],
-                    "daily_unique_ips_p95": _p95_padded(daily, month_days[m])})
+                    "bits_per_ip_p95": float(mag95) if mag95 is not None else None,
+                    "daily_unique_ips_avg": float(d_total) / (month_s[m] // 86400),
+                    "daily_unique_ips_p95": float(d_lo + (d_hi - d_lo) * d_f)})
     return out
 
 
@@ -363,6 +379,46 @@ def heavy_hitters(con, where: str = "true", n: int = 20) -> dict:
             "peers_for_90pct": need(0.9)}
 
 
+ELEPHANT_KEY = ("src_addr", "dst_addr", "src_port", "dst_port", "proto")
+
+
+def elephant_intervals(con, interval_s: int, min_bits: float, where: str = "true") -> dict[str, np.ndarray]:
+    """Candidate 5-tuples (at least ``min_bits`` in all) into temp table ``el_keys``, and
+    their bits and busy seconds per ``interval_s`` interval: records spread over the
+    intervals they span in proportion to the overlap. -> columns k, i, bits, busy."""
+    I = interval_s  # noqa: E741
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE el_keys AS
+        SELECT src_addr, dst_addr, src_port, dst_port, proto,
+               any_value(peer) AS peer, any_value(category) AS category,
+               any_value(metro) AS metro, any_value(org) AS org, any_value(asn) AS asn,
+               any_value(site) AS site, row_number() OVER () - 1 AS k
+        FROM ef WHERE {where}
+        GROUP BY src_addr, dst_addr, src_port, dst_port, proto
+        HAVING sum(bits) >= {min_bits}
+    """)
+    return con.execute(f"""
+        WITH r AS (
+            SELECT k.k, epoch(e.ts) AS t0, greatest(epoch(e.te), epoch(e.ts) + 0.001) AS t1,
+                   CAST(floor(epoch(e.ts) / {I}) AS BIGINT) AS i0,
+                   CAST(floor((greatest(epoch(e.te), epoch(e.ts) + 0.001) - 0.0005) / {I}) AS BIGINT) AS i1,
+                   e.bits
+            FROM (SELECT * FROM ef WHERE {where}) e
+            JOIN el_keys k ON {" AND ".join(f"e.{c} IS NOT DISTINCT FROM k.{c}" for c in ELEPHANT_KEY)}
+        )
+        , s AS (SELECT k, unnest(range(i0, i1 + 1)) AS i, t0, t1, bits FROM r)
+        SELECT k, i, sum(bits * (least(t1, (i + 1) * {I}) - greatest(t0, i * {I})) / (t1 - t0)) AS bits,
+               sum(least(t1, (i + 1) * {I}) - greatest(t0, i * {I})) AS busy
+        FROM s GROUP BY ALL
+    """).fetchnumpy()
+
+
+def elephant_keys(con) -> tuple[list[str], list[tuple]]:
+    """(column names, rows) of ``el_keys`` in key order."""
+    rows = con.execute("SELECT * FROM el_keys ORDER BY k").fetchall()
+    return [d[0] for d in con.description], rows
+
+
 # --- a mergeable unique count: HyperLogLog registers computed in SQL -------------------
 
 def hll_registers(con, where: str, keys: str = "month, metro, category") -> pa.Table:
@@ -374,7 +430,8 @@ def hll_registers(con, where: str, keys: str = "month, metro, category") -> pa.T
     for s in (1, 2, 4, 8, 16, 32):
         smear = f"({smear} | ({smear} >> {s}))"
     return arrow(con, f"""
-        WITH h AS (SELECT {keys}, hash(seen_peer) AS x FROM ef
+        -- the address text, not the report's integer id: sketches of any report merge
+        WITH h AS (SELECT {keys}, hash(peer) AS x FROM ef
                    WHERE ({where}) AND seen_peer IS NOT NULL),
              w AS (SELECT {keys}, x >> {tail} AS reg, x & {mask}::UBIGINT AS w FROM h)
         SELECT {keys}, reg, max({tail} - bit_count({smear}) + 1)::UTINYINT AS rho
