@@ -17,7 +17,7 @@ from .engine.jobs import EndpointCache, ObjectJob, plan_jobs
 from .engine.journal import Journal, default_state_dir, journal_id
 from .engine.plan import MiB, parse_size
 from .engine.retry import RetryPolicy
-from .engine.run import Failure, Runner, RunOutcome, Snapshot, TransferOptions
+from .engine.run import Failure, Runner, RunOutcome, Snapshot, TransferOptions, Unverified
 from .url import Location, parse_location
 
 
@@ -42,6 +42,8 @@ class TransferResult:
     skipped_bytes: int = 0
     connections: list[dict] = field(default_factory=list)
     options: dict = field(default_factory=dict)
+    verified: dict[str, int] = field(default_factory=dict)   # finished objects per check
+    unverified: list[Unverified] = field(default_factory=list)   # and the ones none fit
 
     @property
     def ok(self) -> bool:
@@ -54,6 +56,7 @@ class TransferResult:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["failures"] = [str(f) for f in self.failures]
+        d["unverified"] = [{"name": u.name, "reason": u.reason} for u in self.unverified]
         d["ok"] = self.ok
         d["gbps"] = round(self.gbps, 4)
         d["seconds"] = round(self.seconds, 4)
@@ -140,6 +143,7 @@ def copy(
     flows_store: str | None = None,
     cluster: str | None = None,
     per_node_dest: bool = False,
+    require_verified: bool = False,
 ) -> TransferResult:
     """Copy ``src`` to ``dst`` (local path, ``s3://bucket/key``, or ``NAME:bucket/key``).
 
@@ -157,17 +161,23 @@ def copy(
     Raises ``LocationError``/``ValueError`` for usage errors and ``S3Error`` when the source
     cannot be listed; per-object failures are reported in the result, never half-written.
 
+    Every finished object is reported ``verified`` (by the check that passed: the store's
+    CRC32C/CRC32/CRC64NVME/SHA/MD5 ETag, see docs/resume-integrity.md) or ``unverified``
+    (with the reason); ``require_verified`` makes an unverified object fail instead.
     ``cluster`` ('auto', 'local', 'ray://HOST:PORT') moves it with every node of a Ray
     cluster (``per_node_dest``: ``dst`` is a local path on each node); see docs/cluster.md.
     """
     if cluster is not None or per_node_dest:
         kw = dict(locals())  # exactly the parameters above
+        if kw.pop("require_verified"):
+            raise ValueError("require_verified is not available with a Ray cluster yet")
         from .cluster import copy_on_ray
         return copy_on_ray(**kw)
     s = parse_location(src) if isinstance(src, str) else src
     d = parse_location(dst) if isinstance(dst, str) else dst
     opts = _options(max_connections, part_size, max_memory, retries, read_timeout,
                     connections, tune, bwlimit, bwlimit_endpoint, direct_io)
+    opts.require_verified = require_verified
     eps = EndpointCache()
     jopts = {"op": "cp", "recursive": recursive, "server_side": server_side}
     result = run_journaled(
@@ -246,6 +256,7 @@ def _result(s: Location, d: Location, out: RunOutcome | None, runner: Runner) ->
         "max_memory": opts.max_memory,
         "bwlimit": opts.bwlimit,
         "direct_io": opts.direct_io,
+        "require_verified": opts.require_verified,
     }
     if out is None:
         return TransferResult(src=str(s), dst=str(d), bytes=0, seconds=0.0, objects=0,
@@ -268,6 +279,8 @@ def _result(s: Location, d: Location, out: RunOutcome | None, runner: Runner) ->
         skipped_bytes=out.skipped_bytes,
         connections=[c.to_dict() for c in out.connections],
         options=options,
+        verified=out.verified,
+        unverified=out.unverified,
     )
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .api import TransferResult, _options, run_journaled
 from .engine.jobs import EndpointCache
-from .engine.journal import Journal, _connect, default_state_dir, list_journals
+from .engine.journal import Journal, _connect, default_state_dir, list_journals, try_lock
 from .engine.run import Failure, Snapshot
 from .engine.sync import Action, Entry, Filters, SyncPlanner, prefix_of
 from .engine.verify import Mismatch, Verifier, compare_entries
@@ -167,6 +167,7 @@ def _run(s: Location, d: Location, planner: SyncPlanner, actions: Iterable[Actio
                     engine.pop("read_timeout", None), engine.pop("connections", None),
                     engine.pop("tune", True), engine.pop("bwlimit", None),
                     engine.pop("bwlimit_endpoint", None), bool(engine.pop("direct_io", True)))
+    opts.require_verified = bool(engine.pop("require_verified", False))
     if engine:
         raise TypeError(f"sync() got unexpected keyword arguments {sorted(engine)}")
     jopts = {"op": "sync", "server_side": server_side}
@@ -298,10 +299,15 @@ class GcReport:
     aborted: int = 0
     removed: int = 0
     errors: list[str] = field(default_factory=list)
+    spared: list[str] = field(default_factory=list)    # journals younger than --older-than
+    running: list[str] = field(default_factory=list)   # journals whose copy holds the lock
 
     def to_dict(self) -> dict:
         return asdict(self)
 
+
+ABORT_MIN_AGE = "1h"
+"""``gc --abort-uploads`` spares journals updated more recently than this by default."""
 
 _DUR = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.I)
 
@@ -332,9 +338,13 @@ def gc(state_dir: str | Path | None = None, *, abort_uploads: bool = False,
 
     With ``abort_uploads``: abort those uploads, delete the partial files, and remove the
     journals (their transfers then start over). ``older_than`` ('1d', seconds) keeps
-    journals updated more recently than that, e.g. those of transfers still running.
+    journals updated more recently than that; with ``abort_uploads`` it defaults to
+    ``ABORT_MIN_AGE`` (a copy that is merely slow keeps its uploads; pass 0 to force).
+    A journal whose copy is running (it holds the journal's lock) is never touched.
     """
     sd = Path(state_dir) if state_dir is not None else default_state_dir()
+    if older_than is None and abort_uploads:
+        older_than = ABORT_MIN_AGE
     min_age = parse_duration(older_than) or 0.0
     now = time.time()
     eps = EndpointCache()
@@ -342,8 +352,13 @@ def gc(state_dir: str | Path | None = None, *, abort_uploads: bool = False,
     for info in list_journals(sd):
         age = now - info.updated
         if age < min_age:
+            report.spared.append(info.id)
             continue
-        j = Journal(info.path, _connect(info.path), info.id)
+        lock_fd = try_lock(Path(info.path))
+        if lock_fd is None:   # its copy is running right now: never touch its uploads
+            report.running.append(info.id)
+            continue
+        j = Journal(info.path, _connect(info.path), info.id, lock_fd)
         try:
             ups = [(u, False) for u in j.pending_uploads()] + \
                   [(u, True) for u in j.discarded_uploads()]

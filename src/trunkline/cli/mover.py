@@ -10,6 +10,7 @@ import click
 
 from ..engine.plan import parse_size
 from ..telemetry.units import human_bytes
+from .text import safe
 
 
 class SizeParam(click.ParamType):
@@ -29,8 +30,11 @@ SIZE = SizeParam()
 
 def run_api(debug: bool, fn, *args, **kw):
     """Call the API; usage errors exit 2, other errors 1, each as one clear line."""
+    from ..engine.journal import AlreadyRunning
+    from ..engine.retry import IntegrityError, NotVerified, SourceChanged
     from ..storage.s3 import S3Error
     from ..url import LocationError
+    from ..wire.http1 import ProtocolError
 
     if debug:   # the tuner's decisions (and the cluster driver's events) as they happen
         import logging
@@ -42,15 +46,16 @@ def run_api(debug: bool, fn, *args, **kw):
     except (LocationError, ValueError) as e:
         if debug:
             traceback.print_exc()
-        click.echo(f"trunkline: error: {e}", err=True)
+        click.echo(f"trunkline: error: {safe(e)}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         click.echo("trunkline: interrupted", err=True)
         sys.exit(130)
-    except (S3Error, OSError) as e:
+    except (S3Error, OSError, AlreadyRunning, ProtocolError, IntegrityError, SourceChanged,
+            NotVerified) as e:
         if debug:
             traceback.print_exc()
-        click.echo(f"trunkline: error: {e}", err=True)
+        click.echo(f"trunkline: error: {safe(e)}", err=True)
         sys.exit(1)
 
 
@@ -81,6 +86,9 @@ def transfer_options(f):
                      help="Start fresh instead of resuming an interrupted run of this copy."),
         click.option("--state-dir", type=click.Path(file_okay=False), default=None,
                      help="Where resume journals live (default ~/.local/state/trunkline)."),
+        click.option("--require-verified", is_flag=True,
+                     help="Fail an object that nothing could check (no checksum or ETag of "
+                          "the store fits): by default it is reported as unverified."),
         click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout."),
         click.option("--quiet", "-q", is_flag=True, help="No progress display."),
         click.option("--debug", is_flag=True,
@@ -93,7 +101,7 @@ def transfer_options(f):
 
 def engine_kwargs(max_connections, connections, part_size, no_tune, bwlimit, bwlimit_endpoint,
                   max_memory, retries, read_timeout, no_resume, state_dir,
-                  direct_io=True) -> dict:
+                  direct_io=True, require_verified=False) -> dict:
     per = {}
     for item in bwlimit_endpoint:
         name, sep, rate = item.partition("=")
@@ -104,7 +112,8 @@ def engine_kwargs(max_connections, connections, part_size, no_tune, bwlimit, bwl
     return dict(max_connections=max_connections, connections=connections, part_size=part_size,
                 tune=not no_tune, bwlimit=bwlimit, bwlimit_endpoint=per or None,
                 max_memory=max_memory, retries=retries, read_timeout=read_timeout,
-                resume=not no_resume, state_dir=state_dir, direct_io=direct_io)
+                resume=not no_resume, state_dir=state_dir, direct_io=direct_io,
+                require_verified=require_verified)
 
 
 def _report(result, as_json: bool) -> None:
@@ -118,8 +127,16 @@ def _report(result, as_json: bool) -> None:
                if result.resumed_bytes or result.skipped_bytes else ""),
             err=True,
         )
+        if result.verified or result.unverified:
+            kinds = ", ".join(f"{k} {v}" for k, v in sorted(result.verified.items()))
+            click.echo(f"verified {sum(result.verified.values())} objects"
+                       + (f" ({kinds})" if kinds else "")
+                       + f", unverified {len(result.unverified)}", err=True)
+    if not as_json:
+        for u in result.unverified:
+            click.echo(f"trunkline: unverified: {safe(u.name)}: {safe(u.reason)}", err=True)
     for f in result.failures:
-        click.echo(f"trunkline: failed: {f}", err=True)
+        click.echo(f"trunkline: failed: {safe(f)}", err=True)
     if result.failures:
         click.echo("trunkline: rerun the same command to resume (--no-resume starts over)",
                    err=True)

@@ -22,6 +22,8 @@ import errno
 import mmap
 import os
 
+from ..storage.partial import pwrite_full
+
 ALIGN = 4096
 """Logical block size that O_DIRECT offsets, lengths and addresses must be multiples of
 (4 KiB covers 512-byte and 4K-native devices)."""
@@ -35,14 +37,24 @@ def aligned_buffer(size: int) -> memoryview:
     return memoryview(mmap.mmap(-1, size))
 
 
-def open_direct(path: str, size: int) -> int | None:
-    """A write-only O_DIRECT descriptor on ``path``, or None where it does not apply."""
+def open_direct(path: str, size: int, *, dir_fd: int | None = None,
+                same_as: int | None = None) -> int | None:
+    """A write-only O_DIRECT descriptor on ``path`` (relative to ``dir_fd``, never through
+    a symlink), or None where it does not apply. ``same_as``: the descriptor it must be a
+    second view of (a name swapped in between is refused)."""
     if size < MIN_SIZE or not hasattr(os, "O_DIRECT"):
         return None
     try:
-        return os.open(path, os.O_WRONLY | os.O_DIRECT)
+        fd = os.open(path, os.O_WRONLY | os.O_DIRECT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     dir_fd=dir_fd)
     except OSError:
         return None
+    if same_as is not None:
+        a, b = os.fstat(fd), os.fstat(same_as)
+        if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino):
+            os.close(fd)
+            return None
+    return fd
 
 
 class DirectWriter:
@@ -66,7 +78,7 @@ class DirectWriter:
         if dfd is not None and offset % ALIGN == 0 and n >= ALIGN and _aligned(chunk):
             bulk = n - n % ALIGN
             try:
-                os.pwrite(dfd, chunk[:bulk], offset)
+                pwrite_full(dfd, chunk[:bulk], offset)
             except OSError as e:
                 if e.errno != errno.EINVAL:
                     raise
@@ -74,9 +86,9 @@ class DirectWriter:
                 bulk = 0
             if bulk:
                 if bulk < n:
-                    os.pwrite(self.fd, chunk[bulk:], offset + bulk)
+                    pwrite_full(self.fd, chunk[bulk:], offset + bulk)
                 return
-        os.pwrite(self.fd, chunk, offset)
+        pwrite_full(self.fd, chunk, offset)
 
     def close(self) -> None:
         """Close the direct descriptor (the ordinary one belongs to the job)."""

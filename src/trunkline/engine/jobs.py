@@ -14,8 +14,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from ..storage import local
+from ..storage.partial import PartialFile
 from ..storage.s3 import S3Endpoint, S3Error
 from ..url import Location, LocationError, glob_base
+from .checksums import Expectation
 from .direct_io import DirectWriter
 from .plan import Part, is_multipart, plan_parts
 
@@ -54,6 +56,11 @@ class ObjectJob:
     obj_id: int | None = None                   # journal record, when resuming is on
     skip_parts: set[int] = field(default_factory=set)       # already at the destination
     resume_crcs: dict[int, int] = field(default_factory=dict)  # on disk, to re-check
+    partial: PartialFile | None = None        # downloads: the file until it is whole
+    seen_etag: str | None = None              # the first answer's ETag when none was listed
+    expect: Expectation | None = None         # what the store keeps (engine/checksums.py)
+    part_digests: dict[int, int | bytes] = field(default_factory=dict)   # in that algorithm
+    verified: str | None = None               # the check that passed, None: unverified
 
     def __post_init__(self) -> None:
         self.parts_left = len(self.parts)
@@ -204,8 +211,10 @@ def job_for(
     if dst.is_local:
         if into:
             job.dst_path = local.dest_path(dst.path, rel)
-        else:
-            job.dst_path = os.path.abspath(target.path)
+        else:   # the folder resolved now; below it nothing is followed (storage/partial)
+            full = os.path.abspath(target.path)
+            job.dst_path = os.path.join(os.path.realpath(os.path.dirname(full)),
+                                        os.path.basename(full))
     else:
         job.dst_ep, job.dst_bucket, job.dst_key = dst_ep, target.bucket, target.key
         if not job.dst_key or job.dst_key.endswith("/"):

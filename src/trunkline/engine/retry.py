@@ -22,6 +22,10 @@ class SourceChanged(Exception):
     """The source object changed under us (size differs from the listing): not retried."""
 
 
+class NotVerified(Exception):
+    """Nothing comparable to check the object against, and verification is required."""
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     attempts: int = 8          # total tries per part

@@ -19,18 +19,28 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from ..storage.local import partial_path
+from ..storage.partial import PartialFile, finished_stamp
 from ..storage.s3 import S3Endpoint, S3Error
 from ..telemetry.units import human_bytes
 from ..wire.connection import Connection, ConnectionClosed, ConnectionStats
+from ..wire.http1 import ProtocolError, ResponseHead
 from . import resume
+from .checksums import PartDigest, expectation, needs_digest, verdict
 from .direct_io import DirectWriter, aligned_buffer, open_direct
-from .integrity import b64_to_crc32c, crc32c, crc32c_combine_all, crc32c_to_b64
+from .integrity import crc32c, crc32c_combine_all, crc32c_to_b64, etags_equal
 from .jobs import ObjectJob
 from .journal import Journal
 from .plan import MiB, Part
 from .ratelimit import RateLimiter
-from .retry import IntegrityError, RetryPolicy, SourceChanged, is_retryable, is_slowdown
+from .response import check_get
+from .retry import (
+    IntegrityError,
+    NotVerified,
+    RetryPolicy,
+    SourceChanged,
+    is_retryable,
+    is_slowdown,
+)
 from .storage_names import job_dst
 from .tune import Tuner
 
@@ -57,6 +67,7 @@ class TransferOptions:
     read_timeout: float = 60.0
     checksums: bool = True
     direct_io: bool = True   # downloads bypass the page cache (engine/direct_io.py)
+    require_verified: bool = False   # an object nothing could check fails
     tune: bool = True
     bwlimit: float | None = None                      # bytes/s overall
     bwlimit_endpoint: dict[str, float] | None = None  # bytes/s per endpoint name
@@ -109,6 +120,25 @@ class Failure:
 
 
 @dataclass
+class Unverified:
+    """A finished object that nothing comparable was found for, and why."""
+
+    name: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.name}: unverified ({self.reason})"
+
+
+def _unverified_reason(job: ObjectJob) -> str:
+    if job.kind == "copy":
+        return "server-side copy: the store moved the bytes"
+    if job.kind in ("upload", "stream"):
+        return "the destination store did not accept a checksum"
+    return "nothing to compare"
+
+
+@dataclass
 class RunOutcome:
     done_bytes: int
     wire_bytes: int
@@ -124,6 +154,8 @@ class RunOutcome:
     resumed_bytes: int
     skipped_objects: int
     skipped_bytes: int
+    verified: dict[str, int] = field(default_factory=dict)
+    unverified: list[Unverified] = field(default_factory=list)
 
 
 class _Gate:
@@ -236,6 +268,8 @@ class Runner:
         self._worker_conns: list[dict[int, Connection]] = []
         self._workers: list[threading.Thread] = []
         self._done_batch: list[tuple] = []
+        self.verified: dict[str, int] = {}          # finished objects per check kind
+        self.unverified: list[Unverified] = []      # finished objects nothing could check
 
     # -- the public entry ----------------------------------------------------------------
 
@@ -298,6 +332,8 @@ class Runner:
             resumed_bytes=sum(w.resumed_bytes for w in self.stats),
             skipped_objects=self.skipped_objects,
             skipped_bytes=self.skipped_bytes,
+            verified=dict(self.verified),
+            unverified=list(self.unverified),
         )
 
     def _memory_per_connection(self, kind: str) -> None:
@@ -490,7 +526,8 @@ class Runner:
                 return
             except Exception as e:  # noqa: BLE001 - classified below
                 st.done_bytes -= counted[0]
-                broken = isinstance(e, (ConnectionError, TimeoutError, IntegrityError))
+                broken = isinstance(e, (ConnectionError, TimeoutError, IntegrityError,
+                                        ProtocolError))
                 for key, c in list(conns.items()):
                     if broken or not c.usable:
                         self._close(c)
@@ -524,13 +561,14 @@ class Runner:
             return
         try:
             if job.failed is None and not self._stop.is_set():
-                if job.kind == "download" and job.multipart:
+                if job.kind in ("download", "stream") and job.multipart:
                     _verify_ranged(self, job, st)
                 if job.finalize:  # False: a part range completed elsewhere
                     _FINALIZE[job.kind](self, job)
                 else:
                     _cleanup(job, keep=True)   # close; the file is finished elsewhere
                 st.objects += 1
+                self._record_verification(job)
                 if self.journal is not None:
                     if job.obj_id is not None:
                         self.journal.object_done(job.obj_id, None)
@@ -544,6 +582,16 @@ class Runner:
         except Exception as e:  # noqa: BLE001
             self._fail(job, e, None)
             _cleanup(job, keep=self.journal is not None)
+
+    def _record_verification(self, job: ObjectJob) -> None:
+        """Count each finished object as verified(kind) or list it as unverified(reason)."""
+        with self._lock:
+            if job.verified is not None:
+                self.verified[job.verified] = self.verified.get(job.verified, 0) + 1
+            else:
+                why = job.expect.reason if job.expect is not None and job.expect.reason \
+                    else _unverified_reason(job)
+                self.unverified.append(Unverified(job.name, why))
 
     def limit_for(self, ep: S3Endpoint | None) -> Callable[[int], None] | None:
         """A callable charging n bytes to the rate caps of ``ep``, or None if uncapped."""
@@ -563,13 +611,18 @@ class Runner:
 
 
 def _get(runner: Runner, ep: S3Endpoint, job: ObjectJob, part: Part, conns, st: WorkerStats,
-         whole: bool) -> tuple[Connection, int, str | None]:
-    """Send a GET for ``part`` and read its head; returns (conn, body length, crc header)."""
+         whole: bool) -> tuple[Connection, int, ResponseHead]:
+    """Send a GET for ``part`` (``If-Match`` the listed ETag) and check its head against the
+    request (engine/response.py) before a byte of the body is read; returns (conn, body
+    length, head). A head that fails the check closes the connection."""
     headers = {}
     if not whole:
         headers["Range"] = f"bytes={part.offset}-{part.offset + part.length - 1}"
     else:
         headers["x-amz-checksum-mode"] = "ENABLED"
+    etag = job.etag or job.seen_etag
+    if etag:
+        headers["If-Match"] = etag
     conn = runner._conn(conns, ep)
     t0 = time.monotonic()
     conn.send(ep.signed_head("GET", job.src_bucket, job.src_key, headers=headers))
@@ -577,26 +630,30 @@ def _get(runner: Runner, ep: S3Endpoint, job: ObjectJob, part: Part, conns, st: 
     st.ttfb_total += time.monotonic() - t0
     st.requests += 1
     conn.stats.requests += 1
-    ep.check_response(conn, head, "GET", job.name)
-    n = head.content_length
-    if n is None:
-        conn.usable = False
-        raise ConnectionClosed("GET response without Content-Length")
-    if n != part.length:
-        conn.usable = False
-        raise SourceChanged(f"source changed during transfer: expected {part.length} bytes, server sends {n}")
+    if head.status >= 300 and head.status != 412:
+        ep.check_response(conn, head, "GET", job.name)
+    try:
+        got = check_get(head, first=part.offset, length=part.length, total=job.size,
+                        ranged=not whole, etag=etag, name=job.name)
+    except Exception:
+        conn.close()   # whatever follows this head is not a body we can trust
+        raise
+    if got and not etag:
+        job.seen_etag = got
+    n = part.length
     if not head.keep_alive:
         conn.usable = False
     if st.requests % 8 == 1:
         conn.sample_tcp()
-    crc_hdr = head.headers.get("x-amz-checksum-crc32c") if whole else None
-    return conn, n, crc_hdr
+    return conn, n, head
 
 
 def _recv_body(conn: Connection, n: int, sink: Callable[[memoryview, int], None],
                buf: memoryview, st: WorkerStats, counted: list[int],
-               limit: Callable[[int], None] | None = None) -> int:
-    """Receive n bytes through ``buf``; sink(chunk, offset_in_body). Returns the CRC32C."""
+               limit: Callable[[int], None] | None = None,
+               digest: PartDigest | None = None) -> int:
+    """Receive n bytes through ``buf``; sink(chunk, offset_in_body). Returns the CRC32C
+    (and feeds ``digest``, the store's own algorithm when it is not CRC32C)."""
     crc = 0
     got = 0
     while got < n:
@@ -608,6 +665,8 @@ def _recv_body(conn: Connection, n: int, sink: Callable[[memoryview, int], None]
             raise ConnectionClosed(f"body truncated at {got} of {n} bytes")
         chunk = buf[:k]
         crc = crc32c(chunk, crc)
+        if digest is not None:
+            digest.update(chunk)
         sink(chunk, got)
         got += k
         st.wire_bytes += k
@@ -616,35 +675,75 @@ def _recv_body(conn: Connection, n: int, sink: Callable[[memoryview, int], None]
     return crc
 
 
-def _check_crc(crc: int, header: str | None, job: ObjectJob) -> None:
-    if header and "-" not in header:
-        try:
-            expect = b64_to_crc32c(header)
-        except Exception:  # noqa: BLE001 - unknown format: nothing to compare
+def _expect_whole(job: ObjectJob, head: ResponseHead) -> PartDigest | None:
+    """A one-GET object: what the store keeps comes with the answer."""
+    exp = expectation(head.headers, head.headers.get("etag") or job.etag, size=job.size,
+                      part_lengths=[job.size], whole=True)
+    job.expect = exp
+    algo = needs_digest(exp)
+    return PartDigest(algo) if algo else None
+
+
+def _check_whole(job: ObjectJob, crc: int, digest: PartDigest | None) -> None:
+    """Compare a one-GET object with the store's checksum; a mismatch is retried."""
+    exp = job.expect
+    if exp is None or exp.algo is None:
+        return
+    value = digest.value() if digest is not None else crc
+    if not verdict(exp, [(value, job.size)]):
+        raise IntegrityError(f"{exp.kind} mismatch on {job.name}: bytes damaged in flight")
+    job.verified = exp.kind
+
+
+def _expect_ranged(runner: Runner, job: ObjectJob, st: WorkerStats) -> None:
+    """A ranged object: one HEAD (checksum mode) before its first part says what the store
+    keeps, so each part hashes with the store's algorithm as it arrives."""
+    with job.lock:
+        if job.expect is not None:
             return
-        if expect != crc:
-            raise IntegrityError(f"CRC32C mismatch on {job.name}: bytes damaged in flight")
+        head = _store_head(runner, job.src_ep, job, st)
+        etag = head.headers.get("etag")
+        if job.etag and etag and not etags_equal(job.etag, etag):
+            raise SourceChanged(f"source changed during transfer: {job.name} has ETag {etag}, "
+                                f"listed {job.etag}")
+        if etag and not job.etag:
+            job.seen_etag = job.seen_etag or etag
+        job.expect = expectation(head.headers, etag or job.etag, size=job.size,
+                                 part_lengths=[p.length for p in job.parts], whole=False)
 
 
 def _op_download(runner: Runner, job: ObjectJob, part: Part, conns, buf, st, counted):
     with job.lock:
-        if job.fd is None:
-            runner.ensure_dir(job.dst_path)
-            job.tmp_path = partial_path(job.dst_path)
-            # no O_TRUNC: a resumed download keeps the parts it already has
-            job.fd = os.open(job.tmp_path, os.O_RDWR | os.O_CREAT, 0o644)
-            if os.fstat(job.fd).st_size != job.size:
-                os.ftruncate(job.fd, job.size)
-            dfd = open_direct(job.tmp_path, job.size) if runner.opts.direct_io else None
+        if job.partial is None:
+            # dirs opened without following symlinks, the partial created O_EXCL|O_NOFOLLOW
+            # and its space reserved: a full disk fails here, before a byte moves
+            job.partial = PartialFile(job.dst_path, job.size, resume=bool(job.resume_crcs))
+            job.fd = job.partial.fd
+            job.tmp_path = job.partial.path
+            dfd = open_direct(job.partial.name, job.size, dir_fd=job.partial.dir_fd,
+                              same_as=job.fd) if runner.opts.direct_io else None
             job.writer = DirectWriter(job.fd, dfd)
     if job.size == 0:
+        job.verified = job.verified or "empty"
         return None
-    want = job.resume_crcs.get(part.number)
-    if want is not None and _crc_on_disk(job.fd, part, buf) == want:
-        job.part_crcs[part.number] = want
-        return _RESUMED
     assert job.src_ep is not None
-    conn, n, crc_hdr = _get(runner, job.src_ep, job, part, conns, st, whole=not job.multipart)
+    if job.multipart:
+        _expect_ranged(runner, job, st)
+    want = job.resume_crcs.get(part.number)
+    if want is not None:
+        algo = needs_digest(job.expect) if job.expect is not None else None
+        digest = PartDigest(algo) if algo else None
+        if _crc_on_disk(job.fd, part, buf, digest) == want:
+            job.part_crcs[part.number] = want
+            if digest is not None:
+                job.part_digests[part.number] = digest.value()
+            return _RESUMED
+    conn, n, head = _get(runner, job.src_ep, job, part, conns, st, whole=not job.multipart)
+    if job.multipart:
+        algo = needs_digest(job.expect) if job.expect is not None else None
+        digest = PartDigest(algo) if algo else None
+    else:
+        digest = _expect_whole(job, head)
     assert job.writer is not None   # opened with job.fd above
     write = job.writer.pwrite
     base = part.offset
@@ -652,56 +751,76 @@ def _op_download(runner: Runner, job: ObjectJob, part: Part, conns, buf, st, cou
     def sink(chunk: memoryview, off: int) -> None:
         write(chunk, base + off)
 
-    crc = _recv_body(conn, n, sink, buf, st, counted, runner.limit_for(job.src_ep))
-    _check_crc(crc, crc_hdr, job)
+    crc = _recv_body(conn, n, sink, buf, st, counted, runner.limit_for(job.src_ep), digest)
+    if not job.multipart:
+        _check_whole(job, crc, digest)
     job.part_crcs[part.number] = crc
+    if digest is not None:
+        job.part_digests[part.number] = digest.value()
     return None
 
 
 _RESUMED = object()
 
 
+def _ranged_matches(job: ObjectJob) -> bool:
+    exp = job.expect
+    assert exp is not None and exp.algo is not None
+    digests = job.part_crcs if needs_digest(exp) is None else job.part_digests
+    return verdict(exp, [(digests[p.number], p.length) for p in job.parts])
+
+
 def _verify_ranged(runner: Runner, job: ObjectJob, st: WorkerStats) -> None:
-    """A download made of ranged GETs is checked against the store's full-object CRC32C
-    (ranged answers carry none): the part CRCs are combined and compared. On a mismatch
-    every part is fetched again and the ones whose CRC changed are rewritten (each counts
-    as a retry); if the object still does not match, it fails. Stores that keep no
-    full-object CRC32C (multipart uploads on SeaweedFS) leave nothing to compare."""
-    if job.size == 0 or len(job.part_crcs) != len(job.parts) or job.src_ep is None:
+    """A download (or stream) made of ranged GETs is checked against what the store keeps
+    (engine/checksums.py): the part digests are combined and compared. On a mismatch every
+    part is fetched again and the ones whose digest changed are rewritten (each counts as a
+    retry); if the object still does not match, it fails. Nothing comparable: the object
+    is reported unverified, with the reason."""
+    if job.size == 0 or len(job.part_crcs) != len(job.parts) or job.src_ep is None \
+            or not job.finalize:   # a range of an object: the driver sees the whole
         return
+    exp = job.expect
+    if exp is None or exp.algo is None:
+        return
+    if _ranged_matches(job):
+        job.verified = exp.kind
+        return
+    if job.kind != "download":
+        raise IntegrityError(f"{exp.kind} mismatch on {job.name}: the bytes differ from the "
+                             "store's checksum")
     ep = job.src_ep
-    want = _store_crc(runner, ep, job, st)
-    if want is None:
-        return
     conns: dict[int, Connection] = {}
     try:
-        def combined() -> int:
-            return crc32c_combine_all([(job.part_crcs[p.number], p.length) for p in job.parts])
-
-        if combined() == want:
-            return
         buf = memoryview(bytearray(CHUNK))
         scratch = WorkerStats()   # the re-fetch is wire traffic, not more done bytes
-        fd = job.fd
+        assert job.partial is not None
+        algo = needs_digest(exp)
         for part in job.parts:
             c, n, _ = _get(runner, ep, job, part, conns, scratch, whole=False)
-            crc = _recv_body(c, n, _pwriter(fd, part.offset), buf, scratch, [0])
+            digest = PartDigest(algo) if algo else None
+            crc = _recv_body(c, n, _pwriter(job.partial, part.offset), buf, scratch, [0],
+                             digest=digest)
             if crc != job.part_crcs[part.number]:
                 st.retries += 1
                 job.part_crcs[part.number] = crc
+            if digest is not None:
+                job.part_digests[part.number] = digest.value()
         st.wire_bytes += scratch.wire_bytes
         st.requests += scratch.requests
-        if combined() != want:
-            raise IntegrityError(f"CRC32C mismatch on {job.name}: the object differs from the "
-                                 "store's checksum even after fetching it again")
+        if not _ranged_matches(job):
+            raise IntegrityError(f"{exp.kind} mismatch on {job.name}: the object differs "
+                                 "from the store's checksum even after fetching it again")
+        job.verified = exp.kind
     finally:
         for c in conns.values():
             c.close()
 
 
-def _store_crc(runner: Runner, ep: S3Endpoint, job: ObjectJob, st: WorkerStats) -> int | None:
-    """The store's full-object CRC32C (HEAD with checksum mode), None if it keeps none.
-    Retried like a part: a reset on this one request must not fail a whole object."""
+def _store_head(runner: Runner, ep: S3Endpoint | None, job: ObjectJob,
+                st: WorkerStats) -> ResponseHead:
+    """HEAD with checksum mode (the store's checksums and ETag). Retried like a part: a
+    reset on this one request must not fail a whole object."""
+    assert ep is not None
     attempt = 0
     rng = random.Random()
     while True:
@@ -712,8 +831,7 @@ def _store_crc(runner: Runner, ep: S3Endpoint, job: ObjectJob, st: WorkerStats) 
                                      headers={"x-amz-checksum-mode": "ENABLED"}))
             head = conn.read_head()
             ep.check_response(conn, head, "HEAD", job.name)
-            hdr = head.headers.get("x-amz-checksum-crc32c")
-            return b64_to_crc32c(hdr) if hdr and "-" not in hdr else None
+            return head
         except Exception as e:  # noqa: BLE001 - classified below
             attempt += 1
             if not is_retryable(e) or attempt >= runner.opts.retry.attempts:
@@ -724,12 +842,11 @@ def _store_crc(runner: Runner, ep: S3Endpoint, job: ObjectJob, st: WorkerStats) 
             conn.close()
 
 
-def _pwriter(fd: int | None, base: int) -> Callable[[memoryview, int], None]:
-    assert fd is not None
-    return lambda chunk, off: os.pwrite(fd, chunk, base + off)
+def _pwriter(partial: PartialFile, base: int) -> Callable[[memoryview, int], None]:
+    return lambda chunk, off: partial.pwrite(chunk, base + off)
 
 
-def _crc_on_disk(fd: int, part: Part, buf: memoryview) -> int:
+def _crc_on_disk(fd: int, part: Part, buf: memoryview, digest: PartDigest | None = None) -> int:
     """CRC32C of a part already in the partial file (a resume re-checks before trusting)."""
     crc = 0
     off = 0
@@ -738,23 +855,38 @@ def _crc_on_disk(fd: int, part: Part, buf: memoryview) -> int:
         if k == 0:
             break
         crc = crc32c(buf[:k], crc)
+        if digest is not None:
+            digest.update(buf[:k])
         off += k
     return crc
 
 
+def _require_verified(runner: Runner, job: ObjectJob) -> None:
+    if job.verified is None and runner.opts.require_verified:
+        why = job.expect.reason if job.expect is not None else "nothing to compare"
+        raise NotVerified(f"unverified ({why}) and --require-verified is set")
+
+
 def _finalize_download(runner: Runner, job: ObjectJob) -> None:
-    assert job.fd is not None
+    assert job.partial is not None
+    _require_verified(runner, job)
     if job.writer is not None:
         job.writer.close()
         job.writer = None
-    size = os.fstat(job.fd).st_size
-    os.close(job.fd)
-    job.fd = None
+    size = os.fstat(job.partial.fd).st_size
     if size != job.size:
         raise IntegrityError(f"local file has {size} bytes, expected {job.size}")
-    os.replace(job.tmp_path, job.dst_path)
-    if job.mtime:
-        os.utime(job.dst_path, (job.mtime, job.mtime))
+    job.partial.commit(job.mtime, stamp=_stamp(job))   # fsync, then renameat by dir fd
+    job.partial = None
+    job.fd = None
+
+
+def _stamp(job: ObjectJob) -> bytes:
+    """What the finished file carries (xattr): the source ETag, size and CRC32C, so resume
+    and sync can tell a file trunkline finished from one it did not."""
+    crc = crc32c_combine_all([(job.part_crcs[p.number], p.length) for p in job.parts]) \
+        if len(job.part_crcs) == len(job.parts) else None
+    return finished_stamp(job.etag or job.seen_etag, job.size, crc)
 
 
 def _cleanup(job: ObjectJob, keep: bool = False) -> None:
@@ -763,6 +895,13 @@ def _cleanup(job: ObjectJob, keep: bool = False) -> None:
     if job.writer is not None:
         job.writer.close()
         job.writer = None
+    if job.partial is not None:
+        if keep:
+            job.partial.close()
+        else:
+            job.partial.discard()
+        job.partial = None
+        job.fd = None
     if job.fd is not None:
         try:
             os.close(job.fd)
@@ -771,11 +910,6 @@ def _cleanup(job: ObjectJob, keep: bool = False) -> None:
         job.fd = None
     if keep:
         return
-    if job.tmp_path:
-        try:
-            os.unlink(job.tmp_path)
-        except OSError:
-            pass
     if job.upload_id and job.dst_ep is not None:
         job.dst_ep.abort_multipart(job.dst_bucket, job.dst_key, job.upload_id)
 
@@ -874,10 +1008,22 @@ def _op_upload(runner: Runner, job: ObjectJob, part: Part, conns, buf, st, count
     job.part_crcs[part.number] = crc
 
 
+def _store_checked(runner: Runner, job: ObjectJob) -> None:
+    """The destination store compared every part (and, multipart, the whole object) with
+    the CRC32C we sent: verified by the store, unless the source's own check came first."""
+    if job.verified is None and runner.opts.checksums and job.dst_ep is not None \
+            and job.dst_ep.supports_crc32c:
+        job.verified = "crc32c-by-store"
+
+
 def _finalize_upload(runner: Runner, job: ObjectJob) -> None:
     if job.fd is not None:
         os.close(job.fd)
         job.fd = None
+    if job.size == 0:
+        job.verified = "empty"
+    _store_checked(runner, job)
+    _require_verified(runner, job)
     if job.multipart:
         _complete(job, runner)
 
@@ -919,7 +1065,13 @@ def _op_copy(runner: Runner, job: ObjectJob, part: Part, conns, buf, st, counted
 
 
 def _finalize_copy(runner: Runner, job: ObjectJob) -> None:
+    if job.kind == "stream":
+        if job.size == 0:
+            job.verified = "empty"
+        _store_checked(runner, job)
+    # a single-part upload is in place already: --require-verified can only report it
     if job.multipart:
+        _require_verified(runner, job)
         _complete(job, runner)
 
 
@@ -930,8 +1082,17 @@ def _op_stream(runner: Runner, job: ObjectJob, part: Part, conns, buf, st, count
     try:
         mv = memoryview(pbuf)
         crc = 0
+        digest = None
         if part.length:
-            conn, n, crc_hdr = _get(runner, job.src_ep, job, part, conns, st, whole=not job.multipart)
+            if job.multipart:
+                _expect_ranged(runner, job, st)
+            conn, n, head = _get(runner, job.src_ep, job, part, conns, st,
+                                 whole=not job.multipart)
+            if job.multipart:
+                algo = needs_digest(job.expect) if job.expect is not None else None
+                digest = PartDigest(algo) if algo else None
+            else:
+                digest = _expect_whole(job, head)
             got = 0
             rlimit = runner.limit_for(job.src_ep)
             while got < n:
@@ -942,9 +1103,12 @@ def _op_stream(runner: Runner, job: ObjectJob, part: Part, conns, buf, st, count
                     conn.usable = False
                     raise ConnectionClosed(f"body truncated at {got} of {n} bytes")
                 crc = crc32c(mv[got:got + k], crc)
+                if digest is not None:
+                    digest.update(mv[got:got + k])
                 got += k
                 st.wire_bytes += k
-            _check_crc(crc, crc_hdr, job)
+            if not job.multipart:
+                _check_whole(job, crc, digest)
 
         limit = runner.limit_for(job.dst_ep)
 
@@ -961,6 +1125,8 @@ def _op_stream(runner: Runner, job: ObjectJob, part: Part, conns, buf, st, count
         etag = _put_request(runner, job, part, conns, st, send_body, crc if runner.opts.checksums else None)
         job.part_etags[part.number] = etag
         job.part_crcs[part.number] = crc
+        if digest is not None:
+            job.part_digests[part.number] = digest.value()
     finally:
         if part.length:
             runner.mem.put(pbuf)

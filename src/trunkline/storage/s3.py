@@ -64,6 +64,20 @@ class S3Error(Exception):
         )
 
 
+class ListingError(S3Error):
+    """A listing that did not end normally: nothing may be concluded from it."""
+
+    def __init__(self, message: str):
+        super().__init__(0, "BadListing", message, "LIST")
+
+    def __str__(self) -> str:
+        return self.message
+
+    @property
+    def retryable(self) -> bool:
+        return False
+
+
 def parse_error_xml(status: int, body: bytes, op: str = "", key: str = "") -> S3Error:
     code, message = "", ""
     if body:
@@ -320,15 +334,21 @@ class S3Endpoint:
                 _time.sleep(policy.delay(attempt))
 
     def list(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Stream ListObjectsV2 page by page (never the whole listing in memory)."""
+        """Stream ListObjectsV2 page by page (never the whole listing in memory); raise
+        ListingError unless the listing ends normally."""
         token: str | None = None
+        seen: set[str] = set()   # tokens only: one short string per page
         while True:
             q = {"list-type": "2", "prefix": prefix, "encoding-type": "url",
                  "max-keys": "1000"}
             if token:
                 q["continuation-token"] = token
             _, body = self._control("GET", bucket, "", q, "LIST")
-            root = SafeET.fromstring(body)
+            try:
+                root = SafeET.fromstring(body)
+            except Exception as e:  # noqa: BLE001 - ParseError, or defusedxml's refusals
+                raise ListingError(f"listing of s3://{bucket}/{prefix}: the server sent a page "
+                                   f"that is not XML ({type(e).__name__})") from None
             ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
             encoded = (root.findtext(f"{ns}EncodingType") or "").lower() == "url"
             for c in root.iterfind(f"{ns}Contents"):
@@ -342,9 +362,17 @@ class S3Endpoint:
                 )
             if (root.findtext(f"{ns}IsTruncated") or "").lower() != "true":
                 return
+            # A listing must end or fail: a repeated token would loop forever (the same
+            # keys again and again), a truncated page without a token would end early and
+            # make ``sync --delete`` remove what the source still holds.
             token = root.findtext(f"{ns}NextContinuationToken")
             if not token:
-                return
+                raise ListingError(f"listing of s3://{bucket}/{prefix} is truncated but the "
+                                   "server sent no continuation token")
+            if token in seen:
+                raise ListingError(f"listing of s3://{bucket}/{prefix}: the server repeated "
+                                   "a continuation token (it would never end)")
+            seen.add(token)
 
     def head(self, bucket: str, key: str) -> ObjectInfo | None:
         head, _ = self._control("HEAD", bucket, key, None, "HEAD")

@@ -166,29 +166,39 @@ class Connection:
         """Read and parse the response head; leftover body bytes are kept for ``recv_into``."""
         if self.sock is None:
             raise ConnectionClosed("not connected")
+        if self._pend_end > self._pend_start:
+            # bytes beyond the previous response's body: the peer sent more than it framed
+            self.usable = False
+            raise ProtocolError("bytes after the end of the previous response")
         buf = self._head
         mv = memoryview(buf)
-        # Any pending bytes belong to a previous response that was not drained: unusable.
         filled = 0
-        while True:
-            if filled:
-                parsed = parse_response_head(bytes(buf[:filled]))
-                if parsed is not None:
-                    head, used = parsed
-                    if head.status == 100:
-                        buf[: filled - used] = buf[used:filled]
-                        filled -= used
-                        continue
-                    self._pend_start, self._pend_end = used, filled
-                    return head
-            if filled >= len(buf):
-                raise ProtocolError("response head too large")
-            n = self._recv_raw(mv[filled:], waitall=False)
-            if n == 0:
-                raise ConnectionClosed(
-                    "connection closed before response" if filled == 0 else "truncated head"
-                )
-            filled += n
+        try:
+            while True:
+                if filled:
+                    parsed = parse_response_head(bytes(buf[:filled]))
+                    if parsed is not None:
+                        head, used = parsed
+                        if 100 <= head.status < 200:
+                            if head.status == 101:
+                                raise ProtocolError("unexpected 101 Switching Protocols")
+                            # an interim answer (100, 102, 103): the final one follows
+                            buf[: filled - used] = buf[used:filled]
+                            filled -= used
+                            continue
+                        self._pend_start, self._pend_end = used, filled
+                        return head
+                if filled >= len(buf):
+                    raise ProtocolError("response head too large")
+                n = self._recv_raw(mv[filled:], waitall=False)
+                if n == 0:
+                    raise ConnectionClosed(
+                        "connection closed before response" if filled == 0 else "truncated head"
+                    )
+                filled += n
+        except ProtocolError:
+            self.usable = False   # desynchronised: a retry must use a fresh connection
+            raise
 
     def recv_into(self, mv: memoryview) -> int:
         """Receive up to len(mv) body bytes (all of them unless the peer stops)."""
