@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+DEMO_ARGS ?=
 
 .PHONY: setup demo test lint bench clean
 
@@ -12,7 +13,7 @@ $(VENV)/.installed: pyproject.toml scripts/setup.sh
 setup: $(VENV)/.installed
 
 demo: setup
-	$(PY) -m trunkline.demo
+	$(PY) -m trunkline.demo $(DEMO_ARGS)
 
 test: setup
 	bash scripts/system-deps.sh

@@ -27,6 +27,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from trunkline.tools import find_tool
+
 MiB = 1024 * 1024
 _ERRORISH = re.compile(
     r"error|fail|exception|denied|refused|incorrect|invalid|no such|not found", re.IGNORECASE
@@ -208,13 +210,8 @@ def capture(argv: Sequence[str], timeout: float = 30.0, env: dict[str, str] | No
 
 
 def venv_bin(name: str) -> str | None:
-    """A tool next to this interpreter (the project's venv) first, then on PATH."""
-    cand = Path(sys.executable).parent / name
-    if cand.exists() and os.access(cand, os.X_OK):
-        return str(cand)
-    from shutil import which
-
-    return which(name)
+    """A tool beside this interpreter (the project's venv) first, then on PATH."""
+    return find_tool(name)
 
 
 # --------------------------------------------------------------------------- machine
@@ -360,9 +357,7 @@ def iperf3_ceiling(
     streams: Iterable[int] = (1, 8), seconds: int = 3, log_dir: Path | None = None
 ) -> dict[str, object]:
     """Loopback TCP ceiling: an iperf3 server on 127.0.0.1, one client per stream count."""
-    from shutil import which
-
-    exe = which("iperf3")
+    exe = find_tool("iperf3")
     if not exe:
         return {"error": "iperf3 not installed"}
     port = _free_port()

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
 from trunkline.embedded_s3 import EmbeddedS3
+from trunkline.tools import PROVIDERS, find_tool
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SHARED_DATA = Path(os.environ.get("TRUNKLINE_SHARED_DATA", SHARED / "data"))
@@ -24,14 +24,23 @@ def shared_data() -> Path:
 
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_state(tmp_path_factory):
-    """Resume journals of the tests live in a temp dir, never in the user's state dir."""
-    old = os.environ.get("TRUNKLINE_STATE_DIR")
-    os.environ["TRUNKLINE_STATE_DIR"] = str(tmp_path_factory.mktemp("state"))
+    """Nothing of the tests depends on, or writes to, the user's HOME: resume journals,
+    AWS and trunkline config, matplotlib's cache all live in a temp dir of the session."""
+    state = tmp_path_factory.mktemp("state")
+    isolated = {
+        "TRUNKLINE_STATE_DIR": str(state / "trunkline"),
+        "AWS_CONFIG_FILE": str(state / "no-aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(state / "no-aws-credentials"),
+        "MPLCONFIGDIR": str(state / "matplotlib"),
+    }
+    old = {k: os.environ.get(k) for k in isolated}
+    os.environ.update(isolated)
     yield
-    if old is None:
-        os.environ.pop("TRUNKLINE_STATE_DIR", None)
-    else:
-        os.environ["TRUNKLINE_STATE_DIR"] = old
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +62,16 @@ def aws_env(s3server, monkeypatch):
 
 
 def require_tool(name: str) -> str:
-    path = shutil.which(name)
+    """A tool the test needs, found as the product finds it (trunkline.tools).
+
+    Absent, the test is skipped with what to install, except where CI sets
+    TRUNKLINE_REQUIRE_TOOLS=1: there a missing tool is a failure, so that a missing
+    install step cannot hide behind skips.
+    """
+    path = find_tool(name)
     if not path:
-        pytest.skip(f"{name} not installed (scripts/system-deps.sh installs it as root)")
+        msg = f"{name} not installed ({PROVIDERS.get(name, 'scripts/system-deps.sh')})"
+        if os.environ.get("TRUNKLINE_REQUIRE_TOOLS") == "1":
+            pytest.fail(msg + " and TRUNKLINE_REQUIRE_TOOLS=1")
+        pytest.skip(msg)
     return path

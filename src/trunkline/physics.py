@@ -241,3 +241,49 @@ def plan(
         one_stream_time_s=transfer_time(size_bytes, per),
         time_s=transfer_time(size_bytes, min(goodput, n * per)),
     )
+
+
+# --- what a listing says about a dataset ----------------------------------------------
+
+SIZE_CLASSES: tuple[tuple[str, int], ...] = (
+    ("<64KiB", 64 << 10), ("<1MiB", 1 << 20), ("<16MiB", 16 << 20),
+    ("<256MiB", 256 << 20), ("<4GiB", 4 << 30), (">=4GiB", 1 << 62),
+)
+
+
+@dataclass(frozen=True)
+class SizeProfile:
+    """Object count, bytes and a size histogram of a dataset (from its listing)."""
+
+    objects: int
+    size_bytes: int
+    histogram: tuple[tuple[str, int, int], ...]   # (class, objects, bytes)
+
+    def to_dict(self) -> dict:
+        return {"objects": self.objects, "size_bytes": self.size_bytes,
+                "histogram": [{"class": c, "objects": n, "bytes": b}
+                              for c, n, b in self.histogram]}
+
+
+def size_profile(sizes) -> SizeProfile:
+    """Count objects and bytes per size class, in one pass over any iterable of sizes."""
+    counts = [[0, 0] for _ in SIZE_CLASSES]
+    n = total = 0
+    for s in sizes:
+        n += 1
+        total += s
+        for i, (_, bound) in enumerate(SIZE_CLASSES):
+            if s < bound:
+                counts[i][0] += 1
+                counts[i][1] += s
+                break
+    return SizeProfile(n, total, tuple((c, a, b) for (c, _), (a, b) in zip(SIZE_CLASSES, counts,
+                                                                           strict=True)))
+
+
+def request_bound_time(objects: int, rtt_s: float, streams: int) -> float:
+    """Seconds the requests alone take: one round trip per object (its GET or PUT) on each
+    of ``streams`` connections. When this exceeds the bandwidth time, the dataset is
+    small-object bound: more connections (or fewer, larger objects) pay, a faster link
+    does not."""
+    return objects * rtt_s / max(1, streams)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from .. import __version__
-from . import flows, mover, physics, sync_verify
+from . import demo, flows, mover, objects, physics, sync_verify
 from . import probe as probe_cli
 
 
@@ -16,6 +16,8 @@ def cli() -> None:
 
 
 mover.register(cli)
+demo.register(cli)
+objects.register(cli)
 physics.register(cli)
 probe_cli.register(cli)
 sync_verify.register(cli)

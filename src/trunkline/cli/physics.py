@@ -60,10 +60,26 @@ def render(p: ph.Plan) -> str:
     return "\n".join(f"{a:<{w0}}  {b:>{w1}}  {c}" for a, b, c in rows)
 
 
+def render_profile(prof: ph.SizeProfile, req_s: float, streams: int, regime: str) -> str:
+    """The listing's side of the plan: objects per size class and what bounds the time."""
+    lines = [f"objects           {prof.objects:,} ({ph.human_bytes(prof.size_bytes)})"]
+    for cls, n, b in prof.histogram:
+        if n:
+            pct = 100 * n / prof.objects
+            lines.append(f"  {cls:>8}  {n:>12,} objects ({pct:5.1f}%)  {ph.human_bytes(b):>10}")
+    lines.append(f"time, requests    {ph.human_duration(req_s)}  one round trip per object "
+                 f"over {streams} streams")
+    lines.append(f"bound by          {regime}")
+    return "\n".join(lines)
+
+
 def register(cli: click.Group) -> None:
     @cli.command()
-    @click.option("--size", required=True, callback=_param(ph.parse_size),
+    @click.option("--size", default=None, callback=_param(ph.parse_size),
                   help="Data to move: 2PB (decimal), 500TiB, 64M (binary).")
+    @click.option("--from", "source", default=None, metavar="URL",
+                  help="Take size, object count and size histogram from the listing of "
+                       "s3://bucket/prefix (instead of --size).")
     @click.option("--link", required=True, callback=_param(ph.parse_rate_bps),
                   help="Link rate in bits/s: 100G, 10Gbit/s (1.25GB/s for bytes).")
     @click.option("--rtt", required=True, callback=_param(ph.parse_duration),
@@ -77,10 +93,20 @@ def register(cli: click.Group) -> None:
     @click.option("--part-buffer", default="8M", show_default=True,
                   callback=_param(ph.parse_size), help="User-space buffer per stream.")
     @click.option("--json", "as_json", is_flag=True, help="Machine output.")
-    def plan(size, link, rtt, loss, window, mss, part_buffer, as_json):
+    def plan(size, source, link, rtt, loss, window, mss, part_buffer, as_json):
         """Predict per-stream ceiling, streams, memory and time for a path."""
         if link <= 0 or rtt <= 0:
             raise click.BadParameter("--link and --rtt must be positive")
+        if (size is None) == (source is None):
+            raise click.UsageError("give exactly one of --size and --from")
+        profile = None
+        if source is not None:
+            from .. import api_objects
+            from .mover import run_api
+
+            profile = run_api(False, lambda: ph.size_profile(
+                o.size for o in api_objects.ls(source, recursive=True)))
+            size = profile.size_bytes
         p = ph.plan(
             size_bytes=size,
             link_bps=link,
@@ -90,4 +116,15 @@ def register(cli: click.Group) -> None:
             mss=mss,
             part_buffer_bytes=part_buffer,
         )
-        click.echo(json.dumps(p.to_dict(), indent=2) if as_json else render(p))
+        if profile is None:
+            click.echo(json.dumps(p.to_dict(), indent=2) if as_json else render(p))
+            return
+        req_s = ph.request_bound_time(profile.objects, rtt, p.streams_needed)
+        regime = "small-object (request-bound)" if req_s > p.time_s else "bandwidth"
+        if as_json:
+            d = p.to_dict() | {"source": source, "profile": profile.to_dict(),
+                               "request_bound_time_s": req_s, "regime": regime}
+            click.echo(json.dumps(d, indent=2))
+            return
+        click.echo(render(p))
+        click.echo(render_profile(profile, req_s, p.streams_needed, regime))

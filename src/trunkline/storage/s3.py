@@ -104,6 +104,8 @@ class ObjectInfo:
     size: int
     etag: str | None = None
     mtime: float | None = None
+    checksum_algorithms: tuple[str, ...] = ()   # ListObjectsV2 ChecksumAlgorithm, if listed
+    is_prefix: bool = False                     # a CommonPrefix of a delimited listing
 
 
 def _iso_ts(text: str) -> float | None:
@@ -333,14 +335,17 @@ class S3Endpoint:
 
                 _time.sleep(policy.delay(attempt))
 
-    def list(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Stream ListObjectsV2 page by page (never the whole listing in memory); raise
+    def list(self, bucket: str, prefix: str = "", delimiter: str = "") -> Iterator[ObjectInfo]:
+        """Stream ListObjectsV2 page by page (never the whole listing in memory); with a
+        ``delimiter``, common prefixes come as ``ObjectInfo(is_prefix=True)``. Raises
         ListingError unless the listing ends normally."""
         token: str | None = None
         seen: set[str] = set()   # tokens only: one short string per page
         while True:
             q = {"list-type": "2", "prefix": prefix, "encoding-type": "url",
                  "max-keys": "1000"}
+            if delimiter:
+                q["delimiter"] = delimiter
             if token:
                 q["continuation-token"] = token
             _, body = self._control("GET", bucket, "", q, "LIST")
@@ -359,7 +364,11 @@ class S3Endpoint:
                     int(c.findtext(f"{ns}Size") or 0),
                     c.findtext(f"{ns}ETag"),
                     _iso_ts(lm) if lm else None,
+                    tuple(a.text or "" for a in c.iterfind(f"{ns}ChecksumAlgorithm")),
                 )
+            for cp in root.iterfind(f"{ns}CommonPrefixes"):
+                k = cp.findtext(f"{ns}Prefix") or ""
+                yield ObjectInfo(unquote_plus(k) if encoded else k, 0, is_prefix=True)
             if (root.findtext(f"{ns}IsTruncated") or "").lower() != "true":
                 return
             # A listing must end or fail: a repeated token would loop forever (the same
@@ -481,3 +490,23 @@ class S3Endpoint:
 
     def delete(self, bucket: str, key: str) -> None:
         self._call("DeleteObject", key, self.client.delete_object, Bucket=bucket, Key=key)
+
+    def delete_many(self, bucket: str, keys: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+        """DeleteObjects for up to 1000 keys: -> (deleted keys, [(key, error)])."""
+        if not keys:
+            return [], []
+        if len(keys) > 1000:
+            raise ValueError("DeleteObjects takes at most 1000 keys")
+        r = self._call("DeleteObjects", keys[0], self.client.delete_objects, Bucket=bucket,
+                       Delete={"Objects": [{"Key": k} for k in keys], "Quiet": False})
+        deleted = [d["Key"] for d in r.get("Deleted", [])]
+        errors = [(e.get("Key", ""), f"{e.get('Code', '')}: {e.get('Message', '')}")
+                  for e in r.get("Errors", [])]
+        return deleted, errors
+
+    def create_bucket(self, bucket: str) -> None:
+        """CreateBucket, with the region as location constraint outside us-east-1."""
+        kw: dict = {"Bucket": bucket}
+        if self.region and self.region != "us-east-1":
+            kw["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
+        self._call("CreateBucket", "", self.client.create_bucket, **kw)

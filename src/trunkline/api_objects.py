@@ -1,0 +1,184 @@
+"""The everyday verbs on a store: ``ls``, ``du``, ``rm``, ``mb`` — what a user types before
+and after moving a dataset, so that no second tool needs to stay open.
+
+Every verb streams the listing (ListObjectsV2 page by page): memory stays flat whatever
+the number of keys, and the listing guards of the control plane apply to all of them.
+Addresses and endpoints follow ``cp``: ``s3://bucket/prefix`` or ``NAME:bucket/prefix``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from .engine.jobs import EndpointCache
+from .storage.s3 import ObjectInfo, S3Endpoint
+from .url import Location, LocationError, glob_base, parse_location
+
+DELETE_BATCH = 1000  # DeleteObjects' own limit per request
+
+
+def _remote(url: str | Location, verb: str) -> Location:
+    loc = parse_location(url) if isinstance(url, str) else url
+    if loc.is_local:
+        raise LocationError(f"{verb} takes s3://bucket[/prefix] or NAME:bucket[/prefix], "
+                            f"not a local path ({loc})")
+    return loc
+
+
+def _endpoint(loc: Location, eps: EndpointCache | None) -> S3Endpoint:
+    return (eps or EndpointCache()).get(loc.endpoint or "s3")
+
+
+def etag_kind(etag: str | None) -> str:
+    """What an ETag can prove: ``md5`` (single-part PUT), ``multipart:N``, or ``opaque``."""
+    e = (etag or "").strip('"')
+    if len(e) == 32 and all(c in "0123456789abcdef" for c in e.lower()):
+        return "md5"
+    head, sep, n = e.rpartition("-")
+    if sep and n.isdigit() and len(head) == 32:
+        return f"multipart:{n}"
+    return "opaque" if e else "none"
+
+
+def folder_prefix(key: str) -> str:
+    """A recursive verb's prefix: ``data`` means the folder ``data/``, as for ``cp -r``, so
+    that ``rm -r s3://b/data`` can never reach ``s3://b/database/``."""
+    return key if key == "" or key.endswith("/") else key + "/"
+
+
+def _matching(ep: S3Endpoint, loc: Location, recursive: bool) -> Iterator[ObjectInfo]:
+    """Objects a verb acts on: a glob's matches, everything under a prefix (recursive),
+    or the listing one level down ('/' as delimiter), as ``aws s3 ls`` shows it."""
+    if loc.has_glob:
+        base = glob_base(loc.key)
+        for o in ep.list(loc.bucket, base):
+            if fnmatch.fnmatchcase(o.key, loc.key):
+                yield o
+        return
+    if recursive:
+        yield from ep.list(loc.bucket, folder_prefix(loc.key))
+        return
+    yield from ep.list(loc.bucket, loc.key, delimiter="/")
+
+
+def ls(url: str | Location, *, recursive: bool = False,
+       eps: EndpointCache | None = None) -> Iterator[ObjectInfo]:
+    """Objects (and, without ``recursive``, common prefixes) under ``url``, streamed."""
+    loc = _remote(url, "ls")
+    return _matching(_endpoint(loc, eps), loc, recursive)
+
+
+@dataclass
+class DuReport:
+    """Objects and bytes under a prefix; with depth 1, per first-level prefix below it."""
+
+    url: str
+    objects: int = 0
+    bytes: int = 0
+    groups: dict[str, list[int]] = field(default_factory=dict)  # name -> [objects, bytes]
+
+    def to_dict(self) -> dict:
+        return {"url": self.url, "objects": self.objects, "bytes": self.bytes,
+                "groups": [{"prefix": k, "objects": v[0], "bytes": v[1]}
+                           for k, v in sorted(self.groups.items())]}
+
+
+def du(url: str | Location, *, depth: int = 0, eps: EndpointCache | None = None) -> DuReport:
+    """Sum the listing under ``url``. Memory: one counter per first-level prefix."""
+    if depth not in (0, 1):
+        raise LocationError("du --depth takes 0 or 1")
+    loc = _remote(url, "du")
+    rep = DuReport(str(loc))
+    base = glob_base(loc.key) if loc.has_glob else folder_prefix(loc.key)
+    for o in _matching(_endpoint(loc, eps), loc, recursive=True):
+        rep.objects += 1
+        rep.bytes += o.size
+        if depth:
+            rest = o.key[len(base):]
+            name = rest.split("/", 1)[0] + "/" if "/" in rest else "."
+            g = rep.groups.setdefault(name, [0, 0])
+            g[0] += 1
+            g[1] += o.size
+    return rep
+
+
+@dataclass
+class RmResult:
+    """What ``rm`` deleted (or, with ``dry_run``, would delete), and what it could not."""
+
+    url: str
+    dry_run: bool
+    deleted: int = 0
+    bytes: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (key, reason)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict:
+        return {"url": self.url, "dry_run": self.dry_run, "deleted": self.deleted,
+                "bytes": self.bytes, "ok": self.ok,
+                "failures": [{"key": k, "error": e} for k, e in self.failures]}
+
+
+def rm(url: str | Location, *, recursive: bool = False, dry_run: bool = False,
+       force: bool = False, on_deleted: Callable[[ObjectInfo], None] | None = None,
+       eps: EndpointCache | None = None) -> RmResult:
+    """Delete one object, a glob's matches, or (``recursive``) everything under a prefix,
+    in DeleteObjects batches of 1000. A bucket root needs ``force``: one mistyped
+    ``rm -r s3://bucket`` must not empty a bucket. ``on_deleted`` sees each deleted (or,
+    dry, each doomed) object as its batch completes."""
+    loc = _remote(url, "rm")
+    if not loc.has_glob and not recursive and (loc.key == "" or loc.key.endswith("/")):
+        raise LocationError(f"{loc} names a prefix: use rm -r to delete what is under it")
+    if recursive and loc.key.strip("/") == "" and not force:
+        raise LocationError(f"refusing to delete everything in bucket {loc.bucket!r} "
+                            "without --force")
+    ep = _endpoint(loc, eps)
+    res = RmResult(str(loc), dry_run)
+    if not loc.has_glob and not recursive:
+        info = ep.head(loc.bucket, loc.key)
+        if info is None:
+            res.failures.append((loc.key, "NoSuchKey: the object does not exist"))
+            return res
+        objects: Iterator[ObjectInfo] = iter([info])
+    else:
+        objects = _matching(ep, loc, recursive=True)
+
+    batch: list[ObjectInfo] = []
+
+    def flush() -> None:
+        if not batch:
+            return
+        if dry_run:
+            done = {o.key for o in batch}
+        else:
+            deleted, errors = ep.delete_many(loc.bucket, [o.key for o in batch])
+            done = set(deleted)
+            res.failures.extend(errors)
+        for o in batch:
+            if o.key in done:
+                res.deleted += 1
+                res.bytes += o.size
+                if on_deleted:
+                    on_deleted(o)
+        batch.clear()
+
+    for o in objects:
+        batch.append(o)
+        if len(batch) >= DELETE_BATCH:
+            flush()
+    flush()
+    return res
+
+
+def mb(url: str | Location, *, eps: EndpointCache | None = None) -> str:
+    """Create the bucket of ``url``; -> its name."""
+    loc = _remote(url, "mb")
+    if loc.key.strip("/"):
+        raise LocationError(f"mb takes a bucket, not a key ({loc})")
+    _endpoint(loc, eps).create_bucket(loc.bucket)
+    return loc.bucket

@@ -1,0 +1,123 @@
+"""ls, du, rm, mb against the real embedded S3 server, through the CLI as a user runs them.
+Expectations come from the files we uploaded (sizes and names computed here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import trunkline.api_objects as objs
+
+CLI = [sys.executable, "-m", "trunkline.cli.main"]
+
+# name -> size; "data/" and "database/" share a string prefix on purpose
+TREE = {
+    "data/a/x.bin": 1000, "data/a/y.bin": 2000, "data/b/z.bin": 3000, "data/top.txt": 10,
+    "database/keep.bin": 500, "ctl/bad\x1b[31mkey": 7,
+}
+
+
+@pytest.fixture
+def bucket(aws_env, request):
+    name = "verbs-" + request.node.name.replace("_", "-")[:40].lower()
+    aws_env.create_bucket(name)
+    c = aws_env.client()
+    for key, size in TREE.items():
+        c.put_object(Bucket=name, Key=key, Body=os.urandom(size))
+    return name
+
+
+def run(*args, check=True):
+    r = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=60)
+    if check:
+        assert r.returncode == 0, r.stderr
+    return r
+
+
+def keys(bucket):
+    return sorted(o.key for o in objs.ls(f"s3://{bucket}/", recursive=True))
+
+
+def test_ls_levels_json_and_safe_output(bucket):
+    r = run("ls", f"s3://{bucket}/data/")
+    lines = r.stdout.splitlines()
+    assert any(line.endswith("data/a/") and "DIR" in line for line in lines)
+    assert any(line.endswith("data/top.txt") and " 10 " in line for line in lines)
+    assert not any("x.bin" in line for line in lines)          # one level only
+
+    r = run("ls", "-r", "--json", f"s3://{bucket}/")
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert {d["key"]: d["size"] for d in rows} == TREE
+    assert all(d["mtime"].endswith("Z") and d["etag_kind"] == "md5" for d in rows)
+
+    r = run("ls", "-r", "--long", f"s3://{bucket}/ctl/")
+    assert "\x1b" not in r.stdout and "bad\\x1b[31mkey" in r.stdout and "md5" in r.stdout
+
+    r = run("ls", f"s3://{bucket}/data/*.bin")   # a glob matches at any depth below its base
+    assert sorted(line.split()[-1] for line in r.stdout.splitlines()) == [
+        "data/a/x.bin", "data/a/y.bin", "data/b/z.bin"]
+
+
+def test_du_totals_and_depth(bucket):
+    d = json.loads(run("du", "--json", f"s3://{bucket}/data").stdout)
+    want = {k: v for k, v in TREE.items() if k.startswith("data/")}
+    assert (d["objects"], d["bytes"]) == (len(want), sum(want.values()))
+    d = json.loads(run("du", "--json", "--depth", "1", f"s3://{bucket}/data/").stdout)
+    groups = {g["prefix"]: (g["objects"], g["bytes"]) for g in d["groups"]}
+    assert groups == {"a/": (2, 3000), "b/": (1, 3000), ".": (1, 10)}
+
+
+def test_rm_dry_run_prefix_and_guards(bucket):
+    before = keys(bucket)
+    r = run("rm", "-r", "--dry-run", f"s3://{bucket}/data")
+    assert "would delete" in r.stdout and keys(bucket) == before    # nothing deleted
+
+    r = run("rm", "-r", f"s3://{bucket}/", check=False)             # bucket root
+    assert r.returncode == 2 and "--force" in r.stderr and keys(bucket) == before
+
+    r = run("rm", f"s3://{bucket}/data/nope", check=False)          # missing key
+    assert r.returncode == 1 and keys(bucket) == before
+
+    r = run("rm", "-r", "--json", f"s3://{bucket}/data")            # folder semantics
+    res = json.loads(r.stdout.splitlines()[-1])
+    assert res["deleted"] == 4 and res["ok"]
+    assert keys(bucket) == ["ctl/bad\x1b[31mkey", "database/keep.bin"]
+
+    run("rm", f"s3://{bucket}/database/keep.bin")
+    assert keys(bucket) == ["ctl/bad\x1b[31mkey"]
+
+
+def test_rm_batches_over_one_thousand(aws_env):
+    aws_env.create_bucket("verbs-many")
+    c = aws_env.client()
+    for i in range(1203):
+        c.put_object(Bucket="verbs-many", Key=f"m/{i:05d}", Body=b"")
+    res = objs.rm("s3://verbs-many/m/", recursive=True)
+    assert res.ok and res.deleted == 1203 and keys("verbs-many") == []
+
+
+def test_mb_then_ls(aws_env):
+    run("mb", "s3://verbs-made")
+    assert run("ls", "s3://verbs-made/").stdout == ""
+    r = run("ls", "/tmp", check=False)
+    assert r.returncode == 2
+
+
+def test_plan_from_listing(bucket):
+    r = run("plan", "--from", f"s3://{bucket}/data", "--link", "10G", "--rtt", "50ms", "--json")
+    d = json.loads(r.stdout)
+    want = [v for k, v in TREE.items() if k.startswith("data/")]
+    assert d["size_bytes"] == sum(want) and d["profile"]["objects"] == len(want)
+    hist = {h["class"]: (h["objects"], h["bytes"]) for h in d["profile"]["histogram"]}
+    assert hist["<64KiB"] == (len(want), sum(want))
+    # 4 tiny objects: the round trips, not the 10G link, bound the time
+    assert d["regime"].startswith("small-object") and d["request_bound_time_s"] > d["time_s"]
+    r = run("plan", "--from", f"s3://{bucket}/data", "--size", "1G", "--link", "10G",
+            "--rtt", "5ms", check=False)
+    assert r.returncode == 2
+    r = run("plan", "--from", f"s3://{bucket}/data", "--link", "10G", "--rtt", "50ms")
+    assert "bound by          small-object" in r.stdout and "<64KiB" in r.stdout
