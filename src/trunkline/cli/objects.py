@@ -17,13 +17,9 @@ from .. import api_objects as objs
 from ..storage.s3 import ObjectInfo
 from ..telemetry.units import human_bytes
 from .mover import run_api
+from .text import safe
 
-_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
-
-
-def printable(text: str) -> str:
-    """``text`` with C0/C1 control characters escaped: a key cannot drive the terminal."""
-    return text.translate(_CONTROL)
+printable = safe   # one terminal-safe escape for every command (cli/text.py)
 
 
 def _utc(ts: float | None) -> str:
