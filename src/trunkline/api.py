@@ -15,9 +15,10 @@ from pathlib import Path
 
 from .engine.jobs import EndpointCache, ObjectJob, plan_jobs
 from .engine.journal import Journal, default_state_dir, journal_id
-from .engine.plan import MiB, parse_size
 from .engine.retry import RetryPolicy
 from .engine.run import Failure, Runner, RunOutcome, Snapshot, TransferOptions, Unverified
+from .errors import UsageError
+from .units import MiB, parse_size, parse_transfer_rate
 from .url import Location, parse_location
 
 
@@ -63,19 +64,6 @@ class TransferResult:
         return d
 
 
-def _rate(v: float | str | None) -> float | None:
-    """Bytes/s from a number or text: '500M' = 500 MiB/s (rclone's convention), while
-    network units are decimal bits: '4Gbit', '4Gbps', '10Gbit/s' (or bytes: '1.25GB/s')."""
-    if v is None or isinstance(v, (int, float)):
-        return float(v) if v else None
-    low = v.strip().lower()
-    if "bit" in low or low.endswith("bps") or low.endswith("b/s"):
-        from .physics import parse_rate_bps
-
-        return parse_rate_bps(v) / 8
-    return float(parse_size(v))
-
-
 def _options(
     max_connections: int | None,
     part_size: int | str | None,
@@ -92,23 +80,23 @@ def _options(
     o.direct_io = direct_io
     if max_connections is not None:
         if max_connections < 1:
-            raise ValueError("max_connections must be >= 1")
+            raise UsageError("max_connections must be >= 1")
         o.max_connections = max_connections
     if connections is not None:
         if connections < 1:
-            raise ValueError("connections must be >= 1")
+            raise UsageError("connections must be >= 1")
         o.connections = connections
         o.max_connections = max(connections, o.max_connections if max_connections else 0)
         o.max_connections = connections if max_connections is None else o.max_connections
     o.tune = tune
-    o.bwlimit = _rate(bwlimit)
+    o.bwlimit = parse_transfer_rate(bwlimit)
     if bwlimit_endpoint:
-        o.bwlimit_endpoint = {k: _rate(v) for k, v in bwlimit_endpoint.items()}  # type: ignore[misc]
+        o.bwlimit_endpoint = {k: parse_transfer_rate(v) for k, v in bwlimit_endpoint.items()}  # type: ignore[misc]
     if part_size is not None:
         o.part_size = parse_size(part_size)
         o.part_size_fixed = True
         if o.part_size < 5 * MiB:
-            raise ValueError("part_size must be at least 5 MiB (the S3 minimum)")
+            raise UsageError("part_size must be at least 5 MiB (the S3 minimum)")
     if max_memory is not None:
         o.max_memory = parse_size(max_memory)
     if retries is not None:
@@ -170,7 +158,7 @@ def copy(
     if cluster is not None or per_node_dest:
         kw = dict(locals())  # exactly the parameters above
         if kw.pop("require_verified"):
-            raise ValueError("require_verified is not available with a Ray cluster yet")
+            raise UsageError("require_verified is not available with a Ray cluster yet")
         from .cluster import copy_on_ray
         return copy_on_ray(**kw)
     s = parse_location(src) if isinstance(src, str) else src

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -25,6 +24,7 @@ from .engine.run import Failure, Snapshot
 from .engine.sync import Action, Entry, Filters, SyncPlanner, prefix_of
 from .engine.verify import Mismatch, Verifier, compare_entries
 from .storage.local import partial_path
+from .units import parse_duration
 from .url import Location, LocationError, parse_location
 
 __all__ = ["GcReport", "SyncResult", "VerifyReport", "gc", "sync", "verify"]
@@ -309,19 +309,6 @@ class GcReport:
 ABORT_MIN_AGE = "1h"
 """``gc --abort-uploads`` spares journals updated more recently than this by default."""
 
-_DUR = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.I)
-
-
-def parse_duration(text: str | float | None) -> float | None:
-    """'90s', '30m', '12h', '1d', '2w' or seconds -> seconds."""
-    if text is None or isinstance(text, (int, float)):
-        return float(text) if text is not None else None
-    m = _DUR.match(text)
-    if not m:
-        raise ValueError(f"not a duration: {text!r} (e.g. 30m, 12h, 1d)")
-    mult = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2).lower()]
-    return float(m.group(1)) * mult
-
 
 def _upload_target(dst: str) -> tuple[str, str, str]:
     """(endpoint name, bucket, key) of a journal's upload destination 'NAME:bucket/key'."""
@@ -345,7 +332,7 @@ def gc(state_dir: str | Path | None = None, *, abort_uploads: bool = False,
     sd = Path(state_dir) if state_dir is not None else default_state_dir()
     if older_than is None and abort_uploads:
         older_than = ABORT_MIN_AGE
-    min_age = parse_duration(older_than) or 0.0
+    min_age = parse_duration(older_than, bare=1.0) if older_than is not None else 0.0
     now = time.time()
     eps = EndpointCache()
     report = GcReport(str(sd), [])

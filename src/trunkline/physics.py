@@ -10,10 +10,25 @@ times in seconds.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import asdict, dataclass
 
-from .telemetry.units import human_bytes as _human_bytes
+# the units of the plan live in trunkline.units; re-exported for ``trunkline plan``'s users
+from .units import (  # noqa: F401
+    MiB,
+    human_bps,
+    human_duration,
+    parse_duration,
+    parse_loss,
+    parse_rate_bps,
+    parse_size,
+)
+from .units import human_bytes as _human_bytes
+
+
+def human_bytes(n: float) -> str:
+    """``1.50 GiB`` style (binary, two decimals): the plan's sizes."""
+    return _human_bytes(n, digits=2)
+
 
 MATHIS_C = math.sqrt(1.5)
 """Mathis constant for periodic loss with delayed ACKs off: sqrt(3/2) ~ 1.2247."""
@@ -26,110 +41,6 @@ ETHERNET_OVERHEAD = 38
 
 TCPIP_HEADERS = 52
 """IP (20) + TCP (20) + timestamp option (12) bytes per segment."""
-
-# ---------------------------------------------------------------- units
-
-_SI = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15, "e": 10**18}
-_BIN = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40, "p": 2**50, "e": 2**60}
-
-_NUM = r"(?P<num>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
-_SIZE_RE = re.compile(_NUM + r"\s*(?P<pre>[kmgtpe]?)(?P<i>i?)(?P<b>b?)(?:ytes?)?", re.I)
-_RATE_RE = re.compile(_NUM + r"\s*(?P<pre>[kmgtpe]?)(?P<unit>bits/s|bit/s|bits|bit|bps|b/s|b)?", re.I)
-_TIME_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
-               "min": 60.0, "h": 3600.0, "d": 86400.0}
-_TIME_RE = re.compile(_NUM + r"\s*(?P<unit>ns|us|µs|ms|s|min|m|h|d)", re.I)
-
-
-def parse_size(text: str | int | float) -> int:
-    """Bytes from ``"2PB"`` (decimal), ``"64MiB"``/``"64M"`` (binary) or a number.
-
-    GNU coreutils convention: ``KB, MB, GB, ...`` are powers of 1000; ``K, M, G`` and
-    ``KiB, MiB, GiB`` powers of 1024 (so ``--window 64M`` is 64 MiB, as for rclone).
-    """
-    if isinstance(text, int | float):
-        return int(text)
-    m = _SIZE_RE.fullmatch(text.strip())
-    if not m:
-        raise ValueError(f"not a size: {text!r} (try 2PB, 64MiB, 64M)")
-    pre = m["pre"].lower()
-    decimal = bool(m["b"]) and not m["i"] and m["pre"] != ""
-    mult = _SI[pre] if decimal else _BIN[pre]
-    return int(round(float(m["num"]) * mult))
-
-
-def parse_rate_bps(text: str | int | float) -> float:
-    """Bits/s from ``"100G"``, ``"100Gbps"``, ``"10Gbit/s"``, ``"1.25GB/s"`` (bytes -> x8).
-
-    Network rates are always decimal (100G = 100e9 bit/s). A capital ``B`` names bytes.
-    """
-    if isinstance(text, int | float):
-        return float(text)
-    m = _RATE_RE.fullmatch(text.strip())
-    if not m:
-        raise ValueError(f"not a rate: {text!r} (try 100G, 10Gbit/s, 1.25GB/s)")
-    mult = _SI[m["pre"].lower()]
-    unit = m["unit"] or ""
-    per_byte = unit[:1] == "B" and not unit.lower().startswith("bit")
-    return float(m["num"]) * mult * (8 if per_byte else 1)
-
-
-def parse_duration(text: str | int | float) -> float:
-    """Seconds from ``"30ms"``, ``"250us"``, ``"1.5s"``, ``"2h"``; a unit is required
-    (a bare ``30`` would be ambiguous between ms and s) except for a plain number type."""
-    if isinstance(text, int | float):
-        return float(text)
-    s = text.strip()
-    if s in ("0", "0.0"):
-        return 0.0
-    m = _TIME_RE.fullmatch(s)
-    if not m:
-        raise ValueError(f"not a duration: {text!r} (give a unit: 30ms, 250us, 1.5s)")
-    return float(m["num"]) * _TIME_UNITS[m["unit"].lower()]
-
-
-def parse_loss(text: str | int | float) -> float:
-    """Packet-loss probability from ``"1e-6"``, ``"0.0001"`` or ``"0.01%"``; in [0, 1)."""
-    if isinstance(text, int | float):
-        p = float(text)
-    else:
-        s = text.strip()
-        p = float(s[:-1]) / 100 if s.endswith("%") else float(s)
-    if not 0 <= p < 1:
-        raise ValueError(f"loss must be in [0, 1): {text!r}")
-    return p
-
-
-def human_bytes(n: float) -> str:
-    """``1.50 GiB`` style (binary), for sizes and memory."""
-    return _human_bytes(n, digits=2)
-
-
-def human_bps(bps: float) -> str:
-    """``9.41 Gbit/s`` style (decimal), for rates."""
-    if math.isinf(bps):
-        return "unbounded"
-    for unit in ("bit/s", "kbit/s", "Mbit/s", "Gbit/s", "Tbit/s", "Pbit/s"):
-        if abs(bps) < 1000 or unit == "Pbit/s":
-            return f"{bps:.3g} {unit}"
-        bps /= 1000
-    raise AssertionError
-
-
-def human_duration(s: float) -> str:
-    """``3d 04h 12m`` / ``12.3 s`` / ``45 ms`` style."""
-    if math.isinf(s):
-        return "never"
-    if s < 1:
-        return f"{s * 1e3:.3g} ms"
-    if s < 120:
-        return f"{s:.3g} s"
-    m, sec = divmod(int(round(s)), 60)
-    h, m = divmod(m, 60)
-    d, h = divmod(h, 24)
-    if d:
-        return f"{d}d {h:02d}h {m:02d}m"
-    return f"{h}h {m:02d}m {sec:02d}s" if h else f"{m}m {sec:02d}s"
-
 
 # ---------------------------------------------------------------- physics
 
@@ -211,9 +122,9 @@ def plan(
     link_bps: float,
     rtt_s: float,
     loss: float = 0.0,
-    window_bytes: int = 64 * 2**20,
+    window_bytes: int = 64 * MiB,
     mss: int = DEFAULT_MSS,
-    part_buffer_bytes: int = 8 * 2**20,
+    part_buffer_bytes: int = 8 * MiB,
 ) -> Plan:
     """Everything a user needs to size a transfer over a path, from five numbers."""
     wc = window_ceiling(window_bytes, rtt_s)

@@ -28,11 +28,12 @@ import uuid
 from dataclasses import asdict, dataclass, field
 
 from . import physics
+from .errors import ConnectionClosed, UsageError
 from .storage.s3 import S3Endpoint, S3Error
+from .units import MiB
 from .url import Location, LocationError
 from .wire.connection import Connection
 
-MiB = 2**20
 GAIN = 0.10
 """A doubling of streams must raise goodput by more than this to count as growth: a sweep
 step lasts well under a second, and at a shaped cap such steps scatter by +/-7 % (measured
@@ -50,7 +51,7 @@ def saturation(sweep: list[tuple[int, float]], gain: float = GAIN) -> tuple[int,
     """(streams, rate) of the knee: the fewest streams after which doubling did not raise
     the rate by more than ``gain``; the last point if it never stopped growing."""
     if not sweep:
-        raise ValueError("empty sweep")
+        raise UsageError("empty sweep")
     best_n, best = sweep[0]
     for n, rate in sweep[1:]:
         if rate <= best * (1 + gain):
@@ -157,7 +158,7 @@ class _Streams:
                 while got < n and not self.stop.is_set():
                     k = conn.recv_into(buf[: min(len(buf), n - got)])
                     if k == 0:
-                        raise ConnectionError("connection closed mid-body")
+                        raise ConnectionClosed("connection closed mid-body")
                     got += k
                     self.counts[i] += k
                 if got < n:
@@ -242,7 +243,7 @@ class Prober:
                 while got < n:
                     k = conn.recv_into(buf[: min(len(buf), n - got)])
                     if k == 0:
-                        raise ConnectionError("connection closed mid-body")
+                        raise ConnectionClosed("connection closed mid-body")
                     got += k
                 body_bytes += got
                 body_time += time.perf_counter() - first
@@ -321,7 +322,7 @@ def probe(
     if loc.is_local:
         raise LocationError(f"probe needs s3://bucket/prefix, not a local path: {location}")
     if duration <= 0 or max_streams < 1:
-        raise ValueError("duration must be > 0 and max_streams >= 1")
+        raise UsageError("duration must be > 0 and max_streams >= 1")
     ep = EndpointCache().get(loc.endpoint or "s3")
     t_start = time.monotonic()
     temp = None

@@ -9,11 +9,13 @@ import os
 import re
 from dataclasses import dataclass
 
+from .errors import UsageError
+
 GLOB_CHARS = re.compile(r"[*?\[]")
 _NAMED = re.compile(r"^(?P<name>[A-Za-z][A-Za-z0-9_-]*):(?P<rest>.*)$")
 
 
-class LocationError(ValueError):
+class LocationError(UsageError):
     """A source or destination that cannot be understood (a usage error)."""
 
 

@@ -8,8 +8,7 @@ import traceback
 
 import click
 
-from ..engine.plan import parse_size
-from ..telemetry.units import human_bytes
+from ..units import human_bytes, parse_size
 from .text import safe
 
 
@@ -29,12 +28,13 @@ SIZE = SizeParam()
 
 
 def run_api(debug: bool, fn, *args, **kw):
-    """Call the API; usage errors exit 2, other errors 1, each as one clear line."""
-    from ..engine.journal import AlreadyRunning
-    from ..engine.retry import IntegrityError, NotVerified, SourceChanged
-    from ..storage.s3 import S3Error
-    from ..url import LocationError
-    from ..wire.http1 import ProtocolError
+    """Call the API and map its failures to exit codes, each as one clear line.
+
+    ``UsageError`` (a wrong command or value) exits 2; any other ``TrunklineError`` (a
+    transfer or store failure) and ``OSError`` (the local disk or network said no) exit 1.
+    Anything else is a bug in trunkline: it propagates with its traceback.
+    """
+    from ..errors import TrunklineError, UsageError
 
     if debug:   # the tuner's decisions (and the cluster driver's events) as they happen
         import logging
@@ -43,7 +43,7 @@ def run_api(debug: bool, fn, *args, **kw):
                             format="trunkline: %(name)s: %(message)s")
     try:
         return fn(*args, **kw)
-    except (LocationError, ValueError) as e:
+    except UsageError as e:
         if debug:
             traceback.print_exc()
         click.echo(f"trunkline: error: {safe(e)}", err=True)
@@ -51,8 +51,7 @@ def run_api(debug: bool, fn, *args, **kw):
     except KeyboardInterrupt:
         click.echo("trunkline: interrupted", err=True)
         sys.exit(130)
-    except (S3Error, OSError, AlreadyRunning, ProtocolError, IntegrityError, SourceChanged,
-            NotVerified) as e:
+    except (TrunklineError, OSError) as e:
         if debug:
             traceback.print_exc()
         click.echo(f"trunkline: error: {safe(e)}", err=True)

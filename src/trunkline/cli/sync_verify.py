@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from ..telemetry.units import human_bytes
+from ..units import human_bytes
 from .mover import _progress, engine_kwargs, run_api, transfer_options
 from .text import safe
 

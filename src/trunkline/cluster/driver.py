@@ -26,21 +26,18 @@ from typing import Any
 from ..api import TransferResult, _options
 from ..engine.jobs import EndpointCache, _sources
 from ..engine.journal import default_state_dir
-from ..engine.plan import parse_size
 from ..engine.run import Failure, Snapshot
+from ..errors import ClusterUnavailable, UsageError
+from ..units import GiB, parse_size
 from ..url import Location, LocationError, parse_location
 from .ledger import Ledger
-from .shard import GiB, Shard, SplitPlan, plan_shards
+from .shard import Shard, SplitPlan, plan_shards
 from .worker import ShardWorker, WorkerSpec, node_tag
 
 log = logging.getLogger("trunkline.cluster")
 
 # what a driver forwards to the workers' environment (forward_env=True): endpoint config
 _FORWARD_PREFIXES = ("AWS_", "TRUNKLINE_")
-
-
-class ClusterUnavailable(ValueError):
-    """Ray is not installed (or the cluster cannot be reached): a usage error."""
 
 
 @dataclass
@@ -199,7 +196,7 @@ def copy_on_ray(
     if per_node_dest and not d.is_local:
         raise LocationError("--per-node-dest needs a local destination path")
     if workers_per_node < 1 or inflight < 1 or shard_attempts < 1:
-        raise ValueError("workers_per_node, inflight and shard_attempts must be >= 1")
+        raise UsageError("workers_per_node, inflight and shard_attempts must be >= 1")
     shard_bytes = parse_size(shard_size)
     opts = _options(max_connections, part_size, max_memory, retries, read_timeout,
                     connections, tune, bwlimit, bwlimit_endpoint, direct_io)

@@ -16,8 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from ..engine.plan import effective_part_size, is_multipart
-
-GiB = 1 << 30
+from ..units import GiB
 
 
 @dataclass(frozen=True, slots=True)

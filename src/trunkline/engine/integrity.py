@@ -21,6 +21,8 @@ from typing import Literal
 
 import google_crc32c
 
+from ..units import MiB
+
 __all__ = [
     "COMMON_PART_SIZES",
     "FileDigest",
@@ -39,7 +41,6 @@ __all__ = [
     "single_etag",
 ]
 
-MiB = 1024 * 1024
 # S3 limits: parts are 5 MiB..5 GiB (last part may be smaller), at most 10,000 per upload.
 MAX_PARTS = 10_000
 MAX_PART_SIZE = 5 * 1024 * MiB

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import AlreadyRunning
+
 __all__ = [
     "Journal",
     "JournalInfo",
@@ -166,10 +168,6 @@ def _connect(path: Path) -> sqlite3.Connection:
 def sqlite_files(path: Path) -> list[Path]:
     """A WAL-mode SQLite database's files: the database, its -wal and its -shm."""
     return [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
-
-
-class AlreadyRunning(Exception):
-    """Another process holds this transfer's journal: the same copy is running."""
 
 
 def lock_path(path: Path) -> Path:

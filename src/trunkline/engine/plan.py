@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..physics import parse_size  # noqa: F401  (the one size parser; re-exported)
+from ..units import MiB, parse_size  # noqa: F401  (re-exported: callers of the planner)
 
-MiB = 1024 * 1024
 MIN_PART = 5 * MiB
 MAX_PART = 5 * 1024 * MiB
 MAX_PARTS = 10_000

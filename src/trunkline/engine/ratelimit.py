@@ -14,6 +14,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from ..errors import UsageError
+
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
 
@@ -40,12 +42,12 @@ class TokenBucket:
         sleep: Sleep = time.sleep,
     ) -> None:
         if rate_bytes_per_s <= 0:
-            raise ValueError("rate must be positive")
+            raise UsageError("rate must be positive")
         self.rate = float(rate_bytes_per_s)
         if burst_bytes is None:
             burst_bytes = max(MIN_BURST, self.rate * DEFAULT_BURST_S)
         if burst_bytes <= 0:
-            raise ValueError("burst must be positive")
+            raise UsageError("burst must be positive")
         self.burst = float(burst_bytes)
         self._tokens = self.burst
         self._clock = clock

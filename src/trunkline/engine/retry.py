@@ -10,20 +10,10 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from ..storage.s3 import S3Error
-from ..wire.http1 import ProtocolError
+from ..errors import IntegrityError, NotVerified, SourceChanged, is_retryable, is_slowdown
 
-
-class IntegrityError(Exception):
-    """Bytes received do not match their checksum or length."""
-
-
-class SourceChanged(Exception):
-    """The source object changed under us (size differs from the listing): not retried."""
-
-
-class NotVerified(Exception):
-    """Nothing comparable to check the object against, and verification is required."""
+__all__ = ["IntegrityError", "NotVerified", "RetryPolicy", "SourceChanged", "is_retryable",
+           "is_slowdown"]
 
 
 @dataclass(frozen=True)
@@ -36,17 +26,3 @@ class RetryPolicy:
         """Full-jitter backoff before try ``attempt`` (1 = first retry)."""
         r = rng or random
         return r.uniform(0, min(self.cap, self.base * (2 ** attempt)))
-
-
-def is_retryable(exc: BaseException) -> bool:
-    if isinstance(exc, S3Error):
-        return exc.retryable
-    if isinstance(exc, (IntegrityError, ProtocolError)):
-        return True
-    if isinstance(exc, (ConnectionError, TimeoutError)):
-        return True
-    return False
-
-
-def is_slowdown(exc: BaseException) -> bool:
-    return isinstance(exc, S3Error) and exc.slowdown

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from ..storage.partial import PartialFile, finished_stamp
 from ..storage.s3 import S3Endpoint, S3Error
-from ..telemetry.units import human_bytes
+from ..units import human_bytes
 from ..wire.connection import Connection, ConnectionClosed, ConnectionStats
 from ..wire.http1 import ProtocolError, ResponseHead
 from . import resume

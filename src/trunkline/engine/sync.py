@@ -22,6 +22,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+from ..errors import UsageError
 from ..storage import local
 from ..storage.partial import read_stamp, xattrs_supported
 from ..storage.s3 import ObjectInfo, S3Endpoint
@@ -98,7 +99,7 @@ def _glob_regex(pattern: str) -> str:
             out.append(re.escape(c))
         i += 1
     if depth:
-        raise ValueError(f"unbalanced '{{' in filter {pattern!r}")
+        raise UsageError(f"unbalanced '{{' in filter {pattern!r}")
     head = "" if anchored else "(?:.*/)?"
     tail = "/.*" if under else ""
     return f"{head}{''.join(out)}{tail}"
@@ -111,7 +112,7 @@ class Filters:
         self.rules: list[tuple[bool, re.Pattern[str], str]] = []
         for include, pattern in rules:
             if not pattern:
-                raise ValueError("empty filter pattern")
+                raise UsageError("empty filter pattern")
             self.rules.append((include, re.compile(_glob_regex(pattern), re.S), pattern))
         self.default = not any(inc for inc, _, _ in self.rules)
 

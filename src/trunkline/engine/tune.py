@@ -24,7 +24,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-MiB = 2**20
+from ..errors import UsageError
+from ..units import MiB
 
 
 @dataclass(frozen=True)
@@ -71,9 +72,9 @@ class Tuner:
         interval: float = 0.5,
     ) -> None:
         if max_connections < 1 or min_connections < 1 or min_connections > max_connections:
-            raise ValueError("need 1 <= min_connections <= max_connections")
+            raise UsageError("need 1 <= min_connections <= max_connections")
         if not 0 < min_part_size <= max_part_size or part_size <= 0 or max_memory <= 0:
-            raise ValueError("part sizes and memory must be positive, min <= max")
+            raise UsageError("part sizes and memory must be positive, min <= max")
         self.max_connections = max_connections
         self.min_connections = min_connections
         self.max_memory = max_memory

@@ -25,43 +25,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 from defusedxml import ElementTree as SafeET
 
 from ..config import EndpointConfig
+from ..errors import StoreError
 from ..wire.connection import Connection
 from ..wire.http1 import ResponseHead, build_request
 
-RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
-RETRYABLE_CODES = {
-    "SlowDown",
-    "RequestTimeout",
-    "InternalError",
-    "ServiceUnavailable",
-    "RequestTimeTooSkewed",
-    "Throttling",
-    "ThrottlingException",
-    "BadDigest",  # the bytes were damaged in flight: sending again is the fix
-}
-
-
-class S3Error(Exception):
-    """An error answer from the store, with its S3 code and whether a retry may help."""
-
-    def __init__(self, status: int, code: str, message: str, op: str = "", key: str = ""):
-        self.status = status
-        self.code = code
-        self.message = message
-        self.op = op
-        self.key = key
-        super().__init__(f"{op} {key}: {status} {code}: {message}".strip())
-
-    @property
-    def retryable(self) -> bool:
-        return self.status in RETRYABLE_STATUS or self.code in RETRYABLE_CODES
-
-    @property
-    def slowdown(self) -> bool:
-        return self.code in ("SlowDown", "Throttling", "ThrottlingException") or self.status in (
-            429,
-            503,
-        )
+S3Error = StoreError  # the name the storage layer has always used
 
 
 class ListingError(S3Error):

@@ -13,7 +13,7 @@ from rich.live import Live
 from rich.text import Text
 
 from ..engine.run import Snapshot
-from .units import human_bytes
+from ..units import human_bytes
 
 
 class RateWindow:

@@ -1,12 +1,7 @@
-"""Human-readable units for output (no heavy imports: the CLI loads it at start)."""
+"""Kept as a re-export: the formatting of units lives in ``trunkline.units``."""
 
 from __future__ import annotations
 
+from ..units import human_bytes
 
-def human_bytes(n: float, digits: int = 1) -> str:
-    """``1.5 GiB`` style (binary units)."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
-        if abs(n) < 1024 or unit == "EiB":
-            return f"{int(n)} B" if unit == "B" else f"{n:.{digits}f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
+__all__ = ["human_bytes"]

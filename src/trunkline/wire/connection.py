@@ -18,18 +18,13 @@ import struct
 import time
 from dataclasses import dataclass, field
 
+from ..errors import ConnectionClosed, ProtocolError, ReadTimeout
 from . import tcpinfo
-from .http1 import ProtocolError, ResponseHead, parse_response_head
+from .http1 import ResponseHead, parse_response_head
+
+__all__ = ["Connection", "ConnectionClosed", "ConnectionStats", "ReadTimeout"]
 
 SOCK_BUF = 4 * 1024 * 1024
-
-
-class ConnectionClosed(ConnectionError):
-    """The peer closed or reset the connection before the response was complete."""
-
-
-class ReadTimeout(TimeoutError):
-    """No byte arrived within the read timeout."""
 
 
 @dataclass

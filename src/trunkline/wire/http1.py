@@ -10,11 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..errors import ProtocolError
+
 MAX_HEAD = 64 * 1024
-
-
-class ProtocolError(Exception):
-    """The peer sent something that is not HTTP/1.1 we can frame."""
 
 
 @dataclass(slots=True)

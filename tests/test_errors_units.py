@@ -1,0 +1,83 @@
+"""The exception tree, the CLI's exit codes, and the one units module (pure, fast)."""
+
+from __future__ import annotations
+
+import pytest
+
+from trunkline import errors, units
+from trunkline.cli.mover import run_api
+
+
+def test_every_failure_says_if_it_is_retryable():
+    assert errors.NetworkError("x").retryable
+    assert errors.ConnectionClosed("x").retryable and isinstance(errors.ConnectionClosed("x"),
+                                                                 ConnectionError)
+    assert errors.ReadTimeout("x").retryable and isinstance(errors.ReadTimeout("x"), TimeoutError)
+    assert errors.ProtocolError("x").retryable
+    assert errors.IntegrityError("x").retryable
+    assert not errors.SourceChanged("x").retryable
+    assert not errors.UsageError("x").retryable
+    assert errors.StoreError(503, "SlowDown", "").retryable
+    assert errors.StoreError(503, "SlowDown", "").slowdown
+    assert not errors.StoreError(404, "NoSuchKey", "").retryable
+    assert errors.is_retryable(ConnectionResetError())
+    assert not errors.is_retryable(KeyError("a bug"))
+
+
+def test_the_tree_has_one_root():
+    for cls in (errors.UsageError, errors.ClusterUnavailable, errors.NetworkError,
+                errors.ProtocolError, errors.IntegrityError, errors.SourceChanged,
+                errors.StoreError):
+        assert issubclass(cls, errors.TrunklineError)
+    from trunkline.storage.s3 import S3Error
+    from trunkline.url import LocationError
+
+    assert S3Error is errors.StoreError
+    assert issubclass(LocationError, errors.UsageError)
+
+
+def _raise(exc):
+    raise exc
+
+
+@pytest.mark.parametrize("exc, code", [
+    (errors.UsageError("bad option"), 2),
+    (errors.StoreError(403, "AccessDenied", "no"), 1),
+    (errors.SourceChanged("changed"), 1),
+    (errors.IntegrityError("crc"), 1),
+    (errors.ProtocolError("framing"), 1),
+    (PermissionError("read-only filesystem"), 1),
+])
+def test_cli_maps_the_tree_to_exit_codes(exc, code, capsys):
+    with pytest.raises(SystemExit) as e:
+        run_api(False, _raise, exc)
+    assert e.value.code == code
+    assert capsys.readouterr().err.startswith("trunkline: error: ")
+
+
+def test_cli_lets_a_bug_show_its_traceback():
+    with pytest.raises(KeyError):   # not turned into "usage error" (exit 2) any more
+        run_api(False, _raise, KeyError("internal"))
+    with pytest.raises(ZeroDivisionError):
+        run_api(False, _raise, ZeroDivisionError())
+
+
+def test_one_duration_grammar():
+    assert units.parse_duration("30ms") == pytest.approx(0.03)
+    assert units.parse_duration("12h") == 43200
+    assert units.parse_duration("2w") == 2 * 604800
+    assert units.parse_duration("90", bare=1.0) == 90
+    with pytest.raises(errors.UsageError):
+        units.parse_duration("90")      # ambiguous without a unit
+    with pytest.raises(ValueError):     # a UsageError is a ValueError for Python callers
+        units.parse_duration("soon")
+
+
+def test_sizes_rates_and_formatting():
+    assert units.parse_size("64M") == 64 * units.MiB
+    assert units.parse_size("1GB") == 10**9
+    assert units.parse_transfer_rate("500M") == 500 * units.MiB
+    assert units.parse_transfer_rate("4Gbit") == 4e9 / 8
+    assert units.parse_transfer_rate(None) is None
+    assert units.human_bytes(1.5 * units.GiB) == "1.5 GiB"
+    assert units.human_bps(9.41e9) == "9.41 Gbit/s"
