@@ -59,39 +59,13 @@ def say(msg: str = "") -> None:
     print(msg, flush=True)
 
 
-class PlainProgress:
-    """Progress as a plain line every ``every`` seconds (not a terminal: CI, logs, pipes)."""
-
-    def __init__(self, label: str, every: float = 2.0):
-        from .telemetry.progress import RateWindow
-
-        self.label, self.every = label, every
-        self.window = RateWindow()
-        self.last = 0.0
-
-    def __enter__(self) -> PlainProgress:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        pass
-
-    def update(self, s) -> None:
-        from .telemetry.progress import render_line
-
-        rate = self.window.add(s.t, s.done_bytes)
-        if not self.last:  # the first tick has no rate yet
-            self.last = s.t
-        elif s.t - self.last >= self.every:
-            self.last = s.t
-            say(f"    {self.label}  {render_line(s, rate)}")
-
-
 def progress(label: str):
-    if sys.stderr.isatty():
-        from .telemetry.progress import LiveProgress
+    """The rich view on a terminal; a plain line every 2 s on stdout otherwise (CI, logs)."""
+    from .telemetry.progress import LineProgress, LiveProgress
 
+    if sys.stderr.isatty():
         return LiveProgress(label=f"    {label}")
-    return PlainProgress(label)
+    return LineProgress(sys.stdout, label=f"    {label}", every=2.0)
 
 
 # --- steps ----------------------------------------------------------------------------

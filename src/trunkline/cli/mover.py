@@ -142,11 +142,10 @@ def _report(result, as_json: bool) -> None:
 
 
 def _progress(quiet: bool, as_json: bool):
-    if quiet or as_json or not sys.stderr.isatty():
-        return None
-    from ..telemetry.progress import LiveProgress
+    """Rich view on a terminal, a line a second otherwise (stderr), nothing with -q."""
+    from ..telemetry.progress import progress_for
 
-    return LiveProgress()
+    return progress_for(quiet, as_json)
 
 
 def _check_flows_to(ctx, param, value):

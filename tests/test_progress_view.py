@@ -1,0 +1,49 @@
+"""The live view, rendered from snapshots (pure): the rich view on a terminal shows the
+largest objects in flight, the sparkline and the tuner's decision; the line view has no
+control character even when object names carry them."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+
+from trunkline.engine.run import Snapshot
+from trunkline.telemetry.progress import LineProgress, render_view, sparkline
+
+
+def snap(t: float, done: int, **kw) -> Snapshot:
+    s = Snapshot(t=t, elapsed=t, done_bytes=done, wire_bytes=done, total_bytes=10 << 30,
+                 objects=3, total_objects=9, listing_done=True, active=12, retries=2,
+                 slowdowns=0, errors=0, requests=40, ttfb_total=0.1, failed=1)
+    for k, v in kw.items():
+        object.__setattr__(s, k, v)
+    return s
+
+
+def test_sparkline_scales_to_its_maximum():
+    assert sparkline([0, 1, 2, 4]) == "▁▃▅█"
+    assert sparkline([0, 0]) == "▁▁" and len(sparkline(list(range(100)), width=30)) == 30
+
+
+def test_rich_view_shows_in_flight_objects_largest_first():
+    flying = [(f"shard-{i}.tar", (i + 1) << 20, i << 19) for i in range(8)]
+    s = snap(5.0, 3 << 30, in_flight=flying, decision="grow 16 -> 24 connections")
+    out = io.StringIO()
+    Console(file=out, width=140, force_terminal=False).print(
+        render_view(s, 1.25e9, [1e9, 1.2e9, 1.25e9], "upload"))
+    text = out.getvalue()
+    assert "10.00 Gbit/s" in text and "retries 2" in text and "failed 1" in text
+    assert "tuner: grow 16 -> 24" in text
+    shown = sorted((text.index(n), n) for n in (f"shard-{i}.tar" for i in range(8)) if n in text)
+    assert [n for _, n in shown] == [f"shard-{i}.tar" for i in (7, 6, 5, 4, 3)]
+
+
+def test_line_view_one_line_a_second_without_control_characters():
+    out = io.StringIO()
+    lp = LineProgress(out, label="cp")
+    for i in range(31):                       # 3 s of ticks every 0.1 s
+        lp.update(snap(1 + i / 10, i << 26, in_flight=[("evil\x1b[2Jname", 1, 0)]))
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3
+    assert all(c.isprintable() for line in lines for c in line)
