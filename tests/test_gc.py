@@ -114,3 +114,24 @@ def test_gc_removes_partial_download(env, tmp_path):
     assert [j.partial_files for j in rep.journals] == [[str(partial)]]
     rep = gc(abort_uploads=True, older_than=0)
     assert rep.removed == 1 and not partial.exists() and list_journals(state) == []
+
+
+def test_gc_abort_spares_running_and_young_journals(tmp_path):
+    """A running copy holds its journal's lock: never touched. An idle journal updated
+    within the default minimum age is spared too, unless --older-than says otherwise."""
+    from trunkline import gc
+    from trunkline.engine.journal import Journal
+
+    state = tmp_path / "state"
+    running = Journal.open(state, "s3://b/run/", "/dst/run/", {})
+    idle = Journal.open(state, "s3://b/idle/", "/dst/idle/", {})
+    idle.close()
+    try:
+        rep = gc(state, abort_uploads=True)
+        assert rep.running == [running.id] and rep.spared == [idle.id]
+        assert rep.removed == 0 and len(list_journals(state)) == 2
+        rep = gc(state, abort_uploads=True, older_than="0")
+        assert rep.running == [running.id] and rep.removed == 1
+        assert [j.id for j in list_journals(state)] == [running.id]
+    finally:
+        running.close()

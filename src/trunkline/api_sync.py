@@ -338,12 +338,13 @@ def gc(state_dir: str | Path | None = None, *, abort_uploads: bool = False,
     report = GcReport(str(sd), [])
     for info in list_journals(sd):
         age = now - info.updated
-        if age < min_age:
-            report.spared.append(info.id)
-            continue
         lock_fd = try_lock(Path(info.path))
         if lock_fd is None:   # its copy is running right now: never touch its uploads
             report.running.append(info.id)
+            continue
+        if age < min_age:
+            os.close(lock_fd)
+            report.spared.append(info.id)
             continue
         j = Journal(info.path, _connect(info.path), info.id, lock_fd)
         try:
