@@ -25,7 +25,7 @@ from ..units import human_bytes
 from ..wire.connection import Connection, ConnectionClosed, ConnectionStats
 from ..wire.http1 import ProtocolError, ResponseHead
 from . import resume
-from .checksums import PartDigest, expectation, needs_digest, verdict
+from .checksums import Expectation, PartDigest, expectation, needs_digest, verdict
 from .direct_io import DirectWriter, aligned_buffer, open_direct
 from .integrity import crc32c, crc32c_combine_all, crc32c_to_b64, etags_equal
 from .jobs import ObjectJob
@@ -581,7 +581,15 @@ class Runner:
                 _cleanup(job, keep=self.journal is not None)
         except Exception as e:  # noqa: BLE001
             self._fail(job, e, None)
-            _cleanup(job, keep=self.journal is not None)
+            keep = self.journal is not None
+            if isinstance(e, IntegrityError) and not isinstance(e, NotVerified):
+                # the bytes kept (partial file, uploaded parts) failed the object's check:
+                # a rerun must not resume from them
+                keep = False
+                if self.journal is not None and job.obj_id is not None:
+                    self.journal.forget_parts(job.obj_id)
+                    self.journal.set_upload_id(job.obj_id, None)
+            _cleanup(job, keep=keep)
 
     def _record_verification(self, job: ObjectJob) -> None:
         """Count each finished object as verified(kind) or list it as unverified(reason)."""
@@ -781,6 +789,11 @@ def _verify_ranged(runner: Runner, job: ObjectJob, st: WorkerStats) -> None:
         return
     exp = job.expect
     if exp is None or exp.algo is None:
+        return
+    if needs_digest(exp) is not None and len(job.part_digests) != len(job.parts):
+        # parts a resume found at the destination store were not read again here
+        job.expect = Expectation(None, reason=f"{exp.kind}: parts resumed at the store were "
+                                              "not read again")
         return
     if _ranged_matches(job):
         job.verified = exp.kind
