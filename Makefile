@@ -18,10 +18,12 @@ demo: setup
 test: setup
 	bash scripts/system-deps.sh
 	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/lint-imports
 
 bench: setup
 	$(PY) bench/mover.py

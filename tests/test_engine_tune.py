@@ -271,7 +271,7 @@ def test_engine_logs_each_decision_as_it_happens(caplog):
     these lines): a path whose goodput doubles with the connections makes it grow."""
     import dataclasses
 
-    from trunkline.engine.run import Runner, TransferOptions
+    from trunkline.engine.scheduler import Runner, TransferOptions
 
     caplog.set_level("INFO", logger="trunkline.tune")
     runner = Runner(TransferOptions(max_connections=64))

@@ -21,7 +21,7 @@ import google_crc32c
 import pytest
 
 import trunkline
-from trunkline.api_sync import sync
+from trunkline import sync
 from trunkline.engine.plan import MiB
 from trunkline.storage.partial import is_partial_name, partial_name
 from trunkline.storage.s3 import ListingError

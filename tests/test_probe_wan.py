@@ -16,7 +16,7 @@ import time
 import pytest
 
 from trunkline import physics
-from trunkline.probe import recommend_part_size, saturation
+from trunkline.engine.probe import recommend_part_size, saturation
 from trunkline.testing import Proxy
 
 MiB = 2**20
@@ -46,7 +46,7 @@ def test_probe_measures_emulated_path(s3server, bucket, monkeypatch):
     for k, v in s3server.env.items():
         monkeypatch.setenv(k, v)
     monkeypatch.setenv("TRUNKLINE_CONFIG", "/nonexistent/trunkline.toml")
-    from trunkline.probe import probe
+    from trunkline.api import probe
 
     with Proxy(("127.0.0.1", s3server.port), delay_s=DELAY, window_bytes=WINDOW,
                rate_bps=CAP) as px:

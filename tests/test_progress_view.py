@@ -7,8 +7,8 @@ from __future__ import annotations
 import io
 
 from rich.console import Console
+from trunkline.telemetry.snapshot import Snapshot
 
-from trunkline.engine.run import Snapshot
 from trunkline.telemetry.progress import LineProgress, render_view, sparkline
 
 

@@ -1,12 +1,15 @@
 """``trunkline flows ...``: the flow lens commands.
 
 Collection/ingest/sql/status commands live in ``flows_ingest``; enrichment, classify,
-simulate and report commands in ``flows_report``. Both attach to this group.
+simulate and report commands in ``flows_report``. Each exposes ``register(group)``, like
+every CLI module, so the imports point one way (this module -> them, never back).
 """
 
 from __future__ import annotations
 
 import click
+
+from . import flows_ingest, flows_report
 
 
 @click.group()
@@ -14,4 +17,9 @@ def flows() -> None:
     """Collect, store, enrich and report network flows."""
 
 
-from . import flows_ingest, flows_report  # noqa: E402,F401  (they register commands)
+flows_ingest.register(flows)
+flows_report.register(flows)
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(flows)

@@ -12,8 +12,6 @@ from pathlib import Path
 
 import click
 
-from .flows import flows
-
 
 def _fail(debug: bool, code: int, e: BaseException) -> None:
     if debug:
@@ -31,7 +29,7 @@ def _hostport(spec: str) -> tuple[str, int]:
         raise click.BadParameter(str(e)) from None
 
 
-@flows.command()
+@click.command()
 @click.option("--listen", "listens", multiple=True, required=True, metavar="HOST:PORT",
               help="UDP address to receive NetFlow/IPFIX/sFlow on (repeatable; any protocol "
                    "on any port).")
@@ -95,7 +93,7 @@ def _mapping(pairs: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-@flows.command()
+@click.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--store", "store_dir", required=True, type=click.Path(file_okay=False))
 @click.option("--port", "ports", multiple=True, type=int,
@@ -135,7 +133,7 @@ def _jsonable(v):
     return v
 
 
-@flows.command()
+@click.command()
 @click.argument("query")
 @click.option("--store", "store_dir", required=True, type=click.Path(file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="One JSON array of objects.")
@@ -163,7 +161,7 @@ def sql(query, store_dir, as_json, debug):
             w.writerows(zip(*cols, strict=True))
 
 
-@flows.command()
+@click.command()
 @click.option("--store", "store_dir", required=True, type=click.Path(file_okay=False))
 @click.option("--json", "as_json", is_flag=True)
 def status(store_dir, as_json):
@@ -194,3 +192,9 @@ def status(store_dir, as_json):
         drops = ", ".join(f"{k}={v}" for k, v in sorted(c["drops"].items())) or "none"
         click.echo(f"  {ex}: {c['packets']} datagrams, {c['records']} records, "
                    f"{c['templates']} templates; drops: {drops}")
+
+
+def register(group: click.Group) -> None:
+    """Attach these commands to the ``flows`` group."""
+    for command in (collect, ingest, sql, status):
+        group.add_command(command)

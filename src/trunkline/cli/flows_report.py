@@ -9,8 +9,6 @@ import traceback
 
 import click
 
-from .flows import flows
-
 
 def _run(debug: bool, fn, *args, **kw):
     """Usage/data errors exit 2, I/O errors 1, each as one line (traceback with --debug)."""
@@ -51,7 +49,7 @@ def _enricher(enrich_data, taxonomy, metros, asn_mmdb):
     return Enricher.from_dir(enrich_data, taxonomy_file=taxonomy, metros_file=metros, asn_mmdb=asn_mmdb)
 
 
-@flows.command()
+@click.command()
 @click.argument("query")
 @enrich_options
 @click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
@@ -79,7 +77,7 @@ def classify(query, enrich_data, taxonomy, metros, asn_mmdb, debug, as_json):
             click.echo("  local:    yes ([local] table of the taxonomy)")
 
 
-@flows.command()
+@click.command()
 @click.option("--quarter", required=True, help="Quarter to simulate, e.g. 2025Q4.")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Flow store directory.")
 @click.option("--flows", "n_flows", type=click.IntRange(1, 200_000_000), default=1_500_000, show_default=True,
@@ -132,7 +130,7 @@ def elephant_options(f):
     return f
 
 
-@flows.command()
+@click.command()
 @click.option("--store", "store_dir", required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--quarter", required=True, help="e.g. 2025Q4 (the previous quarter gives the change).")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Output directory.")
@@ -161,7 +159,7 @@ def report(store_dir, quarter, out, sites, top, rate_on, rate_off, min_bytes, mi
                f"({time.perf_counter() - t0:.1f} s)", err=True)
 
 
-@flows.command()
+@click.command()
 @click.option("--store", "store_dir", required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--quarter", default=None, help="Limit to a quarter, e.g. 2025Q4 (default: all flows).")
 @click.option("--top", type=click.IntRange(1, 100000), default=20, show_default=True)
@@ -199,3 +197,9 @@ def elephants(store_dir, quarter, top, as_json, rate_on, rate_off, min_bytes, mi
         click.echo(f"{when}  {x['src_addr']}:{x['src_port']} -> {x['dst_addr']}:{x['dst_port']}  "
                    f"{x['duration_s'] // 60:>4} min  {human_bits(x['bytes'] * 8):>9}  "
                    f"avg {human_bits(x['avg_bps'])}/s  {x['category']}  {x['org'] or ''}  {x['metro']}")
+
+
+def register(group: click.Group) -> None:
+    """Attach these commands to the ``flows`` group."""
+    for command in (classify, simulate, report, elephants):
+        group.add_command(command)

@@ -21,7 +21,7 @@ objects.register(cli)
 physics.register(cli)
 probe_cli.register(cli)
 sync_verify.register(cli)
-cli.add_command(flows.flows)
+flows.register(cli)
 
 
 def main() -> None:

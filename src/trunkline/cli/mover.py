@@ -1,4 +1,5 @@
-"""cp (and later sync, verify, probe): the mover's commands. Parse, call the API, print."""
+"""``cp``, and what every mover command shares: the transfer flags, the options they build,
+the mapping of failures to exit codes. Parse, call the API, print."""
 
 from __future__ import annotations
 
@@ -59,14 +60,17 @@ def run_api(debug: bool, fn, *args, **kw):
 
 
 def transfer_options(f):
+    """The TransferOptions flags; their help text shows the defaults of ``options.py``."""
+    from ..options import DEFAULTS as D
+
     opts = [
         click.option("--max-connections", type=click.IntRange(1, 4096), default=None,
-                     help="Upper bound for the tuner (default 64)."),
+                     help=f"Upper bound for the tuner (default {D.max_connections})."),
         click.option("--connections", "-c", type=click.IntRange(1, 4096), default=None,
                      help="Pin the number of parallel connections (disables their tuning)."),
         click.option("--part-size", type=SIZE, default=None,
                      help="Pin the part size of ranged GETs and multipart PUTs "
-                          "(default: tuned from 16MiB)."),
+                          f"(default: tuned from {_size(D.initial_part_size)})."),
         click.option("--no-tune", is_flag=True,
                      help="Static settings: no closed-loop tuning."),
         click.option("--bwlimit", default=None,
@@ -74,13 +78,15 @@ def transfer_options(f):
         click.option("--bwlimit-endpoint", multiple=True, metavar="NAME=RATE",
                      help="Cap one endpoint's rate (repeatable), e.g. s3=2Gbit."),
         click.option("--max-memory", type=SIZE, default=None,
-                     help="Bound on part buffers when streaming between stores (default 512MiB)."),
-        click.option("--direct-io/--no-direct-io", default=True, show_default=True,
+                     help="Bound on part buffers when streaming between stores "
+                          f"(default {_size(D.max_memory)})."),
+        click.option("--direct-io/--no-direct-io", default=D.direct_io, show_default=True,
                      help="Write downloads of 4MiB+ around the page cache (O_DIRECT)."),
         click.option("--retries", type=click.IntRange(0, 100), default=None,
-                     help="Retries per part after the first try (default 7)."),
+                     help=f"Retries per part after the first try (default {D.retries})."),
         click.option("--timeout", "read_timeout", type=float, default=None,
-                     help="Seconds without a byte before a connection is retried (default 60)."),
+                     help="Seconds without a byte before a connection is retried "
+                          f"(default {D.read_timeout:g})."),
         click.option("--no-resume", is_flag=True,
                      help="Start fresh instead of resuming an interrupted run of this copy."),
         click.option("--state-dir", type=click.Path(file_okay=False), default=None,
@@ -98,9 +104,17 @@ def transfer_options(f):
     return f
 
 
-def engine_kwargs(max_connections, connections, part_size, no_tune, bwlimit, bwlimit_endpoint,
+def _size(n: int) -> str:
+    """'16MiB' as typed on a command line."""
+    return human_bytes(n, digits=0).replace(" ", "")
+
+
+def build_options(max_connections, connections, part_size, no_tune, bwlimit, bwlimit_endpoint,
                   max_memory, retries, read_timeout, no_resume, state_dir,
-                  direct_io=True, require_verified=False) -> dict:
+                  direct_io=True, server_side=True, require_verified=False):
+    """The one TransferOptions of a command, from its flags (unset flags: the defaults)."""
+    from ..options import TransferOptions
+
     per = {}
     for item in bwlimit_endpoint:
         name, sep, rate = item.partition("=")
@@ -108,11 +122,12 @@ def engine_kwargs(max_connections, connections, part_size, no_tune, bwlimit, bwl
             raise click.BadParameter(f"expected NAME=RATE, got {item!r}",
                                      param_hint="--bwlimit-endpoint")
         per[name] = rate
-    return dict(max_connections=max_connections, connections=connections, part_size=part_size,
-                tune=not no_tune, bwlimit=bwlimit, bwlimit_endpoint=per or None,
-                max_memory=max_memory, retries=retries, read_timeout=read_timeout,
-                resume=not no_resume, state_dir=state_dir, direct_io=direct_io,
-                require_verified=require_verified)
+    return TransferOptions.build(
+        max_connections=max_connections, connections=connections, part_size=part_size,
+        tune=not no_tune, bwlimit=bwlimit, bwlimit_endpoint=per or None, max_memory=max_memory,
+        retries=retries, read_timeout=read_timeout, resume=not no_resume, state_dir=state_dir,
+        direct_io=direct_io, server_side=server_side,
+        require_verified=require_verified)
 
 
 def _report(result, as_json: bool) -> None:
@@ -192,9 +207,10 @@ def register(cli: click.Group) -> None:
         """Copy SRC to DST: local <-> s3://bucket/key, s3 -> s3, NAME:bucket/key endpoints."""
         from ..api import copy
 
+        options = run_api(debug, build_options, server_side=not no_server_side, **topts)
         prog = _progress(quiet, as_json)
-        kw = dict(recursive=recursive, server_side=not no_server_side, flows_to=flows_to,
-                  flows_store=flows_store, **engine_kwargs(**topts))
+        kw = dict(recursive=recursive, options=options, flows_to=flows_to,
+                  flows_store=flows_store)
         if ray_address or per_node_dest:
             kw.update(cluster=ray_address or "auto", per_node_dest=per_node_dest)
         if prog is not None:

@@ -60,7 +60,7 @@ def register(cli: click.Group) -> None:
     def probe(location, duration, write, max_streams, as_json, debug):
         """Measure RTT, TTFB, one-connection throughput and the saturating concurrency of
         the path to s3://bucket/prefix; recommend connections and part size."""
-        from ..probe import probe as run_probe
+        from ..api import probe as run_probe
 
         r = run_api(debug, run_probe, location, duration=duration, write=write,
                     max_streams=max_streams)

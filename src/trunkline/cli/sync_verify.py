@@ -1,4 +1,4 @@
-"""sync, verify and gc: parse, call ``trunkline.api_sync``, print. No logic here."""
+"""sync, verify and gc: parse, call ``trunkline.api``, print. No logic here."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 import click
 
 from ..units import human_bytes
-from .mover import _progress, engine_kwargs, run_api, transfer_options
+from .mover import _progress, build_options, run_api, transfer_options
 from .text import safe
 
 
@@ -59,16 +59,16 @@ def register(cli: click.Group) -> None:
     def sync(src, dst, delete, dry_run, checksum, no_server_side, include, exclude,
              as_json, quiet, debug, **topts):
         """Make DST hold what SRC holds, copying only new and changed objects."""
-        from ..api_sync import sync as api_sync
+        from ..api import sync as api_sync
 
         def show(a):
             if dry_run:
                 click.echo(f"{a.op}\t{safe(a.rel)}\t({a.reason})")
 
+        options = run_api(debug, build_options, server_side=not no_server_side, **topts)
         prog = None if dry_run else _progress(quiet, as_json)
         kw = dict(delete=delete, dry_run=dry_run, checksum=checksum,
-                  filters=_ordered(include, exclude), server_side=not no_server_side,
-                  on_action=show, **engine_kwargs(**topts))
+                  filters=_ordered(include, exclude), options=options, on_action=show)
         if prog is not None:
             with prog:
                 r = run_api(debug, api_sync, src, dst, on_progress=prog.update, **kw)
@@ -108,7 +108,7 @@ def register(cli: click.Group) -> None:
     @click.option("--debug", is_flag=True, help="Tracebacks on errors.")
     def verify(src, dst, no_extra, size_only, checkers, include, exclude, as_json, debug):
         """Compare SRC with DST without copying; one line per mismatch, exit 1 if any."""
-        from ..api_sync import verify as api_verify
+        from ..api import verify as api_verify
 
         def show(m):
             if not as_json:
@@ -137,7 +137,7 @@ def register(cli: click.Group) -> None:
     @click.option("--debug", is_flag=True, help="Tracebacks on errors.")
     def gc(state_dir, abort_uploads, older_than, as_json, debug):
         """List resume journals and what interrupted transfers left on the stores."""
-        from ..api_sync import gc as api_gc
+        from ..api import gc as api_gc
 
         r = run_api(debug, api_gc, state_dir, abort_uploads=abort_uploads,
                     older_than=older_than)

@@ -20,14 +20,15 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..api import TransferResult, _options
 from ..engine.jobs import EndpointCache, _sources
 from ..engine.journal import default_state_dir
-from ..engine.run import Failure, Snapshot
 from ..errors import ClusterUnavailable, UsageError
+from ..options import TransferOptions
+from ..results import Failure, TransferResult
+from ..telemetry.snapshot import Snapshot
 from ..units import GiB, parse_size
 from ..url import Location, LocationError, parse_location
 from .ledger import Ledger
@@ -151,19 +152,7 @@ def copy_on_ray(
     cluster: str | None = "auto",
     per_node_dest: bool = False,
     recursive: bool = False,
-    max_connections: int | None = None,
-    connections: int | None = None,
-    part_size: int | str | None = None,
-    max_memory: int | str | None = None,
-    retries: int | None = None,
-    read_timeout: float | None = None,
-    tune: bool = True,
-    bwlimit: float | str | None = None,
-    bwlimit_endpoint: dict[str, float | str] | None = None,
-    direct_io: bool = True,
-    server_side: bool = True,
-    resume: bool = True,
-    state_dir: str | None = None,
+    options: TransferOptions | None = None,
     on_progress: Callable[[Snapshot], None] | None = None,
     flows_to: str | None = None,
     flows_store: str | None = None,
@@ -176,12 +165,14 @@ def copy_on_ray(
     forward_env: bool = True,
     dry_run: bool = False,
     tick: float = 0.5,
+    **overrides: Any,
 ) -> ClusterResult:
     """Copy ``src`` (s3) to ``dst`` (s3, or with ``per_node_dest`` a local path on each
     node, where ``{node}`` expands to the node's id tag) with every node of a Ray cluster.
 
     ``cluster``: 'auto' (the running cluster), 'local' (start one on this host),
-    'ray://HOST:PORT' (Ray Client) or 'HOST:PORT' (GCS). Engine options apply per node;
+    'ray://HOST:PORT' (Ray Client) or 'HOST:PORT' (GCS). ``options`` (and keywords named
+    like its fields, as for ``copy``) apply per node;
     ``bwlimit`` is the total, split evenly across workers. ``dry_run`` lists, shards and
     dispatches (workers build the jobs) but moves nothing: the driver's scheduling rate.
     """
@@ -198,9 +189,8 @@ def copy_on_ray(
     if workers_per_node < 1 or inflight < 1 or shard_attempts < 1:
         raise UsageError("workers_per_node, inflight and shard_attempts must be >= 1")
     shard_bytes = parse_size(shard_size)
-    opts = _options(max_connections, part_size, max_memory, retries, read_timeout,
-                    connections, tune, bwlimit, bwlimit_endpoint, direct_io)
-    ps = opts.part_size
+    opts = TransferOptions.build(options, **overrides)
+    ps = opts.initial_part_size
     many = recursive or s.has_glob
     into = many or d.is_dir_like
     eps = EndpointCache()
@@ -212,10 +202,11 @@ def copy_on_ray(
     try:
         nodes = _select_nodes(ray, node_resource)
         n_workers = len(nodes) * workers_per_node
-        if opts.bwlimit:
-            opts.bwlimit /= n_workers
-        if opts.bwlimit_endpoint:
-            opts.bwlimit_endpoint = {k: v / n_workers for k, v in opts.bwlimit_endpoint.items()}
+        # the caps are totals: each worker gets its share
+        opts = replace(opts, bwlimit=opts.bwlimit / n_workers if opts.bwlimit else None,
+                       bwlimit_endpoint={k: v / n_workers
+                                         for k, v in (opts.bwlimit_endpoint or {}).items()})
+        server_side, resume, state_dir = opts.server_side, opts.resume, opts.state_dir
         jopts = {"op": "cp-ray-shard", "recursive": recursive, "server_side": server_side}
         spec = WorkerSpec(str(s), str(d), many, into, server_side, opts, resume,
                           state_dir, jopts, _forward_env() if forward_env else None)

@@ -17,8 +17,10 @@ from typing import Any
 
 from ..engine.jobs import EndpointCache, ObjectJob, job_for
 from ..engine.journal import Journal, default_state_dir
-from ..engine.run import Runner, Snapshot, TransferOptions
+from ..engine.scheduler import Runner
+from ..options import TransferOptions
 from ..storage.s3 import ObjectInfo
+from ..telemetry.snapshot import Snapshot
 from ..url import parse_location
 from .shard import Item, Shard
 

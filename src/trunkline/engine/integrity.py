@@ -10,7 +10,6 @@ be checked against the store. Everything here is sans-I/O except ``file_digests`
 
 from __future__ import annotations
 
-import base64
 import ctypes
 import hashlib
 import os
@@ -21,6 +20,7 @@ from typing import Literal
 
 import google_crc32c
 
+from ..storage.s3_data import b64_to_crc32c, crc32c_to_b64  # the header form (re-exported)
 from ..units import MiB
 
 __all__ = [
@@ -152,19 +152,6 @@ def crc32c_combine_all(parts: list[tuple[int, int]]) -> int:
     for crc, length in parts:
         acc = crc32c_combine(acc, crc, length)
     return acc
-
-
-def crc32c_to_b64(v: int) -> str:
-    """The ``x-amz-checksum-crc32c`` header form: base64 of the big-endian 4 bytes."""
-    return base64.b64encode((v & 0xFFFFFFFF).to_bytes(4, "big")).decode("ascii")
-
-
-def b64_to_crc32c(s: str) -> int:
-    """Inverse of ``crc32c_to_b64``; accepts a COMPOSITE ``...-N`` suffix and drops it."""
-    raw = base64.b64decode(s.split("-", 1)[0], validate=True)
-    if len(raw) != 4:
-        raise ValueError(f"not a CRC32C checksum: {s!r}")
-    return int.from_bytes(raw, "big")
 
 
 def composite_checksum(part_crcs: list[int]) -> str:

@@ -12,6 +12,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from ..storage import local
 from ..storage.partial import PartialFile
@@ -20,6 +21,9 @@ from ..url import Location, LocationError, glob_base
 from .checksums import Expectation
 from .direct_io import DirectWriter
 from .plan import Part, is_multipart, plan_parts
+from .retry import RetryPolicy, retrying
+
+T = TypeVar("T")
 
 
 @dataclass(eq=False)
@@ -70,6 +74,11 @@ def _leaf(key: str) -> str:
     return key.rstrip("/").rsplit("/", 1)[-1]
 
 
+def _control_retry(fn: Callable[[], T]) -> T:
+    """How an endpoint retries its own requests: the one policy, default budget."""
+    return retrying(fn, RetryPolicy())
+
+
 class EndpointCache:
     """One S3Endpoint per endpoint name for a transfer (botocore clients are costly)."""
 
@@ -80,7 +89,8 @@ class EndpointCache:
         from ..config import resolve_endpoint
 
         if name not in self._eps:
-            self._eps[name] = S3Endpoint(resolve_endpoint(name))
+            # control requests are retried by our policy (botocore's retries are off)
+            self._eps[name] = S3Endpoint(resolve_endpoint(name), retry=_control_retry)
         return self._eps[name]
 
     def all(self) -> list[S3Endpoint]:

@@ -1,19 +1,34 @@
-"""The one retry policy: per part, exponential backoff with full jitter.
+"""The one retry policy, and the one loop that applies it: every retry in trunkline.
 
-Retried: 5xx, 429/503 SlowDown, RequestTimeout, resets, refused connections, timeouts,
-truncated bodies and checksum mismatches (the bytes were damaged in flight). Not retried:
-4xx answers that will not change (403, 404, 400) and local filesystem errors.
+Policy: per part (or per request of the control plane), exponential backoff with full
+jitter, ``attempts`` tries in all. What is worth another try is the failure's own say
+(``errors.py``: ``retryable``): 5xx, 429/503 SlowDown, RequestTimeout, resets, refused
+connections, timeouts, truncated bodies, framing errors and checksum mismatches (the bytes
+were damaged in flight). Not retried: 4xx answers that will not change (403, 404, 400),
+a source that changed, local filesystem errors.
+
+Why one helper: the scheduler's part loop, the store's control requests, the full-object
+checksum HEAD and ``verify``'s reads each had their own loop, plus botocore's own retries
+(up to 6 attempts) stacked under ours. botocore's are now off (``storage/s3.py``), and
+every loop is ``retrying`` with this policy, so the budget a user sets with
+``--retries`` is the budget spent.
 """
 
 from __future__ import annotations
 
 import random
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from ..errors import IntegrityError, NotVerified, SourceChanged, is_retryable, is_slowdown
 
-__all__ = ["IntegrityError", "NotVerified", "RetryPolicy", "SourceChanged", "is_retryable",
-           "is_slowdown"]
+__all__ = ["IntegrityError", "NotVerified", "RetryPolicy", "SourceChanged", "is_retryable", "is_slowdown",
+           "retrying"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -22,7 +37,44 @@ class RetryPolicy:
     base: float = 0.1          # seconds
     cap: float = 10.0
 
+    @classmethod
+    def for_retries(cls, retries: int) -> RetryPolicy:
+        """The policy allowing ``retries`` retries after the first try."""
+        return cls(attempts=max(1, retries + 1))
+
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Full-jitter backoff before try ``attempt`` (1 = first retry)."""
         r = rng or random
         return r.uniform(0, min(self.cap, self.base * (2 ** attempt)))
+
+
+def retrying(
+    attempt_once: Callable[[], T],
+    policy: RetryPolicy,
+    *,
+    stop: threading.Event | None = None,
+    rng: random.Random | None = None,
+    on_error: Callable[[BaseException, int, bool], None] | None = None,
+) -> T:
+    """Call ``attempt_once`` until it returns, the failure is not retryable, or the
+    policy's tries are spent (then the last failure is raised).
+
+    ``on_error(exc, tries_so_far, will_retry)`` sees every failure (for counters and to
+    drop a suspect connection). With ``stop``, the wait between tries ends early when it is
+    set, and the last failure is raised."""
+    attempt = 0
+    while True:
+        try:
+            return attempt_once()
+        except Exception as e:
+            attempt += 1
+            again = is_retryable(e) and attempt < policy.attempts
+            if on_error is not None:
+                on_error(e, attempt, again)
+            if not again:
+                raise
+            wait = policy.delay(attempt, rng)
+            if stop is None:
+                time.sleep(wait)
+            elif stop.wait(wait):
+                raise

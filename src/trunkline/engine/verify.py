@@ -13,22 +13,24 @@ sync (``engine.sync.join``), so memory stays bounded; hashing and HEADs run on a
 from __future__ import annotations
 
 import time
-from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError
 
-from ..storage.s3 import S3Endpoint, S3Error, from_client_error
+from ..errors import SourceChanged
+from ..results import Mismatch
+from ..storage import s3_data
+from ..storage.s3 import S3Endpoint, S3Error
 from ..url import Location
+from ..wire.connection import Connection
 from .integrity import (
     FileDigest,
     MiB,
     b64_to_crc32c,
     candidate_part_sizes,
-    crc32c,
     etag_kind,
     etags_equal,
     file_digests,
@@ -36,7 +38,8 @@ from .integrity import (
     single_etag,
 )
 from .jobs import EndpointCache
-from .sync import Entry, Filters, join, listing, prefix_of
+from .listing import Entry, Filters, bounded_map, join, listing, prefix_of
+from .receive import receive_crc
 
 __all__ = ["Mismatch", "Verdict", "Verifier", "bounded_map", "compare_entries"]
 
@@ -44,33 +47,6 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 MAX_CANDIDATES = 8  # multipart part sizes tried before streaming the object instead
-
-
-def bounded_map(fn: Callable[[T], R], items: Iterable[T], workers: int,
-                window: int | None = None) -> Iterator[R]:
-    """``map`` on a thread pool, results in input order, at most ``window`` in flight
-    (so a listing of millions is consumed as fast as it is checked, never held)."""
-    window = window or workers * 4
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tl-verify") as ex:
-        pending: deque = deque()
-        for it in items:
-            pending.append(ex.submit(fn, it))
-            if len(pending) >= window:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-
-
-@dataclass(frozen=True)
-class Mismatch:
-    """kind: missing (in source only), extra (in destination only), size, content, error."""
-
-    kind: str
-    key: str
-    detail: str = ""
-
-    def __str__(self) -> str:
-        return f"{self.kind}: {self.key}" + (f": {self.detail}" if self.detail else "")
 
 
 @dataclass(frozen=True)
@@ -91,49 +67,45 @@ class _Obj:
     key: str
     size: int
     etag: str | None
-    _head: dict | None = field(default=None, repr=False)
+    _head: dict[str, str] | None = field(default=None, repr=False)
 
-    def head(self) -> dict:
+    def head(self) -> dict[str, str]:
+        """The object's headers (HEAD with checksum mode, over our connections)."""
         if self._head is None:
-            try:
-                self._head = self.ep.client.head_object(Bucket=self.bucket, Key=self.key,
-                                                        ChecksumMode="ENABLED")
-            except ClientError as e:
-                raise from_client_error(e, "HEAD", self.key) from None
-            if self._head.get("ETag"):
-                self.etag = self._head["ETag"]
+            h = self.ep.stat(self.bucket, self.key)
+            if h is None:
+                raise S3Error(404, "NoSuchKey", "the object does not exist", "HEAD", self.key)
+            self._head = h.headers
+            if h.headers.get("etag"):
+                self.etag = h.headers["etag"]
         return self._head
 
     @property
     def crc(self) -> str | None:
-        return self.head().get("ChecksumCRC32C")
+        return self.head().get("x-amz-checksum-crc32c")
 
     def part1_size(self) -> int | None:
         """Part 1's length (HEAD partNumber=1), where the store supports it."""
         try:
-            r = self.ep.client.head_object(Bucket=self.bucket, Key=self.key, PartNumber=1)
-        except (ClientError, BotoCoreError):
+            h = self.ep.stat(self.bucket, self.key, part_number=1)
+        except S3Error:
             return None
-        n = int(r.get("ContentLength", 0))
+        n = (h.content_length or 0) if h is not None else 0
         return n if 0 < n < self.size else None
 
     def stream_crc(self) -> int:
-        """CRC32C of the object's bytes, read through (the conclusive, costly check)."""
+        """CRC32C of the object's bytes, read through (the conclusive, costly check): a
+        whole-object GET over our connections, checked by ``s3_data`` like any other."""
+        def read(conn: Connection) -> int:
+            ans = s3_data.get(self.ep, conn, self.bucket, self.key, self.key,
+                              length=self.size, whole=True)
+            buf = memoryview(bytearray(min(4 * MiB, max(ans.length, 1))))
+            return receive_crc(conn, ans.length, buf)
+
         try:
-            body = self.ep.client.get_object(Bucket=self.bucket, Key=self.key)["Body"]
-        except ClientError as e:
-            raise from_client_error(e, "GET", self.key) from None
-        crc, n = 0, 0
-        try:
-            for chunk in body.iter_chunks(4 * MiB):
-                crc = crc32c(chunk, crc)
-                n += len(chunk)
-        finally:
-            body.close()
-        if n != self.size:
-            raise S3Error(0, "SizeChanged", f"read {n} bytes, listed {self.size}", "GET",
-                          self.key)
-        return crc
+            return self.ep.on_connection(read, "GET", self.key)
+        except SourceChanged as e:
+            raise S3Error(0, "SizeChanged", str(e), "GET", self.key) from None
 
 
 def _part_sizes(o: _Obj, n: int) -> tuple[list[int], bool]:

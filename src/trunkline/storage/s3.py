@@ -1,7 +1,10 @@
 """An S3-compatible endpoint: control plane through botocore, data plane through ``wire``.
 
 botocore gives us the credential chain, SigV4 and the XML of list/multipart calls; the
-bytes of GET/PUT/UploadPart travel on our own connections (see ``wire.connection``).
+bytes of GET/PUT/UploadPart travel on our own connections (requests and their checks in
+``s3_data``, connections in ``wire``). botocore's own retries are off: every retry is
+spent by the one policy of ``engine/retry.py``, which the engine hands to each endpoint
+(``retry``); an endpoint built without one makes a single try.
 Payloads are sent UNSIGNED-PAYLOAD (integrity comes from the CRC32C/MD5 headers instead),
 which S3 and every compatible store accept, and which lets us sendfile() the body.
 """
@@ -11,10 +14,11 @@ from __future__ import annotations
 import os
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
+from typing import Any, TypeVar
 from urllib.parse import quote, unquote_plus, urlsplit
 
 from botocore.auth import S3SigV4Auth
@@ -28,8 +32,12 @@ from ..config import EndpointConfig
 from ..errors import StoreError
 from ..wire.connection import Connection
 from ..wire.http1 import ResponseHead, build_request
+from ..wire.pool import ConnectionPool
+from . import s3_data
+from .s3_data import crc32c_to_b64, parse_error_xml  # noqa: F401  (parse_error_xml re-exported)
 
 S3Error = StoreError  # the name the storage layer has always used
+T = TypeVar("T")
 
 
 class ListingError(S3Error):
@@ -44,20 +52,6 @@ class ListingError(S3Error):
     @property
     def retryable(self) -> bool:
         return False
-
-
-def parse_error_xml(status: int, body: bytes, op: str = "", key: str = "") -> S3Error:
-    code, message = "", ""
-    if body:
-        try:
-            root = SafeET.fromstring(body)
-            code = (root.findtext("Code") or "").strip()
-            message = (root.findtext("Message") or "").strip()
-        except Exception:  # noqa: BLE001 - not XML: keep a short excerpt
-            message = body[:200].decode("utf-8", "replace")
-    if not code:
-        code = {404: "NoSuchKey", 403: "AccessDenied", 503: "SlowDown"}.get(status, f"HTTP{status}")
-    return S3Error(status, code, message, op, key)
 
 
 def from_client_error(e: ClientError, op: str, key: str = "") -> S3Error:
@@ -94,8 +88,11 @@ class S3Endpoint:
     profiles.
     """
 
-    def __init__(self, cfg: EndpointConfig):
+    def __init__(self, cfg: EndpointConfig,
+                 retry: Callable[[Callable[[], Any]], Any] | None = None):
         self.cfg = cfg
+        # retry(fn) calls fn under the retry policy (engine/retry.py); None: one try
+        self.retry = retry or (lambda fn: fn())
         self._session = None
         self._client = None
         self._client_lock = threading.Lock()
@@ -142,8 +139,8 @@ class S3Endpoint:
         self._unsigned = Config(s3={"payload_signing_enabled": False})
         self.supports_crc32c: bool | None = None   # learnt on first upload
         self.full_object_crc: bool | None = None   # FULL_OBJECT CRC32C multipart uploads
-        self._lock = threading.Lock()
-        self._idle: list[Connection] = []   # control-plane connections (LIST/HEAD)
+        # control-plane requests (LIST, HEAD, verify's reads) share one pool of our own
+        self.pool = ConnectionPool(lambda t: self.new_connection(read_timeout=t))
 
     @property
     def session(self):
@@ -169,7 +166,7 @@ class S3Endpoint:
                         verify=self.cfg.ca_bundle or None,
                         config=Config(
                             s3={"addressing_style": self.addressing_style},
-                            retries={"max_attempts": 6, "mode": "standard"},
+                            retries={"total_max_attempts": 1},  # ours: engine/retry.py
                             max_pool_connections=32,
                             request_checksum_calculation="when_required",
                             response_checksum_validation="when_required",
@@ -181,10 +178,12 @@ class S3Endpoint:
         return f"S3Endpoint({self.cfg.name!r}, {self.scheme}://{self.host}:{self.port})"
 
     def close(self) -> None:
-        with self._lock:
-            for c in self._idle:
-                c.close()
-            self._idle.clear()
+        self.pool.close()
+
+    @property
+    def origin(self) -> tuple[str, str, int]:
+        """Where connections go: endpoints on one origin share a connection pool."""
+        return (self.scheme, self.host, self.port)
 
     @property
     def identity(self) -> tuple:
@@ -237,71 +236,65 @@ class S3Endpoint:
 
     def check_response(self, conn: Connection, head: ResponseHead, op: str, key: str,
                        ok: tuple[int, ...] = (200, 206)) -> None:
-        """Raise S3Error (having drained the small error body) unless status is in ``ok``."""
-        if head.status in ok:
-            return
-        try:
-            body = conn.read_body(head, limit=64 * 1024) if op != "HEAD" else b""
-        except Exception:  # noqa: BLE001 - the error is what matters
-            body = b""
-            conn.usable = False
-        if not head.keep_alive:
-            conn.usable = False
-        raise parse_error_xml(head.status, body, op, key)
+        """Raise S3Error unless the status is in ``ok`` (``s3_data.check_response``)."""
+        s3_data.check_response(conn, head, op, key, ok)
 
     # -- control plane (botocore) ------------------------------------------------------
 
     def _call(self, op: str, key: str, fn, **kw):
+        """A botocore call, its failures as ``StoreError``, retried under our policy."""
+        def once():
+            try:
+                return fn(**kw)
+            except ClientError as e:
+                raise from_client_error(e, op, key) from None
+            except BotoCoreError as e:
+                raise S3Error(0, type(e).__name__, str(e), op, key) from None
+
+        return self.retry(once)
+
+    def on_connection(self, request: Callable[[Connection], T], op: str, key: str) -> T:
+        """Run ``request(conn)`` on a pooled connection of ours, retried under our policy;
+        a failure other than the store's answer is reported as a ``StoreError``."""
+        def once() -> T:
+            conn = self.pool.acquire()
+            try:
+                out = request(conn)
+            except BaseException:
+                self.pool.release(conn)   # closed unless its exchange ended cleanly
+                raise
+            self.pool.release(conn)
+            return out
+
         try:
-            return fn(**kw)
-        except ClientError as e:
-            raise from_client_error(e, op, key) from None
-        except BotoCoreError as e:
+            return self.retry(once)
+        except S3Error:
+            raise
+        except Exception as e:  # noqa: BLE001 - a reset, a timeout: one clear line
             raise S3Error(0, type(e).__name__, str(e), op, key) from None
 
     def _control(self, method: str, bucket: str, key: str, query: dict[str, str] | None,
                  op: str) -> tuple[ResponseHead, bytes]:
-        """A small control-plane request on a pooled connection, retried like a part."""
-        from ..engine.retry import RetryPolicy, is_retryable
+        """A small control-plane request (LIST, HEAD) on our own connections."""
+        def request(conn: Connection) -> tuple[ResponseHead, bytes]:
+            conn.request(method, self.signed_head(method, bucket, key, query=query))
+            head = conn.read_head()
+            if head.status in (200, 206):
+                body = conn.read_body(head, limit=64 << 20)
+            elif head.status == 404 and method == "HEAD":
+                body = b""
+            else:
+                self.check_response(conn, head, op, f"{bucket}/{key}")
+            return head, body
 
-        policy = RetryPolicy()
-        attempt = 0
-        while True:
-            with self._lock:
-                conn = self._idle.pop() if self._idle else None
-            if conn is None:
-                conn = self.new_connection()
-            try:
-                if conn.sock is None:
-                    conn.connect()
-                conn.send(self.signed_head(method, bucket, key, query=query))
-                head = conn.read_head()
-                if head.status in (200, 206):
-                    body = b"" if method == "HEAD" else conn.read_body(head, limit=64 << 20)
-                elif head.status == 404 and method == "HEAD":
-                    body = b""
-                else:
-                    self.check_response(conn, head, op, f"{bucket}/{key}")
-                if head.keep_alive and conn.usable:
-                    with self._lock:
-                        self._idle.append(conn)
-                else:
-                    conn.close()
-                return head, body
-            except Exception as e:  # noqa: BLE001 - classified
-                if not (isinstance(e, S3Error) and conn.usable):
-                    conn.close()
-                else:
-                    with self._lock:
-                        self._idle.append(conn)
-                attempt += 1
-                if not is_retryable(e) or attempt >= policy.attempts:
-                    if isinstance(e, S3Error):
-                        raise
-                    raise S3Error(0, type(e).__name__, str(e), op, f"{bucket}/{key}") from None
-                import time as _time
+        return self.on_connection(request, op, f"{bucket}/{key}")
 
-                _time.sleep(policy.delay(attempt))
+    def stat(self, bucket: str, key: str, *, part_number: int | None = None
+             ) -> ResponseHead | None:
+        """HEAD with checksum headers (``s3_data.head``), None if there is no such object."""
+        return self.on_connection(
+            lambda conn: s3_data.head(self, conn, bucket, key, key, part_number=part_number),
+            "HEAD", f"{bucket}/{key}")
 
     def list(self, bucket: str, prefix: str = "", delimiter: str = "") -> Iterator[ObjectInfo]:
         """Stream ListObjectsV2 page by page (never the whole listing in memory); with a
@@ -382,8 +375,6 @@ class S3Endpoint:
                            parts: list[tuple[int, str]], part_crcs: dict[int, int] | None = None,
                            full_crc: int | None = None) -> str:
         """Complete; with ``full_crc`` the store compares it with the bytes it holds."""
-        from ..engine.integrity import crc32c_to_b64
-
         def call(with_crc: bool):
             plist = []
             for n, e in parts:
@@ -410,20 +401,25 @@ class S3Endpoint:
 
     def abort_multipart(self, bucket: str, key: str, upload_id: str) -> None:
         try:
-            self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
-        except (ClientError, BotoCoreError):
+            self._call("AbortMultipartUpload", key, self.client.abort_multipart_upload,
+                       Bucket=bucket, Key=key, UploadId=upload_id)
+        except S3Error:
             pass
 
     def list_parts(self, bucket: str, key: str, upload_id: str) -> dict[int, tuple[str, int]]:
         out: dict[int, tuple[str, int]] = {}
-        pag = self.client.get_paginator("list_parts")
-        try:
-            for page in pag.paginate(Bucket=bucket, Key=key, UploadId=upload_id):
-                for p in page.get("Parts", ()):
-                    out[int(p["PartNumber"])] = (p["ETag"], int(p["Size"]))
-        except ClientError as e:
-            raise from_client_error(e, "ListParts", key) from None
-        return out
+        marker = 0
+        while True:
+            more = {"PartNumberMarker": marker} if marker else {}
+            page = self._call("ListParts", key, self.client.list_parts, Bucket=bucket, Key=key,
+                              UploadId=upload_id, **more)
+            for p in page.get("Parts", ()):
+                out[int(p["PartNumber"])] = (p["ETag"], int(p["Size"]))
+            if not page.get("IsTruncated"):
+                return out
+            marker = int(page.get("NextPartNumberMarker") or 0)
+            if not marker:
+                return out
 
     def list_multipart_uploads(self, bucket: str, prefix: str = "") -> list[tuple[str, str]]:
         r = self._call("ListMultipartUploads", prefix, self.client.list_multipart_uploads,

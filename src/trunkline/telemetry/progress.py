@@ -20,8 +20,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from ..engine.run import Snapshot
 from ..units import human_bytes
+from .snapshot import Snapshot
 
 SPARK = "▁▂▃▄▅▆▇█"
 IN_FLIGHT_ROWS = 5

@@ -7,6 +7,10 @@ Design (why it is shaped like this):
 - Uploads from files use ``sendfile`` (page cache -> socket, no user-space copy) on plain
   TCP; TLS falls back to pread + sendall through a reused buffer.
 - Every connection samples TCP_INFO when asked and at close, for telemetry and flows.
+- The connection only moves bytes; how a body ends is ``http1``'s (``response_framing``
+  and the sans-I/O body readers). It follows each exchange, so it can say itself whether
+  it may carry another request (``reusable``); the pool (``wire/pool.py``) asks it, and
+  nobody outside ``wire/`` sets flags on it.
 """
 
 from __future__ import annotations
@@ -20,11 +24,12 @@ from dataclasses import dataclass, field
 
 from ..errors import ConnectionClosed, ProtocolError, ReadTimeout
 from . import tcpinfo
-from .http1 import ResponseHead, parse_response_head
+from .http1 import Framing, ResponseHead, body_reader, parse_response_head, response_framing
 
 __all__ = ["Connection", "ConnectionClosed", "ConnectionStats", "ReadTimeout"]
 
 SOCK_BUF = 4 * 1024 * 1024
+_NO_BODY = Framing("none")
 
 
 @dataclass
@@ -77,7 +82,14 @@ class Connection:
     _head: bytearray = field(default_factory=lambda: bytearray(65536 + 4))
     _pend_start: int = 0
     _pend_end: int = 0
-    usable: bool = True
+    # the exchange in progress: the request's method, the response's framing, the body
+    # bytes still to come; a connection is reusable only between complete exchanges
+    _method: str = "GET"
+    _in_flight: bool = False
+    _framing: Framing = _NO_BODY
+    _body_left: int = 0
+    _keep_alive: bool = True
+    _broken: bool = False
 
     def connect(self) -> None:
         raw = socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
@@ -89,21 +101,50 @@ class Connection:
             except OSError:
                 pass
         raw.settimeout(None)
-        tv = struct.pack("ll", int(self.read_timeout), int((self.read_timeout % 1) * 1e6))
-        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
-        raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
         self.stats.local = raw.getsockname()[:2]
         self.stats.remote = raw.getpeername()[:2]
         self.stats.started = time.time()
         if self.tls is not None:
             raw = self.tls.wrap_socket(raw, server_hostname=self.server_hostname or self.host)
         self.sock = raw
+        self.set_read_timeout(self.read_timeout)
+
+    def set_read_timeout(self, seconds: float) -> None:
+        """Seconds without a byte (sent or received) before ``ReadTimeout``."""
+        self.read_timeout = seconds
+        if self.sock is None:
+            return
+        tv = struct.pack("ll", int(seconds), int((seconds % 1) * 1e6))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
 
     @property
     def plain(self) -> bool:
         return self.tls is None
 
+    @property
+    def reusable(self) -> bool:
+        """Open, not failed, kept alive by the server, and its last exchange complete
+        (response read to the end of its body): it may carry the next request."""
+        return (self.sock is not None and not self._broken and self._keep_alive
+                and not self._in_flight)
+
+    @property
+    def usable(self) -> bool:
+        """Read-only alias of ``reusable``."""
+        return self.reusable
+
     # -- sending -----------------------------------------------------------------------
+
+    def request(self, method: str, head: bytes) -> None:
+        """Send a request head (its body, if any, follows with ``send``/``send_file``)."""
+        if self._in_flight:   # the last answer was not read to its end: bytes would mix
+            raise ProtocolError("connection busy with an unfinished exchange")
+        if self.sock is None:
+            self.connect()
+        self._method = method
+        self._in_flight = True
+        self.send(head)
 
     def send(self, data: bytes | bytearray | memoryview) -> None:
         if self.sock is None:
@@ -112,7 +153,11 @@ class Connection:
         try:
             self.sock.sendall(data)
         except BlockingIOError as e:
+            self._broken = True
             raise ReadTimeout("send timed out") from e
+        except OSError:
+            self._broken = True
+            raise
         self.stats.bytes_out += len(data)
 
     def send_file(self, fd: int, offset: int, count: int, buf: memoryview | None = None) -> None:
@@ -125,8 +170,13 @@ class Connection:
                 try:
                     n = os.sendfile(out, fd, offset, min(end - offset, 1 << 30))
                 except BlockingIOError as e:
+                    self._broken = True
                     raise ReadTimeout("send timed out") from e
+                except OSError:
+                    self._broken = True
+                    raise
                 if n == 0:
+                    self._broken = True
                     raise ConnectionClosed("file shorter than expected while sending")
                 offset += n
                 self.stats.bytes_out += n
@@ -136,10 +186,10 @@ class Connection:
         while offset < end:
             n = os.preadv(fd, [buf[: min(len(buf), end - offset)]], offset)
             if n == 0:
+                self._broken = True
                 raise ConnectionClosed("file shorter than expected while sending")
-            self.sock.sendall(buf[:n])
+            self.send(buf[:n])
             offset += n
-            self.stats.bytes_out += n
 
     # -- receiving ---------------------------------------------------------------------
 
@@ -151,14 +201,23 @@ class Connection:
             else:
                 n = self.sock.recv_into(mv, len(mv))
         except BlockingIOError as e:  # SO_RCVTIMEO expired
+            self._broken = True
             raise ReadTimeout(f"no data for {self.read_timeout:g}s") from e
         except ssl.SSLError as e:
+            self._broken = True
             raise ConnectionClosed(f"TLS error: {e}") from e
+        except OSError:
+            self._broken = True
+            raise
+        if n == 0 and len(mv):
+            self._broken = True   # the peer closed: nothing more can come on this socket
         self.stats.bytes_in += n
         return n
 
     def read_head(self) -> ResponseHead:
-        """Read and parse the response head; leftover body bytes are kept for ``recv_into``."""
+        """Read and parse the response head; leftover body bytes are kept for ``recv_into``.
+
+        Interim answers (100 Continue) are skipped. The body's framing is fixed here."""
         if self.sock is None:
             raise ConnectionClosed("not connected")
         if self._pend_end > self._pend_start:
@@ -168,45 +227,89 @@ class Connection:
         buf = self._head
         mv = memoryview(buf)
         filled = 0
-        try:
-            while True:
-                if filled:
+        while True:
+            if filled:
+                try:
                     parsed = parse_response_head(bytes(buf[:filled]))
-                    if parsed is not None:
-                        head, used = parsed
-                        if 100 <= head.status < 200:
-                            if head.status == 101:
-                                raise ProtocolError("unexpected 101 Switching Protocols")
-                            # an interim answer (100, 102, 103): the final one follows
-                            buf[: filled - used] = buf[used:filled]
-                            filled -= used
-                            continue
-                        self._pend_start, self._pend_end = used, filled
-                        return head
-                if filled >= len(buf):
-                    raise ProtocolError("response head too large")
-                n = self._recv_raw(mv[filled:], waitall=False)
-                if n == 0:
-                    raise ConnectionClosed(
-                        "connection closed before response" if filled == 0 else "truncated head"
-                    )
-                filled += n
+                except ProtocolError:
+                    self._broken = True
+                    raise
+                if parsed is not None:
+                    head, used = parsed
+                    if 100 <= head.status < 200:
+                        if head.status == 101:
+                            self._broken = True
+                            raise ProtocolError("unexpected 101 Switching Protocols")
+                        # an interim answer (100, 102, 103): the final one follows
+                        buf[: filled - used] = buf[used:filled]
+                        filled -= used
+                        continue
+                    self._pend_start, self._pend_end = used, filled
+                    self._start_body(head)
+                    return head
+            if filled >= len(buf):
+                self._broken = True
+                raise ProtocolError("response head too large")
+            n = self._recv_raw(mv[filled:], waitall=False)
+            if n == 0:
+                raise ConnectionClosed(
+                    "connection closed before response" if filled == 0 else "truncated head"
+                )
+            filled += n
+
+    def _start_body(self, head: ResponseHead) -> None:
+        try:
+            self._framing = response_framing(head, self._method)
         except ProtocolError:
-            self.usable = False   # desynchronised: a retry must use a fresh connection
+            self._broken = True
             raise
+        self._keep_alive = head.keep_alive
+        self._in_flight = True
+        if self._framing.kind == "length":
+            self._body_left = self._framing.length
+            self._in_flight = self._body_left > 0
+        elif self._framing.kind == "none":
+            self._body_left = 0
+            self._in_flight = False
+        else:   # chunked or until-close: raw reads cannot tell where the body ends
+            self._body_left = 0
+
+    def _body_received(self, n: int) -> None:
+        if self._framing.kind == "length":
+            self._body_left -= n
+            if self._body_left <= 0:
+                self._body_left = 0
+                self._in_flight = False
 
     def recv_into(self, mv: memoryview) -> int:
-        """Receive up to len(mv) body bytes (all of them unless the peer stops)."""
+        """Receive up to len(mv) body bytes (all of them unless the peer stops).
+
+        Never reads past the end of a Content-Length body into the next answer."""
+        if self._framing.kind == "length" and len(mv) > self._body_left:
+            mv = mv[: self._body_left]
         pend = self._pend_end - self._pend_start
         if pend:
             n = min(pend, len(mv))
             mv[:n] = self._head[self._pend_start : self._pend_start + n]
             self._pend_start += n
-            if n == len(mv):
-                return n
-            got = self._recv_raw(mv[n:], waitall=True)
-            return n + got
-        return self._recv_raw(mv, waitall=True)
+            if n < len(mv):
+                n += self._recv_raw(mv[n:], waitall=True)
+        elif len(mv):
+            n = self._recv_raw(mv, waitall=True)
+        else:
+            n = 0
+        self._body_received(n)
+        return n
+
+    def _recv_some(self, mv: memoryview) -> int:
+        """Whatever is pending, or one read: for bodies whose end only the reader sees."""
+        pend = self._pend_end - self._pend_start
+        if pend:
+            n = min(pend, len(mv))
+            mv[:n] = self._head[self._pend_start : self._pend_start + n]
+            self._pend_start += n
+            return n
+        return self._recv_raw(mv, waitall=False)
 
     def read_exact(self, n: int) -> bytes:
         out = bytearray(n)
@@ -219,55 +322,36 @@ class Connection:
             got += k
         return bytes(out)
 
-    def read_chunked(self, limit: int = 1 << 20) -> bytes:
-        """A chunked body (small bodies only, e.g. error documents)."""
-        out = bytearray()
-        line = bytearray()
-        one = memoryview(bytearray(1))
-        while True:
-            line.clear()
-            while not line.endswith(b"\r\n"):
-                if self.recv_into(one) == 0:
-                    raise ConnectionClosed("chunked body truncated")
-                line += one
-                if len(line) > 1024:
-                    raise ProtocolError("chunk size line too long")
-            size = int(line.split(b";")[0].strip() or b"0", 16)
-            if size == 0:
-                # trailers until empty line
-                while True:
-                    line.clear()
-                    while not line.endswith(b"\r\n"):
-                        if self.recv_into(one) == 0:
-                            return bytes(out)
-                        line += one
-                    if line == b"\r\n":
-                        return bytes(out)
-            if len(out) + size > limit:
-                raise ProtocolError("chunked body larger than limit")
-            out += self.read_exact(size)
-            self.read_exact(2)
-
     def read_body(self, head: ResponseHead, limit: int = 1 << 20) -> bytes:
-        """A small whole body (error XML, control responses)."""
-        if head.chunked:
-            return self.read_chunked(limit)
-        n = head.content_length
-        if n is None:
-            # read to close
-            out = bytearray()
-            chunk = memoryview(bytearray(65536))
-            while len(out) < limit:
-                k = self.recv_into(chunk)
-                if k == 0:
-                    break
-                out += chunk[:k]
-            self.usable = False
-            return bytes(out)
-        if n > limit:
-            self.usable = False
-            return self.read_exact(limit)
-        return self.read_exact(n)
+        """A small whole body (error XML, control responses), at most ``limit`` bytes.
+
+        A body longer than ``limit`` is cut there and the connection is not reused."""
+        fr = self._framing
+        if fr.kind == "none":
+            return b""
+        if fr.kind == "length":
+            if fr.length > limit:
+                self._broken = True
+                return self.read_exact(limit)
+            return self.read_exact(self._body_left)
+        reader = body_reader(fr)
+        out = bytearray()
+        chunk = memoryview(bytearray(65536))
+        while not reader.done:
+            k = self._recv_some(chunk)
+            if k == 0:
+                reader.eof()
+                break
+            out += reader.feed(bytes(chunk[:k]))
+            if len(out) > limit:
+                self._broken = True
+                if fr.kind == "chunked":
+                    raise ProtocolError("chunked body larger than limit")
+                return bytes(out[:limit])
+        if reader.leftover or not reader.reusable:
+            self._broken = True   # bytes past the body's end: this connection is out of step
+        self._in_flight = False
+        return bytes(out)
 
     def sample_tcp(self) -> tcpinfo.TcpInfo | None:
         if self.sock is None:
@@ -286,4 +370,4 @@ class Connection:
             except OSError:
                 pass
             self.sock = None
-        self.usable = False
+        self._broken = True

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..errors import ProtocolError
+from ..errors import ConnectionClosed, ProtocolError
 
 MAX_HEAD = 64 * 1024
 
@@ -98,3 +98,150 @@ def parse_response_head(buf: bytes | bytearray | memoryview) -> tuple[ResponseHe
             raise ProtocolError(f"unsupported Transfer-Encoding {te[:40]!r}")
     # 1xx heads (100 Continue, 102, 103 Early Hints) have no body: the caller skips them.
     return ResponseHead(status, parts[2] if len(parts) > 2 else "", headers), end + 4
+
+
+# --------------------------------------------------------------------------- bodies
+#
+# How a response body ends is decided once, from the head and the request's method
+# (RFC 9112 section 6.3), by ``response_framing``; the readers below then turn received
+# bytes into payload without doing any I/O themselves, so the connection only moves bytes
+# and these rules can be tested on their own.
+
+
+@dataclass(frozen=True, slots=True)
+class Framing:
+    """``none`` (no body), ``length`` (Content-Length bytes), ``chunked``, or ``close``
+    (the body runs until the server closes: the connection cannot be reused)."""
+
+    kind: str
+    length: int = 0
+
+
+def response_framing(head: ResponseHead, method: str) -> Framing:
+    """How the body of ``head`` (answering ``method``) is delimited."""
+    if method == "HEAD" or 100 <= head.status < 200 or head.status in (204, 304):
+        return Framing("none")
+    if head.chunked:
+        return Framing("chunked")
+    n = head.content_length
+    if n is not None:
+        return Framing("length", n)
+    return Framing("close")
+
+
+class LengthReader:
+    """A body of a known length."""
+
+    reusable = True
+
+    def __init__(self, length: int):
+        self.remaining = length
+        self.leftover = b""
+
+    @property
+    def done(self) -> bool:
+        return self.remaining == 0
+
+    def feed(self, data: bytes) -> bytes:
+        take = data[: self.remaining]
+        self.remaining -= len(take)
+        self.leftover += data[len(take):]
+        return take
+
+    def eof(self) -> None:
+        if self.remaining:
+            raise ConnectionClosed(f"body truncated: {self.remaining} bytes missing")
+
+
+class CloseReader:
+    """A body that ends when the server closes the connection."""
+
+    reusable = False
+    leftover = b""
+
+    def __init__(self) -> None:
+        self.done = False
+
+    def feed(self, data: bytes) -> bytes:
+        return data
+
+    def eof(self) -> None:
+        self.done = True
+
+
+class ChunkedReader:
+    """A chunked body: size lines, data, CRLF, ..., a zero-size chunk and trailers."""
+
+    reusable = True
+    MAX_LINE = 1024
+
+    def __init__(self) -> None:
+        self._line = bytearray()
+        self._left = 0              # data bytes left in the current chunk
+        self._state = "size"        # size -> data -> crlf -> size ... -> trailer -> done
+        self.leftover = b""
+
+    @property
+    def done(self) -> bool:
+        return self._state == "done"
+
+    def feed(self, data: bytes) -> bytes:
+        out = bytearray()
+        i = 0
+        while i < len(data) and self._state != "done":
+            if self._state == "data":
+                take = data[i: i + self._left]
+                out += take
+                self._left -= len(take)
+                i += len(take)
+                if self._left == 0:
+                    self._state = "crlf"
+                continue
+            j = data.find(b"\n", i)
+            end = len(data) if j < 0 else j + 1
+            self._line += data[i:end]
+            i = end
+            if len(self._line) > self.MAX_LINE:
+                raise ProtocolError("chunk size line too long")
+            if j < 0:
+                break
+            line, self._line = bytes(self._line).rstrip(b"\r\n"), bytearray()
+            self._on_line(line)
+        self.leftover += data[i:]
+        return bytes(out)
+
+    def _on_line(self, line: bytes) -> None:
+        if self._state == "crlf":
+            if line:
+                raise ProtocolError("chunk data longer than its size")
+            self._state = "size"
+        elif self._state == "size":
+            try:
+                size = int(line.split(b";")[0].strip() or b"0", 16)
+            except ValueError:
+                raise ProtocolError(f"bad chunk size line {line[:40]!r}") from None
+            if size < 0:
+                raise ProtocolError(f"bad chunk size line {line[:40]!r}")
+            self._left = size
+            self._state = "data" if size else "trailer"
+        elif self._state == "trailer" and not line:
+            self._state = "done"
+
+    def eof(self) -> None:
+        if self._state == "trailer":   # a server that closes instead of ending its trailers
+            self._state = "done"
+            return
+        if self._state != "done":
+            raise ConnectionClosed("chunked body truncated")
+
+
+BodyReader = LengthReader | CloseReader | ChunkedReader
+
+
+def body_reader(framing: Framing) -> BodyReader:
+    """The reader that turns received bytes into this body's payload."""
+    if framing.kind == "chunked":
+        return ChunkedReader()
+    if framing.kind == "close":
+        return CloseReader()
+    return LengthReader(framing.length)

@@ -14,25 +14,23 @@ numbers, not guess them. The probe measures, in a bounded time:
   stops growing by more than 5 %.
 
 Then it recommends connections and a part size and states the ceiling with ``physics``.
-The arithmetic (``saturation``, ``recommend``) is sans-I/O; sockets live in ``Prober``.
+The arithmetic (``saturation``, ``recommend``) is sans-I/O; sockets live in ``Prober``;
+``trunkline.api.probe`` runs the steps within the time budget.
 """
 
 from __future__ import annotations
 
-import math
 import os
-import statistics
 import threading
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 
-from . import physics
-from .errors import ConnectionClosed, UsageError
-from .storage.s3 import S3Endpoint, S3Error
-from .units import MiB
-from .url import Location, LocationError
-from .wire.connection import Connection
+from .. import physics
+from ..errors import ConnectionClosed, TrunklineError, UsageError
+from ..storage import s3_data
+from ..storage.s3 import S3Endpoint, S3Error
+from ..units import MiB
+from ..wire.connection import Connection
 
 GAIN = 0.10
 """A doubling of streams must raise goodput by more than this to count as growth: a sweep
@@ -163,7 +161,7 @@ class _Streams:
                     self.counts[i] += k
                 if got < n:
                     return
-        except (OSError, S3Error) as e:
+        except (OSError, TrunklineError) as e:
             self.errors.append(str(e))
         finally:
             if conn is not None:
@@ -195,11 +193,11 @@ class Prober:
 
     def request(self, conn: Connection, method: str, off: int = 0, length: int = 0) -> int:
         """Send a HEAD or a ranged GET and read its head; returns the body length."""
-        headers = {} if method == "HEAD" else {"Range": f"bytes={off}-{off + length - 1}"}
-        conn.send(self.ep.signed_head(method, self.bucket, self.key, headers=headers))
-        head = conn.read_head()
-        self.ep.check_response(conn, head, method, self.key)
-        return 0 if method == "HEAD" else (head.content_length or 0)
+        if method == "HEAD":
+            s3_data.head(self.ep, conn, self.bucket, self.key, self.key, checksums=False)
+            return 0
+        return s3_data.get(self.ep, conn, self.bucket, self.key, self.key, offset=off,
+                           length=length, whole=False).length
 
     def latency(self, samples: int = 5) -> tuple[float, float | None, list[float], list[float]]:
         """(connect s, TCP_INFO rtt s, HEAD TTFBs, 1-byte GET TTFBs)."""
@@ -273,7 +271,7 @@ class Prober:
         return out
 
 
-def _find_object(ep: S3Endpoint, bucket: str, prefix: str, scan: int = 1000) -> tuple[str, int]:
+def find_object(ep: S3Endpoint, bucket: str, prefix: str, scan: int = 1000) -> tuple[str, int]:
     """The largest object among the first ``scan`` keys under the prefix, or ('', 0)."""
     best = ("", 0)
     for i, o in enumerate(ep.list(bucket, prefix)):
@@ -284,84 +282,20 @@ def _find_object(ep: S3Endpoint, bucket: str, prefix: str, scan: int = 1000) -> 
     return best
 
 
-def _put_temp(ep: S3Endpoint, bucket: str, key: str, size: int) -> None:
+def put_temp(ep: S3Endpoint, bucket: str, key: str, size: int) -> None:
     """Upload ``size`` random bytes in one PUT on our own connection."""
-    conn = ep.new_connection(read_timeout=60)
-    try:
-        conn.connect()
-        conn.send(ep.signed_head("PUT", bucket, key, headers={"Content-Length": str(size)}))
-        block = os.urandom(MiB)
+    block = os.urandom(MiB)
+
+    def send_body(conn: Connection) -> None:
         left = size
         while left:
             k = min(left, MiB)
             conn.send(block[:k])
             left -= k
-        head = conn.read_head()
-        ep.check_response(conn, head, "PUT", key, ok=(200,))
+
+    conn = ep.new_connection(read_timeout=60)
+    try:
+        conn.connect()
+        s3_data.put(ep, conn, bucket, key, key, length=size, send_body=send_body)
     finally:
         conn.close()
-
-
-def probe(
-    location: str | Location,
-    *,
-    duration: float = 10.0,
-    write: bool = False,
-    max_streams: int = 64,
-) -> ProbeResult:
-    """Measure the path to ``s3://bucket/prefix`` within about ``duration`` seconds.
-
-    Reads the largest object under the prefix, or with ``write`` a temporary 64 MiB object
-    it uploads first (not counted in ``duration``) and deletes after. Raises ``LocationError`` for a local location and
-    ``S3Error`` when nothing can be read.
-    """
-    from .engine.jobs import EndpointCache
-    from .url import parse_location
-
-    loc = parse_location(location) if isinstance(location, str) else location
-    if loc.is_local:
-        raise LocationError(f"probe needs s3://bucket/prefix, not a local path: {location}")
-    if duration <= 0 or max_streams < 1:
-        raise UsageError("duration must be > 0 and max_streams >= 1")
-    ep = EndpointCache().get(loc.endpoint or "s3")
-    t_start = time.monotonic()
-    temp = None
-    if write:
-        base = loc.key if loc.key.endswith("/") or not loc.key else loc.key + "/"
-        temp = f"{base}.trunkline-probe-{uuid.uuid4().hex[:12]}"
-        _put_temp(ep, loc.bucket, temp, WRITE_SIZE)
-        key, size = temp, WRITE_SIZE
-    else:
-        key, size = _find_object(ep, loc.bucket, loc.key)
-        if not key:
-            raise S3Error(404, "NoObject", f"no object under {loc} to read "
-                          "(give --write to upload a temporary one)", "LIST", str(loc))
-    deadline = time.monotonic() + duration   # the upload of --write is not measured time
-    try:
-        pr = Prober(ep, loc.bucket, key, size)
-        connect_s, tcp_rtt, heads, gets = pr.latency()
-        rtt = min(heads)
-        # one stream: ranges of up to 64 MiB (per-request gaps do not enter the body rate)
-        left = deadline - time.monotonic()
-        one, one_good = pr.one_stream(max(0.3 * left, 4 * rtt), min(size, 64 * MiB))
-        r = ProbeResult(
-            url=str(loc), object_key=key, object_size=size, wrote_object=temp is not None,
-            connect_s=connect_s, tcp_rtt_s=tcp_rtt, rtt_s=rtt,
-            ttfb_head_s=statistics.median(heads), ttfb_get_s=statistics.median(gets),
-            one_stream=one, one_stream_goodput=one_good,
-        )
-        # sweep: parts long enough that the TTFB gap costs little, steps that fit the time
-        part = min(size, recommend_part_size(r.ttfb_get_s, one))
-        left = deadline - time.monotonic()
-        steps = max(2, min(7, int(math.log2(max_streams)) + 1))
-        step_s = max(0.4, left / steps)
-        warm = min(step_s / 3, max(0.1, 3 * rtt))
-        r.sweep = pr.sweep(step_s, part, max_streams, deadline + step_s / 2, warm)
-    finally:
-        if temp is not None:
-            try:
-                ep.delete(loc.bucket, temp)
-            except S3Error:
-                pass
-    r.seconds = time.monotonic() - t_start
-    return conclude(r)

@@ -1,0 +1,99 @@
+"""Run planned jobs under a resume journal and turn the outcome into a TransferResult.
+
+Shared by ``copy`` and ``sync`` (both stream a plan into the same Runner), so a resume,
+its journal's lifetime and the result's shape are written once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from ..engine.jobs import ObjectJob
+from ..engine.journal import Journal, default_state_dir, journal_id
+from ..engine.scheduler import Runner, RunOutcome
+from ..options import TransferOptions
+from ..results import TransferResult
+from ..telemetry.snapshot import Snapshot
+from ..url import Location
+
+
+def run_journaled(
+    s: Location,
+    d: Location,
+    opts: TransferOptions,
+    jopts: dict,
+    *,
+    on_progress: Callable[[Snapshot], None] | None,
+    plan: Callable[[Callable[[str], int]], Iterator[ObjectJob]],
+) -> TransferResult:
+    """Run the jobs ``plan(part_size_for)`` yields under a resume journal (cp and sync).
+
+    The journal is removed when everything succeeded, kept for a rerun otherwise (or while
+    it still lists multipart uploads to clean up)."""
+    resume = opts.resume
+    sdir = Path(opts.state_dir or default_state_dir())
+    resumed = resume and (sdir / f"{journal_id(str(s), str(d), jopts)}.sqlite").exists()
+    journal = (Journal.open if resume else Journal.fresh)(sdir, str(s), str(d), jopts)
+    runner = Runner(opts, on_tick=on_progress, journal=journal, resumed=resumed)
+
+    def part_size_for(name: str) -> int:
+        # a resumed object keeps the part size it was started with, so parts line up
+        return journal.recorded_part_size(name) or runner.part_size
+
+    try:
+        jobs = plan(part_size_for)
+        # plan up to the first job before starting threads: usage errors (a missing source,
+        # an unknown endpoint) surface here, and an unchanged tree costs only its listing
+        first = next(jobs, None)
+    except BaseException:
+        journal.close()
+        if not resumed:
+            journal.remove()
+        raise
+    if first is None:
+        leftovers = journal.pending_uploads() or journal.discarded_uploads()
+        journal.close()
+        if not leftovers:   # else keep it: gc lists and aborts those uploads
+            journal.remove()
+        return _result(s, d, None, runner)
+
+    def all_jobs():
+        yield first
+        yield from jobs
+
+    try:
+        out = runner.run(all_jobs())
+    finally:
+        journal.close()
+    if not out.failures:
+        journal.remove()
+    return _result(s, d, out, runner)
+
+
+def _result(s: Location, d: Location, out: RunOutcome | None, runner: Runner) -> TransferResult:
+    options = runner.opts.summary()
+    if out is None:
+        return TransferResult(src=str(s), dst=str(d), bytes=0, seconds=0.0, objects=0,
+                              options=options)
+    return TransferResult(
+        src=str(s),
+        dst=str(d),
+        bytes=out.done_bytes,
+        seconds=out.seconds,
+        objects=out.objects,
+        failures=out.failures,
+        retries=out.retries,
+        slowdowns=out.slowdowns,
+        requests=out.requests,
+        wire_bytes=out.wire_bytes,
+        peak_buffer_bytes=out.peak_buffer_bytes,
+        decisions=out.decisions,
+        resumed_bytes=out.resumed_bytes,
+        skipped_objects=out.skipped_objects,
+        skipped_bytes=out.skipped_bytes,
+        connections=[c.to_dict() for c in out.connections],
+        options=options,
+        verified=out.verified,
+        unverified=out.unverified,
+    )

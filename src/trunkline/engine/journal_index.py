@@ -1,0 +1,136 @@
+"""The state directory's journals as ``gc`` and a rerun see them: where they live, how
+they are named, what each holds.
+
+Why apart from ``journal.py``: that module is the write path of one running transfer
+(every part commit); this one reads many journals at once without opening them as a
+transfer would, and is what ``gc`` and the cluster ledger share.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["JournalInfo", "connect", "default_state_dir", "journal_id", "journal_stats",
+           "list_journals", "sqlite_files"]
+
+
+def journal_id(src: str, dst: str, options: dict[str, Any]) -> str:
+    """sha256 (hex) of the canonical JSON of what decides the layout of a transfer.
+
+    ``options`` holds only what changes parts or results (part size, checksum choice...);
+    flags such as concurrency must stay out, or a rerun with more workers starts over.
+    """
+    canon = json.dumps(
+        {"src": src, "dst": dst, "options": options},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        default=str,
+    )
+    return hashlib.sha256(canon.encode("utf-8")).hexdigest()
+
+
+def default_state_dir() -> Path:
+    """TRUNKLINE_STATE_DIR, else $XDG_STATE_HOME/trunkline, else ~/.local/state/trunkline."""
+    env = os.environ.get("TRUNKLINE_STATE_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_STATE_HOME")
+    if xdg:
+        return Path(xdg).expanduser() / "trunkline"
+    return Path.home() / ".local" / "state" / "trunkline"
+
+
+@dataclass(frozen=True)
+class JournalInfo:
+    id: str
+    path: Path
+    src: str
+    dst: str
+    options: dict[str, Any]
+    created: float
+    updated: float
+    objects: int
+    done: int
+    bytes_done: int  # sizes of done objects + recorded parts of unfinished ones
+    pending_uploads: int  # multipart uploads started and not completed (incl. discarded)
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    con = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=NORMAL")
+    con.execute("PRAGMA foreign_keys=ON")
+    return con
+
+
+def sqlite_files(path: Path) -> list[Path]:
+    """A WAL-mode SQLite database's files: the database, its -wal and its -shm."""
+    return [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
+
+
+def journal_stats(con: sqlite3.Connection) -> dict[str, int]:
+    objects, done, done_bytes = con.execute(
+        "SELECT count(*), coalesce(sum(done), 0), coalesce(sum(CASE WHEN done THEN size END), 0) "
+        "FROM objects"
+    ).fetchone()
+    parts, part_bytes = con.execute(
+        "SELECT count(*), coalesce(sum(p.length), 0) FROM parts p "
+        "JOIN objects o ON o.id = p.obj_id WHERE o.done = 0"
+    ).fetchone()
+    all_parts = con.execute("SELECT count(*) FROM parts").fetchone()[0]
+    pending = con.execute(
+        "SELECT (SELECT count(*) FROM objects WHERE upload_id IS NOT NULL AND done = 0)"
+        " + (SELECT count(*) FROM discarded_uploads)"
+    ).fetchone()[0]
+    return {
+        "objects": objects,
+        "done": done,
+        "parts": all_parts,
+        "bytes_done": done_bytes + part_bytes,
+        "pending_uploads": pending,
+    }
+
+
+def list_journals(state_dir: Path | str | None = None) -> list[JournalInfo]:
+    """Every journal in ``state_dir`` (default: ``default_state_dir()``), newest first.
+
+    Unreadable files are skipped, not fatal: ``gc`` must work beside a damaged journal.
+    """
+    d = Path(state_dir) if state_dir is not None else default_state_dir()
+    if not d.is_dir():
+        return []
+    out: list[JournalInfo] = []
+    for path in d.glob("*.sqlite"):
+        try:
+            con = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=5)
+            try:
+                meta = dict(con.execute("SELECT k, v FROM meta").fetchall())
+                st = journal_stats(con)
+            finally:
+                con.close()
+            out.append(
+                JournalInfo(
+                    id=meta.get("id", path.stem),
+                    path=path,
+                    src=meta.get("src", ""),
+                    dst=meta.get("dst", ""),
+                    options=json.loads(meta.get("options", "{}")),
+                    created=float(meta.get("created", "0")),
+                    updated=float(meta.get("updated", "0")),
+                    objects=st["objects"],
+                    done=st["done"],
+                    bytes_done=st["bytes_done"],
+                    pending_uploads=st["pending_uploads"],
+                )
+            )
+        except (sqlite3.Error, ValueError, OSError):
+            continue
+    out.sort(key=lambda j: j.updated, reverse=True)
+    return out

@@ -1,0 +1,400 @@
+"""The scheduler: a bounded queue of part tasks, worker threads sharing pooled connections,
+per-part retries, and atomic completion of each object.
+
+What a part *is* (download, upload, copy, stream) is ``ops/``'s: this module only decides
+when and on which worker a part runs, how often it is retried (``retry.retrying``), and when
+an object is complete; the kinds see a small typed context and never this module.
+
+Why threads: the hot loop is ``recv_into``/``pwrite``/``sendfile``, which release the GIL
+for whole MiBs at a time, so a few dozen threads keep many connections busy while Python
+does only bookkeeping. Parts of every object share one queue, so small objects are batched
+across connections and a large object is spread over all of them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from ..errors import ProtocolError, SourceChanged
+from ..options import TransferOptions
+from ..results import Failure, Unverified
+from ..storage.s3 import S3Endpoint
+from ..telemetry.snapshot import Snapshot
+from ..units import MiB, human_bytes
+from ..wire.connection import ConnectionStats
+from . import resume
+from .budget import Gate, MemoryBudget
+from .completion import Completion
+from .connections import RunConnections
+from .direct_io import aligned_buffer
+from .jobs import ObjectJob
+from .journal import Journal
+from .ops import KINDS, RESUMED, PartContext, RunContext, WorkerStats
+from .plan import Part
+from .ratelimit import RateLimiter
+from .retry import IntegrityError, RetryPolicy, is_slowdown, retrying
+from .tune import Tuner
+
+__all__ = ["Failure", "RunOutcome", "Runner", "Snapshot", "TransferOptions"]
+
+CHUNK = 1 * MiB
+log = logging.getLogger("trunkline.tune")
+INITIAL_CONNECTIONS = 16
+"""Where the tuner starts: enough to fill a 40 ms path with 4 MiB windows to 4 Gbit/s from
+the first second (a slow start from 1 would spend ~6 s getting there, longer than many
+copies last); the tuner grows from here while more connections pay, and backs off on
+SlowDown."""
+
+
+@dataclass
+class RunOutcome:
+    done_bytes: int
+    wire_bytes: int
+    seconds: float
+    objects: int
+    failures: list[Failure]
+    retries: int
+    slowdowns: int
+    requests: int
+    connections: list[ConnectionStats]
+    peak_buffer_bytes: int
+    decisions: list[dict]
+    resumed_bytes: int
+    skipped_objects: int
+    skipped_bytes: int
+    verified: dict[str, int] = field(default_factory=dict)
+    unverified: list[Unverified] = field(default_factory=list)
+
+
+class Runner:
+    def __init__(
+        self,
+        opts: TransferOptions,
+        on_tick: Callable[[Snapshot], None] | None = None,
+        tick: float = 0.25,
+        journal: Journal | None = None,
+        resumed: bool = False,
+    ):
+        self.opts = opts
+        self.retry = RetryPolicy.for_retries(opts.retries)
+        self.journal = journal
+        # resuming an earlier run's journal: a killed run may have left stray uploads
+        self.journal_created = float(journal.meta().get("created", "0")) if journal else 0.0
+        self.resumed_run = resumed
+        self.skipped_objects = 0
+        self.skipped_bytes = 0
+        self.on_tick = on_tick
+        self.tick = tick
+        self.q: queue.Queue = queue.Queue(maxsize=max(64, opts.max_connections * 4))
+        self.tuner: Tuner | None = None
+        start = opts.connections or opts.max_connections
+        if opts.tune and opts.connections is None:
+            self.tuner = Tuner(
+                max_connections=opts.max_connections,
+                max_memory=max(opts.max_memory, opts.max_connections * CHUNK),
+                part_size=opts.initial_part_size,
+                initial_connections=min(INITIAL_CONNECTIONS, opts.max_connections),
+                interval=0.5,
+            )
+            start = self.tuner.connections
+        self.gate = Gate(start)
+        self.part_size = opts.initial_part_size   # read by the planner for objects planned later
+        self.limiter = (
+            RateLimiter(opts.bwlimit, opts.bwlimit_endpoint)
+            if (opts.bwlimit or opts.bwlimit_endpoint) else None
+        )
+        self.mem = MemoryBudget(opts.max_memory)
+        self.stats = [WorkerStats() for _ in range(opts.max_connections)]
+        self._lock = threading.Lock()
+        self.total_bytes = 0
+        self.total_objects = 0
+        self.listing_done = False
+        self.fatal: BaseException | None = None
+        self._stop = threading.Event()
+        self.started = 0.0
+        self._made_dirs: set[str] = set()
+        self.conns = RunConnections(opts.read_timeout, opts.max_connections)
+        self.context = RunContext(
+            checksums=opts.checksums, direct_io=opts.direct_io, retry=self.retry,
+            stop=self._stop, memory=self.mem, journal=journal, resumed_run=resumed,
+            journal_created=self.journal_created, pool_for=self.conns.pool_for,
+            limit_for=self.limit_for, ensure_dir=self.ensure_dir,
+            require_verified=opts.require_verified)
+        self.completion = Completion(self.context)
+        self._workers: list[threading.Thread] = []
+
+    # -- the public entry ----------------------------------------------------------------
+
+    def run(self, jobs: Iterable[ObjectJob]) -> RunOutcome:
+        self.started = time.monotonic()
+        jobs = iter(jobs)
+        first = next(jobs, None)
+        if first is not None:
+            self._memory_per_connection(first.kind)
+            jobs = itertools.chain([first], jobs)
+        workers = self._workers
+        self._spawn(self.gate.limit)
+        producer = threading.Thread(target=self._produce, args=(jobs,), name="tl-list", daemon=True)
+        producer.start()
+        try:
+            while any(w.is_alive() for w in workers):
+                for w in workers:
+                    w.join(timeout=self.tick)
+                    if w.is_alive():
+                        break
+                snap = self.snapshot()
+                self.completion.flush()
+                self._tune(snap)
+                if self.on_tick:
+                    self.on_tick(snap)
+        except KeyboardInterrupt:
+            # Stop promptly: idle workers get their sentinel at once, busy ones finish the
+            # chunk in hand; all of them share one short deadline (daemon threads).
+            self._stop.set()
+            self._drain_queue()
+            self.gate.resize(len(workers) + 1)
+            for _ in workers:
+                try:
+                    self.q.put_nowait(None)
+                except queue.Full:
+                    break
+            deadline = time.monotonic() + 3.0
+            for w in workers:
+                w.join(timeout=max(0.0, deadline - time.monotonic()))
+            self.conns.close()
+            raise
+        producer.join()
+        self.conns.close()
+        self.completion.flush()
+        if self.on_tick:
+            self.on_tick(self.snapshot())
+        if self.fatal is not None:
+            raise self.fatal
+        s = self.snapshot()
+        return RunOutcome(
+            done_bytes=s.done_bytes,
+            wire_bytes=s.wire_bytes,
+            seconds=time.monotonic() - self.started,
+            objects=s.objects,
+            failures=list(self.completion.failures),
+            retries=s.retries,
+            slowdowns=s.slowdowns,
+            requests=s.requests,
+            connections=self.conns.closed_stats(),
+            peak_buffer_bytes=self.mem.peak,
+            decisions=[d.to_dict() for d in self.tuner.decisions] if self.tuner else [],
+            resumed_bytes=sum(w.resumed_bytes for w in self.stats),
+            skipped_objects=self.skipped_objects,
+            skipped_bytes=self.skipped_bytes,
+            verified=dict(self.completion.verified),
+            unverified=list(self.completion.unverified),
+        )
+
+    def _memory_per_connection(self, kind: str) -> None:
+        """Only streams between stores hold whole parts in memory; a download holds one
+        1 MiB buffer per connection and an upload none (``sendfile``), so for those the
+        memory bound must not cap connections x part size."""
+        if self.tuner is not None and kind in ("download", "upload", "copy"):
+            t = self.tuner
+            t.rebound(max(t.max_memory, self.opts.max_connections * t.max_part_size),
+                      min(INITIAL_CONNECTIONS, self.opts.max_connections))
+            self.gate.resize(t.connections)
+
+    def _spawn(self, n: int) -> None:
+        """Start workers up to ``n`` (threads are started only when the gate lets them
+        work: 64 idle threads would cost start-up time for nothing)."""
+        while len(self._workers) < min(n, self.opts.max_connections):
+            i = len(self._workers)
+            w = threading.Thread(target=self._worker, args=(i,), name=f"tl-worker-{i}",
+                                 daemon=True)
+            self._workers.append(w)
+            w.start()
+
+    def _tune(self, s: Snapshot) -> None:
+        if self.tuner is None:
+            return
+        tcp = [c.stats.tcp for c in self.conns.live() if c.stats.tcp]
+        d = self.tuner.observe(
+            s.t, s.done_bytes, requests_done=s.requests, errors=s.errors,
+            slowdowns=s.slowdowns, ttfb_total_s=s.ttfb_total,
+            rtt_us=(sum(t.rtt_us for t in tcp) / len(tcp)) if tcp else None,
+            retransmits=sum(t.total_retrans for t in tcp),
+            remaining_bytes=(s.total_bytes - s.done_bytes) if s.listing_done else None,
+        )
+        if d is not None:
+            log.info("%d connections, %s parts: %s (goodput %.2f Gbit/s at %.1f s)",
+                     d.connections, human_bytes(d.part_size), d.reason, d.goodput_bps / 1e9,
+                     s.elapsed)
+            self._spawn(d.connections)
+            self.gate.resize(d.connections)
+            if not self.opts.part_size_fixed:
+                self.part_size = d.part_size
+
+    def snapshot(self) -> Snapshot:
+        st = self.stats
+        now = time.monotonic()
+        return Snapshot(
+            t=now,
+            elapsed=now - self.started,
+            done_bytes=sum(s.done_bytes for s in st),
+            wire_bytes=sum(s.wire_bytes for s in st),
+            total_bytes=self.total_bytes,
+            objects=sum(s.objects for s in st),
+            total_objects=self.total_objects,
+            listing_done=self.listing_done,
+            active=sum(1 for s in st if s.busy),
+            retries=sum(s.retries for s in st),
+            slowdowns=sum(s.slowdowns for s in st),
+            errors=sum(s.errors for s in st),
+            requests=sum(s.requests for s in st),
+            ttfb_total=sum(s.ttfb_total for s in st),
+            failed=len(self.completion.failures),
+        )
+
+    # -- producer ------------------------------------------------------------------------
+
+    def _produce(self, jobs: Iterable[ObjectJob]) -> None:
+        try:
+            for job in jobs:
+                if self._stop.is_set():
+                    break
+                if job.kind == "reject":
+                    self.completion.reject(job)
+                    continue
+                if self.journal is not None and not resume.attach(self.journal, job):
+                    self.skipped_objects += 1
+                    self.skipped_bytes += job.size
+                    continue
+                with self._lock:
+                    self.total_bytes += job.size
+                    self.total_objects += 1
+                for part in job.parts:
+                    self._put((job, part))
+        except BaseException as e:  # noqa: BLE001 - surfaced by run()
+            self.fatal = e
+            self._stop.set()
+        finally:
+            self.listing_done = True
+            for _ in range(self.opts.max_connections):
+                self._put(None, force=True)
+
+    def _put(self, item, force: bool = False) -> None:
+        while True:
+            try:
+                self.q.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                if self._stop.is_set() and not force:
+                    return
+
+    def _drain_queue(self) -> None:
+        try:
+            while True:
+                self.q.get_nowait()
+        except queue.Empty:
+            pass
+
+    # -- workers -------------------------------------------------------------------------
+
+    def _worker(self, i: int) -> None:
+        st = self.stats[i]
+        buf: memoryview | None = None   # allocated on first work: idle workers cost no memory
+        rng = random.Random()
+        try:
+            while True:
+                # Take the gate before the queue: only as many workers as the tuner allows
+                # hold work, the others wait without a task (or a buffer).
+                self.gate.acquire()
+                item = self.q.get()
+                if item is None:
+                    self.gate.release()
+                    break
+                job, part = item
+                if self._stop.is_set():
+                    self.gate.release()
+                    self.completion.part_finished(job, st)
+                    continue
+                if buf is None:
+                    buf = aligned_buffer(CHUNK)   # page-aligned for O_DIRECT writes
+                st.busy = True
+                try:
+                    self._run_part(job, part, buf, st, rng)
+                finally:
+                    st.busy = False
+                    self.gate.release()
+                    self.completion.part_finished(job, st)
+        finally:
+            pass
+
+    def _run_part(self, job: ObjectJob, part: Part, buf, st: WorkerStats, rng) -> None:
+        if part.number in job.skip_parts:
+            st.resumed_bytes += part.length
+            return
+
+        kind = KINDS[job.kind]
+        tried: list[PartContext] = []
+
+        def attempt_once() -> object:
+            if job.failed is not None or self._stop.is_set():
+                return None
+            ctx = PartContext(self.context, self.context.leases(), st, buf)
+            tried.append(ctx)
+            try:
+                out = kind.run_part(ctx, job, part)
+            except BaseException as e:
+                # a connection that failed mid-exchange, or gave damaged bytes, is dropped
+                ctx.conns.release_all(trusted=not isinstance(
+                    e, (ConnectionError, TimeoutError, IntegrityError, ProtocolError,
+                        SourceChanged)))
+                raise
+            ctx.conns.release_all(trusted=True)
+            return out
+
+        last = {"tries": 0, "again": False}
+
+        def on_error(e: BaseException, tries: int, again: bool) -> None:
+            last.update(tries=tries, again=again)
+            st.done_bytes -= tried[-1].counted   # the failed try's progress is taken back
+            st.errors += 1
+            if is_slowdown(e):
+                st.slowdowns += 1
+            if again:
+                st.retries += 1
+
+        try:
+            out = retrying(attempt_once, self.retry, stop=self._stop, rng=rng, on_error=on_error)
+        except Exception as e:  # noqa: BLE001 - given up: this object failed
+            if not (last["again"] and self._stop.is_set()):   # (not just stopping)
+                self.completion.fail(job, e, last["tries"])
+            return
+        if out is RESUMED:
+            st.resumed_bytes += part.length
+            return
+        if job.failed is not None or self._stop.is_set():
+            return
+        # single-part objects are journaled once, when done: half the commits
+        if self.journal is not None and job.obj_id is not None and job.multipart:
+            self.journal.part_done(job.obj_id, part.number, part.offset, part.length,
+                                   job.part_crcs.get(part.number, 0),
+                                   job.part_etags.get(part.number))
+
+    def limit_for(self, ep: S3Endpoint | None) -> Callable[[int], None] | None:
+        """A callable charging n bytes to the rate caps of ``ep``, or None if uncapped."""
+        if self.limiter is None or ep is None:
+            return None
+        lim, name = self.limiter, ep.cfg.name
+        return lambda n: lim.acquire(name, n)
+
+    def ensure_dir(self, path: str) -> None:
+        d = os.path.dirname(path)
+        if d not in self._made_dirs:
+            os.makedirs(d, exist_ok=True)
+            self._made_dirs.add(d)

@@ -1,0 +1,31 @@
+"""Snapshot: what a running transfer looks like at one tick.
+
+Why here and not in the engine: the progress display, the cluster driver and the API's
+``on_progress`` callers all read it, and none of them should have to import the
+scheduler to name it (telemetry sits beside the engine, never above it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Snapshot:
+    """What the progress display and the tuner see, every tick."""
+
+    t: float
+    elapsed: float
+    done_bytes: int
+    wire_bytes: int
+    total_bytes: int
+    objects: int
+    total_objects: int
+    listing_done: bool
+    active: int
+    retries: int
+    slowdowns: int
+    errors: int
+    requests: int
+    ttfb_total: float
+    failed: int

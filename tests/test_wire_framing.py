@@ -1,0 +1,134 @@
+"""wire/: the sans-I/O body readers, and a connection that says itself if it may be reused."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+
+from trunkline.errors import ConnectionClosed, ProtocolError
+from trunkline.wire.connection import Connection
+from trunkline.wire.http1 import (
+    ChunkedReader,
+    LengthReader,
+    ResponseHead,
+    body_reader,
+    response_framing,
+)
+from trunkline.wire.pool import ConnectionPool
+
+
+def _head(status=200, **headers) -> ResponseHead:
+    return ResponseHead(status, "", {k.replace("_", "-"): v for k, v in headers.items()})
+
+
+def test_framing_is_decided_from_head_and_method():
+    assert response_framing(_head(content_length="5"), "GET").kind == "length"
+    assert response_framing(_head(content_length="5"), "HEAD").kind == "none"
+    assert response_framing(_head(204), "GET").kind == "none"
+    assert response_framing(_head(transfer_encoding="chunked"), "GET").kind == "chunked"
+    assert response_framing(_head(), "GET").kind == "close"
+
+
+@pytest.mark.parametrize("step", [1, 2, 3, 7, 1000])
+def test_chunked_reader_any_split(step):
+    wire = b"4;ext=1\r\nWiki\r\n6\r\npedia \r\nE\r\nin \r\n\r\nchunks.\r\n0\r\nX-T: 1\r\n\r\n"
+    r = ChunkedReader()
+    out = b"".join(r.feed(wire[i:i + step]) for i in range(0, len(wire), step))
+    assert out == b"Wikipedia in \r\n\r\nchunks." and r.done and r.leftover == b""
+
+
+def test_chunked_reader_refuses_nonsense_and_sees_truncation():
+    with pytest.raises(ProtocolError):
+        ChunkedReader().feed(b"zz\r\n")
+    with pytest.raises(ProtocolError):
+        ChunkedReader().feed(b"2\r\nabc\r\n")
+    r = ChunkedReader()
+    r.feed(b"5\r\nab")
+    with pytest.raises(ConnectionClosed):
+        r.eof()
+
+
+def test_length_reader_keeps_what_is_past_the_end():
+    r = body_reader(response_framing(_head(content_length="3"), "GET"))
+    assert isinstance(r, LengthReader)
+    assert r.feed(b"abcdef") == b"abc" and r.done and r.leftover == b"def"
+
+
+class _Server:
+    """A loopback HTTP/1.1 server answering each request with the next canned answer."""
+
+    def __init__(self, answers: list[bytes]):
+        self.answers = list(answers)
+        self.accepted = 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while self.answers:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            with c:
+                while self.answers:
+                    data = c.recv(65536)
+                    if not data:
+                        break
+                    answer = self.answers.pop(0)
+                    c.sendall(answer)
+                    if b"Connection: close" in answer:
+                        break
+
+    def close(self) -> None:
+        self.sock.close()
+        self.thread.join(5)
+
+
+def test_pool_reuses_only_what_the_connection_vouches_for():
+    srv = _Server([
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+    ])
+    closed = []
+    pool = ConnectionPool(lambda t: Connection("127.0.0.1", srv.port, read_timeout=t),
+                          on_closed=closed.append, read_timeout=5)
+    try:
+        c = pool.acquire()
+        c.request("GET", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        c.read_head()
+        assert not c.reusable            # its body is still on the wire
+        assert c.read_exact(5) == b"hello" and c.reusable
+        pool.release(c)
+
+        c2 = pool.acquire()
+        assert c2 is c                   # reused
+        c2.request("GET", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        h = c2.read_head()
+        assert c2.read_body(h) == b"abc" and c2.reusable
+        pool.release(c2)
+
+        c3 = pool.acquire()
+        assert c3 is c
+        c3.request("GET", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        c3.read_head()
+        c3.read_exact(4)                 # the caller stops early (e.g. a wrong length)
+        pool.release(c3)                 # -> closed, not kept
+        assert len(closed) == 1 and pool.live() == []
+
+        c4 = pool.acquire()
+        assert c4 is not c
+        c4.request("GET", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        h = c4.read_head()
+        assert c4.read_body(h) == b"ok" and not c4.reusable   # the server said close
+        pool.release(c4)
+        assert len(closed) == 2
+    finally:
+        pool.close()
+        srv.close()
