@@ -29,6 +29,7 @@ from pathlib import Path
 
 from trunkline.tools import find_tool
 
+KiB = 1024
 MiB = 1024 * 1024
 _ERRORISH = re.compile(
     r"error|fail|exception|denied|refused|incorrect|invalid|no such|not found", re.IGNORECASE

@@ -293,3 +293,42 @@ def test_engine_logs_each_decision_as_it_happens(caplog):
             runner.q.put(None)
         for w in runner._workers:
             w.join(timeout=5)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_binding_rate_cap_never_grows(seed):
+    """--bwlimit binds (the path could carry 20x more): the tuner holds where it started,
+    through noise and through every probe of a long hold (issue: 16 -> 32 -> 64 under a
+    300 Mbit/s cap)."""
+    cap = 300e6 / 8
+    path = SimPath(conn=100 * MiB, link=10_000 * MiB, noise=0.10)
+
+    class Capped(SimPath):
+        def rate(self, c, part):
+            return min(cap, super().rate(c, part))
+
+    capped = Capped(**{k: getattr(path, k) for k in ("conn", "link", "ttfb", "noise")})
+    t = Tuner(max_connections=64, max_memory=4096 * MiB, part_size=16 * MiB,
+              initial_connections=16, rate_cap=cap)
+    seen = []
+    orig = t._change
+
+    def spy(*a, **kw):
+        d = orig(*a, **kw)
+        seen.append(d.connections)
+        return d
+
+    t._change = spy
+    run(capped, t, n=400, seed=seed)   # 200 s: ten probe periods
+    assert max([16, *seen]) == 16 and t.connections <= 16
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_steps_within_the_noise_are_undone(seed):
+    """A server that gives the same goodput at any level above 8 connections, measured
+    with +/-12 % noise per interval: growth past what pays does not stick."""
+    path = SimPath(conn=10 * MiB, link=80 * MiB, noise=0.12)
+    t = Tuner(max_connections=64, max_memory=4096 * MiB, part_size=16 * MiB,
+              initial_connections=8)
+    run(path, t, n=200, seed=seed)
+    assert t.connections <= 16, t.decisions

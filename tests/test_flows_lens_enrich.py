@@ -34,8 +34,10 @@ KNOWN = {
     "23.0.0.1": (20940, "cdn"),  # Akamai
     "2.16.12.5": (16625, "cdn"),  # Akamai
     "151.101.1.1": (54113, "cdn"),  # Fastly
-    "73.110.185.30": (7922, "isp"),  # Comcast
-    "46.101.33.3": (14061, "cloud"),  # DigitalOcean
+    "73.110.185.30": (7922, "isp_regional"),  # Comcast: last mile
+    "2.26.188.1": (174, "isp_tier1"),  # Cogent: tier-1 transit
+    "64.62.178.1": (6939, "isp_tier1"),  # Hurricane Electric: large transit
+    "46.101.33.3": (14061, "hosting"),  # DigitalOcean
     "10.1.2.3": (0, "other"),  # RFC 1918: the private-space rule
     "192.0.2.100": (0, "unknown"),  # TEST-NET-1: no ASN, no rule
 }
@@ -85,21 +87,38 @@ def test_curated_defaults_cover_40_asns_with_sources():
         assert rule.category == cat, asn
 
 
+def test_transit_list_is_curated_with_sources_and_old_names_still_read(tmp_path):
+    tax = Taxonomy.load()
+    tier1 = {a for r in tax.rules if r.category == "isp_tier1" for a in r.asns}
+    # the well-known tier-1 networks (Wikipedia "Tier 1 network")
+    assert {7018, 1299, 174, 3320, 3257, 3356, 2914, 5511, 3491, 6762, 6453, 12956, 701, 6461} <= tier1
+    assert all(r.source for r in tax.rules if r.category == "isp_tier1")
+    assert 7922 not in tier1  # Comcast's access network is last mile
+    f = tmp_path / "old.toml"  # a file written before the ISP split: isp/cloud still read
+    f.write_text('[[rules]]\nname = "transit we call access"\ncategory = "isp"\nasns = [174]\n'
+                 '[local]\nprefixes = ["192.0.2.0/24"]\ncategory = "cloud"\n')
+    tax = Taxonomy.load(f)
+    kind, v4, v6 = parse(["2.26.188.1"])
+    cat, _ = tax.classify(kind, v4, v6, np.array([174], np.uint32), ["Cogent"])
+    assert cat.tolist() == ["isp_regional"]  # the user's rule overrides the curated list
+    assert tax.local.category == "hosting"
+
+
 def test_user_rules_override_defaults(tmp_path):
     f = tmp_path / "mine.toml"
     f.write_text('[[rules]]\nname = "our CDN partner"\ncategory = "cdn"\nasns = [33425]\n'
-                 '[[rules]]\nname = "lab"\ncategory = "cloud"\nprefixes = ["203.0.113.0/25"]\n'
+                 '[[rules]]\nname = "lab"\ncategory = "hosting"\nprefixes = ["203.0.113.0/25"]\n'
                  '[[rules]]\nname = "any Amazon"\ncategory = "neocloud"\norg = "amazon"\n'
-                 '[local]\nprefixes = ["192.0.2.0/24"]\ncategory = "cloud"\n')
+                 '[local]\nprefixes = ["192.0.2.0/24"]\ncategory = "hosting"\n')
     tax = Taxonomy.load(f)
     kind, v4, v6 = parse(["1.2.3.4", "203.0.113.9", "203.0.113.200", "5.6.7.8", "192.0.2.1"])
     asn = np.array([33425, 0, 0, 16509, 0], np.uint32)
     org = ["CoreWeave, Inc", "", "", "Amazon.com, Inc.", ""]
     cat, idx = tax.classify(kind, v4, v6, asn, org)
-    assert cat.tolist() == ["cdn", "cloud", "unknown", "neocloud", "unknown"]
+    assert cat.tolist() == ["cdn", "hosting", "unknown", "neocloud", "unknown"]
     assert tax.rules[idx[0]].origin == str(f)
     assert tax.is_local(kind, v4, v6, asn).tolist() == [False, False, False, False, True]
-    f.write_text('replace_defaults = true\n[[rules]]\nname = "x"\ncategory = "isp"\nasns = [1]\n')
+    f.write_text('replace_defaults = true\n[[rules]]\nname = "x"\ncategory = "isp_regional"\nasns = [1]\n')
     tax = Taxonomy.load(f)
     assert len(tax.rules) == 1
     cat, _ = tax.classify(kind, v4, v6, asn, org)
@@ -108,9 +127,9 @@ def test_user_rules_override_defaults(tmp_path):
 
 @pytest.mark.parametrize("text, msg", [
     ('[[rules]]\nname = "a"\ncategory = "telco"\nasns = [1]\n', "category must be one of"),
-    ('[[rules]]\nname = "a"\ncategory = "isp"\n', "needs asns, org or prefixes"),
-    ('[[rules]]\nname = "a"\ncategory = "isp"\norg = "("\n', "rule 1"),
-    ('[[rules]]\nname = "a"\ncategory = "isp"\nprefixes = ["300.0.0.0/8"]\n', "rule 1"),
+    ('[[rules]]\nname = "a"\ncategory = "isp_regional"\n', "needs asns, org or prefixes"),
+    ('[[rules]]\nname = "a"\ncategory = "isp_regional"\norg = "("\n', "rule 1"),
+    ('[[rules]]\nname = "a"\ncategory = "isp_regional"\nprefixes = ["300.0.0.0/8"]\n', "rule 1"),
     ("[[rules]\n", "taxonomy"),
 ])
 def test_bad_rules_files_fail_with_one_line(tmp_path, text, msg):
@@ -172,7 +191,7 @@ def test_capture_addresses_enrich(enricher, shared_data):
     assert t["104.86.182.82"]["metro"] == "Seattle/Portland"
     assert t["104.26.8.24"]["metro"] == NO_METRO
     cats = {r["category"] for r in t.values()}
-    assert {"cdn", "hyperscaler", "isp", "other"} <= cats
+    assert {"cdn", "hyperscaler", "isp_regional", "other"} <= cats
 
 
 def test_prefix_reuse_matches_direct_mmdb_lookups(enricher, shared_data):

@@ -26,9 +26,9 @@ PEERS = {
     "207.53.234.51": ("neocloud", "Chicago"),  # CoreWeave
     "207.53.233.254": ("neocloud", "New York"),  # CoreWeave
     "54.225.48.141": ("hyperscaler", "Northern Virginia"),  # AWS
-    "73.110.185.30": ("isp", "Chicago"),  # Comcast
-    "73.110.185.31": ("isp", "Chicago"),
-    "73.155.117.215": ("isp", "Dallas-Houston"),
+    "73.110.185.30": ("isp_regional", "Chicago"),  # Comcast
+    "73.110.185.31": ("isp_regional", "Chicago"),
+    "73.155.117.215": ("isp_regional", "Dallas-Houston"),
     "204.195.209.220": ("cdn", "no metro"),  # Cloudflare
 }
 # (peer, bytes as exported, sampling rate, flows) for 2025Q4: 40/25/20/15 % of 1000 GB
@@ -79,10 +79,10 @@ def report(enricher, tmp_path_factory):
 def test_shares_and_change_in_points(report):
     s = report["shares"]
     assert {c: s[c]["share_pct"] for c in s} == {
-        "neocloud": 40.0, "hyperscaler": 25.0, "cdn": 15.0, "isp": 20.0,
-        "cloud": 0.0, "other": 0.0, "unknown": 0.0}
-    assert {c: s[c]["change_pts"] for c in ("neocloud", "hyperscaler", "isp", "cdn")} == {
-        "neocloud": 10.0, "hyperscaler": -5.0, "isp": -5.0, "cdn": 0.0}
+        "neocloud": 40.0, "hyperscaler": 25.0, "cdn": 15.0, "isp_regional": 20.0,
+        "isp_tier1": 0.0, "hosting": 0.0, "other": 0.0, "unknown": 0.0}
+    assert {c: s[c]["change_pts"] for c in ("neocloud", "hyperscaler", "isp_regional", "cdn")} == {
+        "neocloud": 10.0, "hyperscaler": -5.0, "isp_regional": -5.0, "cdn": 0.0}
     assert report["totals"]["bits"] == 1000 * GB * 8
     assert report["previous_quarter_present"] is True
     assert report["simulated"] is False
@@ -105,14 +105,14 @@ def test_bits_per_unique_ip_and_unique_counts(report):
     assert cell[("Chicago", "neocloud")] == (300 * GB * 8, 1, 1)
     assert cell[("New York", "neocloud")] == (100 * GB * 8, 1, 1)
     assert cell[("Northern Virginia", "hyperscaler")] == (250 * GB * 8, 1, 1)
-    assert cell[("Chicago", "isp")] == (50 * GB * 8, 2, 2)  # 100 GB over 2 IPs
-    assert cell[("Dallas-Houston", "isp")] == (100 * GB * 8, 1, 1)
+    assert cell[("Chicago", "isp_regional")] == (50 * GB * 8, 2, 2)  # 100 GB over 2 IPs
+    assert cell[("Dallas-Houston", "isp_regional")] == (100 * GB * 8, 1, 1)
     assert cell[("no metro", "cdn")] == (150 * GB * 8, 1, 1)
     assert h["metros"][-1] == "no metro"
     u = report["unique_endpoints"]
     assert u["all"] == 7 and u["all_approx"] == 7
-    assert u["by_category"] == {"neocloud": 2, "hyperscaler": 1, "cdn": 1, "isp": 3,
-                                "cloud": 0, "other": 0, "unknown": 0}
+    assert u["by_category"] == {"neocloud": 2, "hyperscaler": 1, "cdn": 1, "isp_regional": 3,
+                                "isp_tier1": 0, "hosting": 0, "other": 0, "unknown": 0}
     assert u["by_category_approx"] == u["by_category"]
     metros = {m["metro"]: m for m in report["metros"]}
     assert metros["Chicago"]["bits"] == 400 * GB * 8 and metros["Chicago"]["unique_ips"] == 3
@@ -145,8 +145,8 @@ def test_hll_is_accurate_and_mergeable():
     n = 60000
     peers = [f"10.{a}.{b}.{c}" for a, b, c in rng.integers(0, 256, (n, 3))]
     months = rng.choice(["2025-10", "2025-11", "2025-12"], n)
-    con.register("t", pa.table({"peer": peers, "month": months, "metro": ["x"] * n,
-                                "category": ["isp"] * n}))
+    con.register("t", pa.table({"seen_peer": peers, "month": months, "metro": ["x"] * n,
+                                "category": ["isp_regional"] * n}))
     con.execute("CREATE TEMP TABLE ef AS SELECT * FROM t")
     exact = len(set(peers))
     monthly = hll_registers(con, "true")

@@ -39,6 +39,22 @@ def test_bwlimit_binds_within_5_percent(big_object, tmp_path, cap_bps):
     assert abs(rate - cap_bps) / cap_bps <= 0.05
 
 
+def test_upload_under_a_binding_cap_does_not_grow(aws_env, tmp_path):
+    """An upload capped well below what the store takes: the tuner ends with no more
+    connections than it started with (each idle one costs the store a socket)."""
+    from trunkline.engine.scheduler import INITIAL_CONNECTIONS
+
+    aws_env.create_bucket("capped")
+    src = tmp_path / "up.bin"
+    src.write_bytes(os.urandom(320 * MiB))   # the tuner measures until the last 2 x 16 parts
+    r = trunkline.copy(str(src), "s3://capped/up.bin", bwlimit="0.4Gbit", part_size="5M",
+                       resume=False)
+    assert r.ok, r.failures
+    print(f"decisions under the cap: {r.decisions}")
+    assert r.decisions, "the tuner never measured: the test would prove nothing"
+    assert all(d["connections"] <= INITIAL_CONNECTIONS for d in r.decisions), r.decisions
+
+
 def test_tuned_engine_fills_an_emulated_wan(big_object, aws_env, tmp_path, monkeypatch, caplog):
     caplog.set_level("INFO", logger="trunkline.tune")
     cap = 640e6

@@ -7,9 +7,9 @@ from __future__ import annotations
 import io
 
 from rich.console import Console
-from trunkline.telemetry.snapshot import Snapshot
 
 from trunkline.telemetry.progress import LineProgress, render_view, sparkline
+from trunkline.telemetry.snapshot import Snapshot
 
 
 def snap(t: float, done: int, **kw) -> Snapshot:

@@ -1,5 +1,6 @@
-"""The HTML report in real headless Chromium: no console error, no network request, and
-every chart painted (non-blank pixels inside each chart's box on a full-page screenshot).
+"""The HTML report in real headless Chromium: no console error, no network request, every
+interactive chart drawn (non-blank pixels inside each chart's box on a full-page
+screenshot), and a real mouse hover over a bar shows its value.
 
 Method: Chromium's DevTools protocol over ``--remote-debugging-pipe`` (JSON messages,
 NUL-separated, on fds 3 and 4), so no port is opened and no websocket library is needed.
@@ -27,7 +28,8 @@ from PIL import Image
 from conftest import require_tool
 from trunkline.flows.enrich import Enricher
 from trunkline.flows.report import write_report
-from trunkline.flows.simulate import PREVIOUS_SHIFT, simulate
+from trunkline.flows.report.charts import human_bits
+from trunkline.flows.simulate import PREVIOUS_SHIFT, SIM_REGIONS, simulate
 from trunkline.flows.stats import Quarter
 from trunkline.flows.store import FlowStore
 
@@ -116,8 +118,9 @@ class Chromium:
         os.close(self._res_r)
 
 
-def load_page(exe: str, profile: Path, url: str) -> dict:
-    """Open ``url``; return requests, console errors, chart boxes and a screenshot."""
+def load_page(exe: str, profile: Path, url: str, hover_selector: str | None = None) -> dict:
+    """Open ``url``; return requests, console errors, chart boxes, the hover label shown
+    over ``hover_selector`` and a screenshot."""
     c = Chromium(exe, profile)
     try:
         target = c.send("Target.createTarget", {"url": "about:blank"})["targetId"]
@@ -130,11 +133,28 @@ def load_page(exe: str, profile: Path, url: str) -> dict:
         c.wait_event("Page.loadEventFired")
         time.sleep(0.5)  # let late requests and console messages arrive
         boxes = c.send("Runtime.evaluate", {"returnByValue": True, "expression": """
-            JSON.stringify([...document.querySelectorAll('img.chart')].map(i => {
-              const r = i.getBoundingClientRect();
-              return {id: i.id, x: r.left + scrollX, y: r.top + scrollY, w: r.width, h: r.height,
-                      loaded: i.complete && i.naturalWidth > 0};
+            JSON.stringify([...document.querySelectorAll('div.plot')].map(d => {
+              const r = d.getBoundingClientRect();
+              return {id: d.id, x: r.left + scrollX, y: r.top + scrollY, w: r.width, h: r.height,
+                      drawn: !!d.querySelector('svg.main-svg')};
             }))"""}, session=s)["result"]["value"]
+        hover = None
+        if hover_selector:  # a real mouse move over the element, then read Plotly's hover label
+            pt = json.loads(c.send("Runtime.evaluate", {"returnByValue": True, "expression": f"""
+                (() => {{ const e = document.querySelector({json.dumps(hover_selector)});
+                  if (!e) return 'null';
+                  e.scrollIntoView({{block: 'center'}});
+                  const r = e.getBoundingClientRect();
+                  return JSON.stringify({{x: r.left + r.width / 2, y: r.top + r.height / 2}}); }})()"""},
+                session=s)["result"]["value"])
+            if pt:
+                time.sleep(0.2)
+                c.send("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": pt["x"], "y": pt["y"]}, session=s)
+                time.sleep(0.5)
+                hover = c.send("Runtime.evaluate", {"returnByValue": True, "expression":
+                               "[...document.querySelectorAll('.hoverlayer')].map(h => h.textContent).join('|')"},
+                               session=s)["result"]["value"]
+            c.send("Runtime.evaluate", {"expression": "window.scrollTo(0, 0)"}, session=s)
         size = c.send("Page.getLayoutMetrics", session=s)["cssContentSize"]
         shot = c.send("Page.captureScreenshot", {
             "format": "png", "captureBeyondViewport": True,
@@ -149,7 +169,7 @@ def load_page(exe: str, profile: Path, url: str) -> dict:
               (e.get("method") == "Runtime.consoleAPICalled" and e["params"]["type"] in ("error", "assert"))
               or e.get("method") == "Runtime.exceptionThrown"
               or (e.get("method") == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")]
-    return {"requests": requests, "errors": errors, "boxes": json.loads(boxes),
+    return {"requests": requests, "errors": errors, "boxes": json.loads(boxes), "hover": hover,
             "png": base64.b64decode(shot)}
 
 
@@ -165,31 +185,45 @@ def report_dir(shared_data, tmp_path_factory) -> Path:
     q = Quarter.parse("2025Q4")
     simulate(q.prev(), store, e, flows=20_000, seed=1, shift=PREVIOUS_SHIFT)
     simulate(q, store, e, flows=40_000, seed=1)
-    write_report(store, q, e, root / "report")
+    write_report(store, q, e, root / "report", regions=SIM_REGIONS, home_country="US")
     return root / "report"
+
+
+PLOTS = ("shares", "directions", "sankey", "monthly", "magnitude_time", "regions", "regions_ingress",
+         "regions_egress", "countries", "countries_excl_home", "us_states", "metro_magnitude",
+         "metro_uniqueness")
 
 
 def test_report_renders_offline_without_errors(report_dir, tmp_path):
     exe = require_tool("chromium")
-    page = load_page(exe, tmp_path / "profile", (report_dir / "report.html").as_uri())
+    page = load_page(exe, tmp_path / "profile", (report_dir / "report.html").as_uri(),
+                     hover_selector="#fig-monthly .point path")
+    if os.environ.get("TRUNKLINE_REPORT_SCREENSHOT"):
+        Path(os.environ["TRUNKLINE_REPORT_SCREENSHOT"]).write_bytes(page["png"])
     assert page["errors"] == []
     assert remote(page["requests"]) == []
     assert page["requests"], "the detector saw no request at all (not even the page)"
     boxes = {b["id"]: b for b in page["boxes"]}
-    assert set(boxes) == {f"chart-{n}" for n in ("shares", "monthly", "map", "magnitude", "uniqueness")}
+    assert set(boxes) == {f"fig-{n}" for n in PLOTS}
     img = Image.open(io.BytesIO(page["png"])).convert("RGB")
     for name, b in boxes.items():
-        assert b["loaded"] and b["w"] > 200 and b["h"] > 150, name
+        assert b["drawn"] and b["w"] > 200 and b["h"] > 150, name
         crop = img.crop((int(b["x"]), int(b["y"]), int(b["x"] + b["w"]), int(b["y"] + b["h"])))
         px = np.asarray(crop).reshape(-1, 3)
         non_white = float((px.min(axis=1) < 235).mean())
         colours = len(np.unique(np.asarray(crop.resize((120, 80))).reshape(-1, 3), axis=0))
-        assert non_white > 0.03 and colours > 20, (name, non_white, colours)
-    # the PNG files match the charts embedded in the page
+        assert non_white > 0.02 and colours > 8, (name, non_white, colours)
+    # hovering the first bar of the monthly chart shows its type, month and value
+    rep = json.loads((report_dir / "report.json").read_text())
+    first, cat = rep["monthly"][0], rep["categories"][0]
+    v = first["categories"][cat["id"]]
+    want = f"{cat['label']} {first['month']}: {human_bits(v['bits'])} ({v['share_pct']:.2f}%)"
+    assert page["hover"] and want in page["hover"], (want, page["hover"])
+    # the PNG exports are written and linked, not embedded
     html = (report_dir / "report.html").read_text()
     for n in ("shares", "monthly", "map", "magnitude", "uniqueness"):
-        png = (report_dir / "charts" / f"{n}.png").read_bytes()
-        assert base64.b64encode(png).decode() in html
+        assert (report_dir / "charts" / f"{n}.png").stat().st_size > 10_000
+        assert f'href="charts/{n}.png"' in html
     assert "SIMULATED" in html
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import signal
 import sys
 import threading
@@ -43,19 +44,36 @@ def _hostport(spec: str) -> tuple[str, int]:
               help="... or this often (seconds).")
 @click.option("--rcvbuf", default=64 << 20, show_default=True,
               help="Socket receive buffer per port (bytes).")
+@click.option("--template-budget", default=256, show_default=True, metavar="MiB",
+              help="Memory for templates and buffered data sets, all exporters together.")
+@click.option("--exporter-quota", default=16, show_default=True, metavar="MiB",
+              help="... and for one exporter address (a flood evicts only its own).")
+@click.option("--template-churn", default=50.0, show_default=True, metavar="PER_S",
+              help="Template (re)definitions accepted per exporter per second (burst 2048).")
+@click.option("--time-window", default=86_400.0, show_default=True, metavar="SECONDS",
+              help="Records whose times are further than this from their export header's "
+                   "time are quarantined (kept apart, counted), never stored by day.")
+@click.option("--max-partitions", default=8, show_default=True,
+              help="Day partitions one batch may create; records of further days are "
+                   "quarantined.")
 @click.option("--duration", default=None, type=float,
               help="Stop after this many seconds (default: until SIGINT/SIGTERM).")
 @click.option("--debug", is_flag=True, help="Tracebacks on errors.")
-def collect(listens, store_dir, metrics, batch_records, flush_interval, rcvbuf, duration,
-            debug):
+def collect(listens, store_dir, metrics, batch_records, flush_interval, rcvbuf,
+            template_budget, exporter_quota, template_churn, time_window, max_partitions,
+            duration, debug):
     """Receive flows over UDP and store them; SIGINT/SIGTERM flushes and exits."""
     from ..flows.sources.collector import Collector, CollectorConfig
     from ..flows.sources.metrics import serve_metrics
     from ..flows.store import FlowStore
 
     cfg = CollectorConfig([_hostport(s) for s in listens], batch_records=batch_records,
-                          flush_interval_s=flush_interval, rcvbuf_bytes=rcvbuf)
-    col = Collector(cfg, FlowStore(store_dir))
+                          flush_interval_s=flush_interval, rcvbuf_bytes=rcvbuf,
+                          template_budget_bytes=template_budget << 20,
+                          exporter_quota_bytes=exporter_quota << 20,
+                          template_changes_per_s=template_churn)
+    col = Collector(cfg, FlowStore(store_dir, time_window_s=time_window,
+                                   max_partitions_per_write=max_partitions))
     try:
         bound = col.bind()
     except OSError as e:
@@ -67,20 +85,42 @@ def collect(listens, store_dir, metrics, batch_records, flush_interval, rcvbuf, 
             srv = serve_metrics(h, p, lambda: col.snapshot)
         except OSError as e:
             _fail(debug, 1, e)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: col.stop())
+    _stop_on_signals(col.stop)
+    timer = None
     if duration is not None:
-        threading.Timer(duration, col.stop).start()
+        timer = threading.Timer(duration, col.stop)
+        timer.daemon = True  # never keeps the process alive past the collector
+        timer.start()
     where = ", ".join(f"{h}:{p}" for h, p in bound)
     click.echo(f"trunkline: collecting on {where} into {store_dir}"
                + (f"; metrics on http://{metrics}/metrics" if metrics else ""), err=True)
-    col.run()
+    ok = col.run()
+    if timer is not None:
+        timer.cancel()
     if srv is not None:
         srv.shutdown()
     t = col.status()
     click.echo(json.dumps({"records_written": t["collector"]["written_records"],
                            **t["totals"]}), err=True)
+    if not ok:
+        click.echo(f"trunkline: error: receive loop died: {col.failure}", err=True)
+        sys.exit(3)
     sys.exit(1 if t["collector"]["write_errors"] else 0)
+
+
+def _stop_on_signals(stop) -> None:
+    """SIGINT/SIGTERM: the first one stops cleanly (drain, flush); a second one, while
+    the flush is still running, exits at once (status 128 + signal)."""
+    seen = []
+
+    def handler(signum, _frame):
+        if seen:
+            os._exit(128 + signum)
+        seen.append(signum)
+        stop()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
 
 
 def _mapping(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -100,16 +140,20 @@ def _mapping(pairs: tuple[str, ...]) -> dict[str, str]:
               help="Only UDP datagrams to this port (captures; repeatable).")
 @click.option("--map", "maps", multiple=True, metavar="COLUMN=LOGCOLUMN",
               help="Column mapping for CSV/Parquet flow logs (repeatable).")
+@click.option("--time-window", default=86_400.0, show_default=True, metavar="SECONDS",
+              help="Capture records further than this from their export header's time are "
+                   "quarantined (a probe replaying an old pcap: widen it).")
 @click.option("--json", "as_json", is_flag=True, help="Print counters as JSON.")
 @click.option("--debug", is_flag=True)
-def ingest(files, store_dir, ports, maps, as_json, debug):
+def ingest(files, store_dir, ports, maps, time_window, as_json, debug):
     """Decode pcap/pcapng captures of exports, CSV/Parquet flow logs or nfdump CSV
     into the store (captures in the order given: templates first)."""
     from ..flows.sources.ingest import ingest_files
     from ..flows.store import FlowStore
 
     try:
-        out = ingest_files(files, FlowStore(store_dir), ports=set(ports) or None,
+        out = ingest_files(files, FlowStore(store_dir, time_window_s=time_window),
+                           ports=set(ports) or None,
                            mapping=_mapping(maps))
     except (ValueError, KeyError) as e:
         _fail(debug, 2, e)
@@ -120,9 +164,11 @@ def ingest(files, store_dir, ports, maps, as_json, debug):
     else:
         t = out["totals"]
         drops = sum(t["drops"].values())
+        q = {k: v for k, v in out["quarantined"].items() if v}
         click.echo(f"{out['written_records']} records from {len(files)} file(s); "
                    f"{t['packets']} datagrams, {t['templates']} templates, {drops} dropped"
-                   + (f" {dict(t['drops'])}" if drops else ""))
+                   + (f" {dict(t['drops'])}" if drops else "")
+                   + (f"; {sum(q.values())} quarantined {q}" if q else ""))
 
 
 def _jsonable(v):
@@ -151,14 +197,27 @@ def sql(query, store_dir, as_json, debug):
     except duckdb.Error as e:
         _fail(debug, 2, str(e).splitlines()[0])
     if as_json:
-        rows = [{k: _jsonable(v) for k, v in r.items()} for r in table.to_pylist()]
+        cols = [_pylist(c) for c in table.columns]
+        rows = [{k: _jsonable(v) for k, v in zip(table.column_names, r, strict=True)}
+                for r in zip(*cols, strict=True)]
         click.echo(json.dumps(rows, default=str))
     else:
         w = csv.writer(sys.stdout, lineterminator="\n")
         w.writerow(table.column_names)
         for batch in table.to_batches(65536):
-            cols = [c.to_pylist() for c in batch.columns]
+            cols = [_pylist(c) for c in batch.columns]
             w.writerows(zip(*cols, strict=True))
+
+
+def _pylist(col) -> list:
+    """Python values of a column; a time Python cannot represent (past year 9999, in a
+    store written before times were checked) is printed as Arrow's text, not a crash."""
+    try:
+        return col.to_pylist()
+    except (OverflowError, ValueError):
+        import pyarrow as pa
+
+        return col.cast(pa.string()).to_pylist()
 
 
 @click.command()
@@ -174,17 +233,21 @@ def status(store_dir, as_json):
     files = store.files()
     records = store.query("SELECT count(*) AS n FROM flows").column("n")[0].as_py() \
         if files else 0
+    q = store.quarantine()
     snap["store"] = {"files": len(files), "records": records,
-                     "bytes": sum(f.stat().st_size for f in files)}
+                     "bytes": sum(f.stat().st_size for f in files),
+                     "quarantined_records": q.num_rows}
     if as_json:
         click.echo(json.dumps(snap, indent=1, sort_keys=True))
         return
     st = snap["store"]
     click.echo(f"store {store_dir}: {st['records']} records in {st['files']} files "
-               f"({st['bytes']} bytes)")
+               f"({st['bytes']} bytes); {st['quarantined_records']} quarantined")
     col = snap.get("collector")
     if col:
-        state = "running" if col.get("running") else "stopped"
+        state = col.get("state") or ("running" if col.get("running") else "stopped")
+        if col.get("failure"):
+            state += f": {col['failure']}"
         click.echo(f"collector ({state}, pid {col.get('pid')}) on {', '.join(col['listen'])}: "
                    f"{col['written_records']} written, {col['pending_records']} pending, "
                    f"{col['templates']} templates, {col['write_errors']} write errors")

@@ -135,14 +135,16 @@ def elephant_options(f):
 @click.option("--quarter", required=True, help="e.g. 2025Q4 (the previous quarter gives the change).")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Output directory.")
 @click.option("--sites", type=click.Path(dir_okay=False), default=None,
-              help="TOML [sites] table mapping exporter -> site.")
+              help="TOML: [sites] exporter -> site, [regions] site -> region.")
+@click.option("--home-country", default=None, metavar="CC",
+              help="ISO country code of home (e.g. US): adds the countries-excluding-home view.")
 @click.option("--top", type=click.IntRange(1, 1000), default=20, show_default=True)
 @elephant_options
 @enrich_options
-def report(store_dir, quarter, out, sites, top, rate_on, rate_off, min_bytes, min_duration, interval,
+def report(store_dir, quarter, out, sites, home_country, top, rate_on, rate_off, min_bytes, min_duration, interval,
            enrich_data, taxonomy, metros, asn_mmdb, debug):
     """Write the network-stats report: report.html (offline), report.json, charts/*.png."""
-    from ..flows.enrich.sites import load_sites
+    from ..flows.enrich.sites import load_regions, load_sites
     from ..flows.report import write_report
     from ..flows.stats import Quarter
     from ..flows.store import FlowStore
@@ -152,7 +154,9 @@ def report(store_dir, quarter, out, sites, top, rate_on, rate_off, min_bytes, mi
     th = _run(debug, _thresholds, rate_on, rate_off, min_bytes, min_duration, interval)
     e = _run(debug, _enricher, enrich_data, taxonomy, metros, asn_mmdb)
     site_map = _run(debug, load_sites, sites)
-    r = _run(debug, write_report, FlowStore(store_dir), q, e, out, thresholds=th, sites=site_map, top_n=top)
+    region_map = _run(debug, load_regions, sites)
+    r = _run(debug, write_report, FlowStore(store_dir), q, e, out, thresholds=th, sites=site_map,
+             regions=region_map, home_country=home_country, top_n=top)
     label = " SIMULATED" if r["simulated"] else ""
     click.echo(f"{q}{label}: {r['totals']['flows']:,} flows, {r['unique_endpoints']['all']:,} peers, "
                f"{r['elephants']['count']:,} elephants; report in {out}/report.html "

@@ -13,11 +13,12 @@ from datetime import UTC, datetime
 
 import click
 
-from .. import api_objects as objs
-from ..storage.s3 import ObjectInfo
 from ..telemetry.units import human_bytes
 from .mover import run_api
 from .text import safe
+
+# The API (and through it botocore) is imported inside each command: `trunkline --help`
+# and the flow lens's commands must not pay the S3 stack's start-up.
 
 printable = safe   # one terminal-safe escape for every command (cli/text.py)
 
@@ -33,13 +34,19 @@ def _url(endpoint: str | None, bucket: str, key: str) -> str:
     return f"{scheme}{bucket}/{key}"
 
 
-def _entry_dict(o: ObjectInfo, endpoint: str | None, bucket: str) -> dict:
+def _entry_dict(o, endpoint: str | None, bucket: str) -> dict:
     if o.is_prefix:
         return {"type": "prefix", "key": o.key, "url": _url(endpoint, bucket, o.key)}
     return {"type": "object", "key": o.key, "url": _url(endpoint, bucket, o.key),
             "size": o.size, "mtime": _utc(o.mtime), "etag": (o.etag or "").strip('"'),
-            "etag_kind": objs.etag_kind(o.etag),
+            "etag_kind": _etag_kind(o.etag),
             "checksum_algorithms": list(o.checksum_algorithms)}
+
+
+def _etag_kind(etag: str | None) -> str:
+    from ..api_objects import etag_kind
+
+    return etag_kind(etag)
 
 
 def register(group: click.Group) -> None:
@@ -52,6 +59,8 @@ def register(group: click.Group) -> None:
     @click.option("--debug", is_flag=True, help="Tracebacks on errors.")
     def ls_cmd(url, recursive, long_, as_json, debug):
         """List objects (and prefixes, one level down without -r) under s3://bucket[/prefix]."""
+        from .. import api_objects as objs
+
         loc = run_api(debug, objs._remote, url, "ls")
 
         def show():
@@ -68,7 +77,7 @@ def register(group: click.Group) -> None:
                     if long_:
                         algos = ",".join(o.checksum_algorithms) or "-"
                         line += (f"  {printable((o.etag or '').strip(chr(34)))}  "
-                                 f"{objs.etag_kind(o.etag)}  {printable(algos)}")
+                                 f"{_etag_kind(o.etag)}  {printable(algos)}")
                     click.echo(line)
             return n
 
@@ -82,6 +91,8 @@ def register(group: click.Group) -> None:
     @click.option("--debug", is_flag=True, help="Tracebacks on errors.")
     def du_cmd(url, depth, as_json, debug):
         """Objects and bytes under s3://bucket[/prefix]."""
+        from .. import api_objects as objs
+
         rep = run_api(debug, objs.du, url, depth=depth)
         if as_json:
             click.echo(json.dumps(rep.to_dict()))
@@ -102,10 +113,12 @@ def register(group: click.Group) -> None:
     @click.option("--debug", is_flag=True, help="Tracebacks on errors.")
     def rm_cmd(url, recursive, dry_run, force, quiet, as_json, debug):
         """Delete objects: one key, a glob's matches, or everything under a prefix (-r)."""
+        from .. import api_objects as objs
+
         loc = run_api(debug, objs._remote, url, "rm")
         verb = "would delete" if dry_run else "deleted"
 
-        def each(o: ObjectInfo) -> None:
+        def each(o) -> None:
             if not quiet and not as_json:
                 click.echo(f"{verb}: {printable(_url(loc.endpoint, loc.bucket, o.key))}")
 
@@ -126,5 +139,7 @@ def register(group: click.Group) -> None:
     @click.option("--debug", is_flag=True, help="Tracebacks on errors.")
     def mb_cmd(url, debug):
         """Make a bucket: s3://bucket or NAME:bucket."""
+        from .. import api_objects as objs
+
         name = run_api(debug, objs.mb, url)
         click.echo(f"make_bucket: {printable(name)}")

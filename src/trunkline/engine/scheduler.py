@@ -103,6 +103,8 @@ class Runner:
                 part_size=opts.initial_part_size,
                 initial_connections=min(INITIAL_CONNECTIONS, opts.max_connections),
                 interval=0.5,
+                rate_cap=min((r for r in (opts.bwlimit, *(opts.bwlimit_endpoint or {}).values())
+                              if r), default=None),
             )
             start = self.tuner.connections
         self.gate = Gate(start)

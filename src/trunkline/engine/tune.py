@@ -12,6 +12,10 @@ the tuner returns a :class:`Decision` when the setting should change. The loop:
   a shed that loses goodput is undone, and no shedding goes below that level again.
 * **hold** - watch goodput; a drop of a quarter restarts the search, and every
   ``probe_every`` intervals one step up is tried, so a path that got better is used.
+* **frugal** - a step must beat the noise: the bar is the larger of ``gain`` and twice the
+  spread measured between intervals at one level, and a step under it is undone. Under a
+  binding rate cap (``--bwlimit``: goodput at ``capped`` of the cap) the tuner does not
+  grow, then or later: every idle connection costs the store a socket and a request slot.
 * **part size** - once connections stop paying, doubled while a request's TTFB is over
   10 % of a part's transfer time (per-request overhead dominates); halved during slow
   start when memory, not the path, caps connections.
@@ -59,6 +63,8 @@ class Tuner:
     probe_every = 20
     ceiling_ttl = 60.0
     """Seconds a SlowDown ceiling is remembered before growth may pass it again."""
+    capped = 0.9
+    """Goodput at this share of a rate cap means the cap binds: no growth."""
 
     def __init__(
         self,
@@ -70,6 +76,7 @@ class Tuner:
         min_part_size: int = 5 * MiB,
         max_part_size: int = 512 * MiB,
         interval: float = 0.5,
+        rate_cap: float | None = None,
     ) -> None:
         if max_connections < 1 or min_connections < 1 or min_connections > max_connections:
             raise UsageError("need 1 <= min_connections <= max_connections")
@@ -81,6 +88,8 @@ class Tuner:
         self.min_part_size = min_part_size
         self.max_part_size = max_part_size
         self.interval = interval
+        self.rate_cap = rate_cap
+        """Bytes/s the transfer may not exceed (a bandwidth limit), if any."""
         self.part_size = min(max(part_size, min_part_size), max_part_size)
         start = initial_connections if initial_connections is not None else 4
         self.connections = self._clamp(start)
@@ -108,8 +117,11 @@ class Tuner:
         self._inflated = 0
         self._shed: tuple[int, float] | None = None  # (connections, goodput) before a shed
         self._shed_floor = 0
+        self._cap_level = max_connections  # fewest connections seen reaching the rate cap
         self.goodput = 0.0
         """Smoothed goodput in bytes/s (EWMA of interval goodput)."""
+        self.noise = 0.0
+        """Relative spread of interval goodput within one level (EWMA)."""
 
     # ------------------------------------------------------------ limits
     @property
@@ -228,6 +240,9 @@ class Tuner:
         if len(self._samples) < self.measure:
             return None
         level = sum(self._samples) / len(self._samples)
+        if level > 0:
+            spread = (max(self._samples) - min(self._samples)) / level
+            self.noise = spread if self.noise == 0 else 0.7 * self.noise + 0.3 * spread
         self._samples.clear()
         if not self._dirty:
             self._last_clean = c
@@ -248,14 +263,20 @@ class Tuner:
     def _slow_start(self, now: float, level: float) -> Decision | None:
         c = self.connections
         prev = self._prev
-        if prev is None or level > prev[1] * (1 + self.gain):
-            limit = min(self.cap, self._ceiling)
+        if self._cap_binds(level):
+            back = prev[0] if prev is not None else c
+            self._prev = None
+            return self._hold_at(now, level, f"rate cap binds ({_pct(level, self.rate_cap or 0)}"
+                                 " of it)", back=min(back, c))
+        if prev is None or level > prev[1] * (1 + self.bar):
+            limit = self._limit()
             why = "start" if prev is None else f"goodput {_pct(level, prev[1])}"
             part = None
             if c >= limit and self._memory_bound() and self.part_size // 2 >= self.min_part_size:
                 # memory, not the path, stops growth: smaller parts buy more connections
                 part = self.part_size // 2
-                limit = min(self.max_memory // part, self.max_connections, self._ceiling)
+                limit = min(self.max_memory // part, self.max_connections, self._ceiling,
+                            self._cap_level)
                 why += ", memory-bound: halve parts"
             if c >= limit:
                 return self._hold_at(now, level, f"at the limit ({c} connections)")
@@ -275,11 +296,14 @@ class Tuner:
         """After a back-off: grow by an eighth per step up to the ceiling."""
         c = self.connections
         prev = self._prev
-        if prev is not None and level < prev[1] * (1 - self.gain) and prev[0] < c:
+        if prev is not None and level <= prev[1] * (1 + self.bar) and prev[0] < c:
             self._prev = None
-            return self._hold_at(now, level, f"growth to {c} lost goodput", back=prev[0],
+            return self._hold_at(now, level, f"growth to {c} gave {_pct(level, prev[1])}",
+                                 back=prev[0],
                                  held=prev[1])
-        limit = min(self.cap, self._ceiling)
+        limit = self._limit()
+        if self._cap_binds(level):
+            return self._hold_at(now, level, "rate cap binds")
         if c >= limit:
             return self._hold_at(now, level, f"at the ceiling ({c} connections)")
         self._prev = (c, level)
@@ -295,8 +319,8 @@ class Tuner:
         self._held = level if not self._held else 0.8 * self._held + 0.2 * level
         if self._hold_count >= self.probe_every:
             self._hold_count = 0
-            limit = min(self.cap, self._ceiling)
-            if c < limit:
+            limit = self._limit()
+            if c < limit and not self._cap_binds(level):
                 self.phase = "probe"
                 self._prev = (c, level)
                 return self._change(now, level, min(limit, max(c + 1, int(c * 1.25))), None,
@@ -306,7 +330,7 @@ class Tuner:
     def _probe(self, now: float, level: float) -> Decision | None:
         prev = self._prev
         assert prev is not None
-        if level > prev[1] * (1 + self.gain):
+        if level > prev[1] * (1 + self.bar) and not self._cap_binds(level):
             self.phase = "slow_start"
             return self._slow_start(now, level)
         self._prev = None
@@ -353,6 +377,24 @@ class Tuner:
                and self._rtt - self._rtt_min > 0.005
                and self._rtt > self.inflation * self._rtt_min)
         return ttfb or rtt
+
+    @property
+    def bar(self) -> float:
+        """What a step must gain to count as paying: ``gain``, or twice the measured spread
+        between intervals if larger (the difference of two noisy levels)."""
+        return max(self.gain, 2 * self.noise)
+
+    def _cap_binds(self, level: float) -> bool:
+        """The rate cap binds at this level; the connections that reached it are then
+        enough for the rest of the transfer (a later dip is not a reason to add more)."""
+        binds = bool(self.rate_cap) and level >= self.capped * (self.rate_cap or 0)
+        if binds:
+            self._cap_level = min(self._cap_level, self.connections)
+        return binds
+
+    def _limit(self) -> int:
+        """Most connections growth may reach now: flag/memory, SlowDown ceiling, rate cap."""
+        return min(self.cap, self._ceiling, self._cap_level)
 
     def _memory_bound(self) -> bool:
         mem = self.max_memory // self.part_size

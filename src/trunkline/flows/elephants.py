@@ -159,20 +159,3 @@ def find(con, th: Thresholds, where: str = "true", limit: int | None = None) -> 
         out.append({**row, "start": int(e.start_interval * I), "duration_s": dur, "busy_s": e.busy_s,
                     "bytes": e.bits / 8, "avg_bps": e.bits / dur, "peak_bps": e.peak_bps})
     return out
-
-
-def heavy_hitters(con, where: str = "true", n: int = 20) -> dict:
-    """Top peers by bits, and how few peers carry half and 90 % of the traffic."""
-    rows = con.execute(f"""
-        SELECT peer, any_value(asn), any_value(org), any_value(category), any_value(metro),
-               sum(bits) AS b, count(*) FROM ef WHERE {where} GROUP BY peer ORDER BY b DESC, peer
-    """).fetchall()
-    total = sum(r[5] for r in rows)
-    cum = np.cumsum([r[5] for r in rows]) if rows else np.zeros(0)
-    def need(f):
-        return int(np.searchsorted(cum, f * total) + 1) if total else 0
-    top = [{"peer": r[0], "asn": int(r[1] or 0), "org": r[2], "category": r[3], "metro": r[4],
-            "bits": float(r[5]), "flows": int(r[6]),
-            "share_pct": 100.0 * r[5] / total if total else 0.0} for r in rows[:n]]
-    return {"top": top, "peers": len(rows), "peers_for_50pct": need(0.5),
-            "peers_for_90pct": need(0.9)}

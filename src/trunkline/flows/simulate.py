@@ -6,7 +6,8 @@ something true to enrich. Traffic: elephant sessions (1-minute records of one 5-
 hundreds of Mb/s to several Gb/s, mostly to neoclouds) and many small flows to CDNs and
 ISP eyeballs, scaled so category shares follow a target that drifts month by month.
 Our edge is the documentation prefix 198.51.100.0/24. Deterministic for a given seed.
-Records carry exporter 'simulator' and flow_type 'simulated'; the report labels them.
+Records carry flow_type 'simulated' (the report labels them) and one of four exporters
+named sim-* (``SIM_REGIONS`` maps them to regions).
 """
 
 from __future__ import annotations
@@ -28,20 +29,27 @@ PEER_ASNS = {
     "neocloud": [33425, 398090, 26356, 20473, 213291, 401506, 401319, 401182, 400133],
     "hyperscaler": [16509, 14618, 15169, 396982, 8075, 31898],
     "cdn": [13335, 20940, 16625, 54113, 22822],
-    "isp": [7922, 20115, 7018, 701, 22773, 21928, 3320, 2856, 3215],
-    "cloud": [14061, 63949, 16276, 24940],
+    "isp_regional": [7922, 20115, 22773, 21928, 2856, 3215],
+    "isp_tier1": [7018, 701, 3320, 3356, 1299, 174],
+    "hosting": [14061, 63949, 16276, 24940],
 }
 # target share (%) of bits per category, for months 0, 1, 2 of the quarter (sums to 100)
 TARGET = {
     "neocloud": (30.0, 33.0, 36.0),
     "hyperscaler": (20.0, 20.0, 20.0),
     "cdn": (18.0, 17.0, 16.0),
-    "isp": (22.0, 20.0, 18.0),
-    "cloud": (8.0, 8.0, 8.0),
+    "isp_regional": (16.0, 14.5, 13.0),
+    "isp_tier1": (6.0, 5.5, 5.0),
+    "hosting": (8.0, 8.0, 8.0),
     "other": (2.0, 2.0, 2.0),
 }
-ELEPHANT_MIX = {"neocloud": 0.70, "hyperscaler": 0.20, "cloud": 0.10}
-MICE_MIX = {"isp": 0.55, "cdn": 0.28, "hyperscaler": 0.06, "cloud": 0.05, "neocloud": 0.02, "other": 0.04}
+ELEPHANT_MIX = {"neocloud": 0.70, "hyperscaler": 0.20, "hosting": 0.10}
+MICE_MIX = {"isp_regional": 0.45, "isp_tier1": 0.10, "cdn": 0.28, "hyperscaler": 0.06, "hosting": 0.05,
+            "neocloud": 0.02, "other": 0.04}
+SIM_EXPORTERS = ("sim-us-west-1", "sim-us-east-1", "sim-ca-east-1", "sim-eu-central-1")
+SIM_EXPORTER_P = (0.35, 0.35, 0.1, 0.2)
+SIM_REGIONS = {"sim-us-west-1": "US-West", "sim-us-east-1": "US-East", "sim-ca-east-1": "CA-East",
+               "sim-eu-central-1": "EU-Central"}  # the [regions] of docs/flows-report.md's example
 OTHER_ASNS = [714, 2906, 32590, 46489]  # Apple, Netflix, Valve, Twitch: no rule -> "other"
 
 
@@ -104,7 +112,7 @@ def _month_bounds(q: Quarter) -> list[tuple[float, float]]:
 
 
 # offsets (points) of the target shares for a "previous quarter" run, so QoQ moves
-PREVIOUS_SHIFT = {"neocloud": -6.0, "hyperscaler": 1.0, "cdn": 2.0, "isp": 3.0}
+PREVIOUS_SHIFT = {"neocloud": -6.0, "hyperscaler": 1.0, "cdn": 2.0, "isp_regional": 2.0, "isp_tier1": 1.0}
 
 
 def simulate(quarter: Quarter, store: FlowStore, enricher: Enricher, flows: int = 1_500_000,
@@ -159,7 +167,7 @@ def simulate(quarter: Quarter, store: FlowStore, enricher: Enricher, flows: int 
     for c in MICE_MIX:
         m = mcat == c
         pool = pools[c]
-        hosts = rng.integers(1, 255, m.sum()) if c in ("isp", "other") else rng.integers(1, 17, m.sum())
+        hosts = rng.integers(1, 255, m.sum()) if c in ("isp_regional", "other") else rng.integers(1, 17, m.sum())
         mpeer[m] = pool[rng.integers(0, len(pool), m.sum())] + hosts
     weight = np.exp(rng.normal(0, 1.0, n_mice))
     # scale mice per (category, month) so category shares follow TARGET
@@ -192,7 +200,10 @@ def simulate(quarter: Quarter, store: FlowStore, enricher: Enricher, flows: int 
     table = pa.table({
         "time_start": pa.array(t_ms, pa.timestamp("ms", tz="UTC")),
         "time_end": pa.array(t_ms + (cols["dur"] * 1000).astype(np.int64), pa.timestamp("ms", tz="UTC")),
-        "exporter": pa.array(np.full(len(t_ms), "simulator", dtype=object), pa.string()),
+        # four exporters (sites), drawn apart from the rest so the flows stay as they were
+        "exporter": pa.array(np.array(SIM_EXPORTERS, dtype=object)[
+            np.random.default_rng([seed, quarter.year, quarter.q, 1]).choice(
+                len(SIM_EXPORTERS), len(t_ms), p=SIM_EXPORTER_P)], pa.string()),
         "flow_type": pa.array(np.full(len(t_ms), "simulated", dtype=object), pa.string()),
         "src_addr": pc.if_else(pa.array(out), local_s, peer_s),
         "dst_addr": pc.if_else(pa.array(out), peer_s, local_s),

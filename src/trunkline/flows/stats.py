@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from .enrich import Enricher
 from .enrich.taxonomy import CATEGORIES, CLOUDS
+from .store import duckdb_connect
 
 RATE_BIN_S = 300  # rates are measured over 5-minute bins (the usual 95th-percentile bin)
 HLL_P = 14  # 16384 registers: ~0.8 % standard error, a few KiB per (month, metro, category)
@@ -67,7 +68,8 @@ def _ts(d: datetime) -> str:
 
 
 def prepare(con: duckdb.DuckDBPyConnection, enricher: Enricher, start: datetime,
-            end: datetime, sites: dict[str, str] | None = None) -> int:
+            end: datetime, sites: dict[str, str] | None = None,
+            regions: dict[str, str] | None = None) -> int:
     """Materialise ``ef`` for flows with time_start in [start, end); returns its row count."""
     con.execute("SET enable_progress_bar = false")
     w = f"time_start >= TIMESTAMPTZ '{_ts(start)}' AND time_start < TIMESTAMPTZ '{_ts(end)}'"
@@ -77,8 +79,13 @@ def prepare(con: duckdb.DuckDBPyConnection, enricher: Enricher, start: datetime,
     con.register("endpoints_arrow", enricher.endpoints(addrs))
     con.execute("CREATE OR REPLACE TEMP TABLE endpoints AS SELECT * FROM endpoints_arrow")
     con.unregister("endpoints_arrow")
-    site_tbl = pa.table({"exporter": list((sites or {}).keys()), "site": list((sites or {}).values())},
-                        schema=pa.schema([("exporter", pa.string()), ("site", pa.string())]))
+    sites = sites or {}
+    regions = regions or {}
+    exporters = sorted(set(sites) | set(regions))  # a region may name an unmapped exporter's site
+    site_tbl = pa.table({"exporter": exporters, "site": [sites.get(x, x) for x in exporters],
+                         "region": [regions.get(sites.get(x, x), sites.get(x, x)) for x in exporters]},
+                        schema=pa.schema([("exporter", pa.string()), ("site", pa.string()),
+                                          ("region", pa.string())]))
     con.register("sites_arrow", site_tbl)
     clouds = ", ".join(f"'{c}'" for c in sorted(CLOUDS))
     con.execute(f"""
@@ -89,18 +96,24 @@ def prepare(con: duckdb.DuckDBPyConnection, enricher: Enricher, start: datetime,
                    -- the peer is the non-local end; the destination when that is ambiguous
                    NOT (coalesce(d.is_local, false) AND NOT coalesce(s.is_local, false)) AS peer_is_dst,
                    s.asn AS s_asn, d.asn AS d_asn, s.org AS s_org, d.org AS d_org,
-                   s.metro AS s_metro, d.metro AS d_metro
+                   s.metro AS s_metro, d.metro AS d_metro, s.country AS s_cc, d.country AS d_cc,
+                   s.subdivision AS s_sub, d.subdivision AS d_sub
             FROM flows f
             LEFT JOIN endpoints s ON f.src_addr = s.addr
             LEFT JOIN endpoints d ON f.dst_addr = d.addr
             WHERE {w.replace('time_start', 'f.time_start')}
         )
         SELECT time_start AS ts, time_end AS te, j.exporter,
-               coalesce(st.site, j.exporter, '') AS site, flow_type,
+               coalesce(st.site, j.exporter, '') AS site,
+               coalesce(st.region, st.site, j.exporter, '') AS region, flow_type,
                src_addr, dst_addr, src_port, dst_port, proto,
                CASE WHEN peer_is_dst THEN dst_addr ELSE src_addr END AS peer,
+               -- a record that carried nothing does not make its peer "seen"
+               CASE WHEN bytes > 0 THEN (CASE WHEN peer_is_dst THEN dst_addr ELSE src_addr END) END AS seen_peer,
                CASE WHEN peer_is_dst THEN d_cat ELSE s_cat END AS category,
                coalesce(CASE WHEN peer_is_dst THEN d_metro ELSE s_metro END, 'no metro') AS metro,
+               coalesce(CASE WHEN peer_is_dst THEN d_cc ELSE s_cc END, '') AS country,
+               coalesce(CASE WHEN peer_is_dst THEN d_sub ELSE s_sub END, '') AS subdivision,
                coalesce(CASE WHEN peer_is_dst THEN d_asn ELSE s_asn END, 0) AS asn,
                coalesce(CASE WHEN peer_is_dst THEN d_org ELSE s_org END, '') AS org,
                CASE WHEN coalesce(s_local, false) AND NOT coalesce(d_local, false) THEN 'out'
@@ -110,12 +123,26 @@ def prepare(con: duckdb.DuckDBPyConnection, enricher: Enricher, start: datetime,
                CAST(bytes AS DOUBLE) * 8 * greatest(coalesce(sampling_rate, 1), 1) AS bits,
                CAST(packets AS DOUBLE) * greatest(coalesce(sampling_rate, 1), 1) AS pkts,
                rtt_us, retransmits, delivery_rate_bps,
-               strftime(time_start, '%Y-%m') AS month,
-               CAST(year(time_start) AS VARCHAR) || 'Q' || CAST(quarter(time_start) AS VARCHAR) AS quarter
+               -- timezone('UTC', ...) makes the UTC bucketing explicit, beside the session zone
+               strftime(timezone('UTC', time_start), '%Y-%m') AS month,
+               strftime(timezone('UTC', time_start), '%Y-%m-%d') AS day,
+               CAST(year(timezone('UTC', time_start)) AS VARCHAR) || 'Q'
+                   || CAST(quarter(timezone('UTC', time_start)) AS VARCHAR) AS quarter
         FROM j LEFT JOIN sites_arrow st ON j.exporter = st.exporter
     """)
     con.unregister("sites_arrow")
     return con.execute("SELECT count(*) FROM ef").fetchone()[0]
+
+
+def _q(quarter: Quarter | str) -> str:
+    return f"quarter = '{quarter}'"
+
+
+def flow_counts(con, quarter: Quarter) -> tuple[int, int]:
+    """(flow records, of which simulated) in ``quarter``."""
+    n, sim = con.execute(f"SELECT count(*), count(*) FILTER (WHERE flow_type = 'simulated') "
+                         f"FROM ef WHERE {_q(quarter)}").fetchone()
+    return int(n), int(sim)
 
 
 def bits_by(con, period: str, where: str = "true") -> dict[str, dict[str, float]]:
@@ -127,6 +154,16 @@ def bits_by(con, period: str, where: str = "true") -> dict[str, dict[str, float]
     for p, c, b in rows:
         out.setdefault(p, {})[c] = float(b)
     return out
+
+
+def per_category(con, period: str = "quarter") -> dict[tuple[str, str, str], dict]:
+    """{(period value, direction, category): {bits, unique_ips}}; direction 'all' for both
+    ways together (and flows that are neither), 'in' (ingress: peer -> us), 'out' (egress)."""
+    rows = con.execute(f"""
+        SELECT {period}, coalesce(direction, 'all'), category, sum(bits), count(DISTINCT seen_peer)
+        FROM ef GROUP BY GROUPING SETS (({period}, direction, category), ({period}, category))
+    """).fetchall()
+    return {(p, d, c): {"bits": float(b), "unique_ips": int(u)} for p, d, c, b, u in rows}
 
 
 def share_table(bits: dict[str, float]) -> dict[str, dict[str, float]]:
@@ -145,10 +182,12 @@ def rates(con, quarter: Quarter, bin_s: int = RATE_BIN_S) -> dict[str, dict[str,
     q = str(quarter)
     rows = con.execute(f"""
         WITH b AS (
-            SELECT category, CAST((epoch(ts) - {t0}) // {bin_s} AS BIGINT) AS bin, sum(bits) AS bits
+            -- integer milliseconds: floor division (a DOUBLE epoch cast to BIGINT rounds,
+            -- which moved the last 150 s of every bin into the next one)
+            SELECT category, (epoch_ms(ts) - {t0 * 1000}) // {bin_s * 1000} AS bin, sum(bits) AS bits
             FROM ef WHERE quarter = '{q}' GROUP BY ALL
             UNION ALL
-            SELECT 'all', CAST((epoch(ts) - {t0}) // {bin_s} AS BIGINT), sum(bits)
+            SELECT 'all', (epoch_ms(ts) - {t0 * 1000}) // {bin_s * 1000}, sum(bits)
             FROM ef WHERE quarter = '{q}' GROUP BY ALL
         ),
         g AS (SELECT c.category, r.range AS bin
@@ -165,10 +204,103 @@ def rates(con, quarter: Quarter, bin_s: int = RATE_BIN_S) -> dict[str, dict[str,
     return out
 
 
+def _p95_padded(values: np.ndarray, n: int) -> float:
+    """95th percentile (linear, as quantile_cont) of ``values`` padded with zeros to ``n``."""
+    full = np.zeros(max(n, len(values)))
+    full[n - len(values):] = np.sort(values)
+    return float(np.quantile(full, 0.95)) if len(full) else 0.0
+
+
+def region_cells(con, quarter: Quarter, bin_s: int = RATE_BIN_S) -> list[dict]:
+    """Per (region, direction, category, month) of ``quarter``, direction 'all'/'in'/'out':
+
+    - traffic: bits, average rate (bits / seconds of the month), p95 of the month's 5-minute
+      rates (empty bins count as 0);
+    - magnitude: bits per unique peer IP, and the 95th percentile of per-peer bits;
+    - uniqueness: distinct peer IPs in the month, and the mean and 95th percentile of the
+      daily distinct peer IPs (days without any count as 0)."""
+    q = _q(quarter)
+    sets = "GROUPING SETS ((region, direction, category, month{x}), (region, category, month{x}))"
+    key = "region, coalesce(direction, 'all') AS direction, category, month"
+    base = {tuple(r[:4]): r[4:] for r in con.execute(f"""
+        SELECT {key}, sum(bits), count(DISTINCT seen_peer) FROM ef
+        WHERE {q} GROUP BY {sets.format(x='')}""").fetchall()}
+    mag95 = {tuple(r[:4]): r[4] for r in con.execute(f"""
+        WITH p AS (SELECT {key}, sum(bits) AS b FROM ef WHERE {q} AND seen_peer IS NOT NULL
+                   GROUP BY {sets.format(x=', seen_peer')})
+        SELECT region, direction, category, month, quantile_cont(b, 0.95) FROM p GROUP BY ALL
+    """).fetchall()}
+    t0 = int(quarter.start.timestamp())
+    bins = con.execute(f"""
+        SELECT {key}, (epoch_ms(ts) - {t0 * 1000}) // {bin_s * 1000} AS bin, sum(bits) AS bits
+        FROM ef WHERE {q} GROUP BY {sets.format(x=', bin')}""").fetchnumpy()
+    days = con.execute(f"""
+        SELECT {key}, day, count(DISTINCT seen_peer) AS n FROM ef WHERE {q}
+        GROUP BY {sets.format(x=', day')}""").fetchnumpy()
+    month_s = {}
+    month_days = {}
+    for i, m in enumerate(quarter.months()):
+        lo = datetime(quarter.year, 3 * quarter.q - 2 + i, 1, tzinfo=UTC)
+        hi = quarter.end if i == 2 else datetime(quarter.year, 3 * quarter.q - 1 + i, 1, tzinfo=UTC)
+        month_s[m] = int((hi - lo).total_seconds())
+        month_days[m] = month_s[m] // 86400
+    out = []
+    bkeys = list(zip(bins["region"], bins["direction"], bins["category"], bins["month"], strict=True))
+    dkeys = list(zip(days["region"], days["direction"], days["category"], days["month"], strict=True))
+    bidx: dict[tuple, list[int]] = {}
+    for i, k in enumerate(bkeys):
+        bidx.setdefault(k, []).append(i)
+    didx: dict[tuple, list[int]] = {}
+    for i, k in enumerate(dkeys):
+        didx.setdefault(k, []).append(i)
+    for k in sorted(base):
+        bits, uniq = base[k]
+        m = k[3]
+        rate_vals = bins["bits"][bidx.get(k, [])] / bin_s
+        daily = days["n"][didx.get(k, [])].astype(np.float64)
+        out.append({"region": k[0], "direction": k[1], "category": k[2], "month": m,
+                    "bits": float(bits), "avg_bps": float(bits) / month_s[m],
+                    "p95_bps": _p95_padded(rate_vals, month_s[m] // bin_s),
+                    "unique_ips": int(uniq),
+                    "bits_per_ip": float(bits) / uniq if uniq else None,
+                    "bits_per_ip_p95": float(mag95[k]) if mag95.get(k) is not None else None,
+                    "daily_unique_ips_avg": float(daily.sum()) / month_days[m],
+                    "daily_unique_ips_p95": _p95_padded(daily, month_days[m])})
+    return out
+
+
+def sankey(con, quarter: Quarter) -> list[tuple[str, str, str, float]]:
+    """(region, direction 'in'/'out', category, bits) for the Sankey of both directions."""
+    rows = con.execute(f"""SELECT region, direction, category, sum(bits) FROM ef
+                           WHERE {_q(quarter)} AND direction IN ('in', 'out') GROUP BY ALL
+                           ORDER BY ALL""").fetchall()
+    return [(r, d, c, float(b)) for r, d, c, b in rows]
+
+
+def geography(con, period_where: str, column: str, where: str = "true") -> list[dict]:
+    """Per value of ``column`` (country or subdivision): bits, ingress and egress bits,
+    unique peers, and bits per category."""
+    rows = con.execute(f"""
+        SELECT {column}, category, sum(bits), sum(bits) FILTER (WHERE direction = 'in'),
+               sum(bits) FILTER (WHERE direction = 'out')
+        FROM ef WHERE {period_where} AND ({where}) GROUP BY ALL""").fetchall()
+    uniq = dict(con.execute(f"""SELECT {column}, count(DISTINCT seen_peer) FROM ef
+                                WHERE {period_where} AND ({where}) GROUP BY ALL""").fetchall())
+    out: dict[str, dict] = {}
+    for key, cat, b, bi, bo in rows:
+        d = out.setdefault(key, {"key": key, "bits": 0.0, "ingress_bits": 0.0, "egress_bits": 0.0,
+                                 "unique_ips": int(uniq.get(key, 0)), "categories": {}})
+        d["bits"] += float(b)
+        d["ingress_bits"] += float(bi or 0)
+        d["egress_bits"] += float(bo or 0)
+        d["categories"][cat] = float(b)
+    return sorted(out.values(), key=lambda d: (-d["bits"], d["key"]))
+
+
 def metro_category(con, quarter: Quarter) -> list[dict]:
     """Bits, exact unique peers and magnitude (bits per unique IP) per metro x category."""
     rows = con.execute(f"""
-        SELECT metro, category, sum(bits), count(DISTINCT peer), count(*)
+        SELECT metro, category, sum(bits), count(DISTINCT seen_peer), count(*)
         FROM ef WHERE quarter = '{quarter}' GROUP BY ALL ORDER BY 1, 2
     """).fetchall()
     return [{"metro": m, "category": c, "bits": float(b), "unique_ips": int(u), "flows": int(n),
@@ -176,11 +308,59 @@ def metro_category(con, quarter: Quarter) -> list[dict]:
 
 
 def uniques(con, where: str, by: str | None = None) -> dict:
-    """Exact unique peer addresses (overall, or per ``by``)."""
+    """Exact unique peer addresses that carried bytes (overall, or per ``by``)."""
     if by is None:
-        return {"all": int(con.execute(f"SELECT count(DISTINCT peer) FROM ef WHERE {where}").fetchone()[0])}
-    rows = con.execute(f"SELECT {by}, count(DISTINCT peer) FROM ef WHERE {where} GROUP BY ALL").fetchall()
+        return {"all": int(con.execute(f"SELECT count(DISTINCT seen_peer) FROM ef WHERE {where}").fetchone()[0])}
+    rows = con.execute(f"SELECT {by}, count(DISTINCT seen_peer) FROM ef WHERE {where} GROUP BY ALL").fetchall()
     return {k: int(v) for k, v in rows}
+
+
+def cloud_to_cloud_bits(con) -> dict[str, float]:
+    """{quarter: bits with both ends in a cloud category}."""
+    return {q: float(b) for q, b in con.execute(
+        "SELECT quarter, coalesce(sum(bits), 0) FROM ef WHERE c2c GROUP BY 1").fetchall()}
+
+
+def unclassified(con, quarter: Quarter, top: int = 10) -> tuple[tuple[float, int], list[tuple]]:
+    """(bits, endpoints) of categories unknown and other, and the largest such networks."""
+    w = f"{_q(quarter)} AND category IN ('unknown', 'other')"
+    total = con.execute(f"SELECT coalesce(sum(bits), 0), count(DISTINCT seen_peer) FROM ef WHERE {w}").fetchone()
+    rows = con.execute(f"""SELECT asn, org, category, sum(bits) AS b, count(DISTINCT seen_peer) FROM ef
+                           WHERE {w} GROUP BY ALL ORDER BY b DESC, asn LIMIT {int(top)}""").fetchall()
+    return (float(total[0]), int(total[1])), rows
+
+
+def mover(con, quarter: Quarter) -> tuple:
+    """trunkline's own transfers: flows, bits, RTT median and p95, retransmits, packets,
+    average delivery rate."""
+    return con.execute(f"""
+        SELECT count(*), coalesce(sum(bits), 0), median(rtt_us), quantile_cont(rtt_us, 0.95),
+               coalesce(sum(retransmits), 0), coalesce(sum(pkts), 0), avg(delivery_rate_bps)
+        FROM ef WHERE {_q(quarter)} AND (flow_type = 'trunkline' OR rtt_us IS NOT NULL)""").fetchone()
+
+
+def bits_per(con, quarter: Quarter, column: str) -> list[tuple[str, float]]:
+    """[(value of ``column``, bits)] in ``quarter``, largest first."""
+    return [(k, float(b)) for k, b in con.execute(
+        f"SELECT {column}, sum(bits) FROM ef WHERE {_q(quarter)} GROUP BY 1 ORDER BY 2 DESC, 1").fetchall()]
+
+
+def heavy_hitters(con, where: str = "true", n: int = 20) -> dict:
+    """Top peers by bits, and how few peers carry half and 90 % of the traffic."""
+    rows = con.execute(f"""
+        SELECT peer, any_value(asn), any_value(org), any_value(category), any_value(metro),
+               sum(bits) AS b, count(*) FROM ef WHERE {where} GROUP BY peer ORDER BY b DESC, peer
+    """).fetchall()
+    total = sum(r[5] for r in rows)
+    cum = np.cumsum([r[5] for r in rows]) if rows else np.zeros(0)
+
+    def need(f):
+        return int(np.searchsorted(cum, f * total) + 1) if total else 0
+    top = [{"peer": r[0], "asn": int(r[1] or 0), "org": r[2], "category": r[3], "metro": r[4],
+            "bits": float(r[5]), "flows": int(r[6]),
+            "share_pct": 100.0 * r[5] / total if total else 0.0} for r in rows[:n]]
+    return {"top": top, "peers": sum(1 for r in rows if r[5] > 0), "peers_for_50pct": need(0.5),
+            "peers_for_90pct": need(0.9)}
 
 
 # --- a mergeable unique count: HyperLogLog registers computed in SQL -------------------
@@ -194,7 +374,8 @@ def hll_registers(con, where: str, keys: str = "month, metro, category") -> pa.T
     for s in (1, 2, 4, 8, 16, 32):
         smear = f"({smear} | ({smear} >> {s}))"
     return arrow(con, f"""
-        WITH h AS (SELECT {keys}, hash(peer) AS x FROM ef WHERE {where}),
+        WITH h AS (SELECT {keys}, hash(seen_peer) AS x FROM ef
+                   WHERE ({where}) AND seen_peer IS NOT NULL),
              w AS (SELECT {keys}, x >> {tail} AS reg, x & {mask}::UBIGINT AS w FROM h)
         SELECT {keys}, reg, max({tail} - bit_count({smear}) + 1)::UTINYINT AS rho
         FROM w GROUP BY ALL
@@ -218,7 +399,7 @@ def hll_estimate(regs: np.ndarray, rhos: np.ndarray) -> float:
 
 def hll_merge(sketch: pa.Table, group: list[str]) -> dict[tuple, float]:
     """Merge sparse registers over every column not in ``group``; estimate per group."""
-    con = duckdb.connect()
+    con = duckdb_connect()
     con.register("s", sketch)
     sel = "".join(f"{g}, " for g in group)
     t = arrow(con, f"SELECT {sel}reg, max(rho) AS rho FROM s GROUP BY ALL ORDER BY ALL")

@@ -20,16 +20,11 @@ from urllib.parse import urlparse
 import numpy as np
 import pyarrow as pa
 
-PEN = 32473
-TEMPLATE_V4, TEMPLATE_V6 = 256, 257
-_COMMON_TAIL = [
-    (7, 2, 0), (11, 2, 0), (4, 1, 0), (1, 8, 0), (2, 8, 0), (152, 8, 0), (153, 8, 0),
-    (1, 4, PEN), (2, 4, PEN), (3, 8, PEN),
-]
-FIELDS = {
-    TEMPLATE_V4: [(8, 4, 0), (12, 4, 0), *_COMMON_TAIL],
-    TEMPLATE_V6: [(27, 16, 0), (28, 16, 0), *_COMMON_TAIL],
-}
+from ..flows.ipfix import EXPORT_FIELDS as FIELDS  # the ids, defined once
+from ..flows.ipfix import EXPORT_TEMPLATE_V4 as TEMPLATE_V4
+from ..flows.ipfix import EXPORT_TEMPLATE_V6 as TEMPLATE_V6
+from ..flows.ipfix import TRUNKLINE_PEN as PEN  # noqa: F401 - re-exported
+
 _TAIL_NAMES = ["src_port", "dst_port", "proto", "bytes", "packets", "time_start",
                "time_end", "rtt_us", "retransmits", "delivery_rate_bps"]
 _TAIL_FMTS = [">u2", ">u2", "u1", ">u8", ">u8", ">u8", ">u8", ">u4", ">u4", ">u8"]

@@ -178,6 +178,13 @@ def _uint(a: np.ndarray | None, n: int, dtype) -> pa.Array:
     return pa.array(a.astype(dtype, copy=False))
 
 
+def export_times(chunks: list[Chunk]) -> np.ndarray:
+    """Each record's export header time (ms), the reference its own times are checked
+    against before they reach the store."""
+    return np.repeat(np.array([c.export_ms for c in chunks], np.int64),
+                     [len(c.recs) for c in chunks])
+
+
 def build_table(t: Template, chunks: list[Chunk]) -> pa.Table:
     counts = [len(c.recs) for c in chunks]
     recs = chunks[0].recs if len(chunks) == 1 else np.concatenate([c.recs for c in chunks])

@@ -17,6 +17,8 @@ class ExporterCounters:
     templates: int = 0
     options_records: int = 0
     buffered_sets: int = 0
+    discarded_records: int = 0  # decoded, then discarded with their failing datagram
+    evicted_domains: int = 0  # template domains evicted to stay within the byte budget
     drops: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def as_dict(self) -> dict:
@@ -26,6 +28,8 @@ class ExporterCounters:
             "templates": self.templates,
             "options_records": self.options_records,
             "buffered_sets": self.buffered_sets,
+            "discarded_records": self.discarded_records,
+            "evicted_domains": self.evicted_domains,
             "drops": dict(self.drops),
         }
 
@@ -59,6 +63,8 @@ class Counters:
             t.templates += c.templates
             t.options_records += c.options_records
             t.buffered_sets += c.buffered_sets
+            t.discarded_records += c.discarded_records
+            t.evicted_domains += c.evicted_domains
             for k, v in c.drops.items():
                 t.drops[k] += v
         return t.as_dict()

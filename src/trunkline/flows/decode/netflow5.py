@@ -40,4 +40,3 @@ def decode_v5(data: bytes, exporter: str, st: DecodeState) -> None:
     rate = sampling & 0x3FFF or 1
     export_ms = secs * 1000 + nsecs // 1_000_000
     st.add(V5_TEMPLATE, Chunk(recs, export_ms, uptime, None, exporter, "netflow5", rate))
-    st.counters.get(exporter).records += count

@@ -18,6 +18,7 @@ from .templated import DecodeState
 
 _U32 = struct.Struct(">I")
 MAX_SAMPLES = 1024
+INTERNAL_INTERFACE = 0x3FFFFFFF  # sFlow v5: "the device itself", not an ifIndex
 MAX_RECORDS = 256
 ROW_FIELDS = ("time_start", "time_end", "exporter", "flow_type", "src_addr", "dst_addr",
               "src_port", "dst_port", "proto", "bytes", "packets", "sampling_rate", "in_if",
@@ -66,10 +67,7 @@ def decode_sflow(data: bytes, exporter: str, st: DecodeState, recv_ms: int) -> N
     n = r.u32()
     if n > MAX_SAMPLES:
         raise DecodeError("bad_count", f"{n} samples")
-    rows = st.sflow_rows
-    if not rows:
-        rows.update({k: [] for k in ROW_FIELDS})
-    added = 0
+    staged = st.staged_rows  # committed with the datagram, all or nothing
     for _ in range(n):
         fmt, length = r.u32(), r.u32()
         body = _Reader(r.buf, r.off, r.off + length)
@@ -84,11 +82,7 @@ def decode_sflow(data: bytes, exporter: str, st: DecodeState, recv_ms: int) -> N
             rec["time_start"] = rec["time_end"] = recv_ms
             rec["exporter"] = exporter
             rec["flow_type"] = "sflow"
-            for k in ROW_FIELDS:
-                rows[k].append(rec.get(k))
-            added += 1
-    st.counters.get(exporter).records += added
-    st.pending_records += added
+            staged.append(rec)
 
 
 def _flow_sample(r: _Reader, expanded: bool) -> dict | None:
@@ -108,8 +102,7 @@ def _flow_sample(r: _Reader, expanded: bool) -> dict | None:
     if nrec > MAX_RECORDS:
         raise DecodeError("bad_count", f"{nrec} flow records")
     rec: dict = {"sampling_rate": rate or 1, "packets": 1,
-                 "in_if": in_val if in_fmt == 0 else 0,
-                 "out_if": out_val if out_fmt == 0 else 0}
+                 "in_if": _ifindex(in_fmt, in_val), "out_if": _ifindex(out_fmt, out_val)}
     keyed = False
     for _ in range(nrec):
         fmt, length = r.u32(), r.u32()
@@ -155,6 +148,20 @@ def _flow_sample(r: _Reader, expanded: bool) -> dict | None:
             if dst_as is not None:
                 rec["dst_as"] = dst_as
     return rec
+
+
+def _ifindex(fmt: int, value: int) -> int:
+    """sFlow v5 interface encoding to an ifIndex, 0 meaning "no interface".
+
+    Format 0 is an ifIndex, except the sentinel 0x3FFFFFFF: traffic originated by or
+    destined to the device itself ("internal"), which has no interface (RFC 2863 ifIndex
+    values start at 1, so 0 cannot be confused with one). Format 1 (packet discarded,
+    value = reason) and format 2 (multiple output interfaces, value = count) name no
+    single interface either: 0.
+    """
+    if fmt != 0 or value == INTERNAL_INTERFACE:
+        return 0
+    return value
 
 
 def _keys(rec: dict, p: dict) -> None:

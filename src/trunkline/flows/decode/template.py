@@ -12,25 +12,41 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-VARLEN = 65535
-TRUNKLINE_PEN = 32473  # RFC 5612 documentation PEN, used for trunkline's own fields
+from .. import ipfix as iana
+from ..ipfix import TRUNKLINE_PEN
 
-# (information element id) -> role; IANA IPFIX ids, which NetFlow v9 shares below 128.
+VARLEN = 65535
+# (information element id) -> role; the ids are defined once, in ``flows.ipfix``.
 ROLES: dict[int, str] = {
-    1: "bytes", 2: "packets", 4: "proto", 6: "tcp_flags", 7: "src_port", 8: "src4",
-    10: "in_if", 11: "dst_port", 12: "dst4", 14: "out_if", 16: "src_as", 17: "dst_as",
-    21: "last_up", 22: "first_up", 23: "post_bytes", 24: "post_packets", 27: "src6",
-    28: "dst6", 34: "sampling_interval", 48: "sampler_id", 50: "sampler_random_interval",
-    60: "ip_version", 85: "bytes_total", 86: "packets_total", 150: "start_s",
-    151: "end_s", 152: "start_ms", 153: "end_ms", 154: "start_us", 155: "end_us",
-    156: "start_ns", 157: "end_ns", 158: "start_delta_us", 159: "end_delta_us",
-    160: "sys_init_ms", 252: "in_phys", 253: "out_phys", 302: "selector_id",
-    305: "spi", 306: "sps", 323: "obs_ms", 312: "frame_size", 313: "ip_section", 315: "dl_frame",
+    iana.OCTET_DELTA_COUNT: "bytes", iana.PACKET_DELTA_COUNT: "packets",
+    iana.PROTOCOL_IDENTIFIER: "proto", iana.TCP_CONTROL_BITS: "tcp_flags",
+    iana.SOURCE_TRANSPORT_PORT: "src_port", iana.SOURCE_IPV4_ADDRESS: "src4",
+    iana.INGRESS_INTERFACE: "in_if", iana.DESTINATION_TRANSPORT_PORT: "dst_port",
+    iana.DESTINATION_IPV4_ADDRESS: "dst4", iana.EGRESS_INTERFACE: "out_if",
+    iana.BGP_SOURCE_AS_NUMBER: "src_as", iana.BGP_DESTINATION_AS_NUMBER: "dst_as",
+    iana.FLOW_END_SYS_UP_TIME: "last_up", iana.FLOW_START_SYS_UP_TIME: "first_up",
+    iana.POST_OCTET_DELTA_COUNT: "post_bytes", iana.POST_PACKET_DELTA_COUNT: "post_packets",
+    iana.SOURCE_IPV6_ADDRESS: "src6", iana.DESTINATION_IPV6_ADDRESS: "dst6",
+    iana.SAMPLING_INTERVAL: "sampling_interval", iana.SAMPLER_ID: "sampler_id",
+    iana.SAMPLER_RANDOM_INTERVAL: "sampler_random_interval", iana.IP_VERSION: "ip_version",
+    iana.OCTET_TOTAL_COUNT: "bytes_total", iana.PACKET_TOTAL_COUNT: "packets_total",
+    iana.FLOW_START_SECONDS: "start_s", iana.FLOW_END_SECONDS: "end_s",
+    iana.FLOW_START_MILLISECONDS: "start_ms", iana.FLOW_END_MILLISECONDS: "end_ms",
+    iana.FLOW_START_MICROSECONDS: "start_us", iana.FLOW_END_MICROSECONDS: "end_us",
+    iana.FLOW_START_NANOSECONDS: "start_ns", iana.FLOW_END_NANOSECONDS: "end_ns",
+    iana.FLOW_START_DELTA_MICROSECONDS: "start_delta_us",
+    iana.FLOW_END_DELTA_MICROSECONDS: "end_delta_us",
+    iana.SYSTEM_INIT_TIME_MILLISECONDS: "sys_init_ms",
+    iana.INGRESS_PHYSICAL_INTERFACE: "in_phys", iana.EGRESS_PHYSICAL_INTERFACE: "out_phys",
+    iana.SELECTOR_ID: "selector_id", iana.SAMPLING_PACKET_INTERVAL: "spi",
+    iana.SAMPLING_PACKET_SPACE: "sps", iana.OBSERVATION_TIME_MILLISECONDS: "obs_ms",
+    iana.DATA_LINK_FRAME_SIZE: "frame_size", iana.IP_HEADER_PACKET_SECTION: "ip_section",
+    iana.DATA_LINK_FRAME_SECTION: "dl_frame",
 }
 ENTERPRISE_ROLES: dict[tuple[int, int], str] = {
-    (TRUNKLINE_PEN, 1): "rtt_us",
-    (TRUNKLINE_PEN, 2): "retransmits",
-    (TRUNKLINE_PEN, 3): "delivery_rate_bps",
+    (TRUNKLINE_PEN, iana.TRUNKLINE_RTT_US): "rtt_us",
+    (TRUNKLINE_PEN, iana.TRUNKLINE_RETRANSMITS): "retransmits",
+    (TRUNKLINE_PEN, iana.TRUNKLINE_DELIVERY_RATE_BPS): "delivery_rate_bps",
 }
 ADDRESS_WIDTH = {"src4": 4, "dst4": 4, "src6": 16, "dst6": 16}
 SECTION_ROLES = {"dl_frame", "ip_section"}
@@ -88,7 +104,21 @@ class Template:
             other.fields, other.is_options, other.scope_count)
 
 
-@dataclass
+# Memory cost estimates (bytes), measured with tracemalloc on CPython 3.11 / NumPy 2:
+# a Template is ~700 B plus ~330 B per field (its NumPy dtype, names, role maps); a
+# DomainState ~1 KiB. Rounded up, so budgets err on the safe side (a 512-field template
+# is charged 215 KiB: what issue 15 measured in RSS).
+TEMPLATE_BASE_COST = 768
+TEMPLATE_FIELD_COST = 420
+DOMAIN_COST = 1280
+BUFFERED_SET_OVERHEAD = 160
+
+
+def template_cost(t: Template) -> int:
+    return TEMPLATE_BASE_COST + TEMPLATE_FIELD_COST * len(t.fields)
+
+
+@dataclass(eq=False)
 class DomainState:
     """Everything learned from one (exporter, version, observation domain / source id)."""
 
@@ -97,41 +127,182 @@ class DomainState:
     sys_init_ms: int | None = None
     pending: deque = field(default_factory=deque)  # data sets waiting for their template
     pending_bytes: int = 0
+    exporter: str = ""
+    key: tuple[int, int] = (0, 0)  # (version, domain id)
+    cost: int = 0  # bytes charged to the exporter's budget for this domain
+    has_data: bool = False  # decoded data at least once
+    last_data_ms: int = 0  # receive time of the last decoded data set
+
+
+@dataclass(eq=False)
+class ExporterState:
+    """One exporter address: its domains (LRU order), the bytes they cost, and the token
+    bucket that rate-limits its template (re)definitions."""
+
+    domains: OrderedDict[tuple[int, int], DomainState] = field(default_factory=OrderedDict)
+    used: int = 0
+    tokens: float = 0.0
+    tokens_ms: int = 0
+
+
+class BudgetExceeded(Exception):
+    """No room for a new domain of this exporter (counted by the caller)."""
 
 
 class TemplateCache:
-    """Domain states keyed by (exporter, version, domain); bounded in domains and templates.
+    """Domain states keyed by (exporter, version, domain), bounded by memory in bytes.
+
+    Templates, domains and buffered data sets are charged to their exporter's budget by
+    their memory cost. Limits: a per-exporter quota and a global budget. Room is made by
+    evicting whole domains, least recently active first, and:
+
+    * an exporter over its quota evicts only its own domains;
+    * when the global budget is full, an exporter holding more than its fair share
+      (budget / exporters) evicts only its own domains; one holding less may evict the
+      stale domains of the heaviest exporter;
+    * a domain that decoded data within ``protect_ms`` is never evicted to make room
+      (the new entry is refused and counted instead).
 
     An exporter's packets only ever reach keys that start with that exporter's address,
     so one exporter's garbage cannot touch another exporter's templates.
     """
 
-    def __init__(self, max_domains: int = 4096, max_templates_per_domain: int = 1024,
-                 max_pending_sets: int = 64, max_pending_bytes: int = 1 << 20):
-        self.max_domains = max_domains
+    def __init__(self, budget_bytes: int = 256 << 20, exporter_quota_bytes: int = 16 << 20,
+                 max_templates_per_domain: int = 1024, max_pending_sets: int = 64,
+                 max_pending_bytes: int = 1 << 20, protect_ms: int = 15 * 60_000,
+                 template_changes_per_s: float = 50.0, template_change_burst: int = 2048):
+        self.budget_bytes = budget_bytes
+        self.exporter_quota_bytes = exporter_quota_bytes
         self.max_templates = max_templates_per_domain
         self.max_pending_sets = max_pending_sets
         self.max_pending_bytes = max_pending_bytes
-        self.domains: OrderedDict[tuple[str, int, int], DomainState] = OrderedDict()
+        self.protect_ms = protect_ms
+        self.change_rate = template_changes_per_s
+        self.change_burst = template_change_burst
+        self.exporters: dict[str, ExporterState] = {}
+        self.used = 0
+        self.evicted_domains = 0
+        self.on_evict = None  # callback(domain) for counting what an eviction threw away
 
-    def domain(self, exporter: str, version: int, domain_id: int) -> DomainState:
-        key = (exporter, version, domain_id)
-        st = self.domains.get(key)
-        if st is None:
-            while len(self.domains) >= self.max_domains:
-                self.domains.popitem(last=False)  # least recently used domain
-            st = self.domains[key] = DomainState()
+    # -- lookup ------------------------------------------------------------------------
+    def domain(self, exporter: str, version: int, domain_id: int, now_ms: int = 0
+               ) -> DomainState:
+        """The domain's state, created (and charged) on first sight; raises
+        ``BudgetExceeded`` when the exporter has no room for another domain."""
+        ex = self.exporters.get(exporter)
+        key = (version, domain_id)
+        if ex is not None:
+            st = ex.domains.get(key)
+            if st is not None:
+                ex.domains.move_to_end(key)
+                return st
         else:
-            self.domains.move_to_end(key)
+            ex = self.exporters[exporter] = ExporterState(tokens=self.change_burst,
+                                                           tokens_ms=now_ms)
+        st = DomainState(exporter=exporter, key=key)
+        if not self._make_room(exporter, ex, DOMAIN_COST, None, now_ms):
+            if not ex.domains:
+                del self.exporters[exporter]
+            raise BudgetExceeded(exporter)
+        ex.domains[key] = st
+        self._add(ex, st, DOMAIN_COST)
         return st
+
+    # -- accounting --------------------------------------------------------------------
+    def charge(self, dom: DomainState, nbytes: int, now_ms: int = 0) -> bool:
+        """Account ``nbytes`` more to ``dom``; False (nothing charged) if no room."""
+        ex = self.exporters.get(dom.exporter)
+        if ex is None or ex.domains.get(dom.key) is not dom:
+            return False  # the domain was evicted while its datagram was decoded
+        if not self._make_room(dom.exporter, ex, nbytes, dom, now_ms):
+            return False
+        self._add(ex, dom, nbytes)
+        return True
+
+    def release(self, dom: DomainState, nbytes: int) -> None:
+        ex = self.exporters.get(dom.exporter)
+        if ex is None or ex.domains.get(dom.key) is not dom:
+            return
+        self._add(ex, dom, -nbytes)
+
+    def allow_template_change(self, exporter: str, now_ms: int) -> bool:
+        """Token bucket per exporter on template definitions that change the cache."""
+        ex = self.exporters.get(exporter)
+        if ex is None:
+            return True
+        if now_ms > ex.tokens_ms:
+            ex.tokens = min(self.change_burst,
+                            ex.tokens + (now_ms - ex.tokens_ms) / 1000 * self.change_rate)
+            ex.tokens_ms = now_ms
+        if ex.tokens < 1:
+            return False
+        ex.tokens -= 1
+        return True
+
+    def _add(self, ex: ExporterState, dom: DomainState, n: int) -> None:
+        dom.cost += n
+        ex.used += n
+        self.used += n
+
+    def _recent(self, dom: DomainState, now_ms: int) -> bool:
+        return dom.has_data and now_ms - dom.last_data_ms <= self.protect_ms
+
+    def _victim(self, ex: ExporterState, keep: DomainState | None, now_ms: int):
+        for d in ex.domains.values():  # least recently active first
+            if d is not keep and not self._recent(d, now_ms):
+                return d
+        return None
+
+    def _evict(self, dom: DomainState) -> None:
+        ex = self.exporters[dom.exporter]
+        del ex.domains[dom.key]
+        ex.used -= dom.cost
+        self.used -= dom.cost
+        self.evicted_domains += 1
+        if self.on_evict is not None:
+            self.on_evict(dom)
+        if not ex.domains:
+            del self.exporters[dom.exporter]
+
+    def _make_room(self, exporter: str, ex: ExporterState, need: int,
+                   keep: DomainState | None, now_ms: int) -> bool:
+        if need > self.exporter_quota_bytes:
+            return False
+        while ex.used + need > self.exporter_quota_bytes:
+            v = self._victim(ex, keep, now_ms)
+            if v is None:
+                return False
+            self._evict(v)
+        while self.used + need > self.budget_bytes:
+            fair = self.budget_bytes // max(len(self.exporters), 1)
+            if ex.used >= fair:
+                v = self._victim(ex, keep, now_ms)
+            else:
+                heavy = max(self.exporters.values(), key=lambda e: e.used)
+                v = self._victim(heavy, keep, now_ms)
+            if v is None:
+                return False
+            self._evict(v)
+        return True
+
+    # -- views -------------------------------------------------------------------------
+    @property
+    def domains(self) -> dict[tuple[str, int, int], DomainState]:
+        """Every domain by (exporter, version, domain id) (a snapshot)."""
+        return {(e, v, d): st for e, ex in self.exporters.items()
+                for (v, d), st in ex.domains.items()}
 
     def templates_of(self, exporter: str) -> dict[tuple[int, int, int], tuple]:
         """A snapshot of an exporter's templates (for tests and ``flows status``)."""
-        return {
-            (v, d, tid): t.fields
-            for (e, v, d), st in self.domains.items() if e == exporter
-            for tid, t in st.templates.items()
-        }
+        ex = self.exporters.get(exporter)
+        if ex is None:
+            return {}
+        return {(v, d, tid): t.fields for (v, d), st in ex.domains.items()
+                for tid, t in st.templates.items()}
 
     def template_count(self) -> int:
-        return sum(len(st.templates) for st in self.domains.values())
+        return sum(len(st.templates) for ex in self.exporters.values()
+                   for st in ex.domains.values())
+
+    def exporter_bytes(self) -> dict[str, int]:
+        return {e: ex.used for e, ex in self.exporters.items()}

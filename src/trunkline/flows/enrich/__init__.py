@@ -30,6 +30,7 @@ ENDPOINT_SCHEMA = pa.schema([
     ("addr", pa.string()), ("asn", pa.uint32()), ("org", pa.string()),
     ("category", pa.string()), ("rule", pa.string()), ("is_local", pa.bool_()),
     ("metro", pa.string()), ("city", pa.string()), ("country", pa.string()),
+    ("subdivision", pa.string()),
     ("lat", pa.float64()), ("lon", pa.float64()),
 ])
 
@@ -113,9 +114,9 @@ class Enricher:
         rule = np.where(local, f"local: {self.taxonomy.local.name}", rule)
         if self.geo is not None:
             g = self.geo.lookup(kind, v4, texts)
-            city, country, lat, lon, nlook = g.city, g.country, g.lat, g.lon, g.lookups
+            city, country, sub, lat, lon, nlook = g.city, g.country, g.subdivision, g.lat, g.lon, g.lookups
         else:
-            city, country = [""] * n, [""] * n
+            city, country, sub = [""] * n, [""] * n, [""] * n
             lat, lon, nlook = np.full(n, np.nan), np.full(n, np.nan), 0
         metro = self.metros.assign(lat, lon, city)
         self.stats.addresses += n
@@ -125,7 +126,7 @@ class Enricher:
             arr, pa.array(asn, pa.uint32()), pa.array(org, pa.string()),
             pa.array(cat.tolist(), pa.string()), pa.array(rule.tolist(), pa.string()),
             pa.array(local), pa.array(metro, pa.string()), pa.array(city, pa.string()),
-            pa.array(country, pa.string()), pa.array(lat, pa.float64(), from_pandas=True),
+            pa.array(country, pa.string()), pa.array(sub, pa.string()), pa.array(lat, pa.float64(), from_pandas=True),
             pa.array(lon, pa.float64(), from_pandas=True),
         ], schema=ENDPOINT_SCHEMA)
 

@@ -8,9 +8,12 @@ the network the database returned reuses that answer, so a /24 costs one lookup.
 
 from __future__ import annotations
 
+import csv
 import os
 from bisect import bisect_right
 from dataclasses import dataclass
+from functools import cache
+from importlib import resources
 from pathlib import Path
 
 import maxminddb
@@ -23,24 +26,43 @@ from .addr import V4
 class GeoResult:
     city: list[str]
     country: list[str]
+    subdivision: list[str]  # ISO 3166-2 code after the country's dash ("CA" for US-CA), "" if none
     lat: np.ndarray  # float64, NaN when unknown
     lon: np.ndarray
     lookups: int  # database lookups actually made
 
 
-def _fields(rec: object) -> tuple[str, str, float, float]:
+@cache
+def us_states() -> list[dict[str, str]]:
+    """US states and territories: FIPS code, USPS code, name (shipped ``us-states.csv``)."""
+    text = resources.files(__package__).joinpath("us-states.csv").read_text()
+    return list(csv.DictReader(line for line in text.splitlines() if not line.startswith("#")))
+
+
+@cache
+def _us_state_code() -> dict[str, str]:
+    return {r["name"].casefold(): r["code"] for r in us_states()}
+
+
+def _fields(rec: object) -> tuple[str, str, float, float, str]:
     if not isinstance(rec, dict):
-        return "", "", np.nan, np.nan
+        return "", "", np.nan, np.nan, ""
     if "location" in rec or isinstance(rec.get("city"), dict):
         city = ((rec.get("city") or {}).get("names") or {}).get("en", "")
         country = (rec.get("country") or {}).get("iso_code", "")
         loc = rec.get("location") or {}
-        return city, country, loc.get("latitude", np.nan), loc.get("longitude", np.nan)
+        subs = rec.get("subdivisions") or [{}]
+        sub = subs[0].get("iso_code", "") if isinstance(subs[0], dict) else ""
+        return city, country, loc.get("latitude", np.nan), loc.get("longitude", np.nan), sub or ""
+    country = rec.get("country_code") or ""
+    # ip-location-db's flat layout names the state; US names map to their USPS code
+    state = _us_state_code().get((rec.get("state1") or "").casefold(), "") if country == "US" else ""
     return (
         rec.get("city") or "",
-        rec.get("country_code") or "",
+        country,
         rec.get("latitude", np.nan),
         rec.get("longitude", np.nan),
+        state,
     )
 
 
@@ -55,7 +77,7 @@ class GeoDb:
     def lookup(self, kind: np.ndarray, v4: np.ndarray, texts: list[str]) -> GeoResult:
         """Geo fields per address; IPv4 goes through the prefix-reuse path."""
         n = len(kind)
-        found: list[tuple[str, str, float, float]] = [("", "", np.nan, np.nan)]
+        found: list[tuple[str, str, float, float, str]] = [("", "", np.nan, np.nan, "")]
         which = np.zeros(n, np.int64)  # index into ``found``; 0 = nothing
         idx4 = np.flatnonzero(kind == V4)
         order = idx4[np.argsort(v4[idx4], kind="stable")]
@@ -82,5 +104,7 @@ class GeoDb:
         country = [f[1] for f in found]
         lat = np.array([f[2] for f in found], np.float64)
         lon = np.array([f[3] for f in found], np.float64)
-        return GeoResult([city[w] for w in which.tolist()], [country[w] for w in which.tolist()],
+        sub = [f[4] for f in found]
+        w = which.tolist()
+        return GeoResult([city[i] for i in w], [country[i] for i in w], [sub[i] for i in w],
                          lat[which], lon[which], len(found) - 1)

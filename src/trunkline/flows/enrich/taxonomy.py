@@ -19,17 +19,20 @@ import numpy as np
 
 from .addr import V4, V6
 
-CATEGORIES = ("neocloud", "hyperscaler", "cdn", "isp", "cloud", "other", "unknown")
-CLOUDS = frozenset({"neocloud", "hyperscaler", "cloud"})
+CATEGORIES = ("neocloud", "hyperscaler", "cdn", "isp_regional", "isp_tier1", "hosting", "other", "unknown")
+CLOUDS = frozenset({"neocloud", "hyperscaler", "hosting"})
 CATEGORY_LABELS = {
     "neocloud": "Neocloud",
     "hyperscaler": "Hyperscaler",
     "cdn": "CDN",
-    "isp": "ISP / eyeball",
-    "cloud": "Cloud / hosting",
+    "isp_regional": "ISP Regional",
+    "isp_tier1": "ISP Tier1",
+    "hosting": "Hosting",
     "other": "Other",
     "unknown": "Unknown",
 }
+# names older taxonomy files use: one ISP class (read as last mile) and "cloud" (hosting)
+ALIASES = {"isp": "isp_regional", "cloud": "hosting"}
 
 
 class TaxonomyError(ValueError):
@@ -53,7 +56,7 @@ class Rule:
 @dataclass
 class Local:
     name: str = "local"
-    category: str = "cloud"
+    category: str = "hosting"
     asns: frozenset[int] = frozenset()
     prefixes: tuple = ()
 
@@ -143,7 +146,7 @@ def _parse(text: str, origin: str, raw: bool = False):
     rules = []
     for i, r in enumerate(data.get("rules", [])):
         where = f"taxonomy {origin}: rule {i + 1} ({r.get('name', '?')})"
-        cat = r.get("category")
+        cat = ALIASES.get(r.get("category"), r.get("category"))
         if cat not in CATEGORIES or cat == "unknown":
             raise TaxonomyError(f"{where}: category must be one of {', '.join(CATEGORIES[:-1])}")
         if not any(k in r for k in ("asns", "org", "prefixes")):
@@ -158,7 +161,7 @@ def _parse(text: str, origin: str, raw: bool = False):
     local = None
     if "local" in data:
         lt = data["local"]
-        cat = lt.get("category", "cloud")
+        cat = ALIASES.get(lt.get("category", "hosting"), lt.get("category", "hosting"))
         if cat not in CATEGORIES:
             raise TaxonomyError(f"taxonomy {origin}: [local] category {cat!r} unknown")
         try:

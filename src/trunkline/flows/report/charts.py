@@ -1,8 +1,8 @@
 """The report's charts, drawn with matplotlib (Agg) from the report dict alone.
 
-Each chart is returned as PNG bytes; the HTML embeds them inline (base64) and the same
-bytes are written as files. The map is drawn here from latitude/longitude on an
-equirectangular grid: no tile server, no network.
+Each chart is returned as PNG bytes, written as files for mail and slides (the page
+links them; its own charts are the interactive ones). The map draws the shipped outlines (``outlines``) and the
+metros on them, equirectangular: no tile server, no network.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 
 COLORS = {
-    "neocloud": "#7b3fe4", "hyperscaler": "#f28e2b", "cdn": "#4e79a7", "isp": "#59a14f",
-    "cloud": "#e15759", "other": "#9c755f", "unknown": "#bab0ac",
+    "neocloud": "#7b3fe4", "hyperscaler": "#f28e2b", "cdn": "#4e79a7", "isp_regional": "#59a14f",
+    "isp_tier1": "#1b7837", "hosting": "#e15759", "other": "#9c755f", "unknown": "#bab0ac",
 }
 DPI = 110
 
@@ -31,9 +31,17 @@ def _png(fig) -> bytes:
 
 
 def human_bits(x: float) -> str:
-    for unit, f in (("Pb", 1e15), ("Tb", 1e12), ("Gb", 1e9), ("Mb", 1e6), ("kb", 1e3)):
-        if abs(x) >= f:
-            return f"{x / f:.3g} {unit}"
+    """Three significant figures in the largest unit that keeps the number under 1000
+    (999.96 Gb prints as 1.00 Tb, never 1e+03 Gb)."""
+    units = (("Pb", 1e15), ("Tb", 1e12), ("Gb", 1e9), ("Mb", 1e6), ("kb", 1e3), ("b", 1.0))
+    for i, (unit, f) in enumerate(units):
+        if abs(x) >= f or unit == "b":
+            v = x / f
+            text = f"{v:.{2 if abs(v) < 10 else 1 if abs(v) < 100 else 0}f}"
+            if abs(float(text)) >= 1000 and i > 0:
+                unit, f = units[i - 1]
+                text = f"{x / f:.2f}"
+            return f"{text} {unit}"
     return f"{x:.3g} b"
 
 
@@ -108,24 +116,32 @@ def _bubbles(ax, ms, scale: float, labels: int) -> None:
                     textcoords="offset points")
 
 
-def _grid(ax, lons, lats) -> None:
-    ax.set_facecolor("#eef3f8")
-    for lon in lons:
-        ax.axvline(lon, color="white", lw=0.8)
-    for lat in lats:
-        ax.axhline(lat, color="white", lw=0.8)
+def _outlines(ax, fc: dict, lat0: float = 0.0) -> None:
+    """Shipped country or state outlines as filled polygons (equirectangular)."""
+    from matplotlib.collections import PolyCollection
+
+    polys = []
+    for f in fc["features"]:
+        g = f["geometry"]
+        for p in (g["coordinates"] if g["type"] == "MultiPolygon" else [g["coordinates"]]):
+            polys.append(np.array(p[0]))
+    ax.add_collection(PolyCollection(polys, facecolors="#e4e8ee", edgecolors="white", linewidths=0.4))
+    ax.set_facecolor("#f5f8fb")
+    ax.set_aspect(1 / np.cos(np.radians(lat0)))
 
 
 def world_map(report: dict) -> bytes:
-    """World and contiguous-US panels, equirectangular (x = longitude, y = latitude)."""
+    """World and contiguous-US panels on the shipped outlines (Natural Earth, US Census)."""
+    from .outlines import countries, states
+
     ms = report["metros"]
     fig, (ax, us) = plt.subplots(1, 2, figsize=(13, 4.6), gridspec_kw={"width_ratios": [1.6, 1]})
-    ax.set_xlim(-180, 180)
-    ax.set_ylim(-60, 75)
-    _grid(ax, range(-180, 181, 30), range(-60, 76, 15))
+    _outlines(ax, countries())
+    _outlines(us, states(), 38)
+    ax.set_xlim(-170, 192)
+    ax.set_ylim(-60, 84)
     us.set_xlim(-126, -66)
     us.set_ylim(24, 50)
-    _grid(us, range(-125, -64, 10), range(25, 51, 5))
     if ms:
         _bubbles(ax, ms, 700, 8)
         in_us = [m for m in ms if -126 <= m["lon"] <= -66 and 24 <= m["lat"] <= 50]
@@ -137,9 +153,8 @@ def world_map(report: dict) -> bytes:
     ax.set_title("Traffic by peer metro: world (bubble area ~ bits)", fontsize=10)
     us.set_title("Contiguous US", fontsize=10)
     for a in (ax, us):
-        a.set_xlabel("longitude", fontsize=8)
-        a.tick_params(labelsize=7)
-    ax.set_ylabel("latitude", fontsize=8)
+        a.set_xticks([])
+        a.set_yticks([])
     return _png(fig)
 
 

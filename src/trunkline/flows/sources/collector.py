@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..decode import FlowDecoder
+from ..decode import FlowDecoder, TemplateCache
 from ..decode.decoder import PendingBatch
 from ..store import FlowStore
 
@@ -42,6 +42,9 @@ class CollectorConfig:
     rcvbuf_bytes: int = 64 << 20
     max_queue_batches: int = 8  # writer queue bound; beyond it the receiver waits
     status_interval_s: float = 1.0
+    template_budget_bytes: int = 256 << 20  # templates + buffered sets, all exporters
+    exporter_quota_bytes: int = 16 << 20  # ... and per exporter address
+    template_changes_per_s: float = 50.0  # template (re)definitions per exporter
     extra: dict = field(default_factory=dict)
 
 
@@ -49,15 +52,20 @@ class Collector:
     def __init__(self, config: CollectorConfig, store: FlowStore):
         self.config = config
         self.store = store
-        self.decoder = FlowDecoder()
+        self.decoder = FlowDecoder(TemplateCache(
+            budget_bytes=config.template_budget_bytes,
+            exporter_quota_bytes=config.exporter_quota_bytes,
+            template_changes_per_s=config.template_changes_per_s))
         self.socks: list[socket.socket] = []
         self.stop_event = threading.Event()
         self.queue: queue.Queue[PendingBatch | None] = queue.Queue(config.max_queue_batches)
         self.written_records = 0
         self.write_errors = 0
+        self.build_errors: dict[str, int] = {}  # exporter -> records that failed to build
         self.started = time.time()
         self.snapshot: dict = {}
         self.bound: list[tuple[str, int]] = []
+        self.failure: str | None = None  # why the receive loop died, if it did
         self._writer = threading.Thread(target=self._write_loop, name="flow-writer", daemon=True)
 
     # -- sockets -----------------------------------------------------------------------
@@ -83,20 +91,24 @@ class Collector:
         return bound
 
     # -- main loop ---------------------------------------------------------------------
-    def run(self) -> None:
-        """Receive until ``stop()``; then drain, flush and wait for the writer."""
+    def run(self) -> bool:
+        """Receive until ``stop()``; then drain, flush and wait for the writer.
+
+        Returns False when the receive loop died (``self.failure`` says why): what was
+        decoded before is still flushed and the status says ``failed``, so the caller can
+        exit non-zero instead of pretending to run.
+        """
         if not self.socks:
             self.bind()
         self._writer.start()
         sel = selectors.DefaultSelector()
         for s in self.socks:
             sel.register(s, selectors.EVENT_READ)
-        feed = self.decoder.feed
         last_flush = last_status = time.monotonic()
         try:
             while not self.stop_event.is_set():
                 for key, _ in sel.select(timeout=0.2):
-                    self._drain(key.fileobj, feed)
+                    self._drain(key.fileobj)
                 now = time.monotonic()
                 if (self.decoder.pending_records >= self.config.batch_records
                         or now - last_flush >= self.config.flush_interval_s):
@@ -106,18 +118,25 @@ class Collector:
                     self._publish()
                     last_status = now
             for s in self.socks:  # what the kernel already holds was received: keep it
-                self._drain(s, feed)
-            self._flush()
+                self._drain(s, deadline=time.monotonic() + 0.3)
+        except Exception as e:  # noqa: BLE001 - reported in the status and the exit code
+            self.failure = f"{type(e).__name__}: {e}"
         finally:
-            self.queue.put(None)
-            self._writer.join()
-            sel.close()
-            for s in self.socks:
-                s.close()
-            self._publish()
+            self.stop_event.set()
+            try:
+                self._flush()
+            finally:
+                self.queue.put(None)
+                self._writer.join()
+                sel.close()
+                for s in self.socks:
+                    s.close()
+                self._publish()
+        return self.failure is None
 
-    def _drain(self, sock: socket.socket, feed) -> None:
+    def _drain(self, sock: socket.socket, deadline: float | None = None) -> None:
         recv = sock.recvfrom
+        feed = self.decoder.feed
         for _ in range(4096):  # bounded, so other sockets and flushes get their turn
             try:
                 data, addr = recv(65535)
@@ -125,9 +144,14 @@ class Collector:
                 return
             except OSError:
                 return
-            feed(data, addr[0], int(time.time() * 1000))
+            try:
+                feed(data, addr[0], int(time.time() * 1000))
+            except Exception:  # noqa: BLE001 - one datagram never stops the loop
+                self.decoder.counters.drop(addr[0], "internal_error")
             if self.decoder.pending_records >= self.config.batch_records:
                 self._flush()
+            if deadline is not None and time.monotonic() > deadline:
+                return
 
     def _flush(self) -> None:
         if self.decoder.pending_records:
@@ -139,9 +163,11 @@ class Collector:
             if batch is None:
                 return
             try:
-                self.written_records += self.store.write(batch.to_table())
+                self.written_records += self.store.write(*batch.to_table_with_reference())
             except Exception:  # noqa: BLE001 - counted and reported; the collector goes on
                 self.write_errors += 1
+            for e, n in batch.build_errors.items():
+                self.build_errors[e] = self.build_errors.get(e, 0) + n
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -154,11 +180,18 @@ class Collector:
             "uptime_s": round(time.time() - self.started, 3),
             "written_records": self.written_records,
             "write_errors": self.write_errors,
+            "build_errors": dict(self.build_errors),
             "pending_records": self.decoder.pending_records,
             "queued_batches": self.queue.qsize(),
             "templates": self.decoder.cache.template_count(),
+            "template_bytes": self.decoder.cache.used,
+            "quarantined": dict(self.store.quarantined),
             "pid": os.getpid(),
             "running": not self.stop_event.is_set(),
+            "state": "failed" if self.failure else
+                     "running" if not self.stop_event.is_set() else "stopped",
+            "failure": self.failure,
+            "last_internal_error": self.decoder.last_internal_error,
         }
         return c
 

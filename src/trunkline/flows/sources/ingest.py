@@ -36,14 +36,15 @@ def ingest_files(paths: Iterable[str | Path], store: FlowStore, *,
                     continue
                 dec.feed(d.payload, d.src, d.ts_ms)
                 if dec.pending_records >= batch_records:
-                    written += store.write(dec.flush())
+                    written += store.write(*dec.detach().to_table_with_reference())
         elif p.suffix.lower() == ".csv" and is_nfdump_csv(p):
             written += store.write(read_nfdump_csv(p))
         elif p.suffix.lower() in (".csv", ".parquet", ".pq"):
             written += store.write(read_flow_log(p, mapping))
         else:
             raise ValueError(f"{p}: not a pcap/pcapng capture, CSV or Parquet flow log")
-    written += store.write(dec.flush())
+    written += store.write(*dec.detach().to_table_with_reference())
     out = dec.counters.as_dict()
     out["written_records"] = written
+    out["quarantined"] = dict(store.quarantined)
     return out

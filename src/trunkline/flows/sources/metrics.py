@@ -29,6 +29,8 @@ def render(snap: dict) -> str:
     ex = snap.get("exporters", {})
     for key, help_ in (("packets", "datagrams received"), ("records", "flow records decoded"),
                        ("templates", "templates learned"),
+                       ("discarded_records", "records discarded with their failing datagram"),
+                       ("evicted_domains", "template domains evicted for memory"),
                        ("buffered_sets", "data sets buffered awaiting their template")):
         metric(f"{key}_total", "counter", help_,
                [({"exporter": e}, c.get(key, 0)) for e, c in ex.items()])
@@ -38,9 +40,17 @@ def render(snap: dict) -> str:
     col = snap.get("collector", {})
     for key, kind in (("written_records", "counter"), ("write_errors", "counter"),
                       ("pending_records", "gauge"), ("queued_batches", "gauge"),
-                      ("templates", "gauge"), ("uptime_s", "gauge")):
+                      ("templates", "gauge"), ("template_bytes", "gauge"),
+                      ("uptime_s", "gauge")):
         if key in col:
             metric(f"collector_{key}", kind, key.replace("_", " "), [({}, col[key])])
+    if "quarantined" in col:
+        metric("quarantined_records_total", "counter",
+               "records kept out of the day partitions (times not sane)",
+               [({"reason": r}, n) for r, n in col["quarantined"].items()])
+    if "state" in col:
+        metric("collector_failed", "gauge", "1 once a receive loop died (see flows status)",
+               [({}, int(col["state"] == "failed"))])
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,166 @@
+"""Client-bound downloads (issue 18): trunkline, s5cmd and rclone against a cheap origin.
+
+    python bench/client_bound.py                                   # three sets, 3 rounds
+    python bench/client_bound.py --datasets huge1 --rounds 5 --tools trunkline,s5cmd
+
+Method. The datasets (random bytes) are written once under a scratch root and served by
+nginx on loopback (``nginx_origin.py``: sendfile, Range, ETag, static ListObjectsV2 pages),
+so the origin costs little CPU and the client's own cost per GB shows. For each dataset
+the tools run in rotating order for ``--rounds`` rounds; the destination is deleted and
+``sync`` run before each timed run, memory prefaulted as in ``mover.py``. A run counts when
+it exits 0 and every file has its size and the sampled files their sha256. Figures per run
+(the client process only, via ``wait4`` in a small launcher): wall, user and system CPU
+seconds, peak RSS; plus nginx's CPU over the run. Medians over the good runs; CPU per GB
+uses decimal GB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from common import (
+    GB,
+    Dataset,
+    KiB,
+    MiB,
+    generate_dataset,
+    machine_info,
+    median,
+    prefault,
+    run_measured,
+    sha256_file,
+    venv_bin,
+)
+from nginx_origin import NginxOrigin, write_listing
+
+HERE = Path(__file__).resolve().parent
+BUCKET = "bench"
+DATASETS = {
+    "huge1": Dataset("huge1", 1, 1024 * MiB),
+    "large16": Dataset("large16", 16, 64 * MiB),
+    "small2000": Dataset("small2000", 2000, 256 * KiB),
+}
+
+
+def tool_argv(tool: str, bins: dict[str, str], ds: str, dst: Path, endpoint: str) -> list[str]:
+    url = f"s3://{BUCKET}/{ds}/"
+    if tool == "trunkline":
+        return [bins["trunkline"], "cp", "-r", "-q", "--no-resume", url, f"{dst}/"]
+    if tool == "s5cmd":
+        return [bins["s5cmd"], "--endpoint-url", endpoint, "cp", f"{url}*", f"{dst}/"]
+    if tool == "rclone":
+        return [bins["rclone"], "copy", f"bench:{BUCKET}/{ds}", str(dst)]
+    raise ValueError(tool)
+
+
+def tool_env(endpoint: str, work: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RCLONE_"))}
+    empty = work / "empty.conf"
+    empty.touch()
+    env.update({
+        "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY":
+        "bench-secret", "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": str(empty), "AWS_SHARED_CREDENTIALS_FILE": str(empty),
+        "TRUNKLINE_CONFIG": str(empty), "TRUNKLINE_STATE_DIR": str(work / "state"),
+        "RCLONE_CONFIG": str(empty), "RCLONE_CONFIG_BENCH_TYPE": "s3",
+        "RCLONE_CONFIG_BENCH_PROVIDER": "Other", "RCLONE_CONFIG_BENCH_ENDPOINT": endpoint,
+        "RCLONE_CONFIG_BENCH_ACCESS_KEY_ID": "bench",
+        "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY": "bench-secret",
+        "RCLONE_CONFIG_BENCH_REGION": "us-east-1", "RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE": "true",
+    })
+    return env
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--datasets", default="huge1,large16,small2000")
+    ap.add_argument("--tools", default="trunkline,s5cmd,rclone")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--workdir", default=None)
+    ap.add_argument("--trunkline-args", default="", help="extra args for trunkline cp")
+    a = ap.parse_args()
+    tools = a.tools.split(",")
+    bins = {t: venv_bin(t) for t in tools}
+    missing = [t for t, b in bins.items() if not b]
+    if missing or shutil.which("nginx") is None:
+        sys.exit(f"missing: {missing or ''} {'nginx' if not shutil.which('nginx') else ''}")
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(dir=a.workdir, prefix="tl-clientbound-") as d:
+        work = Path(d)
+        work.chmod(0o755)   # nginx's workers run as an unprivileged user and must read it
+        root = work / "origin"
+        gens = {}
+        for name in a.datasets.split(","):
+            gens[name] = generate_dataset(DATASETS[name], root / BUCKET / name)
+            write_listing(root, BUCKET, name)
+        from common import _free_port
+        with NginxOrigin(root, BUCKET, _free_port()) as origin:
+            env = tool_env(origin.endpoint_url, work)
+            for name, gen in gens.items():
+                for r in range(a.rounds):
+                    order = tools[r % len(tools):] + tools[:r % len(tools)]
+                    for tool in order:
+                        dst = work / "dst"
+                        shutil.rmtree(dst, ignore_errors=True)
+                        dst.mkdir()
+                        subprocess.run(["sync"], check=False)
+                        prefault(gen.dataset.total_bytes)
+                        argv = tool_argv(tool, bins, name, dst, origin.endpoint_url)
+                        if tool == "trunkline" and a.trunkline_args:
+                            argv[2:2] = a.trunkline_args.split()
+                        cpu0 = origin.cpu_seconds()
+                        m = run_measured(argv, env=env, log_dir=work / "logs",
+                                         tag=f"{name}-{tool}-{r}", timeout=600)
+                        server_cpu = origin.cpu_seconds() - cpu0
+                        ok = m.exit_code == 0 and all(
+                            (dst / f).is_file() and (dst / f).stat().st_size == s
+                            for f, s in gen.sizes.items())
+                        sample = next(iter(gen.sizes))
+                        if ok:
+                            ok = sha256_file(dst / sample) == gen.sha256[sample]
+                        row = {"dataset": name, "tool": tool, "round": r, "ok": ok,
+                               "wall_s": m.wall_s, "user_s": m.user_s, "sys_s": m.sys_s,
+                               "rss_mib": m.maxrss_mib, "server_cpu_s": server_cpu,
+                               "gb": gen.dataset.total_bytes / GB,
+                               "err": "" if ok else (m.stderr_tail[-300:] or m.stdout_tail[-300:])}
+                        rows.append(row)
+                        print(json.dumps(row), flush=True)
+    info = machine_info()
+    print(f"\nmachine: {info}")
+    print("| set | tool | wall s | x best peer | user s/GB | sys s/GB | CPU s/GB | "
+          "peak RSS MiB | nginx CPU s | objects/s |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name in gens:
+        med = {}
+        for tool in tools:
+            good = [r for r in rows if r["dataset"] == name and r["tool"] == tool and r["ok"]]
+            if not good:
+                med[tool] = None
+                continue
+            gb = good[0]["gb"]
+            med[tool] = {k: median([r[k] for r in good]) for k in
+                         ("wall_s", "user_s", "sys_s", "rss_mib", "server_cpu_s")} | {"gb": gb}
+        peers = [med[t]["wall_s"] for t in tools if t != "trunkline" and med.get(t)]
+        best = min(peers) if peers else None
+        for tool in tools:
+            m = med[tool]
+            if m is None:
+                print(f"| {name} | {tool} | FAIL | | | | | | | |")
+                continue
+            n = DATASETS[name].count
+            ratio = f"{m['wall_s'] / best:.2f}" if best else "-"
+            print(f"| {name} | {tool} | {m['wall_s']:.2f} | {ratio} | {m['user_s'] / m['gb']:.3f} | "
+                  f"{m['sys_s'] / m['gb']:.3f} | {(m['user_s'] + m['sys_s']) / m['gb']:.3f} | "
+                  f"{m['rss_mib']:.0f} | {m['server_cpu_s']:.2f} | {n / m['wall_s']:.0f} |")
+    return 0 if all(r["ok"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

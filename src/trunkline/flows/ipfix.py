@@ -1,0 +1,78 @@
+"""IPFIX information element ids, defined once for the decoder and the mover's encoder.
+
+IANA's registry (https://www.iana.org/assignments/ipfix/) names the standard elements;
+NetFlow v9 shares the ids below 128. trunkline's own elements live under PEN 32473 (RFC
+5612's documentation PEN): the mover's TCP_INFO per connection. The decoder maps these ids
+to flow-schema roles; the encoder (``trunkline.telemetry.ipfix_export``) builds its
+templates from the same constants, so what one writes the other reads.
+"""
+
+from __future__ import annotations
+
+# -- IANA elements (id) ----------------------------------------------------------------
+OCTET_DELTA_COUNT = 1
+PACKET_DELTA_COUNT = 2
+PROTOCOL_IDENTIFIER = 4
+TCP_CONTROL_BITS = 6
+SOURCE_TRANSPORT_PORT = 7
+SOURCE_IPV4_ADDRESS = 8
+INGRESS_INTERFACE = 10
+DESTINATION_TRANSPORT_PORT = 11
+DESTINATION_IPV4_ADDRESS = 12
+EGRESS_INTERFACE = 14
+BGP_SOURCE_AS_NUMBER = 16
+BGP_DESTINATION_AS_NUMBER = 17
+FLOW_END_SYS_UP_TIME = 21
+FLOW_START_SYS_UP_TIME = 22
+POST_OCTET_DELTA_COUNT = 23
+POST_PACKET_DELTA_COUNT = 24
+SOURCE_IPV6_ADDRESS = 27
+DESTINATION_IPV6_ADDRESS = 28
+SAMPLING_INTERVAL = 34
+SAMPLER_ID = 48
+SAMPLER_RANDOM_INTERVAL = 50
+IP_VERSION = 60
+OCTET_TOTAL_COUNT = 85
+PACKET_TOTAL_COUNT = 86
+FLOW_START_SECONDS = 150
+FLOW_END_SECONDS = 151
+FLOW_START_MILLISECONDS = 152
+FLOW_END_MILLISECONDS = 153
+FLOW_START_MICROSECONDS = 154
+FLOW_END_MICROSECONDS = 155
+FLOW_START_NANOSECONDS = 156
+FLOW_END_NANOSECONDS = 157
+FLOW_START_DELTA_MICROSECONDS = 158
+FLOW_END_DELTA_MICROSECONDS = 159
+SYSTEM_INIT_TIME_MILLISECONDS = 160
+INGRESS_PHYSICAL_INTERFACE = 252
+EGRESS_PHYSICAL_INTERFACE = 253
+SELECTOR_ID = 302
+SAMPLING_PACKET_INTERVAL = 305
+SAMPLING_PACKET_SPACE = 306
+DATA_LINK_FRAME_SIZE = 312
+IP_HEADER_PACKET_SECTION = 313
+DATA_LINK_FRAME_SECTION = 315
+OBSERVATION_TIME_MILLISECONDS = 323
+
+# -- trunkline's enterprise elements (PEN 32473) -----------------------------------------
+TRUNKLINE_PEN = 32473
+TRUNKLINE_RTT_US = 1  # unsigned32: smoothed RTT of the connection, microseconds
+TRUNKLINE_RETRANSMITS = 2  # unsigned32: segments retransmitted
+TRUNKLINE_DELIVERY_RATE_BPS = 3  # unsigned64: TCP_INFO delivery rate, bits per second
+
+# -- the mover's export templates: (element id, length, enterprise number) ---------------
+EXPORT_TEMPLATE_V4, EXPORT_TEMPLATE_V6 = 256, 257
+_EXPORT_TAIL = [
+    (SOURCE_TRANSPORT_PORT, 2, 0), (DESTINATION_TRANSPORT_PORT, 2, 0),
+    (PROTOCOL_IDENTIFIER, 1, 0), (OCTET_DELTA_COUNT, 8, 0), (PACKET_DELTA_COUNT, 8, 0),
+    (FLOW_START_MILLISECONDS, 8, 0), (FLOW_END_MILLISECONDS, 8, 0),
+    (TRUNKLINE_RTT_US, 4, TRUNKLINE_PEN), (TRUNKLINE_RETRANSMITS, 4, TRUNKLINE_PEN),
+    (TRUNKLINE_DELIVERY_RATE_BPS, 8, TRUNKLINE_PEN),
+]
+EXPORT_FIELDS = {
+    EXPORT_TEMPLATE_V4: [(SOURCE_IPV4_ADDRESS, 4, 0), (DESTINATION_IPV4_ADDRESS, 4, 0),
+                         *_EXPORT_TAIL],
+    EXPORT_TEMPLATE_V6: [(SOURCE_IPV6_ADDRESS, 16, 0), (DESTINATION_IPV6_ADDRESS, 16, 0),
+                         *_EXPORT_TAIL],
+}

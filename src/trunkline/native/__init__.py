@@ -1,0 +1,155 @@
+"""The per-part loops of the mover: receive -> CRC32C -> write at the offset, and
+read -> CRC32C -> send, in C with the interpreter lock released for a whole part
+(``_hotpath``), and the same loops in Python as the tested fallback.
+
+Both take the same arguments and give the same results (tests/test_native_hotpath.py
+checks them against each other over real sockets and files). ``TRUNKLINE_NATIVE=0``
+selects the Python loop; so does a build without a C compiler. Progress is published
+through a :class:`Counter` that other threads read while a part is in flight.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import socket
+
+from ..engine.direct_io import ALIGN
+from ..engine.integrity import crc32c as _crc_extend_value
+
+try:
+    from . import _hotpath
+except ImportError:  # built without a compiler: the Python loop
+    _hotpath = None
+
+if _hotpath is not None:
+    from ..engine import integrity as _integrity
+
+    if _integrity._c_extend is not None:   # the well-kept CRC32C, shared with the engine
+        _hotpath.use_libcrc32c(ctypes.cast(_integrity._c_extend, ctypes.c_void_p).value or 0)
+
+NATIVE = _hotpath is not None and os.environ.get("TRUNKLINE_NATIVE", "1") != "0"
+"""Whether the compiled loop is in use."""
+
+
+class Counter:
+    """Bytes moved so far, updated by the loop as it goes (an aligned 64-bit cell)."""
+
+    __slots__ = ("cell",)
+
+    def __init__(self) -> None:
+        self.cell = ctypes.c_uint64(0)
+
+    @property
+    def value(self) -> int:
+        return self.cell.value
+
+    def add(self, n: int) -> None:
+        self.cell.value += n
+
+
+def _timeout_ms(sock: socket.socket) -> int:
+    t = sock.gettimeout()
+    return -1 if t is None else max(1, int(t * 1000))
+
+
+def recv_to_file(sock: socket.socket, fd: int, offset: int, length: int, buf: memoryview, *,
+                 counter: Counter | None = None, direct_fd: int | None = None,
+                 crc: int = 0, native: bool | None = None) -> tuple[int, int | None]:
+    """Receive ``length`` bytes from ``sock`` and write them at ``offset`` of ``fd`` (the
+    page-aligned bulk through ``direct_fd`` when given). -> (CRC32C extended from ``crc``,
+    the direct descriptor still usable or None). Raises ConnectionError when the peer
+    closes early, TimeoutError when it stalls past the socket's timeout, OSError (ENOSPC,
+    EIO...) when a write fails: never a short file that looks complete."""
+    if native if native is not None else NATIVE:
+        try:
+            c, d = _hotpath.recv_to_file(sock.fileno(), fd, offset, length, buf,
+                                         _timeout_ms(sock), counter.cell if counter else None,
+                                         -1 if direct_fd is None else direct_fd, crc)
+        except EOFError as e:
+            raise ConnectionError(str(e)) from None
+        except OSError as e:
+            if e.errno == errno.ETIMEDOUT:
+                raise TimeoutError(f"no byte for {sock.gettimeout()} s") from None
+            raise
+        return c, (None if d < 0 else d)
+    return _recv_to_file_py(sock, fd, offset, length, buf, counter, direct_fd, crc)
+
+
+def file_to_sock(fd: int, sock: socket.socket, offset: int, length: int, buf: memoryview, *,
+                 counter: Counter | None = None, crc: int = 0,
+                 native: bool | None = None) -> int:
+    """Read ``length`` bytes at ``offset`` of ``fd`` and send them; -> their CRC32C.
+    Raises ConnectionError when the file ends early (it shrank under us)."""
+    if native if native is not None else NATIVE:
+        try:
+            return _hotpath.file_to_sock(fd, sock.fileno(), offset, length, buf,
+                                         _timeout_ms(sock), counter.cell if counter else None,
+                                         crc)
+        except EOFError as e:
+            raise ConnectionError(str(e)) from None
+        except OSError as e:
+            if e.errno == errno.ETIMEDOUT:
+                raise TimeoutError(f"peer did not read for {sock.gettimeout()} s") from None
+            raise
+    return _file_to_sock_py(fd, sock, offset, length, buf, counter, crc)
+
+
+# --- the Python loops (the fallback, and the reference the tests compare with) -------
+
+def _pwrite_all(fd: int, data: memoryview, off: int) -> None:
+    while len(data):
+        n = os.pwrite(fd, data, off)
+        if n == 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        data, off = data[n:], off + n
+
+
+def _recv_to_file_py(sock, fd, offset, length, buf, counter, direct_fd, crc):
+    got = 0
+    cap = len(buf)
+    while got < length:
+        want = min(cap, length - got)
+        fill = 0
+        while fill < want:
+            k = sock.recv_into(buf[fill:want])
+            if k == 0:
+                raise ConnectionError(f"peer closed after {got + fill} of {length} bytes")
+            fill += k
+        chunk = buf[:fill]
+        crc = _crc_extend_value(chunk, crc)
+        off = offset + got
+        rest = chunk
+        if direct_fd is not None and off % ALIGN == 0:
+            bulk = fill - fill % ALIGN
+            if bulk:
+                try:
+                    _pwrite_all(direct_fd, chunk[:bulk], off)
+                    rest = chunk[bulk:]
+                    off += bulk
+                except OSError as e:
+                    if e.errno != errno.EINVAL:
+                        raise
+                    direct_fd = None
+        if len(rest):
+            _pwrite_all(fd, rest, off)
+        got += fill
+        if counter is not None:
+            counter.add(fill)
+    return crc, direct_fd
+
+
+def _file_to_sock_py(fd, sock, offset, length, buf, counter, crc):
+    sent = 0
+    while sent < length:
+        k = os.preadv(fd, [buf[: min(len(buf), length - sent)]], offset + sent)
+        if k == 0:
+            raise ConnectionError(f"file ended after {sent} of {length} bytes")
+        chunk = buf[:k]
+        crc = _crc_extend_value(chunk, crc)
+        sock.sendall(chunk)
+        sent += k
+        if counter is not None:
+            counter.add(k)
+    return crc

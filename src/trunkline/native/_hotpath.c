@@ -1,0 +1,356 @@
+/*
+ * The mover's per-part loops in C, with the interpreter lock released for a whole part.
+ *
+ * Why this is ours and not a library's: the loop that receives a part, checksums it and
+ * writes it at its offset (and the one that reads, checksums and sends) runs once per
+ * byte moved. In Python each turn costs interpreter time that holds the GIL, which caps
+ * what one process can move whatever the core count. Here the turn is a few system calls
+ * and a hardware CRC32C (SSE4.2 crc32 instruction, or a table where the CPU lacks it);
+ * progress is published through a counter the Python side reads while we run.
+ *
+ * Errors come back as OSError (errno set: ENOSPC, ETIMEDOUT, ECONNRESET...) or as
+ * EOFError for a peer that closed before the part's last byte; the Python wrapper maps
+ * them onto the project's exception tree.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <poll.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#if defined(__x86_64__)
+#include <nmmintrin.h>
+#endif
+
+#define ALIGN 4096
+
+/* ---------------------------------------------------------------- CRC32C */
+
+static uint32_t crc_table[8][256];
+static int have_sse42 = 0;
+
+static void crc_init(void) {
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0x82F63B78u & (0u - (c & 1u)));
+        crc_table[0][i] = c;
+    }
+    for (int t = 1; t < 8; t++)
+        for (uint32_t i = 0; i < 256; i++)
+            crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^ crc_table[0][crc_table[t - 1][i] & 0xFF];
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    have_sse42 = __builtin_cpu_supports("sse4.2") ? 1 : 0;
+#endif
+}
+
+static uint32_t crc_sw(uint32_t crc, const unsigned char *p, size_t n) {
+    while (n >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        w ^= crc;
+        crc = crc_table[7][w & 0xFF] ^ crc_table[6][(w >> 8) & 0xFF] ^
+              crc_table[5][(w >> 16) & 0xFF] ^ crc_table[4][(w >> 24) & 0xFF] ^
+              crc_table[3][(w >> 32) & 0xFF] ^ crc_table[2][(w >> 40) & 0xFF] ^
+              crc_table[1][(w >> 48) & 0xFF] ^ crc_table[0][w >> 56];
+        p += 8;
+        n -= 8;
+    }
+    while (n--) crc = (crc >> 8) ^ crc_table[0][(crc ^ *p++) & 0xFF];
+    return crc;
+}
+
+#if defined(__x86_64__)
+__attribute__((target("sse4.2")))
+static uint32_t crc_hw(uint32_t crc, const unsigned char *p, size_t n) {
+    uint64_t c = crc;
+    while (n >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        c = _mm_crc32_u64(c, w);
+        p += 8;
+        n -= 8;
+    }
+    uint32_t c32 = (uint32_t)c;
+    while (n--) c32 = _mm_crc32_u8(c32, *p++);
+    return c32;
+}
+#endif
+
+/* The CRC32C of google-crc32c's own C library (libcrc32c: three interleaved streams of
+ * the crc32 instruction, ~3x our single stream), handed over by the Python side with
+ * use_libcrc32c(); ours below is the fallback where it cannot be found. */
+typedef uint32_t (*crc_extend_fn)(uint32_t, const uint8_t *, size_t);
+static crc_extend_fn lib_extend = NULL;
+
+/* crc is the usual (finalised) CRC32C value; returns the updated one. */
+static uint32_t crc32c_update(uint32_t crc, const unsigned char *p, size_t n) {
+    if (lib_extend) return lib_extend(crc, p, n);
+    uint32_t c = ~crc;
+#if defined(__x86_64__)
+    if (have_sse42) return ~crc_hw(c, p, n);
+#endif
+    return ~crc_sw(c, p, n);
+}
+
+/* ---------------------------------------------------------------- I/O helpers */
+
+/* Wait until fd is ready for `events`; 0 ok, -1 with errno (ETIMEDOUT on timeout). */
+static int wait_fd(int fd, short events, int timeout_ms) {
+    struct pollfd pfd = {.fd = fd, .events = events, .revents = 0};
+    for (;;) {
+        int r = poll(&pfd, 1, timeout_ms);
+        if (r > 0) return 0;
+        if (r == 0) { errno = ETIMEDOUT; return -1; }
+        if (errno != EINTR) return -1;
+    }
+}
+
+/* Write all n bytes at off; -1 with errno on error (a 0-byte write is ENOSPC). */
+static int pwrite_all(int fd, const unsigned char *p, size_t n, off_t off) {
+    while (n) {
+        ssize_t w = pwrite(fd, p, n, off);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        if (w == 0) { errno = ENOSPC; return -1; }
+        p += w;
+        n -= (size_t)w;
+        off += w;
+    }
+    return 0;
+}
+
+/* Write one filled buffer: the aligned prefix through the O_DIRECT descriptor when the
+ * offset and address allow it, the rest through the ordinary one. On EINVAL from the
+ * direct descriptor (a filesystem that rejects the alignment) *direct_fd becomes -1 and
+ * the write is retried buffered. */
+static int write_chunk(int fd, int *direct_fd, const unsigned char *p, size_t n, off_t off) {
+    if (*direct_fd >= 0 && (off % ALIGN) == 0 && ((uintptr_t)p % ALIGN) == 0) {
+        size_t bulk = n & ~((size_t)ALIGN - 1);
+        if (bulk) {
+            if (pwrite_all(*direct_fd, p, bulk, off) == 0) {
+                p += bulk;
+                n -= bulk;
+                off += (off_t)bulk;
+            } else if (errno == EINVAL) {
+                *direct_fd = -1;
+            } else {
+                return -1;
+            }
+        }
+    }
+    return n ? pwrite_all(fd, p, n, off) : 0;
+}
+
+static void publish(uint64_t *counter, uint64_t k) {
+    if (counter) __atomic_fetch_add(counter, k, __ATOMIC_RELAXED);
+}
+
+/* ---------------------------------------------------------------- recv_to_file */
+
+static PyObject *recv_to_file(PyObject *self, PyObject *args, PyObject *kw) {
+    static char *names[] = {"sock_fd", "file_fd", "offset", "length", "buf", "timeout_ms",
+                            "counter", "direct_fd", "crc", NULL};
+    int sock_fd, file_fd, timeout_ms, direct_fd = -1;
+    long long offset, length;
+    unsigned int crc = 0;
+    Py_buffer buf, ctr = {0};
+    PyObject *ctr_obj = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iiLLw*i|OiI", names, &sock_fd, &file_fd,
+                                     &offset, &length, &buf, &timeout_ms, &ctr_obj,
+                                     &direct_fd, &crc))
+        return NULL;
+    uint64_t *counter = NULL;
+    if (ctr_obj != Py_None) {
+        if (PyObject_GetBuffer(ctr_obj, &ctr, PyBUF_WRITABLE) < 0) {
+            PyBuffer_Release(&buf);
+            return NULL;
+        }
+        if (ctr.len < 8 || ((uintptr_t)ctr.buf % 8) != 0) {
+            PyBuffer_Release(&ctr);
+            PyBuffer_Release(&buf);
+            PyErr_SetString(PyExc_ValueError, "counter must be an aligned 8-byte buffer");
+            return NULL;
+        }
+        counter = (uint64_t *)ctr.buf;
+    }
+    if (offset < 0 || length < 0 || buf.len <= 0) {
+        if (counter) PyBuffer_Release(&ctr);
+        PyBuffer_Release(&buf);
+        PyErr_SetString(PyExc_ValueError, "offset/length must be >= 0 and buf non-empty");
+        return NULL;
+    }
+    unsigned char *base = (unsigned char *)buf.buf;
+    size_t cap = (size_t)buf.len;
+    long long got = 0;
+    int err = 0, eof = 0;
+    uint32_t c = crc;
+
+    Py_BEGIN_ALLOW_THREADS
+    while (got < length && !err && !eof) {
+        size_t want = (size_t)((length - got) < (long long)cap ? (length - got) : (long long)cap);
+        size_t fill = 0;
+        /* fill the buffer (or the rest of the part): full buffers keep direct writes aligned */
+        while (fill < want) {
+            ssize_t r = recv(sock_fd, base + fill, want - fill, 0);
+            if (r > 0) {
+                fill += (size_t)r;
+                continue;
+            }
+            if (r == 0) { eof = 1; break; }
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                if (wait_fd(sock_fd, POLLIN, timeout_ms) < 0) { err = errno; break; }
+                continue;
+            }
+            err = errno;
+            break;
+        }
+        if (fill) {
+            c = crc32c_update(c, base, fill);
+            if (write_chunk(file_fd, &direct_fd, base, fill, (off_t)(offset + got)) < 0) {
+                err = errno;
+                break;
+            }
+            got += (long long)fill;
+            publish(counter, fill);
+        }
+    }
+    Py_END_ALLOW_THREADS
+
+    if (counter) PyBuffer_Release(&ctr);
+    PyBuffer_Release(&buf);
+    if (err) {
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    if (eof) {
+        return PyErr_Format(PyExc_EOFError, "peer closed after %lld of %lld bytes", got, length);
+    }
+    return Py_BuildValue("(Ii)", c, direct_fd);
+}
+
+/* ---------------------------------------------------------------- file_to_sock */
+
+static PyObject *file_to_sock(PyObject *self, PyObject *args, PyObject *kw) {
+    static char *names[] = {"file_fd", "sock_fd", "offset", "length", "buf", "timeout_ms",
+                            "counter", "crc", NULL};
+    int sock_fd, file_fd, timeout_ms;
+    long long offset, length;
+    unsigned int crc = 0;
+    Py_buffer buf, ctr = {0};
+    PyObject *ctr_obj = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iiLLw*i|OI", names, &file_fd, &sock_fd,
+                                     &offset, &length, &buf, &timeout_ms, &ctr_obj, &crc))
+        return NULL;
+    uint64_t *counter = NULL;
+    if (ctr_obj != Py_None) {
+        if (PyObject_GetBuffer(ctr_obj, &ctr, PyBUF_WRITABLE) < 0) {
+            PyBuffer_Release(&buf);
+            return NULL;
+        }
+        if (ctr.len < 8 || ((uintptr_t)ctr.buf % 8) != 0) {
+            PyBuffer_Release(&ctr);
+            PyBuffer_Release(&buf);
+            PyErr_SetString(PyExc_ValueError, "counter must be an aligned 8-byte buffer");
+            return NULL;
+        }
+        counter = (uint64_t *)ctr.buf;
+    }
+    unsigned char *base = (unsigned char *)buf.buf;
+    size_t cap = (size_t)buf.len;
+    long long sent = 0;
+    int err = 0, short_file = 0;
+    uint32_t c = crc;
+
+    Py_BEGIN_ALLOW_THREADS
+    while (sent < length && !err && !short_file) {
+        size_t want = (size_t)((length - sent) < (long long)cap ? (length - sent) : (long long)cap);
+        ssize_t r = pread(file_fd, base, want, (off_t)(offset + sent));
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            err = errno;
+            break;
+        }
+        if (r == 0) { short_file = 1; break; }  /* the file shrank under us */
+        c = crc32c_update(c, base, (size_t)r);
+        size_t off = 0;
+        while (off < (size_t)r) {
+            ssize_t w = send(sock_fd, base + off, (size_t)r - off, MSG_NOSIGNAL);
+            if (w > 0) { off += (size_t)w; continue; }
+            if (w < 0 && errno == EINTR) continue;
+            if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+                if (wait_fd(sock_fd, POLLOUT, timeout_ms) < 0) { err = errno; break; }
+                continue;
+            }
+            err = w < 0 ? errno : EPIPE;
+            break;
+        }
+        if (err) break;
+        sent += r;
+        publish(counter, (uint64_t)r);
+    }
+    Py_END_ALLOW_THREADS
+
+    if (counter) PyBuffer_Release(&ctr);
+    PyBuffer_Release(&buf);
+    if (err) {
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    if (short_file) {
+        return PyErr_Format(PyExc_EOFError, "file ended after %lld of %lld bytes", sent, length);
+    }
+    return PyLong_FromUnsignedLong(c);
+}
+
+static PyObject *crc32c_py(PyObject *self, PyObject *args) {
+    Py_buffer b;
+    unsigned int crc = 0;
+    if (!PyArg_ParseTuple(args, "y*|I", &b, &crc)) return NULL;
+    uint32_t c;
+    Py_BEGIN_ALLOW_THREADS
+    c = crc32c_update(crc, (const unsigned char *)b.buf, (size_t)b.len);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&b);
+    return PyLong_FromUnsignedLong(c);
+}
+
+static PyObject *use_libcrc32c(PyObject *self, PyObject *arg) {
+    unsigned long long addr = PyLong_AsUnsignedLongLong(arg);
+    if (PyErr_Occurred()) return NULL;
+    lib_extend = (crc_extend_fn)(uintptr_t)addr;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"use_libcrc32c", use_libcrc32c, METH_O,
+     "use_libcrc32c(address of crc32c_extend) -> None (0: our own CRC32C)."},
+    {"recv_to_file", (PyCFunction)(void (*)(void))recv_to_file, METH_VARARGS | METH_KEYWORDS,
+     "recv_to_file(sock_fd, file_fd, offset, length, buf, timeout_ms, counter=None, "
+     "direct_fd=-1, crc=0) -> (crc32c, direct_fd): receive length bytes, write them at "
+     "offset, without the GIL."},
+    {"file_to_sock", (PyCFunction)(void (*)(void))file_to_sock, METH_VARARGS | METH_KEYWORDS,
+     "file_to_sock(file_fd, sock_fd, offset, length, buf, timeout_ms, counter=None, crc=0) "
+     "-> crc32c: read length bytes at offset and send them, without the GIL."},
+    {"crc32c", crc32c_py, METH_VARARGS, "crc32c(data, crc=0) -> the updated CRC32C."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_hotpath", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__hotpath(void) {
+    crc_init();
+    PyObject *m = PyModule_Create(&module);
+    if (m && PyModule_AddIntConstant(m, "HARDWARE_CRC", have_sse42) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
