@@ -2,7 +2,7 @@
 
 Each shard runs the ordinary single-node engine: a ``Runner`` with its own tuner and a
 per-shard resume journal in the node's state dir. Part ranges of a split object go into
-the driver's multipart upload and are not completed here (``job.finalize = False``): their
+the driver's multipart upload and are not completed here (``plan.finalize = False``): their
 part ETags go back to the driver, which completes the object once every range is in.
 """
 
@@ -12,7 +12,7 @@ import os
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..engine.jobs import EndpointCache, ObjectJob, job_for
@@ -111,18 +111,18 @@ class ShardWorker:
                       part_size=it.part_size, server_side=self.spec.server_side)
         if it.first:
             # a range of a split object: parts into the driver's upload, completed there
-            job.parts = [p for p in job.parts if it.first <= p.number <= it.last]
-            job.parts_left = len(job.parts)
-            job.upload_id = it.upload_id
-            job.finalize = False  # read by Runner._part_finished
-            job.name = f"{job.name} (parts {it.first}-{it.last})"
+            plan = replace(job.plan, parts=tuple(p for p in job.plan.parts
+                                                 if it.first <= p.number <= it.last),
+                           finalize=False,  # read by the engine's completion step
+                           name=f"{job.plan.name} (parts {it.first}-{it.last})")
+            job = ObjectJob(plan, upload_id=it.upload_id)
         return job
 
     def plan_shard(self, shard: Shard) -> dict:
         """Dry run: build the shard's jobs (what a real run would queue), move nothing."""
         jobs = [self._job(it) for it in shard.items]
         return {"shard": shard.id, "node": self.node_id, "objects": shard.objects,
-                "parts": sum(len(j.parts) for j in jobs), "planned_bytes": shard.bytes}
+                "parts": sum(len(j.plan.parts) for j in jobs), "planned_bytes": shard.bytes}
 
     def run_shard(self, shard: Shard) -> dict:
         spec = self.spec

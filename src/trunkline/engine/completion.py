@@ -36,7 +36,7 @@ class Completion:
     def reject(self, job: ObjectJob) -> None:
         """A job refused while planning (e.g. a key that would escape the destination)."""
         with self._lock:
-            self.failures.append(Failure(job.name, job.failed or "rejected"))
+            self.failures.append(Failure(job.plan.name, job.failed or "rejected"))
 
     def fail(self, job: ObjectJob, e: BaseException, attempts: int | None) -> None:
         """Mark ``job`` failed (once) and list it; its other parts then stop."""
@@ -48,7 +48,7 @@ class Completion:
                 msg += f" (gave up after {attempts} tries)"
             job.failed = msg
         with self._lock:
-            self.failures.append(Failure(job.name, msg))
+            self.failures.append(Failure(job.plan.name, msg))
 
     def part_finished(self, job: ObjectJob, st: WorkerStats) -> None:
         """A part of ``job`` ended (done, failed or skipped); the last one completes it."""
@@ -61,10 +61,10 @@ class Completion:
         keep = run.journal is not None
         try:
             if job.failed is None and not run.stop.is_set():
-                kind = KINDS[job.kind]
+                kind = KINDS[job.plan.kind]
                 if kind.verify is not None:
                     kind.verify(run, job, st)
-                if job.finalize:  # False: a part range completed elsewhere
+                if job.plan.finalize:  # False: a part range completed elsewhere
                     kind.finalize(run, job)
                 else:
                     cleanup(job, keep=True)   # close; the file is finished elsewhere
@@ -86,13 +86,13 @@ class Completion:
 
     def _record_verification(self, job: ObjectJob) -> None:
         """Count each finished object as verified(kind) or list it as unverified(reason)."""
-        if not job.finalize:
+        if not job.plan.finalize:
             return   # a range of an object: the driver completes and reports it
         with self._lock:
             if job.verified is not None:
                 self.verified[job.verified] = self.verified.get(job.verified, 0) + 1
             else:
-                self.unverified.append(Unverified(job.name, unverified_reason(job)))
+                self.unverified.append(Unverified(job.plan.name, unverified_reason(job)))
 
     def _journal_done(self, job: ObjectJob) -> None:
         journal = self.run.journal
@@ -102,8 +102,8 @@ class Completion:
             journal.object_done(job.obj_id, None)
         else:   # single-part: recorded in the next batch (half the commits)
             with self._lock:
-                self._done_batch.append((job.name, job_dst(job), job.size, job.etag,
-                                         resume.journal_mtime(job), job.part_size))
+                self._done_batch.append((job.plan.name, job_dst(job), job.plan.size, job.plan.etag,
+                                         resume.journal_mtime(job), job.plan.part_size))
 
     def flush(self) -> None:
         """Write the batch of finished single-part objects to the journal."""

@@ -26,14 +26,14 @@ from .retry import RetryPolicy, retrying
 T = TypeVar("T")
 
 
-@dataclass(eq=False)
-class ObjectJob:
-    """One object to move and its runtime state (shared by the workers moving its parts)."""
+@dataclass(frozen=True)
+class ObjectPlan:
+    """What to move for one object: decided by the planner, never changed while it moves."""
 
-    kind: str                      # download | upload | copy | stream
+    kind: str                      # download | upload | copy | stream | reject
     name: str                      # for messages: the source
     size: int
-    parts: list[Part]
+    parts: tuple[Part, ...]
     multipart: bool
     src_ep: S3Endpoint | None = None
     src_bucket: str = ""
@@ -45,7 +45,16 @@ class ObjectJob:
     dst_path: str = ""
     etag: str | None = None
     mtime: float | None = None
-    # runtime
+    part_size: int = 0
+    finalize: bool = True       # False: a part range of an object completed elsewhere (Ray)
+
+
+@dataclass(eq=False)
+class ObjectJob:
+    """One object on the move: its frozen ``plan`` and the runtime state its workers share
+    (open file, writer, multipart upload id, per-part results, failure, resume facts)."""
+
+    plan: ObjectPlan
     lock: threading.Lock = field(default_factory=threading.Lock)
     parts_left: int = 0
     fd: int | None = None
@@ -55,8 +64,6 @@ class ObjectJob:
     part_etags: dict[int, str] = field(default_factory=dict)
     part_crcs: dict[int, int] = field(default_factory=dict)
     failed: str | None = None
-    part_size: int = 0
-    finalize: bool = True       # False: a part range of an object completed elsewhere (Ray)
     obj_id: int | None = None                   # journal record, when resuming is on
     skip_parts: set[int] = field(default_factory=set)       # already at the destination
     resume_crcs: dict[int, int] = field(default_factory=dict)  # on disk, to re-check
@@ -67,7 +74,7 @@ class ObjectJob:
     verified: str | None = None               # the check that passed, None: unverified
 
     def __post_init__(self) -> None:
-        self.parts_left = len(self.parts)
+        self.parts_left = len(self.plan.parts)
 
 
 def _leaf(key: str) -> str:
@@ -190,8 +197,8 @@ def job_for(
         try:
             local.dest_path(dst.path, rel)
         except LocationError as e:
-            return ObjectJob(kind="reject", name=name, size=0, parts=[], multipart=False,
-                             failed=str(e))
+            return ObjectJob(ObjectPlan(kind="reject", name=name, size=0, parts=(),
+                                        multipart=False), failed=str(e))
     target = dst.child(rel) if into else dst
     if src.is_local:
         kind = "upload"
@@ -204,29 +211,31 @@ def job_for(
     else:
         kind = "stream"
     ps = part_size
-    job = ObjectJob(
+    where: dict[str, object] = {}
+    if src.is_local:
+        where["src_path"] = info.path  # type: ignore[attr-defined]
+    else:
+        where.update(src_ep=src_ep, src_bucket=src.bucket, src_key=info.key)  # type: ignore[attr-defined]
+    if dst.is_local:
+        if into:
+            where["dst_path"] = local.dest_path(dst.path, rel)
+        else:   # the folder resolved now; below it nothing is followed (storage/partial)
+            full = os.path.abspath(target.path)
+            where["dst_path"] = os.path.join(os.path.realpath(os.path.dirname(full)),
+                                             os.path.basename(full))
+    else:
+        key = target.key
+        if not key or key.endswith("/"):
+            key += _leaf(rel)
+        where.update(dst_ep=dst_ep, dst_bucket=target.bucket, dst_key=key)
+    return ObjectJob(ObjectPlan(
         kind=kind,
         name=name,
         size=size,
-        parts=plan_parts(size, ps),
+        parts=tuple(plan_parts(size, ps)),
         multipart=is_multipart(size, ps),
         part_size=ps,
         etag=getattr(info, "etag", None),
         mtime=getattr(info, "mtime", None),
-    )
-    if src.is_local:
-        job.src_path = info.path  # type: ignore[attr-defined]
-    else:
-        job.src_ep, job.src_bucket, job.src_key = src_ep, src.bucket, info.key  # type: ignore[attr-defined]
-    if dst.is_local:
-        if into:
-            job.dst_path = local.dest_path(dst.path, rel)
-        else:   # the folder resolved now; below it nothing is followed (storage/partial)
-            full = os.path.abspath(target.path)
-            job.dst_path = os.path.join(os.path.realpath(os.path.dirname(full)),
-                                        os.path.basename(full))
-    else:
-        job.dst_ep, job.dst_bucket, job.dst_key = dst_ep, target.bucket, target.key
-        if not job.dst_key or job.dst_key.endswith("/"):
-            job.dst_key += _leaf(rel)
-    return job
+        **where,  # type: ignore[arg-type]
+    ))

@@ -140,7 +140,7 @@ class Runner:
         jobs = iter(jobs)
         first = next(jobs, None)
         if first is not None:
-            self._memory_per_connection(first.kind)
+            self._memory_per_connection(first.plan.kind)
             jobs = itertools.chain([first], jobs)
         workers = self._workers
         self._spawn(self.gate.limit)
@@ -268,17 +268,17 @@ class Runner:
             for job in jobs:
                 if self._stop.is_set():
                     break
-                if job.kind == "reject":
+                if job.plan.kind == "reject":
                     self.completion.reject(job)
                     continue
                 if self.journal is not None and not resume.attach(self.journal, job):
                     self.skipped_objects += 1
-                    self.skipped_bytes += job.size
+                    self.skipped_bytes += job.plan.size
                     continue
                 with self._lock:
-                    self.total_bytes += job.size
+                    self.total_bytes += job.plan.size
                     self.total_objects += 1
-                for part in job.parts:
+                for part in job.plan.parts:
                     self._put((job, part))
         except BaseException as e:  # noqa: BLE001 - surfaced by run()
             self.fatal = e
@@ -341,7 +341,7 @@ class Runner:
             st.resumed_bytes += part.length
             return
 
-        kind = KINDS[job.kind]
+        kind = KINDS[job.plan.kind]
         tried: list[PartContext] = []
 
         def attempt_once() -> object:
@@ -383,7 +383,7 @@ class Runner:
         if job.failed is not None or self._stop.is_set():
             return
         # single-part objects are journaled once, when done: half the commits
-        if self.journal is not None and job.obj_id is not None and job.multipart:
+        if self.journal is not None and job.obj_id is not None and job.plan.multipart:
             self.journal.part_done(job.obj_id, part.number, part.offset, part.length,
                                    job.part_crcs.get(part.number, 0),
                                    job.part_etags.get(part.number))

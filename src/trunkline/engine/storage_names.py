@@ -6,7 +6,7 @@ from .jobs import ObjectJob
 
 
 def job_dst(job: ObjectJob) -> str:
-    if job.dst_path:
-        return job.dst_path
-    name = job.dst_ep.cfg.name if job.dst_ep is not None else "s3"
-    return f"{name}:{job.dst_bucket}/{job.dst_key}"
+    if job.plan.dst_path:
+        return job.plan.dst_path
+    name = job.plan.dst_ep.cfg.name if job.plan.dst_ep is not None else "s3"
+    return f"{name}:{job.plan.dst_bucket}/{job.plan.dst_key}"

@@ -275,7 +275,7 @@ class S3Endpoint:
 
     def _control(self, method: str, bucket: str, key: str, query: dict[str, str] | None,
                  op: str) -> tuple[ResponseHead, bytes]:
-        """A small control-plane request (LIST, HEAD) on our own connections."""
+        """A small control-plane request (LIST) on our own connections."""
         def request(conn: Connection) -> tuple[ResponseHead, bytes]:
             conn.request(method, self.signed_head(method, bucket, key, query=query))
             head = conn.read_head()
@@ -345,8 +345,9 @@ class S3Endpoint:
             seen.add(token)
 
     def head(self, bucket: str, key: str) -> ObjectInfo | None:
-        head, _ = self._control("HEAD", bucket, key, None, "HEAD")
-        if head.status == 404:
+        """The object's size, ETag and mtime (``stat``: the one HEAD), None if absent."""
+        head = self.stat(bucket, key)
+        if head is None:
             return None
         lm = head.headers.get("last-modified")
         return ObjectInfo(key, head.content_length or 0, head.headers.get("etag"),

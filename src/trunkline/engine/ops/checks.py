@@ -25,9 +25,9 @@ def get_part(ctx: PartContext, ep: S3Endpoint, job: ObjectJob, part: Part,
     """Send the checked GET of ``part`` (``If-Match`` the listed ETag, or the first answer's
     when none was listed); returns (conn, answer)."""
     conn = ctx.connection(ep)
-    etag = job.etag or job.seen_etag
-    ans = s3_data.get(ep, conn, job.src_bucket, job.src_key, job.name, offset=part.offset,
-                      length=part.length, whole=whole, etag=etag, total=job.size)
+    etag = job.plan.etag or job.seen_etag
+    ans = s3_data.get(ep, conn, job.plan.src_bucket, job.plan.src_key, job.plan.name, offset=part.offset,
+                      length=part.length, whole=whole, etag=etag, total=job.plan.size)
     ctx.stats.ttfb_total += ans.ttfb
     ctx.stats.requests += 1
     if ans.etag and not etag:
@@ -38,9 +38,9 @@ def get_part(ctx: PartContext, ep: S3Endpoint, job: ObjectJob, part: Part,
 def digest_for(job: ObjectJob, ans: s3_data.GetAnswer | None) -> PartDigest | None:
     """The extra digest this part needs (beyond CRC32C); a one-GET object learns what the
     store keeps from ``ans``."""
-    if not job.multipart and ans is not None:
-        job.expect = expectation(ans.headers or {}, ans.etag or job.etag, size=job.size,
-                                 part_lengths=[job.size], whole=True)
+    if not job.plan.multipart and ans is not None:
+        job.expect = expectation(ans.headers or {}, ans.etag or job.plan.etag, size=job.plan.size,
+                                 part_lengths=[job.plan.size], whole=True)
     algo = needs_digest(job.expect) if job.expect is not None else None
     return PartDigest(algo) if algo else None
 
@@ -51,8 +51,8 @@ def check_whole(job: ObjectJob, crc: int, digest: PartDigest | None) -> None:
     if exp is None or exp.algo is None:
         return
     value = digest.value() if digest is not None else crc
-    if not verdict(exp, [(value, job.size)]):
-        raise IntegrityError(f"{exp.kind} mismatch on {job.name}: bytes damaged in flight")
+    if not verdict(exp, [(value, job.plan.size)]):
+        raise IntegrityError(f"{exp.kind} mismatch on {job.plan.name}: bytes damaged in flight")
     job.verified = exp.kind
 
 
@@ -62,16 +62,16 @@ def expect_ranged(run: RunContext, job: ObjectJob, st: WorkerStats) -> None:
     with job.lock:
         if job.expect is not None:
             return
-        assert job.src_ep is not None
-        head = store_head(run, job.src_ep, job, st)
+        assert job.plan.src_ep is not None
+        head = store_head(run, job.plan.src_ep, job, st)
         etag = head.headers.get("etag")
-        if job.etag and etag and not etags_equal(job.etag, etag):
-            raise SourceChanged(f"source changed during transfer: {job.name} has ETag {etag}, "
-                                f"listed {job.etag}")
-        if etag and not job.etag:
+        if job.plan.etag and etag and not etags_equal(job.plan.etag, etag):
+            raise SourceChanged(f"source changed during transfer: {job.plan.name} has ETag {etag}, "
+                                f"listed {job.plan.etag}")
+        if etag and not job.plan.etag:
             job.seen_etag = job.seen_etag or etag
-        job.expect = expectation(head.headers, etag or job.etag, size=job.size,
-                                 part_lengths=[p.length for p in job.parts], whole=False)
+        job.expect = expectation(head.headers, etag or job.plan.etag, size=job.plan.size,
+                                 part_lengths=[p.length for p in job.plan.parts], whole=False)
 
 
 def store_head(run: RunContext, ep: S3Endpoint, job: ObjectJob, st: WorkerStats):
@@ -81,13 +81,13 @@ def store_head(run: RunContext, ep: S3Endpoint, job: ObjectJob, st: WorkerStats)
     def once():
         conn = pool.acquire()
         try:
-            head = s3_data.head(ep, conn, job.src_bucket, job.src_key, job.name)
+            head = s3_data.head(ep, conn, job.plan.src_bucket, job.plan.src_key, job.plan.name)
         except BaseException:
             pool.discard(conn)
             raise
         pool.release(conn)
         if head is None:
-            raise s3_data.parse_error_xml(404, b"", "HEAD", job.name)
+            raise s3_data.parse_error_xml(404, b"", "HEAD", job.plan.name)
         return head
 
     def count(e: BaseException, tries: int, again: bool) -> None:
@@ -101,19 +101,19 @@ def ranged_matches(job: ObjectJob) -> bool:
     exp = job.expect
     assert exp is not None and exp.algo is not None
     digests = job.part_crcs if needs_digest(exp) is None else job.part_digests
-    return verdict(exp, [(digests[p.number], p.length) for p in job.parts])
+    return verdict(exp, [(digests[p.number], p.length) for p in job.plan.parts])
 
 
 def comparable(job: ObjectJob) -> Expectation | None:
     """The expectation a ranged object can be checked against now, else None (and, when
     resumed parts lack the store's digest, the reason lands on the job)."""
-    if job.size == 0 or len(job.part_crcs) != len(job.parts) or job.src_ep is None \
-            or not job.finalize:   # a range of an object: the driver sees the whole
+    if job.plan.size == 0 or len(job.part_crcs) != len(job.plan.parts) or job.plan.src_ep is None \
+            or not job.plan.finalize:   # a range of an object: the driver sees the whole
         return None
     exp = job.expect
     if exp is None or exp.algo is None:
         return None
-    if needs_digest(exp) is not None and len(job.part_digests) != len(job.parts):
+    if needs_digest(exp) is not None and len(job.part_digests) != len(job.plan.parts):
         job.expect = Expectation(None, reason=f"{exp.kind}: parts resumed at the store were "
                                               "not read again")
         return None
@@ -122,13 +122,13 @@ def comparable(job: ObjectJob) -> Expectation | None:
 
 def verify_stream(run: RunContext, job: ObjectJob, st: WorkerStats) -> None:
     """A ranged stream against the source's own checksum, before its upload completes."""
-    if not job.multipart:
+    if not job.plan.multipart:
         return
     exp = comparable(job)
     if exp is None:
         return
     if not ranged_matches(job):
-        raise IntegrityError(f"{exp.kind} mismatch on {job.name}: the bytes differ from the "
+        raise IntegrityError(f"{exp.kind} mismatch on {job.plan.name}: the bytes differ from the "
                              "source store's checksum")
     job.verified = exp.kind
 
@@ -136,19 +136,19 @@ def verify_stream(run: RunContext, job: ObjectJob, st: WorkerStats) -> None:
 def store_checked(run: RunContext, job: ObjectJob) -> None:
     """The destination store compared each part (and, multipart, the whole object) with
     the CRC32C we sent: verified by the store, unless the source's own check came first."""
-    if job.size == 0 and job.verified is None:
+    if job.plan.size == 0 and job.verified is None:
         job.verified = "empty"
-    if job.verified is None and run.checksums and job.dst_ep is not None \
-            and job.dst_ep.supports_crc32c:
+    if job.verified is None and run.checksums and job.plan.dst_ep is not None \
+            and job.plan.dst_ep.supports_crc32c:
         job.verified = "crc32c-by-store"
 
 
 def unverified_reason(job: ObjectJob) -> str:
     if job.expect is not None and job.expect.reason:
         return job.expect.reason
-    if job.kind == "copy":
+    if job.plan.kind == "copy":
         return "server-side copy: the store moved the bytes"
-    if job.kind in ("upload", "stream"):
+    if job.plan.kind in ("upload", "stream"):
         return "the destination store did not accept a checksum"
     return "nothing to compare"
 

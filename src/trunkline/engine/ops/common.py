@@ -17,7 +17,7 @@ RESUMED = object()
 
 def object_crc(job: ObjectJob) -> int:
     """The whole object's CRC32C, combined from its parts' (all of them known)."""
-    return crc32c_combine_all([(job.part_crcs[p.number], p.length) for p in job.parts])
+    return crc32c_combine_all([(job.part_crcs[p.number], p.length) for p in job.plan.parts])
 
 
 def cleanup(job: ObjectJob, keep: bool = False) -> None:
@@ -41,5 +41,5 @@ def cleanup(job: ObjectJob, keep: bool = False) -> None:
         job.fd = None
     if keep:
         return
-    if job.upload_id and job.dst_ep is not None:
-        job.dst_ep.abort_multipart(job.dst_bucket, job.dst_key, job.upload_id)
+    if job.upload_id and job.plan.dst_ep is not None:
+        job.plan.dst_ep.abort_multipart(job.plan.dst_bucket, job.plan.dst_key, job.upload_id)

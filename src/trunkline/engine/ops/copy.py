@@ -10,15 +10,15 @@ from .context import PartContext
 
 
 def run_part(ctx: PartContext, job: ObjectJob, part: Part) -> object:
-    ep = job.dst_ep
+    ep = job.plan.dst_ep
     assert ep is not None
-    if job.multipart:
-        etag = ep.upload_part_copy(job.src_bucket, job.src_key, job.dst_bucket, job.dst_key,
+    if job.plan.multipart:
+        etag = ep.upload_part_copy(job.plan.src_bucket, job.plan.src_key, job.plan.dst_bucket, job.plan.dst_key,
                                    multipart.ensure_upload(ctx.run, job), part.number,
                                    part.offset, part.length)
         job.part_etags[part.number] = etag
     else:
-        ep.copy_object(job.src_bucket, job.src_key, job.dst_bucket, job.dst_key)
+        ep.copy_object(job.plan.src_bucket, job.plan.src_key, job.plan.dst_bucket, job.plan.dst_key)
     ctx.stats.requests += 1
     ctx.done_without_wire(part.length)
     return None

@@ -36,10 +36,10 @@ def _open(run: RunContext, job: ObjectJob) -> None:
         if job.partial is None:
             # dirs opened without following symlinks, the partial created O_EXCL|O_NOFOLLOW
             # and its space reserved: a full disk fails here, before a byte moves
-            job.partial = PartialFile(job.dst_path, job.size, resume=bool(job.resume_crcs))
+            job.partial = PartialFile(job.plan.dst_path, job.plan.size, resume=bool(job.resume_crcs))
             job.fd = job.partial.fd
             job.tmp_path = job.partial.path
-            dfd = open_direct(job.partial.name, job.size, dir_fd=job.partial.dir_fd,
+            dfd = open_direct(job.partial.name, job.plan.size, dir_fd=job.partial.dir_fd,
                               same_as=job.fd) if run.direct_io else None
             job.writer = DirectWriter(job.fd, dfd)
 
@@ -48,11 +48,11 @@ def run_part(ctx: PartContext, job: ObjectJob, part: Part) -> object:
     """Fetch one part into the partial file (or find it already there, on a resume)."""
     run = ctx.run
     _open(run, job)
-    if job.size == 0:
+    if job.plan.size == 0:
         job.verified = job.verified or "empty"
         return None
-    assert job.src_ep is not None and job.fd is not None
-    if job.multipart:
+    assert job.plan.src_ep is not None and job.fd is not None
+    if job.plan.multipart:
         expect_ranged(run, job, ctx.stats)
     buf = ctx.buffer
     want = job.resume_crcs.get(part.number)
@@ -63,8 +63,8 @@ def run_part(ctx: PartContext, job: ObjectJob, part: Part) -> object:
             if digest is not None:
                 job.part_digests[part.number] = digest.value()
             return RESUMED
-    conn, ans = get_part(ctx, job.src_ep, job, part, whole=not job.multipart)
-    digest = digest_for(job, None if job.multipart else ans)
+    conn, ans = get_part(ctx, job.plan.src_ep, job, part, whole=not job.plan.multipart)
+    digest = digest_for(job, None if job.plan.multipart else ans)
     assert job.writer is not None   # opened with job.fd above
     write = job.writer.pwrite
     base = part.offset
@@ -73,8 +73,8 @@ def run_part(ctx: PartContext, job: ObjectJob, part: Part) -> object:
         write(chunk, base + off)
 
     crc = receive(conn, ans.length, lambda off, left: buf[: min(len(buf), left)], sink=sink,
-                  on_bytes=ctx.moved, limit=run.limit_for(job.src_ep), digest=digest)
-    if not job.multipart:
+                  on_bytes=ctx.moved, limit=run.limit_for(job.plan.src_ep), digest=digest)
+    if not job.plan.multipart:
         from .checks import check_whole
 
         check_whole(job, crc, digest)
@@ -89,7 +89,7 @@ def verify(run: RunContext, job: ObjectJob, st: WorkerStats) -> None:
     part digests are folded and compared. On a mismatch every part is fetched again and
     the ones whose digest changed are rewritten (each counts as a retry); if the object
     still does not match, it fails. Nothing comparable: the object is reported unverified."""
-    if not job.multipart:
+    if not job.plan.multipart:
         return
     exp = comparable(job)
     if exp is None:
@@ -97,15 +97,15 @@ def verify(run: RunContext, job: ObjectJob, st: WorkerStats) -> None:
     if ranged_matches(job):
         job.verified = exp.kind
         return
-    assert job.src_ep is not None and job.partial is not None
+    assert job.plan.src_ep is not None and job.partial is not None
     scratch = WorkerStats()   # the re-fetch is wire traffic, not more done bytes
     ctx = PartContext(run, run.leases(), scratch, memoryview(bytearray(1 << 20)))
     ok = False
     algo = needs_digest(exp)
     partial = job.partial
     try:
-        for part in job.parts:
-            c, ans = get_part(ctx, job.src_ep, job, part, whole=False)
+        for part in job.plan.parts:
+            c, ans = get_part(ctx, job.plan.src_ep, job, part, whole=False)
             digest = PartDigest(algo) if algo else None
             crc = receive(c, ans.length,
                           lambda off, left: ctx.buffer[: min(len(ctx.buffer), left)],
@@ -119,7 +119,7 @@ def verify(run: RunContext, job: ObjectJob, st: WorkerStats) -> None:
         st.wire_bytes += scratch.wire_bytes
         st.requests += scratch.requests
         if not ranged_matches(job):
-            raise IntegrityError(f"{exp.kind} mismatch on {job.name}: the object differs "
+            raise IntegrityError(f"{exp.kind} mismatch on {job.plan.name}: the object differs "
                                  "from the store's checksum even after fetching it again")
         job.verified = exp.kind
         ok = True
@@ -155,9 +155,9 @@ def finalize(run: RunContext, job: ObjectJob) -> None:
         job.writer.close()
         job.writer = None
     size = os.fstat(job.partial.fd).st_size
-    if size != job.size:
-        raise IntegrityError(f"local file has {size} bytes, expected {job.size}")
-    crc = object_crc(job) if len(job.part_crcs) == len(job.parts) else None
-    job.partial.commit(job.mtime, stamp=finished_stamp(job.etag or job.seen_etag, job.size, crc))
+    if size != job.plan.size:
+        raise IntegrityError(f"local file has {size} bytes, expected {job.plan.size}")
+    crc = object_crc(job) if len(job.part_crcs) == len(job.plan.parts) else None
+    job.partial.commit(job.plan.mtime, stamp=finished_stamp(job.plan.etag or job.seen_etag, job.plan.size, crc))
     job.partial = None
     job.fd = None

@@ -22,17 +22,17 @@ from .context import PartContext, RunContext
 
 def wants_object_crc(run: RunContext, job: ObjectJob) -> bool:
     """Multipart uploads whose bytes pass through us carry a whole-object CRC32C."""
-    return (run.checksums and job.kind in ("upload", "stream")
-            and job.dst_ep is not None and job.dst_ep.supports_crc32c is not False)
+    return (run.checksums and job.plan.kind in ("upload", "stream")
+            and job.plan.dst_ep is not None and job.plan.dst_ep.supports_crc32c is not False)
 
 
 def ensure_upload(run: RunContext, job: ObjectJob) -> str:
     """The object's multipart upload id, started by the first part that needs it."""
     with job.lock:
         if job.upload_id is None:
-            assert job.dst_ep is not None
-            job.upload_id = job.dst_ep.create_multipart(
-                job.dst_bucket, job.dst_key, crc32c=wants_object_crc(run, job))
+            assert job.plan.dst_ep is not None
+            job.upload_id = job.plan.dst_ep.create_multipart(
+                job.plan.dst_bucket, job.plan.dst_key, crc32c=wants_object_crc(run, job))
             if run.journal is not None and job.obj_id is not None:
                 run.journal.set_upload_id(job.obj_id, job.upload_id)
         return job.upload_id
@@ -41,12 +41,12 @@ def ensure_upload(run: RunContext, job: ObjectJob) -> str:
 def put_part(ctx: PartContext, job: ObjectJob, part: Part,
              send_body: Callable[[Connection], None], crc: int | None) -> str:
     """PUT an object or a part whose body ``send_body(conn)`` writes; returns the ETag."""
-    ep = job.dst_ep
+    ep = job.plan.dst_ep
     assert ep is not None
     query = None
-    if job.multipart:
+    if job.plan.multipart:
         query = {"partNumber": str(part.number), "uploadId": ensure_upload(ctx.run, job)}
-    etag, ttfb = s3_data.put(ep, ctx.connection(ep), job.dst_bucket, job.dst_key, job.name,
+    etag, ttfb = s3_data.put(ep, ctx.connection(ep), job.plan.dst_bucket, job.plan.dst_key, job.plan.name,
                              length=part.length, send_body=send_body, query=query,
                              crc32c_b64=crc32c_to_b64(crc) if crc is not None else None)
     ctx.stats.ttfb_total += ttfb
@@ -56,13 +56,13 @@ def put_part(ctx: PartContext, job: ObjectJob, part: Part,
 
 def complete(run: RunContext, job: ObjectJob) -> None:
     """Complete the object's multipart upload (with its CRC32C where we have it)."""
-    assert job.dst_ep is not None and job.upload_id is not None
+    assert job.plan.dst_ep is not None and job.upload_id is not None
     parts = sorted(job.part_etags.items())
     upload_id = job.upload_id
     full = None
-    if wants_object_crc(run, job) and len(job.part_crcs) == len(job.parts):
+    if wants_object_crc(run, job) and len(job.part_crcs) == len(job.plan.parts):
         full = object_crc(job)
-    job.dst_ep.complete_multipart(job.dst_bucket, job.dst_key, upload_id, parts,
+    job.plan.dst_ep.complete_multipart(job.plan.dst_bucket, job.plan.dst_key, upload_id, parts,
                                   part_crcs=job.part_crcs if full is not None else None,
                                   full_crc=full)
     job.upload_id = None
@@ -74,8 +74,8 @@ def finalize(run: RunContext, job: ObjectJob) -> None:
     """Every part is at the store: complete a multipart upload (one PUT needs nothing).
     What checked the object is recorded first; an unverified multipart object is not
     completed under ``--require-verified`` (a single PUT is already in place: reported)."""
-    if job.kind in ("upload", "stream"):
+    if job.plan.kind in ("upload", "stream"):
         store_checked(run, job)
-    if job.multipart:
+    if job.plan.multipart:
         require_verified(run, job)
         complete(run, job)

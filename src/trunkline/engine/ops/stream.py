@@ -20,7 +20,7 @@ CHUNK = 1 << 20
 
 def run_part(ctx: PartContext, job: ObjectJob, part: Part) -> object:
     """GET the part into a budgeted buffer, then PUT it."""
-    assert job.src_ep is not None
+    assert job.plan.src_ep is not None
     run = ctx.run
     pbuf = run.memory.get(part.length) if part.length else bytearray()
     try:
@@ -28,20 +28,20 @@ def run_part(ctx: PartContext, job: ObjectJob, part: Part) -> object:
         crc = 0
         digest = None
         if part.length:
-            if job.multipart:
+            if job.plan.multipart:
                 expect_ranged(run, job, ctx.stats)
-            conn, ans = get_part(ctx, job.src_ep, job, part, whole=not job.multipart)
-            digest = digest_for(job, None if job.multipart else ans)
+            conn, ans = get_part(ctx, job.plan.src_ep, job, part, whole=not job.plan.multipart)
+            digest = digest_for(job, None if job.plan.multipart else ans)
 
             def received(k: int) -> None:
                 ctx.stats.wire_bytes += k
 
             crc = receive(conn, ans.length, lambda off, left: mv[off:off + min(CHUNK, left)],
-                          on_bytes=received, limit=run.limit_for(job.src_ep), digest=digest)
-            if not job.multipart:
+                          on_bytes=received, limit=run.limit_for(job.plan.src_ep), digest=digest)
+            if not job.plan.multipart:
                 check_whole(job, crc, digest)
 
-        limit = run.limit_for(job.dst_ep)
+        limit = run.limit_for(job.plan.dst_ep)
 
         def send_body(conn: Connection) -> None:
             for off in range(0, part.length, CHUNK):

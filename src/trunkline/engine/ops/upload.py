@@ -23,7 +23,7 @@ CHUNK = 1 << 20
 def run_part(ctx: PartContext, job: ObjectJob, part: Part) -> object:
     with job.lock:
         if job.fd is None:
-            job.fd = os.open(job.src_path, os.O_RDONLY)
+            job.fd = os.open(job.plan.src_path, os.O_RDONLY)
     fd = job.fd
     buf = ctx.buffer
     n = part.length
@@ -35,10 +35,10 @@ def run_part(ctx: PartContext, job: ObjectJob, part: Part) -> object:
     while off < n:
         k = os.preadv(fd, [buf[: min(len(buf), n - off)]], part.offset + off)
         if k == 0:
-            raise IntegrityError(f"{job.src_path} shrank during upload")
+            raise IntegrityError(f"{job.plan.src_path} shrank during upload")
         crc = crc32c(buf[:k], crc)
         off += k
-    limit = ctx.run.limit_for(job.dst_ep)
+    limit = ctx.run.limit_for(job.plan.dst_ep)
 
     if small:
         def send_body(conn: Connection) -> None:
