@@ -74,6 +74,7 @@ def tool_env(endpoint: str, work: Path) -> dict[str, str]:
         "RCLONE_CONFIG_BENCH_ACCESS_KEY_ID": "bench",
         "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY": "bench-secret",
         "RCLONE_CONFIG_BENCH_REGION": "us-east-1", "RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE": "true",
+        "RCLONE_CONFIG_BENCH_LIST_VERSION": "2",  # the origin serves ListObjectsV2 pages
     })
     return env
 

@@ -260,10 +260,10 @@ def test_cumulative_ttfb_total_is_differenced_per_interval():
     # 100 requests at 10 ms each, then 100 at 50 ms: the interval mean must see 50 ms,
     # where a mean since the start would say 30 ms
     t.observe(0.5, 10**8, requests_done=100, ttfb_total_s=1.0)
-    assert t._ttfb == pytest.approx(0.010)
+    assert t.latency.ttfb == pytest.approx(0.010)
     t.observe(1.0, 2 * 10**8, requests_done=200, ttfb_total_s=6.0)
-    assert t._ttfb == pytest.approx(0.7 * 0.010 + 0.3 * 0.050)
-    assert t._ttfb_min == pytest.approx(0.010)
+    assert t.latency.ttfb == pytest.approx(0.7 * 0.010 + 0.3 * 0.050)
+    assert t.latency.ttfb_min == pytest.approx(0.010)
 
 
 def test_engine_logs_each_decision_as_it_happens(caplog):

@@ -5,6 +5,7 @@ control character even when object names carry them."""
 from __future__ import annotations
 
 import io
+import os
 
 from rich.console import Console
 
@@ -47,3 +48,64 @@ def test_line_view_one_line_a_second_without_control_characters():
     lines = out.getvalue().splitlines()
     assert len(lines) == 3
     assert all(c.isprintable() for line in lines for c in line)
+
+
+def _seed(aws_env, tmp_path, bucket: str) -> None:
+    import trunkline
+
+    aws_env.create_bucket(bucket)
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        (src / f"shard-{i}.bin").write_bytes(os.urandom(24 << 20))
+    assert trunkline.copy(f"{src}/", f"s3://{bucket}/d/", recursive=True).ok
+
+
+def test_live_view_on_a_real_terminal(aws_env, tmp_path):
+    """cp on a pty: the view updates and names the objects in flight."""
+    import pty
+    import select
+    import subprocess
+    import sys
+
+    _seed(aws_env, tmp_path, "liveview")
+    master, slave = pty.openpty()
+    p = subprocess.Popen([sys.executable, "-m", "trunkline.cli.main", "cp", "-r", "--no-resume",
+                          "--bwlimit", "0.2Gbit", "s3://liveview/d/", f"{tmp_path}/dst/"],
+                         stdin=slave, stdout=slave, stderr=slave,
+                         env=dict(os.environ, COLUMNS="120", LINES="40", TERM="xterm"))
+    os.close(slave)
+    out = bytearray()
+    while True:
+        r, _, _ = select.select([master], [], [], 60)
+        if not r:
+            break
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:          # the child closed the terminal
+            break
+        if not chunk:
+            break
+        out.extend(chunk)
+    assert p.wait(60) == 0, out.decode(errors="replace")[-2000:]
+    text = out.decode(errors="replace")
+    assert text.count("Gbit/s") >= 5                        # it updated, several times
+    assert "shard-" in text and "objects" in text and "conns" in text
+    assert "\x1b[" in text                                   # drawn as a live display
+
+
+def test_progress_lines_when_not_a_terminal(aws_env, tmp_path):
+    import subprocess
+    import sys
+
+    _seed(aws_env, tmp_path, "lineview")
+    r = subprocess.run([sys.executable, "-m", "trunkline.cli.main", "cp", "-r", "--no-resume",
+                        "--bwlimit", "0.2Gbit", "s3://lineview/d/", f"{tmp_path}/dst/"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = [line for line in r.stderr.splitlines() if "Gbit/s" in line]
+    assert len(lines) >= 2 and all(c.isprintable() for line in lines for c in line)
+    q = subprocess.run([sys.executable, "-m", "trunkline.cli.main", "cp", "-r", "-q",
+                        "--no-resume", "s3://lineview/d/", f"{tmp_path}/dst2/"],
+                       capture_output=True, text=True, timeout=120)
+    assert q.returncode == 0 and q.stderr == "" and q.stdout == ""

@@ -156,9 +156,8 @@ def _delete(d: Location, eps: EndpointCache, rels: Iterable[str]) -> list[Failur
         if not batch:
             return
         try:
-            _, refused = ep.delete_many(d.bucket, batch)
-            for key, err in refused:
-                failures.append(Failure(f"{d.bucket}/{key}", f"delete: {err}"))
+            for key, error in ep.delete_many(d.bucket, batch)[1]:
+                failures.append(Failure(f"{d.bucket}/{key}", f"delete: {error}"))
         except Exception as e:  # noqa: BLE001 - reported per batch, the rest goes on
             failures.append(Failure(f"{d.bucket}/{batch[0]}..", f"delete: {e}"))
         batch.clear()

@@ -95,7 +95,7 @@ def transfer_options(f):
                      help="Fail an object that nothing could check (no checksum or ETag of "
                           "the store fits): by default it is reported as unverified."),
         click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout."),
-        click.option("--quiet", "-q", is_flag=True, help="No progress display."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress display and no summary (failures only)."),
         click.option("--debug", is_flag=True,
                      help="Tracebacks on errors; the tuner's decisions as they happen."),
     ]
@@ -130,10 +130,11 @@ def build_options(max_connections, connections, part_size, no_tune, bwlimit, bwl
         require_verified=require_verified)
 
 
-def _report(result, as_json: bool) -> None:
+def _report(result, as_json: bool, quiet: bool = False) -> None:
+    """The end of a transfer: JSON, or one summary line (none with -q), then failures."""
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
-    else:
+    elif not quiet:
         click.echo(
             f"{human_bytes(result.bytes)} in {result.seconds:.2f} s = {result.gbps:.2f} Gbit/s, "
             f"{result.objects} objects, {result.retries} retries"
@@ -218,5 +219,5 @@ def register(cli: click.Group) -> None:
                 result = run_api(debug, copy, src, dst, on_progress=prog.update, **kw)
         else:
             result = run_api(debug, copy, src, dst, **kw)
-        _report(result, as_json)
+        _report(result, as_json, quiet)
         sys.exit(0 if result.ok else 1)

@@ -1,4 +1,4 @@
-"""ls, du, rm, mb: the everyday verbs on a store. Parse, call ``api_objects``, print.
+"""ls, du, rm, cat, mb: the everyday verbs on a store. Parse, call ``api.objects``, print.
 
 Keys come from someone else's bucket: every key is printed terminal-safe (control
 characters escaped), and ``--json`` prints one JSON object per line so that a listing of
@@ -44,7 +44,7 @@ def _entry_dict(o, endpoint: str | None, bucket: str) -> dict:
 
 
 def _etag_kind(etag: str | None) -> str:
-    from ..api_objects import etag_kind
+    from ..api.objects import etag_kind
 
     return etag_kind(etag)
 
@@ -59,7 +59,7 @@ def register(group: click.Group) -> None:
     @click.option("--debug", is_flag=True, help="Tracebacks on errors.")
     def ls_cmd(url, recursive, long_, as_json, debug):
         """List objects (and prefixes, one level down without -r) under s3://bucket[/prefix]."""
-        from .. import api_objects as objs
+        from ..api import objects as objs
 
         loc = run_api(debug, objs._remote, url, "ls")
 
@@ -91,7 +91,7 @@ def register(group: click.Group) -> None:
     @click.option("--debug", is_flag=True, help="Tracebacks on errors.")
     def du_cmd(url, depth, as_json, debug):
         """Objects and bytes under s3://bucket[/prefix]."""
-        from .. import api_objects as objs
+        from ..api import objects as objs
 
         rep = run_api(debug, objs.du, url, depth=depth)
         if as_json:
@@ -113,7 +113,7 @@ def register(group: click.Group) -> None:
     @click.option("--debug", is_flag=True, help="Tracebacks on errors.")
     def rm_cmd(url, recursive, dry_run, force, quiet, as_json, debug):
         """Delete objects: one key, a glob's matches, or everything under a prefix (-r)."""
-        from .. import api_objects as objs
+        from ..api import objects as objs
 
         loc = run_api(debug, objs._remote, url, "rm")
         verb = "would delete" if dry_run else "deleted"
@@ -134,12 +134,28 @@ def register(group: click.Group) -> None:
         if not res.ok:
             sys.exit(1)
 
+    @group.command("cat")
+    @click.argument("url")
+    @click.option("--connections", "-c", type=click.IntRange(1, 256), default=8,
+                  show_default=True, help="Parallel ranged GETs.")
+    @click.option("--part-size", default="8MiB", show_default=True,
+                  help="Bytes per ranged GET (at most connections + 1 parts in memory).")
+    @click.option("--debug", is_flag=True, help="Tracebacks on errors.")
+    def cat_cmd(url, connections, part_size, debug):
+        """Write one object to stdout, in order, checked against the store's checksum."""
+        from ..api import objects as objs
+        from ..units import parse_size
+
+        size = run_api(debug, parse_size, part_size)
+        run_api(debug, objs.cat, url, sys.stdout.buffer, part_size=size,
+                connections=connections)
+
     @group.command("mb")
     @click.argument("url")
     @click.option("--debug", is_flag=True, help="Tracebacks on errors.")
     def mb_cmd(url, debug):
         """Make a bucket: s3://bucket or NAME:bucket."""
-        from .. import api_objects as objs
+        from ..api import objects as objs
 
         name = run_api(debug, objs.mb, url)
         click.echo(f"make_bucket: {printable(name)}")

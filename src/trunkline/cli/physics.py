@@ -101,7 +101,7 @@ def register(cli: click.Group) -> None:
             raise click.UsageError("give exactly one of --size and --from")
         profile = None
         if source is not None:
-            from .. import api_objects
+            from ..api import objects as api_objects
             from .mover import run_api
 
             profile = run_api(False, lambda: ph.size_profile(

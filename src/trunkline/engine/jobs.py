@@ -57,6 +57,7 @@ class ObjectJob:
     plan: ObjectPlan
     lock: threading.Lock = field(default_factory=threading.Lock)
     parts_left: int = 0
+    done_bytes: int = 0                          # of parts finished (the live view's bar)
     fd: int | None = None
     writer: DirectWriter | None = None   # downloads: page-cache bypass (direct_io.py)
     tmp_path: str = ""

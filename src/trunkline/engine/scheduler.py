@@ -39,6 +39,7 @@ from .jobs import ObjectJob
 from .journal import Journal
 from .ops import KINDS, RESUMED, PartContext, RunContext, WorkerStats
 from .plan import Part
+from .progress import take_snapshot
 from .ratelimit import RateLimiter
 from .retry import IntegrityError, RetryPolicy, is_slowdown, retrying
 from .tune import Tuner
@@ -241,25 +242,7 @@ class Runner:
                 self.part_size = d.part_size
 
     def snapshot(self) -> Snapshot:
-        st = self.stats
-        now = time.monotonic()
-        return Snapshot(
-            t=now,
-            elapsed=now - self.started,
-            done_bytes=sum(s.done_bytes for s in st),
-            wire_bytes=sum(s.wire_bytes for s in st),
-            total_bytes=self.total_bytes,
-            objects=sum(s.objects for s in st),
-            total_objects=self.total_objects,
-            listing_done=self.listing_done,
-            active=sum(1 for s in st if s.busy),
-            retries=sum(s.retries for s in st),
-            slowdowns=sum(s.slowdowns for s in st),
-            errors=sum(s.errors for s in st),
-            requests=sum(s.requests for s in st),
-            ttfb_total=sum(s.ttfb_total for s in st),
-            failed=len(self.completion.failures),
-        )
+        return take_snapshot(self)
 
     # -- producer ------------------------------------------------------------------------
 
@@ -327,10 +310,13 @@ class Runner:
                 if buf is None:
                     buf = aligned_buffer(CHUNK)   # page-aligned for O_DIRECT writes
                 st.busy = True
+                st.job, st.part_start = job, st.done_bytes
                 try:
                     self._run_part(job, part, buf, st, rng)
                 finally:
-                    st.busy = False
+                    with job.lock:
+                        job.done_bytes += st.done_bytes - st.part_start
+                    st.busy, st.job = False, None
                     self.gate.release()
                     self.completion.part_finished(job, st)
         finally:

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 
 from ..errors import UsageError
 from ..units import MiB
+from .latency import Latency
 
 
 @dataclass(frozen=True)
@@ -104,16 +105,10 @@ class Tuner:
         self._cooldown = 0
         # what was learned
         self._prev: tuple[int, float] | None = None  # (connections, goodput) before a step
-        self._held = 0.0
-        self._last_clean = 0
-        self._ceiling = max_connections
-        self._ceiling_at = 0.0
+        self._held, self._last_clean = 0.0, 0
+        self._ceiling, self._ceiling_at = max_connections, 0.0
         self._hold_count = 0
-        self._ttfb: float | None = None
-        self._ttfb_tot = 0.0
-        self._ttfb_min: float | None = None
-        self._rtt: float | None = None
-        self._rtt_min: float | None = None
+        self.latency, self._ttfb_tot = Latency(), 0.0
         self._inflated = 0
         self._shed: tuple[int, float] | None = None  # (connections, goodput) before a shed
         self._shed_floor = 0
@@ -165,47 +160,30 @@ class Tuner:
         in the tail, when fewer than two parts per connection are left, goodput falls
         because work runs out, not because of the setting, so nothing is measured then.
         """
-        if ttfb_s is not None and ttfb_s > 0:
-            self._ttfb_sample(ttfb_s)
-        if rtt_us is not None and rtt_us > 0:
-            r = rtt_us / 1e6
-            self._rtt = r if self._rtt is None else 0.7 * self._rtt + 0.3 * r
-            self._rtt_min = r if self._rtt_min is None else min(self._rtt_min, r)
-        if self._t is None:
-            self._t, self._bytes, self._req = now, bytes_done, requests_done
-            self._err, self._slow, self._retx = errors, slowdowns, retransmits
-            self._ttfb_tot = ttfb_total_s or 0.0
+        if ttfb_s:
+            self.latency.add_ttfb(ttfb_s)
+        if rtt_us:
+            self.latency.add_rtt(rtt_us / 1e6)
+        t0, b0, r0, e0, s0, x0 = self._t, self._bytes, self._req, self._err, self._slow, self._retx
+        if t0 is not None and now - t0 < self.interval:
             return None
-        dt = now - self._t
-        if dt < self.interval:
-            return None
-        if remaining_bytes is not None and remaining_bytes < 2 * self.connections * self.part_size:
-            self._t, self._bytes, self._req = now, bytes_done, requests_done
-            self._err, self._slow, self._retx = errors, slowdowns, retransmits
-            self._ttfb_tot = ttfb_total_s or 0.0
-            self._samples.clear()
-            return None
-        if ttfb_total_s is not None and requests_done > self._req:
-            self._ttfb_sample((ttfb_total_s - self._ttfb_tot) / (requests_done - self._req))
-        self._ttfb_tot = ttfb_total_s or 0.0
-        g = max(0, bytes_done - self._bytes) / dt
-        d_req = requests_done - self._req
-        d_err = errors - self._err
-        d_slow = slowdowns - self._slow
-        d_retx = retransmits - self._retx
+        tail = remaining_bytes is not None and remaining_bytes < 2 * self.connections * self.part_size
+        if t0 is not None and not tail and ttfb_total_s is not None and requests_done > r0:
+            self.latency.add_ttfb((ttfb_total_s - self._ttfb_tot) / (requests_done - r0))
         self._t, self._bytes, self._req = now, bytes_done, requests_done
         self._err, self._slow, self._retx = errors, slowdowns, retransmits
+        self._ttfb_tot = ttfb_total_s or 0.0
+        if t0 is None or tail:   # the first call, or the tail: work runs out, nothing to measure
+            if tail:
+                self._samples.clear()
+            return None
+        g = max(0, bytes_done - b0) / (now - t0)
         self.goodput = g if self.goodput == 0 else 0.6 * self.goodput + 0.4 * g
         self._since_change += 1
         if self._ceiling < self.max_connections and now - self._ceiling_at > self.ceiling_ttl:
             self._ceiling = self.max_connections
-        return self._step(now, g, d_req, d_err, d_slow, d_retx)
-
-    def _ttfb_sample(self, x: float) -> None:
-        if x <= 0:
-            return
-        self._ttfb = x if self._ttfb is None else 0.7 * self._ttfb + 0.3 * x
-        self._ttfb_min = x if self._ttfb_min is None else min(self._ttfb_min, x)
+        return self._step(now, g, requests_done - r0, errors - e0, slowdowns - s0,
+                          retransmits - x0)
 
     def _step(self, now: float, g: float, d_req: int, d_err: int, d_slow: int,
               d_retx: int) -> Decision | None:
@@ -221,7 +199,7 @@ class Tuner:
         # Not during slow start: there each step must raise goodput to be kept, so latency
         # that rises while goodput rises is the price of filling the path, not a queue we
         # built for nothing (on a short transfer, shedding then cost a quarter of the rate).
-        if self._inflation(d_retx) and self.phase != "slow_start":
+        if self.latency.inflated(self.inflation, d_retx) and self.phase != "slow_start":
             self._inflated += 1
             if self._inflated >= 2 and c > max(self.min_connections, self._shed_floor):
                 self._inflated = -(self.settle + 2)  # let the smoothed latency recover
@@ -231,7 +209,7 @@ class Tuner:
                 self._hold_count = 0
                 self._held = 0.0
                 return self._change(now, g, int(c * 0.85), None,
-                                    f"latency x{self._inflation_ratio():.1f} of minimum: shed")
+                                    f"latency x{self.latency.ratio():.1f} of minimum: shed")
         else:
             self._inflated = min(self._inflated + 1, 0) if self._inflated < 0 else 0
         if self._since_change <= self.settle:
@@ -361,23 +339,6 @@ class Tuner:
             return self._log(now, g, f"{what} at the minimum of {c} connections")
         return self._change(now, g, min(target, self._ceiling), None, f"{what}: back off")
 
-    def _inflation_ratio(self) -> float:
-        r = 1.0
-        if self._ttfb and self._ttfb_min and self._ttfb - self._ttfb_min > 0.010:
-            r = self._ttfb / self._ttfb_min
-        if self._rtt and self._rtt_min and self._rtt - self._rtt_min > 0.005:
-            r = max(r, self._rtt / self._rtt_min)
-        return r
-
-    def _inflation(self, d_retx: int) -> bool:
-        ttfb = (self._ttfb is not None and self._ttfb_min is not None
-                and self._ttfb - self._ttfb_min > 0.010
-                and self._ttfb > self.inflation * self._ttfb_min)
-        rtt = (self._rtt is not None and self._rtt_min is not None and d_retx > 0
-               and self._rtt - self._rtt_min > 0.005
-               and self._rtt > self.inflation * self._rtt_min)
-        return ttfb or rtt
-
     @property
     def bar(self) -> float:
         """What a step must gain to count as paying: ``gain``, or twice the measured spread
@@ -407,13 +368,14 @@ class Tuner:
         (rate/part = 1/(TTFB + part/rate_per_connection) falls as parts grow).
         """
         c = self.connections
-        if level <= 0 or self._ttfb is None:
+        ttfb = self.latency.ttfb
+        if level <= 0 or ttfb is None:
             return None
-        share = self._ttfb / (self.part_size / (level / c))
+        share = ttfb / (self.part_size / (level / c))
         bigger = self.part_size * 2
         if share > self.overhead and bigger <= self.max_part_size and c * bigger <= self.max_memory:
             return self._change(now, level, c, bigger,
-                                f"TTFB {self._ttfb * 1e3:.0f} ms is {share:.0%} of a part: "
+                                f"TTFB {ttfb * 1e3:.0f} ms is {share:.0%} of a part: "
                                 "bigger parts")
         return None
 

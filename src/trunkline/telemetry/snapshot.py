@@ -7,7 +7,7 @@ scheduler to name it (telemetry sits beside the engine, never above it).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -29,3 +29,7 @@ class Snapshot:
     requests: int
     ttfb_total: float
     failed: int
+    in_flight: tuple[tuple[str, int, int], ...] = field(default=())
+    """(name, size, bytes done) of each object a worker is moving now."""
+    decision: str = ""
+    """The tuner's last decision, in words ("" when it decided nothing yet)."""

@@ -37,6 +37,8 @@ class WorkerStats:
     ttfb_total: float = 0.0
     resumed_bytes: int = 0    # parts found done (on disk or at the store) by a resume
     busy: bool = False
+    job: object | None = None  # the object this worker moves now (for the live view)
+    part_start: int = 0       # done_bytes when its current part started
 
 
 class Leases:

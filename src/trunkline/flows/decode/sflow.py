@@ -20,9 +20,6 @@ _U32 = struct.Struct(">I")
 MAX_SAMPLES = 1024
 INTERNAL_INTERFACE = 0x3FFFFFFF  # sFlow v5: "the device itself", not an ifIndex
 MAX_RECORDS = 256
-ROW_FIELDS = ("time_start", "time_end", "exporter", "flow_type", "src_addr", "dst_addr",
-              "src_port", "dst_port", "proto", "bytes", "packets", "sampling_rate", "in_if",
-              "out_if", "src_as", "dst_as", "tcp_flags")
 
 
 class _Reader:

@@ -34,6 +34,12 @@ SAMPLING_VALUE_ROLES = ("sampling_interval", "sampler_random_interval")
 MAX_FIELDS = 512  # per template; real templates have tens
 
 
+ROW_FIELDS = ("time_start", "time_end", "exporter", "flow_type", "src_addr", "dst_addr",
+              "src_port", "dst_port", "proto", "bytes", "packets", "sampling_rate", "in_if",
+              "out_if", "src_as", "dst_as", "tcp_flags")
+"""The columns of a row-wise (sFlow) record, in the order the decoder stages them."""
+
+
 @dataclass
 class DecodeState:
     """The decoder's state: template cache, counters, and records awaiting flush.
@@ -77,8 +83,6 @@ class DecodeState:
         self._move(self.staged)
         self.staged.clear()
         if self.staged_rows:
-            from .sflow import ROW_FIELDS
-
             rows = self.sflow_rows
             if not rows:
                 rows.update({k: [] for k in ROW_FIELDS})

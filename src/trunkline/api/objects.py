@@ -11,10 +11,11 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
-from .engine.jobs import EndpointCache
-from .storage.s3 import ObjectInfo, S3Endpoint
-from .url import Location, LocationError, glob_base, parse_location
+from ..engine.jobs import EndpointCache
+from ..storage.s3 import ObjectInfo, S3Endpoint
+from ..url import Location, LocationError, glob_base, parse_location
 
 DELETE_BATCH = 1000  # DeleteObjects' own limit per request
 
@@ -182,3 +183,110 @@ def mb(url: str | Location, *, eps: EndpointCache | None = None) -> str:
         raise LocationError(f"mb takes a bucket, not a key ({loc})")
     _endpoint(loc, eps).create_bucket(loc.bucket)
     return loc.bucket
+
+
+# --- cat --------------------------------------------------------------------------------
+
+CAT_PART = 8 * 2**20
+CAT_CONNECTIONS = 8
+
+
+@dataclass
+class CatResult:
+    """What ``cat`` wrote, and how the bytes were checked against the store."""
+
+    url: str
+    bytes: int
+    verified: str   # "crc32c", "md5" or "unverified" (the store kept nothing comparable)
+
+
+def cat(url: str | Location, out: BinaryIO, *, part_size: int = CAT_PART,
+        connections: int = CAT_CONNECTIONS, eps: EndpointCache | None = None) -> CatResult:
+    """Stream one object to ``out`` through the owned data path: ranged GETs on up to
+    ``connections`` connections in parallel, written in order, at most ``connections + 1``
+    parts in memory. The bytes are checked as they pass: CRC32C of the parts combined and
+    compared with the store's full-object CRC32C, else the MD5 of a single-part ETag; a
+    mismatch raises ``IntegrityError`` (what was written cannot be taken back, so the
+    caller must fail loudly). The object is pinned by its ETag: a part that comes back from
+    another version fails the copy (``SourceChanged``)."""
+    import hashlib
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..engine.integrity import crc32c_combine_all
+    from ..engine.receive import receive
+    from ..errors import IntegrityError, SourceChanged
+    from ..storage import s3_data
+
+    loc = _remote(url, "cat")
+    if loc.has_glob or loc.key == "" or loc.key.endswith("/"):
+        raise LocationError(f"cat takes one object, not a prefix or a glob ({loc})")
+    ep = _endpoint(loc, eps)
+    head = ep.stat(loc.bucket, loc.key)
+    if head is None:
+        from ..storage.s3 import S3Error
+
+        raise S3Error(404, "NoSuchKey", "the object does not exist", "HEAD", str(loc))
+    size = head.content_length or 0
+    etag = head.headers.get("etag")
+    store_crc = head.headers.get("x-amz-checksum-crc32c")
+    kind = (head.headers.get("x-amz-checksum-type") or "").upper()
+    want_crc = None
+    if store_crc and "-" not in store_crc and kind != "COMPOSITE":
+        try:
+            want_crc = s3_data.b64_to_crc32c(store_crc)
+        except ValueError:
+            want_crc = None
+    md5 = hashlib.md5(usedforsecurity=False) if etag_kind(etag) == "md5" else None
+    name = str(loc)
+    part_size = max(1, part_size)
+    spans = [(off, min(part_size, size - off)) for off in range(0, size, part_size)]
+
+    def fetch(span: tuple[int, int]) -> tuple[bytearray, int]:
+        off, n = span
+        buf = bytearray(n)
+        mv = memoryview(buf)
+
+        def once(conn):
+            ans = s3_data.get(ep, conn, loc.bucket, loc.key, name, offset=off, length=n,
+                              whole=False, etag=etag, total=size)   # If-Match, exact range
+            if etag and ans.etag and ans.etag != etag:
+                raise SourceChanged(f"{name} changed during cat (ETag {ans.etag} != {etag})")
+            return receive(conn, n, lambda o, left: mv[o:o + min(left, 1 << 20)])
+
+        return buf, ep.on_connection(once, "GET", name)
+
+    crcs: list[tuple[int, int]] = []
+    window = threading.Semaphore(connections + 1)   # parts fetched ahead of the writer
+
+    def bounded(span):
+        window.acquire()
+        return fetch(span)
+
+    with ThreadPoolExecutor(max_workers=max(1, connections)) as pool:
+        futures = [pool.submit(bounded, s) for s in spans]
+        try:
+            for (_, n), fut in zip(spans, futures, strict=True):
+                buf, crc = fut.result()
+                out.write(buf)
+                if md5 is not None:
+                    md5.update(buf)
+                crcs.append((crc, n))
+                window.release()
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            for _ in futures:        # unblock fetchers waiting for room
+                window.release()
+            raise
+    out.flush()
+    if want_crc is not None:
+        got = crc32c_combine_all(crcs) if crcs else 0
+        if got != want_crc:
+            raise IntegrityError(f"{name}: CRC32C of the bytes read differs from the store's")
+        return CatResult(name, size, "crc32c")
+    if md5 is not None:
+        if f'"{md5.hexdigest()}"' != etag and md5.hexdigest() != (etag or "").strip('"'):
+            raise IntegrityError(f"{name}: MD5 of the bytes read differs from the ETag")
+        return CatResult(name, size, "md5")
+    return CatResult(name, size, "unverified")
