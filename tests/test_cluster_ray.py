@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from trunkline.cluster.shard import Item, part_ranges, plan_shards, shard_id
+from trunkline.storage.partial import is_partial_name
 from trunkline.storage.s3 import ObjectInfo
 
 MiB = 1 << 20
@@ -298,7 +299,7 @@ def test_losing_a_node_per_node_dest_moves_its_share_again(ray_cluster, s3server
         assert len(survivor) == 1
         d = tmp_path / f"n-{survivor[0]['tag']}"
         got = {p.relative_to(d).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-               for p in d.rglob("*") if p.is_file() and not p.name.endswith(".tlpart")}
+               for p in d.rglob("*") if p.is_file() and not is_partial_name(p.name)}
         assert got == dataset
         assert r.objects == len(dataset)
     finally:

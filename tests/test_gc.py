@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -18,6 +19,7 @@ from click.testing import CliRunner
 from trunkline.cli.main import cli
 from trunkline.engine.journal import list_journals
 from trunkline.engine.plan import MiB
+from trunkline.storage.local import partial_path
 
 
 @pytest.fixture
@@ -75,7 +77,7 @@ def test_gc_lists_and_aborts_orphaned_upload(env, tmp_path):
     assert "0 journals" in res.stderr
     assert c.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
 
-    res = CliRunner().invoke(cli, ["gc", "--abort-uploads", "--state-dir", str(state)])
+    res = CliRunner().invoke(cli, ["gc", "--abort-uploads", "--older-than", "0", "--state-dir", str(state)])
     assert res.exit_code == 0, res.output
     assert upload_id in res.stdout and "aborted" in res.stdout
     assert "aborted 1 uploads, removed 1 journals" in res.stderr
@@ -96,7 +98,7 @@ def test_gc_removes_partial_download(env, tmp_path):
         [sys.executable, "-m", "trunkline.cli.main", "cp", "-q", "-c", "1", "--part-size", "5M",
          "--bwlimit", "10M", f"s3://{bucket}/obj", str(dst)],
         env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    partial = dst.parent / ".obj.tlpart"
+    partial = Path(partial_path(str(dst)))
     time.sleep(1.5)
     deadline = time.monotonic() + 30
     while not partial.exists() and time.monotonic() < deadline:
@@ -105,11 +107,31 @@ def test_gc_removes_partial_download(env, tmp_path):
     assert p.poll() is None, p.communicate()
     p.send_signal(signal.SIGKILL)
     p.communicate(timeout=30)
-    partial = dst.parent / ".obj.tlpart"
     assert partial.exists()
     from trunkline import gc
 
     rep = gc()
     assert [j.partial_files for j in rep.journals] == [[str(partial)]]
-    rep = gc(abort_uploads=True)
+    rep = gc(abort_uploads=True, older_than=0)
     assert rep.removed == 1 and not partial.exists() and list_journals(state) == []
+
+
+def test_gc_abort_spares_running_and_young_journals(tmp_path):
+    """A running copy holds its journal's lock: never touched. An idle journal updated
+    within the default minimum age is spared too, unless --older-than says otherwise."""
+    from trunkline import gc
+    from trunkline.engine.journal import Journal
+
+    state = tmp_path / "state"
+    running = Journal.open(state, "s3://b/run/", "/dst/run/", {})
+    idle = Journal.open(state, "s3://b/idle/", "/dst/idle/", {})
+    idle.close()
+    try:
+        rep = gc(state, abort_uploads=True)
+        assert rep.running == [running.id] and rep.spared == [idle.id]
+        assert rep.removed == 0 and len(list_journals(state)) == 2
+        rep = gc(state, abort_uploads=True, older_than="0")
+        assert rep.running == [running.id] and rep.removed == 1
+        assert [j.id for j in list_journals(state)] == [running.id]
+    finally:
+        running.close()

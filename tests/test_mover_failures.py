@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from trunkline.embedded_s3 import EmbeddedS3
-from trunkline.storage.local import dest_path
+from trunkline.storage.local import dest_path, partial_path
 from trunkline.url import LocationError, safe_relpath
 
 TRUNKLINE = [sys.executable, "-m", "trunkline.cli.main"]
@@ -50,7 +50,7 @@ def test_server_dies_mid_download(doomed_server, tmp_path):
     assert up.returncode == 0, up.stderr
     big.unlink()
     out = tmp_path / "out" / "big.bin"
-    partial = tmp_path / "out" / ".big.bin.tlpart"
+    partial = Path(partial_path(str(out)))
     e = dict(os.environ, **doomed_server.env, TRUNKLINE_CONFIG="/nonexistent")
     proc = subprocess.Popen(
         TRUNKLINE + ["cp", "-q", "--retries", "2", "--timeout", "5", "-c", "4",

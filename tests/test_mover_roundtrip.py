@@ -12,6 +12,7 @@ import pytest
 import trunkline
 from trunkline.embedded_s3 import EmbeddedS3
 from trunkline.engine.plan import MiB
+from trunkline.storage.partial import is_partial_name
 from trunkline.storage.s3 import S3Error
 
 PART = 5 * MiB
@@ -37,7 +38,7 @@ def tree_digest(root: Path) -> dict[str, str]:
     return {
         str(p.relative_to(root)): sha(p)
         for p in sorted(root.rglob("*"))
-        if p.is_file() and not p.name.endswith(".tlpart")
+        if p.is_file() and not is_partial_name(p.name)
     }
 
 
@@ -72,7 +73,7 @@ def test_local_s3_local_roundtrip(aws_env, edge_tree, tmp_path):
                           max_connections=8)
     assert down.ok, down.failures
     assert tree_digest(back) == tree_digest(edge_tree)
-    assert not list(back.rglob("*.tlpart"))
+    assert not [p for p in back.rglob("*") if is_partial_name(p.name)]
 
 
 def test_single_object_forms(aws_env, tmp_path):

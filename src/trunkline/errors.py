@@ -10,12 +10,14 @@ itself whether a retry may help (``retryable``), and the CLI maps by class:
     TrunklineError            exit 1, one line
       UsageError              exit 2: the command or its arguments are wrong (a ValueError)
       ClusterUnavailable      exit 2: no Ray cluster to run on
+      AlreadyRunning          the same copy holds its journal's lock in another process
       TransferError           moving bytes failed
         NetworkError          reset, refused, timed out, closed mid-body: retried
           ConnectionClosed    the peer closed (a ConnectionError too)
           ReadTimeout         no byte within the read timeout (a TimeoutError too)
         ProtocolError         the server's answer breaks HTTP framing: retried on a new connection
         IntegrityError        bytes do not match their checksum or length: retried
+          NotVerified         nothing could check the object (--require-verified): never retried
         SourceChanged         the source object changed under us: never retried
         StoreError            the store answered with an error: retried for 5xx/throttling only
 
@@ -94,6 +96,18 @@ class SourceChanged(TransferError):
     retryable = False
 
 
+class NotVerified(IntegrityError):
+    """Nothing the store keeps could check the object, and ``--require-verified`` is set.
+
+    Not retried: another try would find the same nothing."""
+
+    retryable = False
+
+
+class AlreadyRunning(TrunklineError):
+    """Another process holds this transfer's journal: the same copy is running."""
+
+
 class StoreError(TransferError):
     """An error answer from the store, with its S3 code and whether a retry may help."""
 
@@ -129,7 +143,8 @@ def is_slowdown(exc: BaseException) -> bool:
 
 
 __all__ = [
-    "ClusterUnavailable", "ConnectionClosed", "IntegrityError", "NetworkError", "ProtocolError",
+    "AlreadyRunning", "ClusterUnavailable", "ConnectionClosed", "IntegrityError", "NetworkError",
+    "NotVerified", "ProtocolError",
     "ReadTimeout", "SourceChanged", "StoreError", "TransferError", "TrunklineError",
     "UsageError", "is_retryable", "is_slowdown",
 ]

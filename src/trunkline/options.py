@@ -53,6 +53,8 @@ class TransferOptions:
     around the page cache. ``checksums`` sends and checks CRC32C. ``server_side`` lets
     s3 -> s3 on one store copy without the bytes passing through this host. ``resume``
     keeps a journal in ``state_dir`` so that a rerun continues where a run stopped.
+    ``require_verified`` fails an object that no checksum or ETag of the store could check
+    (by default it is reported unverified).
     """
 
     max_connections: int | None = None   # None: DEFAULT_MAX_CONNECTIONS, or `connections`
@@ -69,6 +71,7 @@ class TransferOptions:
     server_side: bool = True
     resume: bool = True
     state_dir: str | None = None
+    require_verified: bool = False   # an object nothing the store keeps could check fails
 
     def __post_init__(self) -> None:
         def put(name: str, value: Any) -> None:
@@ -137,6 +140,7 @@ class TransferOptions:
             "max_memory": self.max_memory,
             "bwlimit": self.bwlimit,
             "direct_io": self.direct_io,
+            "require_verified": self.require_verified,
         }
 
 

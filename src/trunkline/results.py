@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 __all__ = ["Failure", "GcJournal", "GcReport", "Mismatch", "SyncResult", "TransferResult",
-           "VerifyReport"]
+           "Unverified", "VerifyReport"]
 
 
 @dataclass
@@ -21,6 +21,17 @@ class Failure:
 
     def __str__(self) -> str:
         return f"{self.name}: {self.error}"
+
+
+@dataclass
+class Unverified:
+    """A finished object that nothing comparable was found for, and why."""
+
+    name: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.name}: unverified ({self.reason})"
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,8 @@ class TransferResult:
     options: dict = field(default_factory=dict)
     # the destination store's measured capabilities and what the engine used of them
     capabilities: dict = field(default_factory=dict)
+    verified: dict[str, int] = field(default_factory=dict)   # finished objects per check
+    unverified: list[Unverified] = field(default_factory=list)   # and the ones none fit
 
     @property
     def ok(self) -> bool:
@@ -70,6 +83,7 @@ class TransferResult:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["failures"] = [str(f) for f in self.failures]
+        d["unverified"] = [{"name": u.name, "reason": u.reason} for u in self.unverified]
         d["ok"] = self.ok
         d["gbps"] = round(self.gbps, 4)
         d["seconds"] = round(self.seconds, 4)
@@ -155,6 +169,8 @@ class GcReport:
     aborted: int = 0
     removed: int = 0
     errors: list[str] = field(default_factory=list)
+    spared: list[str] = field(default_factory=list)    # journals younger than --older-than
+    running: list[str] = field(default_factory=list)   # journals whose copy holds the lock
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from ..engine.jobs import EndpointCache
-from ..engine.journal import Journal
+from ..engine.journal import Journal, try_lock
 from ..engine.journal_index import connect, default_state_dir, list_journals
 from ..results import GcJournal, GcReport
 from ..storage.local import partial_path
@@ -30,24 +30,38 @@ def _upload_target(dst: str) -> tuple[str, str, str]:
     return loc.endpoint or "s3", loc.bucket, loc.key
 
 
+ABORT_MIN_AGE = "1h"
+"""``gc --abort-uploads`` spares journals updated more recently than this by default."""
+
+
 def gc(state_dir: str | Path | None = None, *, abort_uploads: bool = False,
        older_than: str | float | None = None) -> GcReport:
     """List resume journals with their open multipart uploads and partial downloads.
 
     With ``abort_uploads``: abort those uploads, delete the partial files, and remove the
     journals (their transfers then start over). ``older_than`` ('1d', seconds) keeps
-    journals updated more recently than that, e.g. those of transfers still running.
+    journals updated more recently than that; with ``abort_uploads`` it defaults to
+    ``ABORT_MIN_AGE`` (a copy that is merely slow keeps its uploads; pass 0 to force).
+    A journal whose copy is running (it holds the journal's lock) is never touched.
     """
     sd = Path(state_dir) if state_dir is not None else default_state_dir()
+    if older_than is None and abort_uploads:
+        older_than = ABORT_MIN_AGE
     min_age = parse_duration(older_than, bare=1.0) if older_than is not None else 0.0
     now = time.time()
     eps = EndpointCache()
     report = GcReport(str(sd), [])
     for info in list_journals(sd):
         age = now - info.updated
-        if age < min_age:
+        lock_fd = try_lock(Path(info.path))
+        if lock_fd is None:   # its copy is running right now: never touch its uploads
+            report.running.append(info.id)
             continue
-        j = Journal(info.path, connect(info.path), info.id)
+        if age < min_age:
+            os.close(lock_fd)
+            report.spared.append(info.id)
+            continue
+        j = Journal(info.path, connect(info.path), info.id, lock_fd)
         try:
             ups = [(u, False) for u in j.pending_uploads()] + \
                   [(u, True) for u in j.discarded_uploads()]

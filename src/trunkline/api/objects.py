@@ -249,7 +249,7 @@ def cat(url: str | Location, out: BinaryIO, *, part_size: int = CAT_PART,
 
         def once(conn):
             ans = s3_data.get(ep, conn, loc.bucket, loc.key, name, offset=off, length=n,
-                              whole=False)
+                              whole=False, etag=etag, total=size)   # If-Match, exact range
             if etag and ans.etag and ans.etag != etag:
                 raise SourceChanged(f"{name} changed during cat (ETag {ans.etag} != {etag})")
             return receive(conn, n, lambda o, left: mv[o:o + min(left, 1 << 20)])

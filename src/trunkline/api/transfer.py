@@ -128,4 +128,6 @@ def _result(s: Location, d: Location, out: RunOutcome | None, runner: Runner) ->
         skipped_bytes=out.skipped_bytes,
         connections=[c.to_dict() for c in out.connections],
         options=options,
+        verified=out.verified,
+        unverified=out.unverified,
     )

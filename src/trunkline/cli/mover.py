@@ -10,6 +10,7 @@ import traceback
 import click
 
 from ..units import human_bytes, parse_size
+from .text import safe
 
 
 class SizeParam(click.ParamType):
@@ -46,7 +47,7 @@ def run_api(debug: bool, fn, *args, **kw):
     except UsageError as e:
         if debug:
             traceback.print_exc()
-        click.echo(f"trunkline: error: {e}", err=True)
+        click.echo(f"trunkline: error: {safe(e)}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         click.echo("trunkline: interrupted", err=True)
@@ -54,7 +55,7 @@ def run_api(debug: bool, fn, *args, **kw):
     except (TrunklineError, OSError) as e:
         if debug:
             traceback.print_exc()
-        click.echo(f"trunkline: error: {e}", err=True)
+        click.echo(f"trunkline: error: {safe(e)}", err=True)
         sys.exit(1)
 
 
@@ -90,6 +91,9 @@ def transfer_options(f):
                      help="Start fresh instead of resuming an interrupted run of this copy."),
         click.option("--state-dir", type=click.Path(file_okay=False), default=None,
                      help="Where resume journals live (default ~/.local/state/trunkline)."),
+        click.option("--require-verified", is_flag=True,
+                     help="Fail an object that nothing could check (no checksum or ETag of "
+                          "the store fits): by default it is reported as unverified."),
         click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout."),
         click.option("--quiet", "-q", is_flag=True, help="No progress display and no summary (failures only)."),
         click.option("--debug", is_flag=True,
@@ -107,7 +111,7 @@ def _size(n: int) -> str:
 
 def build_options(max_connections, connections, part_size, no_tune, bwlimit, bwlimit_endpoint,
                   max_memory, retries, read_timeout, no_resume, state_dir,
-                  direct_io=True, server_side=True):
+                  direct_io=True, server_side=True, require_verified=False):
     """The one TransferOptions of a command, from its flags (unset flags: the defaults)."""
     from ..options import TransferOptions
 
@@ -122,7 +126,8 @@ def build_options(max_connections, connections, part_size, no_tune, bwlimit, bwl
         max_connections=max_connections, connections=connections, part_size=part_size,
         tune=not no_tune, bwlimit=bwlimit, bwlimit_endpoint=per or None, max_memory=max_memory,
         retries=retries, read_timeout=read_timeout, resume=not no_resume, state_dir=state_dir,
-        direct_io=direct_io, server_side=server_side)
+        direct_io=direct_io, server_side=server_side,
+        require_verified=require_verified)
 
 
 def _report(result, as_json: bool, quiet: bool = False) -> None:
@@ -137,8 +142,16 @@ def _report(result, as_json: bool, quiet: bool = False) -> None:
                if result.resumed_bytes or result.skipped_bytes else ""),
             err=True,
         )
+        if result.verified or result.unverified:
+            kinds = ", ".join(f"{k} {v}" for k, v in sorted(result.verified.items()))
+            click.echo(f"verified {sum(result.verified.values())} objects"
+                       + (f" ({kinds})" if kinds else "")
+                       + f", unverified {len(result.unverified)}", err=True)
+    if not as_json:
+        for u in result.unverified:
+            click.echo(f"trunkline: unverified: {safe(u.name)}: {safe(u.reason)}", err=True)
     for f in result.failures:
-        click.echo(f"trunkline: failed: {f}", err=True)
+        click.echo(f"trunkline: failed: {safe(f)}", err=True)
     if result.failures:
         click.echo("trunkline: rerun the same command to resume (--no-resume starts over)",
                    err=True)

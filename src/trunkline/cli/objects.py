@@ -15,16 +15,12 @@ import click
 
 from ..telemetry.units import human_bytes
 from .mover import run_api
+from .text import safe
 
 # The API (and through it botocore) is imported inside each command: `trunkline --help`
 # and the flow lens's commands must not pay the S3 stack's start-up.
 
-_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
-
-
-def printable(text: str) -> str:
-    """``text`` with C0/C1 control characters escaped: a key cannot drive the terminal."""
-    return text.translate(_CONTROL)
+printable = safe   # one terminal-safe escape for every command (cli/text.py)
 
 
 def _utc(ts: float | None) -> str:

@@ -9,6 +9,7 @@ import click
 
 from ..units import human_bytes
 from .mover import _progress, build_options, run_api, transfer_options
+from .text import safe
 
 
 class _OrderedFilters(click.Command):
@@ -62,7 +63,7 @@ def register(cli: click.Group) -> None:
 
         def show(a):
             if dry_run:
-                click.echo(f"{a.op}\t{a.rel}\t({a.reason})")
+                click.echo(f"{a.op}\t{safe(a.rel)}\t({a.reason})")
 
         options = run_api(debug, build_options, server_side=not no_server_side, **topts)
         prog = None if dry_run else _progress(quiet, as_json)
@@ -83,8 +84,16 @@ def register(cli: click.Group) -> None:
                        f"{r.src_objects} source / {r.dst_objects} destination in "
                        f"{r.seconds:.2f} s", err=True)
         failures = list(r.failures) + (r.transfer.failures if r.transfer else [])
+        if r.transfer is not None and not as_json:
+            t = r.transfer
+            kinds = ", ".join(f"{k} {v}" for k, v in sorted(t.verified.items()))
+            click.echo(f"verified {sum(t.verified.values())} objects"
+                       + (f" ({kinds})" if kinds else "") + f", unverified {len(t.unverified)}",
+                       err=True)
+            for u in t.unverified:
+                click.echo(f"trunkline: unverified: {safe(u.name)}: {safe(u.reason)}", err=True)
         for f in failures:
-            click.echo(f"trunkline: failed: {f}", err=True)
+            click.echo(f"trunkline: failed: {safe(f)}", err=True)
         sys.exit(0 if r.ok else 1)
 
     @cli.command(cls=_OrderedFilters)
@@ -103,7 +112,7 @@ def register(cli: click.Group) -> None:
 
         def show(m):
             if not as_json:
-                click.echo(str(m))
+                click.echo(safe(m))
 
         r = run_api(debug, api_verify, src, dst, extra=not no_extra, size_only=size_only,
                     filters=_ordered(include, exclude), checkers=checkers, on_mismatch=show)
@@ -122,7 +131,8 @@ def register(cli: click.Group) -> None:
     @click.option("--abort-uploads", is_flag=True,
                   help="Abort their multipart uploads, delete partial files, remove journals.")
     @click.option("--older-than", default=None, metavar="AGE",
-                  help="Only journals idle for AGE (30m, 12h, 1d): spares running transfers.")
+                  help="Only journals idle for AGE (30m, 12h, 1d; default 1h with "
+                       "--abort-uploads, 0 for all). A running copy's journal is always spared.")
     @click.option("--json", "as_json", is_flag=True, help="Print a JSON report on stdout.")
     @click.option("--debug", is_flag=True, help="Tracebacks on errors.")
     def gc(state_dir, abort_uploads, older_than, as_json, debug):
@@ -136,21 +146,26 @@ def register(cli: click.Group) -> None:
         else:
             for j in r.journals:
                 state = "removed" if j.removed else "kept"
-                click.echo(f"{j.id[:12]}  {j.src} -> {j.dst}  idle {_age(j.age_s)}  "
+                click.echo(f"{j.id[:12]}  {safe(j.src)} -> {safe(j.dst)}  idle {_age(j.age_s)}  "
                            f"{j.done}/{j.objects} objects  {human_bytes(j.bytes_done)} done  "
                            f"{len(j.uploads)} uploads  {len(j.partial_files)} partial files"
                            + (f"  [{state}]" if abort_uploads else ""))
                 for u in j.uploads:
                     tag = " aborted" if u["aborted"] else ""
-                    click.echo(f"    upload {u['upload_id']}  {u['dst']}"
+                    click.echo(f"    upload {u['upload_id']}  {safe(u['dst'])}"
                                f"{' (discarded)' if u['discarded'] else ''}{tag}")
                 for p in j.partial_files:
-                    click.echo(f"    partial {p}")
+                    click.echo(f"    partial {safe(p)}")
             click.echo(f"{len(r.journals)} journals in {r.state_dir}"
                        + (f"; aborted {r.aborted} uploads, removed {r.removed} journals"
                           if abort_uploads else ""), err=True)
         for e in r.errors:
-            click.echo(f"trunkline: failed: {e}", err=True)
+            click.echo(f"trunkline: failed: {safe(e)}", err=True)
+        for jid in r.running:
+            click.echo(f"trunkline: {jid[:12]} spared: its copy is running", err=True)
+        if r.spared:
+            click.echo(f"trunkline: {len(r.spared)} journals younger than the minimum age "
+                       "spared (--older-than 0 includes them)", err=True)
         sys.exit(1 if r.errors else 0)
 
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import threading
 
-from ..results import Failure
+from ..errors import IntegrityError, NotVerified
+from ..results import Failure, Unverified
 from . import resume
 from .jobs import ObjectJob
 from .ops import KINDS, RunContext, WorkerStats, cleanup
+from .ops.checks import unverified_reason
 from .retry import is_retryable
 from .storage_names import job_dst
 
@@ -26,6 +28,8 @@ class Completion:
     def __init__(self, run: RunContext):
         self.run = run
         self.failures: list[Failure] = []
+        self.verified: dict[str, int] = {}          # finished objects per check kind
+        self.unverified: list[Unverified] = []      # finished objects nothing could check
         self._done_batch: list[tuple] = []
         self._lock = threading.Lock()
 
@@ -65,12 +69,30 @@ class Completion:
                 else:
                     cleanup(job, keep=True)   # close; the file is finished elsewhere
                 st.objects += 1
+                self._record_verification(job)
                 self._journal_done(job)
             else:
                 cleanup(job, keep=keep)
         except Exception as e:  # noqa: BLE001
             self.fail(job, e, None)
+            if isinstance(e, IntegrityError) and not isinstance(e, NotVerified):
+                # the bytes kept (partial file, uploaded parts) failed the object's check:
+                # a rerun must not resume from them
+                keep = False
+                if run.journal is not None and job.obj_id is not None:
+                    run.journal.forget_parts(job.obj_id)
+                    run.journal.set_upload_id(job.obj_id, None)
             cleanup(job, keep=keep)
+
+    def _record_verification(self, job: ObjectJob) -> None:
+        """Count each finished object as verified(kind) or list it as unverified(reason)."""
+        if not job.plan.finalize:
+            return   # a range of an object: the driver completes and reports it
+        with self._lock:
+            if job.verified is not None:
+                self.verified[job.verified] = self.verified.get(job.verified, 0) + 1
+            else:
+                self.unverified.append(Unverified(job.plan.name, unverified_reason(job)))
 
     def _journal_done(self, job: ObjectJob) -> None:
         journal = self.run.journal

@@ -23,6 +23,7 @@ import mmap
 import os
 
 from ..native import ALIGN  # the one definition, shared with the hot loop
+from ..storage.partial import pwrite_full
 
 MIN_SIZE = 4 * 2**20
 """Objects smaller than this are written through the page cache (one chunk or two: a
@@ -34,14 +35,24 @@ def aligned_buffer(size: int) -> memoryview:
     return memoryview(mmap.mmap(-1, size))
 
 
-def open_direct(path: str, size: int) -> int | None:
-    """A write-only O_DIRECT descriptor on ``path``, or None where it does not apply."""
+def open_direct(path: str, size: int, *, dir_fd: int | None = None,
+                same_as: int | None = None) -> int | None:
+    """A write-only O_DIRECT descriptor on ``path`` (relative to ``dir_fd``, never through
+    a symlink), or None where it does not apply. ``same_as``: the descriptor it must be a
+    second view of (a name swapped in between is refused)."""
     if size < MIN_SIZE or not hasattr(os, "O_DIRECT"):
         return None
     try:
-        return os.open(path, os.O_WRONLY | os.O_DIRECT)
+        fd = os.open(path, os.O_WRONLY | os.O_DIRECT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     dir_fd=dir_fd)
     except OSError:
         return None
+    if same_as is not None:
+        a, b = os.fstat(fd), os.fstat(same_as)
+        if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino):
+            os.close(fd)
+            return None
+    return fd
 
 
 class DirectWriter:
@@ -65,7 +76,7 @@ class DirectWriter:
         if dfd is not None and offset % ALIGN == 0 and n >= ALIGN and _aligned(chunk):
             bulk = n - n % ALIGN
             try:
-                os.pwrite(dfd, chunk[:bulk], offset)
+                pwrite_full(dfd, chunk[:bulk], offset)
             except OSError as e:
                 if e.errno != errno.EINVAL:
                     raise
@@ -73,9 +84,9 @@ class DirectWriter:
                 bulk = 0
             if bulk:
                 if bulk < n:
-                    os.pwrite(self.fd, chunk[bulk:], offset + bulk)
+                    pwrite_full(self.fd, chunk[bulk:], offset + bulk)
                 return
-        os.pwrite(self.fd, chunk, offset)
+        pwrite_full(self.fd, chunk, offset)
 
     def close(self) -> None:
         """Close the direct descriptor (the ordinary one belongs to the job)."""

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from ..storage import local
+from ..storage.partial import PartialFile
 from ..storage.s3 import S3Endpoint, S3Error
 from ..url import Location, LocationError, glob_base
+from .checksums import Expectation
 from .direct_io import DirectWriter
 from .plan import Part, is_multipart, plan_parts
 from .retry import RetryPolicy, retrying
@@ -66,6 +68,11 @@ class ObjectJob:
     obj_id: int | None = None                   # journal record, when resuming is on
     skip_parts: set[int] = field(default_factory=set)       # already at the destination
     resume_crcs: dict[int, int] = field(default_factory=dict)  # on disk, to re-check
+    partial: PartialFile | None = None        # downloads: the file until it is whole
+    seen_etag: str | None = None              # the first answer's ETag when none was listed
+    expect: Expectation | None = None         # what the store keeps (engine/checksums.py)
+    part_digests: dict[int, int | bytes] = field(default_factory=dict)   # in that algorithm
+    verified: str | None = None               # the check that passed, None: unverified
 
     def __post_init__(self) -> None:
         self.parts_left = len(self.plan.parts)
@@ -211,8 +218,12 @@ def job_for(
     else:
         where.update(src_ep=src_ep, src_bucket=src.bucket, src_key=info.key)  # type: ignore[attr-defined]
     if dst.is_local:
-        where["dst_path"] = (local.dest_path(dst.path, rel) if into
-                             else os.path.abspath(target.path))
+        if into:
+            where["dst_path"] = local.dest_path(dst.path, rel)
+        else:   # the folder resolved now; below it nothing is followed (storage/partial)
+            full = os.path.abspath(target.path)
+            where["dst_path"] = os.path.join(os.path.realpath(os.path.dirname(full)),
+                                             os.path.basename(full))
     else:
         key = target.key
         if not key or key.endswith("/"):

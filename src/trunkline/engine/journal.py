@@ -12,7 +12,9 @@ The journal records facts, not policy: the engine decides what to redo.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import AlreadyRunning
 from .journal_index import (  # noqa: F401  (re-exported: the journal's callers name them here)
     JournalInfo,
     connect,
@@ -120,14 +123,53 @@ class PendingUpload:
     upload_id: str
 
 
-class Journal:
-    """A transfer's resume state. Thread-safe; every mutating call commits before returning."""
 
-    def __init__(self, path: Path, con: sqlite3.Connection, jid: str) -> None:
+def lock_path(path: Path) -> Path:
+    return path.with_name(path.stem + ".lock")
+
+
+def try_lock(path: Path) -> int | None:
+    """An exclusive ``flock`` on the journal ``path``'s lock file, or None when another
+    process holds it. Held until the fd is closed (also when the process dies)."""
+    lp = lock_path(path)
+    for _ in range(5):
+        fd = os.open(lp, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:   # the holder before us may have removed the file: lock the one on disk
+            same = os.stat(lp).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)
+    raise AlreadyRunning(f"could not lock {lp}")
+
+
+def _lock_or_fail(path: Path, src: str, dst: str) -> int:
+    fd = try_lock(path)
+    if fd is None:
+        raise AlreadyRunning(f"already running: another trunkline is copying {src} -> {dst} "
+                             f"(journal {path.name})")
+    return fd
+
+
+class Journal:
+    """A transfer's resume state. Thread-safe; every mutating call commits before returning.
+
+    Holds an exclusive lock per journal while open, so a second run of the same transfer
+    fails with "already running" instead of racing the first."""
+
+    def __init__(self, path: Path, con: sqlite3.Connection, jid: str,
+                 lock_fd: int | None = None) -> None:
         self.path = path
         self.id = jid
         self._con = con
         self._lock = threading.Lock()
+        self._lock_fd = lock_fd
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -138,7 +180,12 @@ class Journal:
         state_dir = Path(state_dir)
         state_dir.mkdir(parents=True, exist_ok=True)
         path = state_dir / f"{jid}.sqlite"
-        con = connect(path)
+        lock_fd = _lock_or_fail(path, src, dst)
+        try:
+            con = connect(path)
+        except BaseException:
+            os.close(lock_fd)
+            raise
         now = time.time()
         try:
             con.executescript(_SCHEMA)  # idempotent; executescript runs outside our tx
@@ -158,8 +205,9 @@ class Journal:
             if con.in_transaction:
                 con.execute("ROLLBACK")
             con.close()
+            os.close(lock_fd)
             raise
-        return cls(path, con, jid)
+        return cls(path, con, jid, lock_fd)
 
     @classmethod
     def fresh(cls, state_dir: Path | str, src: str, dst: str, options: dict[str, Any]) -> Journal:
@@ -169,8 +217,13 @@ class Journal:
         (``pending_uploads``/``discarded_uploads``) if they should be aborted.
         """
         path = Path(state_dir) / f"{journal_id(src, dst, options)}.sqlite"
-        for p in sqlite_files(path):
-            p.unlink(missing_ok=True)
+        if path.parent.is_dir():
+            fd = _lock_or_fail(path, src, dst)   # never delete a running copy's journal
+            try:
+                for p in sqlite_files(path):
+                    p.unlink(missing_ok=True)
+            finally:
+                os.close(fd)
         return cls.open(state_dir, src, dst, options)
 
     def close(self) -> None:
@@ -178,12 +231,21 @@ class Journal:
             if self._con is not None:
                 self._con.close()
                 self._con = None  # type: ignore[assignment]
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
 
     def remove(self) -> None:
         """Close and delete the journal files (a finished, verified transfer)."""
+        with self._lock:
+            if self._con is not None:
+                self._con.close()
+                self._con = None  # type: ignore[assignment]
+            for p in sqlite_files(self.path):
+                p.unlink(missing_ok=True)
+            if self._lock_fd is not None:   # still held while unlinked: nobody races us
+                lock_path(self.path).unlink(missing_ok=True)
         self.close()
-        for p in sqlite_files(self.path):
-            p.unlink(missing_ok=True)
 
     def __enter__(self) -> Journal:
         return self

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from ..errors import ConnectionClosed
 from ..wire.connection import Connection
+from .checksums import PartDigest
 from .integrity import crc32c
 
 __all__ = ["receive", "receive_crc", "receive_to_file"]
@@ -24,8 +25,10 @@ NATIVE_SLICE = 8 * 2**20
 def receive(conn: Connection, n: int, window: Callable[[int, int], memoryview], *,
             sink: Callable[[memoryview, int], None] | None = None,
             on_bytes: Callable[[int], None] | None = None,
-            limit: Callable[[int], None] | None = None) -> int:
-    """Receive ``n`` body bytes; returns their CRC32C.
+            limit: Callable[[int], None] | None = None,
+            digest: PartDigest | None = None) -> int:
+    """Receive ``n`` body bytes; returns their CRC32C (and feeds ``digest``: the store's own
+    algorithm, when it keeps another than CRC32C).
 
     ``window(offset, left)`` says where the next chunk goes (a reused buffer, or a slice of
     the destination); ``sink(chunk, offset)`` then consumes it (a write at the offset),
@@ -41,6 +44,8 @@ def receive(conn: Connection, n: int, window: Callable[[int, int], memoryview], 
             raise ConnectionClosed(f"body truncated at {got} of {n} bytes")
         chunk = mv[:k]
         crc = crc32c(chunk, crc)
+        if digest is not None:
+            digest.update(chunk)
         if sink is not None:
             sink(chunk, got)
         got += k
@@ -56,13 +61,15 @@ def receive_crc(conn: Connection, n: int, buf: memoryview) -> int:
 
 def receive_to_file(conn: Connection, n: int, fd: int, offset: int, buf: memoryview, *,
                     writer, on_bytes: Callable[[int], None] | None = None,
-                    limit: Callable[[int], None] | None = None) -> int:
+                    limit: Callable[[int], None] | None = None,
+                    digest: PartDigest | None = None) -> int:
     """Receive ``n`` body bytes and write them at ``offset`` (``writer``: the object's
     ``DirectWriter``, whose O_DIRECT descriptor takes the aligned bulk); returns their
     CRC32C. Where it applies (a plain connection, no rate cap, the compiled core built)
     the bytes go through ``trunkline.native`` with the interpreter lock released, in
-    slices of ``NATIVE_SLICE``; otherwise, and for bytes that came with the head, through
-    the Python loop above. Same bytes, same CRC, same errors either way."""
+    slices of ``NATIVE_SLICE``; otherwise (a rate cap, a second digest the store keeps
+    such as MD5 or SHA-256), and for bytes that came with the head, through the Python
+    loop above. Same bytes, same CRC, same errors either way."""
     from .. import native
     from ..errors import ConnectionClosed, ReadTimeout
     from .integrity import crc32c_combine
@@ -73,8 +80,9 @@ def receive_to_file(conn: Connection, n: int, fd: int, offset: int, buf: memoryv
     def sink_at(base: int) -> Callable[[memoryview, int], None]:
         return lambda chunk, off: writer.pwrite(chunk, base + off)
 
-    if not native.NATIVE or limit is not None:
-        return receive(conn, n, window, sink=sink_at(offset), on_bytes=on_bytes, limit=limit)
+    if not native.NATIVE or limit is not None or digest is not None:
+        return receive(conn, n, window, sink=sink_at(offset), on_bytes=on_bytes, limit=limit,
+                       digest=digest)
     # the bytes that came with the head, and up to the next block boundary, through
     # Python: the compiled loop then starts aligned, so its O_DIRECT writes stay aligned
     got = min(n, -(offset + conn.pending) % native.ALIGN + conn.pending) if conn.pending else 0

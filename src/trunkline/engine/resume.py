@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import os
 
+from ..storage.partial import read_stamp
+from .integrity import file_digests
 from .jobs import ObjectJob
 from .journal import Journal
 from .storage_names import job_dst
@@ -22,6 +24,25 @@ from .storage_names import job_dst
 
 def journal_mtime(job: ObjectJob) -> float | None:
     return job.plan.mtime if job.plan.kind == "upload" else None
+
+
+def finished_here(job: ObjectJob) -> bool:
+    """Whether the download's file is one trunkline finished from this very source object
+    and still holds the bytes it wrote: its stamp names the listed ETag and size, and the
+    file's CRC32C is re-read and compared (a size alone proves nothing)."""
+    stamp = read_stamp(job.plan.dst_path)
+    if stamp is None or stamp.get("size") != job.plan.size or stamp.get("crc32c") is None:
+        return False
+    if job.plan.etag and stamp.get("etag") != job.plan.etag:
+        return False
+    try:
+        st = os.stat(job.plan.dst_path, follow_symlinks=False)
+        if st.st_size != job.plan.size:
+            return False
+        got = file_digests(job.plan.dst_path, max(job.plan.size, 1), want_md5=False).crc32c
+    except OSError:
+        return False
+    return got == stamp["crc32c"]
 
 
 def attach(journal: Journal, job: ObjectJob) -> bool:
@@ -35,10 +56,7 @@ def attach(journal: Journal, job: ObjectJob) -> bool:
                 rec[2] != job.plan.etag or rec[3] != journal_mtime(job):
             return True
         if job.plan.kind == "download":
-            try:
-                return os.stat(job.plan.dst_path).st_size != job.plan.size
-            except FileNotFoundError:
-                return True
+            return not finished_here(job)
         return False
     ps = job.plan.parts[0].length if job.plan.multipart else job.plan.part_size
     rec = journal.object(job.plan.name, job_dst(job), job.plan.size, job.plan.etag, journal_mtime(job), ps)
@@ -47,14 +65,9 @@ def attach(journal: Journal, job: ObjectJob) -> bool:
         job.plan.dst_ep.abort_multipart(job.plan.dst_bucket, job.plan.dst_key, rec.discarded_upload_id)
         journal.forget_upload(rec.discarded_upload_id)
     if rec.done:
-        if job.plan.kind != "download":
+        if job.plan.kind != "download" or finished_here(job):
             return False
-        try:
-            if os.stat(job.plan.dst_path).st_size == job.plan.size:
-                return False
-        except FileNotFoundError:
-            pass
-        journal.reopen(rec.id)  # it was done, but the file is gone: copy it again
+        journal.reopen(rec.id)  # it was done, but the file is gone or changed: copy again
         return True
     recorded = journal.parts(rec.id)
     if not recorded:

@@ -23,9 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from ..errors import IntegrityError, SourceChanged, is_retryable, is_slowdown
+from ..errors import IntegrityError, NotVerified, SourceChanged, is_retryable, is_slowdown
 
-__all__ = ["IntegrityError", "RetryPolicy", "SourceChanged", "is_retryable", "is_slowdown",
+__all__ = ["IntegrityError", "NotVerified", "RetryPolicy", "SourceChanged", "is_retryable", "is_slowdown",
            "retrying"]
 
 T = TypeVar("T")

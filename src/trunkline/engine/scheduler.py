@@ -21,10 +21,11 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from ..errors import ProtocolError, SourceChanged
 from ..options import TransferOptions
-from ..results import Failure
+from ..results import Failure, Unverified
 from ..storage.s3 import S3Endpoint
 from ..telemetry.snapshot import Snapshot
 from ..units import MiB, human_bytes
@@ -70,6 +71,8 @@ class RunOutcome:
     resumed_bytes: int
     skipped_objects: int
     skipped_bytes: int
+    verified: dict[str, int] = field(default_factory=dict)
+    unverified: list[Unverified] = field(default_factory=list)
 
 
 class Runner:
@@ -126,7 +129,8 @@ class Runner:
             checksums=opts.checksums, direct_io=opts.direct_io, retry=self.retry,
             stop=self._stop, memory=self.mem, journal=journal, resumed_run=resumed,
             journal_created=self.journal_created, pool_for=self.conns.pool_for,
-            limit_for=self.limit_for, ensure_dir=self.ensure_dir)
+            limit_for=self.limit_for, ensure_dir=self.ensure_dir,
+            require_verified=opts.require_verified)
         self.completion = Completion(self.context)
         self._workers: list[threading.Thread] = []
 
@@ -193,6 +197,8 @@ class Runner:
             resumed_bytes=sum(w.resumed_bytes for w in self.stats),
             skipped_objects=self.skipped_objects,
             skipped_bytes=self.skipped_bytes,
+            verified=dict(self.completion.verified),
+            unverified=list(self.completion.unverified),
         )
 
     def _memory_per_connection(self, kind: str) -> None:
@@ -334,7 +340,8 @@ class Runner:
             except BaseException as e:
                 # a connection that failed mid-exchange, or gave damaged bytes, is dropped
                 ctx.conns.release_all(trusted=not isinstance(
-                    e, (ConnectionError, TimeoutError, IntegrityError)))
+                    e, (ConnectionError, TimeoutError, IntegrityError, ProtocolError,
+                        SourceChanged)))
                 raise
             ctx.conns.release_all(trusted=True)
             return out

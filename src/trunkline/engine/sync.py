@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+from ..storage.partial import read_stamp, xattrs_supported
 from ..storage.s3 import S3Endpoint
 from ..url import Location
 from .jobs import EndpointCache, ObjectJob, job_for
@@ -58,6 +59,22 @@ def decide(direction: str, s: Entry, d: Entry) -> str | None:
     return "newer" if s.mtime > d.mtime + MODIFY_WINDOW else None
 
 
+def _finished_by_us(s: Entry, d: Entry) -> bool:
+    """A local file is trusted as a copy of ``s`` only if trunkline finished it from that
+    very object (its stamp names the ETag and size). Where the filesystem keeps no xattrs
+    there is no stamp to read: size and time decide, as they did."""
+    path = getattr(d.info, "path", None)
+    if path is None:
+        return True
+    stamp = read_stamp(path)
+    if stamp is None:
+        return not xattrs_supported(path)
+    if stamp.get("size") != d.size:
+        return False
+    return not (s.etag and stamp.get("etag")
+                and s.etag.strip('"') != str(stamp["etag"]).strip('"'))
+
+
 class SyncPlanner:
     """Merges the listings and decides each key; counts what it saw.
 
@@ -97,6 +114,8 @@ class SyncPlanner:
         if d is None:
             return Action("copy", rel, "new", s.size, s)
         why = decide(self.direction, s, d)
+        if why is None and self.direction == "download" and not _finished_by_us(s, d):
+            why = "not finished by trunkline"
         if why is None and self.same_content is not None:
             why = None if self.same_content(s, d) else "checksum"
         return Action("copy", rel, why, s.size, s) if why else Action("skip", rel, "unchanged")

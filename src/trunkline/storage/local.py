@@ -1,7 +1,8 @@
 """Local files: streaming tree walk, safe destination paths, partial-file naming.
 
-A download lands in ``.NAME.tlpart`` beside its destination and is renamed into place only
-when whole and verified, so nothing that looks complete exists before it is.
+A download lands in a partial file beside its destination (``storage/partial.py``: a name
+no object key can take) and is renamed into place only when whole and verified, so
+nothing that looks complete exists before it is.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..url import LocationError, safe_relpath
-
-PARTIAL_SUFFIX = ".tlpart"
+from .partial import is_partial_name, partial_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +60,7 @@ def walk(root: str) -> Iterator[LocalFile]:
         if is_dir:
             stack.append((rel, _entries(root, rel)))
             continue
-        if name.endswith(PARTIAL_SUFFIX):
+        if is_partial_name(name):
             continue
         try:
             st = os.stat(path)
@@ -81,5 +81,6 @@ def dest_path(root: str, rel: str) -> str:
 
 
 def partial_path(path: str) -> str:
+    """Where the download of ``path`` is written until it is whole (see ``partial``)."""
     d, name = os.path.split(path)
-    return os.path.join(d, f".{name}{PARTIAL_SUFFIX}")
+    return os.path.join(d, partial_name(name))

@@ -43,6 +43,20 @@ S3Error = StoreError  # the name the storage layer has always used
 T = TypeVar("T")
 
 
+class ListingError(S3Error):
+    """A listing that did not end normally: nothing may be concluded from it."""
+
+    def __init__(self, message: str):
+        super().__init__(0, "BadListing", message, "LIST")
+
+    def __str__(self) -> str:
+        return self.message
+
+    @property
+    def retryable(self) -> bool:
+        return False
+
+
 def from_client_error(e: ClientError, op: str, key: str = "") -> S3Error:
     err = e.response.get("Error", {})
     status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
@@ -303,8 +317,10 @@ class S3Endpoint:
 
     def list(self, bucket: str, prefix: str = "", delimiter: str = "") -> Iterator[ObjectInfo]:
         """Stream ListObjectsV2 page by page (never the whole listing in memory); with a
-        ``delimiter``, common prefixes come as ``ObjectInfo(is_prefix=True)``."""
+        ``delimiter``, common prefixes come as ``ObjectInfo(is_prefix=True)``. Raises
+        ListingError unless the listing ends normally."""
         token: str | None = None
+        seen: set[str] = set()   # tokens only: one short string per page
         while True:
             q = {"list-type": "2", "prefix": prefix, "encoding-type": "url",
                  "max-keys": "1000"}
@@ -313,7 +329,11 @@ class S3Endpoint:
             if token:
                 q["continuation-token"] = token
             _, body = self._control("GET", bucket, "", q, "LIST")
-            root = SafeET.fromstring(body)
+            try:
+                root = SafeET.fromstring(body)
+            except Exception as e:  # noqa: BLE001 - ParseError, or defusedxml's refusals
+                raise ListingError(f"listing of s3://{bucket}/{prefix}: the server sent a page "
+                                   f"that is not XML ({type(e).__name__})") from None
             ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
             encoded = (root.findtext(f"{ns}EncodingType") or "").lower() == "url"
             for c in root.iterfind(f"{ns}Contents"):
@@ -331,9 +351,17 @@ class S3Endpoint:
                 yield ObjectInfo(unquote_plus(k) if encoded else k, 0, is_prefix=True)
             if (root.findtext(f"{ns}IsTruncated") or "").lower() != "true":
                 return
+            # A listing must end or fail: a repeated token would loop forever (the same
+            # keys again and again), a truncated page without a token would end early and
+            # make ``sync --delete`` remove what the source still holds.
             token = root.findtext(f"{ns}NextContinuationToken")
             if not token:
-                return
+                raise ListingError(f"listing of s3://{bucket}/{prefix} is truncated but the "
+                                   "server sent no continuation token")
+            if token in seen:
+                raise ListingError(f"listing of s3://{bucket}/{prefix}: the server repeated "
+                                   "a continuation token (it would never end)")
+            seen.add(token)
 
     def head(self, bucket: str, key: str) -> ObjectInfo | None:
         """The object's size, ETag and mtime (``stat``: the one HEAD), None if absent."""

@@ -4,8 +4,8 @@ Why one module: every byte of an object travels through one of these three reque
 and each answer has to be checked against the request before a byte of it is trusted
 (status, length, framing, checksum headers). When the engine, ``verify`` and ``probe``
 each sent their own requests, the checks drifted apart (a HEAD was done three ways);
-here they are written once, and this is where stricter checks belong (ranges, ETags,
-framing: see issue 14). The scheduler, verify and probe all call these functions.
+here they are written once: status, exact Content-Range, ``If-Match`` and the answer's
+ETag, Content-Length, unambiguous framing (``check_get``). The scheduler, verify and probe all call these functions.
 
 What stays elsewhere: signing, credentials and the control plane (LIST, multipart
 bookkeeping) are ``storage/s3.py``'s (botocore); connections and their reuse are
@@ -23,12 +23,12 @@ from typing import Protocol
 
 from defusedxml import ElementTree as SafeET
 
-from ..errors import ConnectionClosed, IntegrityError, SourceChanged, StoreError
+from ..errors import IntegrityError, ProtocolError, SourceChanged, StoreError
 from ..wire.connection import Connection
 from ..wire.http1 import ResponseHead
 
-__all__ = ["DataEndpoint", "GetAnswer", "b64_to_crc32c", "check_response", "crc32c_to_b64", "get",
-           "head", "parse_error_xml", "put"]
+__all__ = ["DataEndpoint", "GetAnswer", "b64_to_crc32c", "check_get", "check_response",
+           "crc32c_to_b64", "get", "head", "parse_error_xml", "put"]
 
 ERROR_BODY_LIMIT = 64 * 1024
 CRC32C_REJECTED = ("InvalidArgument", "NotImplemented", "InvalidRequest",
@@ -112,29 +112,78 @@ class GetAnswer:
     crc32c: str | None     # the store's full-object checksum header (whole-object GETs only)
     etag: str | None
     ttfb: float
+    headers: dict[str, str] | None = None   # all of them (checksum headers of any algorithm)
+
+
+def _bare_etag(etag: str) -> str:
+    e = etag.strip()
+    return (e[2:] if e.startswith("W/") else e).strip('"').lower()
+
+
+def check_get(head: ResponseHead, *, first: int, length: int, total: int | None,
+              ranged: bool, etag: str | None, name: str) -> None:
+    """Raise unless ``head`` answers our GET of ``[first, first+length)`` of a ``total``-byte
+    object whose ETag is ``etag`` — before a byte of the body is read.
+
+    Why each rule: a proxy or cache in front of a bucket can answer a ranged GET with other
+    bytes (206 with another Content-Range) or with the whole object (200); framing that
+    puts chunk sizes in the body must not reach a file; an object replaced between two
+    ranged GETs shows in ``If-Match`` (412) or in the answer's ETag. A ProtocolError means
+    the connection cannot be trusted (the caller drops it)."""
+    if head.status == 412:
+        raise SourceChanged(f"source changed during transfer: {name} no longer has ETag "
+                            f"{etag} (If-Match failed)")
+    got_etag = head.headers.get("etag")
+    if etag and got_etag and _bare_etag(etag) != _bare_etag(got_etag):
+        raise SourceChanged(f"source changed during transfer: {name} has ETag {got_etag}, "
+                            f"listed {etag}")
+    if ranged and head.status == 200:
+        raise ProtocolError(f"{name}: server ignored the Range header (200 with the whole "
+                            f"object to a ranged GET)")
+    want_status = 206 if ranged else 200
+    if head.status != want_status:
+        raise ProtocolError(f"{name}: status {head.status} to a "
+                            f"{'ranged' if ranged else 'whole'} GET (expected {want_status})")
+    if head.chunked:
+        raise ProtocolError(f"{name}: chunked body to a GET of {length} bytes")
+    if ranged:
+        want = f"bytes {first}-{first + length - 1}/{total if total is not None else '*'}"
+        got = head.headers.get("content-range", "").strip()
+        if got != want and not (total is None and got.startswith(want[:-1])):
+            raise ProtocolError(f"{name}: asked for {want}, server answered Content-Range "
+                                f"{got[:80]!r}")
+    n = head.content_length
+    if n is None:
+        raise ProtocolError(f"{name}: GET answer without Content-Length")
+    if n != length:
+        if not ranged and not etag:
+            raise SourceChanged(f"source changed during transfer: expected {length} bytes, "
+                                f"server sends {n}")
+        raise ProtocolError(f"{name}: {n} bytes framed for a GET of {length}")
 
 
 def get(ep: DataEndpoint, conn: Connection, bucket: str, key: str, name: str, *,
-        offset: int = 0, length: int, whole: bool) -> GetAnswer:
+        offset: int = 0, length: int, whole: bool, etag: str | None = None,
+        total: int | None = None) -> GetAnswer:
     """GET ``length`` bytes from ``offset`` (``whole``: the whole object, with its checksum).
 
-    Checked: a success status, a Content-Length, and exactly the bytes asked for (another
-    length means the object changed since it was listed)."""
+    With ``etag`` (the listed one) the request carries ``If-Match`` and the answer's ETag
+    must equal it; ``total`` is the listed size a ranged answer's Content-Range must name.
+    Every answer is held against the request by ``check_get`` before its body is read."""
     headers: dict[str, str] = {}
     if whole:
         headers["x-amz-checksum-mode"] = "ENABLED"
     else:
         headers["Range"] = f"bytes={offset}-{offset + length - 1}"
+    if etag:
+        headers["If-Match"] = etag
     head, ttfb = _exchange(ep, conn, "GET", bucket, key, None, headers)
-    check_response(conn, head, "GET", name)
-    n = head.content_length
-    if n is None:
-        raise ConnectionClosed("GET response without Content-Length")
-    if n != length:
-        raise SourceChanged(f"source changed during transfer: expected {length} bytes, "
-                            f"server sends {n}")
+    if head.status >= 300 and head.status != 412:
+        check_response(conn, head, "GET", name)
+    check_get(head, first=offset, length=length, total=total, ranged=not whole, etag=etag,
+              name=name)
     crc = head.headers.get("x-amz-checksum-crc32c") if whole else None
-    return GetAnswer(n, crc, head.headers.get("etag"), ttfb)
+    return GetAnswer(length, crc, head.headers.get("etag"), ttfb, dict(head.headers))
 
 
 def put(ep: DataEndpoint, conn: Connection, bucket: str, key: str, name: str, *,

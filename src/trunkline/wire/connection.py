@@ -220,6 +220,10 @@ class Connection:
         Interim answers (100 Continue) are skipped. The body's framing is fixed here."""
         if self.sock is None:
             raise ConnectionClosed("not connected")
+        if self._pend_end > self._pend_start:
+            # bytes beyond the previous response's body: the peer sent more than it framed
+            self.usable = False
+            raise ProtocolError("bytes after the end of the previous response")
         buf = self._head
         mv = memoryview(buf)
         filled = 0
@@ -232,7 +236,11 @@ class Connection:
                     raise
                 if parsed is not None:
                     head, used = parsed
-                    if head.status == 100:
+                    if 100 <= head.status < 200:
+                        if head.status == 101:
+                            self._broken = True
+                            raise ProtocolError("unexpected 101 Switching Protocols")
+                        # an interim answer (100, 102, 103): the final one follows
                         buf[: filled - used] = buf[used:filled]
                         filled -= used
                         continue

@@ -87,9 +87,16 @@ def parse_response_head(buf: bytes | bytearray | memoryview) -> tuple[ResponseHe
             headers[name] = headers[name] + ", " + value
         else:
             headers[name] = value
-    if status in (100, 101):
-        # 100 Continue is skipped by the caller: it is a head with no body.
-        pass
+    te = headers.get("transfer-encoding")
+    if te is not None:
+        # Ambiguous framing is how bodies get smuggled or chunk sizes end up in a file:
+        # TE with CL is refused (RFC 9112 6.3 lets a recipient do so), and the only
+        # coding we can frame is a lone "chunked".
+        if "content-length" in headers:
+            raise ProtocolError("response has both Transfer-Encoding and Content-Length")
+        if te.strip().lower() != "chunked":
+            raise ProtocolError(f"unsupported Transfer-Encoding {te[:40]!r}")
+    # 1xx heads (100 Continue, 102, 103 Early Hints) have no body: the caller skips them.
     return ResponseHead(status, parts[2] if len(parts) > 2 else "", headers), end + 4
 
 

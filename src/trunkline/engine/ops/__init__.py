@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from ..jobs import ObjectJob
 from ..plan import Part
-from . import copy, download, stream, upload
+from . import checks, copy, download, stream, upload
 from .common import RESUMED, cleanup
 from .context import (
     Leases,
@@ -41,5 +41,5 @@ KINDS: dict[str, Kind] = {
     "download": Kind(download.run_part, download.finalize, download.verify),
     "upload": Kind(upload.run_part, upload.finalize),
     "copy": Kind(copy.run_part, copy.finalize),
-    "stream": Kind(stream.run_part, stream.finalize),
+    "stream": Kind(stream.run_part, stream.finalize, checks.verify_stream),
 }

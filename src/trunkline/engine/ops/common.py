@@ -1,4 +1,4 @@
-"""What the transfer kinds share: the checked GET of a part, the CRC check, cleanup.
+"""What the transfer kinds share: the object's CRC32C from its parts, cleanup.
 
 The request and its checks are ``storage/s3_data``'s; this module only ties them to a
 job and a try (counters, the try's connection).
@@ -8,39 +8,11 @@ from __future__ import annotations
 
 import os
 
-from ...errors import IntegrityError
-from ...storage import s3_data
-from ...storage.s3 import S3Endpoint
-from ...wire.connection import Connection
-from ..integrity import b64_to_crc32c, crc32c_combine_all
+from ..integrity import crc32c_combine_all
 from ..jobs import ObjectJob
-from ..plan import Part
-from .context import PartContext
 
 RESUMED = object()
 """What a kind returns for a part a resume found already done."""
-
-
-def get_part(ctx: PartContext, ep: S3Endpoint, job: ObjectJob, part: Part,
-             whole: bool) -> tuple[Connection, int, str | None]:
-    """Send a GET for ``part`` and check its head; returns (conn, body length, crc header)."""
-    conn = ctx.connection(ep)
-    ans = s3_data.get(ep, conn, job.plan.src_bucket, job.plan.src_key, job.plan.name, offset=part.offset,
-                      length=part.length, whole=whole)
-    ctx.stats.ttfb_total += ans.ttfb
-    ctx.stats.requests += 1
-    return conn, ans.length, ans.crc32c
-
-
-def check_crc(crc: int, header: str | None, job: ObjectJob) -> None:
-    """Compare a received body's CRC32C with the store's full-object header, if any."""
-    if header and "-" not in header:
-        try:
-            expect = b64_to_crc32c(header)
-        except Exception:  # noqa: BLE001 - unknown format: nothing to compare
-            return
-        if expect != crc:
-            raise IntegrityError(f"CRC32C mismatch on {job.plan.name}: bytes damaged in flight")
 
 
 def object_crc(job: ObjectJob) -> int:
@@ -54,6 +26,13 @@ def cleanup(job: ObjectJob, keep: bool = False) -> None:
     if job.writer is not None:
         job.writer.close()
         job.writer = None
+    if job.partial is not None:   # a download's partial file: kept for a resume, or removed
+        if keep:
+            job.partial.close()
+        else:
+            job.partial.discard()
+        job.partial = None
+        job.fd = None
     if job.fd is not None:
         try:
             os.close(job.fd)
@@ -62,10 +41,5 @@ def cleanup(job: ObjectJob, keep: bool = False) -> None:
         job.fd = None
     if keep:
         return
-    if job.tmp_path:
-        try:
-            os.unlink(job.tmp_path)
-        except OSError:
-            pass
     if job.upload_id and job.plan.dst_ep is not None:
         job.plan.dst_ep.abort_multipart(job.plan.dst_bucket, job.plan.dst_key, job.upload_id)

@@ -84,6 +84,7 @@ class RunContext:
     pool_for: Callable[[S3Endpoint], ConnectionPool]
     limit_for: Callable[[S3Endpoint | None], RateCharge | None]
     ensure_dir: Callable[[str], None]
+    require_verified: bool = False      # an object nothing could check fails
 
     def leases(self) -> Leases:
         return Leases(self.pool_for)

@@ -15,6 +15,7 @@ from .. import resume
 from ..integrity import crc32c_to_b64
 from ..jobs import ObjectJob
 from ..plan import Part
+from .checks import require_verified, store_checked
 from .common import object_crc
 from .context import PartContext, RunContext
 
@@ -70,6 +71,11 @@ def complete(run: RunContext, job: ObjectJob) -> None:
 
 
 def finalize(run: RunContext, job: ObjectJob) -> None:
-    """Every part is at the store: complete a multipart upload (one PUT needs nothing)."""
+    """Every part is at the store: complete a multipart upload (one PUT needs nothing).
+    What checked the object is recorded first; an unverified multipart object is not
+    completed under ``--require-verified`` (a single PUT is already in place: reported)."""
+    if job.plan.kind in ("upload", "stream"):
+        store_checked(run, job)
     if job.plan.multipart:
+        require_verified(run, job)
         complete(run, job)

@@ -1,0 +1,254 @@
+"""Partial files that cannot be aimed: where a download lives until it is whole.
+
+Why: a destination directory may be shared (scratch space, a team's dataset folder), so
+anyone who can write there can plant a symlink or a hard link at the name a download is
+about to use, and an object key is chosen by whoever filled the bucket. Therefore:
+
+- every directory on the way is opened relative to the one above it with ``O_NOFOLLOW``
+  (a symlinked folder is refused, never followed);
+- the partial file is created relative to that directory's descriptor with
+  ``O_CREAT|O_EXCL|O_NOFOLLOW``; a resume reopens it only if it is a regular file of ours
+  with one link;
+- its name contains a backslash, which ``url.safe_relpath`` refuses in any key, so no
+  object key can name a partial file (nor make one vanish); it is fixed-length (40 bytes),
+  so a key at the 255-byte name limit still has a partial name; it is derived from the
+  final name, so a resume finds it again;
+- space is reserved up front (``posix_fallocate``): a full disk fails before a byte moves;
+- every write is checked for its full length;
+- the data is fsync'ed, then renamed by directory descriptor (``renameat``) after checking
+  that the name still holds the inode we wrote; the directory is fsync'ed after.
+
+A failed object leaves nothing at its final name.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import stat
+
+PARTIAL_PREFIX = ".tlpart\\"
+"""Partial names start with this; keys never contain a backslash (``safe_relpath``)."""
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+STAMP_XATTR = "user.trunkline"
+"""Set on a file trunkline finished: the source's ETag, the size and the CRC32C written."""
+
+
+def finished_stamp(etag: str | None, size: int, crc32c: int | None) -> bytes:
+    return json.dumps({"etag": etag, "size": size, "crc32c": crc32c},
+                      separators=(",", ":")).encode()
+
+
+def read_stamp(path: str) -> dict | None:
+    """The stamp of a file trunkline finished, None for any other file (or no xattrs)."""
+    try:
+        raw = os.getxattr(path, STAMP_XATTR, follow_symlinks=False)
+        d = json.loads(raw)
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) else None
+
+
+_XATTR_OK: dict[int, bool] = {}
+
+
+def xattrs_supported(path: str) -> bool:
+    """Whether the filesystem holding ``path`` keeps user xattrs (cached per device)."""
+    try:
+        dev = os.stat(path, follow_symlinks=False).st_dev
+    except OSError:
+        return False
+    ok = _XATTR_OK.get(dev)
+    if ok is None:
+        try:
+            os.listxattr(path, follow_symlinks=False)
+            os.getxattr(path, "user.trunkline-probe", follow_symlinks=False)
+            ok = True
+        except OSError as e:
+            ok = e.errno != errno.ENOTSUP
+        _XATTR_OK[dev] = ok
+    return ok
+
+
+def partial_name(final_name: str) -> str:
+    """The partial file's name for the file ``final_name`` in the same directory."""
+    h = hashlib.blake2b(os.fsencode(final_name), digest_size=16).hexdigest()
+    return PARTIAL_PREFIX + h
+
+
+def is_partial_name(name: str) -> bool:
+    return name.startswith(PARTIAL_PREFIX)
+
+
+class UnsafeDestination(OSError):
+    """A symlink, a foreign file or a hard link where a download's file would go."""
+
+
+def open_dir(path: str, *, create: bool = True) -> int:
+    """A descriptor of directory ``path``, every component opened without following
+    symlinks (the leading components down to an existing ``/`` anchor are resolved once,
+    by the caller's choice of ``path``: we start from its realpath's root)."""
+    parts = [p for p in os.path.abspath(path).split(os.sep) if p]
+    fd = os.open("/", _DIR_FLAGS)
+    try:
+        for name in parts:
+            try:
+                nfd = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                try:
+                    os.mkdir(name, 0o777, dir_fd=fd)
+                except FileExistsError:
+                    pass
+                nfd = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            except OSError as e:
+                if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise UnsafeDestination(
+                        e.errno, f"refusing to write through {name!r}: not a real directory "
+                                 f"(a symlink?) in {path}") from None
+                raise
+            os.close(fd)
+            fd = nfd
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def pwrite_full(fd: int, data: memoryview | bytes, offset: int) -> None:
+    """Write all of ``data`` at ``offset`` or raise: a short count is retried, and a write
+    that makes no progress is a full disk (ENOSPC), never silently dropped bytes."""
+    mv = memoryview(data)
+    while len(mv):
+        n = os.pwrite(fd, mv, offset)
+        if n <= 0:
+            raise OSError(errno.ENOSPC, "write made no progress (disk full?)")
+        mv = mv[n:]
+        offset += n
+
+
+class PartialFile:
+    """The file one download is written into, then renamed into place by ``commit``."""
+
+    def __init__(self, final_path: str, size: int, *, resume: bool = False) -> None:
+        self.final_path = final_path
+        d, self.final_name = os.path.split(final_path)
+        self.name = partial_name(self.final_name)
+        self.size = size
+        self.dir_fd = open_dir(d)
+        self.fd = -1
+        try:
+            self.fd = self._open(resume)
+            self._reserve()
+        except BaseException:
+            self.discard()
+            raise
+
+    @property
+    def path(self) -> str:
+        return os.path.join(os.path.dirname(self.final_path), self.name)
+
+    def _open(self, resume: bool) -> int:
+        flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
+        if resume:
+            try:
+                fd = os.open(self.name, flags, dir_fd=self.dir_fd)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                if e.errno != errno.ELOOP:
+                    raise
+                self._unlink()   # a symlink planted at our name: remove the link itself
+            else:
+                if self._ours(os.fstat(fd)):
+                    return fd
+                os.close(fd)
+                self._unlink()
+        for attempt in (0, 1):
+            try:
+                return os.open(self.name, flags | os.O_CREAT | os.O_EXCL, 0o644,
+                               dir_fd=self.dir_fd)
+            except FileExistsError:
+                if attempt:
+                    raise
+                self._unlink()   # stale (a killed run) or planted: never opened, removed
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _ours(st: os.stat_result) -> bool:
+        return stat.S_ISREG(st.st_mode) and st.st_nlink == 1 and st.st_uid == os.geteuid()
+
+    def _unlink(self) -> None:
+        try:
+            os.unlink(self.name, dir_fd=self.dir_fd)
+        except FileNotFoundError:
+            pass
+
+    def _reserve(self) -> None:
+        """Give the file its size with real blocks, so ENOSPC surfaces now."""
+        if self.size == 0:
+            if os.fstat(self.fd).st_size:
+                os.ftruncate(self.fd, 0)
+            return
+        if os.fstat(self.fd).st_size > self.size:
+            os.ftruncate(self.fd, self.size)
+        try:
+            os.posix_fallocate(self.fd, 0, self.size)
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            os.ftruncate(self.fd, self.size)   # no preallocation here: writes are checked
+
+    def pwrite(self, data: memoryview | bytes, offset: int) -> None:
+        pwrite_full(self.fd, data, offset)
+
+    def commit(self, mtime: float | None = None, stamp: bytes | None = None) -> None:
+        """fsync, stamp, and rename into place by directory descriptor; closes."""
+        st = os.fstat(self.fd)
+        if st.st_size != self.size:
+            raise OSError(errno.EIO, f"partial file has {st.st_size} bytes, expected {self.size}")
+        if stamp is not None:
+            try:
+                os.setxattr(self.fd, STAMP_XATTR, stamp)
+            except OSError as e:
+                if e.errno not in (errno.ENOTSUP, errno.EPERM, errno.ENOSPC, errno.E2BIG):
+                    raise
+        if mtime:
+            os.utime(self.fd, (mtime, mtime))
+        os.fsync(self.fd)
+        now = os.stat(self.name, dir_fd=self.dir_fd, follow_symlinks=False)
+        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+            raise UnsafeDestination(errno.EEXIST, "the partial file was replaced under us")
+        os.rename(self.name, self.final_name, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
+        try:
+            os.fsync(self.dir_fd)
+        except OSError:
+            pass
+        self.close()
+
+    def close(self) -> None:
+        for attr in ("fd", "dir_fd"):
+            fd = getattr(self, attr)
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+                setattr(self, attr, -1)
+
+    def discard(self) -> None:
+        """Remove the partial file (only if the name still holds our inode) and close."""
+        if self.fd >= 0 and self.dir_fd >= 0:
+            try:
+                mine = os.fstat(self.fd)
+                now = os.stat(self.name, dir_fd=self.dir_fd, follow_symlinks=False)
+                if (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino):
+                    os.unlink(self.name, dir_fd=self.dir_fd)
+            except OSError:
+                pass
+        self.close()

@@ -1,0 +1,315 @@
+"""A small S3 server on loopback that misbehaves on purpose, one named mode at a time.
+
+Why: the faults a mover must survive (a proxy answering the wrong range, a cache that
+ignores ``Range``, ambiguous framing, a listing that never ends, an object replaced between
+two ranged GETs) are produced by no real store on demand, yet each silently corrupted
+files once. Each mode here reproduces one, so a test can show the mover ends in a
+byte-identical copy or a clear failure. Self-contained (objects in memory, no signature
+checks): it speaks just enough S3 for downloads and listings (GET with Range and If-Match,
+HEAD with checksum headers, ListObjectsV2 with continuation tokens).
+
+Bounded: loopback only, one thread per connection, a stop() that closes every socket.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+from xml.sax.saxutils import escape
+
+MODES = (
+    "normal",
+    "wrong_range",      # 206 whose Content-Range names other bytes than asked (same length)
+    "ignored_range",    # 200 with the whole object to a ranged GET
+    "te_cl",            # Transfer-Encoding: chunked and Content-Length together
+    "long_body",        # more bytes than asked, framed consistently (CL says so)
+    "short_body",       # Content-Length right, connection closed halfway
+    "info_1xx",         # a 102/103 interim answer (with a body-like header) before the real one
+    "repeat_token",     # a listing whose continuation token comes back again
+    "missing_token",    # IsTruncated=true without NextContinuationToken
+    "change_mid_object",  # the object is replaced (same size) after its first ranged GET
+    "slow_trickle",     # the body sent in small pieces with pauses
+)
+
+
+@dataclass
+class StoredObject:
+    data: bytes
+    etag: str = ""
+    checksums: dict[str, str] = field(default_factory=dict)   # algo -> header value
+    checksum_type: str = "FULL_OBJECT"
+
+    def __post_init__(self) -> None:
+        if not self.etag:
+            self.etag = '"' + hashlib.md5(self.data, usedforsecurity=False).hexdigest() + '"'
+
+
+class HostileS3:
+    """``with HostileS3() as s: s.put("b", "k", data); s.set_mode("wrong_range", times=1)``.
+
+    ``times``: how many responses the mode strikes before the server behaves (None:
+    always), so a test can show that a retry on a fresh connection heals a transient fault.
+    """
+
+    def __init__(self, *, trickle_piece: int = 4096, trickle_pause: float = 0.05,
+                 page_size: int = 1000) -> None:
+        self.objects: dict[tuple[str, str], StoredObject] = {}
+        self.mode = "normal"
+        self.times: int | None = None
+        self.struck = 0
+        self.requests: list[str] = []          # "METHOD path" of every request, for tests
+        self.trickle_piece = trickle_piece
+        self.trickle_pause = trickle_pause
+        self.page_size = page_size
+        self.replacement: bytes | None = None  # change_mid_object: the new content
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._conns: set[socket.socket] = set()
+        self._threads: list[threading.Thread] = []
+        self._stopped = threading.Event()
+        self.port = 0
+
+    # -- setup -------------------------------------------------------------------------
+
+    def put(self, bucket: str, key: str, data: bytes, **kw) -> StoredObject:
+        obj = StoredObject(data, **kw)
+        with self._lock:
+            self.objects[(bucket, key)] = obj
+        return obj
+
+    def set_mode(self, mode: str, times: int | None = None) -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; one of {', '.join(MODES)}")
+        with self._lock:
+            self.mode, self.times, self.struck = mode, times, 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"AWS_ENDPOINT_URL": self.url, "AWS_ACCESS_KEY_ID": "hostile",
+                "AWS_SECRET_ACCESS_KEY": "hostile-secret", "AWS_REGION": "us-east-1"}
+
+    def start(self) -> HostileS3:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", 0))
+        s.listen(64)
+        s.settimeout(0.2)
+        self._sock, self.port = s, s.getsockname()[1]
+        t = threading.Thread(target=self._accept, name="hostile-s3", daemon=True)
+        t.start()
+        self._threads.append(t)
+        return self
+
+    def stop(self) -> None:
+        self._stopped.set()
+        with self._lock:
+            conns = list(self._conns)
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            c.close()
+        for t in self._threads:
+            t.join(timeout=5)
+        if self._sock is not None:
+            self._sock.close()
+
+    def __enter__(self) -> HostileS3:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- serving -----------------------------------------------------------------------
+
+    def _accept(self) -> None:
+        assert self._sock is not None
+        while not self._stopped.is_set():
+            try:
+                c, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            c.settimeout(30)
+            with self._lock:
+                self._conns.add(c)
+            t = threading.Thread(target=self._serve, args=(c,), daemon=True)
+            t.start()
+            self._threads = [x for x in self._threads if x.is_alive()] + [t]
+
+    def _strike(self, mode: str) -> bool:
+        """Whether this response misbehaves as ``mode`` (counts down ``times``)."""
+        with self._lock:
+            if self.mode != mode or (self.times is not None and self.struck >= self.times):
+                return False
+            self.struck += 1
+            return True
+
+    def _serve(self, c: socket.socket) -> None:
+        buf = b""
+        try:
+            while not self._stopped.is_set():
+                while b"\r\n\r\n" not in buf:
+                    chunk = c.recv(65536)
+                    if not chunk:
+                        return
+                    buf += chunk
+                    if len(buf) > 65536:
+                        return
+                head, buf = buf.split(b"\r\n\r\n", 1)
+                lines = head.decode("latin-1").split("\r\n")
+                method, target, _ = lines[0].split(" ", 2)
+                hdrs = {k.strip().lower(): v.strip() for k, _, v in
+                        (ln.partition(":") for ln in lines[1:])}
+                n = int(hdrs.get("content-length", "0") or 0)
+                while len(buf) < n:
+                    chunk = c.recv(65536)
+                    if not chunk:
+                        return
+                    buf += chunk
+                buf = buf[n:]
+                with self._lock:
+                    self.requests.append(f"{method} {target}")
+                if not self._answer(c, method, target, hdrs):
+                    return
+        except OSError:
+            return
+        finally:
+            with self._lock:
+                self._conns.discard(c)
+            c.close()
+
+    def _answer(self, c: socket.socket, method: str, target: str, hdrs: dict[str, str]) -> bool:
+        """Send one response; False closes the connection."""
+        url = urlsplit(target)
+        q = {k: v[0] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        path = unquote(url.path).lstrip("/")
+        bucket, _, key = path.partition("/")
+        if not key and method == "GET" and q.get("list-type") == "2":
+            return self._list(c, bucket, q)
+        obj = self.objects.get((bucket, key))
+        if obj is None:
+            _send(c, 404, {}, b"<Error><Code>NoSuchKey</Code><Message>no such key</Message>"
+                              b"</Error>")
+            return True
+        match = hdrs.get("if-match")
+        if match is not None and match.strip('"') != obj.etag.strip('"'):
+            _send(c, 412, {}, b"<Error><Code>PreconditionFailed</Code>"
+                              b"<Message>At least one of the pre-conditions you specified did"
+                              b" not hold</Message></Error>")
+            return True
+        extra = {"ETag": obj.etag, "Last-Modified": "Sat, 01 Aug 2026 10:00:00 GMT"}
+        if hdrs.get("x-amz-checksum-mode", "").upper() == "ENABLED" and obj.checksums:
+            for algo, value in obj.checksums.items():
+                extra[f"x-amz-checksum-{algo}"] = value
+            extra["x-amz-checksum-type"] = obj.checksum_type
+        if method == "HEAD":
+            _send(c, 200, {**extra, "Content-Length": str(len(obj.data))}, b"", head_only=True)
+            return True
+        data = obj.data
+        rng = hdrs.get("range")
+        if self._strike("info_1xx"):
+            c.sendall(b"HTTP/1.1 103 Early Hints\r\nContent-Length: 5\r\n"
+                      b"Link: </x>; rel=preload\r\n\r\n")
+        if rng is None:
+            return self._body(c, 200, extra, data, len(data))
+        first, last = (int(x) for x in rng.removeprefix("bytes=").split("-"))
+        last = min(last, len(data) - 1)
+        body = data[first:last + 1]
+        if self._strike("ignored_range"):
+            return self._body(c, 200, extra, data, len(data))
+        with self._lock:
+            new = self.replacement if self.mode == "change_mid_object" else None
+            if new is not None:
+                self.replacement = None
+        if new is not None:   # this answer still has the old bytes; later GETs the new
+            self.put(bucket, key, new)
+        shown = (first, last)
+        if self._strike("wrong_range"):
+            shift = len(body) if last + 1 + len(body) <= len(data) else -first
+            shown = (first + shift, last + shift)
+            body = data[shown[0]:shown[1] + 1]
+        if self._strike("long_body"):
+            body = data[first:last + 1 + 1024] + b"\0" * 1024
+        extra["Content-Range"] = f"bytes {shown[0]}-{shown[1]}/{len(data)}"
+        return self._body(c, 206, extra, body, len(body))
+
+    def _body(self, c: socket.socket, status: int, extra: dict[str, str], body: bytes,
+              n: int) -> bool:
+        if self._strike("te_cl"):
+            framed = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+            _send(c, status, {**extra, "Content-Length": str(len(body)),
+                              "Transfer-Encoding": "chunked"}, b"", head_only=True)
+            c.sendall(framed)
+            return True
+        if self._strike("short_body"):
+            _send(c, status, {**extra, "Content-Length": str(n)}, b"", head_only=True)
+            c.sendall(body[: len(body) // 2])
+            return False
+        if self._strike("slow_trickle"):
+            _send(c, status, {**extra, "Content-Length": str(n)}, b"", head_only=True)
+            deadline = time.monotonic() + 30
+            for i in range(0, len(body), self.trickle_piece):
+                if self._stopped.is_set() or time.monotonic() > deadline:
+                    return False
+                c.sendall(body[i:i + self.trickle_piece])
+                time.sleep(self.trickle_pause)
+            return True
+        _send(c, status, {**extra, "Content-Length": str(n)}, body)
+        return True
+
+    def _list(self, c: socket.socket, bucket: str, q: dict[str, str]) -> bool:
+        prefix = q.get("prefix", "")
+        keys = sorted(k for (b, k) in self.objects if b == bucket and k.startswith(prefix))
+        token = q.get("continuation-token")
+        start = int(base64.b64decode(token)) if token else 0
+        page = keys[start:start + self.page_size]
+        nxt = start + len(page)
+        truncated = nxt < len(keys)
+        token_xml = ""
+        if self._strike("repeat_token"):
+            truncated, nxt = True, start if token else nxt
+            token_xml = f"<NextContinuationToken>{base64.b64encode(b'%d' % nxt).decode()}" \
+                        f"</NextContinuationToken>"
+        elif self._strike("missing_token"):
+            truncated = True
+        elif truncated:
+            token_xml = f"<NextContinuationToken>{base64.b64encode(b'%d' % nxt).decode()}" \
+                        f"</NextContinuationToken>"
+        enc = q.get("encoding-type") == "url"   # as S3: keys URL-encoded when asked
+        items = "".join(
+            f"<Contents><Key>{quote(k) if enc else escape(k)}</Key><Size>{len(self.objects[(bucket, k)].data)}</Size>"
+            f"<ETag>{escape(self.objects[(bucket, k)].etag)}</ETag>"
+            f"<LastModified>2026-08-01T10:00:00.000Z</LastModified></Contents>"
+            for k in page)
+        xml = ('<?xml version="1.0" encoding="UTF-8"?><ListBucketResult>'
+               + ("<EncodingType>url</EncodingType>" if enc else "")
+               + f"<Name>{escape(bucket)}</Name><Prefix>{escape(prefix)}</Prefix>"
+               f"<KeyCount>{len(page)}</KeyCount><IsTruncated>{str(truncated).lower()}"
+               f"</IsTruncated>{token_xml}{items}</ListBucketResult>").encode()
+        _send(c, 200, {"Content-Type": "application/xml"}, xml)
+        return True
+
+
+_REASONS = {200: "OK", 206: "Partial Content", 404: "Not Found", 412: "Precondition Failed"}
+
+
+def _send(c: socket.socket, status: int, headers: dict[str, str], body: bytes,
+          head_only: bool = False) -> None:
+    hdrs = dict(headers)
+    if not head_only:
+        hdrs["Content-Length"] = str(len(body))
+    lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}"]
+    lines += [f"{k}: {v}" for k, v in hdrs.items()]
+    c.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (b"" if head_only else body))

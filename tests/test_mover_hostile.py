@@ -1,0 +1,394 @@
+"""A wrong byte never lands: the mover against a hostile S3 server on loopback.
+
+Each case ends in a byte-identical copy or a clear failure (listed as failed, exit 1)
+with nothing at the final name. The server (trunkline.testing.hostile_s3) misbehaves in
+one named mode at a time; ``times=1`` shows that a retry on a fresh connection heals a
+transient fault, ``times=None`` that a persistent one fails cleanly.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import google_crc32c
+import pytest
+
+import trunkline
+from trunkline import sync
+from trunkline.engine.plan import MiB
+from trunkline.storage.partial import is_partial_name, partial_name
+from trunkline.storage.s3 import ListingError
+from trunkline.testing.hostile_s3 import HostileS3
+
+BIG = 12 * MiB + 12345      # three 5 MiB ranged parts (the last one short)
+PS = "5MiB"
+
+
+@pytest.fixture
+def hostile(monkeypatch):
+    with HostileS3(trickle_pause=0.0) as s:
+        for k, v in s.env.items():
+            monkeypatch.setenv(k, v)
+        monkeypatch.setenv("TRUNKLINE_CONFIG", "/nonexistent/trunkline.toml")
+        yield s
+
+
+def _data(n: int, seed: int = 1) -> bytes:
+    return hashlib.shake_256(b"%d" % seed).digest(n)
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes()
+            for p in root.rglob("*") if p.is_file() and not is_partial_name(p.name)}
+
+
+def _cp(src: str, dst: Path, **kw):
+    kw = {"part_size": PS, "retries": 2, "read_timeout": 2, **kw}
+    return trunkline.copy(src, str(dst) + "/", recursive=True, **kw)
+
+
+TRANSIENT = ["wrong_range", "ignored_range", "te_cl", "long_body", "short_body", "info_1xx"]
+
+
+@pytest.mark.parametrize("mode", TRANSIENT + ["slow_trickle"])
+def test_transient_misbehaviour_heals_byte_identical(hostile, tmp_path, mode):
+    big, small = _data(BIG), _data(1000, 2)
+    hostile.put("b", "d/big.bin", big)
+    want = {"big.bin": big}
+    if mode == "slow_trickle":   # pauses longer than the read timeout: retried afresh
+        hostile.trickle_pause, hostile.trickle_piece = 2.5, 256 * 1024
+    else:
+        hostile.put("b", "d/small.bin", small)
+        want["small.bin"] = small
+    hostile.set_mode(mode, times=1)
+    r = _cp("s3://b/d/", tmp_path, read_timeout=1 if mode == "slow_trickle" else 2)
+    assert hostile.struck == 1, "the fault never struck: the test proves nothing"
+    assert r.ok, r.failures
+    if mode != "info_1xx":
+        assert r.retries >= 1
+    assert _files(tmp_path) == want
+    assert not [p for p in tmp_path.iterdir() if is_partial_name(p.name)]
+
+
+@pytest.mark.parametrize("mode", ["wrong_range", "ignored_range", "te_cl", "long_body",
+                                  "short_body"])
+def test_persistent_misbehaviour_fails_with_nothing_at_the_final_name(hostile, tmp_path,
+                                                                       mode):
+    hostile.put("b", "d/big.bin", _data(BIG))
+    hostile.set_mode(mode)
+    r = _cp("s3://b/d/", tmp_path, retries=1)
+    assert not r.ok
+    assert [f.name for f in r.failures] == ["s3://b/d/big.bin"]
+    assert "gave up after 2 tries" in r.failures[0].error
+    assert not (tmp_path / "big.bin").exists()
+    assert r.objects == 0
+
+
+def test_interim_1xx_answers_are_always_skipped(hostile, tmp_path):
+    hostile.put("b", "x.bin", _data(3000))
+    hostile.set_mode("info_1xx")
+    r = trunkline.copy("s3://b/x.bin", str(tmp_path / "x.bin"), retries=0)
+    assert r.ok, r.failures
+    assert hostile.struck >= 1
+    assert (tmp_path / "x.bin").read_bytes() == _data(3000)
+
+
+def test_object_replaced_mid_download_fails_then_rerun_gets_the_new_one(hostile, tmp_path):
+    old, new = _data(BIG, 1), _data(BIG, 9)   # same size: only the ETag tells them apart
+    hostile.put("b", "o.bin", old)
+    hostile.set_mode("change_mid_object")
+    hostile.replacement = new
+    r = trunkline.copy("s3://b/o.bin", str(tmp_path / "o.bin"), part_size=PS, connections=1)
+    assert not r.ok and "source changed" in r.failures[0].error, r.failures
+    assert not (tmp_path / "o.bin").exists()
+    assert any("If-Match" in x or "GET" in x for x in hostile.requests)
+    hostile.set_mode("normal")
+    r = trunkline.copy("s3://b/o.bin", str(tmp_path / "o.bin"), part_size=PS, connections=1)
+    assert r.ok, r.failures
+    assert (tmp_path / "o.bin").read_bytes() == new
+
+
+@pytest.mark.parametrize("mode", ["repeat_token", "missing_token"])
+def test_listing_that_does_not_end_normally_is_an_error(hostile, tmp_path, mode):
+    hostile.page_size = 2
+    for i in range(5):
+        hostile.put("b", f"p/k{i}", b"x%d" % i)
+    hostile.set_mode(mode)
+    t0 = time.monotonic()
+    with pytest.raises(ListingError):
+        _cp("s3://b/p/", tmp_path)
+    assert time.monotonic() - t0 < 30
+    assert len(hostile.requests) < 20, "the listing looped"
+
+
+@pytest.mark.parametrize("mode", ["repeat_token", "missing_token"])
+def test_sync_delete_acts_only_on_a_listing_that_ended(hostile, tmp_path, mode):
+    hostile.page_size = 2
+    for i in range(5):
+        hostile.put("b", f"p/k{i}", b"x%d" % i)
+    dst = tmp_path / "dst"
+    assert sync("s3://b/p/", str(dst), delete=True).ok
+    before = _files(dst)
+    assert len(before) == 5
+    hostile.set_mode(mode)
+    with pytest.raises(ListingError):
+        sync("s3://b/p/", str(dst), delete=True)
+    assert _files(dst) == before, "files the source still holds were deleted"
+
+
+def test_cli_listing_error_is_one_line_exit_1(hostile, tmp_path):
+    hostile.put("b", "p/k", b"x")
+    hostile.set_mode("missing_token")
+    env = dict(os.environ)
+    r = subprocess.run([sys.executable, "-m", "trunkline.cli.main", "cp", "-r", "-q",
+                        "s3://b/p/", str(tmp_path / "o") + "/"], env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 1, r.stderr
+    assert "no continuation token" in r.stderr and "Traceback" not in r.stderr
+
+
+# -- verification with whatever the store keeps -------------------------------------------
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def _crc64(data: bytes) -> int:
+    from awscrt import checksums
+
+    return checksums.crc64nvme(data)
+
+
+FULL = {
+    "crc32c": lambda d: _b64(google_crc32c.value(d).to_bytes(4, "big")),
+    "crc32": lambda d: _b64(zlib.crc32(d).to_bytes(4, "big")),
+    "crc64nvme": lambda d: _b64(_crc64(d).to_bytes(8, "big")),
+    "sha1": lambda d: _b64(hashlib.sha1(d).digest()),
+    "sha256": lambda d: _b64(hashlib.sha256(d).digest()),
+}
+
+
+@pytest.mark.parametrize("algo", sorted(FULL))
+@pytest.mark.parametrize("size", [3000, BIG], ids=["one-get", "ranged"])
+def test_each_store_checksum_verifies_and_catches_damage(hostile, tmp_path, algo, size):
+    data = _data(size)
+    hostile.put("b", "ok.bin", data, checksums={algo: FULL[algo](data)})
+    hostile.put("b", "bad.bin", data, checksums={algo: FULL[algo](data[::-1])},
+                etag='"opaque-etag"')
+    r = _cp("s3://b/", tmp_path, retries=1)
+    if size > 5 * MiB and algo in ("sha1", "sha256"):
+        # a full-object SHA of a ranged download cannot be folded from parts: said so
+        assert r.ok and not r.verified
+        assert {u.name for u in r.unverified} == {"s3://b/ok.bin", "s3://b/bad.bin"}
+        return
+    assert r.verified == {algo: 1}, r.to_dict()
+    assert [f.name for f in r.failures] == ["s3://b/bad.bin"]
+    assert "mismatch" in r.failures[0].error
+    assert _files(tmp_path) == {"ok.bin": data}
+
+
+def _parts(data: bytes, n: int) -> list[bytes]:
+    return [data[i:i + n] for i in range(0, len(data), n)]
+
+
+def test_composite_checksum_and_multipart_etag_with_our_part_boundaries(hostile, tmp_path):
+    data = _data(BIG)
+    parts = _parts(data, 5 * MiB)
+    crcs = b"".join(google_crc32c.value(p).to_bytes(4, "big") for p in parts)
+    hostile.put("b", "comp.bin", data, etag='"x-3"', checksum_type="COMPOSITE",
+                checksums={"crc32c": f"{_b64(google_crc32c.value(crcs).to_bytes(4, 'big'))}-3"})
+    md5s = b"".join(hashlib.md5(p).digest() for p in parts)
+    hostile.put("b", "etag.bin", data, etag=f'"{hashlib.md5(md5s).hexdigest()}-3"')
+    hostile.put("b", "md5.bin", data[:4000])   # single-PUT MD5 ETag, one GET
+    r = _cp("s3://b/", tmp_path)
+    assert r.ok, r.failures
+    assert r.verified == {"crc32c-composite": 1, "multipart-etag": 1, "md5-etag": 1}, r.verified
+    assert _files(tmp_path) == {"comp.bin": data, "etag.bin": data, "md5.bin": data[:4000]}
+
+
+def test_unverified_is_reported_and_require_verified_fails_it(hostile, tmp_path):
+    hostile.put("b", "o.bin", _data(BIG), etag='"opaque"')
+    r = _cp("s3://b/", tmp_path / "a")
+    assert r.ok and not r.verified
+    assert [(u.name, bool(u.reason)) for u in r.unverified] == [("s3://b/o.bin", True)]
+    assert r.to_dict()["unverified"][0]["name"] == "s3://b/o.bin"
+    r = _cp("s3://b/", tmp_path / "b", require_verified=True)
+    assert not r.ok and "require-verified" in r.failures[0].error
+    assert not (tmp_path / "b" / "o.bin").exists()
+
+
+# -- partial files that cannot be aimed ---------------------------------------------------
+
+
+def test_symlink_planted_at_the_partial_name_is_not_followed(hostile, tmp_path):
+    data = _data(BIG)
+    hostile.put("b", "d/f", data)
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    os.symlink(victim, dst / partial_name("f"))
+    r = _cp("s3://b/d/", dst)
+    assert r.ok, r.failures
+    assert victim.read_bytes() == b"precious"
+    assert (dst / "f").read_bytes() == data and not (dst / "f").is_symlink()
+
+
+def test_symlinked_directory_planted_mid_path_is_refused(hostile, tmp_path):
+    hostile.put("b", "d/sub/f", b"payload")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    os.symlink(outside, dst / "sub")   # planted before the copy: dest_path refuses it
+    r = _cp("s3://b/d/", dst)
+    assert not r.ok
+    assert not list(outside.iterdir())
+
+
+def test_keys_that_look_like_partial_files_cannot_collide(hostile, tmp_path):
+    a, b = _data(BIG, 3), _data(BIG, 4)
+    hostile.put("b", "d/f", a)
+    hostile.put("b", "d/.f.tlpart", b)      # the old partial name of d/f
+    hostile.put("b", "d/" + partial_name("f"), b"evil")   # today's: holds a backslash
+    r = _cp("s3://b/d/", tmp_path)
+    assert [f.name for f in r.failures] == ["s3://b/d/" + partial_name("f")]
+    assert _files(tmp_path) == {"f": a, ".f.tlpart": b}
+
+
+def test_key_at_the_255_byte_name_limit(hostile, tmp_path):
+    key = "k" * 251 + ".bin"
+    hostile.put("b", "d/" + key, _data(BIG))
+    r = _cp("s3://b/d/", tmp_path)
+    assert r.ok, r.failures
+    assert (tmp_path / key).read_bytes() == _data(BIG)
+
+
+def test_second_run_of_the_same_copy_says_already_running(hostile, tmp_path):
+    hostile.put("b", "slow.bin", _data(BIG))
+    hostile.set_mode("slow_trickle")
+    hostile.trickle_piece, hostile.trickle_pause = 64 * 1024, 0.05
+    out = str(tmp_path / "slow.bin")
+    cmd = [sys.executable, "-m", "trunkline.cli.main", "cp", "-q", "-c", "1", "s3://b/slow.bin",
+           out]
+    first = subprocess.Popen(cmd, env=dict(os.environ), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while not any(x.startswith("GET /b/slow.bin") for x in hostile.requests):
+            assert time.monotonic() < deadline and first.poll() is None
+            time.sleep(0.05)
+        second = subprocess.run(cmd, env=dict(os.environ), capture_output=True, text=True,
+                                timeout=60)
+        assert second.returncode == 1, second.stderr
+        assert "already running" in second.stderr and "Traceback" not in second.stderr
+    finally:
+        first.kill()
+        first.communicate(timeout=30)
+
+
+def test_terminal_control_characters_in_keys_are_escaped(hostile, tmp_path):
+    key = "evil\x1b[2J\rname.bin"
+    hostile.put("b", "d/" + key, _data(BIG))
+    hostile.set_mode("wrong_range")
+    r = subprocess.run([sys.executable, "-m", "trunkline.cli.main", "cp", "-r", "-q",
+                        "--retries", "0", "--part-size", PS, "s3://b/d/", str(tmp_path) + "/"],
+                       env=dict(os.environ), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert "\x1b" not in r.stderr and "\r" not in r.stderr
+    assert "evil\\x1b[2J\\x0dname.bin" in r.stderr
+
+
+# -- a full disk --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_fs(tmp_path):
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_full_disk_fails_before_bytes_move_then_rerun_is_byte_identical(hostile, tiny_fs):
+    objs = {"a.bin": _data(3 * MiB, 5), "b.bin": _data(3 * MiB + 7, 6)}
+    for k, v in objs.items():
+        hostile.put("b", "d/" + k, v)
+    filler = tiny_fs / "filler"
+    filler.write_bytes(b"\0" * (5 * MiB))
+    dst = tiny_fs / "out"
+    r = _cp("s3://b/d/", dst, retries=0)
+    assert not r.ok
+    failed = {f.name for f in r.failures}
+    assert failed and all("No space" in f.error or "ENOSPC" in f.error for f in r.failures), \
+        r.failures
+    for k, v in objs.items():   # nothing corrupt at a final name: absent or whole
+        p = dst / k
+        assert (not p.exists()) or p.read_bytes() == v
+        assert (f"s3://b/d/{k}" in failed) == (not p.exists())
+    filler.unlink()
+    r = _cp("s3://b/d/", dst)
+    assert r.ok, r.failures
+    assert _files(dst) == objs
+
+
+def test_resume_rechecks_finished_objects_by_checksum(hostile, tmp_path):
+    good = _data(4000, 7)
+    hostile.put("b", "d/done.bin", good)
+    hostile.put("b", "d/late.bin", _data(BIG, 8))
+    hostile.set_mode("wrong_range")          # late.bin fails, done.bin finishes
+    r = _cp("s3://b/d/", tmp_path, retries=0)
+    assert [f.name for f in r.failures] == ["s3://b/d/late.bin"]
+    p = tmp_path / "done.bin"
+    st = p.stat()
+    with open(p, "r+b") as f:                # same size, same time, other bytes
+        f.write(b"X" * 10)
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    hostile.set_mode("normal")
+    r = _cp("s3://b/d/", tmp_path)
+    assert r.ok, r.failures
+    assert p.read_bytes() == good
+
+
+def test_sync_does_not_trust_a_file_trunkline_did_not_finish(hostile, tmp_path):
+    data = _data(4000, 11)
+    hostile.put("b", "p/f.bin", data)
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    (dst / "f.bin").write_bytes(b"\0" * 4000)     # same size, as a zero-filled leftover
+    os.utime(dst / "f.bin", (1785578400, 1785578400))   # the listed LastModified
+    r = sync("s3://b/p/", str(dst))
+    assert r.ok and r.copied == 1, r
+    assert (dst / "f.bin").read_bytes() == data
+    r = sync("s3://b/p/", str(dst))
+    assert r.copied == 0 and r.unchanged == 1
+
+
+def test_journal_lock_is_released_when_the_process_dies(hostile, tmp_path):
+    """A killed run must not block the rerun: flock dies with its holder."""
+    hostile.put("b", "x.bin", _data(4000))
+    code = ("import sys,trunkline.engine.journal as j; jj=j.Journal.open(sys.argv[1],'a','b',{});"
+            "import os; os._exit(0)")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, timeout=60)
+    from trunkline.engine.journal import AlreadyRunning, Journal
+
+    with Journal.open(tmp_path, "a", "b", {}) as j:   # the dead holder's lock is gone
+        with pytest.raises(AlreadyRunning):             # ours is held while open
+            Journal.open(tmp_path, "a", "b", {})
+    j.remove()
