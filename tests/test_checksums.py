@@ -15,7 +15,6 @@ from awscrt import checksums as crt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trunkline.cli.text import safe
 from trunkline.engine.checksums import (
     CRCS,
     PartDigest,
@@ -25,6 +24,7 @@ from trunkline.engine.checksums import (
     verdict,
 )
 from trunkline.storage.partial import PartialFile, partial_name, pwrite_full
+from trunkline.text import safe
 from trunkline.wire.http1 import ProtocolError, parse_response_head
 
 REF = {"crc32c": crt.crc32c, "crc32": crt.crc32, "crc64nvme": crt.crc64nvme}

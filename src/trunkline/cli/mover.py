@@ -9,8 +9,8 @@ import traceback
 
 import click
 
+from ..text import safe
 from ..units import human_bytes, parse_size
-from .text import safe
 
 
 class SizeParam(click.ParamType):

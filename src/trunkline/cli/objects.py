@@ -14,13 +14,13 @@ from datetime import UTC, datetime
 import click
 
 from ..telemetry.units import human_bytes
+from ..text import safe
 from .mover import run_api
-from .text import safe
 
 # The API (and through it botocore) is imported inside each command: `trunkline --help`
 # and the flow lens's commands must not pay the S3 stack's start-up.
 
-printable = safe   # one terminal-safe escape for every command (cli/text.py)
+printable = safe   # one terminal-safe escape for every command (trunkline/text.py)
 
 
 def _utc(ts: float | None) -> str:

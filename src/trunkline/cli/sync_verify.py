@@ -7,9 +7,9 @@ import sys
 
 import click
 
+from ..text import safe
 from ..units import human_bytes
 from .mover import _progress, build_options, run_api, transfer_options
-from .text import safe
 
 
 class _OrderedFilters(click.Command):

@@ -20,6 +20,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from ..text import safe
 from ..units import human_bytes
 from .snapshot import Snapshot
 
@@ -75,12 +76,6 @@ def render_line(s: Snapshot, rate: float) -> str:
     )
 
 
-def _safe(text: str) -> str:
-    """Object names come from someone else's bucket: no control character reaches a
-    terminal or a log."""
-    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
-
-
 def render_view(s: Snapshot, rate: float, history: list[float], label: str = "") -> Group:
     """The rich view of one snapshot (pure: snapshot in, renderable out)."""
     head = Table.grid(padding=(0, 1))
@@ -101,7 +96,7 @@ def render_view(s: Snapshot, rate: float, history: list[float], label: str = "")
     parts.append(head)
     decision = getattr(s, "decision", "")
     if decision:
-        parts.append(Text(f"tuner: {_safe(decision)}", style="dim"))
+        parts.append(Text(f"tuner: {safe(decision)}", style="dim"))
     flying = sorted(getattr(s, "in_flight", ()), key=lambda o: -o[1])[:IN_FLIGHT_ROWS]
     if flying:
         t = Table.grid(padding=(0, 1))
@@ -110,7 +105,7 @@ def render_view(s: Snapshot, rate: float, history: list[float], label: str = "")
         t.add_column(no_wrap=True, overflow="ellipsis", max_width=60)
         for name, size, done in flying:
             t.add_row(ProgressBar(total=max(size, 1), completed=done, width=20),
-                      Text(f"{human_bytes(done)}/{human_bytes(size)}"), Text(_safe(name)))
+                      Text(f"{human_bytes(done)}/{human_bytes(size)}"), Text(safe(name)))
         parts.append(t)
     return Group(*parts)
 
