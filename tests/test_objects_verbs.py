@@ -151,8 +151,12 @@ def test_cat_multi_gib_object_is_byte_identical(aws_env, tmp_path):
         got.update(chunk)
         n += len(chunk)
     err = p.stderr.read().decode()                # type: ignore[union-attr]
-    assert p.wait(60) == 0, err
+    _, status, ru = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    assert p.returncode == 0, err
     assert n == (2 << 30) + 4 and got.hexdigest() == h.hexdigest()
+    # bounded: 7 parts of 8 MiB in flight, not the object (peak RSS of the cat process)
+    assert ru.ru_maxrss / 1024 < 300, f"cat peak RSS {ru.ru_maxrss / 1024:.0f} MiB"
 
 
 def test_cat_checks_the_bytes_and_the_version(aws_env, tmp_path, monkeypatch):

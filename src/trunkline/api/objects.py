@@ -264,18 +264,21 @@ def cat(url: str | Location, out: BinaryIO, *, part_size: int = CAT_PART,
         return fetch(span)
 
     with ThreadPoolExecutor(max_workers=max(1, connections)) as pool:
-        futures = [pool.submit(bounded, s) for s in spans]
+        futures: list = [pool.submit(bounded, s) for s in spans]
         try:
-            for (_, n), fut in zip(spans, futures, strict=True):
-                buf, crc = fut.result()
+            for i, (_, n) in enumerate(spans):
+                buf, crc = futures[i].result()
+                futures[i] = None          # the written part's buffer must not stay alive
                 out.write(buf)
                 if md5 is not None:
                     md5.update(buf)
                 crcs.append((crc, n))
+                del buf
                 window.release()
         except BaseException:
             for f in futures:
-                f.cancel()
+                if f is not None:
+                    f.cancel()
             for _ in futures:        # unblock fetchers waiting for room
                 window.release()
             raise
