@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 DEMO_ARGS ?=
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test test-unit lint bench clean
 
 $(VENV)/.installed: pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh "$(VENV)" "$(PYTHON)"
@@ -20,6 +20,13 @@ test: setup
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
+	# the compiled hot loop off: the same integrity, fault and resume tests on the Python loop
+	TRUNKLINE_NATIVE=0 $(PY) -m pytest -q tests/integration/test_mover_hostile.py \
+	  tests/integration/test_mover_faults.py tests/integration/test_mover_resume.py \
+	  tests/integration/test_direct_io.py
+
+test-unit: setup
+	$(PY) -m pytest -q tests/unit
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench

@@ -124,3 +124,17 @@ def store_env(store, monkeypatch):
         monkeypatch.setenv(k, v)
     monkeypatch.setenv("TRUNKLINE_CONFIG", "/nonexistent/trunkline.toml")
     return store
+
+
+TIERS = ("unit", "integration", "system")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Each test carries its tier as a marker, from its folder: ``tests/unit`` (pure cores,
+    seconds), ``tests/integration`` (the embedded S3 server, loopback sockets, processes),
+    ``tests/system`` (tshark, softflowd, pmacct, rclone, s5cmd, Chromium, Ray, Ceph RGW,
+    JuiceFS). ``pytest -m unit`` or ``make test-unit`` runs the fast tier alone."""
+    for item in items:
+        tier = Path(str(item.fspath)).parent.name
+        if tier in TIERS:
+            item.add_marker(getattr(pytest.mark, tier))

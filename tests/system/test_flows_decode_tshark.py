@@ -244,7 +244,7 @@ def _sflow_records(packets: list[dict]) -> list[tuple]:
     return out
 
 
-SFLOW_FILES = sorted(p.name for p in (Path(__file__).resolve().parents[2] / "shared" / "data"
+SFLOW_FILES = sorted(p.name for p in (Path(__file__).resolve().parents[3] / "shared" / "data"
                                       / "flows" / "sflow").glob("*.pcap")) or ["none"]
 
 

@@ -256,7 +256,7 @@ def reports(shared_data: Path, tmp_path_factory) -> dict[str, dict]:
     root = tmp_path_factory.mktemp("exact")
     FlowStore(root / "store").write(_table(_records()))
     env = {k: v for k, v in os.environ.items() if k != "TZ"}
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1] / "src")
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2] / "src")
     outs = {tz: root / f"{tz.replace('/', '_')}.json" for tz in TZS}
     procs = {tz: subprocess.Popen([sys.executable, "-c", SCRIPT, str(root / "store"), str(outs[tz]),
                                    str(shared_data / "enrich"),

@@ -39,7 +39,7 @@ MEASURED = {
                 "if_match_get": True, "list_utf8_order": True, "list_pages": True,
                 "copy_object": True, "upload_part_copy": True},
 }
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "stores.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "stores.md"
 
 
 def _summary(c: capabilities.Capabilities) -> dict:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from trunkline.flows.decode import FlowDecoder
 from trunkline.flows.sources.pcap import read_udp
 
-SHARED_FLOWS = Path(__file__).resolve().parents[2] / "shared" / "data" / "flows"
+SHARED_FLOWS = Path(__file__).resolve().parents[3] / "shared" / "data" / "flows"
 
 
 def _corpus() -> list[bytes]:
