@@ -210,7 +210,7 @@ def cat(url: str | Location, out: BinaryIO, *, part_size: int = CAT_PART,
     caller must fail loudly). The object is pinned by its ETag: a part that comes back from
     another version fails the copy (``SourceChanged``)."""
     import hashlib
-    import threading
+    from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
     from ..engine.integrity import crc32c_combine_all
@@ -256,31 +256,34 @@ def cat(url: str | Location, out: BinaryIO, *, part_size: int = CAT_PART,
 
         return buf, ep.on_connection(once, "GET", name)
 
+    # At most connections + 1 parts are fetched ahead of the writer: the next part is
+    # submitted as one is taken, so memory is bounded and no fetch waits on a later one.
     crcs: list[tuple[int, int]] = []
-    window = threading.Semaphore(connections + 1)   # parts fetched ahead of the writer
-
-    def bounded(span):
-        window.acquire()
-        return fetch(span)
-
+    ahead: deque = deque()
+    todo = iter(spans)
     with ThreadPoolExecutor(max_workers=max(1, connections)) as pool:
-        futures: list = [pool.submit(bounded, s) for s in spans]
+
+        def fill() -> None:
+            while len(ahead) < connections + 1:
+                span = next(todo, None)
+                if span is None:
+                    return
+                ahead.append((span[1], pool.submit(fetch, span)))
+
         try:
-            for i, (_, n) in enumerate(spans):
-                buf, crc = futures[i].result()
-                futures[i] = None          # the written part's buffer must not stay alive
+            fill()
+            while ahead:
+                n, fut = ahead.popleft()
+                buf, crc = fut.result()
+                fill()
                 out.write(buf)
                 if md5 is not None:
                     md5.update(buf)
                 crcs.append((crc, n))
                 del buf
-                window.release()
         except BaseException:
-            for f in futures:
-                if f is not None:
-                    f.cancel()
-            for _ in futures:        # unblock fetchers waiting for room
-                window.release()
+            for _, f in ahead:
+                f.cancel()
             raise
     out.flush()
     if want_crc is not None:
