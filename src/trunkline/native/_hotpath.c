@@ -157,6 +157,22 @@ static void publish(uint64_t *counter, uint64_t k) {
     if (counter) __atomic_fetch_add(counter, k, __ATOMIC_RELAXED);
 }
 
+/* The progress counter: None, or a writable, 8-byte-aligned buffer of at least 8 bytes
+ * (a ctypes.c_uint64) the loop adds to atomically. 0 ok (view held when *out != NULL),
+ * -1 with a Python exception set. */
+static int get_counter(PyObject *obj, Py_buffer *view, uint64_t **out) {
+    *out = NULL;
+    if (obj == Py_None) return 0;
+    if (PyObject_GetBuffer(obj, view, PyBUF_WRITABLE) < 0) return -1;
+    if (view->len < 8 || ((uintptr_t)view->buf % 8) != 0) {
+        PyBuffer_Release(view);
+        PyErr_SetString(PyExc_ValueError, "counter must be an aligned 8-byte buffer");
+        return -1;
+    }
+    *out = (uint64_t *)view->buf;
+    return 0;
+}
+
 /* ---------------------------------------------------------------- recv_to_file */
 
 static PyObject *recv_to_file(PyObject *self, PyObject *args, PyObject *kw) {
@@ -172,18 +188,9 @@ static PyObject *recv_to_file(PyObject *self, PyObject *args, PyObject *kw) {
                                      &direct_fd, &crc))
         return NULL;
     uint64_t *counter = NULL;
-    if (ctr_obj != Py_None) {
-        if (PyObject_GetBuffer(ctr_obj, &ctr, PyBUF_WRITABLE) < 0) {
-            PyBuffer_Release(&buf);
-            return NULL;
-        }
-        if (ctr.len < 8 || ((uintptr_t)ctr.buf % 8) != 0) {
-            PyBuffer_Release(&ctr);
-            PyBuffer_Release(&buf);
-            PyErr_SetString(PyExc_ValueError, "counter must be an aligned 8-byte buffer");
-            return NULL;
-        }
-        counter = (uint64_t *)ctr.buf;
+    if (get_counter(ctr_obj, &ctr, &counter) < 0) {
+        PyBuffer_Release(&buf);
+        return NULL;
     }
     if (offset < 0 || length < 0 || buf.len <= 0) {
         if (counter) PyBuffer_Release(&ctr);
@@ -255,18 +262,9 @@ static PyObject *file_to_sock(PyObject *self, PyObject *args, PyObject *kw) {
                                      &offset, &length, &buf, &timeout_ms, &ctr_obj, &crc))
         return NULL;
     uint64_t *counter = NULL;
-    if (ctr_obj != Py_None) {
-        if (PyObject_GetBuffer(ctr_obj, &ctr, PyBUF_WRITABLE) < 0) {
-            PyBuffer_Release(&buf);
-            return NULL;
-        }
-        if (ctr.len < 8 || ((uintptr_t)ctr.buf % 8) != 0) {
-            PyBuffer_Release(&ctr);
-            PyBuffer_Release(&buf);
-            PyErr_SetString(PyExc_ValueError, "counter must be an aligned 8-byte buffer");
-            return NULL;
-        }
-        counter = (uint64_t *)ctr.buf;
+    if (get_counter(ctr_obj, &ctr, &counter) < 0) {
+        PyBuffer_Release(&buf);
+        return NULL;
     }
     unsigned char *base = (unsigned char *)buf.buf;
     size_t cap = (size_t)buf.len;
