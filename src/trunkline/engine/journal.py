@@ -12,7 +12,6 @@ The journal records facts, not policy: the engine decides what to redo.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import sqlite3
@@ -20,11 +19,9 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import AlreadyRunning
 from .journal_index import (  # noqa: F401  (re-exported: the journal's callers name them here)
     JournalInfo,
     connect,
@@ -34,6 +31,8 @@ from .journal_index import (  # noqa: F401  (re-exported: the journal's callers 
     list_journals,
     sqlite_files,
 )
+from .journal_lock import lock_or_fail, lock_path, try_lock  # noqa: F401  (re-exported)
+from .journal_records import ObjectRecord, PartRecord, PendingUpload
 
 __all__ = [
     "Journal",
@@ -82,81 +81,6 @@ CREATE INDEX IF NOT EXISTS objects_pending ON objects(done) WHERE upload_id IS N
 """
 
 
-@dataclass(frozen=True)
-class PartRecord:
-    part_number: int  # 1-based, as in S3
-    offset: int
-    length: int
-    crc32c: int
-    etag: str | None
-
-
-@dataclass(frozen=True)
-class ObjectRecord:
-    """One object of the transfer as the journal knows it.
-
-    ``restarted`` is True when a record existed but the source changed (size, ETag,
-    mtime or part size), so its parts were dropped; ``discarded_upload_id`` is then the
-    old multipart upload, which the engine should abort (it is also kept in
-    ``discarded_uploads()`` until ``forget_upload``).
-    """
-
-    id: int
-    key: str
-    dst: str
-    size: int
-    etag: str | None
-    mtime: float | None
-    part_size: int
-    upload_id: str | None
-    done: bool
-    crc32c: int | None
-    restarted: bool = False
-    discarded_upload_id: str | None = None
-
-
-@dataclass(frozen=True)
-class PendingUpload:
-    obj_id: int
-    key: str
-    dst: str
-    upload_id: str
-
-
-
-def lock_path(path: Path) -> Path:
-    return path.with_name(path.stem + ".lock")
-
-
-def try_lock(path: Path) -> int | None:
-    """An exclusive ``flock`` on the journal ``path``'s lock file, or None when another
-    process holds it. Held until the fd is closed (also when the process dies)."""
-    lp = lock_path(path)
-    for _ in range(5):
-        fd = os.open(lp, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return None
-        try:   # the holder before us may have removed the file: lock the one on disk
-            same = os.stat(lp).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            return fd
-        os.close(fd)
-    raise AlreadyRunning(f"could not lock {lp}")
-
-
-def _lock_or_fail(path: Path, src: str, dst: str) -> int:
-    fd = try_lock(path)
-    if fd is None:
-        raise AlreadyRunning(f"already running: another trunkline is copying {src} -> {dst} "
-                             f"(journal {path.name})")
-    return fd
-
-
 class Journal:
     """A transfer's resume state. Thread-safe; every mutating call commits before returning.
 
@@ -180,7 +104,7 @@ class Journal:
         state_dir = Path(state_dir)
         state_dir.mkdir(parents=True, exist_ok=True)
         path = state_dir / f"{jid}.sqlite"
-        lock_fd = _lock_or_fail(path, src, dst)
+        lock_fd = lock_or_fail(path, src, dst)
         try:
             con = connect(path)
         except BaseException:
@@ -218,7 +142,7 @@ class Journal:
         """
         path = Path(state_dir) / f"{journal_id(src, dst, options)}.sqlite"
         if path.parent.is_dir():
-            fd = _lock_or_fail(path, src, dst)   # never delete a running copy's journal
+            fd = lock_or_fail(path, src, dst)   # never delete a running copy's journal
             try:
                 for p in sqlite_files(path):
                     p.unlink(missing_ok=True)
