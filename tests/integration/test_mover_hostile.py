@@ -386,7 +386,8 @@ def test_journal_lock_is_released_when_the_process_dies(hostile, tmp_path):
     code = ("import sys,trunkline.engine.journal as j; jj=j.Journal.open(sys.argv[1],'a','b',{});"
             "import os; os._exit(0)")
     subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, timeout=60)
-    from trunkline.engine.journal import AlreadyRunning, Journal
+    from trunkline.engine.journal import Journal
+    from trunkline.errors import AlreadyRunning
 
     with Journal.open(tmp_path, "a", "b", {}) as j:   # the dead holder's lock is gone
         with pytest.raises(AlreadyRunning):             # ours is held while open
