@@ -40,6 +40,15 @@ from nginx_origin import NginxOrigin, write_listing
 from trunkline.units import parse_size
 
 
+def parse_rate_bps(text: str) -> float:
+    """'4Gbit' / '500Mbit' -> bits/s; '0' -> 0 (no cap)."""
+    t = text.strip().lower()
+    for unit, mult in (("gbit", 1e9), ("mbit", 1e6)):
+        if t.endswith(unit):
+            return float(t[: -len(unit)]) * mult
+    return float(t)
+
+
 def proc_figures() -> dict[str, int]:
     """RSS (KiB), open fds, sockets and threads of this process, from /proc/self."""
     rss = threads = 0
@@ -79,7 +88,8 @@ PROXY_CHILD = """
 import sys, time
 from trunkline.testing.proxy import Proxy
 port, delay, window = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
-with Proxy(("127.0.0.1", port), delay_s=delay, window_bytes=window) as p:
+rate = float(sys.argv[4]) or None
+with Proxy(("127.0.0.1", port), delay_s=delay, window_bytes=window, rate_bps=rate) as p:
     print(p.port, flush=True)
     sys.stdin.read()
 """
@@ -92,6 +102,8 @@ def main() -> int:
     ap.add_argument("--keys", type=int, default=8000)
     ap.add_argument("--rtt-ms", type=float, default=0)
     ap.add_argument("--window", default="8MiB", help="per connection, with --rtt-ms")
+    ap.add_argument("--wan-rate", default="0", help="aggregate cap of the WAN path (4Gbit)")
+    ap.add_argument("--bwlimit", default=None, help="trunkline's own cap (--bwlimit)")
     ap.add_argument("--sample-s", type=float, default=10)
     ap.add_argument("--root", default="/dev/shm")
     ap.add_argument("--json-out", default=None)
@@ -115,7 +127,8 @@ def main() -> int:
             if a.rtt_ms:
                 proxy = subprocess.Popen(
                     [sys.executable, "-c", PROXY_CHILD, str(origin.port),
-                     str(a.rtt_ms / 2000), str(parse_size(a.window))],
+                     str(a.rtt_ms / 2000), str(parse_size(a.window)),
+                     str(parse_rate_bps(a.wan_rate))],
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
                 endpoint = f"http://127.0.0.1:{proxy.stdout.readline().strip()}"
             os.environ.update(tool_env(endpoint, work))
@@ -144,8 +157,9 @@ def main() -> int:
             timer.start()
             end = "finished"
             try:
+                extra = {"bwlimit": a.bwlimit} if a.bwlimit else {}
                 copy(f"s3://{BUCKET}/soak/", str(dst) + "/", recursive=True, resume=False,
-                     direct_io=False, on_progress=on_progress)
+                     direct_io=False, on_progress=on_progress, **extra)
             except KeyboardInterrupt:
                 end = "interrupted at the deadline"
             finally:
@@ -169,7 +183,8 @@ def main() -> int:
     spread = [(x / med - 1) * 100 for x in tuned] if med else []
     first, lastr = samples[min(2, len(samples) - 1)], samples[-1]
     summary = {
-        "end": end, "minutes": a.minutes, "rtt_ms": a.rtt_ms, "objects_removed": removed[0],
+        "end": end, "minutes": a.minutes, "rtt_ms": a.rtt_ms, "window": a.window,
+        "wan_rate": a.wan_rate, "bwlimit": a.bwlimit, "objects_removed": removed[0],
         "per_minute_gb_s": [round(x, 3) for x in per_min],
         "median_gb_s_after_2_min": round(med, 3),
         "worst_minute_vs_median_pct": round(max(spread, key=abs), 1) if spread else None,
@@ -182,6 +197,8 @@ def main() -> int:
                                    max(r["threads"] for r in samples)],
         "active_min_max": [min(r["active"] for r in samples[2:] or samples),
                            max(r["active"] for r in samples)],
+        "active_first_last": [samples[0]["active"], lastr["active"]],
+        "last_decision": lastr["decision"],
         "retries": lastr["retries"], "slowdowns": lastr["slowdowns"],
         "errors": lastr["errors"], "failed": lastr["failed"],
         "machine": machine_info(),
