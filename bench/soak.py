@@ -107,9 +107,18 @@ def main() -> int:
     ap.add_argument("--sample-s", type=float, default=10)
     ap.add_argument("--root", default="/dev/shm")
     ap.add_argument("--json-out", default=None)
+    ap.add_argument("--from-log", default=None,
+                    help="summarise the sample lines of an earlier run's output instead")
     a = ap.parse_args()
     size = parse_size(a.object_size)
     samples: list[dict] = []
+    if a.from_log:
+        for line in Path(a.from_log).read_text().splitlines():
+            if line.startswith('{"t_s"'):
+                row = json.loads(line)
+                if row["t_s"] <= a.minutes * 60 + a.sample_s:
+                    samples.append(row)
+        return summarise(a, samples, "from the log", 0)
     with tempfile.TemporaryDirectory(dir=a.root, prefix="tl-soak-") as d:
         work = Path(d)
         work.chmod(0o755)
@@ -153,6 +162,8 @@ def main() -> int:
                 samples.append(row)
                 print(json.dumps(row), flush=True)
 
+            # a background job started by a shell without job control ignores SIGINT
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             timer = threading.Timer(a.minutes * 60, os.kill, (os.getpid(), signal.SIGINT))
             timer.start()
             end = "finished"
@@ -168,6 +179,12 @@ def main() -> int:
                 if proxy:
                     proxy.stdin.close()
                     proxy.wait(10)
+    return summarise(a, samples, end, removed[0])
+
+
+def summarise(a: argparse.Namespace, samples: list[dict], end: str, removed: int) -> int:
+    """Per-minute throughput and the flatness figures; printed, and written with
+    ``--json-out``."""
     if not samples:
         print("no samples")
         return 1
@@ -184,7 +201,7 @@ def main() -> int:
     first, lastr = samples[min(2, len(samples) - 1)], samples[-1]
     summary = {
         "end": end, "minutes": a.minutes, "rtt_ms": a.rtt_ms, "window": a.window,
-        "wan_rate": a.wan_rate, "bwlimit": a.bwlimit, "objects_removed": removed[0],
+        "wan_rate": a.wan_rate, "bwlimit": a.bwlimit, "objects_removed": removed,
         "per_minute_gb_s": [round(x, 3) for x in per_min],
         "median_gb_s_after_2_min": round(med, 3),
         "worst_minute_vs_median_pct": round(max(spread, key=abs), 1) if spread else None,
