@@ -13,8 +13,8 @@ the tuner returns a :class:`Decision` when the setting should change. The loop:
 * **hold** - watch goodput; a drop of a quarter restarts the search, and every
   ``probe_every`` intervals one step is tried, up and down in turn: up (so a path that
   got better is used) and **trim** down by a quarter (kept while goodput stays within the
-  bar of the level before the first trim; a failed trim waits twice as long before the
-  next). So a transfer that started above what its path needs (a server or a WAN link
+  bar, at most 10 %, of the level before the first trim; a failed trim waits twice as
+  long before the next). So a transfer that started above what its path needs (a server or a WAN link
   that caps the rate) comes down to the fewest connections that carry it.
 * **frugal** - a step must beat the noise: the bar is the larger of ``gain`` and twice the
   spread measured between intervals at one level, and a step under it is undone. Under a
