@@ -9,7 +9,16 @@ itself whether a retry may help (``retryable``), and the CLI maps by class:
 
     TrunklineError            exit 1, one line
       UsageError              exit 2: the command or its arguments are wrong (a ValueError)
-      ClusterUnavailable      exit 2: no Ray cluster to run on
+        ClusterUnavailable    exit 2: no Ray cluster to run on
+        LocationError         (url.py) a source or destination that cannot be understood
+        TaxonomyError         (flows/enrich) a classification rules file that is wrong
+      DataError               bytes from outside are malformed (a ValueError): exit 1
+        DecodeError           (flows/decode) a malformed flow datagram, counted per reason
+        PcapError             (flows/sources) a file that is not a readable capture
+      BudgetExceeded          (flows/decode) an exporter over its template memory: counted
+      ToolNotFound            (tools.py) a program trunkline needs is not installed
+      UnsafeDestination       (storage/partial) a symlink or foreign file where a download
+                              would be written: never followed, never retried (an OSError)
       AlreadyRunning          the same copy holds its journal's lock in another process
       TransferError           moving bytes failed
         NetworkError          reset, refused, timed out, closed mid-body: retried
@@ -21,7 +30,10 @@ itself whether a retry may help (``retryable``), and the CLI maps by class:
         SourceChanged         the source object changed under us: never retried
         StoreError            the store answered with an error: retried for 5xx/throttling only
 
-Anything else escaping the API is a bug and the CLI shows its traceback.
+Anything else escaping the API is a bug and the CLI shows its traceback. The classes
+marked with a module stay in that module (their callers import them from there), with
+their parent from here; ``tests/unit/test_errors_units.py`` walks every module of the
+package and fails on an exception class outside this tree.
 
 The S3 status and code lists live here (not in storage/) because they are what
 ``StoreError.retryable`` means; the *budget* of retries is ``engine/retry.py``'s.
@@ -60,6 +72,12 @@ class UsageError(TrunklineError, ValueError):
 
 class ClusterUnavailable(UsageError):
     """No usable Ray cluster (not installed, unreachable, no node with the resource)."""
+
+
+class DataError(TrunklineError, ValueError):
+    """Bytes from outside are malformed: a datagram, a capture file, a flow log.
+
+    Exit 1 (the input is bad, not the command); a ``ValueError`` too, as it always was."""
 
 
 class TransferError(TrunklineError):
@@ -143,7 +161,7 @@ def is_slowdown(exc: BaseException) -> bool:
 
 
 __all__ = [
-    "AlreadyRunning", "ClusterUnavailable", "ConnectionClosed", "IntegrityError", "NetworkError",
+    "AlreadyRunning", "ClusterUnavailable", "ConnectionClosed", "DataError", "IntegrityError", "NetworkError",
     "NotVerified", "ProtocolError",
     "ReadTimeout", "SourceChanged", "StoreError", "TransferError", "TrunklineError",
     "UsageError", "is_retryable", "is_slowdown",

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import sys
-import traceback
 
 import click
 
 from ..text import safe
 from ..units import human_bytes, parse_size
+from .exits import guarded
 
 
 class SizeParam(click.ParamType):
@@ -29,34 +29,15 @@ SIZE = SizeParam()
 
 
 def run_api(debug: bool, fn, *args, **kw):
-    """Call the API and map its failures to exit codes, each as one clear line.
-
-    ``UsageError`` (a wrong command or value) exits 2; any other ``TrunklineError`` (a
-    transfer or store failure) and ``OSError`` (the local disk or network said no) exit 1.
-    Anything else is a bug in trunkline: it propagates with its traceback.
-    """
-    from ..errors import TrunklineError, UsageError
-
+    """Call the API and map its failures to exit codes, each as one clear line
+    (``cli/exits.py``: UsageError 2, any other TrunklineError or OSError 1, else a bug
+    with its traceback). ``--debug`` also logs the tuner's and the cluster's decisions."""
     if debug:   # the tuner's decisions (and the cluster driver's events) as they happen
         import logging
 
         logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                             format="trunkline: %(name)s: %(message)s")
-    try:
-        return fn(*args, **kw)
-    except UsageError as e:
-        if debug:
-            traceback.print_exc()
-        click.echo(f"trunkline: error: {safe(e)}", err=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        click.echo("trunkline: interrupted", err=True)
-        sys.exit(130)
-    except (TrunklineError, OSError) as e:
-        if debug:
-            traceback.print_exc()
-        click.echo(f"trunkline: error: {safe(e)}", err=True)
-        sys.exit(1)
+    return guarded(debug, fn, *args, **kw)
 
 
 def transfer_options(f):
