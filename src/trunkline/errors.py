@@ -24,6 +24,7 @@ itself whether a retry may help (``retryable``), and the CLI maps by class:
         NetworkError          reset, refused, timed out, closed mid-body: retried
           ConnectionClosed    the peer closed (a ConnectionError too)
           ReadTimeout         no byte within the read timeout (a TimeoutError too)
+          TooSlow             a body below the minimum rate for its window (--min-rate)
         ProtocolError         the server's answer breaks HTTP framing: retried on a new connection
         IntegrityError        bytes do not match their checksum or length: retried
           NotVerified         nothing could check the object (--require-verified): never retried
@@ -98,6 +99,11 @@ class ReadTimeout(NetworkError, TimeoutError):
     """No byte arrived (or could be sent) within the read timeout."""
 
 
+class TooSlow(NetworkError):
+    """A response body arrived slower than the minimum rate for the whole window
+    (``--min-rate``, ``wire/speed_guard.py``): its connection was closed. Retried."""
+
+
 class ProtocolError(TransferError):
     """The server's bytes break HTTP framing; the connection cannot be trusted any more."""
 
@@ -163,6 +169,6 @@ def is_slowdown(exc: BaseException) -> bool:
 __all__ = [
     "AlreadyRunning", "ClusterUnavailable", "ConnectionClosed", "DataError", "IntegrityError", "NetworkError",
     "NotVerified", "ProtocolError",
-    "ReadTimeout", "SourceChanged", "StoreError", "TransferError", "TrunklineError",
+    "ReadTimeout", "SourceChanged", "StoreError", "TooSlow", "TransferError", "TrunklineError",
     "UsageError", "is_retryable", "is_slowdown",
 ]

@@ -68,6 +68,10 @@ def transfer_options(f):
         click.option("--timeout", "read_timeout", type=float, default=None,
                      help="Seconds without a byte before a connection is retried "
                           f"(default {D.read_timeout:g})."),
+        click.option("--min-rate", default=None, metavar="RATE[,DURATION]",
+                     help="A response body slower than RATE for DURATION fails and is "
+                          "retried on a new connection (default "
+                          f"{_size(int(D.min_rate))},{D.min_rate_window:g}s; 0: off)."),
         click.option("--no-resume", is_flag=True,
                      help="Start fresh instead of resuming an interrupted run of this copy."),
         click.option("--state-dir", type=click.Path(file_okay=False), default=None,
@@ -92,7 +96,7 @@ def _size(n: int) -> str:
 
 def build_options(max_connections, connections, part_size, no_tune, bwlimit, bwlimit_endpoint,
                   max_memory, retries, read_timeout, no_resume, state_dir,
-                  direct_io=True, server_side=True, require_verified=False):
+                  direct_io=True, server_side=True, require_verified=False, min_rate=None):
     """The one TransferOptions of a command, from its flags (unset flags: the defaults)."""
     from ..options import TransferOptions
 
@@ -108,7 +112,7 @@ def build_options(max_connections, connections, part_size, no_tune, bwlimit, bwl
         tune=not no_tune, bwlimit=bwlimit, bwlimit_endpoint=per or None, max_memory=max_memory,
         retries=retries, read_timeout=read_timeout, resume=not no_resume, state_dir=state_dir,
         direct_io=direct_io, server_side=server_side,
-        require_verified=require_verified)
+        require_verified=require_verified, min_rate=min_rate)
 
 
 def _report(result, as_json: bool, quiet: bool = False) -> None:
