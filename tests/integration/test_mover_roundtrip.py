@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import trunkline
+from conftest import bucket_digest
 from trunkline.embedded_s3 import EmbeddedS3
 from trunkline.engine.plan import MiB
 from trunkline.storage.partial import is_partial_name
@@ -103,7 +104,7 @@ def test_s3_to_s3_server_side_and_streamed(aws_env, edge_tree):
     aws_env.create_bucket("rt4")
     aws_env.create_bucket("rt4b")
     assert trunkline.copy(str(edge_tree), "s3://rt4/src/", recursive=True, part_size=PART).ok
-    src = {k: v for k, v in _bucket_digest(aws_env, "rt4", "src/").items()}
+    src = {k: v for k, v in bucket_digest(aws_env, "rt4", "src/").items()}
     server = trunkline.copy("s3://rt4/src/", "s3://rt4b/ss/", recursive=True, part_size=PART)
     assert server.ok, server.failures
     assert server.wire_bytes == 0  # no payload byte passed through us
@@ -111,18 +112,9 @@ def test_s3_to_s3_server_side_and_streamed(aws_env, edge_tree):
                               server_side=False, max_memory=3 * PART)
     assert streamed.ok, streamed.failures
     assert streamed.wire_bytes >= 2 * sum(SIZES.values())  # down and up again
-    assert _bucket_digest(aws_env, "rt4b", "ss/") == src
-    assert _bucket_digest(aws_env, "rt4b", "st/") == src
+    assert bucket_digest(aws_env, "rt4b", "ss/") == src
+    assert bucket_digest(aws_env, "rt4b", "st/") == src
 
-
-def _bucket_digest(srv, bucket: str, prefix: str) -> dict[str, str]:
-    c = srv.client()
-    out = {}
-    for page in c.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for o in page.get("Contents", ()):
-            body = c.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
-            out[o["Key"][len(prefix):]] = hashlib.sha256(body).hexdigest()
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +153,7 @@ secret_access_key_env = "THERE_SECRET"
                        max_memory=2 * PART, max_connections=8)
     assert r.ok, r.failures
     assert r.peak_buffer_bytes <= 2 * PART
-    assert _bucket_digest(second_server, "other", "copy/") == _bucket_digest(aws_env, "xep", "d/")
+    assert bucket_digest(second_server, "other", "copy/") == bucket_digest(aws_env, "xep", "d/")
 
 
 @pytest.mark.slow
