@@ -7,10 +7,13 @@ Ceph RGW, the JuiceFS gateway), each started once per session and only when aske
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
+import zlib
 from pathlib import Path
 
+import google_crc32c
 import pytest
 
 from trunkline.embedded_s3 import EmbeddedS3
@@ -155,6 +158,32 @@ def bucket_digest(srv, bucket: str, prefix: str) -> dict[str, str]:
             body = c.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
             out[o["Key"][len(prefix):]] = hashlib.sha256(body).hexdigest()
     return out
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def _crc64nvme(data: bytes) -> int:
+    from awscrt import checksums
+
+    return checksums.crc64nvme(data)
+
+
+_STORED = {
+    "crc32c": lambda d: _b64(google_crc32c.value(d).to_bytes(4, "big")),
+    "crc32": lambda d: _b64(zlib.crc32(d).to_bytes(4, "big")),
+    "crc64nvme": lambda d: _b64(_crc64nvme(d).to_bytes(8, "big")),
+    "sha1": lambda d: _b64(hashlib.sha1(d).digest()),
+    "sha256": lambda d: _b64(hashlib.sha256(d).digest()),
+}
+CHECKSUM_ALGOS = tuple(sorted(_STORED))
+
+
+def stored_checksum(algo: str, data: bytes) -> str:
+    """The full-object ``x-amz-checksum-<algo>`` a store must keep for ``data``, computed
+    by the libraries themselves (zlib, google-crc32c, awscrt, hashlib), not by trunkline."""
+    return _STORED[algo.lower()](data)
 
 
 def rclone_env(srv) -> dict[str, str]:

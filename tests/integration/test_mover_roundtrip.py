@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import trunkline
-from conftest import bucket_digest
+from conftest import bucket_digest, sha256_file, tree_digest
 from trunkline.embedded_s3 import EmbeddedS3
 from trunkline.engine.plan import MiB
 from trunkline.storage.partial import is_partial_name
@@ -25,22 +25,6 @@ SIZES = {
     "above.bin": PART + 1,
     "three.bin": 3 * PART + 17,
 }
-
-
-def sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def tree_digest(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): sha(p)
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and not is_partial_name(p.name)
-    }
 
 
 @pytest.fixture
@@ -65,7 +49,7 @@ def test_local_s3_local_roundtrip(aws_env, edge_tree, tmp_path):
     # an independent reader (botocore, not our data path) sees the same bytes
     c = aws_env.client()
     body = c.get_object(Bucket="rt1", Key="data/three.bin")["Body"].read()
-    assert hashlib.sha256(body).hexdigest() == sha(edge_tree / "three.bin")
+    assert hashlib.sha256(body).hexdigest() == sha256_file(edge_tree / "three.bin")
     head = c.head_object(Bucket="rt1", Key="data/three.bin")
     assert head["ETag"].strip('"').endswith("-4")  # really multipart: 3 parts + 17 bytes
 
@@ -85,7 +69,7 @@ def test_single_object_forms(aws_env, tmp_path):
     assert trunkline.copy(str(f), "s3://rt2/renamed.bin").ok    # to a key
     assert trunkline.copy("s3://rt2/dir/x.bin", str(tmp_path / "out") + "/").ok
     assert trunkline.copy("s3://rt2/renamed.bin", str(tmp_path / "y.bin")).ok
-    assert sha(tmp_path / "out" / "x.bin") == sha(f) == sha(tmp_path / "y.bin")
+    assert sha256_file(tmp_path / "out" / "x.bin") == sha256_file(f) == sha256_file(tmp_path / "y.bin")
 
 
 def test_glob_selects_matching_keys(aws_env, tmp_path):
@@ -177,7 +161,7 @@ def test_multi_gib_roundtrip(aws_env, tmp_path):
     down = trunkline.copy("s3://huge/huge.bin", str(back), part_size=64 * MiB)
     assert down.ok, down.failures
     assert back.stat().st_size == size
-    assert sha(back) == sha(f)
+    assert sha256_file(back) == sha256_file(f)
     f.unlink()
     back.unlink()
 

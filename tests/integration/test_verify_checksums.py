@@ -1,6 +1,6 @@
 """verify with whatever the store keeps, against the real SeaweedFS.
 
-Objects are uploaded by botocore with ``ChecksumAlgorithm=...`` (CRC32, CRC32C,
+Objects are uploaded by boto3 with ``ChecksumAlgorithm=...`` (CRC32, CRC32C,
 CRC64NVME, SHA-1, SHA-256); the value the store keeps is first checked against our own
 independent computation of it, then ``trunkline verify`` must prove an identical file
 equal and find a single flipped byte, naming the algorithm that found it (the MD5 ETag
@@ -11,41 +11,21 @@ settles a pair and reading is off, the pair is reported unverified, and
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
+import subprocess
+import sys
 import uuid
-import zlib
 
-import google_crc32c
 import pytest
 from click.testing import CliRunner
 
 import trunkline
+from conftest import stored_checksum
 from trunkline.cli.main import cli
 from trunkline.engine.plan import MiB
 
 ALGOS = ["CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256"]
-
-
-def _b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode()
-
-
-def _crc64nvme(data: bytes) -> int:
-    from awscrt import checksums
-
-    return checksums.crc64nvme(data)
-
-
-# independent references: the value a store must keep for ``data``
-REFERENCE = {
-    "CRC32": lambda d: _b64(zlib.crc32(d).to_bytes(4, "big")),
-    "CRC32C": lambda d: _b64(google_crc32c.value(d).to_bytes(4, "big")),
-    "CRC64NVME": lambda d: _b64(_crc64nvme(d).to_bytes(8, "big")),
-    "SHA1": lambda d: _b64(hashlib.sha1(d).digest()),
-    "SHA256": lambda d: _b64(hashlib.sha256(d).digest()),
-}
 
 
 @pytest.fixture
@@ -68,10 +48,26 @@ def _plain_client(srv):
                       response_checksum_validation="when_required"))
 
 
-def _put(c, bucket: str, key: str, data: bytes, algo: str) -> str:
-    """PUT with ``algo``; the value the store keeps (HEAD, checksum mode), or skip."""
-    c.put_object(Bucket=bucket, Key=key, Body=data, ChecksumAlgorithm=algo)
-    h = c.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+_BOTO3_PUT = """
+import sys, boto3
+from botocore.config import Config
+url, key_id, secret, bucket, key, algo = sys.argv[1:]
+c = boto3.client("s3", endpoint_url=url, aws_access_key_id=key_id,
+                 aws_secret_access_key=secret, region_name="us-east-1",
+                 config=Config(s3={"addressing_style": "path"}))
+c.put_object(Bucket=bucket, Key=key, Body=sys.stdin.buffer.read(), ChecksumAlgorithm=algo)
+"""
+
+
+def _put(srv, bucket: str, key: str, data: bytes, algo: str) -> str:
+    """boto3 PUTs ``data`` with ``ChecksumAlgorithm=algo``, in an interpreter of its own
+    (trunkline keeps botocore off awscrt in its process, and boto3 needs it for CRC32C and
+    CRC64NVME); returns the value the store keeps (HEAD, checksum mode), or skips."""
+    r = subprocess.run([sys.executable, "-c", _BOTO3_PUT, srv.endpoint_url, srv.access_key,
+                        srv.secret_key, bucket, key, algo],
+                       input=data, capture_output=True, timeout=120)
+    assert r.returncode == 0, r.stderr.decode(errors="replace")
+    h = srv.client().head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
     kept = h.get(f"Checksum{algo}")
     if not kept:
         pytest.skip(f"SeaweedFS keeps no {algo} checksum (HEAD: "
@@ -83,8 +79,8 @@ def _put(c, bucket: str, key: str, data: bytes, algo: str) -> str:
 def test_each_stored_checksum_proves_and_finds_a_flipped_byte(aws_env, bucket, tmp_path,
                                                               algo):
     data = hashlib.shake_256(algo.encode()).digest(3 * MiB + 17)
-    kept = _put(aws_env.client(), bucket, f"{algo}/obj.bin", data, algo)
-    assert kept == REFERENCE[algo](data)        # the store keeps what the algorithm says
+    kept = _put(aws_env, bucket, f"{algo}/obj.bin", data, algo)
+    assert kept == stored_checksum(algo, data)        # the store keeps what the algorithm says
     local = tmp_path / "obj.bin"
     local.write_bytes(data)
     r = trunkline.verify(str(tmp_path), f"s3://{bucket}/{algo}")
@@ -102,7 +98,7 @@ def test_object_vs_object_reads_one_side_against_the_others_checksum(aws_env, bu
     """A single-PUT object with a CRC64NVME against a multipart copy with no checksum:
     ETags differ in shape, so one side is read and held against the other's CRC64NVME."""
     data = hashlib.shake_256(b"o2o").digest(11 * MiB + 3)
-    _put(aws_env.client(), bucket, "a/obj.bin", data, "CRC64NVME")
+    _put(aws_env, bucket, "a/obj.bin", data, "CRC64NVME")
     c = _plain_client(aws_env)
     up = c.create_multipart_upload(Bucket=bucket, Key="b/obj.bin")
     parts = []
@@ -152,7 +148,7 @@ def test_cp_and_verify_read_a_stored_value_the_same_way(aws_env, bucket, tmp_pat
     """The same object, the same stored SHA-256: cp's check (engine/checksums on the wire)
     and verify's (the same module over the file) agree, both ways."""
     data = hashlib.shake_256(b"agree").digest(2 * MiB + 1)
-    _put(aws_env.client(), bucket, "s/obj.bin", data, "SHA256")
+    _put(aws_env, bucket, "s/obj.bin", data, "SHA256")
     out = tmp_path / "out"
     r = trunkline.copy(f"s3://{bucket}/s/", str(out) + "/", recursive=True)
     assert r.ok and r.verified == {"sha256": 1}, r
