@@ -8,17 +8,12 @@ import os
 import signal
 import sys
 import threading
-import traceback
 from pathlib import Path
 
 import click
 
-
-def _fail(debug: bool, code: int, e: BaseException) -> None:
-    if debug:
-        traceback.print_exc()
-    click.echo(f"trunkline: error: {e}", err=True)
-    sys.exit(code)
+from .exits import fail as _fail
+from .exits import guarded
 
 
 def _hostport(spec: str) -> tuple[str, int]:
@@ -170,14 +165,10 @@ def ingest(files, store_dir, ports, maps, time_window, as_json, debug):
     from ..flows.sources.ingest import ingest_files
     from ..flows.store import FlowStore
 
-    try:
-        out = ingest_files(files, FlowStore(store_dir, time_window_s=time_window),
-                           ports=set(ports) or None,
-                           mapping=_mapping(maps))
-    except (ValueError, KeyError) as e:
-        _fail(debug, 2, e)
-    except OSError as e:
-        _fail(debug, 1, e)
+    # a plain ValueError of the sources names a file or a --map they cannot use (a
+    # capture they cannot read is a PcapError: exit 1)
+    out = guarded(debug, ingest_files, files, FlowStore(store_dir, time_window_s=time_window),
+                  ports=set(ports) or None, mapping=_mapping(maps), usage=(ValueError,))
     if as_json:
         click.echo(json.dumps(out, indent=1))
     else:

@@ -3,27 +3,24 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
-import traceback
 
 import click
 
+from .exits import guarded
+
 
 def _run(debug: bool, fn, *args, **kw):
-    """Usage/data errors exit 2, I/O errors 1, each as one line (traceback with --debug)."""
-    try:
-        return fn(*args, **kw)
-    except (ValueError, KeyError) as e:
-        if debug:
-            traceback.print_exc()
-        click.echo(f"trunkline: error: {e}", err=True)
-        sys.exit(2)
-    except OSError as e:
-        if debug:
-            traceback.print_exc()
-        click.echo(f"trunkline: error: {e}", err=True)
-        sys.exit(1)
+    """Failures mapped to exit codes (``cli/exits.py``): UsageError 2, other TrunklineError
+    and OSError 1, each as one line (traceback with --debug); anything else is a bug."""
+    return guarded(debug, fn, *args, **kw)
+
+
+def _quarter(debug: bool, text: str):
+    """``--quarter`` parsed; the parser's ValueError can only mean a wrong argument."""
+    from ..flows.stats import Quarter
+
+    return guarded(debug, Quarter.parse, text, usage=(ValueError,))
 
 
 def enrich_options(f):
@@ -90,10 +87,9 @@ def simulate(quarter, out, n_flows, previous, seed, enrich_data, taxonomy, metro
     """Write a quarter of SIMULATED flows of a storage provider's edge into a store."""
     from ..flows.simulate import PREVIOUS_SHIFT
     from ..flows.simulate import simulate as sim
-    from ..flows.stats import Quarter
     from ..flows.store import FlowStore
 
-    q = _run(debug, Quarter.parse, quarter)
+    q = _quarter(debug, quarter)
     e = _run(debug, _enricher, enrich_data, taxonomy, metros, asn_mmdb)
     store = FlowStore(out)
     if previous:
@@ -146,11 +142,10 @@ def report(store_dir, quarter, out, sites, home_country, top, rate_on, rate_off,
     """Write the network-stats report: report.html (offline), report.json, charts/*.png."""
     from ..flows.enrich.sites import load_regions, load_sites
     from ..flows.report import write_report
-    from ..flows.stats import Quarter
     from ..flows.store import FlowStore
 
     t0 = time.perf_counter()
-    q = _run(debug, Quarter.parse, quarter)
+    q = _quarter(debug, quarter)
     th = _run(debug, _thresholds, rate_on, rate_off, min_bytes, min_duration, interval)
     e = _run(debug, _enricher, enrich_data, taxonomy, metros, asn_mmdb)
     site_map = _run(debug, load_sites, sites)
@@ -177,14 +172,14 @@ def elephants(store_dir, quarter, top, as_json, rate_on, rate_off, min_bytes, mi
 
     from ..flows.elephants import find
     from ..flows.report.charts import human_bits
-    from ..flows.stats import Quarter, prepare
+    from ..flows.stats import prepare
     from ..flows.store import FlowStore
 
     th = _run(debug, _thresholds, rate_on, rate_off, min_bytes, min_duration, interval)
     e = _run(debug, _enricher, enrich_data, taxonomy, metros, asn_mmdb)
     con = FlowStore(store_dir).connect()
     if quarter:
-        q = _run(debug, Quarter.parse, quarter)
+        q = _quarter(debug, quarter)
         start, end = q.start, q.end
     else:
         start, end = datetime(1970, 1, 1, tzinfo=UTC), datetime(9999, 1, 1, tzinfo=UTC)

@@ -98,10 +98,10 @@ def receive_to_file(conn: Connection, n: int, fd: int, offset: int, buf: memoryv
                                                   direct_fd=writer.dfd, crc=crc)
         except ConnectionError as e:
             conn.direct_failed()
-            raise ConnectionClosed(f"body truncated: {e}") from None
+            raise conn.cut_short(ConnectionClosed(f"body truncated: {e}")) from None
         except TimeoutError as e:
             conn.direct_failed()
-            raise ReadTimeout(str(e)) from None
+            raise conn.cut_short(ReadTimeout(str(e))) from None
         except BaseException:
             conn.direct_failed()
             raise

@@ -124,7 +124,7 @@ class Runner:
         self._stop = threading.Event()
         self.started = 0.0
         self._made_dirs: set[str] = set()
-        self.conns = RunConnections(opts.read_timeout, opts.max_connections)
+        self.conns = RunConnections(opts.read_timeout, opts.max_connections, opts.min_rate_pair)
         self.context = RunContext(
             checksums=opts.checksums, direct_io=opts.direct_io, retry=self.retry,
             stop=self._stop, memory=self.mem, journal=journal, resumed_run=resumed,

@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..errors import UsageError
 from .enrich import Enricher
 from .enrich.asn import AsnRanges
 from .stats import Quarter
@@ -65,7 +66,7 @@ def _pools(enricher: Enricher, rng: np.random.Generator, blocks_per_asn: int = 4
     """Per category: list of (/24 base uint32 array, metro names) located by GeoIP."""
     asn_db = enricher.asn
     if not isinstance(asn_db, AsnRanges):
-        raise ValueError("the simulator needs the ASN range tables (ip-asn CSVs)")
+        raise UsageError("the simulator needs the ASN range tables (ip-asn CSVs)")
     ai = {m.name for m in enricher.metros.metros if m.ai_us}
     pools: dict[str, list[np.ndarray]] = {}
     cats = {**PEER_ASNS, "other": OTHER_ASNS}
@@ -95,7 +96,7 @@ def _pools(enricher: Enricher, rng: np.random.Generator, blocks_per_asn: int = 4
             bases.append(base[keep][:blocks_per_asn])
         found = np.concatenate(bases) if bases else np.zeros(0, np.int64)
         if len(found) == 0:
-            raise ValueError(f"simulator: no address of the {cat} ASNs located by the enrichment data")
+            raise UsageError(f"simulator: no address of the {cat} ASNs located by the enrichment data")
         pools[cat] = found
     return pools
 

@@ -29,6 +29,8 @@ import json
 import os
 import stat
 
+from ..errors import TrunklineError
+
 PARTIAL_PREFIX = ".tlpart\\"
 """Partial names start with this; keys never contain a backslash (``safe_relpath``)."""
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -84,8 +86,10 @@ def is_partial_name(name: str) -> bool:
     return name.startswith(PARTIAL_PREFIX)
 
 
-class UnsafeDestination(OSError):
-    """A symlink, a foreign file or a hard link where a download's file would go."""
+class UnsafeDestination(TrunklineError, OSError):
+    """A symlink, a foreign file or a hard link where a download's file would go.
+
+    Never retried (another try finds the same file); an ``OSError`` too, as it always was."""
 
 
 def open_dir(path: str, *, create: bool = True) -> int:

@@ -12,6 +12,7 @@ import duckdb
 import pyarrow as pa
 
 from ... import __version__
+from ...errors import UsageError
 from ..elephants import Thresholds, find
 from ..enrich import NO_METRO, Enricher
 from ..enrich.taxonomy import CATEGORIES, CATEGORY_LABELS, CLOUDS
@@ -85,7 +86,7 @@ def build(store: FlowStore, quarter: Quarter, enricher: Enricher, *,
     inq = f"quarter = '{q}'"
     n_flows, n_sim = flow_counts(con, q)
     if n_flows == 0:
-        raise ValueError(f"no flows in {q} in the store at {store.root}")
+        raise UsageError(f"no flows in {q} in the store at {store.root}")
 
     # --- per category, per direction, this quarter and the previous one ----------------
     pc = per_category(con, "quarter")
