@@ -6,7 +6,6 @@ Real loopback sockets and processes."""
 from __future__ import annotations
 
 import os
-import pickle
 import socket
 import threading
 import time
@@ -21,7 +20,7 @@ from trunkline.flows.sources.collector import (
     socket_drops,
 )
 from trunkline.flows.sources.pcap import read_udp
-from trunkline.flows.sources.receiver import FRAME, serve
+from trunkline.flows.sources.receiver import FRAME, META, serve
 from trunkline.flows.store import FlowStore
 
 SIZES = [0, 1, 29, 1416, 9000, 65507]  # 65,507: the largest IPv4 UDP payload
@@ -82,11 +81,46 @@ def test_recvmmsg_and_the_recvfrom_loop_give_the_same_datagrams(family, host):
     assert {(h, p) for _, h, p in got[True]} == senders
 
 
+@pytest.mark.parametrize("family,host", [(socket.AF_INET, "127.0.0.1"),
+                                         (socket.AF_INET6, "::1")])
+def test_frames_of_recvmmsg_and_of_the_python_loop_are_the_same_bytes(family, host):
+    if udp._udp is None:
+        pytest.skip("the _udp extension is not built (setup.py build_ext --inplace)")
+    try:
+        rx_sock = _rx_socket(family, host)
+    except OSError:
+        pytest.skip(f"no {host} here")
+    frames = {}
+    with socket.socket(family, socket.SOCK_DGRAM) as tx:
+        tx.bind((host, 0))
+        sender = tx.getsockname()[:2]
+        try:
+            for native in (True, False):
+                for p in _payloads():
+                    tx.sendto(p, rx_sock.getsockname()[:2])
+                rx = udp.BatchReceiver(native=native)
+                deadline, count, frame = time.monotonic() + 5, 0, b""
+                while count < len(SIZES) and time.monotonic() < deadline:
+                    n, f = rx.recv_frame(rx_sock)
+                    count, frame = count + n, frame + f
+                frames[native] = frame
+        finally:
+            rx_sock.close()
+    assert frames[True] == frames[False]
+    want = [(p, *sender) for p in _payloads()]
+    assert udp.parse_frame(frames[True], native=True) == want
+    assert udp.parse_frame(frames[True], native=False) == want
+    for native in (True, False):  # a frame cut short is refused, never half-read
+        with pytest.raises(ValueError):
+            udp.parse_frame(frames[True][:-1], native=native)
+
+
 def test_nothing_waiting_is_an_empty_batch():
     s = _rx_socket()
     try:
         for native in (True, False):
             assert udp.BatchReceiver(native=native).recv(s) == []
+            assert udp.BatchReceiver(native=native).recv_frame(s) == (0, b"")
     finally:
         s.close()
 
@@ -121,14 +155,19 @@ def test_a_full_receive_queue_leaves_the_rest_to_the_kernel_which_counts_it():
     frames, off = [], 0
     while off < len(data):
         (n,) = FRAME.unpack_from(data, off)
-        frames.append(pickle.loads(data[off + FRAME.size: off + FRAME.size + n]))
-        off += FRAME.size + n
-    delivered = sum(len(f[1]) for f in frames)
+        body = off + FRAME.size
+        frames.append((META.unpack_from(data, body),
+                       udp.parse_frame(data[body + META.size: body + n])))
+        off = body + n
+    delivered = sum(len(batch) for _, batch in frames)
     drops = socket_drops([s])
     s.close()
     assert drops > 0 and delivered > 0
     assert delivered + drops == sent
-    assert max(f[4] for f in frames) <= 100_000 + 64 * len(payload)  # queue bound + a batch
+    assert all(d == payload for _, batch in frames for d, _, _ in batch)
+    assert frames[-1][0][1] == delivered  # the receiver's own count
+    # the queue's bound, overshot by one batch at most
+    assert max(meta[3] for meta, _ in frames) <= 100_000 + 64 * (len(payload) + udp.HEAD.size)
 
 
 def _v5(shared_data) -> bytes:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import queue
 import select
 import selectors
@@ -31,8 +30,8 @@ from pathlib import Path
 from ..decode import FlowDecoder, TemplateCache
 from ..decode.decoder import PendingBatch
 from ..store import FlowStore
-from .receiver import FRAME
-from .udp import NATIVE, BatchReceiver
+from .receiver import FRAME, META
+from .udp import NATIVE, BatchReceiver, parse_frame
 
 STATUS_FILE = "_collector_status.json"
 
@@ -219,9 +218,10 @@ class Collector:
                 (n,) = FRAME.unpack_from(buf, off)
                 if len(buf) - off - FRAME.size < n:
                     break
-                recv_ms, batch, received, queued, peak = pickle.loads(
-                    view[off + FRAME.size: off + FRAME.size + n])
-                off += FRAME.size + n
+                body = off + FRAME.size
+                recv_ms, received, queued, peak = META.unpack_from(buf, body)
+                batch = parse_frame(view[body + META.size: body + n])
+                off = body + n
                 first = not self.receiver_stats["ready"]
                 self.receiver_stats = {"ready": 1, "received": received,
                                        "queued_bytes": queued, "peak_queued_bytes": peak}

@@ -9,9 +9,10 @@ and written to the collector's pipe as fast as the collector reads it. When the 
 full the sockets are left unread, so what is lost is lost in the kernel and counted
 there (``/proc/net/udp`` drops), never silently here.
 
-Frames on the pipe: a 4-byte big-endian length, then a pickle of
-``(recv_ms, [(payload, host, port), ...], received, queued_bytes, peak_queued_bytes)``
-(the pipe is private between two processes of one collector). SIGTERM: stop reading
+Frames on the pipe: a 4-byte big-endian length, ``META`` (receive time in ms, datagrams
+received so far, bytes queued, the queue's peak), then the datagrams as ``recv_frame``
+packs them (a 28-byte head + payload each; ``udp.parse_frame`` reads them back): no
+Python object per datagram on this side. SIGTERM: stop reading
 new datagrams after draining what the kernel already holds (at most ``DRAIN_S``), write
 out the queue, close the pipe (the collector sees EOF) and exit 0.
 
@@ -25,7 +26,6 @@ import argparse
 import collections
 import fcntl
 import os
-import pickle
 import select
 import signal
 import socket
@@ -37,11 +37,12 @@ from .udp import BatchReceiver
 DRAIN_S = 0.3  # on stop: what the kernel already holds was received, keep it
 F_SETPIPE_SZ = 1031
 FRAME = struct.Struct(">I")
+META = struct.Struct("=QQQQ")
 
 
-def frame(recv_ms: int, batch: list, received: int, queued: int, peak: int) -> bytes:
-    body = pickle.dumps((recv_ms, batch, received, queued, peak), protocol=5)
-    return FRAME.pack(len(body)) + body
+def frame(recv_ms: int, records: bytes, received: int, queued: int, peak: int) -> bytes:
+    return b"".join((FRAME.pack(META.size + len(records)),
+                     META.pack(recv_ms, received, queued, peak), records))
 
 
 def serve(socks: list[socket.socket], out_fd: int, queue_bytes: int,
@@ -62,15 +63,15 @@ def serve(socks: list[socket.socket], out_fd: int, queue_bytes: int,
     def read_from(sock: socket.socket) -> None:
         nonlocal queued, peak, received
         try:
-            batch = rx.recv(sock)
+            n, records = rx.recv_frame(sock)
         except OSError:  # a socket error (not "nothing waiting"): the next poll retries
             return
-        if batch:
-            received += len(batch)
-            size = sum(len(d) for d, _, _ in batch if d is not None)
+        if n:
+            received += n
+            size = len(records)
             queued += size
             peak = max(peak, queued)
-            f = frame(int(time.time() * 1000), batch, received, queued, peak)
+            f = frame(int(time.time() * 1000), records, received, queued, peak)
             queue.append([memoryview(f), size])
 
     def write_some() -> None:
@@ -87,7 +88,7 @@ def serve(socks: list[socket.socket], out_fd: int, queue_bytes: int,
             else:
                 head[0] = head[0][n:]
 
-    queue.append([memoryview(frame(0, [], 0, 0, 0)), 0])  # "ready": the sockets are read
+    queue.append([memoryview(frame(0, b"", 0, 0, 0)), 0])  # "ready": the sockets are read
     poll.register(out_fd, 0)  # POLLERR/POLLHUP always: the collector is gone
     deadline = None
     writing = False
