@@ -73,6 +73,9 @@ class Collector:
             template_changes_per_s=config.template_changes_per_s))
         self.socks: list[socket.socket] = []
         self.stop_event = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()  # stop() wakes the select at once
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
         self.queue: queue.Queue[PendingBatch | None] = queue.Queue(config.max_queue_batches)
         self.written_records = 0
         self.write_errors = 0
@@ -119,6 +122,7 @@ class Collector:
             self.bind()
         sel = selectors.DefaultSelector()
         try:
+            sel.register(self._wake_r, selectors.EVENT_READ)
             if self.config.receiver == "process":
                 self.receiver, self._pipe = start_receiver(self.socks,
                                                            self.config.receive_queue_bytes)
@@ -136,6 +140,8 @@ class Collector:
             self._publish()
             while not self.stop_event.is_set():
                 for key, _ in sel.select(timeout=0.2):
+                    if key.fileobj == self._wake_r:
+                        continue
                     if key.fileobj == self._pipe:
                         if not self._read_pipe() and not self.stop_event.is_set():
                             raise RuntimeError(f"the receive process exited "
@@ -172,6 +178,9 @@ class Collector:
                 self.closed = True
                 for s in self.socks:
                     s.close()
+                w, self._wake_w = self._wake_w, -1
+                os.close(w)
+                os.close(self._wake_r)
                 self._publish()
         return self.failure is None
 
@@ -264,6 +273,12 @@ class Collector:
 
     def stop(self) -> None:
         self.stop_event.set()
+        w = self._wake_w
+        if w >= 0:
+            try:
+                os.write(w, b"x")
+            except OSError:  # full: already woken
+                pass
 
     # -- counters ----------------------------------------------------------------------
     def status(self) -> dict:

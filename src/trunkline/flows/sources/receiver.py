@@ -46,8 +46,9 @@ def frame(recv_ms: int, records: bytes, received: int, queued: int, peak: int) -
 
 
 def serve(socks: list[socket.socket], out_fd: int, queue_bytes: int,
-          stopping: list[bool]) -> None:
-    """Receive until ``stopping[0]``; then drain, write out the queue and return."""
+          stopping: list[bool], wake_fd: int = -1) -> None:
+    """Receive until ``stopping[0]``; then drain, write out the queue and return.
+    ``wake_fd``: readable when ``stopping`` was set (a signal's wake-up pipe)."""
     rx = BatchReceiver()
     queue: collections.deque[list] = collections.deque()  # [frame view, payload bytes]
     queued = peak = received = 0
@@ -90,6 +91,8 @@ def serve(socks: list[socket.socket], out_fd: int, queue_bytes: int,
 
     queue.append([memoryview(frame(0, b"", 0, 0, 0)), 0])  # "ready": the sockets are read
     poll.register(out_fd, 0)  # POLLERR/POLLHUP always: the collector is gone
+    if wake_fd >= 0:
+        poll.register(wake_fd, select.POLLIN)
     deadline = None
     writing = False
     while True:
@@ -112,7 +115,14 @@ def serve(socks: list[socket.socket], out_fd: int, queue_bytes: int,
         if not events and deadline is not None:
             break  # nothing more in the kernel
         for fd, ev in events:
-            if fd == out_fd:
+            if fd == wake_fd:
+                while True:
+                    try:
+                        if not os.read(wake_fd, 512):
+                            break
+                    except BlockingIOError:
+                        break
+            elif fd == out_fd:
                 if ev & (select.POLLERR | select.POLLHUP):
                     os.close(out_fd)
                     return  # no reader any more: nobody to deliver to
@@ -139,8 +149,12 @@ def main(argv: list[str] | None = None) -> None:
 
     signal.signal(signal.SIGTERM, stop)  # from the collector, which drains us then
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C is the collector's
+    wake_r, wake_w = os.pipe()  # the signal wakes the poll at once (not at its timeout)
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
     socks = [socket.socket(fileno=int(fd)) for fd in args.fds.split(",")]
-    serve(socks, args.out, args.queue_bytes, stopping)
+    serve(socks, args.out, args.queue_bytes, stopping, wake_r)
 
 
 if __name__ == "__main__":
