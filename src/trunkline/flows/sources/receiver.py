@@ -49,7 +49,7 @@ def serve(socks: list[socket.socket], out_fd: int, queue_bytes: int,
           stopping: list[bool], wake_fd: int = -1) -> None:
     """Receive until ``stopping[0]``; then drain, write out the queue and return.
     ``wake_fd``: readable when ``stopping`` was set (a signal's wake-up pipe)."""
-    rx = BatchReceiver()
+    rx = BatchReceiver(max_msgs=256)  # when behind, fewer wake-ups per datagram
     queue: collections.deque[list] = collections.deque()  # [frame view, payload bytes]
     queued = peak = received = 0
     os.set_blocking(out_fd, False)
