@@ -54,12 +54,19 @@ def _hostport(spec: str) -> tuple[str, int]:
 @click.option("--workers", default=1, show_default=True,
               help="Receive/decode/write processes sharing the ports (SO_REUSEPORT); "
                    "0 = one per CPU.")
+@click.option("--receiver", default="process", show_default=True,
+              type=click.Choice(["process", "inline"]),
+              help="process: a receive process per worker reads the sockets (recvmmsg) and "
+                   "queues datagrams ahead of decoding; inline: the decoding thread reads.")
+@click.option("--receive-queue", default=64, show_default=True, metavar="MiB",
+              help="Datagrams a receive process may hold while the decoder is busy; beyond "
+                   "it the socket overflows (counted as socket drops).")
 @click.option("--duration", default=None, type=float,
               help="Stop after this many seconds (default: until SIGINT/SIGTERM).")
 @click.option("--debug", is_flag=True, help="Tracebacks on errors.")
 def collect(listens, store_dir, metrics, batch_records, flush_interval, rcvbuf,
             template_budget, exporter_quota, template_churn, time_window, max_partitions,
-            workers, duration, debug):
+            workers, receiver, receive_queue, duration, debug):
     """Receive flows over UDP and store them; SIGINT/SIGTERM flushes and exits."""
     from ..flows.sources.collector import Collector, CollectorConfig
     from ..flows.sources.metrics import serve_metrics
@@ -69,7 +76,8 @@ def collect(listens, store_dir, metrics, batch_records, flush_interval, rcvbuf,
                           flush_interval_s=flush_interval, rcvbuf_bytes=rcvbuf,
                           template_budget_bytes=template_budget << 20,
                           exporter_quota_bytes=exporter_quota << 20,
-                          template_changes_per_s=template_churn)
+                          template_changes_per_s=template_churn, receiver=receiver,
+                          receive_queue_bytes=receive_queue << 20)
     store = FlowStore(store_dir, time_window_s=time_window,
                       max_partitions_per_write=max_partitions)
     workers = workers or os.cpu_count() or 1

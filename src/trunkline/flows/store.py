@@ -12,14 +12,16 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .schema import FLOW_SCHEMA, conform
+
+if TYPE_CHECKING:  # imported where queried: a collector host needs no DuckDB
+    import duckdb
 
 DAY_MS = 86_400_000
 MIN_TIME_MS = 0  # 1970-01-01: no flow protocol encodes an earlier time
@@ -32,6 +34,8 @@ def duckdb_connect() -> duckdb.DuckDBPyConnection:
     """The one way to open DuckDB for flows: session time zone UTC, so ``strftime``,
     ``year``, ``quarter`` and casts of TIMESTAMPTZ bucket by UTC whatever ``TZ`` the
     process runs under (DuckDB's default is the local zone)."""
+    import duckdb
+
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     return con
@@ -74,10 +78,12 @@ class FlowStore:
             table = table.filter(pa.array(ok))
             if table.num_rows == 0:
                 return 0
-        days = pc.strftime(table.column("time_start"), format="%Y-%m-%d")
-        for day in pc.unique(days).to_pylist():
-            part = table.filter(pc.equal(days, day))
-            self._write_file(self.root / f"day={day}", part)
+        # days by integer division (pc.strftime cost ~0.8 µs a record); sane times only
+        day = table.column("time_start").cast(pa.int64()).to_numpy() // DAY_MS
+        days = np.unique(day)
+        for d in days:
+            part = table if len(days) == 1 else table.filter(pa.array(day == d))
+            self._write_file(self.root / f"day={np.datetime64(int(d), 'D')}", part)
         return table.num_rows
 
     def _sanity(self, table: pa.Table, ref: np.ndarray | None,
