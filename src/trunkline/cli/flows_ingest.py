@@ -30,11 +30,13 @@ def _hostport(spec: str) -> tuple[str, int]:
         raise click.BadParameter(str(e)) from None
 
 
-def rollup_options(f):
+def rollup_options(f, default: bool | None = None):
+    what = ("default: on when enrichment data is found" if default is None else
+            "default: off: they cost the receive path CPU (bench/RESULTS.md); `flows rollup` "
+            "adds them later")
     opts = [
-        click.option("--rollups/--no-rollups", "rollups", default=None,
-                     help="Write rollups beside each batch (what the report reads); default: on "
-                          "when enrichment data is found."),
+        click.option("--rollups/--no-rollups", "rollups", default=default,
+                     help=f"Write rollups beside each batch (what the report reads); {what}."),
         click.option("--enrich-data", type=click.Path(file_okay=False), default=None,
                      help="Enrichment data for the rollups (default: $TRUNKLINE_ENRICH_DATA or "
                           "../shared/data/enrich)."),
@@ -99,7 +101,7 @@ def _rollups(flag: bool | None, enrich_data, taxonomy, debug: bool):
                    "0 = one per CPU.")
 @click.option("--duration", default=None, type=float,
               help="Stop after this many seconds (default: until SIGINT/SIGTERM).")
-@rollup_options
+@lambda f: rollup_options(f, default=False)
 @click.option("--debug", is_flag=True, help="Tracebacks on errors.")
 def collect(listens, store_dir, metrics, batch_records, flush_interval, rcvbuf,
             template_budget, exporter_quota, template_churn, time_window, max_partitions,
