@@ -50,7 +50,7 @@ from trunkline.flows.enrich import Enricher
 from trunkline.flows.report import write_report
 from trunkline.flows.stats import Quarter
 from trunkline.flows.store import FlowStore
-root, out, data, source = sys.argv[1:5]
+root, out, data, source, quarter = sys.argv[1:6]
 e = Enricher.from_dir(data)
 kw = {"source": source}
 cm = None
@@ -60,7 +60,7 @@ if source == "ray":
     cm.__enter__()
     kw = {"source": "raw", "ray": "auto", "enrich_args": {"data_dir": data}}
 r0, t = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-rep = write_report(FlowStore(root), Quarter.parse("2025Q4"), e, out, **kw)
+rep = write_report(FlowStore(root), Quarter.parse(quarter), e, out, **kw)
 wall = time.perf_counter() - t
 r1 = resource.getrusage(resource.RUSAGE_SELF)
 if cm is not None:
@@ -101,6 +101,7 @@ def main() -> None:
     ap.add_argument("--enrich-data", default=str(Path(__file__).resolve().parents[2] / "shared/data/enrich"))
     ap.add_argument("--skip", default="", help="comma list of steps to skip: ingest,sim,rollups,raw,ray")
     ap.add_argument("--timeout", type=float, default=900)
+    ap.add_argument("--quarter", default="2025Q4", help="the report's quarter (2025Q3: the simulated previous quarter alone)")
     a = ap.parse_args()
     skip = set(filter(None, a.skip.split(",")))
     base = Path(a.store).parent
@@ -131,12 +132,13 @@ def main() -> None:
         if source in skip:
             continue
         out = base / f"report-{source}"
-        res[f"report_{source}"] = run(REPORT, store, out, a.enrich_data, source, timeout=a.timeout)
+        res[f"report_{source}"] = run(REPORT, store, out, a.enrich_data, source, a.quarter, timeout=a.timeout)
         print(source, json.dumps(res[f"report_{source}"]), file=sys.stderr)
         r = json.loads((out / "report.json").read_text())
         for k in ("generated_at", "source", "files"):
             r.pop(k, None)
         reports[source] = json.dumps(r, sort_keys=True)
+        print(json.dumps(res), file=sys.stderr)  # what is measured so far, if a later step dies
     res["reports_equal"] = len(set(reports.values())) <= 1
     res["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     print(json.dumps(res, indent=1))
