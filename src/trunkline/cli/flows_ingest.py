@@ -25,6 +25,46 @@ def _hostport(spec: str) -> tuple[str, int]:
         raise click.BadParameter(str(e)) from None
 
 
+def rollup_options(f, default: bool | None = None):
+    what = ("default: on when enrichment data is found" if default is None else
+            "default: off: they cost the receive path CPU (bench/RESULTS.md); `flows rollup` "
+            "adds them later")
+    opts = [
+        click.option("--rollups/--no-rollups", "rollups", default=default,
+                     help=f"Write rollups beside each batch (what the report reads); {what}."),
+        click.option("--enrich-data", type=click.Path(file_okay=False), default=None,
+                     help="Enrichment data for the rollups (default: $TRUNKLINE_ENRICH_DATA or "
+                          "../shared/data/enrich)."),
+        click.option("--taxonomy", type=click.Path(dir_okay=False), default=None,
+                     help="TOML rules for the rollups' categories (use the report's)."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _rollups(flag: bool | None, enrich_data, taxonomy, debug: bool):
+    """The store's rollup writer, or None (``--no-rollups``, or no enrichment data found
+    when not asked for explicitly: the report then scans raw flows)."""
+    from ..flows.enrich import Enricher, find_data_dir
+    from ..flows.rollup import Rollups
+
+    if flag is False:
+        return None
+    if enrich_data is None and find_data_dir() is None:
+        if flag:
+            _fail(debug, 2, FileNotFoundError("--rollups needs enrichment data: --enrich-data DIR"))
+        click.echo("trunkline: no enrichment data found: no rollups written (the report scans "
+                   "raw flows; `trunkline flows rollup` adds them later)", err=True)
+        return None
+    try:
+        return Rollups(Enricher.from_dir(enrich_data, taxonomy_file=taxonomy))
+    except (ValueError, KeyError) as e:
+        _fail(debug, 2, e)
+    except OSError as e:
+        _fail(debug, 1, e)
+
+
 @click.command()
 @click.option("--listen", "listens", multiple=True, required=True, metavar="HOST:PORT",
               help="UDP address to receive NetFlow/IPFIX/sFlow on (repeatable; any protocol "
@@ -63,10 +103,12 @@ def _hostport(spec: str) -> tuple[str, int]:
                    "it the socket overflows (counted as socket drops).")
 @click.option("--duration", default=None, type=float,
               help="Stop after this many seconds (default: until SIGINT/SIGTERM).")
+@lambda f: rollup_options(f, default=False)
 @click.option("--debug", is_flag=True, help="Tracebacks on errors.")
 def collect(listens, store_dir, metrics, batch_records, flush_interval, rcvbuf,
             template_budget, exporter_quota, template_churn, time_window, max_partitions,
-            workers, receiver, receive_queue, duration, debug):
+            workers, receiver, receive_queue, duration, rollups, enrich_data, taxonomy,
+            debug):
     """Receive flows over UDP and store them; SIGINT/SIGTERM flushes and exits."""
     from ..flows.sources.collector import Collector, CollectorConfig
     from ..flows.sources.metrics import serve_metrics
@@ -79,7 +121,8 @@ def collect(listens, store_dir, metrics, batch_records, flush_interval, rcvbuf,
                           template_changes_per_s=template_churn, receiver=receiver,
                           receive_queue_bytes=receive_queue << 20)
     store = FlowStore(store_dir, time_window_s=time_window,
-                      max_partitions_per_write=max_partitions)
+                      max_partitions_per_write=max_partitions,
+                      rollups=_rollups(rollups, enrich_data, taxonomy, debug))
     workers = workers or os.cpu_count() or 1
     try:
         if workers > 1:
@@ -166,8 +209,9 @@ def _mapping(pairs: tuple[str, ...]) -> dict[str, str]:
               help="Capture records further than this from their export header's time are "
                    "quarantined (a probe replaying an old pcap: widen it).")
 @click.option("--json", "as_json", is_flag=True, help="Print counters as JSON.")
+@rollup_options
 @click.option("--debug", is_flag=True)
-def ingest(files, store_dir, ports, maps, time_window, as_json, debug):
+def ingest(files, store_dir, ports, maps, time_window, as_json, rollups, enrich_data, taxonomy, debug):
     """Decode pcap/pcapng captures of exports, CSV/Parquet flow logs or nfdump CSV
     into the store (captures in the order given: templates first)."""
     from ..flows.sources.ingest import ingest_files
@@ -175,7 +219,9 @@ def ingest(files, store_dir, ports, maps, time_window, as_json, debug):
 
     # a plain ValueError of the sources names a file or a --map they cannot use (a
     # capture they cannot read is a PcapError: exit 1)
-    out = guarded(debug, ingest_files, files, FlowStore(store_dir, time_window_s=time_window),
+    store = FlowStore(store_dir, time_window_s=time_window,
+                      rollups=_rollups(rollups, enrich_data, taxonomy, debug))
+    out = guarded(debug, ingest_files, files, store,
                   ports=set(ports) or None, mapping=_mapping(maps), usage=(ValueError,))
     if as_json:
         click.echo(json.dumps(out, indent=1))
