@@ -18,12 +18,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from botocore.exceptions import BotoCoreError
-
 from ..errors import SourceChanged
 from ..results import Mismatch
 from ..storage import s3_data
-from ..storage.s3 import S3Endpoint, S3Error
+from ..storage.s3 import S3Endpoint, S3Error, is_botocore_error
 from ..url import Location
 from ..wire.connection import Connection
 from .integrity import (
@@ -249,7 +247,11 @@ class Verifier:
             return None, "size"
         try:
             v = compare_entries(self.src, self.dst, s, d, self.eps)
-        except (S3Error, OSError, BotoCoreError, ValueError) as e:
+        except (S3Error, OSError, ValueError) as e:
+            return Mismatch("error", rel, str(e)), None
+        except Exception as e:
+            if not is_botocore_error(e):   # a profile or credential source that failed
+                raise
             return Mismatch("error", rel, str(e)), None
         if v.same is False:
             return Mismatch("content", rel, f"differs ({v.how})"), v.how
