@@ -191,6 +191,43 @@ class Connection:
             self.send(buf[:n])
             offset += n
 
+    def send_file_summed(self, fd: int, offset: int, count: int, buf: memoryview,
+                         crc: int = 0) -> int:
+        """Send ``count`` bytes of file ``fd`` from ``offset``, read through ``buf``; returns
+        the CRC32C of the bytes that went on the wire (extended from ``crc``), so the
+        caller can hold them against the sum its request head announced. On plain TCP the
+        compiled loop reads, sums and sends with the interpreter lock released
+        (``trunkline.native``; its Python loop where it is not built)."""
+        from .. import native
+        from ..native.crc import crc32c
+
+        if self.sock is None:
+            self.connect()
+        assert self.sock is not None
+        try:
+            if self.plain:
+                out = native.file_to_sock(fd, self.sock, offset, count, buf, crc=crc)
+                self.stats.bytes_out += count
+                return out
+            done = 0
+            while done < count:
+                k = os.preadv(fd, [buf[: min(len(buf), count - done)]], offset + done)
+                if k == 0:
+                    raise native.ShortFile(f"file ended after {done} of {count} bytes")
+                crc = crc32c(buf[:k], crc)
+                self.send(buf[:k])
+                done += k
+            return crc
+        except native.ShortFile as e:
+            self._broken = True
+            raise ConnectionClosed(f"file shorter than expected while sending: {e}") from None
+        except TimeoutError as e:
+            self._broken = True
+            raise ReadTimeout(f"send timed out: {e}") from None
+        except OSError:
+            self._broken = True
+            raise
+
     # -- receiving ---------------------------------------------------------------------
 
     def _recv_raw(self, mv: memoryview, waitall: bool) -> int:
