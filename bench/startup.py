@@ -38,10 +38,10 @@ def main() -> None:
     srv = EmbeddedS3(data_dir=work / "weed")
     srv.start()
     try:
-        srv.create_bucket("b")
+        srv.create_bucket("startup")
         src = work / "small.bin"
         src.write_bytes(os.urandom(a.size))
-        srv.client().put_object(Bucket="b", Key="small", Body=src.read_bytes())
+        srv.client().put_object(Bucket="startup", Key="small", Body=src.read_bytes())
         env = dict(os.environ, **srv.env, TRUNKLINE_CONFIG="/nonexistent",
                    TRUNKLINE_STATE_DIR=str(work / "state"))
         print(f"load before: {os.getloadavg()}")
@@ -49,8 +49,8 @@ def main() -> None:
         for r in range(a.rounds):
             for name, tree in trees if r % 2 == 0 else reversed(trees):
                 e = dict(env, PYTHONPATH=str(Path(tree).resolve()))
-                for how, argv in (("download", ["s3://b/small", str(work / "x")]),
-                                  ("upload", [str(src), f"s3://b/up-{name}-{r}"])):
+                for how, argv in (("download", ["s3://startup/small", str(work / "x")]),
+                                  ("upload", [str(src), f"s3://startup/up-{name}-{r}"])):
                     m = run_measured([sys.executable, "-m", "trunkline.cli.main", "cp", "-q",
                                       "--no-resume", *argv], env=e, log_dir=work / "logs",
                                      tag=f"{name}-{how}-{r}")
