@@ -207,3 +207,28 @@ def test_a_refused_direct_descriptor_is_closed_with_the_writer(tmp_path, monkeyp
     os.close(fd)
     with open(path, "rb") as f:
         assert f.read() == data
+
+
+def test_renamed_folders_are_synced_once_per_batch_and_never_leak(tmp_path):
+    """``DirSync`` holds one descriptor per folder (however many files were renamed in
+    it), syncs and closes them all when asked or when its bound is reached."""
+    from trunkline.storage.partial import DirSync, PartialFile
+
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    before = fds()
+    ds = DirSync(limit=3)
+    for folder, n in (("a", 5), ("b", 2)):
+        for i in range(n):
+            p = PartialFile(str(tmp_path / folder / f"f{i}"), 10)
+            p.pwrite(b"x" * 10, 0)
+            p.commit(dir_sync=ds)
+    assert fds() == before + 2                 # a and b, once each
+    p = PartialFile(str(tmp_path / "c" / "f"), 1)
+    p.pwrite(b"y", 0)
+    p.commit(dir_sync=ds)                      # the third folder reaches the bound
+    assert fds() == before
+    ds.sync()                                  # nothing gathered: nothing to do
+    assert sorted(x.name for x in (tmp_path / "a").iterdir()) == [f"f{i}" for i in range(5)]
+    assert (tmp_path / "c" / "f").read_bytes() == b"y"
