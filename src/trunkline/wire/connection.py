@@ -124,10 +124,11 @@ class Connection:
 
     @property
     def reusable(self) -> bool:
-        """Open, not failed, kept alive by the server, and its last exchange complete
-        (response read to the end of its body): it may carry the next request."""
+        """Open, not failed, kept alive by the server, its last exchange complete
+        (response read to the end of its body) and nothing past that body received: it
+        may carry the next request."""
         return (self.sock is not None and not self._broken and self._keep_alive
-                and not self._in_flight)
+                and not self._in_flight and self._pend_end == self._pend_start)
 
     @property
     def usable(self) -> bool:
@@ -259,7 +260,7 @@ class Connection:
             raise ConnectionClosed("not connected")
         if self._pend_end > self._pend_start:
             # bytes beyond the previous response's body: the peer sent more than it framed
-            self.usable = False
+            self._broken = True
             raise ProtocolError("bytes after the end of the previous response")
         buf = self._head
         mv = memoryview(buf)
