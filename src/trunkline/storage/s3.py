@@ -14,12 +14,10 @@ which S3 and every compatible store accept, and which lets us sendfile() the bod
 from __future__ import annotations
 
 import os
-import ssl
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 from urllib.parse import quote, unquote_plus, urlsplit
 
@@ -160,7 +158,11 @@ class S3Endpoint:
         self.port = url.port or (443 if url.scheme == "https" else 80)
         # AWS_CA_BUNDLE is botocore's convention for private CAs; we honour it too
         ca = cfg.ca_bundle or os.environ.get("AWS_CA_BUNDLE") or None
-        self._tls = ssl.create_default_context(cafile=ca) if url.scheme == "https" else None
+        self._tls = None
+        if url.scheme == "https":
+            import ssl  # only for TLS (~10 ms of start-up otherwise)
+
+            self._tls = ssl.create_default_context(cafile=ca)
         self.supports_crc32c: bool | None = None   # learnt on first upload
         self.full_object_crc: bool | None = None   # FULL_OBJECT CRC32C multipart uploads
         # control-plane requests (LIST, HEAD, verify's reads) share one pool of our own
@@ -378,6 +380,8 @@ class S3Endpoint:
         head = self.stat(bucket, key)
         if head is None:
             return None
+        from email.utils import parsedate_to_datetime  # ~15 ms to import: only here
+
         lm = head.headers.get("last-modified")
         return ObjectInfo(key, head.content_length or 0, head.headers.get("etag"),
                           parsedate_to_datetime(lm).timestamp() if lm else None)

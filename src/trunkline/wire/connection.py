@@ -17,14 +17,18 @@ from __future__ import annotations
 
 import os
 import socket
-import ssl
 import struct
+import sys
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..errors import ConnectionClosed, ProtocolError, ReadTimeout
 from . import tcpinfo
 from .http1 import Framing, ResponseHead, body_reader, parse_response_head, response_framing
+
+if TYPE_CHECKING:   # ssl is loaded by whoever made a TLS context (plain TCP needs none)
+    import ssl
 
 __all__ = ["Connection", "ConnectionClosed", "ConnectionStats", "ReadTimeout"]
 
@@ -241,11 +245,11 @@ class Connection:
         except BlockingIOError as e:  # SO_RCVTIMEO expired
             self._broken = True
             raise ReadTimeout(f"no data for {self.read_timeout:g}s") from e
-        except ssl.SSLError as e:
+        except OSError as e:
             self._broken = True
-            raise ConnectionClosed(f"TLS error: {e}") from e
-        except OSError:
-            self._broken = True
+            tls = sys.modules.get("ssl")
+            if self.tls is not None and tls is not None and isinstance(e, tls.SSLError):
+                raise ConnectionClosed(f"TLS error: {e}") from e
             raise
         if n == 0 and len(mv):
             self._broken = True   # the peer closed: nothing more can come on this socket
