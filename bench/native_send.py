@@ -22,6 +22,7 @@ import argparse
 import os
 import resource
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -76,7 +77,8 @@ def one_round(way: str, path: Path, size: int) -> dict:
     srv = socket.create_server(("127.0.0.1", 0))
     drain = subprocess.Popen([sys.executable, "-c", DRAIN, str(srv.getsockname()[1])])
     sock, _ = srv.accept()
-    sock.settimeout(30)
+    sock.settimeout(None)   # blocking, a kernel send timeout: as the mover's connections
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", 30, 0))
     fd = os.open(path, os.O_RDONLY)
     buf = aligned_buffer(1 << 20)
     r0 = resource.getrusage(resource.RUSAGE_SELF)

@@ -164,6 +164,7 @@ class S3Endpoint:
 
             self._tls = ssl.create_default_context(cafile=ca)
         self.supports_crc32c: bool | None = None   # learnt on first upload
+        self.verifies_crc32c: bool | None = None   # refuses a body that does not match it
         self.full_object_crc: bool | None = None   # FULL_OBJECT CRC32C multipart uploads
         # control-plane requests (LIST, HEAD, verify's reads) share one pool of our own
         self.pool = ConnectionPool(lambda t: self.new_connection(read_timeout=t))

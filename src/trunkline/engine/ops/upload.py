@@ -3,12 +3,18 @@ and sent by the compiled core.
 
 The part's CRC32C goes in the request head, before the body, so each part is read twice:
 once to sum it (``native.file_crc``: one call, the interpreter lock released for the whole
-part), then to send it (``Connection.send_file_summed``: read, sum, send in C on plain
-TCP). The second sum is of the bytes that actually went on the wire: if it differs from
-the first, the file changed between the two reads, and the part fails before its last
-byte is sent, so the store never holds a whole body (a store that ignores the checksum
-header would otherwise keep bytes nobody summed). A part no larger than the worker's
-buffer is read once and sent from it.
+part), then to send it. The file may change between the two reads; the bytes sent are
+checked once, by whoever can:
+
+- a store that refuses a body whose CRC32C differs from the header (measured by the
+  capability probe: ``verifies_crc32c``) checks them itself: they go with ``sendfile``,
+  page cache to socket, no copy in user space (0.25 CPU s/GB here);
+- otherwise we do (``Connection.send_file_summed``: read, sum, send in C on plain TCP;
+  one more copy, 0.44 CPU s/GB): if the sum of the bytes sent differs from the first, the
+  part fails before its last byte is sent, so the store never holds a whole body nobody
+  summed.
+
+A part no larger than the worker's buffer is read once and sent from it.
 """
 
 from __future__ import annotations
@@ -39,8 +45,11 @@ def run_part(ctx: PartContext, job: ObjectJob, part: Part) -> object:
         crc = native.file_crc(fd, part.offset, n, buf)
     except native.ShortFile:
         raise IntegrityError(f"{job.plan.src_path} shrank during upload") from None
-    limit = ctx.run.limit_for(job.plan.dst_ep)
+    ep = job.plan.dst_ep
+    limit = ctx.run.limit_for(ep)
     step = SLICE if limit is None else 1 << 20
+    store_checks = (ctx.run.checksums and ep is not None and ep.supports_crc32c is not False
+                    and ep.verifies_crc32c is True)
 
     if n <= len(buf):     # read once: the checksum pass left the whole part in buf
         def send_body(conn: Connection) -> None:
@@ -48,6 +57,14 @@ def run_part(ctx: PartContext, job: ObjectJob, part: Part) -> object:
                 limit(n)
             conn.send(buf[:n])
             ctx.moved(n)
+    elif store_checks:    # the store refuses a body that does not match the header
+        def send_body(conn: Connection) -> None:
+            for off in range(0, n, step):
+                k = min(step, n - off)
+                if limit is not None:
+                    limit(k)
+                conn.send_file(fd, part.offset + off, k, buf)
+                ctx.moved(k)
     else:
         def send_body(conn: Connection) -> None:
             # all but the last byte, summed as sent; the last one only if the sums agree:
