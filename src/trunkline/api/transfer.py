@@ -88,9 +88,11 @@ def _dst_endpoint(job: ObjectJob):
 def _probe_destination(d: Location, opts: TransferOptions):
     """The destination store's capabilities (probed once per endpoint and process), or
     None for a local destination, with checksums off, or with TRUNKLINE_PROBE=0."""
+    if d.is_local or not opts.checksums:
+        return None
     from ..storage import capabilities
 
-    if d.is_local or not opts.checksums or not capabilities.enabled():
+    if not capabilities.enabled():
         return None
     from ..config import resolve_endpoint
     from ..storage.s3 import S3Endpoint

@@ -94,8 +94,11 @@ def receive_to_file(conn: Connection, n: int, fd: int, offset: int, buf: memoryv
     while got < n:
         k = min(NATIVE_SLICE, n - got)
         try:
-            crc, writer.dfd = native.recv_to_file(sock, fd, offset + got, k, buf,
-                                                  direct_fd=writer.dfd, crc=crc)
+            dfd = writer.dfd
+            crc, left = native.recv_to_file(sock, fd, offset + got, k, buf,
+                                            direct_fd=dfd, crc=crc)
+            if dfd is not None and left is None:
+                writer.direct_refused()   # closed with the writer, never under a neighbour
         except ConnectionError as e:
             conn.direct_failed()
             raise conn.cut_short(ConnectionClosed(f"body truncated: {e}")) from None

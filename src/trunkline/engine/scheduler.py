@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from ..errors import ProtocolError, SourceChanged
 from ..options import TransferOptions
 from ..results import Failure, Unverified
+from ..storage.partial import DirSync
 from ..storage.s3 import S3Endpoint
 from ..telemetry.snapshot import Snapshot
 from ..units import MiB, human_bytes
@@ -130,7 +131,7 @@ class Runner:
             stop=self._stop, memory=self.mem, journal=journal, resumed_run=resumed,
             journal_created=self.journal_created, pool_for=self.conns.pool_for,
             limit_for=self.limit_for, ensure_dir=self.ensure_dir,
-            require_verified=opts.require_verified)
+            require_verified=opts.require_verified, dir_sync=DirSync())
         self.completion = Completion(self.context)
         self._workers: list[threading.Thread] = []
 

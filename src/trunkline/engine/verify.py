@@ -23,12 +23,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from botocore.exceptions import BotoCoreError
-
 from ..errors import SourceChanged
 from ..results import Mismatch, Unverified
 from ..storage import s3_data
-from ..storage.s3 import S3Endpoint, S3Error
+from ..storage.s3 import S3Endpoint, S3Error, is_botocore_error
 from ..url import Location
 from ..wire.connection import Connection
 from .checksums import ALGORITHMS, Expectation, PartDigest, expectation, verdict
@@ -289,7 +287,11 @@ class Verifier:
             return None, "size"
         try:
             v = compare_entries(self.src, self.dst, s, d, self.eps, allow_stream=self.read)
-        except (S3Error, OSError, BotoCoreError, ValueError) as e:
+        except (S3Error, OSError, ValueError) as e:
+            return Mismatch("error", rel, str(e)), None
+        except Exception as e:
+            if not is_botocore_error(e):   # a profile or credential source that failed
+                raise
             return Mismatch("error", rel, str(e)), None
         if v.same is None:
             return Unverified(rel, v.how), None

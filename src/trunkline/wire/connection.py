@@ -17,15 +17,19 @@ from __future__ import annotations
 
 import os
 import socket
-import ssl
 import struct
+import sys
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..errors import ConnectionClosed, ProtocolError, ReadTimeout, TooSlow
 from . import speed_guard, tcpinfo
 from .http1 import Framing, ResponseHead, body_reader, parse_response_head, response_framing
 from .speed_guard import SpeedGuard
+
+if TYPE_CHECKING:   # ssl is loaded by whoever made a TLS context (plain TCP needs none)
+    import ssl
 
 __all__ = ["Connection", "ConnectionClosed", "ConnectionStats", "ReadTimeout"]
 
@@ -129,10 +133,11 @@ class Connection:
 
     @property
     def reusable(self) -> bool:
-        """Open, not failed, kept alive by the server, and its last exchange complete
-        (response read to the end of its body): it may carry the next request."""
+        """Open, not failed, kept alive by the server, its last exchange complete
+        (response read to the end of its body) and nothing past that body received: it
+        may carry the next request."""
         return (self.sock is not None and not self._broken and self._keep_alive
-                and not self._in_flight)
+                and not self._in_flight and self._pend_end == self._pend_start)
 
     @property
     def usable(self) -> bool:
@@ -196,6 +201,43 @@ class Connection:
             self.send(buf[:n])
             offset += n
 
+    def send_file_summed(self, fd: int, offset: int, count: int, buf: memoryview,
+                         crc: int = 0) -> int:
+        """Send ``count`` bytes of file ``fd`` from ``offset``, read through ``buf``; returns
+        the CRC32C of the bytes that went on the wire (extended from ``crc``), so the
+        caller can hold them against the sum its request head announced. On plain TCP the
+        compiled loop reads, sums and sends with the interpreter lock released
+        (``trunkline.native``; its Python loop where it is not built)."""
+        from .. import native
+        from ..native.crc import crc32c
+
+        if self.sock is None:
+            self.connect()
+        assert self.sock is not None
+        try:
+            if self.plain:
+                out = native.file_to_sock(fd, self.sock, offset, count, buf, crc=crc)
+                self.stats.bytes_out += count
+                return out
+            done = 0
+            while done < count:
+                k = os.preadv(fd, [buf[: min(len(buf), count - done)]], offset + done)
+                if k == 0:
+                    raise native.ShortFile(f"file ended after {done} of {count} bytes")
+                crc = crc32c(buf[:k], crc)
+                self.send(buf[:k])
+                done += k
+            return crc
+        except native.ShortFile as e:
+            self._broken = True
+            raise ConnectionClosed(f"file shorter than expected while sending: {e}") from None
+        except TimeoutError as e:
+            self._broken = True
+            raise ReadTimeout(f"send timed out: {e}") from None
+        except OSError:
+            self._broken = True
+            raise
+
     # -- receiving ---------------------------------------------------------------------
 
     def _recv_raw(self, mv: memoryview, waitall: bool) -> int:
@@ -208,11 +250,11 @@ class Connection:
         except BlockingIOError as e:  # SO_RCVTIMEO expired
             self._broken = True
             raise self.cut_short(ReadTimeout(f"no data for {self.read_timeout:g}s")) from e
-        except ssl.SSLError as e:
-            self._broken = True
-            raise self.cut_short(ConnectionClosed(f"TLS error: {e}")) from e
         except OSError as e:
             self._broken = True
+            tls = sys.modules.get("ssl")
+            if self.tls is not None and tls is not None and isinstance(e, tls.SSLError):
+                raise self.cut_short(ConnectionClosed(f"TLS error: {e}")) from e
             raise self.cut_short(e) from None
         if n == 0 and len(mv):
             self._broken = True   # the peer closed: nothing more can come on this socket
@@ -229,7 +271,7 @@ class Connection:
             raise ConnectionClosed("not connected")
         if self._pend_end > self._pend_start:
             # bytes beyond the previous response's body: the peer sent more than it framed
-            self.usable = False
+            self._broken = True
             raise ProtocolError("bytes after the end of the previous response")
         buf = self._head
         mv = memoryview(buf)
