@@ -15,6 +15,7 @@ import errno
 import os
 import socket
 
+from ..errors import TrunklineError
 from .crc import _c_extend
 from .crc import crc32c as _crc_extend_value
 
@@ -34,7 +35,7 @@ NATIVE = _hotpath is not None and os.environ.get("TRUNKLINE_NATIVE", "1") != "0"
 """Whether the compiled loop is in use."""
 
 
-class ShortFile(ConnectionError):
+class ShortFile(TrunklineError, ConnectionError):
     """The file ended before the range asked for (it shrank under us)."""
 
 
