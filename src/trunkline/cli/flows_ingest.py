@@ -8,17 +8,11 @@ import os
 import signal
 import sys
 import threading
-import traceback
-from pathlib import Path
 
 import click
 
-
-def _fail(debug: bool, code: int, e: BaseException) -> None:
-    if debug:
-        traceback.print_exc()
-    click.echo(f"trunkline: error: {e}", err=True)
-    sys.exit(code)
+from .flows_common import STORE_HELP, STORE_METAVAR, StoreLocation, open_store, warn_skipped
+from .flows_common import fail as _fail
 
 
 def _hostport(spec: str) -> tuple[str, int]:
@@ -34,8 +28,8 @@ def _hostport(spec: str) -> tuple[str, int]:
 @click.option("--listen", "listens", multiple=True, required=True, metavar="HOST:PORT",
               help="UDP address to receive NetFlow/IPFIX/sFlow on (repeatable; any protocol "
                    "on any port).")
-@click.option("--store", "store_dir", required=True, type=click.Path(file_okay=False),
-              help="Flow store directory (Parquet partitioned by day).")
+@click.option("--store", "store_dir", required=True, type=StoreLocation(),
+              metavar=STORE_METAVAR, help=STORE_HELP)
 @click.option("--metrics", default=None, metavar="HOST:PORT",
               help="Serve Prometheus metrics at http://HOST:PORT/metrics.")
 @click.option("--batch-records", default=250_000, show_default=True,
@@ -68,15 +62,13 @@ def collect(listens, store_dir, metrics, batch_records, flush_interval, rcvbuf,
     """Receive flows over UDP and store them; SIGINT/SIGTERM flushes and exits."""
     from ..flows.sources.collector import Collector, CollectorConfig
     from ..flows.sources.metrics import serve_metrics
-    from ..flows.store import FlowStore
-
     cfg = CollectorConfig([_hostport(s) for s in listens], batch_records=batch_records,
                           flush_interval_s=flush_interval, rcvbuf_bytes=rcvbuf,
                           template_budget_bytes=template_budget << 20,
                           exporter_quota_bytes=exporter_quota << 20,
                           template_changes_per_s=template_churn)
-    store = FlowStore(store_dir, time_window_s=time_window,
-                      max_partitions_per_write=max_partitions)
+    store = open_store(store_dir, debug, time_window_s=time_window,
+                       max_partitions_per_write=max_partitions)
     workers = workers or os.cpu_count() or 1
     try:
         if workers > 1:
@@ -154,7 +146,8 @@ def _mapping(pairs: tuple[str, ...]) -> dict[str, str]:
 
 @click.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--store", "store_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--store", "store_dir", required=True, type=StoreLocation(),
+              metavar=STORE_METAVAR, help=STORE_HELP)
 @click.option("--port", "ports", multiple=True, type=int,
               help="Only UDP datagrams to this port (captures; repeatable).")
 @click.option("--map", "maps", multiple=True, metavar="COLUMN=LOGCOLUMN",
@@ -167,16 +160,15 @@ def _mapping(pairs: tuple[str, ...]) -> dict[str, str]:
 def ingest(files, store_dir, ports, maps, time_window, as_json, debug):
     """Decode pcap/pcapng captures of exports, CSV/Parquet flow logs or nfdump CSV
     into the store (captures in the order given: templates first)."""
+    from ..errors import TrunklineError
     from ..flows.sources.ingest import ingest_files
-    from ..flows.store import FlowStore
 
+    store = open_store(store_dir, debug, time_window_s=time_window)
     try:
-        out = ingest_files(files, FlowStore(store_dir, time_window_s=time_window),
-                           ports=set(ports) or None,
-                           mapping=_mapping(maps))
+        out = ingest_files(files, store, ports=set(ports) or None, mapping=_mapping(maps))
     except (ValueError, KeyError) as e:
         _fail(debug, 2, e)
-    except OSError as e:
+    except (OSError, TrunklineError) as e:
         _fail(debug, 1, e)
     if as_json:
         click.echo(json.dumps(out, indent=1))
@@ -200,7 +192,8 @@ def _jsonable(v):
 
 @click.command()
 @click.argument("query")
-@click.option("--store", "store_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--store", "store_dir", required=True, type=StoreLocation(),
+              metavar=STORE_METAVAR, help=STORE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="One JSON array of objects.")
 @click.option("--debug", is_flag=True)
 def sql(query, store_dir, as_json, debug):
@@ -209,12 +202,16 @@ def sql(query, store_dir, as_json, debug):
 
     import duckdb
 
-    from ..flows.store import FlowStore
+    from ..errors import TrunklineError
 
+    store = open_store(store_dir, debug)
     try:
-        table = FlowStore(store_dir).query(query)
+        table = store.query(query)
     except duckdb.Error as e:
         _fail(debug, 2, str(e).splitlines()[0])
+    except (OSError, TrunklineError) as e:
+        _fail(debug, 1, e)
+    warn_skipped(store)
     if as_json:
         cols = [_pylist(c) for c in table.columns]
         rows = [{k: _jsonable(v) for k, v in zip(table.column_names, r, strict=True)}
@@ -240,28 +237,37 @@ def _pylist(col) -> list:
 
 
 @click.command()
-@click.option("--store", "store_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--store", "store_dir", required=True, type=StoreLocation(),
+              metavar=STORE_METAVAR, help=STORE_HELP)
 @click.option("--json", "as_json", is_flag=True)
-def status(store_dir, as_json):
-    """Counters of the last (or running) collector on this store, and the store's size."""
+@click.option("--debug", is_flag=True)
+def status(store_dir, as_json, debug):
+    """Counters of the last (or running) collector on this store (on this host), and the
+    store's size."""
+    from ..errors import TrunklineError
+    from ..flows.lake import RAW
     from ..flows.sources.collector import read_status
-    from ..flows.store import FlowStore
 
-    store = FlowStore(store_dir)
-    snap = read_status(Path(store_dir)) or {}
-    files = store.files()
-    records = store.query("SELECT count(*) AS n FROM flows").column("n")[0].as_py() \
-        if files else 0
-    q = store.quarantine()
+    store = open_store(store_dir, debug)
+    try:
+        snap = read_status(store.status_dir) or {}
+        files = store.listing().data(RAW)
+        records = store.query("SELECT count(*) AS n FROM flows").column("n")[0].as_py() \
+            if files else 0
+        skipped = dict(store.skipped)
+        q = store.quarantine()
+    except (OSError, TrunklineError) as e:
+        _fail(debug, 1, e)
     snap["store"] = {"files": len(files), "records": records,
-                     "bytes": sum(f.stat().st_size for f in files),
-                     "quarantined_records": q.num_rows}
+                     "bytes": sum(f.size for f in files),
+                     "quarantined_records": q.num_rows, "skipped_keys": skipped}
     if as_json:
         click.echo(json.dumps(snap, indent=1, sort_keys=True))
         return
     st = snap["store"]
     click.echo(f"store {store_dir}: {st['records']} records in {st['files']} files "
-               f"({st['bytes']} bytes); {st['quarantined_records']} quarantined")
+               f"({st['bytes']} bytes); {st['quarantined_records']} quarantined"
+               + (f"; skipped keys {st['skipped_keys']}" if st["skipped_keys"] else ""))
     col = snap.get("collector")
     if col:
         state = col.get("state") or ("running" if col.get("running") else "stopped")

@@ -9,9 +9,13 @@ import traceback
 
 import click
 
+from .flows_common import STORE_HELP, STORE_METAVAR, StoreLocation, open_store, warn_skipped
+
 
 def _run(debug: bool, fn, *args, **kw):
     """Usage/data errors exit 2, I/O errors 1, each as one line (traceback with --debug)."""
+    from ..errors import TrunklineError
+
     try:
         return fn(*args, **kw)
     except (ValueError, KeyError) as e:
@@ -19,7 +23,7 @@ def _run(debug: bool, fn, *args, **kw):
             traceback.print_exc()
         click.echo(f"trunkline: error: {e}", err=True)
         sys.exit(2)
-    except OSError as e:
+    except (OSError, TrunklineError) as e:
         if debug:
             traceback.print_exc()
         click.echo(f"trunkline: error: {e}", err=True)
@@ -79,7 +83,8 @@ def classify(query, enrich_data, taxonomy, metros, asn_mmdb, debug, as_json):
 
 @click.command()
 @click.option("--quarter", required=True, help="Quarter to simulate, e.g. 2025Q4.")
-@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Flow store directory.")
+@click.option("--out", "out", required=True, type=StoreLocation(), metavar=STORE_METAVAR,
+              help="The flow store to write: " + STORE_HELP)
 @click.option("--flows", "n_flows", type=click.IntRange(1, 200_000_000), default=1_500_000, show_default=True,
               help="Flow records for the quarter.")
 @click.option("--previous/--no-previous", default=True, show_default=True,
@@ -91,11 +96,10 @@ def simulate(quarter, out, n_flows, previous, seed, enrich_data, taxonomy, metro
     from ..flows.simulate import PREVIOUS_SHIFT
     from ..flows.simulate import simulate as sim
     from ..flows.stats import Quarter
-    from ..flows.store import FlowStore
 
     q = _run(debug, Quarter.parse, quarter)
     e = _run(debug, _enricher, enrich_data, taxonomy, metros, asn_mmdb)
-    store = FlowStore(out)
+    store = open_store(out, debug)
     if previous:
         r = _run(debug, sim, q.prev(), store, e, max(n_flows // 2, 1), seed, 0.5, PREVIOUS_SHIFT)
         click.echo(f"{q.prev()}: {r.flows:,} simulated flows ({r.elephant_sessions} elephant sessions) "
@@ -131,7 +135,8 @@ def elephant_options(f):
 
 
 @click.command()
-@click.option("--store", "store_dir", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--store", "store_dir", required=True, type=StoreLocation(must_exist=True),
+              metavar=STORE_METAVAR, help=STORE_HELP)
 @click.option("--quarter", required=True, help="e.g. 2025Q4 (the previous quarter gives the change).")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Output directory.")
 @click.option("--sites", type=click.Path(dir_okay=False), default=None,
@@ -147,7 +152,6 @@ def report(store_dir, quarter, out, sites, home_country, top, rate_on, rate_off,
     from ..flows.enrich.sites import load_regions, load_sites
     from ..flows.report import write_report
     from ..flows.stats import Quarter
-    from ..flows.store import FlowStore
 
     t0 = time.perf_counter()
     q = _run(debug, Quarter.parse, quarter)
@@ -155,8 +159,10 @@ def report(store_dir, quarter, out, sites, home_country, top, rate_on, rate_off,
     e = _run(debug, _enricher, enrich_data, taxonomy, metros, asn_mmdb)
     site_map = _run(debug, load_sites, sites)
     region_map = _run(debug, load_regions, sites)
-    r = _run(debug, write_report, FlowStore(store_dir), q, e, out, thresholds=th, sites=site_map,
+    store = open_store(store_dir, debug)
+    r = _run(debug, write_report, store, q, e, out, thresholds=th, sites=site_map,
              regions=region_map, home_country=home_country, top_n=top)
+    warn_skipped(store)
     label = " SIMULATED" if r["simulated"] else ""
     click.echo(f"{q}{label}: {r['totals']['flows']:,} flows, {r['unique_endpoints']['all']:,} peers, "
                f"{r['elephants']['count']:,} elephants; report in {out}/report.html "
@@ -164,7 +170,8 @@ def report(store_dir, quarter, out, sites, home_country, top, rate_on, rate_off,
 
 
 @click.command()
-@click.option("--store", "store_dir", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--store", "store_dir", required=True, type=StoreLocation(must_exist=True),
+              metavar=STORE_METAVAR, help=STORE_HELP)
 @click.option("--quarter", default=None, help="Limit to a quarter, e.g. 2025Q4 (default: all flows).")
 @click.option("--top", type=click.IntRange(1, 100000), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the episodes as JSON.")
@@ -178,11 +185,12 @@ def elephants(store_dir, quarter, top, as_json, rate_on, rate_off, min_bytes, mi
     from ..flows.elephants import find
     from ..flows.report.charts import human_bits
     from ..flows.stats import Quarter, prepare
-    from ..flows.store import FlowStore
 
     th = _run(debug, _thresholds, rate_on, rate_off, min_bytes, min_duration, interval)
     e = _run(debug, _enricher, enrich_data, taxonomy, metros, asn_mmdb)
-    con = FlowStore(store_dir).connect()
+    store = open_store(store_dir, debug)
+    con = _run(debug, store.connect)
+    warn_skipped(store)
     if quarter:
         q = _run(debug, Quarter.parse, quarter)
         start, end = q.start, q.end
