@@ -103,9 +103,8 @@ class FlowStore:
             if table.num_rows == 0:
                 return 0
         days = pc.strftime(table.column("time_start"), format="%Y-%m-%d")
-        for day in pc.unique(days).to_pylist():
-            part = table.filter(pc.equal(days, day))
-            self._write_file(self.root / f"day={day}", part)
+        lk.write_many(self.lake, ((f"day={day}", table.filter(pc.equal(days, day)))
+                                  for day in pc.unique(days).to_pylist()))
         return table.num_rows
 
     def _sanity(self, table: pa.Table, ref: np.ndarray | None,
@@ -153,6 +152,10 @@ class FlowStore:
     def _write_file(self, d: PurePath | str, table: pa.Table) -> None:
         """Write ``table`` as one new file in directory ``d`` (under ``self.root``, or
         relative to it)."""
+        lk.write_parquet(self.lake, self._rel(d), table)
+
+    def _rel(self, d: PurePath | str) -> str:
+        """A directory under the root (or relative to it) as a '/'-path relative to it."""
         d = PurePath(d)
         for base in (self.root, PurePath(self.lake.base)):
             try:
@@ -164,7 +167,7 @@ class FlowStore:
             if d.is_absolute():
                 raise ValueError(f"{d} is outside the store {self.location}")
             rel = d
-        lk.write_parquet(self.lake, rel.as_posix() if str(rel) != "." else "", table)
+        return rel.as_posix() if str(rel) != "." else ""
 
     def listing(self) -> lk.Listing:
         """Every key of the store, classified (data by level and day; skipped by reason)."""
