@@ -229,3 +229,63 @@ def test_a_listing_with_escaping_keys_is_skipped_and_counted(tmp_path, monkeypat
         t = store.query("SELECT count(*) AS n, sum(bytes) AS b FROM flows")
         assert t.to_pylist() == [{"n": 100, "b": sum(range(40)) + sum(range(100, 160))}]
         assert dict(store.skipped) == {"unsafe": 5}
+
+
+@pytest.mark.timeout(120)
+def test_collect_with_two_workers_and_ingest_into_s3(aws_env, shared_data, tmp_path):
+    """The collector forks its workers after making the store: each opens S3 itself (the
+    AWS SDK must not be initialised before a fork). Its status lives on this host."""
+    import signal
+    import socket
+    import time
+
+    from trunkline.flows.decode import FlowDecoder
+    from trunkline.flows.sources.pcap import read_udp
+
+    aws_env.create_bucket("lake-collect")
+    lake = "s3://lake-collect/edge"
+    nf = shared_data / "flows/netflow"
+    payloads = [d.payload for f in ("samplingrate-template.pcap", "samplingrate-data.pcap")
+                for d in read_udp(nf / f)]
+    dec = FlowDecoder()
+    for p in payloads:
+        dec.feed(p, "x")
+    per_exporter = dec.flush().num_rows
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "trunkline.cli.main", "flows", "collect",
+                             "--store", lake, "--listen", f"127.0.0.1:{port}",
+                             "--flush-interval", "60", "--workers", "2"],
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    exporters = [f"127.0.0.{i}" for i in range(2, 8)]
+    try:
+        assert "with 2 workers" in proc.stderr.readline()
+        for src in exporters:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+                tx.bind((src, 0))
+                for p in payloads:
+                    tx.sendto(p, ("127.0.0.1", port))
+                    time.sleep(0.01)
+        time.sleep(2.5)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, proc.stderr.read()
+    got = FlowStore(lake).query("SELECT exporter, count(*) AS n FROM flows GROUP BY 1")
+    assert dict(zip(*got.to_pydict().values(), strict=True)) == {
+        e: per_exporter for e in exporters}
+    st = json.loads(_run("flows", "status", "--store", lake, "--json").output)
+    assert st["collector"]["written_records"] == per_exporter * len(exporters)
+    assert st["store"]["records"] == per_exporter * len(exporters)
+    # ingest of captures into the same prefix, beside the collector's files
+    files = [nf / "nfv5.pcap", nf / "template.pcap", nf / "data.pcap"]
+    out = _run("flows", "ingest", *map(str, files), "--store", lake).output
+    n = int(out.split()[0])
+    assert n > 0
+    total = FlowStore(lake).query("SELECT count(*) AS n FROM flows").column("n")[0].as_py()
+    assert total == per_exporter * len(exporters) + n
