@@ -20,10 +20,11 @@ test: setup
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
-	# the compiled hot loop off: the same integrity, fault and resume tests on the Python loop
+	# the compiled hot loops off: the same integrity, fault and resume tests on the Python
+	# loop, and the collector's receive process on its recvfrom loop
 	TRUNKLINE_NATIVE=0 $(PY) -m pytest -q tests/integration/test_mover_hostile.py \
 	  tests/integration/test_mover_faults.py tests/integration/test_mover_resume.py \
-	  tests/integration/test_direct_io.py
+	  tests/integration/test_direct_io.py tests/integration/test_flows_udp.py
 
 test-unit: setup
 	$(PY) -m pytest -q tests/unit

@@ -1,7 +1,9 @@
-"""The compiled hot path (trunkline.native._hotpath); everything else is in pyproject.toml.
+"""The compiled hot paths; everything else is in pyproject.toml.
 
-optional=True: where no C compiler is at hand the package still installs and the mover
-runs its Python loop (trunkline.native says which one is in use).
+trunkline.native._hotpath: the mover's per-part loops. trunkline.flows.sources._udp: the
+collector's batch receive (recvmmsg). optional=True: where no C compiler is at hand the
+package still installs and each runs its Python loop (``NATIVE`` in each module's face
+says which one is in use).
 """
 
 from setuptools import Extension, setup
@@ -13,6 +15,12 @@ setup(
             ["src/trunkline/native/_hotpath.c"],
             extra_compile_args=["-O2", "-std=c11", "-Wall"],
             optional=True,
-        )
+        ),
+        Extension(
+            "trunkline.flows.sources._udp",
+            ["src/trunkline/flows/sources/_udp.c"],
+            extra_compile_args=["-O2", "-std=gnu11", "-Wall"],
+            optional=True,
+        ),
     ]
 )

@@ -53,6 +53,9 @@ def tool_argv(tool: str, bins: dict[str, str], ds: str, dst: Path, endpoint: str
     url = f"s3://{BUCKET}/{ds}/"
     if tool == "trunkline":
         return [bins["trunkline"], "cp", "-r", "-q", "--no-resume", url, f"{dst}/"]
+    if tool == "trunkline_base":   # another tree (--base-src), same interpreter
+        return [sys.executable, "-m", "trunkline.cli.main", "cp", "-r", "-q", "--no-resume",
+                url, f"{dst}/"]
     if tool == "s5cmd":
         return [bins["s5cmd"], "--endpoint-url", endpoint, "cp", f"{url}*", f"{dst}/"]
     if tool == "rclone":
@@ -86,9 +89,11 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--trunkline-args", default="", help="extra args for trunkline cp")
+    ap.add_argument("--base-src", default=None,
+                    help="tool trunkline_base: this src/ dir (e.g. main's) on PYTHONPATH")
     a = ap.parse_args()
     tools = a.tools.split(",")
-    bins = {t: venv_bin(t) for t in tools}
+    bins = {t: venv_bin(t) if t != "trunkline_base" else sys.executable for t in tools}
     missing = [t for t, b in bins.items() if not b]
     if missing or shutil.which("nginx") is None:
         sys.exit(f"missing: {missing or ''} {'nginx' if not shutil.which('nginx') else ''}")
@@ -116,8 +121,11 @@ def main() -> int:
                         argv = tool_argv(tool, bins, name, dst, origin.endpoint_url)
                         if tool == "trunkline" and a.trunkline_args:
                             argv[2:2] = a.trunkline_args.split()
+                        tenv = env
+                        if tool == "trunkline_base":
+                            tenv = dict(env, PYTHONPATH=str(Path(a.base_src).resolve()))
                         cpu0 = origin.cpu_seconds()
-                        m = run_measured(argv, env=env, log_dir=work / "logs",
+                        m = run_measured(argv, env=tenv, log_dir=work / "logs",
                                          tag=f"{name}-{tool}-{r}", timeout=600)
                         server_cpu = origin.cpu_seconds() - cpu0
                         ok = m.exit_code == 0 and all(

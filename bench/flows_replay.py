@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -38,9 +39,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+import pyarrow.parquet as pq  # noqa: E402
+
 from trunkline.flows.decode import FlowDecoder  # noqa: E402
 from trunkline.flows.sources.pcap import read_udp  # noqa: E402
-from trunkline.flows.store import FlowStore  # noqa: E402
 
 SHARED = Path(os.environ.get("TRUNKLINE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 TICK = os.sysconf("SC_CLK_TCK")
@@ -87,24 +89,48 @@ class Peer:
 
     def count(self, out: Path) -> int: ...
 
+    def details(self, out: Path) -> dict:
+        return {}
+
 
 class Trunkline(Peer):
-    def __init__(self, workers: int):
-        self.workers = workers
-        self.name = f"trunkline {workers}w"
+    def __init__(self, workers: int, receiver: str = "process"):
+        self.workers, self.receiver = workers, receiver
+        self.name = f"trunkline {workers}w" + ("" if receiver == "process" else f" {receiver}")
 
     def start(self, port, out):
         p = subprocess.Popen([sys.executable, "-m", "trunkline.cli.main", "flows", "collect",
                               "--listen", f"127.0.0.1:{port}", "--store", str(out),
                               "--flush-interval", "60", "--batch-records", "500000",
-                              "--workers", str(self.workers)], stderr=subprocess.PIPE,
-                             text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
-        p.stderr.readline()
-        return p
+                              "--workers", str(self.workers), "--receiver", self.receiver],
+                             stderr=subprocess.DEVNULL,
+                             env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+        deadline = time.monotonic() + 60  # ready: every worker's sockets are being read
+        while time.monotonic() < deadline and p.poll() is None:
+            st = self.status(out)
+            if st and st.get("receiver", {}).get("ready", 0) >= self.workers:
+                return p
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} did not start (exit {p.poll()})")
+
+    @staticmethod
+    def status(out: Path) -> dict | None:
+        try:
+            return json.loads((out / "_collector_status.json").read_text())["collector"]
+        except (OSError, ValueError, KeyError):
+            return None
 
     def count(self, out):
-        s = FlowStore(out)
-        return s.query("SELECT count(*) FROM flows").column(0)[0].as_py() if s.files() else 0
+        # Parquet footers only: no DuckDB needed (the device machine may lack it)
+        return sum(pq.ParquetFile(f).metadata.num_rows for f in out.glob("day=*/*.parquet"))
+
+    def details(self, out):
+        st = self.status(out) or {}
+        rx = st.get("receiver", {})
+        return {"socket_drops": st.get("socket_drops"), "written": st.get("written_records"),
+                "rcvbuf_granted_bytes": st.get("rcvbuf_granted_bytes"),
+                "peak_queued_bytes": rx.get("peak_queued_bytes"),
+                "quarantined": sum(st.get("quarantined", {}).values())}
 
 
 class Nfcapd(Peer):
@@ -161,40 +187,68 @@ class Nfacctd(Peer):
         return round(pk / self.ppr["packets"] * self.ppr["records"])
 
 
-def replay(dgrams: list[bytes], port: int, rate: int, seconds: float,
-           exporters: int) -> dict:
-    """Send at ``rate`` for ``seconds``, round-robin from ``exporters`` sockets on
-    distinct loopback addresses (a collector hears many routers; SO_REUSEPORT spreads
-    them over workers by source address and port, so one exporter would use one worker)."""
+def _send(dgrams: list[bytes], port: int, rate: float, seconds: float, addrs: list[str],
+          first: int, step: int, conn) -> None:
+    """One sender: datagrams first, first+step, ... of the replay, at ``rate``."""
     txs = []
-    for k in range(exporters):
+    for a in addrs:
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind((f"127.0.0.{10 + k}", 0))
+        s.bind((a, 0))
         txs.append(s)
     n = int(rate * seconds)
-    burst = max(1, rate // 500)
+    burst = max(1, int(rate) // 500)
+    conn.recv()  # all senders start together
     c0, t0 = time.process_time(), time.monotonic()
     dest = ("127.0.0.1", port)
+    nd, nt = len(dgrams), len(txs)
     for i in range(n):
-        txs[i % exporters].sendto(dgrams[i % len(dgrams)], dest)
+        txs[i % nt].sendto(dgrams[(first + i * step) % nd], dest)
         if i % burst == burst - 1:
             d = t0 + (i + 1) / rate - time.monotonic()
             if d > 0:
                 time.sleep(d)
-    wall = time.monotonic() - t0
+    conn.send((n, time.monotonic() - t0, time.process_time() - c0))
     for s in txs:
         s.close()
-    return {"sent": n, "achieved_pps": round(n / wall), "replayer_cpu_s":
-            round(time.process_time() - c0, 3), "wall_s": round(wall, 3)}
+
+
+def replay(dgrams: list[bytes], port: int, rate: int, seconds: float,
+           exporters: int, senders: int = 1) -> dict:
+    """Send at ``rate`` for ``seconds``, round-robin from ``exporters`` sockets on
+    distinct loopback addresses (a collector hears many routers; SO_REUSEPORT spreads
+    them over workers by source address and port, so one exporter would use one worker),
+    split over ``senders`` processes (one Python process sends ~100k datagrams/s at most)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    senders = max(1, min(senders, exporters))
+    procs, conns = [], []
+    for k in range(senders):
+        mine, theirs = ctx.Pipe()
+        addrs = [f"127.0.0.{10 + e}" for e in range(k, exporters, senders)]
+        p = ctx.Process(target=_send, args=(dgrams, port, rate / senders, seconds, addrs, k,
+                                            senders, theirs))
+        p.start()
+        procs.append(p)
+        conns.append(mine)
+    for c in conns:
+        c.send(None)
+    res = [c.recv() for c in conns]
+    for p in procs:
+        p.join()
+    n = sum(r[0] for r in res)
+    wall = max(r[1] for r in res)
+    return {"sent": n, "achieved_pps": round(n / wall), "senders": senders,
+            "replayer_cpu_s": round(sum(r[2] for r in res), 3), "wall_s": round(wall, 3)}
 
 
 def run_one(peer: Peer, dgrams: list[bytes], per_dgram: int, rate: int, seconds: float,
-            tmp: Path, tag: str, exporters: int) -> dict:
+            tmp: Path, tag: str, exporters: int, senders: int) -> dict:
     port = free_port()
     out = tmp / f"{peer.name.replace(' ', '_')}-{rate}-{tag}"
     p = peer.start(port, out)
     cpu0, _ = tree_usage(p.pid)  # start-up (imports, config) is not per-record work
-    r = replay(dgrams, port, rate, seconds, exporters)
+    r = replay(dgrams, port, rate, seconds, exporters, senders)
     time.sleep(1.5)
     cpu, hwm = tree_usage(p.pid)
     cpu -= cpu0
@@ -206,7 +260,9 @@ def run_one(peer: Peer, dgrams: list[bytes], per_dgram: int, rate: int, seconds:
     time.sleep(0.3)
     got = peer.count(out)
     want = r["sent"] * per_dgram
-    return {"peer": peer.name, "rate_pps": rate, **r, "expected_records": want,
+    details = peer.details(out)
+    shutil.rmtree(out, ignore_errors=True)  # bounded disk, run after run
+    return {"peer": peer.name, "rate_pps": rate, **r, **details, "expected_records": want,
             "records": got, "lost": want - got, "cpu_s": round(cpu, 3),
             "cpu_total_s": round(total, 3), "peak_rss_kib": hwm,
             "cpu_us_per_record": round(total / got * 1e6, 3) if got else None}
@@ -221,8 +277,15 @@ def main() -> None:
     ap.add_argument("--exporters", type=int, default=8)
     ap.add_argument("--peers", default="trunkline,nfacctd,nfcapd",
                     help="which collectors to run (comma-separated)")
+    ap.add_argument("--receivers", default="process",
+                    help="trunkline receive modes to run: process, inline or both")
+    ap.add_argument("--senders", type=int, default=1,
+                    help="replayer processes (a many-core machine needs several)")
+    ap.add_argument("--max-wall", type=float, default=0,
+                    help="start no run past this many seconds (0: no bound)")
     ap.add_argument("--out", default="flows_replay.json")
     args = ap.parse_args()
+    began = time.monotonic()
     dgrams = [d.payload for d in read_udp(SHARED / "flows/netflow/nfv5.pcap")]
     d = FlowDecoder()
     d.feed(dgrams[0], "x")
@@ -230,8 +293,8 @@ def main() -> None:
     per = t.num_rows
     ppr = {"records": per, "packets": sum(t.column("packets").to_pylist())}
     wanted = set(args.peers.split(","))
-    peers = ([Trunkline(int(w)) for w in args.workers.split(",")] if "trunkline" in wanted
-             else []) + ([Nfacctd(ppr)] if "nfacctd" in wanted else []) + (
+    peers = ([Trunkline(int(w), m) for m in args.receivers.split(",")
+              for w in args.workers.split(",")] if "trunkline" in wanted else []) + ([Nfacctd(ppr)] if "nfacctd" in wanted else []) + (
         [Nfcapd()] if "nfcapd" in wanted else [])
     rates = [int(x) for x in args.rates.split(",")]
     runs = []
@@ -239,8 +302,13 @@ def main() -> None:
         for rnd in range(args.rounds):
             for rate in rates:
                 for peer in peers:  # alternating peers at each rate
+                    if args.max_wall and time.monotonic() - began + args.step + 6 > \
+                            args.max_wall:
+                        print(f"skipped (--max-wall): {peer.name} at {rate}/s, round {rnd}",
+                              flush=True)
+                        continue
                     res = run_one(peer, dgrams, per, rate, args.step, Path(td), f"r{rnd}",
-                                  args.exporters)
+                                  args.exporters, args.senders)
                     res["round"] = rnd
                     res["load_avg"] = os.getloadavg()[0]
                     runs.append(res)
@@ -251,31 +319,47 @@ def main() -> None:
         by_rate = {}
         for rate in rates:
             x = [r for r in rs if r["rate_pps"] == rate]
+            if not x:
+                continue
+            cpu = [r["cpu_us_per_record"] for r in x if r["cpu_us_per_record"]]
             by_rate[rate] = {
                 "loss_free_rounds": sum(r["lost"] == 0 for r in x), "rounds": len(x),
                 "median_lost": statistics.median(r["lost"] for r in x),
                 "median_achieved_pps": statistics.median(r["achieved_pps"] for r in x),
-                "median_cpu_us_per_record": statistics.median(
-                    r["cpu_us_per_record"] for r in x if r["cpu_us_per_record"]) if any(
-                    r["cpu_us_per_record"] for r in x) else None,
+                "median_cpu_us_per_record": statistics.median(cpu) if cpu else None,
                 "median_peak_rss_kib": statistics.median(r["peak_rss_kib"] for r in x),
-                "median_replayer_cpu_s": statistics.median(r["replayer_cpu_s"] for r in x)}
-        ok = [rate for rate in rates if by_rate[rate]["loss_free_rounds"] == len(
-            [r for r in rs if r["rate_pps"] == rate])]
+                "median_replayer_cpu_s": statistics.median(r["replayer_cpu_s"] for r in x),
+                "median_load_avg": statistics.median(r["load_avg"] for r in x)}
+        ok = [rate for rate, b in by_rate.items() if b["loss_free_rounds"] == b["rounds"]]
         summary[peer.name] = {"max_loss_free_pps": max(ok, default=0), "by_rate": by_rate}
     out = {"machine": {"cpus": os.cpu_count()}, "records_per_datagram": per,
-           "exporters": args.exporters,
+           "exporters": args.exporters, "senders": args.senders,
            "step_s": args.step, "rounds": args.rounds, "runs": runs, "summary": summary}
     (ROOT / "bench" / "out").mkdir(exist_ok=True)
     (ROOT / "bench" / "out" / args.out).write_text(json.dumps(out, indent=1))
+    print(f"\nlost records (median of rounds; 0 = loss-free), {per} records per datagram, "
+          f"{args.step:g} s per step, {os.cpu_count()} CPUs, "
+          f"{time.monotonic() - began:.0f} s in all")
+    print("| datagrams/s | " + " | ".join(summary) + " | replayer CPU s | load |")
+    print("|---" * (len(summary) + 3) + "|")
+    for rate in rates:
+        cells = [summary[n]["by_rate"].get(rate) for n in summary]
+        have = [c for c in cells if c]
+        if not have:
+            continue
+        print(f"| {rate:,} | " + " | ".join(
+            "-" if c is None else f"{c['median_lost']:,.0f}" for c in cells)
+            + f" | {statistics.median(c['median_replayer_cpu_s'] for c in have):.2f}"
+            + f" | {statistics.median(c['median_load_avg'] for c in have):.1f} |")
     print("\n| collector | max loss-free datagrams/s (records/s) | CPU µs/record | peak RSS MiB |")
     print("|---|---|---|---|")
-    for name, s in summary.items():
-        top = s["max_loss_free_pps"]
-        b = s["by_rate"].get(top) or next(iter(s["by_rate"].values()))
+    for name, sm in summary.items():
+        top = sm["max_loss_free_pps"]
+        b = sm["by_rate"].get(top) or next(iter(sm["by_rate"].values()), None)
+        if b is None:
+            continue
         print(f"| {name} | {top:,} ({top * per:,}) | {b['median_cpu_us_per_record']} | "
               f"{b['median_peak_rss_kib'] / 1024:.0f} |")
-
 
 if __name__ == "__main__":
     main()

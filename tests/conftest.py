@@ -7,9 +7,13 @@ Ceph RGW, the JuiceFS gateway), each started once per session and only when aske
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
+import zlib
 from pathlib import Path
 
+import google_crc32c
 import pytest
 
 from trunkline.embedded_s3 import EmbeddedS3
@@ -57,13 +61,18 @@ def s3server(tmp_path_factory):
     srv.stop()
 
 
+def point_env_at(srv, monkeypatch):
+    """The AWS_* variables of ``srv``, and no user config file; returns ``srv``."""
+    for k, v in srv.env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("TRUNKLINE_CONFIG", "/nonexistent/trunkline.toml")
+    return srv
+
+
 @pytest.fixture
 def aws_env(s3server, monkeypatch):
     """The AWS_* variables of the session server, and no user config file."""
-    for k, v in s3server.env.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.setenv("TRUNKLINE_CONFIG", "/nonexistent/trunkline.toml")
-    return s3server
+    return point_env_at(s3server, monkeypatch)
 
 
 def require_tool(name: str) -> str:
@@ -120,10 +129,75 @@ def store(request):
 @pytest.fixture
 def store_env(store, monkeypatch):
     """Like ``aws_env``, for the store of this parametrisation."""
-    for k, v in store.env.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.setenv("TRUNKLINE_CONFIG", "/nonexistent/trunkline.toml")
-    return store
+    return point_env_at(store, monkeypatch)
+
+
+# -- independent references: what a test compares the mover's work with -----------------
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while b := f.read(8 << 20):
+            h.update(b)
+    return h.hexdigest()
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root``, by its path relative to it."""
+    return {p.relative_to(root).as_posix(): sha256_file(p) for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+def bucket_digest(srv, bucket: str, prefix: str) -> dict[str, str]:
+    """What an independent reader (botocore) finds under ``prefix``: sha256 by name."""
+    c = srv.client()
+    out = {}
+    for page in c.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for o in page.get("Contents", ()):
+            body = c.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
+            out[o["Key"][len(prefix):]] = hashlib.sha256(body).hexdigest()
+    return out
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def _crc64nvme(data: bytes) -> int:
+    from awscrt import checksums
+
+    return checksums.crc64nvme(data)
+
+
+_STORED = {
+    "crc32c": lambda d: _b64(google_crc32c.value(d).to_bytes(4, "big")),
+    "crc32": lambda d: _b64(zlib.crc32(d).to_bytes(4, "big")),
+    "crc64nvme": lambda d: _b64(_crc64nvme(d).to_bytes(8, "big")),
+    "sha1": lambda d: _b64(hashlib.sha1(d).digest()),
+    "sha256": lambda d: _b64(hashlib.sha256(d).digest()),
+}
+CHECKSUM_ALGOS = tuple(sorted(_STORED))
+
+
+def stored_checksum(algo: str, data: bytes) -> str:
+    """The full-object ``x-amz-checksum-<algo>`` a store must keep for ``data``, computed
+    by the libraries themselves (zlib, google-crc32c, awscrt, hashlib), not by trunkline."""
+    return _STORED[algo.lower()](data)
+
+
+def rclone_env(srv) -> dict[str, str]:
+    """rclone pointed at ``srv`` as remote ``TL:``, with no config file of the user's."""
+    return dict(
+        os.environ,
+        RCLONE_CONFIG_TL_TYPE="s3",
+        RCLONE_CONFIG_TL_PROVIDER="Other",
+        RCLONE_CONFIG_TL_ENDPOINT=srv.endpoint_url,
+        RCLONE_CONFIG_TL_ACCESS_KEY_ID=srv.access_key,
+        RCLONE_CONFIG_TL_SECRET_ACCESS_KEY=srv.secret_key,
+        RCLONE_CONFIG_TL_FORCE_PATH_STYLE="true",
+        RCLONE_CONFIG="/dev/null",
+    )
 
 
 TIERS = ("unit", "integration", "system")

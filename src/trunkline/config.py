@@ -19,7 +19,6 @@ or env var *names*; botocore resolves the values.
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +62,8 @@ def load_named_endpoints(path: Path | None = None) -> dict[str, EndpointConfig]:
     path = path or config_path()
     if not path.is_file():
         return {}
+    import tomllib  # only where a config file exists (start-up of a short copy)
+
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:

@@ -2,33 +2,21 @@
 
 Every port is chosen free at start so that several instances (parallel test runs, the
 demo beside a test) never collide, and the process group is killed on stop so that no
-server outlives its owner.
+server outlives its owner. What every embedded server shares (credentials, client,
+buckets, the start/stop frame) is ``testing/server_base.py``'s, as for RGW and JuiceFS.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
-import socket
 import subprocess
-import tempfile
-import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .testing.server_base import ACCESS_KEY, SECRET_KEY, S3ServerBase, free_port, stop_group
 from .tools import require_tool
 
-ACCESS_KEY = "trunkline-local"
-SECRET_KEY = "trunkline-local-secret"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+__all__ = ["ACCESS_KEY", "SECRET_KEY", "EmbeddedS3", "free_port", "weed_binary"]
 
 
 def _free_ports(n: int) -> list[int]:
@@ -47,7 +35,7 @@ def weed_binary() -> str:
 
 
 @dataclass
-class EmbeddedS3:
+class EmbeddedS3(S3ServerBase):
     """A running ``weed mini`` with S3 on loopback; use as a context manager."""
 
     data_dir: Path | None = None
@@ -59,12 +47,13 @@ class EmbeddedS3:
     https: bool = False          # also serve S3 over TLS (self-signed cert for 127.0.0.1)
     https_port: int = 0
     ca_file: Path | None = None
+    start_seconds: float = 0.0     # measured: until S3 answers a signed request
     proc: subprocess.Popen | None = field(default=None, repr=False)
     _owned_dir: str | None = field(default=None, repr=False)
 
-    @property
-    def endpoint_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+    name = "weed"
+    # botocore's defaults (checksums when supported), as this server's client always had
+    client_checksums = {}  # type: ignore[var-annotated]
 
     @property
     def https_url(self) -> str:
@@ -82,21 +71,8 @@ class EmbeddedS3:
         )
         self.ca_file = cert
 
-    @property
-    def env(self) -> dict[str, str]:
-        """Environment variables that point AWS-convention tools (and trunkline) at us."""
-        return {
-            "AWS_ENDPOINT_URL": self.endpoint_url,
-            "AWS_ACCESS_KEY_ID": self.access_key,
-            "AWS_SECRET_ACCESS_KEY": self.secret_key,
-            "AWS_REGION": "us-east-1",
-        }
-
-    def start(self, timeout: float = 60.0) -> EmbeddedS3:
-        if self.data_dir is None:
-            self._owned_dir = tempfile.mkdtemp(prefix="trunkline-weed-")
-            self.data_dir = Path(self._owned_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+    def _start(self, timeout: float) -> None:
+        assert self.data_dir is not None
         cfg = self.data_dir / "s3-identities.json"
         cfg.write_text(
             json.dumps(
@@ -164,29 +140,11 @@ class EmbeddedS3:
             args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         log.close()
-        self._wait_ready(timeout)
-        for b in self.buckets:
-            self.create_bucket(b)
-        return self
+        self._wait_serving(timeout, [self.proc], lambda: f"see {self.data_dir}/weed.log")
 
-    def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        last: Exception | None = None
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"weed mini exited early; see {self.data_dir}/weed.log")
-            try:
-                # Any HTTP answer (403 for an unsigned list) means S3 is serving.
-                urllib.request.urlopen(self.endpoint_url + "/", timeout=1)
-                return
-            except urllib.error.HTTPError:
-                if self._s3_ready():
-                    return
-            except OSError as e:
-                last = e
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"SeaweedFS S3 did not become ready in {timeout}s: {last}")
+    def _ready(self) -> bool:
+        # any HTTP answer, and a signed request served (identities loaded)
+        return self._answers_http() and self._s3_ready()
 
     def _s3_ready(self) -> bool:
         try:
@@ -195,55 +153,6 @@ class EmbeddedS3:
         except Exception:
             return False
 
-    def client(self):
-        """A plain botocore S3 client for this server (test set-up and independent checks)."""
-        import botocore.session
-        from botocore.config import Config
-
-        sess = botocore.session.get_session()
-        return sess.create_client(
-            "s3",
-            endpoint_url=self.endpoint_url,
-            aws_access_key_id=self.access_key,
-            aws_secret_access_key=self.secret_key,
-            region_name="us-east-1",
-            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 5}),
-        )
-
-    def create_bucket(self, name: str) -> None:
-        c = self.client()
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                c.create_bucket(Bucket=name)
-                return
-            except c.exceptions.BucketAlreadyOwnedByYou:
-                return
-            except c.exceptions.BucketAlreadyExists:
-                return
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.3)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(timeout=10)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                self.proc.wait(timeout=10)
+    def _stop_processes(self) -> None:
+        stop_group(self.proc)
         self.proc = None
-        if self._owned_dir:
-            shutil.rmtree(self._owned_dir, ignore_errors=True)
-            self._owned_dir = None
-
-    def __enter__(self) -> EmbeddedS3:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()

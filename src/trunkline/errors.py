@@ -9,19 +9,32 @@ itself whether a retry may help (``retryable``), and the CLI maps by class:
 
     TrunklineError            exit 1, one line
       UsageError              exit 2: the command or its arguments are wrong (a ValueError)
-      ClusterUnavailable      exit 2: no Ray cluster to run on
+        ClusterUnavailable    exit 2: no Ray cluster to run on
+        LocationError         (url.py) a source or destination that cannot be understood
+        TaxonomyError         (flows/enrich) a classification rules file that is wrong
+      DataError               bytes from outside are malformed (a ValueError): exit 1
+        DecodeError           (flows/decode) a malformed flow datagram, counted per reason
+        PcapError             (flows/sources) a file that is not a readable capture
+      BudgetExceeded          (flows/decode) an exporter over its template memory: counted
+      ToolNotFound            (tools.py) a program trunkline needs is not installed
+      UnsafeDestination       (storage/partial) a symlink or foreign file where a download
+                              would be written: never followed, never retried (an OSError)
       AlreadyRunning          the same copy holds its journal's lock in another process
       TransferError           moving bytes failed
         NetworkError          reset, refused, timed out, closed mid-body: retried
           ConnectionClosed    the peer closed (a ConnectionError too)
           ReadTimeout         no byte within the read timeout (a TimeoutError too)
+          TooSlow             a body below the minimum rate for its window (--min-rate)
         ProtocolError         the server's answer breaks HTTP framing: retried on a new connection
         IntegrityError        bytes do not match their checksum or length: retried
           NotVerified         nothing could check the object (--require-verified): never retried
         SourceChanged         the source object changed under us: never retried
         StoreError            the store answered with an error: retried for 5xx/throttling only
 
-Anything else escaping the API is a bug and the CLI shows its traceback.
+Anything else escaping the API is a bug and the CLI shows its traceback. The classes
+marked with a module stay in that module (their callers import them from there), with
+their parent from here; ``tests/unit/test_errors_units.py`` walks every module of the
+package and fails on an exception class outside this tree.
 
 The S3 status and code lists live here (not in storage/) because they are what
 ``StoreError.retryable`` means; the *budget* of retries is ``engine/retry.py``'s.
@@ -62,6 +75,12 @@ class ClusterUnavailable(UsageError):
     """No usable Ray cluster (not installed, unreachable, no node with the resource)."""
 
 
+class DataError(TrunklineError, ValueError):
+    """Bytes from outside are malformed: a datagram, a capture file, a flow log.
+
+    Exit 1 (the input is bad, not the command); a ``ValueError`` too, as it always was."""
+
+
 class TransferError(TrunklineError):
     """Moving bytes failed; ``retryable`` says whether another try may succeed."""
 
@@ -78,6 +97,11 @@ class ConnectionClosed(NetworkError, ConnectionError):
 
 class ReadTimeout(NetworkError, TimeoutError):
     """No byte arrived (or could be sent) within the read timeout."""
+
+
+class TooSlow(NetworkError):
+    """A response body arrived slower than the minimum rate for the whole window
+    (``--min-rate``, ``wire/speed_guard.py``): its connection was closed. Retried."""
 
 
 class ProtocolError(TransferError):
@@ -143,8 +167,8 @@ def is_slowdown(exc: BaseException) -> bool:
 
 
 __all__ = [
-    "AlreadyRunning", "ClusterUnavailable", "ConnectionClosed", "IntegrityError", "NetworkError",
+    "AlreadyRunning", "ClusterUnavailable", "ConnectionClosed", "DataError", "IntegrityError", "NetworkError",
     "NotVerified", "ProtocolError",
-    "ReadTimeout", "SourceChanged", "StoreError", "TransferError", "TrunklineError",
+    "ReadTimeout", "SourceChanged", "StoreError", "TooSlow", "TransferError", "TrunklineError",
     "UsageError", "is_retryable", "is_slowdown",
 ]

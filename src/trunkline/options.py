@@ -21,7 +21,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from .errors import UsageError
-from .units import MiB, parse_size, parse_transfer_rate
+from .units import MiB, parse_duration, parse_size, parse_transfer_rate
 
 DEFAULT_MAX_CONNECTIONS = 64
 """Upper bound of the tuner: enough streams to fill 100 Gbit/s at the RTTs we meet."""
@@ -41,6 +41,13 @@ DEFAULT_RETRIES = 7
 DEFAULT_READ_TIMEOUT = 60.0
 """Seconds without a byte before a connection is given up and the part retried."""
 
+DEFAULT_MIN_RATE = 1024.0
+DEFAULT_MIN_RATE_WINDOW = 60.0
+"""A response body slower than 1 KiB/s for a whole minute fails (retried on a new
+connection): a trickle a read timeout never catches. Far below any healthy connection,
+even 64 of them sharing a slow WAN link; time our own reader lags (a --bwlimit, a slow
+disk) never counts (``wire/speed_guard.py``)."""
+
 
 @dataclass(frozen=True)
 class TransferOptions:
@@ -54,7 +61,9 @@ class TransferOptions:
     s3 -> s3 on one store copy without the bytes passing through this host. ``resume``
     keeps a journal in ``state_dir`` so that a rerun continues where a run stopped.
     ``require_verified`` fails an object that no checksum or ETag of the store could check
-    (by default it is reported unverified).
+    (by default it is reported unverified). ``min_rate`` (bytes/s, or ``'1K,60s'``) over
+    ``min_rate_window`` seconds: a response body slower than that fails as retryable and
+    its connection is closed (0: off).
     """
 
     max_connections: int | None = None   # None: DEFAULT_MAX_CONNECTIONS, or `connections`
@@ -63,6 +72,8 @@ class TransferOptions:
     max_memory: int | str = DEFAULT_MAX_MEMORY
     retries: int = DEFAULT_RETRIES
     read_timeout: float = DEFAULT_READ_TIMEOUT
+    min_rate: float | str | None = DEFAULT_MIN_RATE   # bytes/s, or 'RATE,DURATION'; 0: off
+    min_rate_window: float | str = DEFAULT_MIN_RATE_WINDOW
     tune: bool = True
     bwlimit: float | str | None = None
     bwlimit_endpoint: Mapping[str, float | str] | None = None
@@ -95,12 +106,29 @@ class TransferOptions:
             raise UsageError("retries must be >= 0")
         if not self.read_timeout > 0:
             raise UsageError("read_timeout must be > 0 seconds")
+        rate, window = self.min_rate, self.min_rate_window
+        if isinstance(rate, str) and "," in rate:
+            rate, window = (x.strip() for x in rate.split(",", 1))
+        try:
+            put("min_rate", parse_transfer_rate(rate) or 0.0)
+            put("min_rate_window", parse_duration(window, bare=1.0))
+        except ValueError as e:
+            raise UsageError(f"min_rate: {e}") from None
+        if self.min_rate < 0 or not self.min_rate_window > 0:  # type: ignore[operator]
+            raise UsageError("min_rate must be >= 0 and its window > 0 seconds")
         put("bwlimit", parse_transfer_rate(self.bwlimit))
         if self.bwlimit_endpoint:
             put("bwlimit_endpoint", {k: parse_transfer_rate(v)
                                      for k, v in self.bwlimit_endpoint.items()})
         else:
             put("bwlimit_endpoint", None)
+
+    @property
+    def min_rate_pair(self) -> tuple[float, float] | None:
+        """(bytes/s, seconds) of the minimum-rate guard, or None when it is off."""
+        if not self.min_rate:
+            return None
+        return float(self.min_rate), float(self.min_rate_window)  # type: ignore[arg-type]
 
     @property
     def part_size_fixed(self) -> bool:

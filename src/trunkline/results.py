@@ -124,7 +124,9 @@ class SyncResult:
 @dataclass
 class VerifyReport:
     """Every mismatch found; ``ok`` when there is none. ``methods`` counts how each
-    compared pair was proven equal or different (md5, crc32c, composite-crc32c, ...)."""
+    compared pair was proven equal or different (md5, crc32c, sha256, composite-crc32c,
+    stream-crc32c, ...); ``unverified`` lists the pairs nothing proved (objects not read
+    back, ``read=False``), a failure with ``require_verified``."""
 
     src: str
     dst: str
@@ -134,14 +136,18 @@ class VerifyReport:
     mismatches: list[Mismatch]
     methods: dict[str, int]
     seconds: float
+    unverified: list[Unverified] = field(default_factory=list)
+    require_verified: bool = False
 
     @property
     def ok(self) -> bool:
-        return not self.mismatches
+        """No mismatch, and (with ``require_verified``) no pair left unproven."""
+        return not self.mismatches and not (self.require_verified and self.unverified)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["mismatches"] = [asdict(m) for m in self.mismatches]
+        d["unverified"] = [{"name": u.name, "reason": u.reason} for u in self.unverified]
         d["ok"] = self.ok
         d["seconds"] = round(self.seconds, 4)
         return d

@@ -17,6 +17,8 @@ import sys
 import sysconfig
 from pathlib import Path
 
+from .errors import TrunklineError
+
 # What provides each tool, for the error message. Python packages come with
 # ``pip install`` (the project's ``make setup`` installs them); Debian packages come with
 # ``scripts/system-deps.sh`` (``make test`` runs it as root).
@@ -46,7 +48,7 @@ PROVIDERS: dict[str, str] = {
 }
 
 
-class ToolNotFound(RuntimeError):
+class ToolNotFound(TrunklineError, RuntimeError):
     """A program trunkline needs is neither beside this interpreter nor on PATH."""
 
     def __init__(self, name: str, searched: list[str]):

@@ -141,3 +141,94 @@ def test_download_from_seaweedfs_bypasses_the_page_cache(aws_env, tmp_path, dire
         assert pages <= 1, f"{pages} pages cached after a direct download"
     else:
         assert pages == (40 * MiB + 777 + 4095) // 4096
+
+
+def _refusing_fd() -> int:
+    """A descriptor whose writes the kernel refuses with EINVAL, as a filesystem that wants
+    another alignment refuses a direct write: /proc/self/oom_score_adj parses what it is
+    given, and a block of zeros is no number."""
+    fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY | os.O_CLOEXEC)
+    with pytest.raises(OSError) as e:
+        os.pwrite(fd, bytes(4096), 0)
+    if e.value.errno != 22:
+        os.close(fd)
+        pytest.skip(f"no EINVAL here: {e.value}")
+    return fd
+
+
+def _open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("loop", ["native", "python"])
+def test_a_refused_direct_descriptor_is_closed_with_the_writer(tmp_path, monkeypatch, loop):
+    """After EINVAL the writes go buffered (bytes exact) and the refused descriptor is
+    closed with the writer: not leaked, and not closed while a neighbour may write."""
+    import socket
+    import threading
+
+    from trunkline import native
+    from trunkline.engine.receive import receive_to_file
+    from trunkline.wire.connection import Connection
+
+    if loop == "native" and native._hotpath is None:
+        pytest.skip("built without a C compiler")
+    monkeypatch.setattr(native, "NATIVE", loop == "native")
+    size = 3 * MiB + 5
+    data = os.urandom(size)
+    srv = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        s, _ = srv.accept()
+        s.recv(65536)
+        s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + data)
+        s.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    path, fd = _file(tmp_path, size)
+    bad = _refusing_fd()
+    w = DirectWriter(fd, bad)
+    conn = Connection("127.0.0.1", srv.getsockname()[1], read_timeout=10)
+    conn.request("GET", b"GET /o HTTP/1.1\r\nHost: x\r\n\r\n")
+    head = conn.read_head()
+    assert head.status == 200
+    receive_to_file(conn, size, fd, 0, aligned_buffer(MiB), writer=w)
+    t.join(10)
+    conn.close()
+    srv.close()
+    assert w.dfd is None and _open(bad)      # refused: buffered now, kept open until...
+    w.close()
+    assert not _open(bad)                    # ... the writer closes it
+    os.close(fd)
+    with open(path, "rb") as f:
+        assert f.read() == data
+
+
+def test_renamed_folders_are_synced_once_per_batch_and_never_leak(tmp_path):
+    """``DirSync`` holds one descriptor per folder (however many files were renamed in
+    it), syncs and closes them all when asked or when its bound is reached."""
+    from trunkline.storage.partial import DirSync, PartialFile
+
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    before = fds()
+    ds = DirSync(limit=3)
+    for folder, n in (("a", 5), ("b", 2)):
+        for i in range(n):
+            p = PartialFile(str(tmp_path / folder / f"f{i}"), 10)
+            p.pwrite(b"x" * 10, 0)
+            p.commit(dir_sync=ds)
+    assert fds() == before + 2                 # a and b, once each
+    p = PartialFile(str(tmp_path / "c" / "f"), 1)
+    p.pwrite(b"y", 0)
+    p.commit(dir_sync=ds)                      # the third folder reaches the bound
+    assert fds() == before
+    ds.sync()                                  # nothing gathered: nothing to do
+    assert sorted(x.name for x in (tmp_path / "a").iterdir()) == [f"f{i}" for i in range(5)]
+    assert (tmp_path / "c" / "f").read_bytes() == b"y"

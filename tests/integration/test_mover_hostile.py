@@ -8,19 +8,18 @@ transient fault, ``times=None`` that a persistent one fails cleanly.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import os
 import subprocess
 import sys
 import time
-import zlib
 from pathlib import Path
 
 import google_crc32c
 import pytest
 
 import trunkline
+from conftest import CHECKSUM_ALGOS, stored_checksum
 from trunkline import sync
 from trunkline.engine.plan import MiB
 from trunkline.storage.partial import is_partial_name, partial_name
@@ -157,31 +156,12 @@ def test_cli_listing_error_is_one_line_exit_1(hostile, tmp_path):
 # -- verification with whatever the store keeps -------------------------------------------
 
 
-def _b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode()
-
-
-def _crc64(data: bytes) -> int:
-    from awscrt import checksums
-
-    return checksums.crc64nvme(data)
-
-
-FULL = {
-    "crc32c": lambda d: _b64(google_crc32c.value(d).to_bytes(4, "big")),
-    "crc32": lambda d: _b64(zlib.crc32(d).to_bytes(4, "big")),
-    "crc64nvme": lambda d: _b64(_crc64(d).to_bytes(8, "big")),
-    "sha1": lambda d: _b64(hashlib.sha1(d).digest()),
-    "sha256": lambda d: _b64(hashlib.sha256(d).digest()),
-}
-
-
-@pytest.mark.parametrize("algo", sorted(FULL))
+@pytest.mark.parametrize("algo", CHECKSUM_ALGOS)
 @pytest.mark.parametrize("size", [3000, BIG], ids=["one-get", "ranged"])
 def test_each_store_checksum_verifies_and_catches_damage(hostile, tmp_path, algo, size):
     data = _data(size)
-    hostile.put("b", "ok.bin", data, checksums={algo: FULL[algo](data)})
-    hostile.put("b", "bad.bin", data, checksums={algo: FULL[algo](data[::-1])},
+    hostile.put("b", "ok.bin", data, checksums={algo: stored_checksum(algo, data)})
+    hostile.put("b", "bad.bin", data, checksums={algo: stored_checksum(algo, data[::-1])},
                 etag='"opaque-etag"')
     r = _cp("s3://b/", tmp_path, retries=1)
     if size > 5 * MiB and algo in ("sha1", "sha256"):
@@ -204,7 +184,7 @@ def test_composite_checksum_and_multipart_etag_with_our_part_boundaries(hostile,
     parts = _parts(data, 5 * MiB)
     crcs = b"".join(google_crc32c.value(p).to_bytes(4, "big") for p in parts)
     hostile.put("b", "comp.bin", data, etag='"x-3"', checksum_type="COMPOSITE",
-                checksums={"crc32c": f"{_b64(google_crc32c.value(crcs).to_bytes(4, 'big'))}-3"})
+                checksums={"crc32c": f"{stored_checksum('crc32c', crcs)}-3"})
     md5s = b"".join(hashlib.md5(p).digest() for p in parts)
     hostile.put("b", "etag.bin", data, etag=f'"{hashlib.md5(md5s).hexdigest()}-3"')
     hostile.put("b", "md5.bin", data[:4000])   # single-PUT MD5 ETag, one GET

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import sha256_file
 from trunkline.testing import Proxy
 
 GiB = 1024**3
@@ -40,13 +41,6 @@ def _make_file(path: Path) -> str:
             i += 1
     return h.hexdigest()
 
-
-def _sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while b := f.read(8 * MiB):
-            h.update(b)
-    return h.hexdigest()
 
 
 def _cp(args, env) -> subprocess.Popen:
@@ -114,7 +108,7 @@ def test_kill9_download_resumes_byte_identical(s3server, env, tmp_path):
             _finish(args, penv)
         moved = proxy.stats.bytes_down
     assert kills >= min(KILLS, 5), f"only {kills} kills happened"
-    assert _sha(out) == digest
+    assert sha256_file(out) == digest
     resent = moved - SIZE
     bound = kills * CONNS * PART + kills * 64 * 1024  # parts in flight (+ heads) per kill
     print(f"download: {kills} kills, re-sent {resent / MiB:.1f} MiB, bound {bound / MiB:.0f} MiB")

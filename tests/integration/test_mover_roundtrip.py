@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import trunkline
+from conftest import bucket_digest, sha256_file, tree_digest
 from trunkline.embedded_s3 import EmbeddedS3
 from trunkline.engine.plan import MiB
 from trunkline.storage.partial import is_partial_name
@@ -24,22 +25,6 @@ SIZES = {
     "above.bin": PART + 1,
     "three.bin": 3 * PART + 17,
 }
-
-
-def sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def tree_digest(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): sha(p)
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and not is_partial_name(p.name)
-    }
 
 
 @pytest.fixture
@@ -64,7 +49,7 @@ def test_local_s3_local_roundtrip(aws_env, edge_tree, tmp_path):
     # an independent reader (botocore, not our data path) sees the same bytes
     c = aws_env.client()
     body = c.get_object(Bucket="rt1", Key="data/three.bin")["Body"].read()
-    assert hashlib.sha256(body).hexdigest() == sha(edge_tree / "three.bin")
+    assert hashlib.sha256(body).hexdigest() == sha256_file(edge_tree / "three.bin")
     head = c.head_object(Bucket="rt1", Key="data/three.bin")
     assert head["ETag"].strip('"').endswith("-4")  # really multipart: 3 parts + 17 bytes
 
@@ -84,7 +69,7 @@ def test_single_object_forms(aws_env, tmp_path):
     assert trunkline.copy(str(f), "s3://rt2/renamed.bin").ok    # to a key
     assert trunkline.copy("s3://rt2/dir/x.bin", str(tmp_path / "out") + "/").ok
     assert trunkline.copy("s3://rt2/renamed.bin", str(tmp_path / "y.bin")).ok
-    assert sha(tmp_path / "out" / "x.bin") == sha(f) == sha(tmp_path / "y.bin")
+    assert sha256_file(tmp_path / "out" / "x.bin") == sha256_file(f) == sha256_file(tmp_path / "y.bin")
 
 
 def test_glob_selects_matching_keys(aws_env, tmp_path):
@@ -103,7 +88,7 @@ def test_s3_to_s3_server_side_and_streamed(aws_env, edge_tree):
     aws_env.create_bucket("rt4")
     aws_env.create_bucket("rt4b")
     assert trunkline.copy(str(edge_tree), "s3://rt4/src/", recursive=True, part_size=PART).ok
-    src = {k: v for k, v in _bucket_digest(aws_env, "rt4", "src/").items()}
+    src = {k: v for k, v in bucket_digest(aws_env, "rt4", "src/").items()}
     server = trunkline.copy("s3://rt4/src/", "s3://rt4b/ss/", recursive=True, part_size=PART)
     assert server.ok, server.failures
     assert server.wire_bytes == 0  # no payload byte passed through us
@@ -111,18 +96,9 @@ def test_s3_to_s3_server_side_and_streamed(aws_env, edge_tree):
                               server_side=False, max_memory=3 * PART)
     assert streamed.ok, streamed.failures
     assert streamed.wire_bytes >= 2 * sum(SIZES.values())  # down and up again
-    assert _bucket_digest(aws_env, "rt4b", "ss/") == src
-    assert _bucket_digest(aws_env, "rt4b", "st/") == src
+    assert bucket_digest(aws_env, "rt4b", "ss/") == src
+    assert bucket_digest(aws_env, "rt4b", "st/") == src
 
-
-def _bucket_digest(srv, bucket: str, prefix: str) -> dict[str, str]:
-    c = srv.client()
-    out = {}
-    for page in c.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for o in page.get("Contents", ()):
-            body = c.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
-            out[o["Key"][len(prefix):]] = hashlib.sha256(body).hexdigest()
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +137,7 @@ secret_access_key_env = "THERE_SECRET"
                        max_memory=2 * PART, max_connections=8)
     assert r.ok, r.failures
     assert r.peak_buffer_bytes <= 2 * PART
-    assert _bucket_digest(second_server, "other", "copy/") == _bucket_digest(aws_env, "xep", "d/")
+    assert bucket_digest(second_server, "other", "copy/") == bucket_digest(aws_env, "xep", "d/")
 
 
 @pytest.mark.slow
@@ -185,7 +161,7 @@ def test_multi_gib_roundtrip(aws_env, tmp_path):
     down = trunkline.copy("s3://huge/huge.bin", str(back), part_size=64 * MiB)
     assert down.ok, down.failures
     assert back.stat().st_size == size
-    assert sha(back) == sha(f)
+    assert sha256_file(back) == sha256_file(f)
     f.unlink()
     back.unlink()
 

@@ -200,3 +200,49 @@ def test_own_crc32c_matches_the_library():
             h.use_libcrc32c(ctypes.cast(integrity._c_extend, ctypes.c_void_p).value)
     want = google_crc32c.value(data)
     assert own == [want, want, 0]
+
+
+@pytest.mark.parametrize("native_loop", LOOPS)
+@pytest.mark.parametrize("size,bufsize", [(1, 4096), (4096, 4096), (5 << 20, 1 << 20),
+                                          ((1 << 20) + 17, 1 << 20)])
+def test_file_crc_sums_the_range_and_keeps_a_small_part_in_the_buffer(tmp_path, native_loop,
+                                                                      size, bufsize):
+    data = os.urandom(size + 777)
+    (tmp_path / "src").write_bytes(data)
+    fd = os.open(tmp_path / "src", os.O_RDONLY)
+    buf = aligned_buffer(bufsize)
+    crc = native.file_crc(fd, 777, size, buf, native=native_loop)
+    assert crc == google_crc32c.value(data[777:])
+    if size <= bufsize:                       # read once: the part is sent from the buffer
+        assert bytes(buf[:size]) == data[777:]
+    with pytest.raises(native.ShortFile, match="file ended"):
+        native.file_crc(fd, 777, size + 1, buf, native=native_loop)
+    os.close(fd)
+
+
+@pytest.mark.parametrize("native_loop", LOOPS)
+@pytest.mark.parametrize("call", ["recv_to_file", "file_to_sock", "file_crc"])
+@pytest.mark.parametrize("offset,length,buflen", [(-1, 10, 4096), (0, -1, 4096),
+                                                  (2**63 - 5, 10, 4096), (0, 10, 0)])
+def test_bad_ranges_are_refused_before_a_byte_moves(tmp_path, native_loop, call, offset,
+                                                    length, buflen):
+    """The loops trust their arguments once started: a negative or overflowing range, or
+    an empty buffer, is a ValueError up front, the same from C and from Python."""
+    fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT)
+    os.write(fd, b"x" * 100)
+    a, b = pair()
+    buf = memoryview(bytearray(buflen))
+    with pytest.raises(ValueError):
+        if call == "recv_to_file":
+            native.recv_to_file(b, fd, offset, length, buf, native=native_loop)
+        elif call == "file_to_sock":
+            native.file_to_sock(fd, a, offset, length, buf, native=native_loop)
+        else:
+            native.file_crc(fd, offset, length, buf, native=native_loop)
+    assert os.pread(fd, 200, 0) == b"x" * 100     # nothing written
+    b.setblocking(False)
+    with pytest.raises(BlockingIOError):           # nothing sent
+        b.recv(1)
+    a.close()
+    b.close()
+    os.close(fd)

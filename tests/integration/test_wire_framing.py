@@ -132,3 +132,20 @@ def test_pool_reuses_only_what_the_connection_vouches_for():
     finally:
         pool.close()
         srv.close()
+
+
+def test_bytes_past_a_framed_body_make_the_connection_unusable():
+    """A server that sends more than its Content-Length says is out of step: the
+    connection is not offered for reuse, and a next exchange on it is a ProtocolError."""
+    srv = _Server([b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloHTTP/1.1 200 OK\r\n"])
+    c = Connection("127.0.0.1", srv.port, read_timeout=5)
+    try:
+        c.request("GET", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        h = c.read_head()
+        assert c.read_body(h) == b"hello"
+        assert not c.reusable
+        with pytest.raises(ProtocolError, match="after the end"):
+            c.read_head()
+    finally:
+        c.close()
+        srv.close()

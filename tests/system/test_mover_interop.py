@@ -3,7 +3,6 @@ byte-identical, and what rclone uploads, we download byte-identical."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import trunkline
-from conftest import require_tool
+from conftest import rclone_env, require_tool, tree_digest
 from trunkline.engine.plan import MiB
 
 
@@ -19,25 +18,6 @@ def _rclone() -> str:
     return require_tool("rclone")
 
 
-def _rclone_env(srv) -> dict[str, str]:
-    return dict(
-        os.environ,
-        RCLONE_CONFIG_TL_TYPE="s3",
-        RCLONE_CONFIG_TL_PROVIDER="Other",
-        RCLONE_CONFIG_TL_ENDPOINT=srv.endpoint_url,
-        RCLONE_CONFIG_TL_ACCESS_KEY_ID=srv.access_key,
-        RCLONE_CONFIG_TL_SECRET_ACCESS_KEY=srv.secret_key,
-        RCLONE_CONFIG_TL_FORCE_PATH_STYLE="true",
-        RCLONE_CONFIG="/dev/null",
-    )
-
-
-def _digest(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
 
 
 @pytest.fixture
@@ -60,12 +40,12 @@ def test_rclone_reads_what_we_write(s3server, tree, tmp_path, monkeypatch):
     r = trunkline.copy(str(tree), "s3://interop1/t/", recursive=True, part_size=5 * MiB)
     assert r.ok, r.failures
     out = tmp_path / "by-rclone"
-    p = subprocess.run([rclone, "copy", "tl:interop1/t", str(out)], env=_rclone_env(s3server),
+    p = subprocess.run([rclone, "copy", "tl:interop1/t", str(out)], env=rclone_env(s3server),
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
-    assert _digest(out) == _digest(tree)
+    assert tree_digest(out) == tree_digest(tree)
     # rclone's own integrity check (sizes and MD5/ETag where it can) agrees too
-    p = subprocess.run([rclone, "check", str(tree), "tl:interop1/t"], env=_rclone_env(s3server),
+    p = subprocess.run([rclone, "check", str(tree), "tl:interop1/t"], env=rclone_env(s3server),
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
 
@@ -76,10 +56,10 @@ def test_we_read_what_rclone_writes(s3server, tree, tmp_path, monkeypatch):
         monkeypatch.setenv(k, v)
     s3server.create_bucket("interop2")
     p = subprocess.run([rclone, "copy", "--s3-upload-cutoff", "5M", "--s3-chunk-size", "5M",
-                        str(tree), "tl:interop2/t"], env=_rclone_env(s3server),
+                        str(tree), "tl:interop2/t"], env=rclone_env(s3server),
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     out = tmp_path / "by-us"
     r = trunkline.copy("s3://interop2/t/", str(out) + "/", recursive=True, part_size=8 * MiB)
     assert r.ok, r.failures
-    assert _digest(out) == _digest(tree)
+    assert tree_digest(out) == tree_digest(tree)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import trunkline
-from conftest import require_tool
+from conftest import bucket_digest, rclone_env, require_tool, sha256_file, tree_digest
 from trunkline.engine.plan import MiB
 
 PART = 5 * MiB
@@ -43,24 +43,7 @@ def _bucket(store) -> str:
     return name
 
 
-def _sha(p: Path) -> str:
-    return hashlib.sha256(p.read_bytes()).hexdigest()
 
-
-def _digest(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): _sha(p) for p in sorted(root.rglob("*"))
-            if p.is_file() and not p.name.endswith(".tlpart")}
-
-
-def _bucket_digest(store, bucket: str, prefix: str) -> dict[str, str]:
-    """What an independent reader (botocore) finds under ``prefix``."""
-    c = store.client()
-    out = {}
-    for page in c.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for o in page.get("Contents", ()):
-            body = c.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
-            out[o["Key"][len(prefix):]] = hashlib.sha256(body).hexdigest()
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -79,14 +62,14 @@ def test_upload_download_roundtrip(store_env, tree, tmp_path):
                         max_connections=8)
     assert up.ok, up.failures
     assert up.objects == len(FILES)
-    assert _bucket_digest(store_env, b, "t/") == _digest(tree)
+    assert bucket_digest(store_env, b, "t/") == tree_digest(tree)
     head = store_env.client().head_object(Bucket=b, Key="t/three.bin")
     assert head["ContentLength"] == FILES["three.bin"]
     back = tmp_path / "back"
     down = trunkline.copy(f"s3://{b}/t/", str(back) + "/", recursive=True, part_size=PART,
                           max_connections=8)
     assert down.ok, down.failures
-    assert _digest(back) == _digest(tree)
+    assert tree_digest(back) == tree_digest(tree)
 
 
 def test_single_objects_and_s3_to_s3(store_env, tree, tmp_path):
@@ -99,12 +82,12 @@ def test_single_objects_and_s3_to_s3(store_env, tree, tmp_path):
     streamed = trunkline.copy(f"s3://{b}/x/", f"s3://{b2}/st/", recursive=True, part_size=PART,
                               server_side=False, max_memory=3 * PART)
     assert streamed.ok, streamed.failures
-    want = {"three.bin": _sha(tree / "three.bin"), "empty.bin": _sha(tree / "empty.bin")}
-    assert _bucket_digest(store_env, b2, "ss/") == want
-    assert _bucket_digest(store_env, b2, "st/") == want
+    want = {"three.bin": sha256_file(tree / "three.bin"), "empty.bin": sha256_file(tree / "empty.bin")}
+    assert bucket_digest(store_env, b2, "ss/") == want
+    assert bucket_digest(store_env, b2, "st/") == want
     out = tmp_path / "one.bin"
     assert trunkline.copy(f"s3://{b2}/st/three.bin", str(out), part_size=PART).ok
-    assert _sha(out) == want["three.bin"]
+    assert sha256_file(out) == want["three.bin"]
 
 
 def test_verify_then_detect_a_change(store_env, tree):
@@ -123,16 +106,16 @@ def test_sync_with_delete(store_env, tree, tmp_path):
     b = _bucket(store_env)
     r = trunkline.sync(str(tree), f"s3://{b}/s/", connections=4, part_size="5M")
     assert r.ok, r.failures
-    assert _bucket_digest(store_env, b, "s/") == _digest(tree)
+    assert bucket_digest(store_env, b, "s/") == tree_digest(tree)
     again = trunkline.sync(str(tree), f"s3://{b}/s/", connections=4, part_size="5M")
     assert again.ok and again.copied == 0
     store_env.client().put_object(Bucket=b, Key="s/stray.bin", Body=b"stray")
     pruned = trunkline.sync(str(tree), f"s3://{b}/s/", delete=True)
     assert pruned.ok and pruned.deleted == 1
-    assert _bucket_digest(store_env, b, "s/") == _digest(tree)
+    assert bucket_digest(store_env, b, "s/") == tree_digest(tree)
     back = tmp_path / "back"
     assert trunkline.sync(f"s3://{b}/s/", str(back)).ok
-    assert _digest(back) == _digest(tree)
+    assert tree_digest(back) == tree_digest(tree)
 
 
 def test_resume_after_kill(store_env, tmp_path):
@@ -168,21 +151,9 @@ def test_resume_after_kill(store_env, tmp_path):
     res = json.loads(fin.stdout)
     assert res["resumed_bytes"] > 0
     body = c.get_object(Bucket=b, Key="big.bin")["Body"].read()
-    assert hashlib.sha256(body).hexdigest() == _sha(src)
+    assert hashlib.sha256(body).hexdigest() == sha256_file(src)
     assert not c.list_multipart_uploads(Bucket=b).get("Uploads")
 
-
-def _rclone_env(store) -> dict[str, str]:
-    return dict(
-        os.environ,
-        RCLONE_CONFIG_TL_TYPE="s3",
-        RCLONE_CONFIG_TL_PROVIDER="Other",
-        RCLONE_CONFIG_TL_ENDPOINT=store.endpoint_url,
-        RCLONE_CONFIG_TL_ACCESS_KEY_ID=store.access_key,
-        RCLONE_CONFIG_TL_SECRET_ACCESS_KEY=store.secret_key,
-        RCLONE_CONFIG_TL_FORCE_PATH_STYLE="true",
-        RCLONE_CONFIG="/dev/null",
-    )
 
 
 def test_rclone_reads_what_we_write(store_env, tree, tmp_path):
@@ -190,10 +161,10 @@ def test_rclone_reads_what_we_write(store_env, tree, tmp_path):
     b = _bucket(store_env)
     assert trunkline.copy(str(tree), f"s3://{b}/r/", recursive=True, part_size=PART).ok
     out = tmp_path / "by-rclone"
-    p = subprocess.run([rclone, "copy", f"tl:{b}/r", str(out)], env=_rclone_env(store_env),
+    p = subprocess.run([rclone, "copy", f"tl:{b}/r", str(out)], env=rclone_env(store_env),
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
-    assert _digest(out) == _digest(tree)
-    p = subprocess.run([rclone, "check", str(tree), f"tl:{b}/r"], env=_rclone_env(store_env),
+    assert tree_digest(out) == tree_digest(tree)
+    p = subprocess.run([rclone, "check", str(tree), f"tl:{b}/r"], env=rclone_env(store_env),
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr

@@ -332,3 +332,41 @@ def test_steps_within_the_noise_are_undone(seed):
               initial_connections=8)
     run(path, t, n=200, seed=seed)
     assert t.connections <= 16, t.decisions
+
+
+@pytest.mark.parametrize(("noise", "seed"), [(0.0, 0), (0.10, 1), (0.10, 2), (0.15, 3)])
+def test_started_above_a_capped_path_trims_to_what_carries_it(noise, seed):
+    """A WAN link capped at 5 connections' worth (seen in bench/soak.py: 1 Gbit/s path,
+    the tuner at 64 connections): the transfer starts at 16, and the periodic trim brings
+    it down to a few connections while goodput stays at the cap."""
+    per = 1 * MiB / 0.040                     # 1 MiB window at 40 ms: 26 MB/s a connection
+    path = SimPath(conn=per, link=5 * per, ttfb=0.040, noise=noise)
+    t = Tuner(max_connections=64, max_memory=4096 * MiB, part_size=16 * MiB,
+              initial_connections=16)
+    rates = run(path, t, n=600, seed=seed)    # 300 s
+    assert t.connections <= 10, [d.reason for d in t.decisions][-8:]
+    assert sum(rates[-200:]) / 200 >= 0.9 * 5 * per * 0.85  # the cap, less the probes
+
+
+def test_trim_that_loses_goodput_is_undone():
+    """Every connection pays (the link is far away): trims are tried, undone, and tried
+    less often; the level stays where slow start put it."""
+    path = SimPath(conn=20e6, link=10e9, ttfb=0.005)
+    t = Tuner(max_connections=32, max_memory=8192 * MiB, part_size=16 * MiB)
+    rates = run(path, t, n=600)
+    trims = [d for d in t.decisions if "trim" in d.reason]
+    assert trims and any("trim gave" in d.reason for d in t.decisions)
+    assert t.connections == 32
+    assert sum(rates[-200:]) / 200 >= 0.9 * path.rate(32, t.part_size)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_noisy_machine_does_not_trim_away_what_pays(seed):
+    """+/-25 % noise per interval (a loaded machine): the noise bar is then ~50 %, but a
+    trim is kept only within 10 % of the level before it, so connections that each carry
+    their share are not shed (bench/soak.py under load kept "6 -> 4, -39 %")."""
+    path = SimPath(conn=20e6, link=10e9, ttfb=0.005, noise=0.25)
+    t = Tuner(max_connections=32, max_memory=8192 * MiB, part_size=16 * MiB,
+              initial_connections=32)
+    rates = run(path, t, n=600, seed=seed)
+    assert sum(rates[-300:]) / 300 >= 0.8 * path.rate(32, 16 * MiB), t.decisions[-6:]

@@ -81,3 +81,76 @@ def test_sizes_rates_and_formatting():
     assert units.parse_transfer_rate(None) is None
     assert units.human_bytes(1.5 * units.GiB) == "1.5 GiB"
     assert units.human_bps(9.41e9) == "9.41 Gbit/s"
+
+
+def _trunkline_modules():
+    """Every module of the package (the C extension and the Ray-only modules included)."""
+    import importlib
+    import pkgutil
+
+    import trunkline
+
+    names = ["trunkline"] + [m.name for m in pkgutil.walk_packages(trunkline.__path__,
+                                                                     "trunkline.")]
+    mods = []
+    for name in names:
+        try:
+            mods.append(importlib.import_module(name))
+        except ImportError as e:   # an optional dependency (ray) missing: say which
+            if getattr(e, "name", "") and not e.name.startswith("trunkline"):
+                continue
+            raise
+    return mods
+
+
+def test_every_exception_class_of_trunkline_is_in_the_one_tree():
+    mods = _trunkline_modules()
+    assert len(mods) > 100     # the walk really saw the package
+    found = {}
+    for m in mods:
+        for obj in vars(m).values():
+            if (isinstance(obj, type) and issubclass(obj, BaseException)
+                    and obj.__module__.startswith("trunkline")):
+                found[f"{obj.__module__}.{obj.__qualname__}"] = obj
+    outside = sorted(n for n, c in found.items() if not issubclass(c, errors.TrunklineError))
+    assert outside == []
+    # the flow lens's classes are among them (the walk reached flows/), re-parented only
+    for n in ("trunkline.flows.decode.counters.DecodeError",
+              "trunkline.flows.sources.pcap.PcapError",
+              "trunkline.flows.enrich.taxonomy.TaxonomyError",
+              "trunkline.flows.decode.template.BudgetExceeded",
+              "trunkline.storage.partial.UnsafeDestination", "trunkline.tools.ToolNotFound"):
+        assert n in found
+
+
+def test_flow_lens_errors_keep_their_names_attributes_and_old_bases():
+    from trunkline.flows.decode.counters import DecodeError
+    from trunkline.flows.enrich.taxonomy import TaxonomyError
+    from trunkline.flows.sources.pcap import PcapError
+    from trunkline.storage.partial import UnsafeDestination
+    from trunkline.tools import ToolNotFound
+
+    e = DecodeError("short_header", "12 bytes")
+    assert e.reason == "short_header" and str(e) == "short_header: 12 bytes"
+    assert isinstance(e, errors.DataError) and isinstance(e, ValueError) and not e.retryable
+    assert isinstance(PcapError("x"), errors.DataError)
+    assert isinstance(TaxonomyError("x"), errors.UsageError)
+    assert isinstance(UnsafeDestination("x"), OSError) and not errors.is_retryable(
+        UnsafeDestination("x"))
+    assert isinstance(ToolNotFound("weed", []), RuntimeError)
+
+
+@pytest.mark.parametrize("exc, code", [
+    (errors.DataError("not a capture"), 1),
+    (errors.UsageError("quarter must look like 2025Q4"), 2),
+    (ValueError("quarter must look like 2025Q4"), 2),   # from the one call that says so
+])
+def test_flows_cli_maps_the_tree_to_exit_codes(exc, code, capsys):
+    from trunkline.cli.exits import guarded
+
+    with pytest.raises(SystemExit) as e:
+        guarded(False, _raise, exc, usage=(ValueError,))
+    assert e.value.code == code
+    assert capsys.readouterr().err.startswith("trunkline: error: ")
+    with pytest.raises(ValueError):   # without the call's say-so, a ValueError is a bug
+        guarded(False, _raise, ValueError("internal"))

@@ -5,22 +5,49 @@
 journal for copy and sync alike. The knobs are one ``TransferOptions`` (``options.py``),
 the results plain data (``results.py``), the failures one tree (``errors.py``).
 
+The operations are imported on first use (PEP 562): ``from trunkline.api import verify``
+does not pay for the copy engine, nor ``cp`` for verify's. Most operations share their
+module's name, and importing a submodule binds its name on the package; ``_Api`` keeps
+the name bound to the operation, as the eager imports did.
+
 Layering: this package calls the engine and the cluster; nothing below it imports it.
 """
 
 from __future__ import annotations
 
+import importlib
+import sys
+import types
+
 from ..errors import TrunklineError, UsageError
 from ..options import TransferOptions
 from ..results import Failure, GcReport, Mismatch, SyncResult, TransferResult, VerifyReport
-from .copy import copy, copy_async
-from .gc import gc
-from .probe import ProbeResult, plan, probe
-from .sync import sync
-from .verify import verify
+
+_LAZY = {"copy": "copy", "copy_async": "copy", "gc": "gc", "ProbeResult": "probe",
+         "plan": "probe", "probe": "probe", "sync": "sync", "verify": "verify"}
 
 __all__ = [
     "Failure", "GcReport", "Mismatch", "ProbeResult", "SyncResult", "TransferOptions",
     "TransferResult", "TrunklineError", "UsageError", "VerifyReport", "copy", "copy_async",
     "gc", "plan", "probe", "sync", "verify",
 ]
+
+
+def __getattr__(name: str):
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{mod}"), name)
+    globals()[name] = value
+    return value
+
+
+class _Api(types.ModuleType):
+    def __setattr__(self, name: str, value) -> None:
+        # the import system binding submodule ``copy`` on the package: keep the operation
+        if isinstance(value, types.ModuleType) and _LAZY.get(name) == name:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Api

@@ -88,9 +88,11 @@ def _dst_endpoint(job: ObjectJob):
 def _probe_destination(d: Location, opts: TransferOptions):
     """The destination store's capabilities (probed once per endpoint and process), or
     None for a local destination, with checksums off, or with TRUNKLINE_PROBE=0."""
+    if d.is_local or not opts.checksums:
+        return None
     from ..storage import capabilities
 
-    if d.is_local or not opts.checksums or not capabilities.enabled():
+    if not capabilities.enabled():
         return None
     from ..config import resolve_endpoint
     from ..storage.s3 import S3Endpoint
@@ -105,29 +107,19 @@ def _probe_destination(d: Location, opts: TransferOptions):
         ep.close()
 
 
+# what a run's outcome and its result call alike
+_SAME = ("failures", "retries", "slowdowns", "requests", "wire_bytes", "peak_buffer_bytes",
+         "decisions", "resumed_bytes", "skipped_objects", "skipped_bytes", "verified",
+         "unverified")
+
+
 def _result(s: Location, d: Location, out: RunOutcome | None, runner: Runner) -> TransferResult:
-    options = runner.opts.summary()
-    if out is None:
-        return TransferResult(src=str(s), dst=str(d), bytes=0, seconds=0.0, objects=0,
-                              options=options)
-    return TransferResult(
-        src=str(s),
-        dst=str(d),
-        bytes=out.done_bytes,
-        seconds=out.seconds,
-        objects=out.objects,
-        failures=out.failures,
-        retries=out.retries,
-        slowdowns=out.slowdowns,
-        requests=out.requests,
-        wire_bytes=out.wire_bytes,
-        peak_buffer_bytes=out.peak_buffer_bytes,
-        decisions=out.decisions,
-        resumed_bytes=out.resumed_bytes,
-        skipped_objects=out.skipped_objects,
-        skipped_bytes=out.skipped_bytes,
-        connections=[c.to_dict() for c in out.connections],
-        options=options,
-        verified=out.verified,
-        unverified=out.unverified,
-    )
+    """The result of a run; ``out`` None: there was nothing to do."""
+    res = TransferResult(src=str(s), dst=str(d), bytes=0, seconds=0.0, objects=0,
+                         options=runner.opts.summary())
+    if out is not None:
+        res.bytes, res.seconds, res.objects = out.done_bytes, out.seconds, out.objects
+        res.connections = [c.to_dict() for c in out.connections]
+        for name in _SAME:
+            setattr(res, name, getattr(out, name))
+    return res

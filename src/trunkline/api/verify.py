@@ -28,10 +28,16 @@ def verify(
     exclude: Iterable[str] = (),
     filters: Iterable[tuple[bool, str]] | None = None,
     checkers: int = 16,
+    read: bool = True,
+    require_verified: bool = False,
     on_mismatch: Callable[[Mismatch], None] | None = None,
 ) -> VerifyReport:
     """Compare the folder/prefix ``src`` with ``dst`` without copying; report every
-    mismatch: missing, extra (unless ``extra=False``), size, content, error."""
+    mismatch: missing, extra (unless ``extra=False``), size, content, error.
+
+    Content is proven with whatever checksum the store keeps; where none settles a pair,
+    the object is read back, unless ``read=False``: the pair is then reported unverified
+    (a failure with ``require_verified``)."""
     s = parse_location(src) if isinstance(src, str) else src
     d = parse_location(dst) if isinstance(dst, str) else dst
     if s.is_local and d.is_local:
@@ -41,7 +47,8 @@ def verify(
         check_locations(s, d)
     v = Verifier(s, d, EndpointCache(), extra=extra, size_only=size_only,
                  filters=Filters.of(include, exclude,
-                                                    list(filters) if filters is not None else None), workers=checkers,
-                 on_mismatch=on_mismatch).run()
+                                    list(filters) if filters is not None else None),
+                 workers=checkers, read=read, on_mismatch=on_mismatch).run()
     return VerifyReport(str(s), str(d), v.src_objects, v.dst_objects, v.compared,
-                        v.mismatches, dict(v.methods), v.seconds)
+                        v.mismatches, dict(v.methods), v.seconds, v.unverified,
+                        require_verified)

@@ -4,10 +4,10 @@ directory or ``s3://bucket/prefix``) and opening the store with one-line errors.
 from __future__ import annotations
 
 import os
-import sys
-import traceback
 
 import click
+
+from .exits import fail
 
 STORE_METAVAR = "DIR|s3://BUCKET/PREFIX"
 STORE_HELP = ("Flow store: a directory, or s3://BUCKET/PREFIX (endpoint and credentials as "
@@ -37,13 +37,6 @@ class StoreLocation(click.ParamType):
             if self.must_exist and not os.path.isdir(loc.path):
                 self.fail(f"directory {loc.path!r} does not exist", param, ctx)
         return str(value)
-
-
-def fail(debug: bool, code: int, e: BaseException | str) -> None:
-    if debug:
-        traceback.print_exc()
-    click.echo(f"trunkline: error: {e}", err=True)
-    sys.exit(code)
 
 
 def open_store(location: str, debug: bool = False, **kw):

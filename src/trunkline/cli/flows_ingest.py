@@ -11,8 +11,9 @@ import threading
 
 import click
 
+from .exits import fail as _fail
+from .exits import guarded
 from .flows_common import STORE_HELP, STORE_METAVAR, StoreLocation, open_store, warn_skipped
-from .flows_common import fail as _fail
 
 
 def _hostport(spec: str) -> tuple[str, int]:
@@ -22,6 +23,46 @@ def _hostport(spec: str) -> tuple[str, int]:
         return parse_listen(spec)
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
+
+
+def rollup_options(f, default: bool | None = None):
+    what = ("default: on when enrichment data is found" if default is None else
+            "default: off: they cost the receive path CPU (bench/RESULTS.md); `flows rollup` "
+            "adds them later")
+    opts = [
+        click.option("--rollups/--no-rollups", "rollups", default=default,
+                     help=f"Write rollups beside each batch (what the report reads); {what}."),
+        click.option("--enrich-data", type=click.Path(file_okay=False), default=None,
+                     help="Enrichment data for the rollups (default: $TRUNKLINE_ENRICH_DATA or "
+                          "../shared/data/enrich)."),
+        click.option("--taxonomy", type=click.Path(dir_okay=False), default=None,
+                     help="TOML rules for the rollups' categories (use the report's)."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _rollups(flag: bool | None, enrich_data, taxonomy, debug: bool):
+    """The store's rollup writer, or None (``--no-rollups``, or no enrichment data found
+    when not asked for explicitly: the report then scans raw flows)."""
+    from ..flows.enrich import Enricher, find_data_dir
+    from ..flows.rollup import Rollups
+
+    if flag is False:
+        return None
+    if enrich_data is None and find_data_dir() is None:
+        if flag:
+            _fail(debug, 2, FileNotFoundError("--rollups needs enrichment data: --enrich-data DIR"))
+        click.echo("trunkline: no enrichment data found: no rollups written (the report scans "
+                   "raw flows; `trunkline flows rollup` adds them later)", err=True)
+        return None
+    try:
+        return Rollups(Enricher.from_dir(enrich_data, taxonomy_file=taxonomy))
+    except (ValueError, KeyError) as e:
+        _fail(debug, 2, e)
+    except OSError as e:
+        _fail(debug, 1, e)
 
 
 @click.command()
@@ -53,12 +94,21 @@ def _hostport(spec: str) -> tuple[str, int]:
 @click.option("--workers", default=1, show_default=True,
               help="Receive/decode/write processes sharing the ports (SO_REUSEPORT); "
                    "0 = one per CPU.")
+@click.option("--receiver", default="process", show_default=True,
+              type=click.Choice(["process", "inline"]),
+              help="process: a receive process per worker reads the sockets (recvmmsg) and "
+                   "queues datagrams ahead of decoding; inline: the decoding thread reads.")
+@click.option("--receive-queue", default=64, show_default=True, metavar="MiB",
+              help="Datagrams a receive process may hold while the decoder is busy; beyond "
+                   "it the socket overflows (counted as socket drops).")
 @click.option("--duration", default=None, type=float,
               help="Stop after this many seconds (default: until SIGINT/SIGTERM).")
+@lambda f: rollup_options(f, default=False)
 @click.option("--debug", is_flag=True, help="Tracebacks on errors.")
 def collect(listens, store_dir, metrics, batch_records, flush_interval, rcvbuf,
             template_budget, exporter_quota, template_churn, time_window, max_partitions,
-            workers, duration, debug):
+            workers, receiver, receive_queue, duration, rollups, enrich_data, taxonomy,
+            debug):
     """Receive flows over UDP and store them; SIGINT/SIGTERM flushes and exits."""
     from ..flows.sources.collector import Collector, CollectorConfig
     from ..flows.sources.metrics import serve_metrics
@@ -66,9 +116,11 @@ def collect(listens, store_dir, metrics, batch_records, flush_interval, rcvbuf,
                           flush_interval_s=flush_interval, rcvbuf_bytes=rcvbuf,
                           template_budget_bytes=template_budget << 20,
                           exporter_quota_bytes=exporter_quota << 20,
-                          template_changes_per_s=template_churn)
+                          template_changes_per_s=template_churn, receiver=receiver,
+                          receive_queue_bytes=receive_queue << 20)
     store = open_store(store_dir, debug, time_window_s=time_window,
-                       max_partitions_per_write=max_partitions)
+                       max_partitions_per_write=max_partitions,
+                       rollups=_rollups(rollups, enrich_data, taxonomy, debug))
     workers = workers or os.cpu_count() or 1
     try:
         if workers > 1:
@@ -156,20 +208,19 @@ def _mapping(pairs: tuple[str, ...]) -> dict[str, str]:
               help="Capture records further than this from their export header's time are "
                    "quarantined (a probe replaying an old pcap: widen it).")
 @click.option("--json", "as_json", is_flag=True, help="Print counters as JSON.")
+@rollup_options
 @click.option("--debug", is_flag=True)
-def ingest(files, store_dir, ports, maps, time_window, as_json, debug):
+def ingest(files, store_dir, ports, maps, time_window, as_json, rollups, enrich_data, taxonomy, debug):
     """Decode pcap/pcapng captures of exports, CSV/Parquet flow logs or nfdump CSV
     into the store (captures in the order given: templates first)."""
-    from ..errors import TrunklineError
     from ..flows.sources.ingest import ingest_files
 
-    store = open_store(store_dir, debug, time_window_s=time_window)
-    try:
-        out = ingest_files(files, store, ports=set(ports) or None, mapping=_mapping(maps))
-    except (ValueError, KeyError) as e:
-        _fail(debug, 2, e)
-    except (OSError, TrunklineError) as e:
-        _fail(debug, 1, e)
+    # a plain ValueError of the sources names a file or a --map they cannot use (a
+    # capture they cannot read is a PcapError: exit 1)
+    store = open_store(store_dir, debug, time_window_s=time_window,
+                       rollups=_rollups(rollups, enrich_data, taxonomy, debug))
+    out = guarded(debug, ingest_files, files, store,
+                  ports=set(ports) or None, mapping=_mapping(maps), usage=(ValueError,))
     if as_json:
         click.echo(json.dumps(out, indent=1))
     else:

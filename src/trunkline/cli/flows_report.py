@@ -3,31 +3,29 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
-import traceback
 
 import click
 
+from .exits import guarded
 from .flows_common import STORE_HELP, STORE_METAVAR, StoreLocation, open_store, warn_skipped
 
 
 def _run(debug: bool, fn, *args, **kw):
-    """Usage/data errors exit 2, I/O errors 1, each as one line (traceback with --debug)."""
-    from ..errors import TrunklineError
+    """Failures mapped to exit codes (``cli/exits.py``): UsageError 2, other TrunklineError
+    and OSError 1, each as one line (traceback with --debug); anything else is a bug."""
+    return guarded(debug, fn, *args, **kw)
 
-    try:
-        return fn(*args, **kw)
-    except (ValueError, KeyError) as e:
-        if debug:
-            traceback.print_exc()
-        click.echo(f"trunkline: error: {e}", err=True)
-        sys.exit(2)
-    except (OSError, TrunklineError) as e:
-        if debug:
-            traceback.print_exc()
-        click.echo(f"trunkline: error: {e}", err=True)
-        sys.exit(1)
+
+def _raise(e: BaseException):
+    raise e
+
+
+def _quarter(debug: bool, text: str):
+    """``--quarter`` parsed; the parser's ValueError can only mean a wrong argument."""
+    from ..flows.stats import Quarter
+
+    return guarded(debug, Quarter.parse, text, usage=(ValueError,))
 
 
 def enrich_options(f):
@@ -51,6 +49,18 @@ def _enricher(enrich_data, taxonomy, metros, asn_mmdb):
     from ..flows.enrich import Enricher
 
     return Enricher.from_dir(enrich_data, taxonomy_file=taxonomy, metros_file=metros, asn_mmdb=asn_mmdb)
+
+
+def _enrich_args(enrich_data, taxonomy, metros, asn_mmdb) -> dict:
+    """Enricher.from_dir's arguments as absolute paths, for Ray tasks on other processes."""
+    from pathlib import Path
+
+    from ..flows.enrich import find_data_dir
+
+    def a(p):
+        return str(Path(p).resolve()) if p else None
+    return {"data_dir": a(enrich_data or find_data_dir()), "taxonomy_file": a(taxonomy),
+            "metros_file": a(metros), "asn_mmdb": a(asn_mmdb)}
 
 
 @click.command()
@@ -90,16 +100,19 @@ def classify(query, enrich_data, taxonomy, metros, asn_mmdb, debug, as_json):
 @click.option("--previous/--no-previous", default=True, show_default=True,
               help="Also simulate the previous quarter (half as many records) for the QoQ change.")
 @click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--rollups/--no-rollups", default=True, show_default=True,
+              help="Write rollups beside each batch (what the report reads).")
 @enrich_options
-def simulate(quarter, out, n_flows, previous, seed, enrich_data, taxonomy, metros, asn_mmdb, debug):
+def simulate(quarter, out, n_flows, previous, seed, rollups, enrich_data, taxonomy, metros, asn_mmdb, debug):
     """Write a quarter of SIMULATED flows of a storage provider's edge into a store."""
     from ..flows.simulate import PREVIOUS_SHIFT
     from ..flows.simulate import simulate as sim
-    from ..flows.stats import Quarter
 
-    q = _run(debug, Quarter.parse, quarter)
+    q = _quarter(debug, quarter)
+    from ..flows.rollup import Rollups
+
     e = _run(debug, _enricher, enrich_data, taxonomy, metros, asn_mmdb)
-    store = open_store(out, debug)
+    store = open_store(out, debug, rollups=Rollups(e) if rollups else None)
     if previous:
         r = _run(debug, sim, q.prev(), store, e, max(n_flows // 2, 1), seed, 0.5, PREVIOUS_SHIFT)
         click.echo(f"{q.prev()}: {r.flows:,} simulated flows ({r.elephant_sessions} elephant sessions) "
@@ -144,29 +157,83 @@ def elephant_options(f):
 @click.option("--home-country", default=None, metavar="CC",
               help="ISO country code of home (e.g. US): adds the countries-excluding-home view.")
 @click.option("--top", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option("--source", type=click.Choice(["auto", "rollups", "raw"]), default="auto", show_default=True,
+              help="Figures from the rollups (auto: when they cover the window, else raw flows).")
+@click.option("--ray", "ray", default=None, metavar="ADDRESS|local",
+              help="Scan raw flows over a Ray cluster's tasks (implies --source raw).")
 @elephant_options
 @enrich_options
-def report(store_dir, quarter, out, sites, home_country, top, rate_on, rate_off, min_bytes, min_duration, interval,
-           enrich_data, taxonomy, metros, asn_mmdb, debug):
+def report(store_dir, quarter, out, sites, home_country, top, source, ray, rate_on, rate_off, min_bytes,
+           min_duration, interval, enrich_data, taxonomy, metros, asn_mmdb, debug):
     """Write the network-stats report: report.html (offline), report.json, charts/*.png."""
     from ..flows.enrich.sites import load_regions, load_sites
     from ..flows.report import write_report
-    from ..flows.stats import Quarter
 
     t0 = time.perf_counter()
-    q = _run(debug, Quarter.parse, quarter)
+    q = _quarter(debug, quarter)
     th = _run(debug, _thresholds, rate_on, rate_off, min_bytes, min_duration, interval)
     e = _run(debug, _enricher, enrich_data, taxonomy, metros, asn_mmdb)
     site_map = _run(debug, load_sites, sites)
     region_map = _run(debug, load_regions, sites)
     store = open_store(store_dir, debug)
     r = _run(debug, write_report, store, q, e, out, thresholds=th, sites=site_map,
-             regions=region_map, home_country=home_country, top_n=top)
+             regions=region_map, home_country=home_country, top_n=top,
+             source="raw" if ray else source, ray=ray,
+             enrich_args=_enrich_args(enrich_data, taxonomy, metros, asn_mmdb) if ray else None)
     warn_skipped(store)
     label = " SIMULATED" if r["simulated"] else ""
+    src = r["source"]
+    how = f"from {src['kind']}" + (f" ({src['reason']})" if src["reason"] and src["kind"] != "rollups" else "")
     click.echo(f"{q}{label}: {r['totals']['flows']:,} flows, {r['unique_endpoints']['all']:,} peers, "
-               f"{r['elephants']['count']:,} elephants; report in {out}/report.html "
+               f"{r['elephants']['count']:,} elephants, {how}; report in {out}/report.html "
                f"({time.perf_counter() - t0:.1f} s)", err=True)
+
+
+@click.command()
+@click.option("--store", "store_dir", required=True, type=StoreLocation(must_exist=True),
+              metavar=STORE_METAVAR, help=STORE_HELP)
+@click.option("--quarter", default=None, help="Only the days of this quarter, e.g. 2025Q4 (default: every day).")
+@click.option("--ray", "ray", default=None, metavar="ADDRESS|local",
+              help="Compute the days' rollups in Ray tasks (the driver writes them).")
+@click.option("--compact", is_flag=True,
+              help="Only merge each day's rollup files into one per level (no raw flows read).")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@enrich_options
+def rollup(store_dir, quarter, ray, compact, as_json, enrich_data, taxonomy, metros, asn_mmdb, debug):
+    """Rebuild the rollups (5m, 1h, 1d, peers, mover) of a store from its raw flows: for
+    stores written before rollups, or with another enrichment. One file per level and day.
+    With --compact, merge the files many writer batches left instead."""
+    from ..flows import scan
+
+    t0 = time.perf_counter()
+    store = open_store(store_dir, debug)
+    if not store.is_local:
+        from ..errors import UsageError
+
+        _run(debug, _raise, UsageError("flows rollup works on a local store for now "
+                                       "(an S3 lake's report scans its raw flows)"))
+    if quarter:
+        q = _quarter(debug, quarter)
+        days = scan.raw_days(store, q.start, q.end)
+    else:
+        days = scan.raw_days(store)
+    if compact:
+        rows = _run(debug, scan.compact, store, days)
+    elif ray:
+        from ..flows.scan_ray import backfill_on_ray
+
+        rows = _run(debug, backfill_on_ray, store, days, ray,
+                    _enrich_args(enrich_data, taxonomy, metros, asn_mmdb))
+    else:
+        e = _run(debug, _enricher, enrich_data, taxonomy, metros, asn_mmdb)
+        rows = _run(debug, scan.backfill, store, e, days)
+    out = {"days": len(days), "rows": rows, "seconds": round(time.perf_counter() - t0, 3)}
+    if as_json:
+        click.echo(json.dumps(out, indent=1))
+    else:
+        what = "files" if compact else "rows"
+        click.echo(f"rollups of {len(days)} day(s): " + ", ".join(f"{k} {v:,} {what}" for k, v in rows.items())
+                   + f" ({out['seconds']:.1f} s)", err=True)
 
 
 @click.command()
@@ -184,7 +251,7 @@ def elephants(store_dir, quarter, top, as_json, rate_on, rate_off, min_bytes, mi
 
     from ..flows.elephants import find
     from ..flows.report.charts import human_bits
-    from ..flows.stats import Quarter, prepare
+    from ..flows.stats import prepare
 
     th = _run(debug, _thresholds, rate_on, rate_off, min_bytes, min_duration, interval)
     e = _run(debug, _enricher, enrich_data, taxonomy, metros, asn_mmdb)
@@ -192,7 +259,7 @@ def elephants(store_dir, quarter, top, as_json, rate_on, rate_off, min_bytes, mi
     con = _run(debug, store.connect)
     warn_skipped(store)
     if quarter:
-        q = _run(debug, Quarter.parse, quarter)
+        q = _quarter(debug, quarter)
         start, end = q.start, q.end
     else:
         start, end = datetime(1970, 1, 1, tzinfo=UTC), datetime(9999, 1, 1, tzinfo=UTC)
@@ -213,5 +280,5 @@ def elephants(store_dir, quarter, top, as_json, rate_on, rate_off, min_bytes, mi
 
 def register(group: click.Group) -> None:
     """Attach these commands to the ``flows`` group."""
-    for command in (classify, simulate, report, elephants):
+    for command in (classify, simulate, report, rollup, elephants):
         group.add_command(command)

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import sys
-import traceback
 
 import click
 
 from ..text import safe
 from ..units import human_bytes, parse_size
+from .exits import guarded
 
 
 class SizeParam(click.ParamType):
@@ -29,34 +29,15 @@ SIZE = SizeParam()
 
 
 def run_api(debug: bool, fn, *args, **kw):
-    """Call the API and map its failures to exit codes, each as one clear line.
-
-    ``UsageError`` (a wrong command or value) exits 2; any other ``TrunklineError`` (a
-    transfer or store failure) and ``OSError`` (the local disk or network said no) exit 1.
-    Anything else is a bug in trunkline: it propagates with its traceback.
-    """
-    from ..errors import TrunklineError, UsageError
-
+    """Call the API and map its failures to exit codes, each as one clear line
+    (``cli/exits.py``: UsageError 2, any other TrunklineError or OSError 1, else a bug
+    with its traceback). ``--debug`` also logs the tuner's and the cluster's decisions."""
     if debug:   # the tuner's decisions (and the cluster driver's events) as they happen
         import logging
 
         logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                             format="trunkline: %(name)s: %(message)s")
-    try:
-        return fn(*args, **kw)
-    except UsageError as e:
-        if debug:
-            traceback.print_exc()
-        click.echo(f"trunkline: error: {safe(e)}", err=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        click.echo("trunkline: interrupted", err=True)
-        sys.exit(130)
-    except (TrunklineError, OSError) as e:
-        if debug:
-            traceback.print_exc()
-        click.echo(f"trunkline: error: {safe(e)}", err=True)
-        sys.exit(1)
+    return guarded(debug, fn, *args, **kw)
 
 
 def transfer_options(f):
@@ -87,6 +68,10 @@ def transfer_options(f):
         click.option("--timeout", "read_timeout", type=float, default=None,
                      help="Seconds without a byte before a connection is retried "
                           f"(default {D.read_timeout:g})."),
+        click.option("--min-rate", default=None, metavar="RATE[,DURATION]",
+                     help="A response body slower than RATE for DURATION fails and is "
+                          "retried on a new connection (default "
+                          f"{_size(int(D.min_rate))},{D.min_rate_window:g}s; 0: off)."),
         click.option("--no-resume", is_flag=True,
                      help="Start fresh instead of resuming an interrupted run of this copy."),
         click.option("--state-dir", type=click.Path(file_okay=False), default=None,
@@ -111,7 +96,7 @@ def _size(n: int) -> str:
 
 def build_options(max_connections, connections, part_size, no_tune, bwlimit, bwlimit_endpoint,
                   max_memory, retries, read_timeout, no_resume, state_dir,
-                  direct_io=True, server_side=True, require_verified=False):
+                  direct_io=True, server_side=True, require_verified=False, min_rate=None):
     """The one TransferOptions of a command, from its flags (unset flags: the defaults)."""
     from ..options import TransferOptions
 
@@ -127,7 +112,7 @@ def build_options(max_connections, connections, part_size, no_tune, bwlimit, bwl
         tune=not no_tune, bwlimit=bwlimit, bwlimit_endpoint=per or None, max_memory=max_memory,
         retries=retries, read_timeout=read_timeout, resume=not no_resume, state_dir=state_dir,
         direct_io=direct_io, server_side=server_side,
-        require_verified=require_verified)
+        require_verified=require_verified, min_rate=min_rate)
 
 
 def _report(result, as_json: bool, quiet: bool = False) -> None:

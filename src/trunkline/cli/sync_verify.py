@@ -103,10 +103,16 @@ def register(cli: click.Group) -> None:
     @click.option("--size-only", is_flag=True, help="Compare sizes only, not content.")
     @click.option("--checkers", type=click.IntRange(1, 256), default=16, show_default=True,
                   help="Parallel hashes and HEADs.")
+    @click.option("--no-read", is_flag=True,
+                  help="Never read objects back: a pair no stored checksum settles is "
+                       "reported unverified.")
+    @click.option("--require-verified", is_flag=True,
+                  help="An unverified pair is a failure (exit 1).")
     @filter_options
     @click.option("--json", "as_json", is_flag=True, help="Print a JSON report on stdout.")
     @click.option("--debug", is_flag=True, help="Tracebacks on errors.")
-    def verify(src, dst, no_extra, size_only, checkers, include, exclude, as_json, debug):
+    def verify(src, dst, no_extra, size_only, checkers, no_read, require_verified, include,
+               exclude, as_json, debug):
         """Compare SRC with DST without copying; one line per mismatch, exit 1 if any."""
         from ..api import verify as api_verify
 
@@ -115,13 +121,18 @@ def register(cli: click.Group) -> None:
                 click.echo(safe(m))
 
         r = run_api(debug, api_verify, src, dst, extra=not no_extra, size_only=size_only,
-                    filters=_ordered(include, exclude), checkers=checkers, on_mismatch=show)
+                    filters=_ordered(include, exclude), checkers=checkers, read=not no_read,
+                    require_verified=require_verified, on_mismatch=show)
         if as_json:
             click.echo(json.dumps(r.to_dict(), indent=2))
         else:
+            for u in r.unverified:
+                click.echo(f"unverified: {safe(u.name)}: {safe(u.reason)}")
             how = ", ".join(f"{k} {v}" for k, v in sorted(r.methods.items()))
-            click.echo(f"{'OK' if r.ok else 'MISMATCH'}: {len(r.mismatches)} mismatches; "
-                       f"{r.compared} compared ({how or 'none'}); {r.src_objects} source / "
+            state = "OK" if r.ok else "MISMATCH" if r.mismatches else "UNVERIFIED"
+            click.echo(f"{state}: {len(r.mismatches)} mismatches; "
+                       f"{r.compared} compared ({how or 'none'}), {len(r.unverified)} "
+                       f"unverified; {r.src_objects} source / "
                        f"{r.dst_objects} destination objects in {r.seconds:.2f} s", err=True)
         sys.exit(0 if r.ok else 1)
 

@@ -5,9 +5,10 @@ Flow: a lister thread streams the source through ``plan_shards`` into a bounded 
 ``inflight`` shards on each worker actor, waits on their results with ``ray.wait``, and
 polls the workers' counters for the progress display (total and per-node rate). A worker
 that dies (its process or its node) takes its in-flight shards with it: they go back to
-the queue and run on another worker, at most ``shard_attempts`` times. For a per-node
-local destination the shards a lost *node* had finished go back too (their files lived on
-that node). Split objects: the driver creates the multipart upload, the workers send the
+the queue and run on another worker, at most ``shard_attempts`` tries in all, under the
+one retry policy (``cluster/retries.py``; what is retryable and the backoff are
+``engine/retry.py``'s). For a per-node local destination the shards a lost *node* had
+finished go back too (their files lived on that node). Split objects: the driver creates the multipart upload, the workers send the
 part ranges, the driver completes it with their ETags.
 """
 
@@ -25,6 +26,7 @@ from typing import Any
 
 from ..engine.jobs import EndpointCache, _sources
 from ..engine.journal import default_state_dir
+from ..engine.retry import RetryPolicy
 from ..errors import ClusterUnavailable, UsageError
 from ..options import TransferOptions
 from ..results import Failure, TransferResult
@@ -32,6 +34,7 @@ from ..telemetry.snapshot import Snapshot
 from ..units import GiB, parse_size
 from ..url import Location, LocationError, parse_location
 from .ledger import Ledger
+from .retries import ShardFailed, ShardRetries, WorkerLost
 from .shard import Shard, SplitPlan, plan_shards
 from .worker import ShardWorker, WorkerSpec, node_tag
 
@@ -389,7 +392,7 @@ class _Driver:
 
         th = threading.Thread(target=lister, name="tl-ray-list", daemon=True)
         th.start()
-        retry: deque[Shard] = deque()
+        retry = ShardRetries(RetryPolicy(attempts=self.attempts))
         last_poll = 0.0
         try:
             while True:
@@ -403,7 +406,7 @@ class _Driver:
                 # dispatch: retries first, then fresh shards, up to `inflight` per worker
                 for w in sorted(live, key=lambda w: len(w.inflight)):
                     while len(w.inflight) < self.inflight:
-                        sh = retry.popleft() if retry else None
+                        sh = retry.due()
                         if sh is None:
                             try:
                                 sh = q.get_nowait()
@@ -471,7 +474,7 @@ class _Driver:
                 return w
         return None   # its worker was lost and its shards already went back to the queue
 
-    def _collect(self, ref, retry: deque) -> None:
+    def _collect(self, ref, retry: ShardRetries) -> None:
         ray, res = self.ray, self.res
         w = self._owner(ref)
         if w is None:
@@ -485,13 +488,11 @@ class _Driver:
             self._lost(w, sh, retry, e)
             return
         except ray.exceptions.RayError as e:  # the shard raised: retry it elsewhere
-            sh.attempts += 1
-            if sh.attempts >= self.attempts:
-                msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-                self._give_up(sh, f"shard failed {sh.attempts}x: {msg}")
-            else:
+            msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+            if retry.failed(sh, ShardFailed(msg, getattr(e, "cause", None))):
                 res.shard_retries += 1
-                retry.append(sh)
+            else:
+                self._give_up(sh, f"shard failed {sh.attempts}x: {msg}")
             return
         if self.dry_run:
             res.planned_parts += out["parts"]
@@ -521,7 +522,7 @@ class _Driver:
     confirm_s = 15.0
     """How long a worker holding per-node files may take to answer the final check."""
 
-    def _confirm_holders(self, retry: deque) -> bool:
+    def _confirm_holders(self, retry: ShardRetries) -> bool:
         """Per-node destinations: a finished shard's files exist only on its node. A node
         lost while it had nothing in flight shows on no shard's result, so before the end
         every worker holding finished shards must answer a call; one that fails or stays
@@ -547,7 +548,7 @@ class _Driver:
             ok = False
         return ok
 
-    def _lost(self, w: _Worker, sh: Shard | None, retry: deque, e: BaseException) -> None:
+    def _lost(self, w: _Worker, sh: Shard | None, retry: ShardRetries, e: BaseException) -> None:
         """A worker died: its in-flight shards run again elsewhere. With per-node local
         destinations its finished shards do too: whether its node (and the files on it)
         survived is not known in time (Ray notices a dead node only after its health
@@ -571,13 +572,11 @@ class _Driver:
         else:
             lost = [sh] if sh is not None else []
         for x in lost:
-            x.attempts += 1
-            if x.attempts >= self.attempts:
+            if not retry.failed(x, WorkerLost(f"{type(e).__name__}: {e}")):
                 self._give_up(x, f"lost with {x.attempts} workers")
                 continue
             res.shard_retries += 1
             self._abort_orphans(x)
-            retry.append(x)
 
     def _give_up(self, sh: Shard, why: str) -> None:
         if sh.split:

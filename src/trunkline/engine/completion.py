@@ -106,9 +106,11 @@ class Completion:
                                          resume.journal_mtime(job), job.plan.part_size))
 
     def flush(self) -> None:
-        """Write the batch of finished single-part objects to the journal."""
-        if self.run.journal is None or not self._done_batch:
-            return
+        """Make the batch's renames durable (one fsync per folder), then write the batch of
+        finished single-part objects to the journal: "done" only once the name is."""
         with self._lock:
             batch, self._done_batch = self._done_batch, []
-        self.run.journal.done_many(batch)
+        if self.run.dir_sync is not None:
+            self.run.dir_sync.sync()
+        if self.run.journal is not None and batch:
+            self.run.journal.done_many(batch)

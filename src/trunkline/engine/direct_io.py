@@ -59,16 +59,27 @@ class DirectWriter:
     """``pwrite`` for one partial file: aligned bulk direct, the rest buffered.
 
     Shared by the worker threads of one object (``pwrite`` is positional, so no lock);
-    after a refused direct write every later write of the file is buffered.
+    after a refused direct write every later write of the file is buffered. The refused
+    descriptor is not closed then: another worker may be writing through it this moment
+    (and a closed number can be reused by the next ``open``, so its bytes would land in
+    another file); it is kept aside and closed with the writer.
     """
 
-    __slots__ = ("fd", "dfd")
+    __slots__ = ("fd", "dfd", "_retired")
     fd: int
     dfd: int | None
 
     def __init__(self, fd: int, dfd: int | None) -> None:
         self.fd = fd
         self.dfd = dfd
+        self._retired: int | None = None
+
+    def direct_refused(self) -> None:
+        """The filesystem refused a direct write: buffered from now on (the descriptor is
+        closed by ``close``)."""
+        dfd, self.dfd = self.dfd, None
+        if dfd is not None:
+            self._retired = dfd
 
     def pwrite(self, chunk: memoryview, offset: int) -> None:
         n = len(chunk)
@@ -80,7 +91,7 @@ class DirectWriter:
             except OSError as e:
                 if e.errno != errno.EINVAL:
                     raise
-                self.dfd = None       # this filesystem wants another alignment: buffered
+                self.direct_refused()  # this filesystem wants another alignment: buffered
                 bulk = 0
             if bulk:
                 if bulk < n:
@@ -90,12 +101,13 @@ class DirectWriter:
 
     def close(self) -> None:
         """Close the direct descriptor (the ordinary one belongs to the job)."""
-        dfd, self.dfd = self.dfd, None
-        if dfd is not None:
-            try:
-                os.close(dfd)
-            except OSError:
-                pass
+        for dfd in (self.dfd, self._retired):
+            if dfd is not None:
+                try:
+                    os.close(dfd)
+                except OSError:
+                    pass
+        self.dfd = self._retired = None
 
 
 def _aligned(chunk: memoryview) -> bool:

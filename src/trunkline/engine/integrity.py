@@ -26,6 +26,7 @@ __all__ = [
     "COMMON_PART_SIZES",
     "FileDigest",
     "b64_to_crc32c",
+    "bare_etag",
     "candidate_part_sizes",
     "composite_checksum",
     "crc32c",
@@ -123,7 +124,8 @@ _MD5_RE = re.compile(r"^[0-9a-f]{32}$")
 _MULTI_RE = re.compile(r"^[0-9a-f]{32}-(\d+)$")
 
 
-def _bare(etag: str) -> str:
+def bare_etag(etag: str) -> str:
+    """An ETag without quotes and a weak ``W/`` prefix, hex in lower case."""
     e = etag.strip()
     if e.startswith("W/"):
         e = e[2:]
@@ -147,7 +149,7 @@ def multipart_etag(part_md5s: list[bytes]) -> str:
 def etag_kind(etag: str) -> Literal["md5", "multipart", "opaque"]:
     """Classify an ETag by shape; "md5" can still be opaque under SSE-KMS/SSE-C (the
     store's checksum headers, when present, are then the only content check)."""
-    e = _bare(etag)
+    e = bare_etag(etag)
     if _MD5_RE.match(e):
         return "md5"
     if _MULTI_RE.match(e):
@@ -157,13 +159,13 @@ def etag_kind(etag: str) -> Literal["md5", "multipart", "opaque"]:
 
 def parts_in_etag(etag: str) -> int | None:
     """N of a multipart ``...-N`` ETag, else None."""
-    m = _MULTI_RE.match(_bare(etag))
+    m = _MULTI_RE.match(bare_etag(etag))
     return int(m.group(1)) if m else None
 
 
 def etags_equal(a: str, b: str) -> bool:
     """Compare ETags ignoring quotes, a weak ``W/`` prefix and hex case."""
-    return _bare(a) == _bare(b)
+    return bare_etag(a) == bare_etag(b)
 
 
 def part_count(size: int, part_size: int) -> int:

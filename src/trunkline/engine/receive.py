@@ -94,14 +94,17 @@ def receive_to_file(conn: Connection, n: int, fd: int, offset: int, buf: memoryv
     while got < n:
         k = min(NATIVE_SLICE, n - got)
         try:
-            crc, writer.dfd = native.recv_to_file(sock, fd, offset + got, k, buf,
-                                                  direct_fd=writer.dfd, crc=crc)
+            dfd = writer.dfd
+            crc, left = native.recv_to_file(sock, fd, offset + got, k, buf,
+                                            direct_fd=dfd, crc=crc)
+            if dfd is not None and left is None:
+                writer.direct_refused()   # closed with the writer, never under a neighbour
         except ConnectionError as e:
             conn.direct_failed()
-            raise ConnectionClosed(f"body truncated: {e}") from None
+            raise conn.cut_short(ConnectionClosed(f"body truncated: {e}")) from None
         except TimeoutError as e:
             conn.direct_failed()
-            raise ReadTimeout(str(e)) from None
+            raise conn.cut_short(ReadTimeout(str(e))) from None
         except BaseException:
             conn.direct_failed()
             raise

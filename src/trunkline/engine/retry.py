@@ -11,7 +11,8 @@ Why one helper: the scheduler's part loop, the store's control requests, the ful
 checksum HEAD and ``verify``'s reads each had their own loop, plus botocore's own retries
 (up to 6 attempts) stacked under ours. botocore's are now off (``storage/s3.py``), and
 every loop is ``retrying`` with this policy, so the budget a user sets with
-``--retries`` is the budget spent.
+``--retries`` is the budget spent. A loop that cannot block (the cluster driver re-queues
+a failed shard to another worker) asks the same policy: ``RetryPolicy.after``.
 """
 
 from __future__ import annotations
@@ -47,6 +48,15 @@ class RetryPolicy:
         r = rng or random
         return r.uniform(0, min(self.cap, self.base * (2 ** attempt)))
 
+    def after(self, exc: BaseException, tries: int,
+              rng: random.Random | None = None) -> float | None:
+        """The wait before another try once ``tries`` tries failed, the last with ``exc``;
+        None: give up (not retryable, or the tries are spent). The one decision of every
+        retry, whether the loop blocks (``retrying``) or re-queues (the cluster's shards)."""
+        if not is_retryable(exc) or tries >= self.attempts:
+            return None
+        return self.delay(tries, rng)
+
 
 def retrying(
     attempt_once: Callable[[], T],
@@ -68,12 +78,11 @@ def retrying(
             return attempt_once()
         except Exception as e:
             attempt += 1
-            again = is_retryable(e) and attempt < policy.attempts
+            wait = policy.after(e, attempt, rng)
             if on_error is not None:
-                on_error(e, attempt, again)
-            if not again:
+                on_error(e, attempt, wait is not None)
+            if wait is None:
                 raise
-            wait = policy.delay(attempt, rng)
             if stop is None:
                 time.sleep(wait)
             elif stop.wait(wait):

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from ..errors import ProtocolError, SourceChanged
 from ..options import TransferOptions
 from ..results import Failure, Unverified
+from ..storage.partial import DirSync
 from ..storage.s3 import S3Endpoint
 from ..telemetry.snapshot import Snapshot
 from ..units import MiB, human_bytes
@@ -124,13 +125,13 @@ class Runner:
         self._stop = threading.Event()
         self.started = 0.0
         self._made_dirs: set[str] = set()
-        self.conns = RunConnections(opts.read_timeout, opts.max_connections)
+        self.conns = RunConnections(opts.read_timeout, opts.max_connections, opts.min_rate_pair)
         self.context = RunContext(
             checksums=opts.checksums, direct_io=opts.direct_io, retry=self.retry,
             stop=self._stop, memory=self.mem, journal=journal, resumed_run=resumed,
             journal_created=self.journal_created, pool_for=self.conns.pool_for,
             limit_for=self.limit_for, ensure_dir=self.ensure_dir,
-            require_verified=opts.require_verified)
+            require_verified=opts.require_verified, dir_sync=DirSync())
         self.completion = Completion(self.context)
         self._workers: list[threading.Thread] = []
 

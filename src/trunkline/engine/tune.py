@@ -11,7 +11,11 @@ the tuner returns a :class:`Decision` when the setting should change. The loop:
   for two intervals once slow start has ended, shed 15 %: more connections only queue;
   a shed that loses goodput is undone, and no shedding goes below that level again.
 * **hold** - watch goodput; a drop of a quarter restarts the search, and every
-  ``probe_every`` intervals one step up is tried, so a path that got better is used.
+  ``probe_every`` intervals one step is tried, up and down in turn: up (so a path that
+  got better is used) and **trim** down by a quarter (kept while goodput stays within the
+  bar, at most 10 %, of the level before the first trim; a failed trim waits twice as
+  long before the next). So a transfer that started above what its path needs (a server or a WAN link
+  that caps the rate) comes down to the fewest connections that carry it.
 * **frugal** - a step must beat the noise: the bar is the larger of ``gain`` and twice the
   spread measured between intervals at one level, and a step under it is undone. Under a
   binding rate cap (``--bwlimit``: goodput at ``capped`` of the cap) the tuner does not
@@ -26,28 +30,16 @@ Each level is measured after one settling interval (new connections ramp up) ove
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 from ..errors import UsageError
 from ..units import MiB
+from .decision import Decision, pct
 from .latency import Latency
+from .tune_phases import TunerPhases
+
+__all__ = ["Decision", "Tuner"]
 
 
-@dataclass(frozen=True)
-class Decision:
-    """A change of setting, with why. ``goodput_bps`` is bits/s measured before it."""
-
-    connections: int
-    part_size: int
-    reason: str
-    goodput_bps: float
-    at: float
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-class Tuner:
+class Tuner(TunerPhases):
     """Connections and part size for one transfer; see the module docstring."""
 
     gain = 0.05
@@ -62,6 +54,8 @@ class Tuner:
     settle = 1
     measure = 2
     probe_every = 20
+    trim = 0.75
+    """A trim tries this share of the connections."""
     ceiling_ttl = 60.0
     """Seconds a SlowDown ceiling is remembered before growth may pass it again."""
     capped = 0.9
@@ -113,6 +107,8 @@ class Tuner:
         self._shed: tuple[int, float] | None = None  # (connections, goodput) before a shed
         self._shed_floor = 0
         self._cap_level = max_connections  # fewest connections seen reaching the rate cap
+        self._trim_next, self._trim_wait, self._trim_skip = True, 1, 0
+        self._trim_ref: float | None = None  # goodput held before the first trim
         self.goodput = 0.0
         """Smoothed goodput in bytes/s (EWMA of interval goodput)."""
         self.noise = 0.0
@@ -229,100 +225,13 @@ class Tuner:
             # the latency was the price of goodput: go back, and shed no lower again
             self._shed_floor = shed[0]
             self._ceiling = self.max_connections
-            return self._hold_at(now, level, f"shedding lost {_pct(level, shed[1])}",
+            return self._hold_at(now, level, f"shedding lost {pct(level, shed[1])}",
                                  back=shed[0], held=shed[1])
         if self.phase == "hold":
             part = self._grow_part(now, level)
             if part is not None:
                 return part
         return getattr(self, f"_{self.phase}")(now, level)
-
-    # ------------------------------------------------------------ phases
-    def _slow_start(self, now: float, level: float) -> Decision | None:
-        c = self.connections
-        prev = self._prev
-        if self._cap_binds(level):
-            back = prev[0] if prev is not None else c
-            self._prev = None
-            return self._hold_at(now, level, f"rate cap binds ({_pct(level, self.rate_cap or 0)}"
-                                 " of it)", back=min(back, c))
-        if prev is None or level > prev[1] * (1 + self.bar):
-            limit = self._limit()
-            why = "start" if prev is None else f"goodput {_pct(level, prev[1])}"
-            part = None
-            if c >= limit and self._memory_bound() and self.part_size // 2 >= self.min_part_size:
-                # memory, not the path, stops growth: smaller parts buy more connections
-                part = self.part_size // 2
-                limit = min(self.max_memory // part, self.max_connections, self._ceiling,
-                            self._cap_level)
-                why += ", memory-bound: halve parts"
-            if c >= limit:
-                return self._hold_at(now, level, f"at the limit ({c} connections)")
-            self._prev = (c, level)
-            return self._change(now, level, min(limit, c * 2), part, f"{why}: grow")
-        back = prev[0]  # the step did not pay: fewer connections for the same goodput
-        self._prev = None
-        msg = f"{prev[0]} -> {c} connections gave {_pct(level, prev[1])}: hold at {back}"
-        self.phase = "hold"
-        self._held = max(level, prev[1])
-        self._hold_count = 0
-        if back != c:
-            return self._change(now, level, back, None, msg)
-        return self._log(now, level, msg)
-
-    def _avoid(self, now: float, level: float) -> Decision | None:
-        """After a back-off: grow by an eighth per step up to the ceiling."""
-        c = self.connections
-        prev = self._prev
-        if prev is not None and level <= prev[1] * (1 + self.bar) and prev[0] < c:
-            self._prev = None
-            return self._hold_at(now, level, f"growth to {c} gave {_pct(level, prev[1])}",
-                                 back=prev[0],
-                                 held=prev[1])
-        limit = self._limit()
-        if self._cap_binds(level):
-            return self._hold_at(now, level, "rate cap binds")
-        if c >= limit:
-            return self._hold_at(now, level, f"at the ceiling ({c} connections)")
-        self._prev = (c, level)
-        return self._change(now, level, min(limit, c + max(1, c // 8)), None,
-                            "clean since back-off: grow slowly")
-
-    def _hold(self, now: float, level: float) -> Decision | None:
-        c = self.connections
-        self._hold_count += self.measure
-        if self._held and level < self._held * (1 - self.drop):
-            self.phase, self._prev, self._held = "slow_start", None, level
-            return self._slow_start(now, level)
-        self._held = level if not self._held else 0.8 * self._held + 0.2 * level
-        if self._hold_count >= self.probe_every:
-            self._hold_count = 0
-            limit = self._limit()
-            if c < limit and not self._cap_binds(level):
-                self.phase = "probe"
-                self._prev = (c, level)
-                return self._change(now, level, min(limit, max(c + 1, int(c * 1.25))), None,
-                                    "probe one step up")
-        return None
-
-    def _probe(self, now: float, level: float) -> Decision | None:
-        prev = self._prev
-        assert prev is not None
-        if level > prev[1] * (1 + self.bar) and not self._cap_binds(level):
-            self.phase = "slow_start"
-            return self._slow_start(now, level)
-        self._prev = None
-        return self._hold_at(now, level, f"probe gave {_pct(level, prev[1])}", back=prev[0],
-                             held=prev[1])
-
-    def _hold_at(self, now: float, level: float, why: str, back: int | None = None,
-                 held: float | None = None) -> Decision | None:
-        self.phase = "hold"
-        self._hold_count = 0
-        self._held = held if held is not None else level
-        if back is not None and back != self.connections:
-            return self._change(now, level, back, None, f"{why}: back to {back}")
-        return self._log(now, level, f"{why}: hold")
 
     # ------------------------------------------------------------ reactions
     def _back_off(self, now: float, g: float, what: str) -> Decision | None:
@@ -393,7 +302,3 @@ class Tuner:
         d = Decision(self.connections, self.part_size, reason, g * 8, now)
         self.decisions.append(d)
         return d
-
-
-def _pct(new: float, old: float) -> str:
-    return f"{(new / old - 1) * 100:+.0f}%" if old > 0 else "n/a"

@@ -1,45 +1,48 @@
 """Compare two trees without copying: every missing, extra, resized or changed object.
 
 Why this order of evidence: the cheapest check that can prove equality wins. A local file
-is hashed once (CRC32C and MD5 together) and compared with what the store already knows
-(the listing's MD5 ETag, then the object's stored CRC32C, full or COMPOSITE, then a
-multipart ETag recomputed with the part size that HEAD partNumber=1 reveals, or with the
-likely candidates). Only when the store holds nothing comparable (opaque ETags under
-SSE-KMS/SSE-C, unknown part sizes) or a cheap check says "different" do we stream the
-object and compare CRC32C of its bytes, which is conclusive. Listings are joined as in
-sync (``engine.sync.join``), so memory stays bounded; hashing and HEADs run on a thread pool.
+is hashed (``file_checksums``, every digest a question needs in one pass) and compared
+with what the store already keeps, in whichever algorithm it keeps it: the listing's MD5
+ETag, then a full-object CRC32C, CRC32, CRC64NVME, SHA-1 or SHA-256, then a COMPOSITE
+value or a multipart ETag recomputed with the part size that HEAD partNumber=1 reveals,
+or with the likely candidates. The values mean what ``engine/checksums`` says, the module
+``cp`` checks its downloads with. Only when the store holds nothing comparable (opaque
+ETags under SSE-KMS/SSE-C, unknown part sizes) or a cheap check says "different" do we
+stream the object and compare its bytes, which is conclusive; with ``read=False``
+(``--no-read``) such a pair is reported **unverified**, with the reason. Listings are
+joined as in sync (``engine.listing.join``), so memory stays bounded; hashing and HEADs
+run on a thread pool.
 """
 
 from __future__ import annotations
 
+import base64
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from botocore.exceptions import BotoCoreError
-
 from ..errors import SourceChanged
-from ..results import Mismatch
+from ..results import Mismatch, Unverified
 from ..storage import s3_data
-from ..storage.s3 import S3Endpoint, S3Error
+from ..storage.s3 import S3Endpoint, S3Error, is_botocore_error
 from ..url import Location
 from ..wire.connection import Connection
+from .checksums import ALGORITHMS, Expectation, PartDigest, expectation, verdict
+from .file_checksums import FileChecksums, part_lengths
 from .integrity import (
-    FileDigest,
     MiB,
-    b64_to_crc32c,
+    bare_etag,
     candidate_part_sizes,
     etag_kind,
     etags_equal,
     file_digests,
     parts_in_etag,
-    single_etag,
 )
 from .jobs import EndpointCache
 from .listing import Entry, Filters, bounded_map, join, listing, prefix_of
-from .receive import receive_crc
+from .receive import receive
 
 __all__ = ["Mismatch", "Verdict", "Verifier", "bounded_map", "compare_entries"]
 
@@ -80,9 +83,21 @@ class _Obj:
                 self.etag = h.headers["etag"]
         return self._head
 
-    @property
-    def crc(self) -> str | None:
-        return self.head().get("x-amz-checksum-crc32c")
+    def full(self) -> Expectation | None:
+        """The store's full-object checksum, of whichever algorithm it keeps."""
+        e = expectation(self.head(), None, size=self.size, part_lengths=[self.size],
+                        whole=True)
+        return e if e.algo is not None and e.parts is None else None
+
+    def composite(self) -> tuple[str, str, int] | None:
+        """(algorithm, value, N) of a COMPOSITE checksum ``b64-N`` the store keeps."""
+        h = self.head()
+        for a in ALGORITHMS:
+            v = h.get(f"x-amz-checksum-{a}", "")
+            b, _, n = v.rpartition("-")
+            if b and n.isdigit():
+                return a, b, int(n)
+        return None
 
     def part1_size(self) -> int | None:
         """Part 1's length (HEAD partNumber=1), where the store supports it."""
@@ -93,19 +108,31 @@ class _Obj:
         n = (h.content_length or 0) if h is not None else 0
         return n if 0 < n < self.size else None
 
-    def stream_crc(self) -> int:
-        """CRC32C of the object's bytes, read through (the conclusive, costly check): a
-        whole-object GET over our connections, checked by ``s3_data`` like any other."""
-        def read(conn: Connection) -> int:
+    def stream(self, algo: str = "crc32c") -> int | bytes:
+        """The digest ``algo`` of the object's bytes, read through (the conclusive, costly
+        check): a whole-object GET over our connections, checked by ``s3_data`` like any
+        other, received by the one receive loop."""
+        def read(conn: Connection) -> int | bytes:
             ans = s3_data.get(self.ep, conn, self.bucket, self.key, self.key,
                               length=self.size, whole=True)
             buf = memoryview(bytearray(min(4 * MiB, max(ans.length, 1))))
-            return receive_crc(conn, ans.length, buf)
+            d = None if algo == "crc32c" else PartDigest(algo)
+            crc = receive(conn, ans.length, lambda off, left: buf[: min(len(buf), left)],
+                          digest=d)
+            return crc if d is None else d.value()
 
         try:
             return self.ep.on_connection(read, "GET", self.key)
         except SourceChanged as e:
             raise S3Error(0, "SizeChanged", str(e), "GET", self.key) from None
+
+    def stream_matches(self, exp: Expectation) -> bool:
+        """Whether the object's bytes, read through, match another object's checksum."""
+        return verdict(exp, [(self.stream(exp.algo or "crc32c"), self.size)])
+
+    def unverified_reason(self) -> str:
+        return expectation(self.head(), self.etag, size=self.size, part_lengths=[self.size],
+                           whole=True).reason or "no checksum comparable without reading"
 
 
 def _part_sizes(o: _Obj, n: int) -> tuple[list[int], bool]:
@@ -116,67 +143,76 @@ def _part_sizes(o: _Obj, n: int) -> tuple[list[int], bool]:
     return candidate_part_sizes(o.size, n, limit=MAX_CANDIDATES), False
 
 
+def _same_b64(a: str, b: str) -> bool:
+    try:
+        return base64.b64decode(a) == base64.b64decode(b)
+    except ValueError:
+        return a == b
+
+
 # --------------------------------------------------------------------------- comparisons
 
 
 def local_vs_object(path: str, o: _Obj, *, allow_stream: bool = True) -> Verdict:
     """Does the local file at ``path`` hold the object's bytes? (sizes already equal)
 
-    The file is read once per part size tried (CRC32C and, where an ETag needs it, MD5 in
-    the same pass); the whole-file CRC32C falls out of any of them.
+    Every stored value is checked with ``engine/checksums`` (the algorithms ``cp``
+    checks on the wire); the file is read once per part size tried, every digest a
+    question needs in the same pass.
     """
-    digests: dict[int, FileDigest] = {}
-
-    def dig(ps: int, md5: bool) -> FileDigest:
-        d = digests.get(ps)
-        if d is None or (md5 and d.part_md5s is None):
-            d = digests[ps] = file_digests(path, ps, want_md5=md5)
-        return d
-
-    def whole_crc() -> int:
-        return next(iter(digests.values())).crc32c if digests else \
-            dig(max(o.size, 1), False).crc32c
-
+    f = FileChecksums(path, o.size)
+    whole = max(o.size, 1)
     etag = o.etag or ""
-    if etag_kind(etag) == "md5":
-        d = dig(max(o.size, 1), True)
-        if etags_equal(etag, single_etag(d.part_md5s[0])):  # type: ignore[index]
+    if etag_kind(etag) == "md5":          # the listing's single-PUT MD5: no HEAD needed
+        if verdict(Expectation("md5", bare_etag(etag)), f.parts(whole, "md5", "crc32c")):
             return Verdict(True, "md5")
-    crc = o.crc
-    etag = o.etag or ""  # HEAD may have refined it
-    if crc and "-" not in crc:
-        return Verdict(whole_crc() == b64_to_crc32c(crc), "crc32c")
-    tail = crc.rsplit("-", 1)[1] if crc and "-" in crc else ""
-    n = (int(tail) if tail.isdigit() else None) or parts_in_etag(etag)
+    full = o.full()                       # any full-object checksum proves either way
+    if full is not None:
+        return Verdict(verdict(full, f.parts(whole, full.algo, "crc32c")), full.algo or "")
+    etag = o.etag or ""                   # HEAD may have refined it
+    comp = o.composite()
+    n = comp[2] if comp else parts_in_etag(etag)
     if n:
         sizes, known = _part_sizes(o, n)
         for ps in sizes:
-            d = dig(ps, parts_in_etag(etag) is not None)
-            if tail:
-                if d.composite() == crc:
-                    return Verdict(True, f"composite-crc32c/{ps}")
+            if len(part_lengths(o.size, ps)) != n:
+                continue
+            algos = ([comp[0]] if comp else []) + (["md5"] if parts_in_etag(etag) else [])
+            if comp:
+                a, value, _ = comp
+                same = verdict(Expectation(a, value, parts=n), f.parts(ps, a, *algos))
+                if same:
+                    return Verdict(True, f"composite-{a}/{ps}")
                 if known:  # the store's own part boundaries, and still different: proven
-                    return Verdict(False, f"composite-crc32c/{ps}")
-            if d.part_md5s is not None and etags_equal(d.etag(multipart=True), etag):
+                    return Verdict(False, f"composite-{a}/{ps}")
+            if parts_in_etag(etag) and verdict(
+                    Expectation("md5", bare_etag(etag).split("-", 1)[0], parts=n),
+                    f.parts(ps, "md5", *algos)):
                 return Verdict(True, f"multipart-etag/{ps}")
     if not allow_stream:
-        return Verdict(None, "no comparable checksum")
-    return Verdict(o.stream_crc() == whole_crc(), "stream-crc32c")
+        return Verdict(None, o.unverified_reason())
+    return Verdict(o.stream() == f.whole_crc32c(), "stream-crc32c")
 
 
 def object_vs_object(a: _Obj, b: _Obj, *, allow_stream: bool = True) -> Verdict:
     """Do two objects hold the same bytes? (sizes already equal)"""
     if a.etag and b.etag and etag_kind(a.etag) != "opaque" and etags_equal(a.etag, b.etag):
         return Verdict(True, "etag")
-    ca, cb = a.crc, b.crc
-    if ca and cb:
-        if "-" not in ca and "-" not in cb:
-            return Verdict(b64_to_crc32c(ca) == b64_to_crc32c(cb), "crc32c")
-        if ca == cb:
-            return Verdict(True, "composite-crc32c")
+    fa, fb = a.full(), b.full()
+    if fa is not None and fb is not None and fa.algo == fb.algo:
+        return Verdict(_same_b64(fa.value, fb.value), fa.algo or "")
+    ca, cb = a.composite(), b.composite()
+    if ca is not None and ca == cb:
+        return Verdict(True, f"composite-{ca[0]}")
     if not allow_stream:
-        return Verdict(None, "no comparable checksum")
-    return Verdict(a.stream_crc() == b.stream_crc(), "stream-crc32c")
+        return Verdict(None, f"{b.key}: {b.unverified_reason()}" if fb is None else
+                       f"{a.key}: {a.unverified_reason()}")
+    # one side keeps a full-object checksum: reading the other side settles it
+    if fb is not None:
+        return Verdict(a.stream_matches(fb), f"stream-{fb.algo}")
+    if fa is not None:
+        return Verdict(b.stream_matches(fa), f"stream-{fa.algo}")
+    return Verdict(a.stream() == b.stream(), "stream-crc32c")
 
 
 def local_vs_local(pa: str, pb: str) -> Verdict:
@@ -219,8 +255,10 @@ class Verifier:
     size_only: bool = False
     filters: Filters | None = None
     workers: int = 16
+    read: bool = True          # read objects back where no stored checksum settles a pair
     on_mismatch: Callable[[Mismatch], None] | None = None
     mismatches: list[Mismatch] = field(default_factory=list)
+    unverified: list[Unverified] = field(default_factory=list)
     methods: Counter = field(default_factory=Counter)
     src_objects: int = 0
     dst_objects: int = 0
@@ -237,7 +275,7 @@ class Verifier:
             yield rel, s, d
 
     def _check(self, item: tuple[str, Entry | None, Entry | None]
-               ) -> tuple[Mismatch | None, str | None]:
+               ) -> tuple[Mismatch | Unverified | None, str | None]:
         rel, s, d = item
         if d is None:
             return Mismatch("missing", rel, "not in destination"), None
@@ -248,9 +286,15 @@ class Verifier:
         if self.size_only:
             return None, "size"
         try:
-            v = compare_entries(self.src, self.dst, s, d, self.eps)
-        except (S3Error, OSError, BotoCoreError, ValueError) as e:
+            v = compare_entries(self.src, self.dst, s, d, self.eps, allow_stream=self.read)
+        except (S3Error, OSError, ValueError) as e:
             return Mismatch("error", rel, str(e)), None
+        except Exception as e:
+            if not is_botocore_error(e):   # a profile or credential source that failed
+                raise
+            return Mismatch("error", rel, str(e)), None
+        if v.same is None:
+            return Unverified(rel, v.how), None
         if v.same is False:
             return Mismatch("content", rel, f"differs ({v.how})"), v.how
         return None, v.how
@@ -261,7 +305,9 @@ class Verifier:
             if how is not None:
                 self.compared += 1
                 self.methods[how.split("/")[0]] += 1
-            if mm is not None:
+            if isinstance(mm, Unverified):
+                self.unverified.append(mm)
+            elif mm is not None:
                 self.mismatches.append(mm)
                 if self.on_mismatch is not None:
                     self.on_mismatch(mm)

@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ..errors import UsageError
+
 
 @dataclass(frozen=True)
 class Thresholds:
@@ -38,9 +40,9 @@ class Thresholds:
 
     def __post_init__(self):
         if self.rate_off_bps > self.rate_on_bps:
-            raise ValueError("elephant rate_off_bps must not exceed rate_on_bps (hysteresis)")
+            raise UsageError("elephant rate_off_bps must not exceed rate_on_bps (hysteresis)")
         if self.interval_s <= 0 or self.on_intervals < 1 or self.off_intervals < 1:
-            raise ValueError("elephant interval_s, on_intervals and off_intervals must be positive")
+            raise UsageError("elephant interval_s, on_intervals and off_intervals must be positive")
 
     def as_dict(self) -> dict:
         return asdict(self)

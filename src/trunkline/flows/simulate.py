@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..errors import UsageError
 from .enrich import Enricher
 from .enrich.asn import AsnRanges
 from .stats import Quarter
@@ -65,7 +66,7 @@ def _pools(enricher: Enricher, rng: np.random.Generator, blocks_per_asn: int = 4
     """Per category: list of (/24 base uint32 array, metro names) located by GeoIP."""
     asn_db = enricher.asn
     if not isinstance(asn_db, AsnRanges):
-        raise ValueError("the simulator needs the ASN range tables (ip-asn CSVs)")
+        raise UsageError("the simulator needs the ASN range tables (ip-asn CSVs)")
     ai = {m.name for m in enricher.metros.metros if m.ai_us}
     pools: dict[str, list[np.ndarray]] = {}
     cats = {**PEER_ASNS, "other": OTHER_ASNS}
@@ -95,7 +96,7 @@ def _pools(enricher: Enricher, rng: np.random.Generator, blocks_per_asn: int = 4
             bases.append(base[keep][:blocks_per_asn])
         found = np.concatenate(bases) if bases else np.zeros(0, np.int64)
         if len(found) == 0:
-            raise ValueError(f"simulator: no address of the {cat} ASNs located by the enrichment data")
+            raise UsageError(f"simulator: no address of the {cat} ASNs located by the enrichment data")
         pools[cat] = found
     return pools
 
@@ -116,10 +117,12 @@ PREVIOUS_SHIFT = {"neocloud": -6.0, "hyperscaler": 1.0, "cdn": 2.0, "isp_regiona
 
 
 def simulate(quarter: Quarter, store: FlowStore, enricher: Enricher, flows: int = 1_500_000,
-             seed: int = 7, drift: float = 1.0, shift: dict[str, float] | None = None) -> SimResult:
-    """Write ``flows`` records for ``quarter`` into ``store``. ``drift`` scales the
-    month-to-month change of the target shares (0 = flat); ``shift`` adds points to a
-    category's target (e.g. ``PREVIOUS_SHIFT`` for the quarter before a demo quarter)."""
+             seed: int = 7, drift: float = 1.0, shift: dict[str, float] | None = None,
+             batch: int = 1_000_000) -> SimResult:
+    """Write ``flows`` records for ``quarter`` into ``store``, ``batch`` records (in time
+    order) per write, as a collector would. ``drift`` scales the month-to-month change of
+    the target shares (0 = flat); ``shift`` adds points to a category's target (e.g.
+    ``PREVIOUS_SHIFT`` for the quarter before a demo quarter)."""
     import time
 
     t0 = time.perf_counter()
@@ -214,5 +217,7 @@ def simulate(quarter: Quarter, store: FlowStore, enricher: Enricher, flows: int 
         "packets": np.maximum(nbytes // 1400, 1),
         "sampling_rate": np.ones(len(t_ms), np.uint32),
     })
-    store.write(table)
+    batch = max(batch, 1)
+    for i in range(0, table.num_rows, batch):
+        store.write(table.slice(i, batch))
     return SimResult(len(t_ms), int(n_sess), len(np.unique(cols["peer"])), time.perf_counter() - t0)

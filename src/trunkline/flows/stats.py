@@ -1,9 +1,12 @@
-"""The report's metrics, as SQL over the flow store (DuckDB).
+"""The report's metrics, as SQL (DuckDB).
 
-``prepare`` joins the flows of a window with the enriched endpoint table once, into a
-temporary table ``ef`` (one row per flow: peer, category, metro, bits); every metric is
-then a GROUP BY over ``ef``. Traffic is renormalised: bits = bytes x 8 x sampling_rate
-(0 or null counts as 1). The peer of a flow is its non-local end.
+``prepare`` joins the raw flows of a window with the enriched endpoint table once, into a
+temporary table ``ef`` (one row per flow: peer, category, metro, bits): the rollups
+(``flows.rollup``) are GROUP BYs over it, at ingest or in a raw scan, and so are the
+elephants. ``report_tables`` turns the rollup tables into ``r5`` (5-minute traffic), ``rp``
+(peers per day) and ``rm`` (trunkline's transfers); every figure of the report is a GROUP BY
+over those. Traffic is renormalised: bits = bytes x 8 x sampling_rate (0 or null counts as
+1). The peer of a flow is its non-local end.
 """
 
 from __future__ import annotations
@@ -67,14 +70,16 @@ def _ts(d: datetime) -> str:
     return d.strftime("%Y-%m-%d %H:%M:%S+00")
 
 
-def prepare(con: duckdb.DuckDBPyConnection, enricher: Enricher, start: datetime,
-            end: datetime, sites: dict[str, str] | None = None,
-            regions: dict[str, str] | None = None) -> int:
-    """Materialise ``ef`` for flows with time_start in [start, end); returns its row count."""
+def prepare(con: duckdb.DuckDBPyConnection, enricher: Enricher, start: datetime | None,
+            end: datetime | None, sites: dict[str, str] | None = None,
+            regions: dict[str, str] | None = None, table: str = "flows") -> int:
+    """Materialise ``ef`` for the flows of ``table`` with time_start in [start, end) (every
+    flow when both are None); returns its row count."""
     con.execute("SET enable_progress_bar = false")
-    w = f"time_start >= TIMESTAMPTZ '{_ts(start)}' AND time_start < TIMESTAMPTZ '{_ts(end)}'"
+    w = "true" if start is None and end is None else \
+        f"time_start >= TIMESTAMPTZ '{_ts(start)}' AND time_start < TIMESTAMPTZ '{_ts(end)}'"
     addrs = arrow(con, (
-        f"SELECT src_addr AS a FROM flows WHERE {w} UNION SELECT dst_addr FROM flows WHERE {w}"
+        f"SELECT src_addr AS a FROM {table} WHERE {w} UNION SELECT dst_addr FROM {table} WHERE {w}"
     )).column(0)
     con.register("endpoints_arrow", enricher.endpoints(addrs))
     # eid: an exact integer id per address, so distinct counts hash integers, not strings
@@ -100,7 +105,7 @@ def prepare(con: duckdb.DuckDBPyConnection, enricher: Enricher, start: datetime,
                    s.asn AS s_asn, d.asn AS d_asn, s.org AS s_org, d.org AS d_org,
                    s.metro AS s_metro, d.metro AS d_metro, s.country AS s_cc, d.country AS d_cc,
                    s.subdivision AS s_sub, d.subdivision AS d_sub, s.eid AS s_eid, d.eid AS d_eid
-            FROM flows f
+            FROM {table} f
             LEFT JOIN endpoints s ON f.src_addr = s.addr
             LEFT JOIN endpoints d ON f.dst_addr = d.addr
             WHERE {w.replace('time_start', 'f.time_start')}
@@ -125,6 +130,9 @@ def prepare(con: duckdb.DuckDBPyConnection, enricher: Enricher, start: datetime,
                (s_cat IN ({clouds}) AND d_cat IN ({clouds})) AS c2c,
                CAST(bytes AS DOUBLE) * 8 * greatest(coalesce(sampling_rate, 1), 1) AS bits,
                CAST(packets AS DOUBLE) * greatest(coalesce(sampling_rate, 1), 1) AS pkts,
+               -- exact integers for the rollups: their sums do not depend on the order
+               CAST(bytes AS HUGEINT) * 8 * greatest(coalesce(sampling_rate, 1), 1) AS bits_x,
+               CAST(packets AS HUGEINT) * greatest(coalesce(sampling_rate, 1), 1) AS pkts_x,
                rtt_us, retransmits, delivery_rate_bps,
                -- timezone('UTC', ...) makes the UTC bucketing explicit, beside the session zone
                strftime(timezone('UTC', time_start), '%Y-%m') AS month,
@@ -138,29 +146,63 @@ def prepare(con: duckdb.DuckDBPyConnection, enricher: Enricher, start: datetime,
         FROM j LEFT JOIN sites_arrow st ON j.exporter = st.exporter
     """)
     con.unregister("sites_arrow")
-    return con.execute("SELECT count(*) FROM ef").fetchone()[0]
+    return con.execute("SELECT count(*) FROM ef").fetchall()[0][0]
+
+
+def report_tables(con: duckdb.DuckDBPyConnection, sites: dict[str, str] | None = None,
+                  regions: dict[str, str] | None = None) -> int:
+    """The report's tables from the rollup tables ``rollup_5m``, ``rollup_peers`` and
+    ``rollup_mover`` of ``con`` (flows.rollup): ``r5`` (5-minute traffic), ``rp`` (peers per
+    day), ``rm`` (trunkline's transfers), with UTC quarter, month, day and bin and the
+    exporters mapped to sites and regions. Bits and packets stay exact integers (DECIMAL)
+    until summed, so a figure does not depend on the order rows are added in. Every
+    metric below reads these tables only; returns the flows they hold."""
+    sites = sites or {}
+    regions = regions or {}
+    exporters = sorted(set(sites) | set(regions))  # a region may name an unmapped exporter's site
+    site_tbl = pa.table({"exporter": exporters, "site": [sites.get(x, x) for x in exporters],
+                         "region": [regions.get(sites.get(x, x), sites.get(x, x)) for x in exporters]},
+                        schema=pa.schema([("exporter", pa.string()), ("site", pa.string()),
+                                          ("region", pa.string())]))
+    con.register("sites_arrow", site_tbl)
+    # t_ms is UTC epoch ms; epoch_ms() of it is a TIMESTAMP without zone: no TZ applies
+    when = ("strftime(epoch_ms(r.t_ms), '%Y-%m') AS month, "
+            "CAST(year(epoch_ms(r.t_ms)) AS VARCHAR) || 'Q' || "
+            "CAST(quarter(epoch_ms(r.t_ms)) AS VARCHAR) AS quarter")
+    where = ("coalesce(st.site, r.exporter) AS site, "
+             "coalesce(st.region, st.site, r.exporter) AS region")
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE r5 AS
+        SELECT r.t_ms, {when},
+               CAST((r.t_ms - epoch_ms(date_trunc('quarter', epoch_ms(r.t_ms)))) // {RATE_BIN_S * 1000}
+                    AS INTEGER) AS bin, {where},
+               r.flow_type, r.direction, r.category, r.c2c, r.bits, r.packets, r.flows
+        FROM rollup_5m r LEFT JOIN sites_arrow st ON r.exporter = st.exporter""")
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE rp AS
+        SELECT r.t_ms, {when}, CAST(r.t_ms // 86400000 AS INTEGER) AS day, {where},
+               r.direction, r.peer, CASE WHEN r.seen THEN r.peer END AS seen_peer, r.category,
+               r.metro, r.country, r.subdivision, r.asn, r.org, r.bits, r.packets, r.flows
+        FROM rollup_peers r LEFT JOIN sites_arrow st ON r.exporter = st.exporter""")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE rm AS SELECT r.*, {when} FROM rollup_mover r")
+    con.unregister("sites_arrow")
+    return int(con.execute("SELECT coalesce(sum(flows), 0) FROM r5").fetchall()[0][0])
 
 
 def _q(quarter: Quarter | str) -> str:
     return f"quarter = '{quarter}'"
 
 
+def _f(x) -> float:
+    """A summed exact integer (Decimal) or None as a float."""
+    return float(x) if x is not None else 0.0
+
+
 def flow_counts(con, quarter: Quarter) -> tuple[int, int]:
     """(flow records, of which simulated) in ``quarter``."""
-    n, sim = con.execute(f"SELECT count(*), count(*) FILTER (WHERE flow_type = 'simulated') "
-                         f"FROM ef WHERE {_q(quarter)}").fetchone()
+    n, sim = con.execute(f"SELECT coalesce(sum(flows), 0), coalesce(sum(flows) FILTER "
+                         f"(WHERE flow_type = 'simulated'), 0) FROM r5 WHERE {_q(quarter)}").fetchall()[0]
     return int(n), int(sim)
-
-
-def bits_by(con, period: str, where: str = "true") -> dict[str, dict[str, float]]:
-    """{period value: {category: bits}} for period in ('quarter', 'month')."""
-    rows = con.execute(
-        f"SELECT {period}, category, sum(bits) FROM ef WHERE {where} GROUP BY ALL"
-    ).fetchall()
-    out: dict[str, dict[str, float]] = {}
-    for p, c, b in rows:
-        out.setdefault(p, {})[c] = float(b)
-    return out
 
 
 def per_category(con, period: str = "quarter") -> dict[tuple[str, str, str], dict]:
@@ -168,9 +210,9 @@ def per_category(con, period: str = "quarter") -> dict[tuple[str, str, str], dic
     ways together (and flows that are neither), 'in' (ingress: peer -> us), 'out' (egress)."""
     rows = con.execute(f"""
         SELECT {period}, coalesce(direction, 'all'), category, sum(bits), count(DISTINCT seen_peer)
-        FROM ef GROUP BY GROUPING SETS (({period}, direction, category), ({period}, category))
+        FROM rp GROUP BY GROUPING SETS (({period}, direction, category), ({period}, category))
     """).fetchall()
-    return {(p, d, c): {"bits": float(b), "unique_ips": int(u)} for p, d, c, b, u in rows}
+    return {(p, d, c): {"bits": _f(b), "unique_ips": int(u)} for p, d, c, b, u in rows}
 
 
 def share_table(bits: dict[str, float]) -> dict[str, dict[str, float]]:
@@ -183,27 +225,29 @@ def share_table(bits: dict[str, float]) -> dict[str, dict[str, float]]:
 
 def rates(con, quarter: Quarter) -> dict[str, dict[str, float]]:
     """Average, 95th percentile and max rate (bits/s) per category over fixed bins of the
-    quarter, empty bins counted as zero; key ``all`` for the total."""
-    bin_s = RATE_BIN_S  # the bins of ef's ``bin`` column
+    quarter, empty bins counted as zero; key ``all`` for the total. The average is the
+    quarter's bits over its seconds (the mean of the padded bins, added exactly)."""
+    bin_s = RATE_BIN_S  # the bins of r5's ``bin`` column
     nbins = int((quarter.end - quarter.start).total_seconds()) // bin_s
     q = str(quarter)
     rows = con.execute(f"""
         WITH b AS (
-            SELECT category, bin, sum(bits) AS bits FROM ef WHERE quarter = '{q}' GROUP BY ALL
+            SELECT category, bin, CAST(sum(bits) AS DOUBLE) AS bits FROM r5 WHERE quarter = '{q}' GROUP BY ALL
             UNION ALL
-            SELECT 'all', bin, sum(bits) FROM ef WHERE quarter = '{q}' GROUP BY ALL
+            SELECT 'all', bin, CAST(sum(bits) AS DOUBLE) FROM r5 WHERE quarter = '{q}' GROUP BY ALL
         ),
         g AS (SELECT c.category, r.range AS bin
               FROM (SELECT DISTINCT category FROM b) c, range(0, {nbins}) r)
-        SELECT g.category, avg(coalesce(b.bits, 0) / {bin_s}),
-               quantile_cont(coalesce(b.bits, 0) / {bin_s}, 0.95),
+        SELECT g.category, quantile_cont(coalesce(b.bits, 0) / {bin_s}, 0.95),
                max(coalesce(b.bits, 0) / {bin_s})
         FROM g LEFT JOIN b USING (category, bin) GROUP BY g.category
     """).fetchall()
+    tot = dict(con.execute(f"""SELECT coalesce(category, 'all'), sum(bits) FROM r5 WHERE quarter = '{q}'
+                               GROUP BY GROUPING SETS ((category), ())""").fetchall())
     zero = {"avg_bps": 0.0, "p95_bps": 0.0, "max_bps": 0.0}
     out = {c: dict(zero) for c in (*CATEGORIES, "all")}
-    for c, a, p, m in rows:
-        out[c] = {"avg_bps": float(a), "p95_bps": float(p), "max_bps": float(m)}
+    for c, p, m in rows:
+        out[c] = {"avg_bps": _f(tot.get(c)) / (nbins * bin_s), "p95_bps": float(p), "max_bps": float(m)}
     return out
 
 
@@ -233,7 +277,7 @@ def region_cells(con, quarter: Quarter) -> list[dict]:
     - uniqueness: distinct peer IPs in the month, and the mean and 95th percentile of the
       daily distinct peer IPs (days without any count as 0)."""
     q = _q(quarter)
-    bin_s = RATE_BIN_S  # the bins of ef's ``bin`` column
+    bin_s = RATE_BIN_S  # the bins of r5's ``bin`` column
     keys = "region, direction, category, month"
     month_s = {}
     for i, m in enumerate(quarter.months()):
@@ -243,24 +287,25 @@ def region_cells(con, quarter: Quarter) -> list[dict]:
     con.execute("CREATE OR REPLACE TEMP TABLE month_len AS SELECT * FROM (VALUES "
                 + ", ".join(f"('{m}', {sec // bin_s}, {sec // 86400})" for m, sec in month_s.items())
                 + ") t(month, bins, days)")
-    # per peer first (one pass over the flows); 'all' directions re-aggregated from it
+    # per peer first; 'all' directions re-aggregated from it
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE rc_peer AS
-        SELECT {keys}, seen_peer, sum(bits) AS bits FROM ef WHERE {q} GROUP BY ALL;
+        SELECT {keys}, seen_peer, sum(bits) AS bits FROM rp WHERE {q} GROUP BY ALL;
         INSERT INTO rc_peer SELECT region, 'all', category, month, seen_peer, sum(bits)
         FROM rc_peer GROUP BY ALL""")
     base = {tuple(r[:4]): r[4:] for r in con.execute(f"""
         SELECT {keys}, sum(bits), count(seen_peer),
-               quantile_cont(bits, 0.95) FILTER (WHERE seen_peer IS NOT NULL)
+               quantile_cont(CAST(bits AS DOUBLE), 0.95) FILTER (WHERE seen_peer IS NOT NULL)
         FROM rc_peer GROUP BY ALL""").fetchall()}
     rate = {tuple(r[:4]): r[4:] for r in con.execute(_padded_p95_sql(f"""
-        WITH b AS (SELECT {keys}, bin, sum(bits) AS bits FROM ef WHERE {q} GROUP BY ALL),
+        WITH b AS (SELECT {keys}, bin, sum(bits) AS bits FROM r5 WHERE {q} GROUP BY ALL),
              b2 AS (SELECT * FROM b UNION ALL
                     SELECT region, 'all', category, month, bin, sum(bits) FROM b GROUP BY ALL)
-        SELECT b2.region, b2.direction, b2.category, b2.month, bits / {bin_s} AS v, ml.bins AS n
+        SELECT b2.region, b2.direction, b2.category, b2.month, CAST(bits AS DOUBLE) / {bin_s} AS v,
+               ml.bins AS n
         FROM b2 JOIN month_len ml USING (month)""", keys, "n")).fetchall()}
     daily = {tuple(r[:4]): r[4:] for r in con.execute(f"""
-        WITH d AS (SELECT {keys}, day, seen_peer FROM ef WHERE {q} AND seen_peer IS NOT NULL GROUP BY ALL),
+        WITH d AS (SELECT {keys}, day, seen_peer FROM rp WHERE {q} AND seen_peer IS NOT NULL GROUP BY ALL),
              d2 AS (SELECT * FROM d UNION ALL
                     SELECT DISTINCT region, 'all', category, month, day, seen_peer FROM d),
              c AS (SELECT {keys}, day, count(*) AS v FROM d2 GROUP BY ALL),
@@ -271,14 +316,15 @@ def region_cells(con, quarter: Quarter) -> list[dict]:
     out = []
     for k in sorted(base):
         bits, uniq, mag95 = base[k]
+        bits = _f(bits)
         m = k[3]
         r_lo, r_hi, r_f = rate.get(k, (0.0, 0.0, 0.0))
         d_lo, d_hi, d_f, d_total = daily.get(k, (0.0, 0.0, 0.0, 0))
         out.append({"region": k[0], "direction": k[1], "category": k[2], "month": m,
-                    "bits": float(bits), "avg_bps": float(bits) / month_s[m],
+                    "bits": bits, "avg_bps": bits / month_s[m],
                     "p95_bps": float(r_lo + (r_hi - r_lo) * r_f),
                     "unique_ips": int(uniq),
-                    "bits_per_ip": float(bits) / uniq if uniq else None,
+                    "bits_per_ip": bits / uniq if uniq else None,
                     "bits_per_ip_p95": float(mag95) if mag95 is not None else None,
                     "daily_unique_ips_avg": float(d_total) / (month_s[m] // 86400),
                     "daily_unique_ips_p95": float(d_lo + (d_hi - d_lo) * d_f)})
@@ -287,10 +333,10 @@ def region_cells(con, quarter: Quarter) -> list[dict]:
 
 def sankey(con, quarter: Quarter) -> list[tuple[str, str, str, float]]:
     """(region, direction 'in'/'out', category, bits) for the Sankey of both directions."""
-    rows = con.execute(f"""SELECT region, direction, category, sum(bits) FROM ef
+    rows = con.execute(f"""SELECT region, direction, category, sum(bits) FROM r5
                            WHERE {_q(quarter)} AND direction IN ('in', 'out') GROUP BY ALL
                            ORDER BY ALL""").fetchall()
-    return [(r, d, c, float(b)) for r, d, c, b in rows]
+    return [(r, d, c, _f(b)) for r, d, c, b in rows]
 
 
 def geography(con, period_where: str, column: str, where: str = "true") -> list[dict]:
@@ -299,87 +345,105 @@ def geography(con, period_where: str, column: str, where: str = "true") -> list[
     rows = con.execute(f"""
         SELECT {column}, category, sum(bits), sum(bits) FILTER (WHERE direction = 'in'),
                sum(bits) FILTER (WHERE direction = 'out')
-        FROM ef WHERE {period_where} AND ({where}) GROUP BY ALL""").fetchall()
-    uniq = dict(con.execute(f"""SELECT {column}, count(DISTINCT seen_peer) FROM ef
+        FROM rp WHERE {period_where} AND ({where}) GROUP BY ALL""").fetchall()
+    uniq = dict(con.execute(f"""SELECT {column}, count(DISTINCT seen_peer) FROM rp
                                 WHERE {period_where} AND ({where}) GROUP BY ALL""").fetchall())
     out: dict[str, dict] = {}
-    for key, cat, b, bi, bo in rows:
+    for key, cat, b, bi, bo in sorted(rows, key=lambda r: (r[0], r[1])):
         d = out.setdefault(key, {"key": key, "bits": 0.0, "ingress_bits": 0.0, "egress_bits": 0.0,
                                  "unique_ips": int(uniq.get(key, 0)), "categories": {}})
-        d["bits"] += float(b)
-        d["ingress_bits"] += float(bi or 0)
-        d["egress_bits"] += float(bo or 0)
-        d["categories"][cat] = float(b)
+        d["bits"] += _f(b)
+        d["ingress_bits"] += _f(bi)
+        d["egress_bits"] += _f(bo)
+        d["categories"][cat] = _f(b)
     return sorted(out.values(), key=lambda d: (-d["bits"], d["key"]))
 
 
 def metro_category(con, quarter: Quarter) -> list[dict]:
     """Bits, exact unique peers and magnitude (bits per unique IP) per metro x category."""
     rows = con.execute(f"""
-        SELECT metro, category, sum(bits), count(DISTINCT seen_peer), count(*)
-        FROM ef WHERE quarter = '{quarter}' GROUP BY ALL ORDER BY 1, 2
+        SELECT metro, category, sum(bits), count(DISTINCT seen_peer), sum(flows)
+        FROM rp WHERE quarter = '{quarter}' GROUP BY ALL ORDER BY 1, 2
     """).fetchall()
-    return [{"metro": m, "category": c, "bits": float(b), "unique_ips": int(u), "flows": int(n),
-             "bits_per_ip": float(b) / u if u else 0.0} for m, c, b, u, n in rows]
+    return [{"metro": m, "category": c, "bits": _f(b), "unique_ips": int(u), "flows": int(n),
+             "bits_per_ip": _f(b) / u if u else 0.0} for m, c, b, u, n in rows]
 
 
 def uniques(con, where: str, by: str | None = None) -> dict:
     """Exact unique peer addresses that carried bytes (overall, or per ``by``)."""
     if by is None:
-        return {"all": int(con.execute(f"SELECT count(DISTINCT seen_peer) FROM ef WHERE {where}").fetchone()[0])}
-    rows = con.execute(f"SELECT {by}, count(DISTINCT seen_peer) FROM ef WHERE {where} GROUP BY ALL").fetchall()
+        return {"all": int(con.execute(f"SELECT count(DISTINCT seen_peer) FROM rp WHERE {where}").fetchall()[0][0])}
+    rows = con.execute(f"SELECT {by}, count(DISTINCT seen_peer) FROM rp WHERE {where} GROUP BY ALL").fetchall()
     return {k: int(v) for k, v in rows}
 
 
 def cloud_to_cloud_bits(con) -> dict[str, float]:
     """{quarter: bits with both ends in a cloud category}."""
-    return {q: float(b) for q, b in con.execute(
-        "SELECT quarter, coalesce(sum(bits), 0) FROM ef WHERE c2c GROUP BY 1").fetchall()}
+    return {q: _f(b) for q, b in con.execute(
+        "SELECT quarter, sum(bits) FROM r5 WHERE c2c GROUP BY 1").fetchall()}
 
 
 def unclassified(con, quarter: Quarter, top: int = 10) -> tuple[tuple[float, int], list[tuple]]:
     """(bits, endpoints) of categories unknown and other, and the largest such networks."""
     w = f"{_q(quarter)} AND category IN ('unknown', 'other')"
-    total = con.execute(f"SELECT coalesce(sum(bits), 0), count(DISTINCT seen_peer) FROM ef WHERE {w}").fetchone()
-    rows = con.execute(f"""SELECT asn, org, category, sum(bits) AS b, count(DISTINCT seen_peer) FROM ef
-                           WHERE {w} GROUP BY ALL ORDER BY b DESC, asn LIMIT {int(top)}""").fetchall()
-    return (float(total[0]), int(total[1])), rows
+    total = con.execute(f"SELECT sum(bits), count(DISTINCT seen_peer) FROM rp WHERE {w}").fetchall()[0]
+    rows = con.execute(f"""SELECT asn, org, category, sum(bits) AS b, count(DISTINCT seen_peer) FROM rp
+                           WHERE {w} GROUP BY ALL ORDER BY b DESC, asn, org, category
+                           LIMIT {int(top)}""").fetchall()
+    return (_f(total[0]), int(total[1])), [(a, o, c, _f(b), n) for a, o, c, b, n in rows]
 
 
 def mover(con, quarter: Quarter) -> tuple:
     """trunkline's own transfers: flows, bits, RTT median and p95, retransmits, packets,
     average delivery rate."""
-    return con.execute(f"""
-        SELECT count(*), coalesce(sum(bits), 0), median(rtt_us), quantile_cont(rtt_us, 0.95),
-               coalesce(sum(retransmits), 0), coalesce(sum(pkts), 0), avg(delivery_rate_bps)
-        FROM ef WHERE {_q(quarter)} AND (flow_type = 'trunkline' OR rtt_us IS NOT NULL)""").fetchone()
+    n, b, med, p95, re, pk, dr = con.execute(f"""
+        SELECT count(*), sum(bits), median(rtt_us), quantile_cont(rtt_us, 0.95),
+               coalesce(sum(retransmits), 0), sum(packets), avg(delivery_rate_bps)
+        FROM rm WHERE {_q(quarter)}""").fetchall()[0]
+    return n, _f(b), med, p95, re, _f(pk), dr
 
 
 def bits_per(con, quarter: Quarter, column: str) -> list[tuple[str, float]]:
     """[(value of ``column``, bits)] in ``quarter``, largest first."""
-    return [(k, float(b)) for k, b in con.execute(
-        f"SELECT {column}, sum(bits) FROM ef WHERE {_q(quarter)} GROUP BY 1 ORDER BY 2 DESC, 1").fetchall()]
+    return [(k, _f(b)) for k, b in con.execute(
+        f"SELECT {column}, sum(bits) FROM r5 WHERE {_q(quarter)} GROUP BY 1 ORDER BY 2 DESC, 1").fetchall()]
 
 
 def heavy_hitters(con, where: str = "true", n: int = 20) -> dict:
     """Top peers by bits, and how few peers carry half and 90 % of the traffic."""
     rows = con.execute(f"""
         SELECT peer, any_value(asn), any_value(org), any_value(category), any_value(metro),
-               sum(bits) AS b, count(*) FROM ef WHERE {where} GROUP BY peer ORDER BY b DESC, peer
+               sum(bits) AS b, sum(flows) FROM rp WHERE {where} GROUP BY peer ORDER BY b DESC, peer
     """).fetchall()
-    total = sum(r[5] for r in rows)
-    cum = np.cumsum([r[5] for r in rows]) if rows else np.zeros(0)
+    bits = [_f(r[5]) for r in rows]
+    total = _f(sum(r[5] for r in rows)) if rows else 0.0  # exact, then one rounding
+    cum = np.cumsum(bits) if rows else np.zeros(0)
 
     def need(f):
         return int(np.searchsorted(cum, f * total) + 1) if total else 0
     top = [{"peer": r[0], "asn": int(r[1] or 0), "org": r[2], "category": r[3], "metro": r[4],
-            "bits": float(r[5]), "flows": int(r[6]),
-            "share_pct": 100.0 * r[5] / total if total else 0.0} for r in rows[:n]]
-    return {"top": top, "peers": sum(1 for r in rows if r[5] > 0), "peers_for_50pct": need(0.5),
+            "bits": b, "flows": int(r[6]),
+            "share_pct": 100.0 * b / total if total else 0.0} for r, b in zip(rows[:n], bits, strict=False)]
+    return {"top": top, "peers": sum(1 for b in bits if b > 0), "peers_for_50pct": need(0.5),
             "peers_for_90pct": need(0.9)}
 
 
 ELEPHANT_KEY = ("src_addr", "dst_addr", "src_port", "dst_port", "proto")
+
+
+def elephant_flows(con, start: datetime, end: datetime, min_bits: float) -> int:
+    """Temp table ``el_flows``: the raw flows (of view ``flows``) in [start, end) of the
+    5-tuples that moved at least ``min_bits`` there, the only ones that can be elephants
+    (``elephant_intervals`` applies the same bar), so only they are enriched."""
+    w = f"time_start >= TIMESTAMPTZ '{_ts(start)}' AND time_start < TIMESTAMPTZ '{_ts(end)}'"
+    on = " AND ".join(f"w.{c} IS NOT DISTINCT FROM c.{c}" for c in ELEPHANT_KEY)
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE el_flows AS
+        WITH w AS (SELECT * FROM flows WHERE {w}),
+             c AS (SELECT {", ".join(ELEPHANT_KEY)} FROM w GROUP BY ALL
+                   HAVING sum(CAST(bytes AS DOUBLE) * 8 * greatest(coalesce(sampling_rate, 1), 1)) >= {min_bits})
+        SELECT w.* FROM w SEMI JOIN c ON {on}""")
+    return con.execute("SELECT count(*) FROM el_flows").fetchall()[0][0]
 
 
 def elephant_intervals(con, interval_s: int, min_bits: float, where: str = "true") -> dict[str, np.ndarray]:
@@ -421,8 +485,9 @@ def elephant_keys(con) -> tuple[list[str], list[tuple]]:
 
 # --- a mergeable unique count: HyperLogLog registers computed in SQL -------------------
 
-def hll_registers(con, where: str, keys: str = "month, metro, category") -> pa.Table:
-    """Sparse HLL registers (keys..., reg, rho) of the peer address per group. Registers
+def hll_registers(con, where: str, keys: str = "month, metro, category", table: str = "ef") -> pa.Table:
+    """Sparse HLL registers (keys..., reg, rho) of the peer address per group of ``table``
+    (``ef`` or the report's ``rp``: the same seen peers, the same registers). Registers
     of disjoint periods merge by max(rho), so monthly sketches add up to any range."""
     tail = 64 - HLL_P
     mask = (1 << tail) - 1
@@ -431,7 +496,7 @@ def hll_registers(con, where: str, keys: str = "month, metro, category") -> pa.T
         smear = f"({smear} | ({smear} >> {s}))"
     return arrow(con, f"""
         -- the address text, not the report's integer id: sketches of any report merge
-        WITH h AS (SELECT {keys}, hash(peer) AS x FROM ef
+        WITH h AS (SELECT {keys}, hash(peer) AS x FROM {table}
                    WHERE ({where}) AND seen_peer IS NOT NULL),
              w AS (SELECT {keys}, x >> {tail} AS reg, x & {mask}::UBIGINT AS w FROM h)
         SELECT {keys}, reg, max({tail} - bit_count({smear}) + 1)::UTINYINT AS rho

@@ -34,6 +34,10 @@ NATIVE = _hotpath is not None and os.environ.get("TRUNKLINE_NATIVE", "1") != "0"
 """Whether the compiled loop is in use."""
 
 
+class ShortFile(ConnectionError):
+    """The file ended before the range asked for (it shrank under us)."""
+
+
 class Counter:
     """Bytes moved so far, updated by the loop as it goes (an aligned 64-bit cell)."""
 
@@ -82,14 +86,15 @@ def file_to_sock(fd: int, sock: socket.socket, offset: int, length: int, buf: me
                  counter: Counter | None = None, crc: int = 0,
                  native: bool | None = None) -> int:
     """Read ``length`` bytes at ``offset`` of ``fd`` and send them; -> their CRC32C.
-    Raises ConnectionError when the file ends early (it shrank under us)."""
+    Raises ShortFile (a ConnectionError) when the file ends early (it shrank under us),
+    TimeoutError when the peer does not read within the socket's timeout."""
     if native if native is not None else NATIVE:
         try:
             return _hotpath.file_to_sock(fd, sock.fileno(), offset, length, buf,
                                          _timeout_ms(sock), counter.cell if counter else None,
                                          crc)
         except EOFError as e:
-            raise ConnectionError(str(e)) from None
+            raise ShortFile(str(e)) from None
         except OSError as e:
             if e.errno == errno.ETIMEDOUT:
                 raise TimeoutError(f"peer did not read for {sock.gettimeout()} s") from None
@@ -97,7 +102,31 @@ def file_to_sock(fd: int, sock: socket.socket, offset: int, length: int, buf: me
     return _file_to_sock_py(fd, sock, offset, length, buf, counter, crc)
 
 
+def file_crc(fd: int, offset: int, length: int, buf: memoryview, *, crc: int = 0,
+             native: bool | None = None) -> int:
+    """CRC32C of ``length`` bytes at ``offset`` of ``fd``, read through ``buf`` (an upload's
+    checksum pass: the sum goes in the request head, before the body). The last bytes read
+    stay in ``buf``: a part no larger than it is then sent from there. Raises
+    ShortFile (a ConnectionError) when the file ends early (it shrank under us)."""
+    if native if native is not None else NATIVE:
+        try:
+            return _hotpath.file_crc(fd, offset, length, buf, crc)
+        except EOFError as e:
+            raise ShortFile(str(e)) from None
+    return _file_crc_py(fd, offset, length, buf, crc)
+
+
 # --- the Python loops (the fallback, and the reference the tests compare with) -------
+
+def _check_range(fd_a: int, fd_b: int, offset: int, length: int, buf: memoryview) -> None:
+    """What the C loops refuse before they start (the same ValueErrors)."""
+    if fd_a < 0 or fd_b < 0:
+        raise ValueError("file descriptors must be >= 0")
+    if offset < 0 or length < 0 or offset + length > 2**63 - 1:
+        raise ValueError(f"bad range: offset {offset}, length {length}")
+    if len(buf) <= 0:
+        raise ValueError("buf must not be empty")
+
 
 def _pwrite_all(fd: int, data: memoryview, off: int) -> None:
     while len(data):
@@ -108,6 +137,7 @@ def _pwrite_all(fd: int, data: memoryview, off: int) -> None:
 
 
 def _recv_to_file_py(sock, fd, offset, length, buf, counter, direct_fd, crc):
+    _check_range(sock.fileno(), fd, offset, length, buf)
     got = 0
     cap = len(buf)
     while got < length:
@@ -144,12 +174,27 @@ def _recv_to_file_py(sock, fd, offset, length, buf, counter, direct_fd, crc):
     return crc, direct_fd
 
 
+def _file_crc_py(fd, offset, length, buf, crc):
+    _check_range(fd, fd, offset, length, buf)
+    done = 0
+    cap = len(buf)
+    while done < length:
+        at = done if length <= cap else 0   # a part that fits is gathered whole in buf
+        k = os.preadv(fd, [buf[at: at + min(cap - at, length - done)]], offset + done)
+        if k == 0:
+            raise ShortFile(f"file ended after {done} of {length} bytes")
+        crc = _crc_extend_value(buf[at: at + k], crc)
+        done += k
+    return crc
+
+
 def _file_to_sock_py(fd, sock, offset, length, buf, counter, crc):
+    _check_range(fd, sock.fileno(), offset, length, buf)
     sent = 0
     while sent < length:
         k = os.preadv(fd, [buf[: min(len(buf), length - sent)]], offset + sent)
         if k == 0:
-            raise ConnectionError(f"file ended after {sent} of {length} bytes")
+            raise ShortFile(f"file ended after {sent} of {length} bytes")
         chunk = buf[:k]
         crc = _crc_extend_value(chunk, crc)
         sock.sendall(chunk)

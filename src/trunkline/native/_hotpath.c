@@ -16,6 +16,7 @@
 #include <Python.h>
 
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <stdint.h>
@@ -173,6 +174,29 @@ static int get_counter(PyObject *obj, Py_buffer *view, uint64_t **out) {
     return 0;
 }
 
+/* Arguments the loops trust from here on: descriptors, a range that fits an off_t, a
+ * buffer to move it through, a timeout. 0 ok, -1 with ValueError set. */
+static int check_range(int fd_a, int fd_b, long long offset, long long length,
+                       Py_ssize_t buflen, int timeout_ms) {
+    if (fd_a < 0 || fd_b < 0) {
+        PyErr_SetString(PyExc_ValueError, "file descriptors must be >= 0");
+        return -1;
+    }
+    if (offset < 0 || length < 0 || offset > LLONG_MAX - length) {
+        PyErr_Format(PyExc_ValueError, "bad range: offset %lld, length %lld", offset, length);
+        return -1;
+    }
+    if (buflen <= 0) {
+        PyErr_SetString(PyExc_ValueError, "buf must not be empty");
+        return -1;
+    }
+    if (timeout_ms < -1) {
+        PyErr_SetString(PyExc_ValueError, "timeout_ms must be >= -1 (-1: none)");
+        return -1;
+    }
+    return 0;
+}
+
 /* ---------------------------------------------------------------- recv_to_file */
 
 static PyObject *recv_to_file(PyObject *self, PyObject *args, PyObject *kw) {
@@ -192,10 +216,9 @@ static PyObject *recv_to_file(PyObject *self, PyObject *args, PyObject *kw) {
         PyBuffer_Release(&buf);
         return NULL;
     }
-    if (offset < 0 || length < 0 || buf.len <= 0) {
+    if (check_range(sock_fd, file_fd, offset, length, buf.len, timeout_ms) < 0) {
         if (counter) PyBuffer_Release(&ctr);
         PyBuffer_Release(&buf);
-        PyErr_SetString(PyExc_ValueError, "offset/length must be >= 0 and buf non-empty");
         return NULL;
     }
     unsigned char *base = (unsigned char *)buf.buf;
@@ -266,6 +289,11 @@ static PyObject *file_to_sock(PyObject *self, PyObject *args, PyObject *kw) {
         PyBuffer_Release(&buf);
         return NULL;
     }
+    if (check_range(file_fd, sock_fd, offset, length, buf.len, timeout_ms) < 0) {
+        if (counter) PyBuffer_Release(&ctr);
+        PyBuffer_Release(&buf);
+        return NULL;
+    }
     unsigned char *base = (unsigned char *)buf.buf;
     size_t cap = (size_t)buf.len;
     long long sent = 0;
@@ -313,6 +341,59 @@ static PyObject *file_to_sock(PyObject *self, PyObject *args, PyObject *kw) {
     return PyLong_FromUnsignedLong(c);
 }
 
+/* ---------------------------------------------------------------- file_crc */
+
+/* An upload's checksum pass: its CRC32C goes in the request head, before the body, so
+ * the part is read once to sum it and then sent. The bytes of the last read stay in buf
+ * (a part that fits is then sent from there, not read again). */
+static PyObject *file_crc(PyObject *self, PyObject *args, PyObject *kw) {
+    static char *names[] = {"file_fd", "offset", "length", "buf", "crc", NULL};
+    int file_fd;
+    long long offset, length;
+    unsigned int crc = 0;
+    Py_buffer buf;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iLLw*|I", names, &file_fd, &offset, &length,
+                                     &buf, &crc))
+        return NULL;
+    if (check_range(file_fd, file_fd, offset, length, buf.len, -1) < 0) {
+        PyBuffer_Release(&buf);
+        return NULL;
+    }
+    unsigned char *base = (unsigned char *)buf.buf;
+    size_t cap = (size_t)buf.len;
+    long long done = 0;
+    int err = 0;
+    uint32_t c = crc;
+
+    Py_BEGIN_ALLOW_THREADS
+    while (done < length) {
+        /* a part that fits is gathered whole in buf (a short read continues after it) */
+        size_t at = length <= (long long)cap ? (size_t)done : 0;
+        size_t want = (size_t)((length - done) < (long long)(cap - at) ? (length - done)
+                                                                       : (long long)(cap - at));
+        ssize_t r = pread(file_fd, base + at, want, (off_t)(offset + done));
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            err = errno;
+            break;
+        }
+        if (r == 0) break;  /* the file shrank under us */
+        c = crc32c_update(c, base + at, (size_t)r);
+        done += r;
+    }
+    Py_END_ALLOW_THREADS
+
+    PyBuffer_Release(&buf);
+    if (err) {
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    if (done < length) {
+        return PyErr_Format(PyExc_EOFError, "file ended after %lld of %lld bytes", done, length);
+    }
+    return PyLong_FromUnsignedLong(c);
+}
+
 static PyObject *crc32c_py(PyObject *self, PyObject *args) {
     Py_buffer b;
     unsigned int crc = 0;
@@ -342,6 +423,9 @@ static PyMethodDef methods[] = {
     {"file_to_sock", (PyCFunction)(void (*)(void))file_to_sock, METH_VARARGS | METH_KEYWORDS,
      "file_to_sock(file_fd, sock_fd, offset, length, buf, timeout_ms, counter=None, crc=0) "
      "-> crc32c: read length bytes at offset and send them, without the GIL."},
+    {"file_crc", (PyCFunction)(void (*)(void))file_crc, METH_VARARGS | METH_KEYWORDS,
+     "file_crc(file_fd, offset, length, buf, crc=0) -> crc32c: read length bytes at offset "
+     "through buf and checksum them, without the GIL."},
     {"crc32c", crc32c_py, METH_VARARGS, "crc32c(data, crc=0) -> the updated CRC32C."},
     {NULL, NULL, 0, NULL},
 };

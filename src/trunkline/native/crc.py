@@ -61,4 +61,8 @@ def crc32c(data: bytes | bytearray | memoryview, value: int = 0) -> int:
     if not mv.readonly:
         buf = (ctypes.c_char * n).from_buffer(mv)
         return _c_extend(value, ctypes.addressof(buf), n)
-    return _c_extend(value, _address(mv), n)
+    try:   # the compiled core takes a read-only buffer as it is (and uses the same library)
+        from ._hotpath import crc32c as hot
+    except ImportError:
+        return _c_extend(value, _address(mv), n)
+    return hot(mv, value)

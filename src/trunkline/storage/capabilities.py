@@ -282,6 +282,8 @@ def apply(ep, caps: Capabilities) -> dict:
     crc = caps.accepts("crc32c")
     if crc is not None:
         ep.supports_crc32c = crc
+    if "crc32c" in caps.checksums:
+        ep.verifies_crc32c = caps.checksums["crc32c"].verified
     if caps.multipart_full_object is not None:
         ep.full_object_crc = caps.multipart_full_object if crc is not False else False
     return {

@@ -16,7 +16,9 @@ about to use, and an object key is chosen by whoever filled the bucket. Therefor
 - space is reserved up front (``posix_fallocate``): a full disk fails before a byte moves;
 - every write is checked for its full length;
 - the data is fsync'ed, then renamed by directory descriptor (``renameat``) after checking
-  that the name still holds the inode we wrote; the directory is fsync'ed after.
+  that the name still holds the inode we wrote; the directory is fsync'ed after (once per
+  directory and batch where a ``DirSync`` gathers them: many small objects in one folder
+  cost one directory fsync per batch, not one each).
 
 A failed object leaves nothing at its final name.
 """
@@ -28,6 +30,9 @@ import hashlib
 import json
 import os
 import stat
+import threading
+
+from ..errors import TrunklineError
 
 PARTIAL_PREFIX = ".tlpart\\"
 """Partial names start with this; keys never contain a backslash (``safe_relpath``)."""
@@ -84,8 +89,10 @@ def is_partial_name(name: str) -> bool:
     return name.startswith(PARTIAL_PREFIX)
 
 
-class UnsafeDestination(OSError):
-    """A symlink, a foreign file or a hard link where a download's file would go."""
+class UnsafeDestination(TrunklineError, OSError):
+    """A symlink, a foreign file or a hard link where a download's file would go.
+
+    Never retried (another try finds the same file); an ``OSError`` too, as it always was."""
 
 
 def open_dir(path: str, *, create: bool = True) -> int:
@@ -130,6 +137,46 @@ def pwrite_full(fd: int, data: memoryview | bytes, offset: int) -> None:
             raise OSError(errno.ENOSPC, "write made no progress (disk full?)")
         mv = mv[n:]
         offset += n
+
+
+class DirSync:
+    """Directories whose renames are not yet durable: fsync'ed together by ``sync``.
+
+    Why: after the rename the directory must be fsync'ed for the new name to survive a
+    power loss; with many small objects in one folder that second fsync per object was
+    half of the download's wall time (2,000 x 256 KiB: 4,000 fsyncs). The caller syncs
+    before it records the objects done (the journal's batch), so "done" is never
+    written before the name is durable. Bounded: past ``limit`` directories the next
+    ``add`` syncs them at once (each held as a duplicated descriptor)."""
+
+    def __init__(self, limit: int = 64) -> None:
+        self.limit = limit
+        self._fds: dict[tuple[int, int], int] = {}
+        self._lock = threading.Lock()
+
+    def add(self, dir_fd: int) -> None:
+        st = os.fstat(dir_fd)
+        key = (st.st_dev, st.st_ino)
+        with self._lock:
+            if key in self._fds:
+                return
+            self._fds[key] = os.dup(dir_fd)
+            full = len(self._fds) >= self.limit
+        if full:
+            self.sync()
+
+    def sync(self) -> None:
+        """fsync every gathered directory and forget them (a filesystem that cannot sync a
+        directory is let be, as ``PartialFile.commit`` lets it be)."""
+        with self._lock:
+            fds, self._fds = list(self._fds.values()), {}
+        for fd in fds:
+            try:
+                os.fsync(fd)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
 
 
 class PartialFile:
@@ -207,8 +254,10 @@ class PartialFile:
     def pwrite(self, data: memoryview | bytes, offset: int) -> None:
         pwrite_full(self.fd, data, offset)
 
-    def commit(self, mtime: float | None = None, stamp: bytes | None = None) -> None:
-        """fsync, stamp, and rename into place by directory descriptor; closes."""
+    def commit(self, mtime: float | None = None, stamp: bytes | None = None,
+               dir_sync: DirSync | None = None) -> None:
+        """fsync, stamp, and rename into place by directory descriptor; closes. The
+        directory is fsync'ed now, or gathered into ``dir_sync`` for the caller's batch."""
         st = os.fstat(self.fd)
         if st.st_size != self.size:
             raise OSError(errno.EIO, f"partial file has {st.st_size} bytes, expected {self.size}")
@@ -225,10 +274,13 @@ class PartialFile:
         if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
             raise UnsafeDestination(errno.EEXIST, "the partial file was replaced under us")
         os.rename(self.name, self.final_name, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
-        try:
-            os.fsync(self.dir_fd)
-        except OSError:
-            pass
+        if dir_sync is not None:
+            dir_sync.add(self.dir_fd)
+        else:
+            try:
+                os.fsync(self.dir_fd)
+            except OSError:
+                pass
         self.close()
 
     def close(self) -> None:

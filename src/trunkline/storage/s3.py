@@ -1,8 +1,10 @@
 """An S3-compatible endpoint: control plane through botocore, data plane through ``wire``.
 
-botocore gives us the credential chain, SigV4 and the XML of list/multipart calls; the
-bytes of GET/PUT/UploadPart travel on our own connections (requests and their checks in
-``s3_data``, connections in ``wire``). botocore's own retries are off: every retry is
+botocore gives us the credential chain (beyond keys in the environment) and the XML of
+multipart calls; the bytes of GET/PUT/UploadPart, and LIST/HEAD, travel on our own
+connections (requests and their checks in ``s3_data``, connections in ``wire``), signed by
+``sigv4`` without importing botocore: a copy with keys in the environment never loads it
+(botocore's import and client cost more than the rest of a short copy's start-up). botocore's own retries are off: every retry is
 spent by the one policy of ``engine/retry.py``, which the engine hands to each endpoint
 (``retry``); an endpoint built without one makes a single try.
 Payloads are sent UNSIGNED-PAYLOAD (integrity comes from the CRC32C/MD5 headers instead),
@@ -12,23 +14,13 @@ which S3 and every compatible store accept, and which lets us sendfile() the bod
 from __future__ import annotations
 
 import os
-import ssl
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 from urllib.parse import quote, unquote_plus, urlsplit
 
-# isort: off
-from . import botocore_lite  # noqa: F401  (first: botocore without the CRT)
-# isort: on
-from botocore.auth import S3SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.config import Config
-from botocore.credentials import Credentials
-from botocore.exceptions import BotoCoreError, ClientError
 from defusedxml import ElementTree as SafeET
 
 from ..config import (
@@ -42,7 +34,7 @@ from ..errors import StoreError
 from ..wire.connection import Connection
 from ..wire.http1 import ResponseHead, build_request
 from ..wire.pool import ConnectionPool
-from . import s3_data
+from . import s3_data, sigv4
 from .s3_data import crc32c_to_b64, parse_error_xml  # noqa: F401  (parse_error_xml re-exported)
 
 S3Error = StoreError  # the name the storage layer has always used
@@ -63,7 +55,17 @@ class ListingError(S3Error):
         return False
 
 
-def from_client_error(e: ClientError, op: str, key: str = "") -> S3Error:
+def is_botocore_error(e: BaseException) -> bool:
+    """Whether ``e`` is one of botocore's (without importing botocore where it was never
+    loaded: then it cannot be)."""
+    import sys
+
+    exc = sys.modules.get("botocore.exceptions")
+    return exc is not None and isinstance(e, exc.BotoCoreError)
+
+
+def from_client_error(e, op: str, key: str = "") -> S3Error:
+    """The ``StoreError`` of a botocore ``ClientError``."""
     err = e.response.get("Error", {})
     status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
     return S3Error(status, err.get("Code", ""), err.get("Message", ""), op, key)
@@ -124,11 +126,14 @@ class S3Endpoint:
         self._static_keys = (access, secret) if cfg.access_key_id_env else (None, None)
         self.region = endpoint_region(cfg, lambda: self.session.get_config_variable("region"))
         self.addressing_style = addressing_style(cfg)
-        self._creds = Credentials(access, secret, token) if access else None
-        if self._creds is None:
+        # keys from env (read above) need no botocore; any other source is botocore's
+        # chain, whose credentials may refresh: asked for frozen ones at each signature
+        self._keys = sigv4.Keys(access, secret, token) if access and secret else None
+        self._creds = None
+        if self._keys is None:
             self._creds = self.session.get_credentials()
-        if self._creds is None:
-            raise no_credentials(cfg)
+            if self._creds is None:
+                raise no_credentials(cfg)
         endpoint_url = cfg.url or self.client.meta.endpoint_url
         url = urlsplit(endpoint_url)
         self.scheme = url.scheme
@@ -136,9 +141,13 @@ class S3Endpoint:
         self.port = url.port or (443 if url.scheme == "https" else 80)
         # AWS_CA_BUNDLE is botocore's convention for private CAs; we honour it too
         ca = cfg.ca_bundle or os.environ.get("AWS_CA_BUNDLE") or None
-        self._tls = ssl.create_default_context(cafile=ca) if url.scheme == "https" else None
-        self._unsigned = Config(s3={"payload_signing_enabled": False})
+        self._tls = None
+        if url.scheme == "https":
+            import ssl  # only for TLS (~10 ms of start-up otherwise)
+
+            self._tls = ssl.create_default_context(cafile=ca)
         self.supports_crc32c: bool | None = None   # learnt on first upload
+        self.verifies_crc32c: bool | None = None   # refuses a body that does not match it
         self.full_object_crc: bool | None = None   # FULL_OBJECT CRC32C multipart uploads
         # control-plane requests (LIST, HEAD, verify's reads) share one pool of our own
         self.pool = ConnectionPool(lambda t: self.new_connection(read_timeout=t))
@@ -146,7 +155,10 @@ class S3Endpoint:
     @property
     def session(self):
         if self._session is None:
+            # isort: off
+            from . import botocore_lite  # noqa: F401  (first: botocore without the CRT)
             import botocore.session  # lazily: it drags in the client machinery
+            # isort: on
 
             self._session = botocore.session.Session(profile=self.cfg.profile)
         return self._session
@@ -157,6 +169,8 @@ class S3Endpoint:
         if self._client is None:
             with self._client_lock:
                 if self._client is None:
+                    from botocore.config import Config
+
                     access, secret = self._static_keys
                     self._client = self.session.create_client(
                         "s3",
@@ -223,19 +237,15 @@ class S3Endpoint:
     ) -> bytes:
         """The signed request head bytes (SigV4, UNSIGNED-PAYLOAD)."""
         host, path = self._target(bucket, key)
-        qs = ""
-        if query:
-            qs = "?" + "&".join(
-                f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in sorted(query.items())
-            )
-        url = f"{self.scheme}://{host}{path}{qs}"
+        qs = sigv4.canonical_query(query)
         hdrs = dict(headers or {})
         hdrs["Host"] = host
-        req = AWSRequest(method=method, url=url, headers=hdrs)
-        req.context["client_config"] = self._unsigned
-        creds = self._creds.get_frozen_credentials()
-        S3SigV4Auth(creds, "s3", self.region).add_auth(req)
-        return build_request(method, path + qs, dict(req.headers.items()))
+        keys = self._keys
+        if keys is None:
+            c = self._creds.get_frozen_credentials()
+            keys = sigv4.Keys(c.access_key, c.secret_key, c.token)
+        signed = sigv4.sign(method, path, qs, hdrs, keys, self.region)
+        return build_request(method, path + ("?" + qs if qs else ""), signed)
 
     def check_response(self, conn: Connection, head: ResponseHead, op: str, key: str,
                        ok: tuple[int, ...] = (200, 206)) -> None:
@@ -246,6 +256,8 @@ class S3Endpoint:
 
     def _call(self, op: str, key: str, fn, **kw):
         """A botocore call, its failures as ``StoreError``, retried under our policy."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
         def once():
             try:
                 return fn(**kw)
@@ -352,6 +364,8 @@ class S3Endpoint:
         head = self.stat(bucket, key)
         if head is None:
             return None
+        from email.utils import parsedate_to_datetime  # ~15 ms to import: only here
+
         lm = head.headers.get("last-modified")
         return ObjectInfo(key, head.content_length or 0, head.headers.get("etag"),
                           parsedate_to_datetime(lm).timestamp() if lm else None)

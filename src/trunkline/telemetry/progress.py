@@ -12,17 +12,14 @@ from __future__ import annotations
 
 import sys
 from collections import deque
-from typing import TextIO
-
-from rich.console import Console, Group
-from rich.live import Live
-from rich.progress_bar import ProgressBar
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, TextIO
 
 from ..text import safe
 from ..units import human_bytes
 from .snapshot import Snapshot
+
+if TYPE_CHECKING:   # rich is imported where a terminal view is drawn (~60 ms of start-up)
+    from rich.console import Console, Group
 
 SPARK = "▁▂▃▄▅▆▇█"
 IN_FLIGHT_ROWS = 5
@@ -78,6 +75,11 @@ def render_line(s: Snapshot, rate: float) -> str:
 
 def render_view(s: Snapshot, rate: float, history: list[float], label: str = "") -> Group:
     """The rich view of one snapshot (pure: snapshot in, renderable out)."""
+    from rich.console import Group
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+    from rich.text import Text
+
     head = Table.grid(padding=(0, 1))
     head.add_column(no_wrap=True)
     head.add_column(no_wrap=True)
@@ -114,6 +116,10 @@ class LiveProgress:
     """On a terminal: the rich view. Context manager; ``update`` is the engine's tick."""
 
     def __init__(self, console: Console | None = None, label: str = ""):
+        from rich.console import Console
+        from rich.live import Live
+        from rich.text import Text
+
         self.console = console or Console(stderr=True)
         self.label = label
         self.window = RateWindow()
@@ -169,5 +175,7 @@ def progress_for(quiet: bool, as_json: bool, stream: TextIO | None = None):
         return None
     stream = stream or sys.stderr
     if stream.isatty():
+        from rich.console import Console
+
         return LiveProgress(Console(file=stream))
     return LineProgress(stream)

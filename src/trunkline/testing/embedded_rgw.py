@@ -15,17 +15,13 @@ The binaries come from Debian (``radosgw``, ``ceph-mon``, ``ceph-osd``; see
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import tempfile
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..embedded_s3 import ACCESS_KEY, SECRET_KEY, free_port
 from ..tools import require_tool
-from .server_base import S3ServerBase, stop_group
+from .server_base import ACCESS_KEY, SECRET_KEY, S3ServerBase, free_port, stop_group
 
 # With auth none there is no session key, so a "secure" messenger mode cannot be
 # negotiated; radosgw asks for secure-only towards the monitor unless told otherwise.
@@ -118,18 +114,12 @@ class EmbeddedRGW(S3ServerBase):
     _owned_dir: str | None = field(default=None, repr=False)
 
     name = "rgw"
+    start_timeout = 120.0
 
     @property
     def conf(self) -> Path:
         assert self.data_dir is not None
         return self.data_dir / "ceph.conf"
-
-    def start(self, timeout: float = 120.0) -> EmbeddedRGW:
-        try:
-            return self._start(timeout)
-        except BaseException:
-            self.stop()
-            raise
 
     def _run(self, *args: str, timeout: float = 60.0) -> str:
         r = subprocess.run([*args, "-c", str(self.conf), *_CRC_ONLY], capture_output=True,
@@ -148,23 +138,19 @@ class EmbeddedRGW(S3ServerBase):
         self.procs.append(p)
         return p
 
-    def _start(self, timeout: float) -> EmbeddedRGW:
-        t0 = time.monotonic()
-        deadline = t0 + timeout
+    def _start(self, timeout: float) -> None:
         mon, osd, rgw = (require_tool(n) for n in ("ceph-mon", "ceph-osd", "radosgw"))
         ceph, admin, monmaptool = (require_tool(n) for n in ("ceph", "radosgw-admin",
                                                              "monmaptool"))
-        if self.data_dir is None:
-            self._owned_dir = tempfile.mkdtemp(prefix="trunkline-rgw-")
-            self.data_dir = Path(self._owned_dir)
         d = self.data_dir
+        assert d is not None
         for sub in ("run", "log", "crash", "rgw", "osd.0"):
             (d / sub).mkdir(parents=True, exist_ok=True)
         fsid = str(uuid.uuid4())
         mon_port = free_port(self.host)
         self.port = free_port(self.host)
         self.conf.write_text(_conf(d, fsid, mon_port, self.pg_num, self.memstore_bytes,
-                                         self.gc))
+                                   self.gc))
 
         subprocess.run([monmaptool, "--create", "--fsid", fsid, "--addv", "a",
                         f"[v2:127.0.0.1:{mon_port}]", str(d / "monmap")],
@@ -178,25 +164,12 @@ class EmbeddedRGW(S3ServerBase):
         self._daemon(osd, "-i", "0")
         self._daemon(rgw, "-n", "client.rgw",
                      f"--rgw_frontends=beast endpoint={self.host}:{self.port}")
-        while not self._answers_http():
-            for p in self.procs:
-                if p.poll() is not None:
-                    raise RuntimeError(f"{p.args[0]} exited ({p.returncode}); see {d}/log")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"radosgw did not serve within {timeout}s; see {d}/log")
-            time.sleep(0.1)
+        self._wait_serving(timeout, self.procs, lambda: f"see {d}/log")
         self._run(admin, "user", "create", "--uid=trunkline", "--display-name=trunkline",
                   f"--access-key={self.access_key}", f"--secret-key={self.secret_key}")
-        for b in self.buckets:
-            self.create_bucket(b)
-        self.start_seconds = time.monotonic() - t0
-        return self
 
-    def stop(self) -> None:
+    def _stop_processes(self) -> None:
         # the gateway first (it holds the cluster's clients), the monitor last
         for p in reversed(self.procs):
             stop_group(p)
         self.procs.clear()
-        if self._owned_dir:
-            shutil.rmtree(self._owned_dir, ignore_errors=True)
-            self._owned_dir = None

@@ -16,11 +16,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import socket
-import threading
 import time
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 from xml.sax.saxutils import escape
+
+from .loopback import LoopbackServer
 
 MODES = (
     "normal",
@@ -49,7 +50,7 @@ class StoredObject:
             self.etag = '"' + hashlib.md5(self.data, usedforsecurity=False).hexdigest() + '"'
 
 
-class HostileS3:
+class HostileS3(LoopbackServer):
     """``with HostileS3() as s: s.put("b", "k", data); s.set_mode("wrong_range", times=1)``.
 
     ``times``: how many responses the mode strikes before the server behaves (None:
@@ -67,12 +68,7 @@ class HostileS3:
         self.trickle_pause = trickle_pause
         self.page_size = page_size
         self.replacement: bytes | None = None  # change_mid_object: the new content
-        self._lock = threading.Lock()
-        self._sock: socket.socket | None = None
-        self._conns: set[socket.socket] = set()
-        self._threads: list[threading.Thread] = []
-        self._stopped = threading.Event()
-        self.port = 0
+        self._loopback_init()
 
     # -- setup -------------------------------------------------------------------------
 
@@ -88,65 +84,18 @@ class HostileS3:
         with self._lock:
             self.mode, self.times, self.struck = mode, times, 0
 
+    thread_name = "hostile-s3"
+
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.endpoint_url
 
     @property
     def env(self) -> dict[str, str]:
         return {"AWS_ENDPOINT_URL": self.url, "AWS_ACCESS_KEY_ID": "hostile",
                 "AWS_SECRET_ACCESS_KEY": "hostile-secret", "AWS_REGION": "us-east-1"}
 
-    def start(self) -> HostileS3:
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("127.0.0.1", 0))
-        s.listen(64)
-        s.settimeout(0.2)
-        self._sock, self.port = s, s.getsockname()[1]
-        t = threading.Thread(target=self._accept, name="hostile-s3", daemon=True)
-        t.start()
-        self._threads.append(t)
-        return self
-
-    def stop(self) -> None:
-        self._stopped.set()
-        with self._lock:
-            conns = list(self._conns)
-        for c in conns:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            c.close()
-        for t in self._threads:
-            t.join(timeout=5)
-        if self._sock is not None:
-            self._sock.close()
-
-    def __enter__(self) -> HostileS3:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    # -- serving -----------------------------------------------------------------------
-
-    def _accept(self) -> None:
-        assert self._sock is not None
-        while not self._stopped.is_set():
-            try:
-                c, _ = self._sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            c.settimeout(30)
-            with self._lock:
-                self._conns.add(c)
-            t = threading.Thread(target=self._serve, args=(c,), daemon=True)
-            t.start()
-            self._threads = [x for x in self._threads if x.is_alive()] + [t]
+    # -- serving (the loop: ``loopback.py``) ---------------------------------------------
 
     def _strike(self, mode: str) -> bool:
         """Whether this response misbehaves as ``mode`` (counts down ``times``)."""
@@ -158,37 +107,30 @@ class HostileS3:
 
     def _serve(self, c: socket.socket) -> None:
         buf = b""
-        try:
-            while not self._stopped.is_set():
-                while b"\r\n\r\n" not in buf:
-                    chunk = c.recv(65536)
-                    if not chunk:
-                        return
-                    buf += chunk
-                    if len(buf) > 65536:
-                        return
-                head, buf = buf.split(b"\r\n\r\n", 1)
-                lines = head.decode("latin-1").split("\r\n")
-                method, target, _ = lines[0].split(" ", 2)
-                hdrs = {k.strip().lower(): v.strip() for k, _, v in
-                        (ln.partition(":") for ln in lines[1:])}
-                n = int(hdrs.get("content-length", "0") or 0)
-                while len(buf) < n:
-                    chunk = c.recv(65536)
-                    if not chunk:
-                        return
-                    buf += chunk
-                buf = buf[n:]
-                with self._lock:
-                    self.requests.append(f"{method} {target}")
-                if not self._answer(c, method, target, hdrs):
+        while not self._stopped.is_set():
+            while b"\r\n\r\n" not in buf:
+                chunk = c.recv(65536)
+                if not chunk:
                     return
-        except OSError:
-            return
-        finally:
+                buf += chunk
+                if len(buf) > 65536:
+                    return
+            head, buf = buf.split(b"\r\n\r\n", 1)
+            lines = head.decode("latin-1").split("\r\n")
+            method, target, _ = lines[0].split(" ", 2)
+            hdrs = {k.strip().lower(): v.strip() for k, _, v in
+                    (ln.partition(":") for ln in lines[1:])}
+            n = int(hdrs.get("content-length", "0") or 0)
+            while len(buf) < n:
+                chunk = c.recv(65536)
+                if not chunk:
+                    return
+                buf += chunk
+            buf = buf[n:]
             with self._lock:
-                self._conns.discard(c)
-            c.close()
+                self.requests.append(f"{method} {target}")
+            if not self._answer(c, method, target, hdrs):
+                return
 
     def _answer(self, c: socket.socket, method: str, target: str, hdrs: dict[str, str]) -> bool:
         """Send one response; False closes the connection."""

@@ -11,8 +11,9 @@ connection (``Connection: close``), which every S3 client handles, keeps it smal
 from __future__ import annotations
 
 import socket
-import threading
 from dataclasses import dataclass, field
+
+from .loopback import LoopbackServer
 
 _REFUSAL = (b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>InvalidArgument</Code>"
             b"<Message>checksum headers are not supported</Message></Error>")
@@ -25,90 +26,48 @@ def _refused_header(name: str) -> bool:
 
 
 @dataclass
-class RefusingProxy:
+class RefusingProxy(LoopbackServer):
     """Relay to ``upstream`` (host, port); count what was refused and what passed."""
 
     upstream: tuple[str, int]
     host: str = "127.0.0.1"
-    port: int = 0
     refused: list[str] = field(default_factory=list)    # "METHOD path" of each refusal
     passed: int = 0
-    _sock: socket.socket | None = field(default=None, repr=False)
-    _threads: list[threading.Thread] = field(default_factory=list, repr=False)
-    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
 
-    @property
-    def endpoint_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+    thread_name = "refusing-proxy"
 
-    def start(self) -> RefusingProxy:
-        self._sock = socket.create_server((self.host, 0))
-        self._sock.settimeout(0.2)
-        self.port = self._sock.getsockname()[1]
-        t = threading.Thread(target=self._accept, daemon=True, name="refusing-proxy")
-        t.start()
-        self._threads.append(t)
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(timeout=5)
-        if self._sock is not None:
-            self._sock.close()
-
-    def __enter__(self) -> RefusingProxy:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def _accept(self) -> None:
-        assert self._sock is not None
-        while not self._stop.is_set():
-            try:
-                c, _ = self._sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            t = threading.Thread(target=self._serve, args=(c,), daemon=True)
-            t.start()
-            self._threads = [x for x in self._threads if x.is_alive()] + [t]
+    def __post_init__(self) -> None:
+        self._loopback_init()
 
     def _serve(self, c: socket.socket) -> None:
-        c.settimeout(30)
-        try:
-            with c, c.makefile("rb") as rf:
-                head = b""
-                while not head.endswith(b"\r\n\r\n"):
-                    line = rf.readline(65537)
-                    if not line or len(head) > 65536:
-                        return
-                    head += line
-                lines = head.decode("latin-1").split("\r\n")
-                names = {ln.split(":", 1)[0].strip().lower(): ln.split(":", 1)[1].strip()
-                         for ln in lines[1:] if ":" in ln}
-                expect = names.get("expect", "").lower() == "100-continue"
-                refuse = any(_refused_header(n) for n in names)
-                if expect and not refuse:
-                    c.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
-                    head = b"\r\n".join(ln for ln in head.split(b"\r\n")
-                                         if not ln.lower().startswith(b"expect:"))
-                body = b"" if expect and refuse else \
-                    rf.read(int(names.get("content-length", "0") or 0))
-                if refuse:
-                    self.refused.append(" ".join(lines[0].split(" ")[:2]))
-                    c.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/xml\r\n"
-                              b"Connection: close\r\nContent-Length: "
-                              + str(len(_REFUSAL)).encode() + b"\r\n\r\n" + _REFUSAL)
+        with c.makefile("rb") as rf:
+            head = b""
+            while not head.endswith(b"\r\n\r\n"):
+                line = rf.readline(65537)
+                if not line or len(head) > 65536:
                     return
-                self.passed += 1
-                with socket.create_connection(self.upstream, timeout=30) as up:
-                    up.sendall(head[:-2] + b"Connection: close\r\n\r\n" + body)
-                    self._relay(up, c)
-        except OSError:
-            return
+                head += line
+            lines = head.decode("latin-1").split("\r\n")
+            names = {ln.split(":", 1)[0].strip().lower(): ln.split(":", 1)[1].strip()
+                     for ln in lines[1:] if ":" in ln}
+            expect = names.get("expect", "").lower() == "100-continue"
+            refuse = any(_refused_header(n) for n in names)
+            if expect and not refuse:
+                c.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+                head = b"\r\n".join(ln for ln in head.split(b"\r\n")
+                                     if not ln.lower().startswith(b"expect:"))
+            body = b"" if expect and refuse else \
+                rf.read(int(names.get("content-length", "0") or 0))
+            if refuse:
+                self.refused.append(" ".join(lines[0].split(" ")[:2]))
+                c.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/xml\r\n"
+                          b"Connection: close\r\nContent-Length: "
+                          + str(len(_REFUSAL)).encode() + b"\r\n\r\n" + _REFUSAL)
+                return
+            self.passed += 1
+            with socket.create_connection(self.upstream, timeout=30) as up:
+                up.sendall(head[:-2] + b"Connection: close\r\n\r\n" + body)
+                self._relay(up, c)
 
     @staticmethod
     def _relay(up: socket.socket, c: socket.socket) -> None:

@@ -1,30 +1,104 @@
 """What every embedded S3 server for tests and benches shares, whatever implements it.
 
 Why: the mover is proven on several S3 implementations (SeaweedFS, Ceph RGW, the JuiceFS
-gateway). Tests and benches must treat them alike, so each exposes the surface of
-:class:`~trunkline.embedded_s3.EmbeddedS3` (``endpoint_url``, ``env``, ``client()``,
-``create_bucket``, ``start``/``stop``, context manager); the parts that do not depend on
-the implementation live here once.
+gateway). Tests and benches must treat them alike, so each exposes one surface
+(``endpoint_url``, ``env``, ``client()``, ``create_bucket``, ``start``/``stop``, context
+manager); everything that does not depend on the implementation lives here once, and
+each server (``trunkline.embedded_s3.EmbeddedS3``, ``embedded_rgw``, ``embedded_juicefs``)
+only says how to launch and stop its processes.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import socket
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+ACCESS_KEY = "trunkline-local"
+SECRET_KEY = "trunkline-local-secret"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
 
 
 class S3ServerBase:
-    """Credentials, client, buckets and process-group teardown for an embedded server."""
+    """Credentials, client, buckets, the start/stop frame and process-group teardown of
+    an embedded server. A server implements ``_start`` (launch, then ``_wait_serving``)
+    and ``_stop_processes``; ``start`` owns the rest: a temporary directory when none was
+    given, the buckets, the start time, and a full stop if anything fails on the way."""
 
     name = "s3"
     host: str
     port: int
     access_key: str
     secret_key: str
+    data_dir: Path | None
+    buckets: tuple[str, ...]
+    start_seconds: float
+    _owned_dir: str | None
+    start_timeout = 60.0
+    # botocore's checksum behaviour for ``client()``: only where an API requires one, so
+    # that objects set up by tests carry no checksum the test did not ask for
+    client_checksums: dict[str, Any] = {"request_checksum_calculation": "when_required",
+                                        "response_checksum_validation": "when_required"}
+
+    def start(self, timeout: float | None = None):
+        t0 = time.monotonic()
+        try:
+            if self.data_dir is None:
+                self._owned_dir = tempfile.mkdtemp(prefix=f"trunkline-{self.name}-")
+                self.data_dir = Path(self._owned_dir)
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self._start(timeout if timeout is not None else self.start_timeout)
+            for b in self.buckets:
+                self.create_bucket(b)
+        except BaseException:
+            self.stop()
+            raise
+        self.start_seconds = time.monotonic() - t0
+        return self
+
+    def stop(self) -> None:
+        self._stop_processes()
+        if self._owned_dir:
+            shutil.rmtree(self._owned_dir, ignore_errors=True)
+            self._owned_dir = None
+
+    def _start(self, timeout: float) -> None:
+        raise NotImplementedError
+
+    def _stop_processes(self) -> None:
+        raise NotImplementedError
+
+    def _ready(self) -> bool:
+        """Whether the server serves S3 (some need more than an HTTP answer)."""
+        return self._answers_http()
+
+    def _wait_serving(self, timeout: float, procs: Iterable[subprocess.Popen],
+                      why: Callable[[], str]) -> None:
+        """Wait until ``_ready``; a process of ``procs`` that exits, or the timeout, fails
+        the start with ``why()`` (where its log is)."""
+        deadline = time.monotonic() + timeout
+        while not self._ready():
+            for p in procs:
+                if p.poll() is not None:
+                    raise RuntimeError(f"{self.name}: {Path(str(p.args[0])).name} exited "
+                                       f"({p.returncode}); {why()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} did not serve within {timeout:g}s; {why()}")
+            time.sleep(0.1)
 
     @property
     def endpoint_url(self) -> str:
@@ -52,8 +126,7 @@ class S3ServerBase:
             aws_secret_access_key=self.secret_key,
             region_name="us-east-1",
             config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 5},
-                          request_checksum_calculation="when_required",
-                          response_checksum_validation="when_required"),
+                          **self.client_checksums),
         )
 
     def create_bucket(self, name: str) -> None:
@@ -81,10 +154,10 @@ class S3ServerBase:
             return False
 
     def __enter__(self):
-        return self.start()  # type: ignore[attr-defined]
+        return self.start()
 
     def __exit__(self, *exc) -> None:
-        self.stop()  # type: ignore[attr-defined]
+        self.stop()
 
 
 def stop_group(proc: subprocess.Popen | None, grace: float = 10.0) -> None:

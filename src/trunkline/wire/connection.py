@@ -17,14 +17,19 @@ from __future__ import annotations
 
 import os
 import socket
-import ssl
 import struct
+import sys
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from ..errors import ConnectionClosed, ProtocolError, ReadTimeout
-from . import tcpinfo
+from ..errors import ConnectionClosed, ProtocolError, ReadTimeout, TooSlow
+from . import speed_guard, tcpinfo
 from .http1 import Framing, ResponseHead, body_reader, parse_response_head, response_framing
+from .speed_guard import SpeedGuard
+
+if TYPE_CHECKING:   # ssl is loaded by whoever made a TLS context (plain TCP needs none)
+    import ssl
 
 __all__ = ["Connection", "ConnectionClosed", "ConnectionStats", "ReadTimeout"]
 
@@ -90,6 +95,10 @@ class Connection:
     _body_left: int = 0
     _keep_alive: bool = True
     _broken: bool = False
+    # the minimum-rate guard watching this connection's bodies (set by its pool), and why
+    # it closed the connection, if it did
+    speed_guard: SpeedGuard | None = None
+    _too_slow: str = ""
 
     def connect(self) -> None:
         raw = socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
@@ -124,10 +133,11 @@ class Connection:
 
     @property
     def reusable(self) -> bool:
-        """Open, not failed, kept alive by the server, and its last exchange complete
-        (response read to the end of its body): it may carry the next request."""
+        """Open, not failed, kept alive by the server, its last exchange complete
+        (response read to the end of its body) and nothing past that body received: it
+        may carry the next request."""
         return (self.sock is not None and not self._broken and self._keep_alive
-                and not self._in_flight)
+                and not self._in_flight and self._pend_end == self._pend_start)
 
     @property
     def usable(self) -> bool:
@@ -191,6 +201,43 @@ class Connection:
             self.send(buf[:n])
             offset += n
 
+    def send_file_summed(self, fd: int, offset: int, count: int, buf: memoryview,
+                         crc: int = 0) -> int:
+        """Send ``count`` bytes of file ``fd`` from ``offset``, read through ``buf``; returns
+        the CRC32C of the bytes that went on the wire (extended from ``crc``), so the
+        caller can hold them against the sum its request head announced. On plain TCP the
+        compiled loop reads, sums and sends with the interpreter lock released
+        (``trunkline.native``; its Python loop where it is not built)."""
+        from .. import native
+        from ..native.crc import crc32c
+
+        if self.sock is None:
+            self.connect()
+        assert self.sock is not None
+        try:
+            if self.plain:
+                out = native.file_to_sock(fd, self.sock, offset, count, buf, crc=crc)
+                self.stats.bytes_out += count
+                return out
+            done = 0
+            while done < count:
+                k = os.preadv(fd, [buf[: min(len(buf), count - done)]], offset + done)
+                if k == 0:
+                    raise native.ShortFile(f"file ended after {done} of {count} bytes")
+                crc = crc32c(buf[:k], crc)
+                self.send(buf[:k])
+                done += k
+            return crc
+        except native.ShortFile as e:
+            self._broken = True
+            raise ConnectionClosed(f"file shorter than expected while sending: {e}") from None
+        except TimeoutError as e:
+            self._broken = True
+            raise ReadTimeout(f"send timed out: {e}") from None
+        except OSError:
+            self._broken = True
+            raise
+
     # -- receiving ---------------------------------------------------------------------
 
     def _recv_raw(self, mv: memoryview, waitall: bool) -> int:
@@ -202,15 +249,17 @@ class Connection:
                 n = self.sock.recv_into(mv, len(mv))
         except BlockingIOError as e:  # SO_RCVTIMEO expired
             self._broken = True
-            raise ReadTimeout(f"no data for {self.read_timeout:g}s") from e
-        except ssl.SSLError as e:
+            raise self.cut_short(ReadTimeout(f"no data for {self.read_timeout:g}s")) from e
+        except OSError as e:
             self._broken = True
-            raise ConnectionClosed(f"TLS error: {e}") from e
-        except OSError:
-            self._broken = True
-            raise
+            tls = sys.modules.get("ssl")
+            if self.tls is not None and tls is not None and isinstance(e, tls.SSLError):
+                raise self.cut_short(ConnectionClosed(f"TLS error: {e}")) from e
+            raise self.cut_short(e) from None
         if n == 0 and len(mv):
             self._broken = True   # the peer closed: nothing more can come on this socket
+            if self._too_slow:
+                raise TooSlow(self._too_slow)
         self.stats.bytes_in += n
         return n
 
@@ -222,7 +271,7 @@ class Connection:
             raise ConnectionClosed("not connected")
         if self._pend_end > self._pend_start:
             # bytes beyond the previous response's body: the peer sent more than it framed
-            self.usable = False
+            self._broken = True
             raise ProtocolError("bytes after the end of the previous response")
         buf = self._head
         mv = memoryview(buf)
@@ -273,13 +322,20 @@ class Connection:
             self._in_flight = False
         else:   # chunked or until-close: raw reads cannot tell where the body ends
             self._body_left = 0
+        if self._in_flight and self.speed_guard is not None:
+            self.speed_guard.watch(self)
 
     def _body_received(self, n: int) -> None:
         if self._framing.kind == "length":
             self._body_left -= n
             if self._body_left <= 0:
                 self._body_left = 0
-                self._in_flight = False
+                self._body_done()
+
+    def _body_done(self) -> None:
+        self._in_flight = False
+        if self.speed_guard is not None:
+            self.speed_guard.unwatch(self)
 
     def recv_into(self, mv: memoryview) -> int:
         """Receive up to len(mv) body bytes (all of them unless the peer stops).
@@ -323,6 +379,21 @@ class Connection:
     def direct_failed(self) -> None:
         """The caller's read failed mid-body: the stream position is lost."""
         self._broken = True
+
+    # -- the minimum-rate guard ----------------------------------------------------------
+
+    def too_slow(self, why: str) -> None:
+        """The guard's verdict (from its thread): end the blocked read now; the reader
+        then raises ``TooSlow``. Only the guard calls this, with its lock held, on a
+        connection it watches: ``close`` unwatches before the socket goes."""
+        self._too_slow = why
+        self._broken = True
+        if self.sock is not None:
+            speed_guard.shutdown(self.sock)
+
+    def cut_short(self, exc: BaseException) -> BaseException:
+        """The failure of a read that ended early: ``TooSlow`` when the guard ended it."""
+        return TooSlow(self._too_slow) if self._too_slow else exc
 
     def _recv_some(self, mv: memoryview) -> int:
         """Whatever is pending, or one read: for bodies whose end only the reader sees."""
@@ -373,7 +444,7 @@ class Connection:
                 return bytes(out[:limit])
         if reader.leftover or not reader.reusable:
             self._broken = True   # bytes past the body's end: this connection is out of step
-        self._in_flight = False
+        self._body_done()
         return bytes(out)
 
     def sample_tcp(self) -> tcpinfo.TcpInfo | None:
@@ -385,6 +456,8 @@ class Connection:
         return info
 
     def close(self) -> None:
+        if self.speed_guard is not None:
+            self.speed_guard.unwatch(self)   # before the descriptor can be reused
         if self.sock is not None:
             self.sample_tcp()
             self.stats.ended = time.time()

@@ -8,7 +8,8 @@ request (``Connection.reusable``: open, kept alive, its last answer read to the 
 the pool acts on that: ``acquire`` hands out an idle reusable connection or opens a new
 one, ``release`` keeps it for the next request or closes it, ``discard`` closes it.
 Every connection the pool closes is reported to ``on_closed`` (the scheduler turns those
-into flow records), so none is lost to telemetry.
+into flow records), so none is lost to telemetry. A pool given a ``speed_guard`` hands it
+to each connection it opens (the minimum-rate guard, ``speed_guard.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import threading
 from collections.abc import Callable
 
 from .connection import Connection, ConnectionStats
+from .speed_guard import SpeedGuard
 
 __all__ = ["ConnectionPool"]
 
@@ -26,8 +28,10 @@ class ConnectionPool:
 
     def __init__(self, new_connection: Callable[[float], Connection],
                  on_closed: Callable[[ConnectionStats], None] | None = None,
-                 read_timeout: float = 60.0, max_idle: int = 256):
+                 read_timeout: float = 60.0, max_idle: int = 256,
+                 speed_guard: SpeedGuard | None = None):
         self._new = new_connection
+        self.speed_guard = speed_guard
         self._on_closed = on_closed
         self.read_timeout = read_timeout
         self.max_idle = max_idle
@@ -50,6 +54,7 @@ class ConnectionPool:
                 return conn
             self._forget_and_close(conn)
         conn = self._new(self.read_timeout)
+        conn.speed_guard = self.speed_guard
         conn.connect()   # raises: nothing to forget
         with self._lock:
             self._live[id(conn)] = conn

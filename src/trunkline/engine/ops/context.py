@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ...storage.partial import DirSync
 from ...storage.s3 import S3Endpoint
 from ...wire.connection import Connection
 from ...wire.pool import ConnectionPool
@@ -85,6 +86,7 @@ class RunContext:
     limit_for: Callable[[S3Endpoint | None], RateCharge | None]
     ensure_dir: Callable[[str], None]
     require_verified: bool = False      # an object nothing could check fails
+    dir_sync: DirSync | None = None     # renamed downloads' folders, fsync'ed per batch
 
     def leases(self) -> Leases:
         return Leases(self.pool_for)

@@ -153,6 +153,8 @@ def finalize(run: RunContext, job: ObjectJob) -> None:
     if size != job.plan.size:
         raise IntegrityError(f"local file has {size} bytes, expected {job.plan.size}")
     crc = object_crc(job) if len(job.part_crcs) == len(job.plan.parts) else None
-    job.partial.commit(job.plan.mtime, stamp=finished_stamp(job.plan.etag or job.seen_etag, job.plan.size, crc))
+    job.partial.commit(job.plan.mtime, stamp=finished_stamp(job.plan.etag or job.seen_etag,
+                                                            job.plan.size, crc),
+                       dir_sync=run.dir_sync)
     job.partial = None
     job.fd = None

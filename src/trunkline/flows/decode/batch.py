@@ -178,6 +178,18 @@ def _uint(a: np.ndarray | None, n: int, dtype) -> pa.Array:
     return pa.array(a.astype(dtype, copy=False))
 
 
+def concat_records(parts: list[np.ndarray]) -> np.ndarray:
+    """Records of one template (one dtype), concatenated as bytes.
+
+    ``np.concatenate`` of structured arrays promotes their dtypes pairwise (NumPy 2:
+    ~100 µs per part, thousands of parts per batch, most of a batch's build time); the
+    parts of a template share one dtype, so their bytes are simply joined.
+    """
+    dtype = parts[0].dtype
+    raw = np.concatenate([np.ascontiguousarray(p).view(np.uint8).reshape(-1) for p in parts])
+    return raw.view(dtype)
+
+
 def export_times(chunks: list[Chunk]) -> np.ndarray:
     """Each record's export header time (ms), the reference its own times are checked
     against before they reach the store."""
@@ -187,7 +199,7 @@ def export_times(chunks: list[Chunk]) -> np.ndarray:
 
 def build_table(t: Template, chunks: list[Chunk]) -> pa.Table:
     counts = [len(c.recs) for c in chunks]
-    recs = chunks[0].recs if len(chunks) == 1 else np.concatenate([c.recs for c in chunks])
+    recs = chunks[0].recs if len(chunks) == 1 else concat_records([c.recs for c in chunks])
     n = len(recs)
     start, end = _times(t, recs, chunks, counts)
     src = _addresses(t, recs, "src4", "src6")

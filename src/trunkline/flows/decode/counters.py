@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from ...errors import DataError
+
 
 @dataclass
 class ExporterCounters:
@@ -76,7 +78,7 @@ class Counters:
         }
 
 
-class DecodeError(ValueError):
+class DecodeError(DataError):
     """A malformed packet; ``reason`` is the short counter label."""
 
     def __init__(self, reason: str, detail: str = ""):

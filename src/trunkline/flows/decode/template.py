@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ...errors import TrunklineError
 from .. import ipfix as iana
 from ..ipfix import TRUNKLINE_PEN
 
@@ -145,8 +146,8 @@ class ExporterState:
     tokens_ms: int = 0
 
 
-class BudgetExceeded(Exception):
-    """No room for a new domain of this exporter (counted by the caller)."""
+class BudgetExceeded(TrunklineError):
+    """No room for a new domain of this exporter (counted by the caller, never escapes)."""
 
 
 class TemplateCache:

@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ...errors import UsageError
 from .addr import parse
 from .asn import AsnRanges, MmdbAsn
 from .geo import GeoDb
@@ -144,11 +145,11 @@ class Enricher:
         else:
             row = self.endpoints([q]).to_pylist()
             if not row:
-                raise ValueError(f"not an IP address or ASN: {q}")
+                raise UsageError(f"not an IP address or ASN: {q}")
             r = row[0]
             kind, _, _ = parse([q])
             if kind[0] == 0:
-                raise ValueError(f"not an IP address or ASN: {q}")
+                raise UsageError(f"not an IP address or ASN: {q}")
             out = {"query": q, **{k: r[k] for k in ("asn", "org", "city", "country", "lat", "lon", "metro")}}
             out["is_local"] = r["is_local"]
             if r["is_local"]:

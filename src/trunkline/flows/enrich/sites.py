@@ -11,12 +11,14 @@ import os
 import tomllib
 from pathlib import Path
 
+from ...errors import UsageError
+
 
 def _read(path: str | os.PathLike[str]) -> dict:
     try:
         return tomllib.loads(Path(path).read_text())
     except (OSError, tomllib.TOMLDecodeError) as e:
-        raise ValueError(f"cannot read sites file {path}: {e}") from None
+        raise UsageError(f"cannot read sites file {path}: {e}") from None
 
 
 def load_sites(path: str | os.PathLike[str] | None) -> dict[str, str]:
@@ -34,5 +36,5 @@ def load_regions(path: str | os.PathLike[str] | None) -> dict[str, str]:
         return {}
     regions = _read(path).get("regions", {})
     if not isinstance(regions, dict):
-        raise ValueError(f"sites file {path}: [regions] must be a table of site = \"region\"")
+        raise UsageError(f"sites file {path}: [regions] must be a table of site = \"region\"")
     return {str(k): str(v) for k, v in regions.items()}

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...errors import UsageError
 from .addr import V4, V6
 
 CATEGORIES = ("neocloud", "hyperscaler", "cdn", "isp_regional", "isp_tier1", "hosting", "other", "unknown")
@@ -35,8 +36,8 @@ CATEGORY_LABELS = {
 ALIASES = {"isp": "isp_regional", "cloud": "hosting"}
 
 
-class TaxonomyError(ValueError):
-    pass
+class TaxonomyError(UsageError):
+    """A classification rules file (``--taxonomy``) that cannot be read or is wrong."""
 
 
 @dataclass

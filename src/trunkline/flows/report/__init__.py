@@ -26,12 +26,13 @@ __all__ = ["build", "write_report"]
 def write_report(store: FlowStore, quarter: Quarter, enricher: Enricher, out: str | os.PathLike[str], *,
                  thresholds: Thresholds | None = None, sites: dict[str, str] | None = None,
                  regions: dict[str, str] | None = None, home_country: str | None = None,
-                 top_n: int = 20) -> dict:
-    """Build and write the report for ``quarter``; returns the report dict."""
+                 top_n: int = 20, **source) -> dict:
+    """Build and write the report for ``quarter``; returns the report dict. ``source``:
+    ``build``'s source, ray and enrich_args (where the figures are read from)."""
     out = Path(out)
     (out / "charts").mkdir(parents=True, exist_ok=True)
     report, sketch = build(store, quarter, enricher, thresholds=thresholds, sites=sites, regions=regions,
-                           home_country=home_country, top_n=top_n)
+                           home_country=home_country, top_n=top_n, **source)
     pngs = charts.all_charts(report)
     for name, png in pngs.items():
         (out / "charts" / f"{name}.png").write_bytes(png)

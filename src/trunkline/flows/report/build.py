@@ -12,15 +12,18 @@ import duckdb
 import pyarrow as pa
 
 from ... import __version__
+from ...errors import UsageError
 from ..elephants import Thresholds, find
 from ..enrich import NO_METRO, Enricher
 from ..enrich.taxonomy import CATEGORIES, CATEGORY_LABELS, CLOUDS
+from ..scan import load
 from ..stats import (
     HLL_P,
     RATE_BIN_S,
     Quarter,
     bits_per,
     cloud_to_cloud_bits,
+    elephant_flows,
     flow_counts,
     geography,
     heavy_hitters,
@@ -32,11 +35,12 @@ from ..stats import (
     prepare,
     rates,
     region_cells,
+    report_tables,
     sankey,
     unclassified,
     uniques,
 )
-from ..store import FlowStore
+from ..store import FlowStore, duckdb_connect
 
 ROUND = 6  # decimals kept for percentages and ratios in report.json
 DIRECTIONS = {"in": "ingress", "out": "egress"}
@@ -74,18 +78,32 @@ def _figure(fid: str, label: str, unit: str, cur, prev, change: str, present: bo
 def build(store: FlowStore, quarter: Quarter, enricher: Enricher, *,
           thresholds: Thresholds | None = None, sites: dict[str, str] | None = None,
           regions: dict[str, str] | None = None, home_country: str | None = None,
-          top_n: int = 20, max_metros: int = 15) -> tuple[dict, pa.Table]:
+          top_n: int = 20, max_metros: int = 15, source: str = "auto", ray: str | None = None,
+          enrich_args: dict | None = None) -> tuple[dict, pa.Table]:
     """-> (report dict, monthly HLL sketch table) for ``quarter`` (and its predecessor
-    for the quarter-over-quarter change)."""
+    for the quarter-over-quarter change). Every figure but the elephants comes from the
+    rollups (``source``: auto, rollups or raw; see ``flows.scan.load``); ``ray`` scans
+    raw flows over a Ray cluster's tasks, which rebuild the enrichment from ``enrich_args``
+    (``Enricher.from_dir``'s arguments)."""
     th = thresholds or Thresholds()
     q, pq = quarter, quarter.prev()
     qs, pqs = str(q), str(pq)
-    con = store.connect()
-    rows = prepare(con, enricher, pq.start, q.end, sites, regions)
+    con = duckdb_connect()
+    con.execute("SET enable_progress_bar = false")
+    raw_scan = None
+    if ray is not None:
+        from ..scan_ray import rollups_on_ray
+
+        source = "raw"
+
+        def raw_scan():
+            return rollups_on_ray(store, pq.start, q.end, ray, enrich_args or {})
+    loaded = load(con, store, enricher, pq.start, q.end, source=source, raw_scan=raw_scan)
+    rows = report_tables(con, sites, regions)
     inq = f"quarter = '{q}'"
     n_flows, n_sim = flow_counts(con, q)
     if n_flows == 0:
-        raise ValueError(f"no flows in {q} in the store at {store.root}")
+        raise UsageError(f"no flows in {q} in the store at {store.root}")
 
     # --- per category, per direction, this quarter and the previous one ----------------
     pc = per_category(con, "quarter")
@@ -143,7 +161,7 @@ def build(store: FlowStore, quarter: Quarter, enricher: Enricher, *,
 
     # --- metro x category: bits, exact uniques, magnitude; approximate uniques ---------
     mc = metro_category(con, q)
-    sketch = hll_registers(con, inq)
+    sketch = hll_registers(con, inq, table="rp")
     approx_mc = hll_merge(sketch, ["metro", "category"])
     approx_cat = hll_merge(sketch, ["category"])
     approx_all = hll_merge(sketch, [])
@@ -224,7 +242,7 @@ def build(store: FlowStore, quarter: Quarter, enricher: Enricher, *,
     sk = [{"region": r, "direction": DIRECTIONS[d], "category": c, "bits": b} for r, d, c, b in sankey(con, q)]
     geo = _geography(con, q, pq, total_bits, ptotal, present, home_country)
 
-    all_el = find(con, th, inq)
+    all_el = _elephants(store, enricher, q, th, sites, regions)
     el_bits = sum(e["bytes"] * 8 for e in all_el)
     el_by_cat: dict[str, float] = {}
     for e in all_el:
@@ -247,7 +265,8 @@ def build(store: FlowStore, quarter: Quarter, enricher: Enricher, *,
         "generator": f"trunkline {__version__}",
         "categories": [{"id": c, "label": CATEGORY_LABELS[c]} for c in CATEGORIES],
         "totals": {"flows": int(n_flows), "bits": total_bits, "bytes": total_bits / 8,
-                   "rows_enriched": int(rows), "endpoints_enriched": int(enricher.stats.addresses)},
+                   "rows_enriched": int(rows)},
+        "source": loaded.as_dict(),
         "figures": figures,
         "shares": shares,
         "monthly": monthly,
@@ -338,6 +357,18 @@ def _geography(con, q: Quarter, pq: Quarter, total_bits: float, ptotal: float, p
             "unplaced_bits": unplaced, "unplaced_share_pct": _r(_pct(unplaced, total_bits)),
             "us_states": states, "us_bits": us_total,
             "us_no_state_bits": sum(d["bits"] for d in us if not d["key"])}
+
+
+def _elephants(store: FlowStore, enricher: Enricher, q: Quarter, th: Thresholds,
+               sites: dict[str, str] | None, regions: dict[str, str] | None) -> list[dict]:
+    """Elephant episodes of ``q`` from raw flows: only the 5-tuples that moved enough to be
+    one are enriched (``stats.elephant_flows``)."""
+    con = store.connect()
+    con.execute("SET enable_progress_bar = false")
+    if elephant_flows(con, q.start, q.end, th.min_bytes * 8) == 0:
+        return []
+    prepare(con, enricher, q.start, q.end, sites, regions, table="el_flows")
+    return find(con, th, "true")
 
 
 def _el_row(e: dict) -> dict:

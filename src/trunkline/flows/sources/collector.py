@@ -1,9 +1,14 @@
 """The UDP collector: several sockets, one decoder, batched writes, clean shutdown.
 
-One thread receives and decodes (the per-datagram work is a header parse and a
-``frombuffer``); a writer thread builds Arrow tables and writes Parquet, so a slow disk
-shows up as a deeper queue (bounded), not as lost datagrams. ``stop()`` (SIGTERM/SIGINT
-in the CLI) drains the sockets, flushes what was received and waits for the writer.
+Receiving: with ``receiver="process"`` (what ``flows collect`` runs) a receive process
+of its own (``receiver.py``) reads the sockets with ``recvmmsg`` and queues datagrams
+(bounded in bytes) on a pipe to this process, so decoding and writing never make the
+socket wait; with ``"inline"`` (an embedded collector, the tests) this thread reads the
+sockets itself, in batches. One thread decodes (the per-datagram work is a header parse
+and a ``frombuffer``); a writer thread builds Arrow tables and writes Parquet, so a slow
+disk shows up as a deeper queue (bounded), not as lost datagrams. ``stop()``
+(SIGTERM/SIGINT in the CLI) drains the sockets, flushes what was received and waits for
+the writer.
 """
 
 from __future__ import annotations
@@ -11,8 +16,12 @@ from __future__ import annotations
 import json
 import os
 import queue
+import select
 import selectors
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -21,6 +30,8 @@ from pathlib import Path
 from ..decode import FlowDecoder, TemplateCache
 from ..decode.decoder import PendingBatch
 from ..store import FlowStore
+from .receiver import FRAME, META
+from .udp import NATIVE, BatchReceiver, parse_frame
 
 STATUS_FILE = "_collector_status.json"
 
@@ -45,6 +56,8 @@ class CollectorConfig:
     template_budget_bytes: int = 256 << 20  # templates + buffered sets, all exporters
     exporter_quota_bytes: int = 16 << 20  # ... and per exporter address
     template_changes_per_s: float = 50.0  # template (re)definitions per exporter
+    receiver: str = "inline"  # or "process": a receive process ahead of the decoder
+    receive_queue_bytes: int = 64 << 20  # datagrams the receive process may hold
     extra: dict = field(default_factory=dict)
 
 
@@ -60,6 +73,9 @@ class Collector:
             template_changes_per_s=config.template_changes_per_s))
         self.socks: list[socket.socket] = []
         self.stop_event = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()  # stop() wakes the select at once
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
         self.queue: queue.Queue[PendingBatch | None] = queue.Queue(config.max_queue_batches)
         self.written_records = 0
         self.write_errors = 0
@@ -70,6 +86,14 @@ class Collector:
         self.failure: str | None = None  # why the receive loop died, if it did
         self.closed = False
         self.last_drops = 0  # socket drops when the sockets were closed
+        self.rx = BatchReceiver()
+        self.rcvbuf_granted = 0
+        self.receiver: subprocess.Popen | None = None
+        self.receiver_stats = {"ready": 0, "received": 0, "queued_bytes": 0,
+                               "peak_queued_bytes": 0}
+        self._pipe = -1
+        self._eof = False  # the receive process closed its pipe
+        self._inbuf = bytearray()
         self._writer = threading.Thread(target=self._write_loop, name="flow-writer", daemon=True)
 
     # -- sockets -----------------------------------------------------------------------
@@ -82,6 +106,9 @@ class Collector:
         """Receive on sockets opened elsewhere (a worker of ``flows collect --workers``)."""
         self.socks = socks
         self.bound = [s.getsockname()[:2] for s in socks]
+        # what the kernel granted (it doubles the request, capped by net.core.rmem_max)
+        self.rcvbuf_granted = sum(s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+                                  for s in socks)
 
     # -- main loop ---------------------------------------------------------------------
     def run(self) -> bool:
@@ -93,15 +120,34 @@ class Collector:
         """
         if not self.socks:
             self.bind()
-        self._writer.start()
         sel = selectors.DefaultSelector()
-        for s in self.socks:
-            sel.register(s, selectors.EVENT_READ)
+        try:
+            sel.register(self._wake_r, selectors.EVENT_READ)
+            if self.config.receiver == "process":
+                self.receiver, self._pipe = start_receiver(self.socks,
+                                                           self.config.receive_queue_bytes)
+                sel.register(self._pipe, selectors.EVENT_READ)
+            else:
+                for s in self.socks:
+                    sel.register(s, selectors.EVENT_READ)
+                self.receiver_stats["ready"] = 1
+            self._writer.start()
+        except BaseException:
+            sel.close()
+            raise
         last_flush = last_status = time.monotonic()
         try:
+            self._publish()
             while not self.stop_event.is_set():
                 for key, _ in sel.select(timeout=0.2):
-                    self._drain(key.fileobj)
+                    if key.fileobj == self._wake_r:
+                        continue
+                    if key.fileobj == self._pipe:
+                        if not self._read_pipe() and not self.stop_event.is_set():
+                            raise RuntimeError(f"the receive process exited "
+                                               f"({self.receiver.wait()})")
+                    else:
+                        self._drain(key.fileobj)
                 now = time.monotonic()
                 if (self.decoder.pending_records >= self.config.batch_records
                         or now - last_flush >= self.config.flush_interval_s):
@@ -110,8 +156,11 @@ class Collector:
                 if now - last_status >= self.config.status_interval_s:
                     self._publish()
                     last_status = now
-            for s in self.socks:  # what the kernel already holds was received: keep it
-                self._drain(s, deadline=time.monotonic() + 0.3)
+            if self.receiver is not None:  # it drains the kernel, then closes the pipe
+                self._stop_receiver()
+            else:
+                for s in self.socks:  # what the kernel already holds was received: keep it
+                    self._drain(s, deadline=time.monotonic() + 0.3)
         except Exception as e:  # noqa: BLE001 - reported in the status and the exit code
             self.failure = f"{type(e).__name__}: {e}"
         finally:
@@ -122,31 +171,87 @@ class Collector:
                 self.queue.put(None)
                 self._writer.join()
                 sel.close()
+                if self.receiver is not None:  # stopped above, or the loop failed
+                    _end(self.receiver)
+                    os.close(self._pipe)
                 self.last_drops = socket_drops(self.socks)
                 self.closed = True
                 for s in self.socks:
                     s.close()
+                w, self._wake_w = self._wake_w, -1
+                os.close(w)
+                os.close(self._wake_r)
                 self._publish()
         return self.failure is None
 
     def _drain(self, sock: socket.socket, deadline: float | None = None) -> None:
-        recv = sock.recvfrom
-        feed = self.decoder.feed
-        for _ in range(4096):  # bounded, so other sockets and flushes get their turn
+        for _ in range(64):  # bounded, so other sockets and flushes get their turn
             try:
-                data, addr = recv(65535)
-            except (BlockingIOError, InterruptedError):
-                return
+                batch = self.rx.recv(sock)
             except OSError:
                 return
-            try:
-                feed(data, addr[0], int(time.time() * 1000))
-            except Exception:  # noqa: BLE001 - one datagram never stops the loop
-                self.decoder.counters.drop(addr[0], "internal_error")
-            if self.decoder.pending_records >= self.config.batch_records:
-                self._flush()
+            if not batch:
+                return
+            self._feed(batch, int(time.time() * 1000))
             if deadline is not None and time.monotonic() > deadline:
                 return
+
+    def _feed(self, batch: list, recv_ms: int) -> None:
+        feed = self.decoder.feed
+        for data, host, _port in batch:
+            if data is None:  # longer than a receive slot: never decoded from a part
+                self.decoder.counters.get(host).packets += 1
+                self.decoder.counters.drop(host, "oversize")
+                continue
+            try:
+                feed(data, host, recv_ms)
+            except Exception:  # noqa: BLE001 - one datagram never stops the loop
+                self.decoder.counters.drop(host, "internal_error")
+            if self.decoder.pending_records >= self.config.batch_records:
+                self._flush()
+
+    def _read_pipe(self) -> bool:
+        """Decode the whole frames the receive process sent; False at its end (EOF)."""
+        try:
+            chunk = os.read(self._pipe, 1 << 20)
+        except (BlockingIOError, InterruptedError):
+            return True
+        if not chunk:
+            self._eof = True
+            return False
+        buf = self._inbuf
+        buf += chunk
+        off = 0
+        with memoryview(buf) as view:
+            while len(buf) - off >= FRAME.size:
+                (n,) = FRAME.unpack_from(buf, off)
+                if len(buf) - off - FRAME.size < n:
+                    break
+                body = off + FRAME.size
+                recv_ms, received, queued, peak = META.unpack_from(buf, body)
+                batch = parse_frame(view[body + META.size: body + n])
+                off = body + n
+                first = not self.receiver_stats["ready"]
+                self.receiver_stats = {"ready": 1, "received": received,
+                                       "queued_bytes": queued, "peak_queued_bytes": peak}
+                if first:
+                    self._publish()  # the status says when the sockets are being read
+                self._feed(batch, recv_ms)
+        del buf[:off]
+        return True
+
+    def _stop_receiver(self) -> None:
+        """SIGTERM the receive process and take in everything it still sends (it drains
+        what the kernel holds for at most 0.3 s, writes out its queue, closes the pipe)."""
+        if self._eof:
+            return
+        self.receiver.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self._pipe], [], [], 0.2)
+            if ready and not self._read_pipe():
+                return
+        raise RuntimeError("the receive process did not finish within 30 s")
 
     def _flush(self) -> None:
         if self.decoder.pending_records:
@@ -168,6 +273,12 @@ class Collector:
 
     def stop(self) -> None:
         self.stop_event.set()
+        w = self._wake_w
+        if w >= 0:
+            try:
+                os.write(w, b"x")
+            except OSError:  # full: already woken
+                pass
 
     # -- counters ----------------------------------------------------------------------
     def status(self) -> dict:
@@ -181,6 +292,9 @@ class Collector:
             "pending_records": self.decoder.pending_records,
             "queued_batches": self.queue.qsize(),
             "socket_drops": socket_drops(self.socks) if not self.closed else self.last_drops,
+            "rcvbuf_granted_bytes": self.rcvbuf_granted,
+            "receiver": {"process": int(self.receiver is not None), "recvmmsg": int(NATIVE),
+                         **self.receiver_stats},
             "templates": self.decoder.cache.template_count(),
             "template_bytes": self.decoder.cache.used,
             "quarantined": dict(self.store.quarantined),
@@ -201,6 +315,43 @@ class Collector:
             return
         self.snapshot = snap
         write_status(self.store.status_dir, snap, self.status_name)
+
+
+def start_receiver(socks: list[socket.socket], queue_bytes: int
+                   ) -> tuple[subprocess.Popen, int]:
+    """Start the receive process on these sockets; -> (the process, the pipe to read).
+
+    A fresh interpreter (fork-safe from a process with threads), importing only the
+    receive module; the sockets and the pipe's write end are passed by descriptor.
+    """
+    r, w = os.pipe()
+    fds = [s.fileno() for s in socks]
+    src = str(Path(__file__).resolve().parents[3])  # the directory holding trunkline/
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        x for x in (src, os.environ.get("PYTHONPATH")) if x)}
+    try:
+        p = subprocess.Popen(
+            [sys.executable, "-m", "trunkline.flows.sources.receiver", "--fds",
+             ",".join(map(str, fds)), "--out", str(w), "--queue-bytes", str(queue_bytes)],
+            pass_fds=[*fds, w], env=env, stdin=subprocess.DEVNULL)
+    except BaseException:
+        os.close(r)
+        raise
+    finally:
+        os.close(w)
+    os.set_blocking(r, False)
+    return p, r
+
+
+def _end(p: subprocess.Popen) -> None:
+    """The receive process is gone when the collector is (kill if it lingers)."""
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+    try:
+        p.wait(5)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
 
 
 def open_sockets(listen: list[tuple[str, int]], rcvbuf: int, workers: int

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...errors import DataError
+
 LINKTYPE_NULL, LINKTYPE_ETHERNET, LINKTYPE_RAW, LINKTYPE_LOOP = 0, 1, 101, 108
 LINKTYPE_SLL, LINKTYPE_SLL2, LINKTYPE_IPV4, LINKTYPE_IPV6 = 113, 276, 228, 229
 
@@ -27,8 +29,8 @@ class Datagram:
     payload: bytes
 
 
-class PcapError(ValueError):
-    pass
+class PcapError(DataError):
+    """A file that is not a readable pcap/pcapng capture."""
 
 
 def read_frames(path: str | Path) -> Iterator[tuple[int, int, bytes]]:

@@ -82,7 +82,8 @@ class WorkerPool:
     def start(self) -> None:
         ctx = multiprocessing.get_context("fork")  # sockets are inherited, not pickled
         opts = {"time_window_s": self.store.time_window_ms / 1000,
-                "max_partitions_per_write": self.store.max_partitions}
+                "max_partitions_per_write": self.store.max_partitions,
+                "rollups": self.store.rollups}  # forked, not pickled
         for k in range(self.n):
             ready = ctx.Event()
             p = ctx.Process(target=_worker_main, name=f"flow-worker-{k}", daemon=False,

