@@ -19,9 +19,11 @@ or env var *names*; botocore resolves the values.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import StoreError
 from .url import LocationError
 
 
@@ -43,6 +45,17 @@ def config_path() -> Path:
         return Path(env)
     base = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
     return Path(base) / "trunkline" / "config.toml"
+
+
+def default_state_dir() -> Path:
+    """TRUNKLINE_STATE_DIR, else $XDG_STATE_HOME/trunkline, else ~/.local/state/trunkline."""
+    env = os.environ.get("TRUNKLINE_STATE_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_STATE_HOME")
+    if xdg:
+        return Path(xdg).expanduser() / "trunkline"
+    return Path.home() / ".local" / "state" / "trunkline"
 
 
 def load_named_endpoints(path: Path | None = None) -> dict[str, EndpointConfig]:
@@ -80,3 +93,46 @@ def resolve_endpoint(name: str) -> EndpointConfig:
         f"unknown endpoint {name!r}: define [endpoints.{name}] in {config_path()} "
         f"or use s3://bucket/key"
     )
+
+
+# --- the AWS conventions every S3 client of trunkline follows (the mover's endpoint and
+# --- the flow lake's filesystem): one place for each rule -------------------------------
+
+def env_keys(cfg: EndpointConfig) -> tuple[str, str, str | None] | None:
+    """(access key, secret, session token) named without botocore, or None: ask the chain.
+
+    A named endpoint's ``access_key_id_env``/``secret_access_key_env`` (both must be set);
+    else ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` unless the endpoint names a
+    profile (env keys are the first link of the AWS chain and outrank ``AWS_PROFILE``, as
+    in the AWS CLI). Anything else (profiles, SSO, instance roles) is botocore's chain.
+    """
+    if cfg.access_key_id_env or cfg.secret_access_key_env:
+        access = os.environ.get(cfg.access_key_id_env or "")
+        secret = os.environ.get(cfg.secret_access_key_env or "")
+        if not access or not secret:
+            raise StoreError(0, "NoCredentials",
+                             f"endpoint {cfg.name!r}: env vars {cfg.access_key_id_env}/"
+                             f"{cfg.secret_access_key_env} are not set")
+        return access, secret, None
+    if not cfg.profile and os.environ.get("AWS_ACCESS_KEY_ID") and \
+            os.environ.get("AWS_SECRET_ACCESS_KEY"):
+        return (os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"],
+                os.environ.get("AWS_SESSION_TOKEN") or None)
+    return None
+
+
+def endpoint_region(cfg: EndpointConfig, profile_region: Callable[[], str | None]) -> str:
+    """The signing region: the endpoint's, AWS_REGION, AWS_DEFAULT_REGION, the profile's
+    (``profile_region``, called only when needed: it loads botocore), else us-east-1."""
+    return (cfg.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+            or profile_region() or "us-east-1")
+
+
+def addressing_style(cfg: EndpointConfig) -> str:
+    """``path`` for a custom endpoint URL (most S3-compatible stores need it), else AWS's
+    ``virtual``; a named endpoint's ``addressing_style`` overrides both."""
+    return cfg.addressing_style or ("path" if cfg.url else "virtual")
+
+
+def no_credentials(cfg: EndpointConfig) -> StoreError:
+    return StoreError(0, "NoCredentials", f"no credentials found for endpoint {cfg.name!r}")

@@ -6,11 +6,14 @@
 2. writes a dataset of training shards (32 random ``.tar`` shards plus small index files),
    hashing each file (SHA-256) as it is written;
 3. uploads it with ``trunkline.copy`` and a live progress display, exporting the
-   transfer's connections as flows into a flow store (``flows_store=``);
-4. downloads it back the same way and stops the server;
+   transfer's connections as flows into a flow lake on the same server
+   (``flows_store="demo:flows/lake"``: Parquet under an S3 prefix, docs/flows-lake.md);
+4. downloads it back the same way;
 5. verifies every downloaded file against the SHA-256 of its original;
-6. adds a SIMULATED quarter of a storage provider's edge traffic to the same store;
-7. writes the network-stats report (HTML, JSON, PNG charts) and prints a summary.
+6. adds a SIMULATED quarter of a storage provider's edge traffic to the same lake;
+7. writes the network-stats report (HTML, JSON, PNG charts) read back from the lake,
+   copies the lake to ``flows/`` (a local store, for queries after the demo), stops the
+   server and prints a summary.
 
 Everything lands in ``--out`` (default ./demo-out, wiped at start if it is a previous
 demo's); the bulky data (dataset, download, server volumes) is removed at the end unless
@@ -35,6 +38,7 @@ from .telemetry.units import human_bytes
 
 MARKER = ".trunkline-demo"
 BUCKET = "datasets"
+LAKE_BUCKET = "flows"  # the flow lake: demo:flows/lake/day=YYYY-MM-DD/*.parquet
 ENDPOINT = "demo"  # a named endpoint in a config file of the demo's own: nothing of the
 KEY_ENV = ("TRUNKLINE_DEMO_KEY_ID", "TRUNKLINE_DEMO_SECRET")  # user's AWS setup is read
 CHUNK = 4 << 20
@@ -161,7 +165,7 @@ def restore_env(old: dict[str, str | None]) -> None:
             os.environ[k] = v
 
 
-def transfer(label: str, src: str, dst: str, out: Path, store: Path):
+def transfer(label: str, src: str, dst: str, out: Path, store: str):
     from .api import copy
 
     with progress(label) as prog:
@@ -171,6 +175,21 @@ def transfer(label: str, src: str, dst: str, out: Path, store: Path):
     say(f"    {label}  {human_bytes(r.bytes)} in {r.seconds:.2f} s = {r.gbps:.2f} Gbit/s, "
         f"{r.objects} objects, {len(r.connections)} connections, {r.retries} retries{tail}")
     return r
+
+
+def copy_lake(lake: str, dst: Path) -> dict:
+    """The lake, copied down with ``trunkline.copy`` into a local store (same layout), so
+    that ``flows sql --store`` works after the demo's server is gone."""
+    from .api import copy
+
+    try:
+        r = copy(f"{lake}/", f"{dst}/", recursive=True, resume=False,
+                 state_dir=str(dst.parent / "state"))
+    except Exception as e:  # noqa: BLE001 - reported, and the demo then fails
+        say(f"      lake copy failed: {e}")
+        return {"ok": False, "error": str(e)}
+    say(f"      lake copied to {_rel(dst)}: {r.objects} files, {human_bytes(r.bytes)}")
+    return {"ok": r.ok, "objects": r.objects, "bytes": r.bytes}
 
 
 def check_store(src: str, dst: str) -> dict:
@@ -260,64 +279,69 @@ def run(args) -> int:
         f"({time.perf_counter() - t:.1f} s)")
 
     t = time.perf_counter()
-    with EmbeddedS3(data_dir=out / "s3", buckets=(BUCKET,)) as srv:
+    with EmbeddedS3(data_dir=out / "s3", buckets=(BUCKET, LAKE_BUCKET)) as srv:
         _RUNNING.append(srv)
         pid = srv.proc.pid
         say(f"[2/6] SeaweedFS S3 on {srv.endpoint_url} (pid {pid}), "
-            f"bucket '{BUCKET}' ({time.perf_counter() - t:.1f} s)")
+            f"buckets '{BUCKET}' and '{LAKE_BUCKET}' ({time.perf_counter() - t:.1f} s)")
         old = use_server(out, srv)
+        lake = f"{ENDPOINT}:{LAKE_BUCKET}/lake"
         try:
-            say("[3/6] upload   (each connection -> flow records in the store)")
+            say(f"[3/6] upload   (each connection -> flow records in the lake {lake})")
             up = transfer("upload  ", f"{out / 'dataset'}/", f"{ENDPOINT}:{BUCKET}/shards/",
-                          out, store_dir)
+                          out, lake)
             store_check = check_store(f"{out / 'dataset'}/", f"{ENDPOINT}:{BUCKET}/shards/")
             say("[4/6] download")
             down = transfer("download", f"{ENDPOINT}:{BUCKET}/shards/", f"{out / 'download'}/",
-                            out, store_dir)
+                            out, lake)
+
+            t = time.perf_counter()
+            ok_files, problems = verify(out / "download", digests)
+            verified = not problems and ok_files == len(digests) and store_check["ok"]
+            say(f"[5/6] verify: {ok_files}/{len(digests)} downloaded files identical by SHA-256"
+                + ("" if verified else f"; {len(problems)} problems: {problems[:3]}")
+                + f" ({time.perf_counter() - t:.1f} s)")
+
+            t = time.perf_counter()
+            from .flows.stats import Quarter
+
+            store = FlowStore(lake)
+            now = datetime.now(UTC)
+            q = Quarter(now.year, (now.month - 1) // 3 + 1)
+            enricher, note = load_enricher(args.enrich_data)
+            sim = None
+            if note:
+                say(f"[6/6] no simulated quarter: {note}")
+            elif args.flows:
+                from .flows.simulate import PREVIOUS_SHIFT, simulate
+
+                simulate(q.prev(), store, enricher, max(args.flows // 2, 1), 7, 0.5,
+                         PREVIOUS_SHIFT)
+                sim = simulate(q, store, enricher, args.flows, 7)
+                say(f"[6/6] SIMULATED edge traffic: {q} {sim.flows:,} flows "
+                    f"({sim.elephant_sessions} elephant sessions, {sim.unique_peers:,} peers) + "
+                    f"{q.prev()} {max(args.flows // 2, 1):,} flows into the lake "
+                    f"({time.perf_counter() - t:.1f} s)")
+            t = time.perf_counter()
+            from .flows.report import write_report
+
+            rep = write_report(store, q, enricher, out / "report")
+            th = demo_thresholds()
+            t_els, t_flows = transfer_elephants(store, enricher, th)
+            lake_files = len(store.files())
+            say(f"      report: {rep['totals']['flows']:,} flows of {q} read from {lake_files} "
+                f"files in the lake, {rep['elephants']['count']:,} elephants -> "
+                f"{out / 'report' / 'report.html'} ({time.perf_counter() - t:.1f} s)")
+            lake_copy = copy_lake(lake, store_dir)
         finally:
             restore_env(old)
             _RUNNING.remove(srv)
     say(f"      SeaweedFS stopped (pid {pid} {'still running!' if _alive(pid) else 'gone'})")
 
-    t = time.perf_counter()
-    ok_files, problems = verify(out / "download", digests)
-    verified = not problems and ok_files == len(digests) and store_check["ok"]
-    say(f"[5/6] verify: {ok_files}/{len(digests)} downloaded files identical by SHA-256"
-        + ("" if verified else f"; {len(problems)} problems: {problems[:3]}")
-        + f" ({time.perf_counter() - t:.1f} s)")
-
-    t = time.perf_counter()
-    from .flows.stats import Quarter
-
-    store = FlowStore(store_dir)
-    now = datetime.now(UTC)
-    q = Quarter(now.year, (now.month - 1) // 3 + 1)
-    enricher, note = load_enricher(args.enrich_data)
-    sim = None
-    if note:
-        say(f"[6/6] no simulated quarter: {note}")
-    elif args.flows:
-        from .flows.simulate import PREVIOUS_SHIFT, simulate
-
-        simulate(q.prev(), store, enricher, max(args.flows // 2, 1), 7, 0.5, PREVIOUS_SHIFT)
-        sim = simulate(q, store, enricher, args.flows, 7)
-        say(f"[6/6] SIMULATED edge traffic: {q} {sim.flows:,} flows "
-            f"({sim.elephant_sessions} elephant sessions, {sim.unique_peers:,} peers) + "
-            f"{q.prev()} {max(args.flows // 2, 1):,} flows ({time.perf_counter() - t:.1f} s)")
-    t = time.perf_counter()
-    from .flows.report import write_report
-
-    rep = write_report(store, q, enricher, out / "report")
-    th = demo_thresholds()
-    t_els, t_flows = transfer_elephants(store, enricher, th)
-    say(f"      report: {rep['totals']['flows']:,} flows of {q}, "
-        f"{rep['elephants']['count']:,} elephants -> {out / 'report' / 'report.html'} "
-        f"({time.perf_counter() - t:.1f} s)")
-
     n_conns = len(up.connections) + len(down.connections)
     mv = rep["mover"]
     summary = {
-        "ok": bool(verified and up.ok and down.ok),
+        "ok": bool(verified and up.ok and down.ok and lake_copy["ok"]),
         "bytes": up.bytes, "files": len(digests),
         "upload": {"gbps": round(up.gbps, 3), "seconds": round(up.seconds, 3),
                    "bytes": up.bytes, "connections": len(up.connections), "ok": up.ok},
@@ -334,6 +358,7 @@ def run(args) -> int:
         "report_elephant_thresholds": rep["elephants"]["thresholds"],
         "enrichment_note": note or None,
         "report": str(out / "report" / "report.html"),
+        "flow_lake": lake, "flow_lake_files": lake_files, "flow_lake_copy": lake_copy,
         "flow_store": str(store_dir),
         "seconds": None,
     }
@@ -359,8 +384,9 @@ def run(args) -> int:
     say(f"             {rep['elephants']['count']:,} in {q}'s report (defaults: >= 100 Mb/s for "
         f"2 x 60 s, >= 1 GB){' - SIMULATED edge traffic' if sim else ''}")
     say(f"  report     {_rel(out / 'report' / 'report.html')}  (+ report.json, charts/*.png)")
-    say(f"  flow store {_rel(store_dir)}  (trunkline flows sql --store {_rel(store_dir)} "
-        f"\"SELECT ... FROM flows\")")
+    say(f"  flow lake  {lake} on the embedded S3 ({lake_files} files), copied to "
+        f"{_rel(store_dir)}")
+    say(f"             (trunkline flows sql --store {_rel(store_dir)} \"SELECT ... FROM flows\")")
     if args.keep_data or not summary["ok"]:
         say(f"  data kept  {out / 'dataset'}, {out / 'download'}, {out / 's3'}")
     say(line)

@@ -18,6 +18,7 @@ from PIL import Image
 
 from conftest import require_tool
 from test_report_chromium import PLOTS, load_page, remote
+from trunkline.flows.store import FlowStore
 
 CHARTS = ("shares", "monthly", "map", "magnitude", "uniqueness")
 
@@ -65,6 +66,14 @@ def test_demo_summary_and_files(demo):
         assert (out / "report" / f).stat().st_size > 0, f
     rep = json.loads((out / "report" / "report.json").read_text())
     assert rep["mover"]["flows"] == s["transfer_flows"] and rep["simulated"]
+    # the flows went to the lake on the embedded S3 server and the report read them there;
+    # the lake, copied down after, is a local store with the same files and records
+    assert s["flow_lake"] == "demo:flows/lake" and "demo:flows/lake" in text
+    assert s["flow_lake_copy"]["ok"] and s["flow_lake_copy"]["objects"] == s["flow_lake_files"]
+    copied = FlowStore(out / "flows")
+    assert len(copied.files()) == s["flow_lake_files"] > 2
+    n = copied.query("SELECT count(*) AS n FROM flows").column("n")[0].as_py()
+    assert n == s["transfer_flows"] + 4000 + 2000  # + the previous quarter's half
     assert rep["mover"]["rtt_us_median"] and rep["mover"]["rtt_us_median"] > 0
     # bulky data removed, the demo's marker kept so the next run may wipe the directory
     assert not (out / "dataset").exists() and not (out / "s3").exists()

@@ -1,7 +1,7 @@
 """``trunkline flows ...``: the flow lens commands.
 
 Collection/ingest/sql/status commands live in ``flows_ingest``; enrichment, classify,
-simulate and report commands in ``flows_report``. Each exposes ``register(group)``, like
+simulate and report commands in ``flows_report``; retention (gc) in ``flows_gc``. Each exposes ``register(group)``, like
 every CLI module, so the imports point one way (this module -> them, never back).
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from . import flows_ingest, flows_report
+from . import flows_gc, flows_ingest, flows_report
 
 
 @click.group()
@@ -19,6 +19,7 @@ def flows() -> None:
 
 flows_ingest.register(flows)
 flows_report.register(flows)
+flows_gc.register(flows)
 
 
 def register(cli: click.Group) -> None:

@@ -8,12 +8,12 @@ import os
 import signal
 import sys
 import threading
-from pathlib import Path
 
 import click
 
 from .exits import fail as _fail
 from .exits import guarded
+from .flows_common import STORE_HELP, STORE_METAVAR, StoreLocation, open_store, warn_skipped
 
 
 def _hostport(spec: str) -> tuple[str, int]:
@@ -69,8 +69,8 @@ def _rollups(flag: bool | None, enrich_data, taxonomy, debug: bool):
 @click.option("--listen", "listens", multiple=True, required=True, metavar="HOST:PORT",
               help="UDP address to receive NetFlow/IPFIX/sFlow on (repeatable; any protocol "
                    "on any port).")
-@click.option("--store", "store_dir", required=True, type=click.Path(file_okay=False),
-              help="Flow store directory (Parquet partitioned by day).")
+@click.option("--store", "store_dir", required=True, type=StoreLocation(),
+              metavar=STORE_METAVAR, help=STORE_HELP)
 @click.option("--metrics", default=None, metavar="HOST:PORT",
               help="Serve Prometheus metrics at http://HOST:PORT/metrics.")
 @click.option("--batch-records", default=250_000, show_default=True,
@@ -112,17 +112,15 @@ def collect(listens, store_dir, metrics, batch_records, flush_interval, rcvbuf,
     """Receive flows over UDP and store them; SIGINT/SIGTERM flushes and exits."""
     from ..flows.sources.collector import Collector, CollectorConfig
     from ..flows.sources.metrics import serve_metrics
-    from ..flows.store import FlowStore
-
     cfg = CollectorConfig([_hostport(s) for s in listens], batch_records=batch_records,
                           flush_interval_s=flush_interval, rcvbuf_bytes=rcvbuf,
                           template_budget_bytes=template_budget << 20,
                           exporter_quota_bytes=exporter_quota << 20,
                           template_changes_per_s=template_churn, receiver=receiver,
                           receive_queue_bytes=receive_queue << 20)
-    store = FlowStore(store_dir, time_window_s=time_window,
-                      max_partitions_per_write=max_partitions,
-                      rollups=_rollups(rollups, enrich_data, taxonomy, debug))
+    store = open_store(store_dir, debug, time_window_s=time_window,
+                       max_partitions_per_write=max_partitions,
+                       rollups=_rollups(rollups, enrich_data, taxonomy, debug))
     workers = workers or os.cpu_count() or 1
     try:
         if workers > 1:
@@ -200,7 +198,8 @@ def _mapping(pairs: tuple[str, ...]) -> dict[str, str]:
 
 @click.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--store", "store_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--store", "store_dir", required=True, type=StoreLocation(),
+              metavar=STORE_METAVAR, help=STORE_HELP)
 @click.option("--port", "ports", multiple=True, type=int,
               help="Only UDP datagrams to this port (captures; repeatable).")
 @click.option("--map", "maps", multiple=True, metavar="COLUMN=LOGCOLUMN",
@@ -215,12 +214,11 @@ def ingest(files, store_dir, ports, maps, time_window, as_json, rollups, enrich_
     """Decode pcap/pcapng captures of exports, CSV/Parquet flow logs or nfdump CSV
     into the store (captures in the order given: templates first)."""
     from ..flows.sources.ingest import ingest_files
-    from ..flows.store import FlowStore
 
     # a plain ValueError of the sources names a file or a --map they cannot use (a
     # capture they cannot read is a PcapError: exit 1)
-    store = FlowStore(store_dir, time_window_s=time_window,
-                      rollups=_rollups(rollups, enrich_data, taxonomy, debug))
+    store = open_store(store_dir, debug, time_window_s=time_window,
+                       rollups=_rollups(rollups, enrich_data, taxonomy, debug))
     out = guarded(debug, ingest_files, files, store,
                   ports=set(ports) or None, mapping=_mapping(maps), usage=(ValueError,))
     if as_json:
@@ -245,7 +243,8 @@ def _jsonable(v):
 
 @click.command()
 @click.argument("query")
-@click.option("--store", "store_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--store", "store_dir", required=True, type=StoreLocation(),
+              metavar=STORE_METAVAR, help=STORE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="One JSON array of objects.")
 @click.option("--debug", is_flag=True)
 def sql(query, store_dir, as_json, debug):
@@ -254,12 +253,16 @@ def sql(query, store_dir, as_json, debug):
 
     import duckdb
 
-    from ..flows.store import FlowStore
+    from ..errors import TrunklineError
 
+    store = open_store(store_dir, debug)
     try:
-        table = FlowStore(store_dir).query(query)
+        table = store.query(query)
     except duckdb.Error as e:
         _fail(debug, 2, str(e).splitlines()[0])
+    except (OSError, TrunklineError) as e:
+        _fail(debug, 1, e)
+    warn_skipped(store)
     if as_json:
         cols = [_pylist(c) for c in table.columns]
         rows = [{k: _jsonable(v) for k, v in zip(table.column_names, r, strict=True)}
@@ -285,28 +288,37 @@ def _pylist(col) -> list:
 
 
 @click.command()
-@click.option("--store", "store_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--store", "store_dir", required=True, type=StoreLocation(),
+              metavar=STORE_METAVAR, help=STORE_HELP)
 @click.option("--json", "as_json", is_flag=True)
-def status(store_dir, as_json):
-    """Counters of the last (or running) collector on this store, and the store's size."""
+@click.option("--debug", is_flag=True)
+def status(store_dir, as_json, debug):
+    """Counters of the last (or running) collector on this store (on this host), and the
+    store's size."""
+    from ..errors import TrunklineError
+    from ..flows.lake import RAW
     from ..flows.sources.collector import read_status
-    from ..flows.store import FlowStore
 
-    store = FlowStore(store_dir)
-    snap = read_status(Path(store_dir)) or {}
-    files = store.files()
-    records = store.query("SELECT count(*) AS n FROM flows").column("n")[0].as_py() \
-        if files else 0
-    q = store.quarantine()
+    store = open_store(store_dir, debug)
+    try:
+        snap = read_status(store.status_dir) or {}
+        files = store.listing().data(RAW)
+        records = store.query("SELECT count(*) AS n FROM flows").column("n")[0].as_py() \
+            if files else 0
+        skipped = dict(store.skipped)
+        q = store.quarantine()
+    except (OSError, TrunklineError) as e:
+        _fail(debug, 1, e)
     snap["store"] = {"files": len(files), "records": records,
-                     "bytes": sum(f.stat().st_size for f in files),
-                     "quarantined_records": q.num_rows}
+                     "bytes": sum(f.size for f in files),
+                     "quarantined_records": q.num_rows, "skipped_keys": skipped}
     if as_json:
         click.echo(json.dumps(snap, indent=1, sort_keys=True))
         return
     st = snap["store"]
     click.echo(f"store {store_dir}: {st['records']} records in {st['files']} files "
-               f"({st['bytes']} bytes); {st['quarantined_records']} quarantined")
+               f"({st['bytes']} bytes); {st['quarantined_records']} quarantined"
+               + (f"; skipped keys {st['skipped_keys']}" if st["skipped_keys"] else ""))
     col = snap.get("collector")
     if col:
         state = col.get("state") or ("running" if col.get("running") else "stopped")

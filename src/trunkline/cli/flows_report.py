@@ -8,12 +8,17 @@ import time
 import click
 
 from .exits import guarded
+from .flows_common import STORE_HELP, STORE_METAVAR, StoreLocation, open_store, warn_skipped
 
 
 def _run(debug: bool, fn, *args, **kw):
     """Failures mapped to exit codes (``cli/exits.py``): UsageError 2, other TrunklineError
     and OSError 1, each as one line (traceback with --debug); anything else is a bug."""
     return guarded(debug, fn, *args, **kw)
+
+
+def _raise(e: BaseException):
+    raise e
 
 
 def _quarter(debug: bool, text: str):
@@ -88,7 +93,8 @@ def classify(query, enrich_data, taxonomy, metros, asn_mmdb, debug, as_json):
 
 @click.command()
 @click.option("--quarter", required=True, help="Quarter to simulate, e.g. 2025Q4.")
-@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Flow store directory.")
+@click.option("--out", "out", required=True, type=StoreLocation(), metavar=STORE_METAVAR,
+              help="The flow store to write: " + STORE_HELP)
 @click.option("--flows", "n_flows", type=click.IntRange(1, 200_000_000), default=1_500_000, show_default=True,
               help="Flow records for the quarter.")
 @click.option("--previous/--no-previous", default=True, show_default=True,
@@ -101,13 +107,12 @@ def simulate(quarter, out, n_flows, previous, seed, rollups, enrich_data, taxono
     """Write a quarter of SIMULATED flows of a storage provider's edge into a store."""
     from ..flows.simulate import PREVIOUS_SHIFT
     from ..flows.simulate import simulate as sim
-    from ..flows.store import FlowStore
 
     q = _quarter(debug, quarter)
     from ..flows.rollup import Rollups
 
     e = _run(debug, _enricher, enrich_data, taxonomy, metros, asn_mmdb)
-    store = FlowStore(out, rollups=Rollups(e) if rollups else None)
+    store = open_store(out, debug, rollups=Rollups(e) if rollups else None)
     if previous:
         r = _run(debug, sim, q.prev(), store, e, max(n_flows // 2, 1), seed, 0.5, PREVIOUS_SHIFT)
         click.echo(f"{q.prev()}: {r.flows:,} simulated flows ({r.elephant_sessions} elephant sessions) "
@@ -143,7 +148,8 @@ def elephant_options(f):
 
 
 @click.command()
-@click.option("--store", "store_dir", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--store", "store_dir", required=True, type=StoreLocation(must_exist=True),
+              metavar=STORE_METAVAR, help=STORE_HELP)
 @click.option("--quarter", required=True, help="e.g. 2025Q4 (the previous quarter gives the change).")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Output directory.")
 @click.option("--sites", type=click.Path(dir_okay=False), default=None,
@@ -162,7 +168,6 @@ def report(store_dir, quarter, out, sites, home_country, top, source, ray, rate_
     """Write the network-stats report: report.html (offline), report.json, charts/*.png."""
     from ..flows.enrich.sites import load_regions, load_sites
     from ..flows.report import write_report
-    from ..flows.store import FlowStore
 
     t0 = time.perf_counter()
     q = _quarter(debug, quarter)
@@ -170,10 +175,12 @@ def report(store_dir, quarter, out, sites, home_country, top, source, ray, rate_
     e = _run(debug, _enricher, enrich_data, taxonomy, metros, asn_mmdb)
     site_map = _run(debug, load_sites, sites)
     region_map = _run(debug, load_regions, sites)
-    r = _run(debug, write_report, FlowStore(store_dir), q, e, out, thresholds=th, sites=site_map,
+    store = open_store(store_dir, debug)
+    r = _run(debug, write_report, store, q, e, out, thresholds=th, sites=site_map,
              regions=region_map, home_country=home_country, top_n=top,
              source="raw" if ray else source, ray=ray,
              enrich_args=_enrich_args(enrich_data, taxonomy, metros, asn_mmdb) if ray else None)
+    warn_skipped(store)
     label = " SIMULATED" if r["simulated"] else ""
     src = r["source"]
     how = f"from {src['kind']}" + (f" ({src['reason']})" if src["reason"] and src["kind"] != "rollups" else "")
@@ -183,7 +190,8 @@ def report(store_dir, quarter, out, sites, home_country, top, source, ray, rate_
 
 
 @click.command()
-@click.option("--store", "store_dir", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--store", "store_dir", required=True, type=StoreLocation(must_exist=True),
+              metavar=STORE_METAVAR, help=STORE_HELP)
 @click.option("--quarter", default=None, help="Only the days of this quarter, e.g. 2025Q4 (default: every day).")
 @click.option("--ray", "ray", default=None, metavar="ADDRESS|local",
               help="Compute the days' rollups in Ray tasks (the driver writes them).")
@@ -196,13 +204,16 @@ def rollup(store_dir, quarter, ray, compact, as_json, enrich_data, taxonomy, met
     stores written before rollups, or with another enrichment. One file per level and day.
     With --compact, merge the files many writer batches left instead."""
     from ..flows import scan
-    from ..flows.stats import Quarter
-    from ..flows.store import FlowStore
 
     t0 = time.perf_counter()
-    store = FlowStore(store_dir)
+    store = open_store(store_dir, debug)
+    if not store.is_local:
+        from ..errors import UsageError
+
+        _run(debug, _raise, UsageError("flows rollup works on a local store for now "
+                                       "(an S3 lake's report scans its raw flows)"))
     if quarter:
-        q = _run(debug, Quarter.parse, quarter)
+        q = _quarter(debug, quarter)
         days = scan.raw_days(store, q.start, q.end)
     else:
         days = scan.raw_days(store)
@@ -226,7 +237,8 @@ def rollup(store_dir, quarter, ray, compact, as_json, enrich_data, taxonomy, met
 
 
 @click.command()
-@click.option("--store", "store_dir", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--store", "store_dir", required=True, type=StoreLocation(must_exist=True),
+              metavar=STORE_METAVAR, help=STORE_HELP)
 @click.option("--quarter", default=None, help="Limit to a quarter, e.g. 2025Q4 (default: all flows).")
 @click.option("--top", type=click.IntRange(1, 100000), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the episodes as JSON.")
@@ -240,11 +252,12 @@ def elephants(store_dir, quarter, top, as_json, rate_on, rate_off, min_bytes, mi
     from ..flows.elephants import find
     from ..flows.report.charts import human_bits
     from ..flows.stats import prepare
-    from ..flows.store import FlowStore
 
     th = _run(debug, _thresholds, rate_on, rate_off, min_bytes, min_duration, interval)
     e = _run(debug, _enricher, enrich_data, taxonomy, metros, asn_mmdb)
-    con = FlowStore(store_dir).connect()
+    store = open_store(store_dir, debug)
+    con = _run(debug, store.connect)
+    warn_skipped(store)
     if quarter:
         q = _quarter(debug, quarter)
         start, end = q.start, q.end

@@ -180,7 +180,9 @@ def register(cli: click.Group) -> None:
                   callback=_check_flows_to,
                   help="Send the transfer's connections as IPFIX flow records to a collector.")
     @click.option("--flows-store", type=click.Path(file_okay=False), default=None,
-                  help="Write the transfer's connections as flow records into this flow store.")
+                  metavar="DIR|s3://BUCKET/PREFIX",
+                  help="Write the transfer's connections as flow records into this flow store "
+                       "(a directory or an S3 prefix, docs/flows-lake.md).")
     @click.option("--ray", "ray_address", default=None, is_flag=False, flag_value="auto",
                   metavar="[ADDRESS]", callback=_check_ray,
                   help="Move with every node of a Ray cluster: auto (default), local, "

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ..config import default_state_dir  # the one rule for the state dir, shared with flows
 
 __all__ = ["JournalInfo", "connect", "default_state_dir", "journal_id", "journal_stats",
            "list_journals", "sqlite_files"]
@@ -34,17 +35,6 @@ def journal_id(src: str, dst: str, options: dict[str, Any]) -> str:
         default=str,
     )
     return hashlib.sha256(canon.encode("utf-8")).hexdigest()
-
-
-def default_state_dir() -> Path:
-    """TRUNKLINE_STATE_DIR, else $XDG_STATE_HOME/trunkline, else ~/.local/state/trunkline."""
-    env = os.environ.get("TRUNKLINE_STATE_DIR")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_STATE_HOME")
-    if xdg:
-        return Path(xdg).expanduser() / "trunkline"
-    return Path.home() / ".local" / "state" / "trunkline"
 
 
 @dataclass(frozen=True)

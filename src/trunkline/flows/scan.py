@@ -78,6 +78,8 @@ def _rollup_files(store: FlowStore, level: str, days: list[str]) -> list:
 def coverage(store: FlowStore, enricher: Enricher, start: datetime, end: datetime) -> str:
     """'' when the rollups of [start, end) hold every raw flow of it, made with this
     enrichment; else why not (the first reason found)."""
+    if not store.is_local:  # the rollup reader globs local files: an S3 lake scans raw
+        return "rollups are read from local stores only (this store is on S3)"
     days = days_of(start, end)
     raw = raw_counts(store, days)
     if not raw:

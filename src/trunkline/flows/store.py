@@ -1,7 +1,9 @@
 """The flow store: Parquet partitioned by day, queried through embedded DuckDB.
 
 Writers append immutable files (one per batch), so a crashed collector loses at most its
-unflushed batch and readers never see a half-written file (write to a temp name, rename).
+unflushed batch and readers never see a half-written file (write to a temp name, rename;
+on S3 one atomic PUT). The store lives in a directory or under an ``s3://`` prefix: the
+filesystem, the file names and the hostile listing are ``lake.py``'s job.
 Times are checked on the way in (issue 15): a hostile exporter cannot create thousands of
 day partitions or store a time that later overflows a reader; such records are
 quarantined, counted, and kept apart.
@@ -10,15 +12,16 @@ quarantined, counted, and kept apart.
 from __future__ import annotations
 
 import os
-import uuid
+import re
+from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePath, PurePosixPath
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from . import lake as lk
 from .schema import FLOW_SCHEMA, conform
 
 if TYPE_CHECKING:  # imported where queried: a collector host needs no DuckDB
@@ -27,7 +30,7 @@ if TYPE_CHECKING:  # imported where queried: a collector host needs no DuckDB
 DAY_MS = 86_400_000
 MIN_TIME_MS = 0  # 1970-01-01: no flow protocol encodes an earlier time
 MAX_TIME_MS = 253_402_300_800_000  # 10000-01-01: past it Python (and `flows sql`) overflow
-QUARANTINE_DIR = "quarantine"
+QUARANTINE_DIR = lk.QUARANTINE
 QUARANTINE_REASONS = ("unrepresentable", "time_window", "partition_limit")
 ROLLUP_DIR = "rollup={level}"  # beside the raw day partitions: rollup=5m/day=YYYY-MM-DD/
 
@@ -52,6 +55,12 @@ class FlowStore:
     records of further days (the least populated) are quarantined. Times outside
     1970..9999 are always quarantined. Quarantined records keep their raw times (int64
     ms) in ``quarantine/``, outside the ``flows`` view, and are counted by reason.
+
+    ``root``: a directory, or ``s3://bucket/prefix`` (``NAME:bucket/prefix`` for a named
+    endpoint) with the mover's endpoint and credential conventions. ``self.root`` is the
+    base as a path in the store's filesystem (a ``Path`` for a local store, ``bucket/prefix``
+    for S3), so ``self.root / "day=..."`` names a directory on either. ``skipped`` counts
+    the keys the last read left out (not ours, unsafe, not Parquet), by reason.
     ``rollups`` (``flows.rollup.Rollups``): computes each written batch's rollup tables,
     written beside it (``write_rollups``).
     """
@@ -59,12 +68,31 @@ class FlowStore:
     def __init__(self, root: str | os.PathLike[str], *, time_window_s: float = 86_400,
                  max_partitions_per_write: int = 400,
                  rollups: Callable[[pa.Table], dict[str, pa.Table]] | None = None):
-        self.root = Path(root)
+        self.lake = lk.Lake(root)
+        self.location = self.lake.location
+        self.root: PurePath = (Path(self.location) if self.lake.local
+                               else PurePosixPath(self.lake.base))
         self.time_window_ms = int(time_window_s * 1000)
         self.max_partitions = max_partitions_per_write
         self.rollups = rollups
         self.rollup_errors = 0  # batches whose rollups could not be written (the report sees the gap)
         self.quarantined: dict[str, int] = dict.fromkeys(QUARANTINE_REASONS, 0)
+        self.skipped: Counter = Counter()
+
+    @property
+    def is_local(self) -> bool:
+        return self.lake.local
+
+    @property
+    def status_dir(self) -> Path:
+        """Where a collector on this host keeps its status: the store's own directory, or
+        for a remote store a directory of it under the state dir (status is per host)."""
+        if self.lake.local:
+            return Path(self.root)
+        from ..config import default_state_dir
+
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", self.location).strip("._") or "store"
+        return default_state_dir() / "flows" / name
 
     def write(self, table: pa.Table, reference_ms: np.ndarray | None = None,
               now_ms: int | None = None) -> int:
@@ -88,9 +116,9 @@ class FlowStore:
         # days by integer division (pc.strftime cost ~0.8 µs a record); sane times only
         day = table.column("time_start").cast(pa.int64()).to_numpy() // DAY_MS
         days = np.unique(day)
-        for d in days:
-            part = table if len(days) == 1 else table.filter(pa.array(day == d))
-            self._write_file(self.root / f"day={np.datetime64(int(d), 'D')}", part)
+        lk.write_many(self.lake, ((f"day={np.datetime64(int(d), 'D')}",
+                                   table if len(days) == 1 else table.filter(pa.array(day == d)))
+                                  for d in days))
         if self.rollups is not None:  # after the raw files: a crash in between leaves a
             import duckdb  # gap the report sees (flow counts) and scans raw
 
@@ -107,15 +135,17 @@ class FlowStore:
                 continue
             day = t.column("t_ms").cast(pa.int64()).to_numpy() // DAY_MS  # UTC days
             days = np.unique(day)
-            for d in days:
-                self._write_file(self.rollup_dir(level) / f"day={np.datetime64(int(d), 'D')}",
-                                 t if len(days) == 1 else t.filter(pa.array(day == d)))
+            base = ROLLUP_DIR.format(level=level)
+            lk.write_many(self.lake, ((f"{base}/day={np.datetime64(int(d), 'D')}",
+                                       t if len(days) == 1 else t.filter(pa.array(day == d)))
+                                      for d in days))
 
-    def rollup_dir(self, level: str) -> Path:
+    def rollup_dir(self, level: str) -> PurePath:
         return self.root / ROLLUP_DIR.format(level=level)
 
-    def rollup_files(self, level: str) -> list[Path]:
-        return sorted(self.rollup_dir(level).glob("day=*/*.parquet"))
+    def rollup_files(self, level: str) -> list[PurePath]:
+        """The rollup files of ``level`` (``5m``, ``1h``, ``1d``, ``peers``, ``mover``)."""
+        return self.files(level)
 
     def _sanity(self, table: pa.Table, ref: np.ndarray | None,
                 now_ms: int | None = None) -> np.ndarray:
@@ -159,37 +189,58 @@ class FlowStore:
         for r, n in zip(*np.unique(reason[bad], return_counts=True), strict=True):
             self.quarantined[QUARANTINE_REASONS[r - 1]] += int(n)
 
-    @staticmethod
-    def _write_file(d: Path, table: pa.Table) -> None:
-        d.mkdir(parents=True, exist_ok=True)
-        name = f"flows-{uuid.uuid4().hex}.parquet"
-        tmp = d / f".{name}.tmp"
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, d / name)
+    def _write_file(self, d: PurePath | str, table: pa.Table) -> None:
+        """Write ``table`` as one new file in directory ``d`` (under ``self.root``, or
+        relative to it)."""
+        lk.write_parquet(self.lake, self._rel(d), table)
+
+    def _rel(self, d: PurePath | str) -> str:
+        """A directory under the root (or relative to it) as a '/'-path relative to it."""
+        d = PurePath(d)
+        for base in (self.root, PurePath(self.lake.base)):
+            try:
+                rel = d.relative_to(base)
+                break
+            except ValueError:
+                continue
+        else:
+            if d.is_absolute():
+                raise ValueError(f"{d} is outside the store {self.location}")
+            rel = d
+        return rel.as_posix() if str(rel) != "." else ""
+
+    def listing(self) -> lk.Listing:
+        """Every key of the store, classified (data by level and day; skipped by reason)."""
+        return lk.list_lake(self.lake)
 
     def quarantine(self) -> pa.Table:
         """Every quarantined record (raw int64 ms times, the reference, the reason)."""
-        files = sorted((self.root / QUARANTINE_DIR).glob("*.parquet"))
-        if not files:
-            return pa.table({})
-        return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+        listing = self.listing()
+        frags, bad = lk.open_fragments(self.lake, listing.data(lk.QUARANTINE))
+        self.skipped = listing.skipped + bad
+        return lk.read_table(self.lake, frags)
 
-    def files(self) -> list[Path]:
-        return sorted(self.root.glob("day=*/*.parquet"))
+    def files(self, level: str = lk.RAW) -> list[PurePath]:
+        """The data files of a level (``raw``: the flows; ``5m``...: rollups), sorted."""
+        cls = Path if self.lake.local else PurePosixPath
+        return sorted(cls(e.path) for e in self.listing().data(level))
+
+    def register(self, con: duckdb.DuckDBPyConnection, name: str, level: str = lk.RAW,
+                 schema: pa.Schema | None = None) -> int:
+        """Create view ``name`` over the readable files of ``level`` on ``con``; -> how
+        many files. Keys that are not readable flow files are skipped and counted in
+        ``skipped``, never read."""
+        listing = self.listing()
+        frags, bad = lk.open_fragments(self.lake, listing.data(level), schema)
+        self.skipped = listing.skipped + bad
+        lk.register_view(con, name, self.lake, frags, schema)
+        return len(frags)
 
     def connect(self, con: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection with a ``flows`` view over the store (empty view if none)."""
         con = con or duckdb_connect()
         con.execute("SET TimeZone = 'UTC'")  # also on a connection the caller made
-        if self.files():
-            glob = str(self.root / "day=*" / "*.parquet")
-            con.execute(
-                f"CREATE OR REPLACE VIEW flows AS SELECT * EXCLUDE (day) "
-                f"FROM read_parquet('{glob}', hive_partitioning = true, union_by_name = true)"
-            )
-        else:
-            con.register("_empty_flows", FLOW_SCHEMA.empty_table())
-            con.execute("CREATE OR REPLACE VIEW flows AS SELECT * FROM _empty_flows")
+        self.register(con, "flows", lk.RAW, FLOW_SCHEMA)
         return con
 
     def query(self, sql: str) -> pa.Table:

@@ -23,7 +23,13 @@ from urllib.parse import quote, unquote_plus, urlsplit
 
 from defusedxml import ElementTree as SafeET
 
-from ..config import EndpointConfig
+from ..config import (
+    EndpointConfig,
+    addressing_style,
+    endpoint_region,
+    env_keys,
+    no_credentials,
+)
 from ..errors import StoreError
 from ..wire.connection import Connection
 from ..wire.http1 import ResponseHead, build_request
@@ -115,33 +121,11 @@ class S3Endpoint:
         self._session = None
         self._client = None
         self._client_lock = threading.Lock()
-        access = secret = token = None
-        if cfg.access_key_id_env or cfg.secret_access_key_env:
-            access = os.environ.get(cfg.access_key_id_env or "")
-            secret = os.environ.get(cfg.secret_access_key_env or "")
-            if not access or not secret:
-                raise S3Error(
-                    0,
-                    "NoCredentials",
-                    f"endpoint {cfg.name!r}: env vars {cfg.access_key_id_env}/"
-                    f"{cfg.secret_access_key_env} are not set",
-                )
-        elif not cfg.profile and os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get(
-            "AWS_SECRET_ACCESS_KEY"
-        ):
-            # the first link of the AWS chain (env keys win over profiles), read directly
-            access = os.environ["AWS_ACCESS_KEY_ID"]
-            secret = os.environ["AWS_SECRET_ACCESS_KEY"]
-            token = os.environ.get("AWS_SESSION_TOKEN") or None
+        keys = env_keys(cfg)  # the AWS conventions live in config.py, one place each
+        access, secret, token = keys or (None, None, None)
         self._static_keys = (access, secret) if cfg.access_key_id_env else (None, None)
-        self.region = (
-            cfg.region
-            or os.environ.get("AWS_REGION")
-            or os.environ.get("AWS_DEFAULT_REGION")
-            or self.session.get_config_variable("region")
-            or "us-east-1"
-        )
-        self.addressing_style = cfg.addressing_style or ("path" if cfg.url else "virtual")
+        self.region = endpoint_region(cfg, lambda: self.session.get_config_variable("region"))
+        self.addressing_style = addressing_style(cfg)
         # keys from env (read above) need no botocore; any other source is botocore's
         # chain, whose credentials may refresh: asked for frozen ones at each signature
         self._keys = sigv4.Keys(access, secret, token) if access and secret else None
@@ -149,8 +133,7 @@ class S3Endpoint:
         if self._keys is None:
             self._creds = self.session.get_credentials()
             if self._creds is None:
-                raise S3Error(0, "NoCredentials",
-                              f"no credentials found for endpoint {cfg.name!r}")
+                raise no_credentials(cfg)
         endpoint_url = cfg.url or self.client.meta.endpoint_url
         url = urlsplit(endpoint_url)
         self.scheme = url.scheme

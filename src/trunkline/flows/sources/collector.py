@@ -314,7 +314,7 @@ class Collector:
         except RuntimeError:  # a dict changed size under us; next tick
             return
         self.snapshot = snap
-        write_status(self.store.root, snap, self.status_name)
+        write_status(self.store.status_dir, snap, self.status_name)
 
 
 def start_receiver(socks: list[socket.socket], queue_bytes: int

@@ -87,7 +87,7 @@ class WorkerPool:
         for k in range(self.n):
             ready = ctx.Event()
             p = ctx.Process(target=_worker_main, name=f"flow-worker-{k}", daemon=False,
-                            args=(k, self.config, str(self.store.root), opts, self.socks[k],
+                            args=(k, self.config, self.store.location, opts, self.socks[k],
                                   ready))
             p.start()
             self.procs.append(p)
@@ -124,7 +124,7 @@ class WorkerPool:
         return 0
 
     def status(self, final: bool = False) -> dict:
-        snaps = [read_status(self.store.root, worker_status_name(k)) or {}
+        snaps = [read_status(self.store.status_dir, worker_status_name(k)) or {}
                  for k in range(self.n)]
         merged = merge_status(snaps)
         running = not final and not self.stop_event.is_set()
@@ -145,5 +145,5 @@ class WorkerPool:
         except (OSError, ValueError):  # a worker's file being replaced; next tick
             return
         self.snapshot = snap
-        write_status(self.store.root, snap, STATUS_FILE)
+        write_status(self.store.status_dir, snap, STATUS_FILE)
 
