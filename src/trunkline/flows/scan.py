@@ -1,7 +1,7 @@
 """Where the report's tables come from: the store's rollup files, or a scan of raw flows.
 
 ``load`` puts ``rollup_5m``, ``rollup_peers`` and ``rollup_mover`` for a time window into a
-DuckDB connection. From rollups when they cover the window: every UTC day of it has as many
+DuckDB connection, as views (over the Parquet files, or the Arrow tables of a raw scan). From rollups when they cover the window: every UTC day of it has as many
 flows in its 5-minute and peer rollups as raw records in its day partition (a writer that
 crashed between the two, or a store written before rollups, shows up here), and every row
 was made with the report's enrichment. Otherwise from raw flows, on this process or over
@@ -104,14 +104,25 @@ def coverage(store: FlowStore, enricher: Enricher, start: datetime, end: datetim
     return ""
 
 
-def _read(store: FlowStore, level: str, days: list[str], lo: int, hi: int) -> pa.Table:
-    files = _rollup_files(store, level, days)
-    if not files:
-        return rollup.empty(level)
-    con = duckdb_connect()
-    cols = ", ".join(rollup.empty(level).column_names)
-    return arrow(con, f"SELECT {cols} FROM read_parquet({_list(files)}, union_by_name = true) "
-                      f"WHERE t_ms >= {lo} AND t_ms < {hi}")
+def _views(con: duckdb.DuckDBPyConnection, store: FlowStore, days: list[str], lo: int,
+           hi: int) -> dict[str, int]:
+    """Views ``rollup_LEVEL`` over the rollup files of [lo, hi) ms: the report's tables
+    (``stats.report_tables``) read the Parquet files once, with no copy in between (an
+    Arrow table, then a temp table, then the report's table cost more than every figure
+    together, ``bench/RESULTS.md``). -> rows per level in the window."""
+    rows = {}
+    for level in rollup.INGEST_TABLES:
+        files = _rollup_files(store, level, days)
+        cols = ", ".join(rollup.empty(level).column_names)
+        if files:
+            src = f"read_parquet({_list(files)}, union_by_name = true)"
+        else:
+            con.register(f"_empty_{level}", rollup.empty(level))
+            src = f"_empty_{level}"
+        con.execute(f"CREATE OR REPLACE TEMP VIEW rollup_{level} AS SELECT {cols} FROM {src} "
+                    f"WHERE t_ms >= {lo} AND t_ms < {hi}")
+        rows[level] = int(con.execute(f"SELECT count(*) FROM rollup_{level}").fetchall()[0][0])
+    return rows
 
 
 def load(con: duckdb.DuckDBPyConnection, store: FlowStore, enricher: Enricher, start: datetime,
@@ -131,9 +142,9 @@ def load(con: duckdb.DuckDBPyConnection, store: FlowStore, enricher: Enricher, s
     if source != "raw":
         why = coverage(store, enricher, start, end)
         if not why:
-            days = days_of(start, end)
-            tables = {lv: _read(store, lv, days, _ms(start), _ms(end)) for lv in rollup.INGEST_TABLES}
-            return _register(con, tables, Loaded("rollups"), t0)
+            info = Loaded("rollups", rows=_views(con, store, days_of(start, end), _ms(start), _ms(end)))
+            info.seconds = time.perf_counter() - t0
+            return info
         if source == "rollups":
             raise ValueError(f"the rollups do not cover the report's window: {why}")
     if raw_scan is not None:
@@ -145,10 +156,8 @@ def load(con: duckdb.DuckDBPyConnection, store: FlowStore, enricher: Enricher, s
 def _register(con, tables: dict[str, pa.Table], info: Loaded, t0: float) -> Loaded:
     import time
 
-    for level, t in tables.items():
-        con.register(f"_arrow_{level}", t)
-        con.execute(f"CREATE OR REPLACE TEMP TABLE rollup_{level} AS SELECT * FROM _arrow_{level}")
-        con.unregister(f"_arrow_{level}")
+    for level, t in tables.items():  # views on the Arrow tables (the connection keeps them)
+        con.register(f"rollup_{level}", t)
         info.rows[level] = t.num_rows
     info.seconds = time.perf_counter() - t0
     return info

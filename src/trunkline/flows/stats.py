@@ -153,8 +153,9 @@ def report_tables(con: duckdb.DuckDBPyConnection, sites: dict[str, str] | None =
                   regions: dict[str, str] | None = None) -> int:
     """The report's tables from the rollup tables ``rollup_5m``, ``rollup_peers`` and
     ``rollup_mover`` of ``con`` (flows.rollup): ``r5`` (5-minute traffic), ``rp`` (peers per
-    day), ``rm`` (trunkline's transfers), with UTC quarter, month, day and bin and the
-    exporters mapped to sites and regions. Bits and packets stay exact integers (DECIMAL)
+    day, each peer also as an exact integer id ``pid``; ``seen_peer`` is that id for rows
+    that carried bytes), ``rpq`` (``rp`` per quarter x direction x peer), ``rm`` (trunkline's transfers), with UTC quarter, month, day and
+    bin and the exporters mapped to sites and regions. Bits and packets stay exact integers (DECIMAL)
     until summed, so a figure does not depend on the order rows are added in. Every
     metric below reads these tables only; returns the flows they hold."""
     sites = sites or {}
@@ -165,26 +166,49 @@ def report_tables(con: duckdb.DuckDBPyConnection, sites: dict[str, str] | None =
                         schema=pa.schema([("exporter", pa.string()), ("site", pa.string()),
                                           ("region", pa.string())]))
     con.register("sites_arrow", site_tbl)
-    # t_ms is UTC epoch ms; epoch_ms() of it is a TIMESTAMP without zone: no TZ applies
-    when = ("strftime(epoch_ms(r.t_ms), '%Y-%m') AS month, "
-            "CAST(year(epoch_ms(r.t_ms)) AS VARCHAR) || 'Q' || "
-            "CAST(quarter(epoch_ms(r.t_ms)) AS VARCHAR) AS quarter")
+    # a calendar of the window's UTC days (t_ms is UTC epoch ms; epoch_ms() of it is a
+    # TIMESTAMP without zone: no TZ applies): month and quarter labels by an integer join,
+    # not a strftime per row
+    lo, hi = con.execute("SELECT min(t_ms), max(t_ms) FROM (SELECT t_ms FROM rollup_5m UNION ALL "
+                         "SELECT t_ms FROM rollup_peers UNION ALL SELECT t_ms FROM rollup_mover)").fetchall()[0]
+    lo, hi = (lo or 0) // 86_400_000, (hi or 0) // 86_400_000
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE cal AS
+        SELECT CAST(range AS INTEGER) AS day, strftime(epoch_ms(range * 86400000), '%Y-%m') AS month,
+               CAST(year(epoch_ms(range * 86400000)) AS VARCHAR) || 'Q'
+                   || CAST(quarter(epoch_ms(range * 86400000)) AS VARCHAR) AS quarter,
+               epoch_ms(date_trunc('quarter', epoch_ms(range * 86400000))) AS q_ms
+        FROM range({lo}, {hi + 1})""")
+    # peers as exact integer ids (one per distinct address text): the distinct counts of
+    # the figures hash integers, not strings
+    con.execute("CREATE OR REPLACE TEMP TABLE peer_ids AS SELECT peer, "
+                "CAST(row_number() OVER () AS INTEGER) AS pid FROM (SELECT DISTINCT peer FROM rollup_peers)")
+    when = "c.month, c.quarter"
     where = ("coalesce(st.site, r.exporter) AS site, "
              "coalesce(st.region, st.site, r.exporter) AS region")
+    join = ("JOIN cal c ON CAST(r.t_ms // 86400000 AS INTEGER) = c.day "
+            "LEFT JOIN sites_arrow st ON r.exporter = st.exporter")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE r5 AS
-        SELECT r.t_ms, {when},
-               CAST((r.t_ms - epoch_ms(date_trunc('quarter', epoch_ms(r.t_ms)))) // {RATE_BIN_S * 1000}
-                    AS INTEGER) AS bin, {where},
+        SELECT r.t_ms, {when}, CAST((r.t_ms - c.q_ms) // {RATE_BIN_S * 1000} AS INTEGER) AS bin, {where},
                r.flow_type, r.direction, r.category, r.c2c, r.bits, r.packets, r.flows
-        FROM rollup_5m r LEFT JOIN sites_arrow st ON r.exporter = st.exporter""")
+        FROM rollup_5m r {join}""")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE rp AS
-        SELECT r.t_ms, {when}, CAST(r.t_ms // 86400000 AS INTEGER) AS day, {where},
-               r.direction, r.peer, CASE WHEN r.seen THEN r.peer END AS seen_peer, r.category,
+        SELECT r.t_ms, {when}, c.day, {where},
+               r.direction, r.peer, p.pid, CASE WHEN r.seen THEN p.pid END AS seen_peer, r.category,
                r.metro, r.country, r.subdivision, r.asn, r.org, r.bits, r.packets, r.flows
-        FROM rollup_peers r LEFT JOIN sites_arrow st ON r.exporter = st.exporter""")
-    con.execute(f"CREATE OR REPLACE TEMP TABLE rm AS SELECT r.*, {when} FROM rollup_mover r")
+        FROM rollup_peers r LEFT JOIN peer_ids p ON r.peer = p.peer {join}""")
+    # the quarter's figures (per type, metro, country, top peers) need no day or site: one
+    # row per quarter x direction x peer, summed once, instead of every figure re-reading rp
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE rpq AS
+        SELECT quarter, direction, pid, any_value(peer) AS peer, category, metro, country,
+               subdivision, asn, org, CASE WHEN bool_or(seen_peer IS NOT NULL) THEN pid END AS seen_peer,
+               sum(bits) AS bits, sum(packets) AS packets, sum(flows) AS flows
+        FROM rp GROUP BY quarter, direction, pid, category, metro, country, subdivision, asn, org""")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE rm AS SELECT r.*, {when} FROM rollup_mover r "
+                f"JOIN cal c ON CAST(r.t_ms // 86400000 AS INTEGER) = c.day")
     con.unregister("sites_arrow")
     return int(con.execute("SELECT coalesce(sum(flows), 0) FROM r5").fetchall()[0][0])
 
@@ -208,9 +232,10 @@ def flow_counts(con, quarter: Quarter) -> tuple[int, int]:
 def per_category(con, period: str = "quarter") -> dict[tuple[str, str, str], dict]:
     """{(period value, direction, category): {bits, unique_ips}}; direction 'all' for both
     ways together (and flows that are neither), 'in' (ingress: peer -> us), 'out' (egress)."""
+    table = "rpq" if period == "quarter" else "rp"
     rows = con.execute(f"""
         SELECT {period}, coalesce(direction, 'all'), category, sum(bits), count(DISTINCT seen_peer)
-        FROM rp GROUP BY GROUPING SETS (({period}, direction, category), ({period}, category))
+        FROM {table} GROUP BY GROUPING SETS (({period}, direction, category), ({period}, category))
     """).fetchall()
     return {(p, d, c): {"bits": _f(b), "unique_ips": int(u)} for p, d, c, b, u in rows}
 
@@ -345,8 +370,8 @@ def geography(con, period_where: str, column: str, where: str = "true") -> list[
     rows = con.execute(f"""
         SELECT {column}, category, sum(bits), sum(bits) FILTER (WHERE direction = 'in'),
                sum(bits) FILTER (WHERE direction = 'out')
-        FROM rp WHERE {period_where} AND ({where}) GROUP BY ALL""").fetchall()
-    uniq = dict(con.execute(f"""SELECT {column}, count(DISTINCT seen_peer) FROM rp
+        FROM rpq WHERE {period_where} AND ({where}) GROUP BY ALL""").fetchall()
+    uniq = dict(con.execute(f"""SELECT {column}, count(DISTINCT seen_peer) FROM rpq
                                 WHERE {period_where} AND ({where}) GROUP BY ALL""").fetchall())
     out: dict[str, dict] = {}
     for key, cat, b, bi, bo in sorted(rows, key=lambda r: (r[0], r[1])):
@@ -363,7 +388,7 @@ def metro_category(con, quarter: Quarter) -> list[dict]:
     """Bits, exact unique peers and magnitude (bits per unique IP) per metro x category."""
     rows = con.execute(f"""
         SELECT metro, category, sum(bits), count(DISTINCT seen_peer), sum(flows)
-        FROM rp WHERE quarter = '{quarter}' GROUP BY ALL ORDER BY 1, 2
+        FROM rpq WHERE quarter = '{quarter}' GROUP BY ALL ORDER BY 1, 2
     """).fetchall()
     return [{"metro": m, "category": c, "bits": _f(b), "unique_ips": int(u), "flows": int(n),
              "bits_per_ip": _f(b) / u if u else 0.0} for m, c, b, u, n in rows]
@@ -372,8 +397,8 @@ def metro_category(con, quarter: Quarter) -> list[dict]:
 def uniques(con, where: str, by: str | None = None) -> dict:
     """Exact unique peer addresses that carried bytes (overall, or per ``by``)."""
     if by is None:
-        return {"all": int(con.execute(f"SELECT count(DISTINCT seen_peer) FROM rp WHERE {where}").fetchall()[0][0])}
-    rows = con.execute(f"SELECT {by}, count(DISTINCT seen_peer) FROM rp WHERE {where} GROUP BY ALL").fetchall()
+        return {"all": int(con.execute(f"SELECT count(DISTINCT seen_peer) FROM rpq WHERE {where}").fetchall()[0][0])}
+    rows = con.execute(f"SELECT {by}, count(DISTINCT seen_peer) FROM rpq WHERE {where} GROUP BY ALL").fetchall()
     return {k: int(v) for k, v in rows}
 
 
@@ -386,8 +411,8 @@ def cloud_to_cloud_bits(con) -> dict[str, float]:
 def unclassified(con, quarter: Quarter, top: int = 10) -> tuple[tuple[float, int], list[tuple]]:
     """(bits, endpoints) of categories unknown and other, and the largest such networks."""
     w = f"{_q(quarter)} AND category IN ('unknown', 'other')"
-    total = con.execute(f"SELECT sum(bits), count(DISTINCT seen_peer) FROM rp WHERE {w}").fetchall()[0]
-    rows = con.execute(f"""SELECT asn, org, category, sum(bits) AS b, count(DISTINCT seen_peer) FROM rp
+    total = con.execute(f"SELECT sum(bits), count(DISTINCT seen_peer) FROM rpq WHERE {w}").fetchall()[0]
+    rows = con.execute(f"""SELECT asn, org, category, sum(bits) AS b, count(DISTINCT seen_peer) FROM rpq
                            WHERE {w} GROUP BY ALL ORDER BY b DESC, asn, org, category
                            LIMIT {int(top)}""").fetchall()
     return (_f(total[0]), int(total[1])), [(a, o, c, _f(b), n) for a, o, c, b, n in rows]
@@ -412,8 +437,9 @@ def bits_per(con, quarter: Quarter, column: str) -> list[tuple[str, float]]:
 def heavy_hitters(con, where: str = "true", n: int = 20) -> dict:
     """Top peers by bits, and how few peers carry half and 90 % of the traffic."""
     rows = con.execute(f"""
-        SELECT peer, any_value(asn), any_value(org), any_value(category), any_value(metro),
-               sum(bits) AS b, sum(flows) FROM rp WHERE {where} GROUP BY peer ORDER BY b DESC, peer
+        SELECT any_value(peer) AS peer, any_value(asn), any_value(org), any_value(category),
+               any_value(metro), sum(bits) AS b, sum(flows) FROM rpq WHERE {where}
+        GROUP BY pid ORDER BY b DESC, peer
     """).fetchall()
     bits = [_f(r[5]) for r in rows]
     total = _f(sum(r[5] for r in rows)) if rows else 0.0  # exact, then one rounding
