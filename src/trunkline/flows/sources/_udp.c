@@ -51,26 +51,22 @@ static PyObject *host_text(const struct sockaddr_storage *sa, int *port) {
     return PyUnicode_FromString("");
 }
 
-/* recv_many(fd, buf, max_msgs, slot) -> [(bytes | None, host, port), ...]
- * None marks a datagram longer than its slot (MSG_TRUNC): never decoded from a part.
- * An empty list: nothing waiting (EAGAIN) or interrupted. */
-static PyObject *recv_many(PyObject *self, PyObject *args) {
-    int fd, max_msgs;
-    Py_ssize_t slot;
-    Py_buffer buf;
-    (void)self;
-    if (!PyArg_ParseTuple(args, "iw*in", &fd, &buf, &max_msgs, &slot))
-        return NULL;
+#define BATCH_ERROR (-1) /* an exception is set and the buffer released */
+#define BATCH_NONE (-2)  /* nothing waiting (EAGAIN) or interrupted; the buffer released */
+
+/* One recvmmsg into max_msgs slots of buf: checks the arguments, points each message at
+ * its slot and address, receives without the GIL. -> datagrams received (>= 0, buffer
+ * still held), or BATCH_ERROR / BATCH_NONE (buffer released). */
+static int recv_batch(int fd, Py_buffer *buf, int max_msgs, Py_ssize_t slot,
+                      struct mmsghdr *msgs, struct iovec *iov,
+                      struct sockaddr_storage *addrs, const char *who) {
     if (max_msgs < 1 || max_msgs > MAX_MSGS || slot < 1 || slot > (1 << 20) ||
-        buf.len < slot * (Py_ssize_t)max_msgs) {
-        PyBuffer_Release(&buf);
-        PyErr_SetString(PyExc_ValueError, "recv_many: bad max_msgs, slot or buffer size");
-        return NULL;
+        buf->len < slot * (Py_ssize_t)max_msgs) {
+        PyBuffer_Release(buf);
+        PyErr_Format(PyExc_ValueError, "%s: bad max_msgs, slot or buffer size", who);
+        return BATCH_ERROR;
     }
-    struct mmsghdr msgs[MAX_MSGS];
-    struct iovec iov[MAX_MSGS];
-    struct sockaddr_storage addrs[MAX_MSGS];
-    char *base = buf.buf;
+    char *base = buf->buf;
     memset(msgs, 0, sizeof(struct mmsghdr) * (size_t)max_msgs);
     for (int i = 0; i < max_msgs; i++) {
         iov[i].iov_base = base + (Py_ssize_t)i * slot;
@@ -86,12 +82,35 @@ static PyObject *recv_many(PyObject *self, PyObject *args) {
     Py_END_ALLOW_THREADS
     if (n < 0) {
         int e = errno;
-        PyBuffer_Release(&buf);
+        PyBuffer_Release(buf);
         if (e == EAGAIN || e == EWOULDBLOCK || e == EINTR)
-            return PyList_New(0);
+            return BATCH_NONE;
         errno = e;
-        return PyErr_SetFromErrno(PyExc_OSError);
+        PyErr_SetFromErrno(PyExc_OSError);
+        return BATCH_ERROR;
     }
+    return n;
+}
+
+/* recv_many(fd, buf, max_msgs, slot) -> [(bytes | None, host, port), ...]
+ * None marks a datagram longer than its slot (MSG_TRUNC): never decoded from a part.
+ * An empty list: nothing waiting (EAGAIN) or interrupted. */
+static PyObject *recv_many(PyObject *self, PyObject *args) {
+    int fd, max_msgs;
+    Py_ssize_t slot;
+    Py_buffer buf;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "iw*in", &fd, &buf, &max_msgs, &slot))
+        return NULL;
+    struct mmsghdr msgs[MAX_MSGS];
+    struct iovec iov[MAX_MSGS];
+    struct sockaddr_storage addrs[MAX_MSGS];
+    const char *base = buf.buf;
+    int n = recv_batch(fd, &buf, max_msgs, slot, msgs, iov, addrs, "recv_many");
+    if (n == BATCH_ERROR)
+        return NULL;
+    if (n == BATCH_NONE)
+        return PyList_New(0);
     PyObject *out = PyList_New(n);
     if (!out) {
         PyBuffer_Release(&buf);
@@ -161,37 +180,15 @@ static PyObject *recv_frame(PyObject *self, PyObject *args) {
     (void)self;
     if (!PyArg_ParseTuple(args, "iw*in", &fd, &buf, &max_msgs, &slot))
         return NULL;
-    if (max_msgs < 1 || max_msgs > MAX_MSGS || slot < 1 || slot > (1 << 20) ||
-        buf.len < slot * (Py_ssize_t)max_msgs) {
-        PyBuffer_Release(&buf);
-        PyErr_SetString(PyExc_ValueError, "recv_frame: bad max_msgs, slot or buffer size");
-        return NULL;
-    }
     struct mmsghdr msgs[MAX_MSGS];
     struct iovec iov[MAX_MSGS];
     struct sockaddr_storage addrs[MAX_MSGS];
-    char *base = buf.buf;
-    memset(msgs, 0, sizeof(struct mmsghdr) * (size_t)max_msgs);
-    for (int i = 0; i < max_msgs; i++) {
-        iov[i].iov_base = base + (Py_ssize_t)i * slot;
-        iov[i].iov_len = (size_t)slot;
-        msgs[i].msg_hdr.msg_iov = &iov[i];
-        msgs[i].msg_hdr.msg_iovlen = 1;
-        msgs[i].msg_hdr.msg_name = &addrs[i];
-        msgs[i].msg_hdr.msg_namelen = sizeof addrs[i];
-    }
-    int n;
-    Py_BEGIN_ALLOW_THREADS
-    n = recvmmsg(fd, msgs, (unsigned)max_msgs, MSG_DONTWAIT, NULL);
-    Py_END_ALLOW_THREADS
-    if (n < 0) {
-        int e = errno;
-        PyBuffer_Release(&buf);
-        if (e == EAGAIN || e == EWOULDBLOCK || e == EINTR)
-            return Py_BuildValue("(iy#)", 0, "", (Py_ssize_t)0);
-        errno = e;
-        return PyErr_SetFromErrno(PyExc_OSError);
-    }
+    const char *base = buf.buf;
+    int n = recv_batch(fd, &buf, max_msgs, slot, msgs, iov, addrs, "recv_frame");
+    if (n == BATCH_ERROR)
+        return NULL;
+    if (n == BATCH_NONE)
+        return Py_BuildValue("(iy#)", 0, "", (Py_ssize_t)0);
     Py_ssize_t total = 0;
     for (int i = 0; i < n; i++) {
         int trunc = (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) != 0;
