@@ -60,6 +60,17 @@ class Quarter:
         return [f"{self.year}-{m:02d}" for m in range(3 * self.q - 2, 3 * self.q + 1)]
 
 
+
+def _site_table(sites: dict[str, str] | None, regions: dict[str, str] | None) -> pa.Table:
+    """exporter -> site -> region, for the SQL joins (an exporter maps to itself when no
+    site names it; a region may name an unmapped exporter's site)."""
+    sites, regions = sites or {}, regions or {}
+    exporters = sorted(set(sites) | set(regions))
+    return pa.table({"exporter": exporters, "site": [sites.get(x, x) for x in exporters],
+                     "region": [regions.get(sites.get(x, x), sites.get(x, x)) for x in exporters]},
+                    schema=pa.schema([("exporter", pa.string()), ("site", pa.string()),
+                                      ("region", pa.string())]))
+
 def arrow(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
     """A query's result as an Arrow table (DuckDB 1.x and 2.x spell it apart)."""
     rel = con.sql(sql)
@@ -86,14 +97,7 @@ def prepare(con: duckdb.DuckDBPyConnection, enricher: Enricher, start: datetime 
     con.execute("CREATE OR REPLACE TEMP TABLE endpoints AS "
                 "SELECT *, CAST(row_number() OVER () AS INTEGER) AS eid FROM endpoints_arrow")
     con.unregister("endpoints_arrow")
-    sites = sites or {}
-    regions = regions or {}
-    exporters = sorted(set(sites) | set(regions))  # a region may name an unmapped exporter's site
-    site_tbl = pa.table({"exporter": exporters, "site": [sites.get(x, x) for x in exporters],
-                         "region": [regions.get(sites.get(x, x), sites.get(x, x)) for x in exporters]},
-                        schema=pa.schema([("exporter", pa.string()), ("site", pa.string()),
-                                          ("region", pa.string())]))
-    con.register("sites_arrow", site_tbl)
+    con.register("sites_arrow", _site_table(sites, regions))
     clouds = ", ".join(f"'{c}'" for c in sorted(CLOUDS))
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE ef AS
@@ -158,14 +162,7 @@ def report_tables(con: duckdb.DuckDBPyConnection, sites: dict[str, str] | None =
     bin and the exporters mapped to sites and regions. Bits and packets stay exact integers (DECIMAL)
     until summed, so a figure does not depend on the order rows are added in. Every
     metric below reads these tables only; returns the flows they hold."""
-    sites = sites or {}
-    regions = regions or {}
-    exporters = sorted(set(sites) | set(regions))  # a region may name an unmapped exporter's site
-    site_tbl = pa.table({"exporter": exporters, "site": [sites.get(x, x) for x in exporters],
-                         "region": [regions.get(sites.get(x, x), sites.get(x, x)) for x in exporters]},
-                        schema=pa.schema([("exporter", pa.string()), ("site", pa.string()),
-                                          ("region", pa.string())]))
-    con.register("sites_arrow", site_tbl)
+    con.register("sites_arrow", _site_table(sites, regions))
     # a calendar of the window's UTC days (t_ms is UTC epoch ms; epoch_ms() of it is a
     # TIMESTAMP without zone: no TZ applies): month and quarter labels by an integer join,
     # not a strftime per row
