@@ -53,7 +53,9 @@ MAX_PART_SIZE = 5 * 1024 * MiB
 
 # zlib's crc32_combine (1.2.12+), for the reflected Castagnoli polynomial: a CRC over
 # A||B equals CRC(A) * x^(8*len(B)) mod P  xor  CRC(B), in GF(2). x^(2^k) mod P is
-# tabulated, so the power takes O(log len(B)) carry-less multiplications.
+# tabulated, so the power takes O(log len(B)) carry-less multiplications. zlib indexes
+# its 32-entry table with k & 31, which holds for its polynomial (x^(2^32) = x mod P) but
+# not for Castagnoli's (period 31): the table here is not wrapped.
 _POLY = 0x82F63B78  # reflected 0x1EDC6F41
 
 
@@ -72,22 +74,24 @@ def _multmodp(a: int, b: int) -> int:
 
 def _x2n_table() -> list[int]:
     t = [1 << 30]  # x^1
-    for _ in range(31):
+    for _ in range(63):
         t.append(_multmodp(t[-1], t[-1]))
     return t
 
 
-_X2N = _x2n_table()
+_X2N = _x2n_table()  # x^(2^k) mod P, k = 0..63
 
 
 def _x2nmodp(n: int, k: int) -> int:
     """x^(n * 2^k) mod P."""
     p = 1 << 31  # x^0
+    sq = _X2N[k]
     while n:
         if n & 1:
-            p = _multmodp(_X2N[k & 31], p)
+            p = _multmodp(sq, p)
         n >>= 1
         k += 1
+        sq = _X2N[k] if k < len(_X2N) else _multmodp(sq, sq)
     return p
 
 
