@@ -1,5 +1,7 @@
-"""CRC combination, CRC(A||B) from CRC(A), CRC(B) and len(B), against the CRC the libraries
-themselves compute over the concatenation: google-crc32c, zlib, awscrt (when installed)."""
+"""CRC combination (trunkline.engine.crc_combine, and the public combines of integrity and
+checksums on top of it), CRC(A||B) from CRC(A), CRC(B) and len(B), against the CRC the
+libraries themselves compute over the concatenation: google-crc32c, zlib, awscrt (when
+installed)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import zlib
 import google_crc32c
 import pytest
 
+from trunkline.engine import crc_combine as cc
 from trunkline.engine.checksums import crc_combine
 from trunkline.engine.integrity import crc32c_combine, crc32c_combine_all
 
@@ -22,6 +25,7 @@ REF = {
     "crc32": lambda data, value=0: zlib.crc32(data, value),
     "crc64nvme": lambda data, value=0: crt.crc64nvme(data, value),
 }
+SPEC = {"crc32c": cc.CRC32C, "crc32": cc.CRC32, "crc64nvme": cc.CRC64NVME}
 ALGOS = [
     "crc32c",
     "crc32",
@@ -33,7 +37,8 @@ LENGTHS = [0, 1, 2, 3, 4, 8, *(_rng.randrange(5, 1 << 16) for _ in range(4))]
 
 
 def _combine(algo: str, crc_a: int, crc_b: int, len_b: int) -> int:
-    got = crc_combine(algo, crc_a, crc_b, len_b)
+    got = cc.combine(SPEC[algo], crc_a, crc_b, len_b)
+    assert crc_combine(algo, crc_a, crc_b, len_b) == got
     if algo == "crc32c":
         assert crc32c_combine(crc_a, crc_b, len_b) == got
     return got
@@ -80,3 +85,10 @@ def test_combine_over_long_parts(algo, len_b):
 def test_negative_length_is_refused():
     with pytest.raises(ValueError):
         crc32c_combine(1, 2, -1)
+    with pytest.raises(ValueError):
+        crc_combine("crc64nvme", 1, 2, -1)
+
+
+def test_the_power_table_is_built_once_per_polynomial():
+    assert cc.x2n_table(*cc.CRC32C) is cc.x2n_table(*cc.CRC32C)
+    assert cc.x2n_table(*cc.CRC32C) != cc.x2n_table(*cc.CRC32)

@@ -10,8 +10,9 @@ the store's headers once, the matching digest runs per part on the bytes as they
 arrives in one GET), and the verdict is ``verified(kind)`` or ``unverified(reason)``.
 
 Sans-I/O. CRC32C comes from google-crc32c (``integrity.crc32c``), CRC32 from zlib,
-CRC64NVME from awscrt, SHA/MD5 from hashlib; the CRC combine is written here (a few lines
-of GF(2) arithmetic no library exposes for all three polynomials).
+CRC64NVME from awscrt, SHA/MD5 from hashlib; the CRC combine is ``crc_combine`` (a few
+lines of GF(2) arithmetic no library exposes for all three polynomials, shared with
+``integrity.crc32c_combine``).
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from .crc_combine import CRC32, CRC32C, CRC64NVME, combine
 from .integrity import crc32c
 
 CRCS = ("crc32c", "crc32", "crc64nvme")
 HASHES = ("sha256", "sha1")
 ALGORITHMS = CRCS + HASHES
-_POLY = {"crc32c": (0x82F63B78, 32), "crc32": (0xEDB88320, 32),
-         "crc64nvme": (0x9A6C9329AC4BC9B5, 64)}   # reflected polynomials, widths
+_POLY = {"crc32c": CRC32C, "crc32": CRC32, "crc64nvme": CRC64NVME}  # (reflected poly, width)
 
 
 def _crc64nvme(data, value: int = 0) -> int:
@@ -48,35 +49,9 @@ def crc_update(algo: str, data, value: int = 0) -> int:
     raise ValueError(f"not a CRC: {algo}")
 
 
-def _multmodp(a: int, b: int, poly: int, width: int) -> int:
-    m = 1 << (width - 1)
-    p = 0
-    while True:
-        if a & m:
-            p ^= b
-            if (a & (m - 1)) == 0:
-                return p
-        m >>= 1
-        b = (b >> 1) ^ poly if b & 1 else b >> 1
-
-
-def _x8n(n: int, poly: int, width: int) -> int:
-    """x^(8n) mod P, by repeated squaring of x^8."""
-    top = 1 << (width - 1)
-    result = top                     # x^0 (reflected: the top bit)
-    sq = top >> 8                    # x^8
-    while n:
-        if n & 1:
-            result = _multmodp(sq, result, poly, width)
-        sq = _multmodp(sq, sq, poly, width)
-        n >>= 1
-    return result
-
-
 def crc_combine(algo: str, crc_a: int, crc_b: int, len_b: int) -> int:
     """CRC of A||B from CRC(A), CRC(B) and len(B) (zlib's crc32_combine, any width)."""
-    poly, width = _POLY[algo]
-    return _multmodp(_x8n(len_b, poly, width), crc_a, poly, width) ^ crc_b
+    return combine(_POLY[algo], crc_a, crc_b, len_b)
 
 
 def crc_bytes(algo: str, value: int) -> bytes:

@@ -21,6 +21,7 @@ import google_crc32c
 from ..native.crc import crc32c  # one implementation for the engine and the hot loop
 from ..storage.s3_data import b64_to_crc32c, crc32c_to_b64  # the header form (re-exported)
 from ..units import MiB
+from .crc_combine import CRC32C, combine  # the GF(2) arithmetic, shared with checksums
 
 __all__ = [
     "COMMON_PART_SIZES",
@@ -49,57 +50,13 @@ MAX_PART_SIZE = 5 * 1024 * MiB
 
 
 # crc32c() lives with the compiled hot path (trunkline.native.crc), which shares the
-# library with it; re-exported here for the engine's callers.
-
-# zlib's crc32_combine (1.2.12+), for the reflected Castagnoli polynomial: a CRC over
-# A||B equals CRC(A) * x^(8*len(B)) mod P  xor  CRC(B), in GF(2). x^(2^k) mod P is
-# tabulated, so the power takes O(log len(B)) carry-less multiplications. zlib indexes
-# its 32-entry table with k & 31, which holds for its polynomial (x^(2^32) = x mod P) but
-# not for Castagnoli's (period 31): the table here is not wrapped.
-_POLY = 0x82F63B78  # reflected 0x1EDC6F41
-
-
-def _multmodp(a: int, b: int) -> int:
-    """a(x) * b(x) modulo P(x), bit-reflected (x^0 is the top bit)."""
-    m = 1 << 31
-    p = 0
-    while True:
-        if a & m:
-            p ^= b
-            if (a & (m - 1)) == 0:
-                return p
-        m >>= 1
-        b = (b >> 1) ^ _POLY if b & 1 else b >> 1
-
-
-def _x2n_table() -> list[int]:
-    t = [1 << 30]  # x^1
-    for _ in range(63):
-        t.append(_multmodp(t[-1], t[-1]))
-    return t
-
-
-_X2N = _x2n_table()  # x^(2^k) mod P, k = 0..63
-
-
-def _x2nmodp(n: int, k: int) -> int:
-    """x^(n * 2^k) mod P."""
-    p = 1 << 31  # x^0
-    sq = _X2N[k]
-    while n:
-        if n & 1:
-            p = _multmodp(sq, p)
-        n >>= 1
-        k += 1
-        sq = _X2N[k] if k < len(_X2N) else _multmodp(sq, sq)
-    return p
+# library with it; re-exported here for the engine's callers. The combine is zlib's
+# crc32_combine in GF(2), in crc_combine for all three CRCs (checksums uses it too).
 
 
 def crc32c_combine(crc_a: int, crc_b: int, len_b: int) -> int:
     """CRC32C of A||B from CRC32C(A), CRC32C(B) and len(B); O(log len_b), no data."""
-    if len_b < 0:
-        raise ValueError("len_b must be >= 0")
-    return _multmodp(_x2nmodp(len_b, 3), crc_a) ^ crc_b
+    return combine(CRC32C, crc_a, crc_b, len_b)
 
 
 def crc32c_combine_all(parts: list[tuple[int, int]]) -> int:
