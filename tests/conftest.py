@@ -10,6 +10,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import signal
+import subprocess
+import time
 import zlib
 from pathlib import Path
 
@@ -198,6 +201,19 @@ def rclone_env(srv) -> dict[str, str]:
         RCLONE_CONFIG_TL_FORCE_PATH_STYLE="true",
         RCLONE_CONFIG="/dev/null",
     )
+
+
+def assert_stops_on_sigterm(proc: subprocess.Popen, *, wait_s: float,
+                            within_s: float = 1.5) -> None:
+    """SIGTERM ``proc`` (a collector started with ``stderr=PIPE``) and wait up to ``wait_s``
+    for it: it must exit 0, in under ``within_s`` seconds. The caller still kills it in a
+    ``finally`` for a failure before this, or a wait that times out."""
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=wait_s)
+    took = time.monotonic() - t0
+    assert proc.returncode == 0, proc.stderr.read()
+    assert took < within_s, f"SIGTERM took {took:.2f}s"
 
 
 TIERS = ("unit", "integration", "system")
