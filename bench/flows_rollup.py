@@ -5,7 +5,8 @@ and what writing rollups costs at ingest (issue 20).
 
 Steps, each a fresh subprocess measured with getrusage (CPU s of every thread, peak RSS):
 1. ingest cost: simulate --small flows with and without rollups, alternating A B A B;
-2. simulate --flows for 2025Q4 and half as many for 2025Q3 with rollups (kept in --store);
+2. simulate --flows for 2025Q4 and --previous x as many for 2025Q3 with rollups (kept in
+   --store), then compact (one file per day and level, the monthly peer tables);
 3. the report (write_report) from rollups, from raw on one process, from raw on a local
    Ray cluster of two 1-CPU worker nodes (driver figures, and the Ray processes' CPU and
    peak RSS from RUSAGE_CHILDREN after the cluster stopped); every report.json equal;
@@ -33,15 +34,30 @@ from trunkline.flows.simulate import PREVIOUS_SHIFT, simulate
 from trunkline.flows.stats import Quarter
 from trunkline.flows.store import FlowStore
 root, n, data, roll = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1"
+prev = float(sys.argv[5]) if len(sys.argv) > 5 else 0.5
 e = Enricher.from_dir(data)
 q = Quarter.parse("2025Q4")
 store = FlowStore(root, rollups=Rollups(e) if roll else None)
 r0, t = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-simulate(q.prev(), store, e, flows=n // 2, seed=7, drift=0.5, shift=PREVIOUS_SHIFT)
+n_prev = int(n * prev)
+if n_prev:
+    simulate(q.prev(), store, e, flows=n_prev, seed=7, drift=0.5, shift=PREVIOUS_SHIFT)
 simulate(q, store, e, flows=n, seed=7)
 r1 = resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps({"wall_s": time.perf_counter() - t, "cpu_s": r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime,
-                  "peak_rss_mb": r1.ru_maxrss / 1024, "flows": n + n // 2}))
+                  "peak_rss_mb": r1.ru_maxrss / 1024, "flows": n + n_prev}))
+"""
+
+COMPACT = r"""
+import json, resource, sys, time
+from trunkline.flows import scan
+from trunkline.flows.store import FlowStore
+store = FlowStore(sys.argv[1])
+r0, t = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+n = scan.compact(store, scan.raw_days(store))
+r1 = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"wall_s": time.perf_counter() - t, "cpu_s": r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime,
+                  "peak_rss_mb": r1.ru_maxrss / 1024, **n}))
 """
 
 REPORT = r"""
@@ -97,9 +113,12 @@ def main() -> None:
     ap.add_argument("--flows", type=int, default=10_000_000, help="2025Q4 flows (2025Q3 gets half)")
     ap.add_argument("--small", type=int, default=1_000_000, help="flows of the ingest A/B")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--previous", type=float, default=0.5, help="2025Q3's flows as a fraction of --flows")
+    ap.add_argument("--report-rounds", type=int, default=1,
+                    help="alternate the reports (rollups raw ray, rollups raw ray, ...) this many times")
     ap.add_argument("--store", default="/tmp/tl-rollup/store")
     ap.add_argument("--enrich-data", default=str(Path(__file__).resolve().parents[2] / "shared/data/enrich"))
-    ap.add_argument("--skip", default="", help="comma list of steps to skip: ingest,sim,rollups,raw,ray")
+    ap.add_argument("--skip", default="", help="comma list of steps to skip: ingest,sim,compact,rollups,raw,ray")
     ap.add_argument("--timeout", type=float, default=900)
     ap.add_argument("--quarter", default="2025Q4", help="the report's quarter (2025Q3: the simulated previous quarter alone)")
     a = ap.parse_args()
@@ -122,24 +141,33 @@ def main() -> None:
     store = Path(a.store)
     if "sim" not in skip:
         shutil.rmtree(store, ignore_errors=True)
-        res["simulate"] = run(SIM, store, a.flows, a.enrich_data, "1", timeout=a.timeout)
+        res["simulate"] = run(SIM, store, a.flows, a.enrich_data, "1", a.previous, timeout=a.timeout)
         print(json.dumps(res["simulate"]), file=sys.stderr)
+    if "compact" not in skip:
+        res["compact"] = run(COMPACT, store, timeout=a.timeout)
+        print(json.dumps(res["compact"]), file=sys.stderr)
     raw = sum(du(p) for p in store.glob("day=*"))
-    res["size"] = {"raw_bytes": raw, **{lv: du(store / f"rollup={lv}") for lv in ("5m", "1h", "1d", "peers", "mover")}}
+    res["size"] = {"raw_bytes": raw, **{lv: du(store / f"rollup={lv}") for lv in ("5m", "1h", "1d", "peers", "peers_1mo", "mover")}}
     res["size"]["rollup_fraction"] = {k: v / raw for k, v in res["size"].items() if k != "raw_bytes" and raw}
     reports = {}
-    for source in ("rollups", "raw", "ray"):
+    for source in [s for _ in range(a.report_rounds) for s in ("rollups", "raw", "ray")]:
         if source in skip:
             continue
         out = base / f"report-{source}"
-        res[f"report_{source}"] = run(REPORT, store, out, a.enrich_data, source, a.quarter, timeout=a.timeout)
-        print(source, json.dumps(res[f"report_{source}"]), file=sys.stderr)
+        res.setdefault(f"report_{source}", []).append(
+            run(REPORT, store, out, a.enrich_data, source, a.quarter, timeout=a.timeout))
+        print(source, json.dumps(res[f"report_{source}"][-1]), file=sys.stderr)
         r = json.loads((out / "report.json").read_text())
         for k in ("generated_at", "source", "files"):
             r.pop(k, None)
         reports[source] = json.dumps(r, sort_keys=True)
         print(json.dumps(res), file=sys.stderr)  # what is measured so far, if a later step dies
     res["reports_equal"] = len(set(reports.values())) <= 1
+    for source in ("rollups", "raw", "ray"):
+        runs = res.get(f"report_{source}")
+        if runs:
+            res[f"median_{source}"] = {m: statistics.median(x[m] for x in runs)
+                                       for m in ("wall_s", "cpu_s", "peak_rss_mb")}
     res["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     print(json.dumps(res, indent=1))
 

@@ -198,3 +198,35 @@ def test_compaction_merges_each_days_files_and_keeps_the_report(store_dir, enric
     rep = build(store, Q, enricher)[0]
     assert rep["source"]["kind"] == "rollups"
     assert _strip(rep) == before
+    # the monthly peer table: compaction derived one per month, and the report reads it
+    p = scan.plan(store, enricher, Q.prev().start, Q.end)
+    assert p.why == "" and p.monthly == [*Q.prev().months(), *Q.months()]
+    assert len(store.rollup_files(rollup.MONTHLY)) == 3 + 3 + 1  # and 2026-01 (one record)
+
+
+def test_monthly_peers_give_way_to_late_records_and_outlive_raw_retention(store_dir, enricher, tmp_path):
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(store_dir, root)
+    store = FlowStore(root, rollups=Rollups(enricher))
+    scan.compact(store, scan.raw_days(store))
+    daily_rows = build(store, Q, enricher, source="raw")[0]["source"]["rows"]["peers"]
+    monthly = build(store, Q, enricher)[0]
+    assert monthly["source"]["kind"] == "rollups"
+    assert monthly["source"]["rows"]["peers"] < daily_rows  # a peer seen on several days: one row
+    # a late record for November, written with its rollups after the compaction: the month's
+    # table misses it, so November is read from its daily rows; the report still equals raw
+    late = _odd_records().slice(3, 1)  # 2025-11-03, zero bytes: give it some
+    store.write(late.set_column(late.column_names.index("bytes"), "bytes", pa.array([4 * GB])))
+    p = scan.plan(store, enricher, Q.prev().start, Q.end)
+    assert p.why == "" and "2025-11" not in p.monthly and "2025-10" in p.monthly
+    rep = build(store, Q, enricher)[0]
+    assert rep["source"]["kind"] == "rollups"
+    assert _strip(rep) == _strip(build(store, Q, enricher, source="raw")[0])
+    assert rep["totals"]["flows"] == monthly["totals"]["flows"] + 1
+    # retention removed a raw day: its rollups are what is left, and the report keeps it
+    before = _strip(rep)
+    shutil.rmtree(root / "day=2025-10-07")
+    assert scan.coverage(store, enricher, Q.prev().start, Q.end) == ""
+    assert _strip(build(store, Q, enricher)[0]) == before

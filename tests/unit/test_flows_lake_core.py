@@ -110,6 +110,12 @@ def test_plan_deletes_whole_days_entirely_older_than_the_window():
     assert p["1h"].delete == [] and p["1h"].rule
     assert p["1d"].delete == [] and not p["1d"].rule             # no rule: kept
     assert p["raw"].partitions_deleted[0] == "day=2025-11-01"
+    # a monthly level's partition (the month's first day) goes once the whole month is old
+    months = lk.Listing([_entry("peers_1mo", date(2025, m, 1)) for m in (9, 10, 11)])
+    p = plan(months, {"peers_1mo": timedelta(days=14)}, now)   # now - 14 d: Nov 16 12:00
+    assert [e.day for e in p["peers_1mo"].delete] == [date(2025, 9, 1), date(2025, 10, 1)]
+    p = plan(months, {"peers_1mo": timedelta(days=31)}, now)   # Oct 30 12:00: October not yet
+    assert [e.day for e in p["peers_1mo"].delete] == [date(2025, 9, 1)]
     # exactly at the edge: a day whose end equals now - window goes
     edge = datetime(2025, 11, 30, 0, 0, tzinfo=UTC)
     assert plan(listing, {"raw": timedelta(days=14)}, edge)["raw"].delete[-1].day == \

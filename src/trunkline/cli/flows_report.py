@@ -120,6 +120,16 @@ def simulate(quarter, out, n_flows, previous, seed, rollups, enrich_data, taxono
     r = _run(debug, sim, q, store, e, n_flows, seed)
     click.echo(f"{q}: {r.flows:,} simulated flows ({r.elephant_sessions} elephant sessions, "
                f"{r.unique_peers:,} peers) in {r.seconds:.1f} s -> {out}", err=True)
+    if rollups and store.is_local:
+        # the quarters are complete: one file per day and level, and the monthly peer table
+        # the report reads
+        from ..flows import scan
+
+        t0 = time.perf_counter()
+        days = scan.raw_days(store, (q.prev() if previous else q).start, q.end)
+        n = _run(debug, scan.compact, store, days)
+        click.echo(f"rollups compacted: {n['before']:,} -> {n['after']:,} files, "
+                   f"{n['months']} monthly peer tables in {time.perf_counter() - t0:.1f} s", err=True)
 
 
 def _thresholds(rate_on, rate_off, min_bytes, min_duration, interval):
@@ -202,7 +212,8 @@ def report(store_dir, quarter, out, sites, home_country, top, source, ray, rate_
 def rollup(store_dir, quarter, ray, compact, as_json, enrich_data, taxonomy, metros, asn_mmdb, debug):
     """Rebuild the rollups (5m, 1h, 1d, peers, mover) of a store from its raw flows: for
     stores written before rollups, or with another enrichment. One file per level and day.
-    With --compact, merge the files many writer batches left instead."""
+    With --compact, merge the files many writer batches left instead, and derive each
+    month's peer table (what the report reads for a whole month)."""
     from ..flows import scan
 
     t0 = time.perf_counter()

@@ -5,6 +5,8 @@ tables with their own TTL), so each level of the store keeps its own window. A l
 directory name (``day=...`` at the top is ``raw``; ``rollup=<level>/day=...`` is
 ``<level>``), so a new rollup level needs no code here. Whole day partitions go: day D
 is deleted once all of it is older than the window, i.e. ``D + 1 day <= now - window``.
+A monthly level (its name ends in ``_1mo``, e.g. ``peers_1mo``) keeps a month in the
+partition of its first day, so that partition goes once the whole month is older.
 The quarantine (records whose times are not sane, so no day to go by) is aged by when
 each file was written (its mtime, S3's LastModified).
 
@@ -29,6 +31,7 @@ from . import lake as lk
 
 FOREVER = None
 _FOREVER_WORDS = ("forever", "inf", "never")
+MONTHLY_SUFFIX = "_1mo"  # levels whose partitions hold a month (flows.rollup.MONTHLY)
 _KEY = re.compile(r"[A-Za-z0-9_]{1,16}")
 
 
@@ -106,8 +109,11 @@ def plan(listing: lk.Listing, keep: dict[str, timedelta | None], now: datetime
         for e in entries:
             by_day[e.day].append(e)
         kept_days = []
+        monthly = level.endswith(MONTHLY_SUFFIX)
         for day, files in sorted(by_day.items()):
             end = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
+            if monthly:  # the partition holds the month of its first day
+                end = datetime(day.year + (day.month == 12), day.month % 12 + 1, 1, tzinfo=UTC)
             if window is not None and end <= now - window:
                 lp.delete.extend(files)
                 lp.partitions_deleted.append(files[0].partition)

@@ -14,6 +14,13 @@ report reads them instead (``stats.py`` computes every figure from these tables 
   counts are exact distinct counts, and a sketch would make them estimates. Its size is
   the number of distinct (day, exporter, direction, peer), far below the records of a
   busy edge, but not a constant: ``bench/RESULTS.md`` measures it;
+- ``peers_1mo``: ``peers`` per UTC month, with ``days``, a bitmask of the days of the month
+  the peer was seen (bit d-1: day d), derived by ``flows rollup --compact`` once the days
+  are written (``month``). A month of a busy edge repeats its peers day after day: this
+  table is bounded by the distinct (month, exporter, direction, peer), not by the records,
+  and the daily unique counts stay exact (a popcount per day over the peers' masks). The
+  report reads it for every month it covers and the daily ``peers`` otherwise (grouped
+  the same way on the fly: ``month_sql``);
 - ``mover``: trunkline's own transfers, one row per record (RTT median and p95 are not
   mergeable): a handful of rows beside millions of flows.
 
@@ -46,7 +53,8 @@ from .store import duckdb_connect
 
 TRAFFIC_LEVELS = {"5m": 300_000, "1h": 3_600_000, "1d": 86_400_000}  # bin width, ms
 INGEST_TABLES = ("5m", "peers", "mover")  # written by every writer; 1h/1d are derived
-LEVELS = (*TRAFFIC_LEVELS, "peers", "mover")
+MONTHLY = "peers_1mo"  # derived from ``peers``; its partition is the month's first day
+LEVELS = (*TRAFFIC_LEVELS, "peers", MONTHLY, "mover")
 EXACT = "DECIMAL(38,0)"
 
 # the keys of each table (everything else is summed; ``seen`` is or-ed)
@@ -56,6 +64,7 @@ KEYS = {
               "subdivision", "asn", "org", "enrich_id"),
 }
 KEYS["1h"] = KEYS["1d"] = KEYS["5m"]
+KEYS[MONTHLY] = KEYS["peers"]
 SUMS = ("bits", "packets", "flows")
 
 
@@ -129,7 +138,8 @@ def merge(level: str, tables: list[pa.Table]) -> pa.Table:
         return t
     con = duckdb_connect()
     con.register("t", t)
-    seen = ", bool_or(seen) AS seen" if level == "peers" else ""
+    seen = ", bool_or(seen) AS seen" if level in ("peers", MONTHLY) else ""
+    seen += ", CAST(bit_or(days) AS UINTEGER) AS days" if level == MONTHLY else ""
     keys = ", ".join(KEYS[level])
     return arrow(con, f"""
         SELECT {keys}, CAST(sum(bits) AS {EXACT}) AS bits, CAST(sum(packets) AS {EXACT}) AS packets,
@@ -152,6 +162,30 @@ def derive(t5m: pa.Table, level: str) -> pa.Table:
         FROM t GROUP BY ALL ORDER BY ALL""")
 
 
+def month_sql(source: str) -> str:
+    """SQL turning daily ``peers`` rows (of ``source``) into ``peers_1mo`` rows: per UTC
+    month, sums, ``seen`` or-ed and the seen days as a bitmask. The one place the monthly
+    table is defined: ``derive_month`` writes it, the report groups uncovered months so."""
+    keys = ", ".join(k for k in KEYS["peers"] if k != "t_ms")
+    # t_ms is UTC epoch ms; epoch_ms() of it is a TIMESTAMP without zone, so no TZ applies
+    return f"""
+        SELECT epoch_ms(date_trunc('month', epoch_ms(t_ms))) AS t_ms, {keys},
+               CAST(sum(bits) AS {EXACT}) AS bits, CAST(sum(packets) AS {EXACT}) AS packets,
+               CAST(sum(flows) AS BIGINT) AS flows, bool_or(seen) AS seen,
+               CAST(coalesce(bit_or(CASE WHEN seen THEN 1 << (day(epoch_ms(t_ms)) - 1) END), 0)
+                    AS UINTEGER) AS days
+        FROM {source} GROUP BY ALL"""
+
+
+def derive_month(peers: pa.Table) -> pa.Table:
+    """The ``peers_1mo`` rows of daily ``peers`` rows (any days, any split)."""
+    if peers.num_rows == 0:
+        return empty(MONTHLY)
+    con = duckdb_connect()
+    con.register("t", peers)
+    return arrow(con, month_sql("t") + " ORDER BY ALL")
+
+
 _EMPTY_SQL = {
     "5m": f"SELECT 0::BIGINT AS t_ms, '' AS exporter, '' AS flow_type, '' AS direction, "
           f"'' AS category, false AS c2c, '' AS enrich_id, 0::{EXACT} AS bits, "
@@ -165,6 +199,7 @@ _EMPTY_SQL = {
              f"0::UBIGINT AS delivery_rate_bps LIMIT 0",
 }
 _EMPTY_SQL["1h"] = _EMPTY_SQL["1d"] = _EMPTY_SQL["5m"]
+_EMPTY_SQL[MONTHLY] = _EMPTY_SQL["peers"].replace(" LIMIT 0", ", 0::UINTEGER AS days LIMIT 0")
 
 
 def empty(level: str) -> pa.Table:

@@ -75,52 +75,121 @@ def _rollup_files(store: FlowStore, level: str, days: list[str]) -> list:
     return [f for d in days for f in sorted((store.rollup_dir(level) / f"day={d}").glob("*.parquet"))]
 
 
-def coverage(store: FlowStore, enricher: Enricher, start: datetime, end: datetime) -> str:
-    """'' when the rollups of [start, end) hold every raw flow of it, made with this
-    enrichment; else why not (the first reason found)."""
+def months_of(days: list[str]) -> dict[str, list[str]]:
+    """{YYYY-MM: every day of that month} for the months ``days`` touch."""
+    out: dict[str, list[str]] = {}
+    for m in sorted({d[:7] for d in days}):
+        first = datetime.strptime(m, "%Y-%m").replace(tzinfo=UTC)
+        nxt = (first + timedelta(days=32)).replace(day=1)
+        out[m] = days_of(first, nxt)
+    return out
+
+
+@dataclass
+class Plan:
+    """What the report reads: ``why`` is '' when the rollups cover the window; ``monthly``
+    the months read from ``peers_1mo`` (the others: their daily ``peers`` rows)."""
+
+    why: str
+    monthly: list[str] = field(default_factory=list)
+
+
+def plan(store: FlowStore, enricher: Enricher, start: datetime, end: datetime) -> Plan:
+    """Whether the rollups of [start, end) hold every flow of it, made with this
+    enrichment, and which months the monthly peer table covers.
+
+    A day's flows are its raw records (Parquet footers), or, once retention removed the
+    raw partition, its ``5m`` rows (written last by every writer, so a batch whose 5-minute
+    rows exist has its other tables). ``5m`` must hold them per day; peers per month from
+    ``peers_1mo`` when the window has the whole month and the table holds its flows, else
+    per day from ``peers``."""
     if not store.is_local:  # the rollup reader globs local files: an S3 lake scans raw
-        return "rollups are read from local stores only (this store is on S3)"
+        return Plan("rollups are read from local stores only (this store is on S3)")
     days = days_of(start, end)
-    raw = raw_counts(store, days)
-    if not raw:
-        return "no raw flows in the window"
+    months = months_of(days)
+    raw = raw_counts(store, [d for ds in months.values() for d in ds])
     want = rollup.enrich_id(enricher)
     con = duckdb_connect()
-    for level in ("5m", "peers"):
-        files = _rollup_files(store, level, days)
+
+    def per_day(level: str, ds: list[str]) -> dict[str, tuple[int, list]]:
+        files = _rollup_files(store, level, ds)
         if not files:
-            return f"no {level} rollups (run: trunkline flows rollup --store ...)"
-        got = {d: (int(n), ids) for d, n, ids in con.execute(f"""
+            return {}
+        return {d: (int(n), ids) for d, n, ids in con.execute(f"""
             SELECT strftime(epoch_ms(t_ms // {DAY_MS} * {DAY_MS}), '%Y-%m-%d'), sum(flows),
                    list(DISTINCT enrich_id)
             FROM read_parquet({_list(files)}) GROUP BY 1""").fetchall()}
-        for d in days:
-            n_raw = raw.get(d, 0)
-            n_roll, ids = got.get(d, (0, []))
-            if n_raw != n_roll:
-                return f"{level} rollups of {d} hold {n_roll} flows, the raw partition {n_raw}"
-            if n_roll and ids != [want]:
-                return f"{level} rollups of {d} were made with another enrichment ({ids}, now {want})"
-    return ""
+
+    t5 = per_day("5m", days)
+    if not t5:
+        return Plan("no 5m rollups (run: trunkline flows rollup --store ...)" if raw else
+                    "no flows in the window")
+    ref: dict[str, int] = {}
+    for d in days:
+        n5, ids = t5.get(d, (0, []))
+        ref[d] = raw.get(d, n5)
+        if n5 != ref[d]:
+            return Plan(f"5m rollups of {d} hold {n5} flows, the raw partition {ref[d]}")
+        if n5 and ids != [want]:
+            return Plan(f"5m rollups of {d} were made with another enrichment ({ids}, now {want})")
+    monthly = []
+    daily_days = []
+    for m, mdays in months.items():
+        whole = all(d in ref for d in mdays)
+        if whole:
+            got = per_day(rollup.MONTHLY, [mdays[0]])
+            n, ids = got.get(mdays[0], (0, []))
+            if n and n == sum(ref[d] for d in mdays) and ids == [want]:
+                monthly.append(m)
+                continue
+        daily_days += [d for d in mdays if d in ref]
+    tp = per_day("peers", daily_days)
+    for d in daily_days:
+        n, ids = tp.get(d, (0, []))
+        if n != ref[d]:
+            return Plan(f"peers rollups of {d} hold {n} flows, the raw partition {ref[d]}")
+        if n and ids != [want]:
+            return Plan(f"peers rollups of {d} were made with another enrichment ({ids}, now {want})")
+    return Plan("", monthly)
+
+
+def coverage(store: FlowStore, enricher: Enricher, start: datetime, end: datetime) -> str:
+    """'' when the rollups of [start, end) hold every flow of it, made with this
+    enrichment; else why not (the first reason found)."""
+    return plan(store, enricher, start, end).why
+
+
+def _source(con: duckdb.DuckDBPyConnection, level: str, files: list) -> str:
+    if files:
+        return f"read_parquet({_list(files)}, union_by_name = true)"
+    con.register(f"_empty_{level}", rollup.empty(level))
+    return f"_empty_{level}"
 
 
 def _views(con: duckdb.DuckDBPyConnection, store: FlowStore, days: list[str], lo: int,
-           hi: int) -> dict[str, int]:
+           hi: int, monthly: list[str]) -> dict[str, int]:
     """Views ``rollup_LEVEL`` over the rollup files of [lo, hi) ms: the report's tables
     (``stats.report_tables``) read the Parquet files once, with no copy in between (an
     Arrow table, then a temp table, then the report's table cost more than every figure
-    together, ``bench/RESULTS.md``). -> rows per level in the window."""
+    together, ``bench/RESULTS.md``). ``rollup_peers`` has the monthly shape: ``peers_1mo``
+    for the ``monthly`` months, the daily rows of the others grouped by month. -> rows
+    per level in the window."""
     rows = {}
     for level in rollup.INGEST_TABLES:
-        files = _rollup_files(store, level, days)
         cols = ", ".join(rollup.empty(level).column_names)
-        if files:
-            src = f"read_parquet({_list(files)}, union_by_name = true)"
+        if level == "peers":
+            months = months_of(days)
+            mfiles = _rollup_files(store, rollup.MONTHLY, [months[m][0] for m in monthly])
+            dfiles = _rollup_files(store, "peers", [d for d in days if d[:7] not in monthly])
+            mcols = ", ".join(rollup.empty(rollup.MONTHLY).column_names)
+            daily = f"(SELECT {cols} FROM {_source(con, level, dfiles)} WHERE t_ms >= {lo} AND t_ms < {hi})"
+            src = (f"SELECT {mcols} FROM {_source(con, rollup.MONTHLY, mfiles)} "
+                   f"WHERE t_ms >= {lo} AND t_ms < {hi} UNION ALL {rollup.month_sql(daily)}")
+            con.execute(f"CREATE OR REPLACE TEMP VIEW rollup_peers AS {src}")
         else:
-            con.register(f"_empty_{level}", rollup.empty(level))
-            src = f"_empty_{level}"
-        con.execute(f"CREATE OR REPLACE TEMP VIEW rollup_{level} AS SELECT {cols} FROM {src} "
-                    f"WHERE t_ms >= {lo} AND t_ms < {hi}")
+            files = _rollup_files(store, level, days)
+            con.execute(f"CREATE OR REPLACE TEMP VIEW rollup_{level} AS SELECT {cols} FROM "
+                        f"{_source(con, level, files)} WHERE t_ms >= {lo} AND t_ms < {hi}")
         rows[level] = int(con.execute(f"SELECT count(*) FROM rollup_{level}").fetchall()[0][0])
     return rows
 
@@ -140,9 +209,11 @@ def load(con: duckdb.DuckDBPyConnection, store: FlowStore, enricher: Enricher, s
     t0 = time.perf_counter()
     why = ""
     if source != "raw":
-        why = coverage(store, enricher, start, end)
+        p = plan(store, enricher, start, end)
+        why = p.why
         if not why:
-            info = Loaded("rollups", rows=_views(con, store, days_of(start, end), _ms(start), _ms(end)))
+            info = Loaded("rollups", rows=_views(con, store, days_of(start, end), _ms(start),
+                                                 _ms(end), p.monthly))
             info.seconds = time.perf_counter() - t0
             return info
         if source == "rollups":
@@ -157,7 +228,7 @@ def _register(con, tables: dict[str, pa.Table], info: Loaded, t0: float) -> Load
     import time
 
     for level, t in tables.items():  # views on the Arrow tables (the connection keeps them)
-        con.register(f"rollup_{level}", t)
+        con.register(f"rollup_{level}", t if level != "peers" else rollup.derive_month(t))
         info.rows[level] = t.num_rows
     info.seconds = time.perf_counter() - t0
     return info
@@ -183,6 +254,9 @@ def replace_day(store: FlowStore, day: str, tables: dict[str, pa.Table]) -> None
     tables["1h"] = rollup.derive(tables["5m"], "1h")
     tables["1d"] = rollup.derive(tables["5m"], "1d")
     old = [f for lv in rollup.LEVELS for f in (store.rollup_dir(lv) / f"day={day}").glob("*.parquet")]
+    # the day's month table no longer matches its days: the report reads the daily rows
+    # until ``compact`` derives it again
+    old += sorted((store.rollup_dir(rollup.MONTHLY) / f"day={day[:7]}-01").glob("*.parquet"))
     # the 5-minute table last: coverage is judged on it and on peers
     order = ["mover", "1h", "1d", "peers", "5m"]
     store.write_rollups({lv: tables[lv] for lv in order if lv in tables})
@@ -206,6 +280,8 @@ def compact(store: FlowStore, days: list[str]) -> dict[str, int]:
     n = {"before": 0, "after": 0}
     for d in days:
         for lv in rollup.LEVELS:
+            if lv == rollup.MONTHLY:
+                continue
             files = sorted((store.rollup_dir(lv) / f"day={d}").glob("*.parquet"))
             n["before"] += len(files)
             if len(files) < 2:
@@ -217,7 +293,31 @@ def compact(store: FlowStore, days: list[str]) -> dict[str, int]:
             n["after"] += 1
             for f in files:
                 f.unlink(missing_ok=True)
+    n["months"] = derive_months(store, days)["months"]
     return n
+
+
+def derive_months(store: FlowStore, days: list[str]) -> dict[str, int]:
+    """Write the ``peers_1mo`` table of each month that ``days`` touch from all its daily
+    ``peers`` files, replacing the month's older one; -> months written. A month still
+    being written gets a table that holds fewer flows than its days: the report sees the
+    difference and reads the daily rows (``plan``), until the next compaction. -> months
+    and rows written."""
+    written = {"months": 0, "rows": 0}
+    cols = ", ".join(rollup.empty("peers").column_names)
+    for mdays in months_of(days).values():
+        files = _rollup_files(store, "peers", mdays)
+        if not files:
+            continue
+        old = sorted((store.rollup_dir(rollup.MONTHLY) / f"day={mdays[0]}").glob("*.parquet"))
+        src = f"(SELECT {cols} FROM read_parquet({_list(files)}, union_by_name = true))"
+        t = arrow(duckdb_connect(), rollup.month_sql(src) + " ORDER BY ALL")
+        store.write_rollups({rollup.MONTHLY: t})
+        written["months"] += 1
+        written["rows"] += t.num_rows
+        for f in old:
+            f.unlink(missing_ok=True)
+    return written
 
 
 def backfill(store: FlowStore, enricher: Enricher, days: list[str]) -> dict[str, int]:
@@ -228,4 +328,5 @@ def backfill(store: FlowStore, enricher: Enricher, days: list[str]) -> dict[str,
         replace_day(store, d, t)
         for lv, x in t.items():
             rows[lv] = rows.get(lv, 0) + x.num_rows
+    rows[rollup.MONTHLY] = derive_months(store, days)["rows"]
     return rows

@@ -101,4 +101,7 @@ def backfill_on_ray(store, days: list[str], address: str, enrich_args: dict[str,
     finally:
         if started:
             ray.shutdown()
+    from .scan import derive_months
+
+    rows["peers_1mo"] = derive_months(store, days)["rows"]  # the driver reads the days' files
     return rows

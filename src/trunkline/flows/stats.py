@@ -156,9 +156,10 @@ def prepare(con: duckdb.DuckDBPyConnection, enricher: Enricher, start: datetime 
 def report_tables(con: duckdb.DuckDBPyConnection, sites: dict[str, str] | None = None,
                   regions: dict[str, str] | None = None) -> int:
     """The report's tables from the rollup tables ``rollup_5m``, ``rollup_peers`` and
-    ``rollup_mover`` of ``con`` (flows.rollup): ``r5`` (5-minute traffic), ``rp`` (peers per
-    day, each peer also as an exact integer id ``pid``; ``seen_peer`` is that id for rows
-    that carried bytes), ``rpq`` (``rp`` per quarter x direction x peer), ``rm`` (trunkline's transfers), with UTC quarter, month, day and
+    ``rollup_mover`` of ``con`` (flows.rollup; ``rollup_peers`` in the monthly shape of
+    ``peers_1mo``): ``r5`` (5-minute traffic), ``rp`` (peers per month, with the bitmask of
+    the days they were seen, each peer also as an exact integer id ``pid``; ``seen_peer`` is
+    that id for rows that carried bytes), ``rpq`` (``rp`` per quarter x direction x peer), ``rm`` (trunkline's transfers), with UTC quarter, month, day and
     bin and the exporters mapped to sites and regions. Bits and packets stay exact integers (DECIMAL)
     until summed, so a figure does not depend on the order rows are added in. Every
     metric below reads these tables only; returns the flows they hold."""
@@ -192,9 +193,9 @@ def report_tables(con: duckdb.DuckDBPyConnection, sites: dict[str, str] | None =
         FROM rollup_5m r {join}""")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE rp AS
-        SELECT r.t_ms, {when}, c.day, {where},
+        SELECT r.t_ms, {when}, {where},
                r.direction, r.peer, p.pid, CASE WHEN r.seen THEN p.pid END AS seen_peer, r.category,
-               r.metro, r.country, r.subdivision, r.asn, r.org, r.bits, r.packets, r.flows
+               r.metro, r.country, r.subdivision, r.asn, r.org, r.bits, r.packets, r.flows, r.days
         FROM rollup_peers r LEFT JOIN peer_ids p ON r.peer = p.peer {join}""")
     # the quarter's figures (per type, metro, country, top peers) need no day or site: one
     # row per quarter x direction x peer, summed once, instead of every figure re-reading rp
@@ -326,11 +327,15 @@ def region_cells(con, quarter: Quarter) -> list[dict]:
         SELECT b2.region, b2.direction, b2.category, b2.month, CAST(bits AS DOUBLE) / {bin_s} AS v,
                ml.bins AS n
         FROM b2 JOIN month_len ml USING (month)""", keys, "n")).fetchall()}
+    # daily distinct peers from the monthly rows' day masks: a peer's masks or-ed over the
+    # group (its exporters, both directions for 'all'), then one count per set bit
     daily = {tuple(r[:4]): r[4:] for r in con.execute(f"""
-        WITH d AS (SELECT {keys}, day, seen_peer FROM rp WHERE {q} AND seen_peer IS NOT NULL GROUP BY ALL),
+        WITH d AS (SELECT {keys}, seen_peer, bit_or(days) AS days FROM rp
+                   WHERE {q} AND seen_peer IS NOT NULL GROUP BY ALL),
              d2 AS (SELECT * FROM d UNION ALL
-                    SELECT DISTINCT region, 'all', category, month, day, seen_peer FROM d),
-             c AS (SELECT {keys}, day, count(*) AS v FROM d2 GROUP BY ALL),
+                    SELECT region, 'all', category, month, seen_peer, bit_or(days) FROM d GROUP BY ALL),
+             c AS (SELECT {keys}, b.i AS day, count(*) AS v FROM d2, range(31) b(i)
+                   WHERE (d2.days >> CAST(b.i AS INTEGER)) & 1 = 1 GROUP BY ALL),
              s AS (SELECT {keys}, sum(v) AS total FROM c GROUP BY ALL),
              p AS ({_padded_p95_sql("SELECT c.*, ml.days AS n FROM c JOIN month_len ml USING (month)",
                                     keys, "n")})
