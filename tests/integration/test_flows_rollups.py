@@ -230,3 +230,8 @@ def test_monthly_peers_give_way_to_late_records_and_outlive_raw_retention(store_
     shutil.rmtree(root / "day=2025-10-07")
     assert scan.coverage(store, enricher, Q.prev().start, Q.end) == ""
     assert _strip(build(store, Q, enricher)[0]) == before
+    # ... and when the rollups of another day are damaged too, no raw scan stands in for
+    # them (it would miss 2025-10-07 and look complete): the report fails
+    next(iter((store.rollup_dir("5m") / "day=2025-10-08").glob("*.parquet"))).unlink()
+    with pytest.raises(ValueError, match="are gone"):
+        build(store, Q, enricher)

@@ -92,6 +92,7 @@ class Plan:
 
     why: str
     monthly: list[str] = field(default_factory=list)
+    raw_gone: list[str] = field(default_factory=list)  # days with rollups and no raw partition
 
 
 def plan(store: FlowStore, enricher: Enricher, start: datetime, end: datetime) -> Plan:
@@ -125,13 +126,15 @@ def plan(store: FlowStore, enricher: Enricher, start: datetime, end: datetime) -
         return Plan("no 5m rollups (run: trunkline flows rollup --store ...)" if raw else
                     "no flows in the window")
     ref: dict[str, int] = {}
+    gone = [d for d in days if d not in raw and t5.get(d, (0,))[0]]
     for d in days:
         n5, ids = t5.get(d, (0, []))
         ref[d] = raw.get(d, n5)
         if n5 != ref[d]:
-            return Plan(f"5m rollups of {d} hold {n5} flows, the raw partition {ref[d]}")
+            return Plan(f"5m rollups of {d} hold {n5} flows, the raw partition {ref[d]}", raw_gone=gone)
         if n5 and ids != [want]:
-            return Plan(f"5m rollups of {d} were made with another enrichment ({ids}, now {want})")
+            return Plan(f"5m rollups of {d} were made with another enrichment ({ids}, now {want})",
+                        raw_gone=gone)
     monthly = []
     daily_days = []
     for m, mdays in months.items():
@@ -147,10 +150,11 @@ def plan(store: FlowStore, enricher: Enricher, start: datetime, end: datetime) -
     for d in daily_days:
         n, ids = tp.get(d, (0, []))
         if n != ref[d]:
-            return Plan(f"peers rollups of {d} hold {n} flows, the raw partition {ref[d]}")
+            return Plan(f"peers rollups of {d} hold {n} flows, the raw partition {ref[d]}", raw_gone=gone)
         if n and ids != [want]:
-            return Plan(f"peers rollups of {d} were made with another enrichment ({ids}, now {want})")
-    return Plan("", monthly)
+            return Plan(f"peers rollups of {d} were made with another enrichment ({ids}, now {want})",
+                        raw_gone=gone)
+    return Plan("", monthly, gone)
 
 
 def coverage(store: FlowStore, enricher: Enricher, start: datetime, end: datetime) -> str:
@@ -218,6 +222,10 @@ def load(con: duckdb.DuckDBPyConnection, store: FlowStore, enricher: Enricher, s
             return info
         if source == "rollups":
             raise ValueError(f"the rollups do not cover the report's window: {why}")
+        if p.raw_gone:  # a raw scan would miss those days and still look complete
+            raise ValueError(f"the rollups do not cover the report's window ({why}) and the raw "
+                             f"flows of {len(p.raw_gone)} day(s) with rollups are gone (retention: "
+                             f"{p.raw_gone[0]}...), which a raw scan would miss; --source raw scans what is left")
     if raw_scan is not None:
         return _register(con, raw_scan(), Loaded("raw-ray", why or "asked for"), t0)
     tables = rollup.from_store_window(store.connect(), enricher, start, end)
