@@ -35,17 +35,20 @@ from trunkline.flows.stats import Quarter
 from trunkline.flows.store import FlowStore
 root, n, data, roll = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1"
 prev = float(sys.argv[5]) if len(sys.argv) > 5 else 0.5
+parts = int(sys.argv[6]) if len(sys.argv) > 6 else 1  # one quarter in parts: bounded memory
 e = Enricher.from_dir(data)
 q = Quarter.parse("2025Q4")
 store = FlowStore(root, rollups=Rollups(e) if roll else None)
 r0, t = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
 n_prev = int(n * prev)
-if n_prev:
-    simulate(q.prev(), store, e, flows=n_prev, seed=7, drift=0.5, shift=PREVIOUS_SHIFT)
-simulate(q, store, e, flows=n, seed=7)
+for part in range(parts):
+    if n_prev:
+        simulate(q.prev(), store, e, flows=n_prev // parts, seed=7, drift=0.5, shift=PREVIOUS_SHIFT, part=part)
+    simulate(q, store, e, flows=n // parts, seed=7, part=part)
+    print(json.dumps({"part": part, "s": time.perf_counter() - t}), file=sys.stderr, flush=True)
 r1 = resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps({"wall_s": time.perf_counter() - t, "cpu_s": r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime,
-                  "peak_rss_mb": r1.ru_maxrss / 1024, "flows": n + n_prev}))
+                  "peak_rss_mb": r1.ru_maxrss / 1024, "flows": n // parts * parts + n_prev // parts * parts}))
 """
 
 COMPACT = r"""
@@ -114,6 +117,7 @@ def main() -> None:
     ap.add_argument("--small", type=int, default=1_000_000, help="flows of the ingest A/B")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--previous", type=float, default=0.5, help="2025Q3's flows as a fraction of --flows")
+    ap.add_argument("--parts", type=int, default=1, help="simulate each quarter in this many parts (memory)")
     ap.add_argument("--report-rounds", type=int, default=1,
                     help="alternate the reports (rollups raw ray, rollups raw ray, ...) this many times")
     ap.add_argument("--store", default="/tmp/tl-rollup/store")
@@ -141,7 +145,7 @@ def main() -> None:
     store = Path(a.store)
     if "sim" not in skip:
         shutil.rmtree(store, ignore_errors=True)
-        res["simulate"] = run(SIM, store, a.flows, a.enrich_data, "1", a.previous, timeout=a.timeout)
+        res["simulate"] = run(SIM, store, a.flows, a.enrich_data, "1", a.previous, a.parts, timeout=a.timeout)
         print(json.dumps(res["simulate"]), file=sys.stderr)
     if "compact" not in skip:
         res["compact"] = run(COMPACT, store, timeout=a.timeout)

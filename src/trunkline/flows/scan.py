@@ -228,15 +228,57 @@ def load(con: duckdb.DuckDBPyConnection, store: FlowStore, enricher: Enricher, s
                              f"{p.raw_gone[0]}...), which a raw scan would miss; --source raw scans what is left")
     if raw_scan is not None:
         return _register(con, raw_scan(), Loaded("raw-ray", why or "asked for"), t0)
-    tables = rollup.from_store_window(store.connect(), enricher, start, end)
+    if start == _midnight(start) and end == _midnight(end):
+        tables = raw_by_day(store, enricher, raw_days(store, start, end))
+    else:  # a window that cuts days: one scan of it
+        tables = rollup.from_store_window(store.connect(), enricher, start, end)
+        tables["peers"] = rollup.derive_month(tables["peers"])
     return _register(con, tables, Loaded("raw", why or "asked for"), t0)
+
+
+def _midnight(d: datetime) -> datetime:
+    return d.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+class MonthlyPeers:
+    """Daily ``peers`` tables in, one ``peers_1mo`` table out, merged as they come (every
+    ``every`` days), so a raw scan of a quarter holds about a week of daily peer rows,
+    not the quarter's: a day's rows are many, a month's far fewer."""
+
+    def __init__(self, every: int = 7):
+        self.every, self.pending, self.merged = every, [], rollup.empty(rollup.MONTHLY)
+
+    def add(self, peers: pa.Table) -> None:
+        self.pending.append(rollup.derive_month(peers))
+        if len(self.pending) >= self.every:
+            self.merged = rollup.merge(rollup.MONTHLY, [self.merged, *self.pending])
+            self.pending = []
+
+    def table(self) -> pa.Table:
+        return rollup.merge(rollup.MONTHLY, [self.merged, *self.pending])
+
+
+def raw_by_day(store: FlowStore, enricher: Enricher, days: list[str]) -> dict[str, pa.Table]:
+    """The report's tables from the raw flows of ``days``, one day at a time (memory: a day
+    of flows and the month's peers, whatever the window): ``5m`` and ``mover`` rows of
+    different days never share a key, so they concatenate; peers merge by month."""
+    parts: dict[str, list[pa.Table]] = {"5m": [], "mover": []}
+    peers = MonthlyPeers()
+    for d in days:
+        t = day_tables(store, enricher, d)
+        for lv in parts:
+            parts[lv].append(t[lv])
+        peers.add(t["peers"])
+    out = {lv: pa.concat_tables([rollup.empty(lv), *ts], promote_options="default") for lv, ts in parts.items()}
+    out["peers"] = peers.table()
+    return out
 
 
 def _register(con, tables: dict[str, pa.Table], info: Loaded, t0: float) -> Loaded:
     import time
 
     for level, t in tables.items():  # views on the Arrow tables (the connection keeps them)
-        con.register(f"rollup_{level}", t if level != "peers" else rollup.derive_month(t))
+        con.register(f"rollup_{level}", t)  # peers: already by month
         info.rows[level] = t.num_rows
     info.seconds = time.perf_counter() - t0
     return info

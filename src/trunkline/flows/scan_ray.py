@@ -1,7 +1,8 @@
 """The raw scan of ``flows.scan`` spread over a Ray cluster: one task per group of day
 partitions, each computing the rollup tables of its days (DuckDB over Arrow, the same code
-as one process), the driver concatenating them. Days are disjoint and every rollup row
-belongs to one day, so the tables are the very rows one process makes: the same report.
+as one process), the driver concatenating them (and merging the peers by month). Days are
+disjoint and every rollup row belongs to one day, so the tables are the very rows one
+process makes: the same report.
 
 Each task opens the store by path and rebuilds the enrichment from ``Enricher.from_dir``'s
 arguments, so every node must see the store and the enrichment data at the same paths (a
@@ -28,6 +29,16 @@ def _task(root: str, days: list[str], enrich_args: dict[str, Any]) -> dict[str, 
 
     store, enricher = FlowStore(root), Enricher.from_dir(**enrich_args)
     return {d: day_tables(store, enricher, d) for d in days}
+
+
+def _report_task(root: str, days: list[str], enrich_args: dict[str, Any]) -> dict[str, pa.Table]:
+    """The report's tables of a group of days (``scan.raw_by_day``: peers by month, so a
+    task hands back months of peers, not days)."""
+    from .enrich import Enricher
+    from .scan import raw_by_day
+    from .store import FlowStore
+
+    return raw_by_day(FlowStore(root), Enricher.from_dir(**enrich_args), days)
 
 
 def _groups(ray, days: list[str]) -> list[list[str]]:
@@ -60,7 +71,8 @@ def connect(address: str) -> bool:
 
 def rollups_on_ray(store, start: datetime, end: datetime, address: str,
                    enrich_args: dict[str, Any]) -> dict[str, pa.Table]:
-    """The rollup tables of the raw flows of [start, end), computed by Ray tasks."""
+    """The report's tables (``scan.raw_by_day``) of the raw flows of [start, end), computed
+    by Ray tasks."""
     try:
         import ray
     except ImportError:
@@ -70,15 +82,23 @@ def rollups_on_ray(store, start: datetime, end: datetime, address: str,
 
     days = raw_days(store, start, end)  # whole days: [start, end) are day boundaries
     started = connect(address)
+    parts: dict[str, list[pa.Table]] = {"5m": [], "mover": []}
+    peers = rollup.empty(rollup.MONTHLY)
     try:
-        task = ray.remote(num_cpus=1, max_retries=2)(_task)
-        refs = [task.remote(str(store.root.resolve()), g, enrich_args) for g in _groups(ray, days)]
-        outs = [t for o in ray.get(refs) for t in o.values()]
+        task = ray.remote(num_cpus=1, max_retries=2)(_report_task)
+        pending = [task.remote(str(store.root.resolve()), g, enrich_args) for g in _groups(ray, days)]
+        while pending:  # merged as they come: the driver holds months of peers, not days
+            done, pending = ray.wait(pending, num_returns=1)
+            out = ray.get(done[0])
+            for lv in parts:
+                parts[lv].append(out[lv])
+            peers = rollup.merge(rollup.MONTHLY, [peers, out["peers"]])
     finally:
         if started:
             ray.shutdown()
-    return {lv: pa.concat_tables([rollup.empty(lv), *(o[lv] for o in outs)], promote_options="default")
-            for lv in rollup.INGEST_TABLES}
+    tables = {lv: pa.concat_tables([rollup.empty(lv), *ts], promote_options="default") for lv, ts in parts.items()}
+    tables["peers"] = peers
+    return tables
 
 
 def backfill_on_ray(store, days: list[str], address: str, enrich_args: dict[str, Any]) -> dict[str, int]:

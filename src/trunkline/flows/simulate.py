@@ -118,16 +118,20 @@ PREVIOUS_SHIFT = {"neocloud": -6.0, "hyperscaler": 1.0, "cdn": 2.0, "isp_regiona
 
 def simulate(quarter: Quarter, store: FlowStore, enricher: Enricher, flows: int = 1_500_000,
              seed: int = 7, drift: float = 1.0, shift: dict[str, float] | None = None,
-             batch: int = 1_000_000) -> SimResult:
+             batch: int = 1_000_000, part: int = 0) -> SimResult:
     """Write ``flows`` records for ``quarter`` into ``store``, ``batch`` records (in time
     order) per write, as a collector would. ``drift`` scales the month-to-month change of
     the target shares (0 = flat); ``shift`` adds points to a category's target (e.g.
-    ``PREVIOUS_SHIFT`` for the quarter before a demo quarter)."""
+    ``PREVIOUS_SHIFT`` for the quarter before a demo quarter). ``part`` > 0 draws other
+    records from the same peers: k parts of n flows are one quarter of k x n flows, made
+    in the memory of n (as k collectors of one edge would write it)."""
     import time
 
     t0 = time.perf_counter()
     rng = np.random.default_rng([seed, quarter.year, quarter.q])
     pools = _pools(enricher, rng)
+    if part:
+        rng = np.random.default_rng([seed, quarter.year, quarter.q, 2, part])
     months = _month_bounds(quarter)
     # --- elephants: ~1 % of records, 1-minute records of one 5-tuple --------------------
     n_el_rec = max(int(flows * 0.01), 30)
@@ -205,7 +209,7 @@ def simulate(quarter: Quarter, store: FlowStore, enricher: Enricher, flows: int 
         "time_end": pa.array(t_ms + (cols["dur"] * 1000).astype(np.int64), pa.timestamp("ms", tz="UTC")),
         # four exporters (sites), drawn apart from the rest so the flows stay as they were
         "exporter": pa.array(np.array(SIM_EXPORTERS, dtype=object)[
-            np.random.default_rng([seed, quarter.year, quarter.q, 1]).choice(
+            np.random.default_rng([seed, quarter.year, quarter.q, 1, *([part] if part else [])]).choice(
                 len(SIM_EXPORTERS), len(t_ms), p=SIM_EXPORTER_P)], pa.string()),
         "flow_type": pa.array(np.full(len(t_ms), "simulated", dtype=object), pa.string()),
         "src_addr": pc.if_else(pa.array(out), local_s, peer_s),
