@@ -74,6 +74,13 @@ def detect(key: np.ndarray, interval: np.ndarray, bits: np.ndarray, th: Threshol
     order = np.lexsort((interval, key))
     key, interval = key[order], interval[order]
     bits, busy = bits[order].astype(np.float64), busy[order].astype(np.float64)
+    # only a key with ``on_intervals`` consecutive intervals at the entry rate can start an
+    # episode: find those runs for all keys at once, so the per-key loop below (Python)
+    # runs for the few that can, not for every candidate tuple (81 k -> 13 k on 15 M flows)
+    keep = np.isin(key, key[_hot_runs(key, interval, bits / th.interval_s >= th.rate_on_bps) >= th.on_intervals])
+    key, interval, bits, busy = key[keep], interval[keep], bits[keep], busy[keep]
+    if len(key) == 0:
+        return []
     bounds = np.flatnonzero(np.diff(key)) + 1
     out: list[Episode] = []
     for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(key)], strict=True):
@@ -88,6 +95,21 @@ def detect(key: np.ndarray, interval: np.ndarray, bits: np.ndarray, th: Threshol
             continue
         out.extend(_episodes(int(key[lo]), first, dense, np.minimum(cover, th.interval_s), rate, th))
     return out
+
+
+def _hot_runs(key: np.ndarray, interval: np.ndarray, hot: np.ndarray) -> np.ndarray:
+    """For rows sorted by (key, interval): the length of the run of consecutive hot
+    intervals of the same key that ends at each row (0 where the row is not hot; a
+    missing interval breaks a run, as its rate is 0)."""
+    n = len(key)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    cont = np.zeros(n, bool)
+    cont[1:] = (key[1:] == key[:-1]) & (interval[1:] == interval[:-1] + 1) & hot[:-1]
+    cont &= hot
+    idx = np.arange(n)
+    start = np.maximum.accumulate(np.where(hot & ~cont, idx, 0))
+    return np.where(hot, idx - start + 1, 0)
 
 
 def _episodes(k: int, first: int, dense, cover, rate, th: Thresholds):
