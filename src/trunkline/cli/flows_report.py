@@ -17,10 +17,6 @@ def _run(debug: bool, fn, *args, **kw):
     return guarded(debug, fn, *args, **kw)
 
 
-def _raise(e: BaseException):
-    raise e
-
-
 def _quarter(debug: bool, text: str):
     """``--quarter`` parsed; the parser's ValueError can only mean a wrong argument."""
     from ..flows.stats import Quarter
@@ -120,7 +116,7 @@ def simulate(quarter, out, n_flows, previous, seed, rollups, enrich_data, taxono
     r = _run(debug, sim, q, store, e, n_flows, seed)
     click.echo(f"{q}: {r.flows:,} simulated flows ({r.elephant_sessions} elephant sessions, "
                f"{r.unique_peers:,} peers) in {r.seconds:.1f} s -> {out}", err=True)
-    if rollups and store.is_local:
+    if rollups:
         # the quarters are complete: one file per day and level, and the monthly peer table
         # the report reads
         from ..flows import scan
@@ -218,11 +214,6 @@ def rollup(store_dir, quarter, ray, compact, as_json, enrich_data, taxonomy, met
 
     t0 = time.perf_counter()
     store = open_store(store_dir, debug)
-    if not store.is_local:
-        from ..errors import UsageError
-
-        _run(debug, _raise, UsageError("flows rollup works on a local store for now "
-                                       "(an S3 lake's report scans its raw flows)"))
     if quarter:
         q = _quarter(debug, quarter)
         days = scan.raw_days(store, q.start, q.end)

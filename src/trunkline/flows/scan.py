@@ -1,7 +1,11 @@
 """Where the report's tables come from: the store's rollup files, or a scan of raw flows.
 
 ``load`` puts ``rollup_5m``, ``rollup_peers`` and ``rollup_mover`` for a time window into a
-DuckDB connection, as views (over the Parquet files, or the Arrow tables of a raw scan). From rollups when they cover the window: every UTC day of it has as many
+DuckDB connection, as views (over the Parquet files, or the Arrow tables of a raw scan), on
+a local store or an ``s3://`` lake alike: the files come from one listing of the store per
+call (``Files``; an S3 LIST is slow and billed), are read through ``lake.register_view``
+(DuckDB's ``read_parquet`` on a local store, an Arrow dataset on S3) and deleted through
+``lake.delete_files``. From rollups when they cover the window: every UTC day of it has as many
 flows in its 5-minute and peer rollups as raw records in its day partition (a writer that
 crashed between the two, or a store written before rollups, shows up here), and every row
 was made with the report's enrichment. Otherwise from raw flows, on this process or over
@@ -17,9 +21,12 @@ from datetime import UTC, datetime, timedelta
 
 import duckdb
 import pyarrow as pa
+import pyarrow.dataset as ds
 
+from . import lake as lk
 from . import rollup
 from .enrich import Enricher
+from .schema import FLOW_SCHEMA
 from .stats import arrow
 from .store import DAY_MS, FlowStore, duckdb_connect
 
@@ -57,22 +64,80 @@ def _list(files) -> str:
     return "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in files) + "]"
 
 
-def raw_counts(store: FlowStore, days: list[str]) -> dict[str, int]:
+class Files:
+    """The store's data files by level and UTC day, from one listing: ``plan``, ``load``,
+    ``backfill``, ``compact``... list the store once and hand this around instead of
+    looking per day (an S3 LIST is slow and billed). Footers are read once per file, on S3
+    only (concurrently, ``lake.open_fragments``); a local store's files go to DuckDB's
+    ``read_parquet`` as paths, which reads them itself."""
+
+    def __init__(self, store: FlowStore, listing: lk.Listing | None = None):
+        self.store, self.lake = store, store.lake
+        self.listing = store.listing() if listing is None else listing
+        self._by: dict[tuple[str, str], list[lk.Entry]] = {}
+        for e in self.listing.entries:
+            if e.level and e.day is not None:
+                self._by.setdefault((e.level, e.day.isoformat()), []).append(e)
+        for v in self._by.values():
+            v.sort(key=lambda e: e.path)
+        self._frags: dict[str, object] = {}  # path -> fragment (None: skipped)
+        self.skipped: dict[str, int] = {}
+
+    def entries(self, level: str, days: list[str]) -> list[lk.Entry]:
+        """The files of ``level`` in the partitions of ``days`` (in order, then by path)."""
+        return [e for d in days for e in self._by.get((level, d), [])]
+
+    def days(self, level: str = lk.RAW) -> list[str]:
+        return sorted(d for lv, d in self._by if lv == level)
+
+    def fragments(self, entries: list[lk.Entry], schema: pa.Schema | None) -> list:
+        """Fragments of the readable files (on S3 a file that is not Parquet, or not of
+        ``schema``'s types, is skipped and counted; a local one fails the read as before)."""
+        if self.lake.local:
+            fmt, fs = ds.ParquetFileFormat(), self.lake.fs
+            return [fmt.make_fragment(e.path, filesystem=fs) for e in entries]  # no read
+        todo = [e for e in entries if e.path not in self._frags]
+        for e in todo:  # open_fragments keeps the order of the readable ones
+            self._frags[e.path] = None
+        frags, bad = lk.open_fragments(self.lake, todo, schema)
+        for f in frags:
+            self._frags[f.path] = f
+        for k, n in bad.items():
+            self.skipped[k] = self.skipped.get(k, 0) + n
+        return [f for e in entries if (f := self._frags[e.path]) is not None]
+
+    def view(self, con: duckdb.DuckDBPyConnection, name: str, level: str, days: list[str],
+             schema: pa.Schema | None = None) -> int:
+        """View ``name`` over the files of ``level`` in ``days`` (empty: ``schema``'s
+        columns, no rows); -> how many files."""
+        frags = self.fragments(self.entries(level, days), schema)
+        lk.register_view(con, name, self.lake, frags, schema)
+        return len(frags)
+
+
+def _files(store: FlowStore, files: Files | None) -> Files:
+    return files if files is not None and files.store is store else Files(store)
+
+
+def raw_counts(store: FlowStore, days: list[str], files: Files | None = None) -> dict[str, int]:
     """Records per day partition, from the Parquet footers (no data read)."""
-    files = [f for d in days for f in sorted((store.root / f"day={d}").glob("*.parquet"))]
-    if not files:
-        return {}
-    con = duckdb_connect()
-    rows = con.execute(f"SELECT file_name, num_rows FROM parquet_file_metadata({_list(files)})").fetchall()
+    fl = _files(store, files)
     out: dict[str, int] = {}
-    for name, n in rows:
-        day = name.rsplit("day=", 1)[1][:10]
-        out[day] = out.get(day, 0) + int(n)
+    if fl.lake.local:  # DuckDB reads a local store's footers fastest
+        paths = [e.path for e in fl.entries(lk.RAW, days)]
+        if not paths:
+            return {}
+        con = duckdb_connect()
+        rows = con.execute(f"SELECT file_name, num_rows FROM parquet_file_metadata({_list(paths)})").fetchall()
+        for name, n in rows:
+            day = name.rsplit("day=", 1)[1][:10]
+            out[day] = out.get(day, 0) + int(n)
+        return out
+    for d in days:
+        frags = fl.fragments(fl.entries(lk.RAW, [d]), FLOW_SCHEMA)
+        if frags:
+            out[d] = sum(f.metadata.num_rows for f in frags)
     return out
-
-
-def _rollup_files(store: FlowStore, level: str, days: list[str]) -> list:
-    return [f for d in days for f in sorted((store.rollup_dir(level) / f"day={d}").glob("*.parquet"))]
 
 
 def months_of(days: list[str]) -> dict[str, list[str]]:
@@ -93,9 +158,11 @@ class Plan:
     why: str
     monthly: list[str] = field(default_factory=list)
     raw_gone: list[str] = field(default_factory=list)  # days with rollups and no raw partition
+    files: Files | None = field(default=None, repr=False, compare=False)  # the listing it judged
 
 
-def plan(store: FlowStore, enricher: Enricher, start: datetime, end: datetime) -> Plan:
+def plan(store: FlowStore, enricher: Enricher, start: datetime, end: datetime,
+         files: Files | None = None) -> Plan:
     """Whether the rollups of [start, end) hold every flow of it, made with this
     enrichment, and which months the monthly peer table covers.
 
@@ -103,38 +170,38 @@ def plan(store: FlowStore, enricher: Enricher, start: datetime, end: datetime) -
     raw partition, its ``5m`` rows (written last by every writer, so a batch whose 5-minute
     rows exist has its other tables). ``5m`` must hold them per day; peers per month from
     ``peers_1mo`` when the window has the whole month and the table holds its flows, else
-    per day from ``peers``."""
-    if not store.is_local:  # the rollup reader globs local files: an S3 lake scans raw
-        return Plan("rollups are read from local stores only (this store is on S3)")
+    per day from ``peers``. One listing of the store (``files``, or a new one): the
+    returned plan keeps it for ``load``."""
+    fl = _files(store, files)
     days = days_of(start, end)
     months = months_of(days)
-    raw = raw_counts(store, [d for ds in months.values() for d in ds])
+    raw = raw_counts(store, [d for mds in months.values() for d in mds], fl)
     want = rollup.enrich_id(enricher)
     con = duckdb_connect()
 
-    def per_day(level: str, ds: list[str]) -> dict[str, tuple[int, list]]:
-        files = _rollup_files(store, level, ds)
-        if not files:
+    def per_day(level: str, ds_: list[str]) -> dict[str, tuple[int, list]]:
+        name = f"_plan_{level}"
+        if not fl.view(con, name, level, ds_, rollup.empty(level).schema):
             return {}
         return {d: (int(n), ids) for d, n, ids in con.execute(f"""
             SELECT strftime(epoch_ms(t_ms // {DAY_MS} * {DAY_MS}), '%Y-%m-%d'), sum(flows),
                    list(DISTINCT enrich_id)
-            FROM read_parquet({_list(files)}) GROUP BY 1""").fetchall()}
+            FROM {name} GROUP BY 1""").fetchall()}
 
     t5 = per_day("5m", days)
     if not t5:
         return Plan("no 5m rollups (run: trunkline flows rollup --store ...)" if raw else
-                    "no flows in the window")
+                    "no flows in the window", files=fl)
     ref: dict[str, int] = {}
     gone = [d for d in days if d not in raw and t5.get(d, (0,))[0]]
     for d in days:
         n5, ids = t5.get(d, (0, []))
         ref[d] = raw.get(d, n5)
         if n5 != ref[d]:
-            return Plan(f"5m rollups of {d} hold {n5} flows, the raw partition {ref[d]}", raw_gone=gone)
+            return Plan(f"5m rollups of {d} hold {n5} flows, the raw partition {ref[d]}", raw_gone=gone, files=fl)
         if n5 and ids != [want]:
             return Plan(f"5m rollups of {d} were made with another enrichment ({ids}, now {want})",
-                        raw_gone=gone)
+                        raw_gone=gone, files=fl)
     monthly = []
     daily_days = []
     for m, mdays in months.items():
@@ -150,11 +217,11 @@ def plan(store: FlowStore, enricher: Enricher, start: datetime, end: datetime) -
     for d in daily_days:
         n, ids = tp.get(d, (0, []))
         if n != ref[d]:
-            return Plan(f"peers rollups of {d} hold {n} flows, the raw partition {ref[d]}", raw_gone=gone)
+            return Plan(f"peers rollups of {d} hold {n} flows, the raw partition {ref[d]}", raw_gone=gone, files=fl)
         if n and ids != [want]:
             return Plan(f"peers rollups of {d} were made with another enrichment ({ids}, now {want})",
-                        raw_gone=gone)
-    return Plan("", monthly, gone)
+                        raw_gone=gone, files=fl)
+    return Plan("", monthly, gone, fl)
 
 
 def coverage(store: FlowStore, enricher: Enricher, start: datetime, end: datetime) -> str:
@@ -163,37 +230,37 @@ def coverage(store: FlowStore, enricher: Enricher, start: datetime, end: datetim
     return plan(store, enricher, start, end).why
 
 
-def _source(con: duckdb.DuckDBPyConnection, level: str, files: list) -> str:
-    if files:
-        return f"read_parquet({_list(files)}, union_by_name = true)"
-    con.register(f"_empty_{level}", rollup.empty(level))
-    return f"_empty_{level}"
+def _source(con: duckdb.DuckDBPyConnection, fl: Files, level: str, days: list[str]) -> str:
+    """A view over the rollup files of ``level`` in ``days`` (empty: the level's columns)."""
+    name = f"_src_{level}"
+    fl.view(con, name, level, days, rollup.empty(level).schema)
+    return name
 
 
 def _views(con: duckdb.DuckDBPyConnection, store: FlowStore, days: list[str], lo: int,
-           hi: int, monthly: list[str]) -> dict[str, int]:
+           hi: int, monthly: list[str], files: Files | None = None) -> dict[str, int]:
     """Views ``rollup_LEVEL`` over the rollup files of [lo, hi) ms: the report's tables
     (``stats.report_tables``) read the Parquet files once, with no copy in between (an
     Arrow table, then a temp table, then the report's table cost more than every figure
     together, ``bench/RESULTS.md``). ``rollup_peers`` has the monthly shape: ``peers_1mo``
     for the ``monthly`` months, the daily rows of the others grouped by month. -> rows
     per level in the window."""
+    fl = _files(store, files)
     rows = {}
     for level in rollup.INGEST_TABLES:
         cols = ", ".join(rollup.empty(level).column_names)
         if level == "peers":
             months = months_of(days)
-            mfiles = _rollup_files(store, rollup.MONTHLY, [months[m][0] for m in monthly])
-            dfiles = _rollup_files(store, "peers", [d for d in days if d[:7] not in monthly])
+            mdays = [months[m][0] for m in monthly]
+            ddays = [d for d in days if d[:7] not in monthly]
             mcols = ", ".join(rollup.empty(rollup.MONTHLY).column_names)
-            daily = f"(SELECT {cols} FROM {_source(con, level, dfiles)} WHERE t_ms >= {lo} AND t_ms < {hi})"
-            src = (f"SELECT {mcols} FROM {_source(con, rollup.MONTHLY, mfiles)} "
+            daily = f"(SELECT {cols} FROM {_source(con, fl, level, ddays)} WHERE t_ms >= {lo} AND t_ms < {hi})"
+            src = (f"SELECT {mcols} FROM {_source(con, fl, rollup.MONTHLY, mdays)} "
                    f"WHERE t_ms >= {lo} AND t_ms < {hi} UNION ALL {rollup.month_sql(daily)}")
             con.execute(f"CREATE OR REPLACE TEMP VIEW rollup_peers AS {src}")
         else:
-            files = _rollup_files(store, level, days)
             con.execute(f"CREATE OR REPLACE TEMP VIEW rollup_{level} AS SELECT {cols} FROM "
-                        f"{_source(con, level, files)} WHERE t_ms >= {lo} AND t_ms < {hi}")
+                        f"{_source(con, fl, level, days)} WHERE t_ms >= {lo} AND t_ms < {hi}")
         rows[level] = int(con.execute(f"SELECT count(*) FROM rollup_{level}").fetchall()[0][0])
     return rows
 
@@ -212,12 +279,13 @@ def load(con: duckdb.DuckDBPyConnection, store: FlowStore, enricher: Enricher, s
         raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
     t0 = time.perf_counter()
     why = ""
+    fl: Files | None = None  # one listing of the store for the whole load
     if source != "raw":
         p = plan(store, enricher, start, end)
-        why = p.why
+        why, fl = p.why, p.files
         if not why:
             info = Loaded("rollups", rows=_views(con, store, days_of(start, end), _ms(start),
-                                                 _ms(end), p.monthly))
+                                                 _ms(end), p.monthly, fl))
             info.seconds = time.perf_counter() - t0
             return info
         if source == "rollups":
@@ -228,10 +296,13 @@ def load(con: duckdb.DuckDBPyConnection, store: FlowStore, enricher: Enricher, s
                              f"{p.raw_gone[0]}...), which a raw scan would miss; --source raw scans what is left")
     if raw_scan is not None:
         return _register(con, raw_scan(), Loaded("raw-ray", why or "asked for"), t0)
+    fl = _files(store, fl)
     if start == _midnight(start) and end == _midnight(end):
-        tables = raw_by_day(store, enricher, raw_days(store, start, end))
+        tables = raw_by_day(store, enricher, raw_days(store, start, end, fl), files=fl)
     else:  # a window that cuts days: one scan of it
-        tables = rollup.from_store_window(store.connect(), enricher, start, end)
+        scan_con = duckdb_connect()
+        _flows_view(scan_con, fl, days_of(start, end))
+        tables = rollup.from_store_window(scan_con, enricher, start, end)
         tables["peers"] = rollup.derive_month(tables["peers"])
     return _register(con, tables, Loaded("raw", why or "asked for"), t0)
 
@@ -275,7 +346,7 @@ def passes(counts: dict[str, int], days: list[str], per_scan: int = RECORDS_PER_
 
 
 def raw_by_day(store: FlowStore, enricher: Enricher, days: list[str],
-               per_scan: int = RECORDS_PER_SCAN) -> dict[str, pa.Table]:
+               per_scan: int = RECORDS_PER_SCAN, files: Files | None = None) -> dict[str, pa.Table]:
     """The report's tables from the raw flows of ``days``, in passes of at most
     ``per_scan`` records (memory: a pass's flows and the months' peers, whatever the
     window; day by day cost 3.7x the CPU of one pass, bench/RESULTS.md): ``5m`` and
@@ -283,8 +354,9 @@ def raw_by_day(store: FlowStore, enricher: Enricher, days: list[str],
     by month."""
     parts: dict[str, list[pa.Table]] = {"5m": [], "mover": []}
     peers = MonthlyPeers(every=2)
-    for group in passes(raw_counts(store, days), days, per_scan):
-        t = days_tables(store, enricher, group)
+    fl = _files(store, files)
+    for group in passes(raw_counts(store, days, fl), days, per_scan):
+        t = days_tables(store, enricher, group, fl)
         for lv in parts:
             parts[lv].append(t[lv])
         peers.add(t["peers"])
@@ -303,46 +375,58 @@ def _register(con, tables: dict[str, pa.Table], info: Loaded, t0: float) -> Load
     return info
 
 
-def day_tables(store: FlowStore, enricher: Enricher, day: str) -> dict[str, pa.Table]:
+def day_tables(store: FlowStore, enricher: Enricher, day: str,
+               files: Files | None = None) -> dict[str, pa.Table]:
     """The rollup tables of one raw day partition (one pass, one enrichment)."""
-    return days_tables(store, enricher, [day])
+    return days_tables(store, enricher, [day], files)
 
 
-def days_tables(store: FlowStore, enricher: Enricher, days: list[str]) -> dict[str, pa.Table]:
+def days_tables(store: FlowStore, enricher: Enricher, days: list[str],
+                files: Files | None = None) -> dict[str, pa.Table]:
     """The rollup tables of some raw day partitions, in one pass with one enrichment of
     their distinct addresses (enriching day by day cost 3.7x the CPU, bench/RESULTS.md)."""
-    files = [f for d in days for f in sorted((store.root / f"day={d}").glob("*.parquet"))]
-    if not files:
+    con = duckdb_connect()
+    if not _flows_view(con, _files(store, files), days):
         return {lv: rollup.empty(lv) for lv in rollup.INGEST_TABLES}
     start = datetime.strptime(min(days), "%Y-%m-%d").replace(tzinfo=UTC)
     end = datetime.strptime(max(days), "%Y-%m-%d").replace(tzinfo=UTC) + timedelta(days=1)
-    con = duckdb_connect()
-    con.execute(f"CREATE VIEW flows AS SELECT * EXCLUDE (day) FROM read_parquet({_list(files)}, "
-                f"hive_partitioning = true, union_by_name = true)")
     return rollup.from_store_window(con, enricher, start, end)
 
 
-def replace_day(store: FlowStore, day: str, tables: dict[str, pa.Table]) -> None:
+def _flows_view(con: duckdb.DuckDBPyConnection, fl: Files, days: list[str]) -> int:
+    """View ``flows`` over the raw files of ``days`` (without the ``day`` column DuckDB
+    reads from a local path); -> how many files."""
+    n = fl.view(con, "_raw", lk.RAW, days, FLOW_SCHEMA)
+    cols = [c[0] for c in con.execute("SELECT * FROM _raw LIMIT 0").description]
+    con.execute("CREATE OR REPLACE VIEW flows AS SELECT * " + ("EXCLUDE (day) " if "day" in cols else "")
+                + "FROM _raw")
+    return n
+
+
+def replace_day(store: FlowStore, day: str, tables: dict[str, pa.Table],
+                files: Files | None = None) -> None:
     """Write a day's rollups (all levels, derived 1h and 1d included), then remove the
     files they replace. In between a reader sees too many flows for the day, so the
-    report scans raw flows rather than count a flow twice."""
+    report scans raw flows rather than count a flow twice. The files replaced are those
+    of ``files`` (the listing the tables were made from), else of a new listing."""
+    fl = _files(store, files)
     tables = dict(tables)
     tables["1h"] = rollup.derive(tables["5m"], "1h")
     tables["1d"] = rollup.derive(tables["5m"], "1d")
-    old = [f for lv in rollup.LEVELS for f in (store.rollup_dir(lv) / f"day={day}").glob("*.parquet")]
+    old = [e.path for lv in rollup.LEVELS if lv != rollup.MONTHLY for e in fl.entries(lv, [day])]
     # the day's month table no longer matches its days: the report reads the daily rows
     # until ``compact`` derives it again
-    old += sorted((store.rollup_dir(rollup.MONTHLY) / f"day={day[:7]}-01").glob("*.parquet"))
+    old += [e.path for e in fl.entries(rollup.MONTHLY, [f"{day[:7]}-01"])]
     # the 5-minute table last: coverage is judged on it and on peers
     order = ["mover", "1h", "1d", "peers", "5m"]
     store.write_rollups({lv: tables[lv] for lv in order if lv in tables})
-    for f in old:
-        f.unlink(missing_ok=True)
+    lk.delete_files(store.lake, old)
 
 
-def raw_days(store: FlowStore, start: datetime | None = None, end: datetime | None = None) -> list[str]:
+def raw_days(store: FlowStore, start: datetime | None = None, end: datetime | None = None,
+             files: Files | None = None) -> list[str]:
     """The day partitions of the store (within [start, end) when given)."""
-    days = sorted({p.parent.name[4:] for p in store.files()})
+    days = _files(store, files).days(lk.RAW)
     if start is not None and end is not None:
         want = set(days_of(start, end))
         days = [d for d in days if d in want]
@@ -354,22 +438,24 @@ def compact(store: FlowStore, days: list[str]) -> dict[str, int]:
     reading raw flows; files that appear meanwhile are left as they are. Files before ->
     after, summed over levels."""
     n = {"before": 0, "after": 0}
+    fl = Files(store)  # the files there now: later ones are not touched
     for d in days:
         for lv in rollup.LEVELS:
             if lv == rollup.MONTHLY:
                 continue
-            files = sorted((store.rollup_dir(lv) / f"day={d}").glob("*.parquet"))
-            n["before"] += len(files)
-            if len(files) < 2:
-                n["after"] += len(files)
+            entries = fl.entries(lv, [d])
+            n["before"] += len(entries)
+            if len(entries) < 2:
+                n["after"] += len(entries)
                 continue
             cols = ", ".join(rollup.empty(lv).column_names)
-            t = arrow(duckdb_connect(), f"SELECT {cols} FROM read_parquet({_list(files)}, union_by_name = true)")
+            con = duckdb_connect()
+            fl.view(con, "_files", lv, [d], rollup.empty(lv).schema)
+            t = arrow(con, f"SELECT {cols} FROM _files")
             store.write_rollups({lv: rollup.merge(lv, [t])})
             n["after"] += 1
-            for f in files:
-                f.unlink(missing_ok=True)
-    n["months"] = derive_months(store, days)["months"]
+            lk.delete_files(store.lake, [e.path for e in entries])
+    n["months"] = derive_months(store, days)["months"]  # a new listing: the merged files
     return n
 
 
@@ -381,27 +467,28 @@ def derive_months(store: FlowStore, days: list[str]) -> dict[str, int]:
     and rows written."""
     written = {"months": 0, "rows": 0}
     cols = ", ".join(rollup.empty("peers").column_names)
+    fl = Files(store)
     for mdays in months_of(days).values():
-        files = _rollup_files(store, "peers", mdays)
-        if not files:
+        con = duckdb_connect()
+        if not fl.view(con, "_peers", "peers", mdays, rollup.empty("peers").schema):
             continue
-        old = sorted((store.rollup_dir(rollup.MONTHLY) / f"day={mdays[0]}").glob("*.parquet"))
-        src = f"(SELECT {cols} FROM read_parquet({_list(files)}, union_by_name = true))"
-        t = arrow(duckdb_connect(), rollup.month_sql(src) + " ORDER BY ALL")
+        old = [e.path for e in fl.entries(rollup.MONTHLY, [mdays[0]])]
+        src = f"(SELECT {cols} FROM _peers)"
+        t = arrow(con, rollup.month_sql(src) + " ORDER BY ALL")
         store.write_rollups({rollup.MONTHLY: t})
         written["months"] += 1
         written["rows"] += t.num_rows
-        for f in old:
-            f.unlink(missing_ok=True)
+        lk.delete_files(store.lake, old)
     return written
 
 
 def backfill(store: FlowStore, enricher: Enricher, days: list[str]) -> dict[str, int]:
     """Rebuild the rollups of ``days`` from raw flows on this process; rows per level."""
     rows: dict[str, int] = {}
+    fl = Files(store)
     for d in days:
-        t = day_tables(store, enricher, d)
-        replace_day(store, d, t)
+        t = day_tables(store, enricher, d, fl)
+        replace_day(store, d, t, fl)
         for lv, x in t.items():
             rows[lv] = rows.get(lv, 0) + x.num_rows
     rows[rollup.MONTHLY] = derive_months(store, days)["rows"]

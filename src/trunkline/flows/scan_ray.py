@@ -4,9 +4,10 @@ as one process), the driver concatenating them (and merging the peers by month).
 disjoint and every rollup row belongs to one day, so the tables are the very rows one
 process makes: the same report.
 
-Each task opens the store by path and rebuilds the enrichment from ``Enricher.from_dir``'s
-arguments, so every node must see the store and the enrichment data at the same paths (a
-shared file system, or the lake once the store can live on S3). ``local`` starts a private
+Each task opens the store by its location (an absolute path, or the ``s3://`` lake) and
+rebuilds the enrichment from ``Enricher.from_dir``'s arguments, so every node must see the
+store (a shared file system, or the lake with the same endpoint and credentials) and the
+enrichment data at the same paths. ``local`` starts a private
 Ray on this machine (loopback only), as ``cp --ray local`` does.
 """
 
@@ -24,11 +25,12 @@ TASKS_PER_CPU = 2  # a few tasks per CPU: a slow node does not hold the last gro
 def _task(root: str, days: list[str], enrich_args: dict[str, Any]) -> dict[str, dict[str, pa.Table]]:
     """{day: rollup tables of the day} for a group of days (one enrichment per task)."""
     from .enrich import Enricher
-    from .scan import day_tables
+    from .scan import Files, day_tables
     from .store import FlowStore
 
     store, enricher = FlowStore(root), Enricher.from_dir(**enrich_args)
-    return {d: day_tables(store, enricher, d) for d in days}
+    files = Files(store)  # one listing per task
+    return {d: day_tables(store, enricher, d, files) for d in days}
 
 
 def _report_task(root: str, days: list[str], enrich_args: dict[str, Any]) -> dict[str, pa.Table]:
@@ -39,6 +41,11 @@ def _report_task(root: str, days: list[str], enrich_args: dict[str, Any]) -> dic
     from .store import FlowStore
 
     return raw_by_day(FlowStore(root), Enricher.from_dir(**enrich_args), days)
+
+
+def _location(store) -> str:
+    """Where a task opens the store: the absolute directory, or the lake's location."""
+    return str(store.root.resolve()) if store.is_local else store.location
 
 
 def _groups(ray, days: list[str]) -> list[list[str]]:
@@ -86,7 +93,7 @@ def rollups_on_ray(store, start: datetime, end: datetime, address: str,
     peers = rollup.empty(rollup.MONTHLY)
     try:
         task = ray.remote(num_cpus=1, max_retries=2)(_report_task)
-        pending = [task.remote(str(store.root.resolve()), g, enrich_args) for g in _groups(ray, days)]
+        pending = [task.remote(_location(store), g, enrich_args) for g in _groups(ray, days)]
         while pending:  # merged as they come: the driver holds months of peers, not days
             done, pending = ray.wait(pending, num_returns=1)
             out = ray.get(done[0])
@@ -105,17 +112,18 @@ def backfill_on_ray(store, days: list[str], address: str, enrich_args: dict[str,
     """``flows rollup --ray``: tasks compute each day's rollups; the driver writes them."""
     import ray
 
-    from .scan import replace_day
+    from .scan import Files, replace_day
 
+    files = Files(store)  # the files the rebuilt days replace: those there now
     started = connect(address)
     rows: dict[str, int] = {}
     try:
         task = ray.remote(num_cpus=1, max_retries=2)(_task)
-        pending = [task.remote(str(store.root.resolve()), g, enrich_args) for g in _groups(ray, days)]
+        pending = [task.remote(_location(store), g, enrich_args) for g in _groups(ray, days)]
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             for day, t in ray.get(done[0]).items():
-                replace_day(store, day, t)
+                replace_day(store, day, t, files)
                 for lv, x in t.items():
                     rows[lv] = rows.get(lv, 0) + x.num_rows
     finally:
