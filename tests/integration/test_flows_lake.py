@@ -1,5 +1,6 @@
 """The flow lake on a real S3 server (SeaweedFS): the report read from an ``s3://`` store
-equals the report of the same flows in a local store; writers in several processes share
+(its rollups, compacted there, monthly peer tables included) equals the report of the same
+flows in a local store; writers in several processes share
 a prefix and lose nothing; retention per level deletes exactly the old day partitions;
 a hostile listing is skipped and counted, never read, never a crash."""
 
@@ -11,6 +12,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from datetime import UTC, datetime
 
 import boto3
@@ -92,7 +94,9 @@ def test_report_from_the_s3_lake_equals_the_local_store(aws_env, shared_data, tm
     reports = {}
     for name, store in (("s3", lake), ("local", local)):
         out = tmp_path / f"rep-{name}"
+        t0 = time.perf_counter()
         r = _run("flows", "report", "--store", store, "--quarter", "2025Q4", "--out", str(out))
+        print(f"report from the {name} store: {time.perf_counter() - t0:.2f} s")
         assert "warning" not in r.output
         rep = json.loads((out / "report.json").read_text())
         rep.pop("generated_at", None)
@@ -100,9 +104,8 @@ def test_report_from_the_s3_lake_equals_the_local_store(aws_env, shared_data, tm
         reports[name] = rep
         reports[name + "-sketch"] = pq.read_table(out / "sketches.parquet")
     assert reports["s3"]["totals"]["flows"] == 20000
-    # the local store's report reads its rollups, the lake's scans its raw flows (the
-    # rollup reader is local-only for now): the figures must not tell them apart
-    assert (reports["local-source"], reports["s3-source"]) == ("rollups", "raw")
+    # both reports read their store's rollups (simulate compacted both: monthly peers)
+    assert (reports["local-source"], reports["s3-source"]) == ("rollups", "rollups")
     assert _differences(reports["s3"], reports["local"]) == []
     order = [(c, "ascending") for c in ("month", "metro", "category", "reg")]
     s3s, locs = (reports[k].sort_by(order) for k in ("s3-sketch", "local-sketch"))
@@ -114,6 +117,59 @@ def test_report_from_the_s3_lake_equals_the_local_store(aws_env, shared_data, tm
     st = json.loads(_run("flows", "status", "--store", lake, "--json").output)["store"]
     assert st["records"] == 30000 and st["files"] == len(raw)  # the raw flows' files
     assert st["bytes"] == sum(keys[k] for k in raw)
+
+
+@pytest.mark.timeout(300)
+def test_compaction_on_the_s3_lake_makes_monthly_peers_and_keeps_the_report(
+        aws_env, shared_data, tmp_path, monkeypatch):
+    """Writers' batches leave several rollup files a day and no monthly peer table;
+    ``flows rollup --compact`` on the lake merges them there and derives the months, and
+    the report (from those rollups) equals the local store's of the same flows."""
+    from trunkline.flows import rollup, scan
+    from trunkline.flows.enrich import Enricher
+    from trunkline.flows.rollup import Rollups
+    from trunkline.flows.simulate import PREVIOUS_SHIFT, simulate
+    from trunkline.flows.stats import Quarter
+
+    monkeypatch.setenv("TRUNKLINE_ENRICH_DATA", str(shared_data / "enrich"))
+    aws_env.create_bucket("lake-compact")
+    lake, local = "s3://lake-compact/c", str(tmp_path / "local")
+    e = Enricher.from_dir(shared_data / "enrich")
+    q = Quarter(2025, 4)
+    for loc in (lake, local):
+        store = FlowStore(loc, rollups=Rollups(e))
+        simulate(q.prev(), store, e, 1500, 7, 0.5, PREVIOUS_SHIFT, batch=500)
+        simulate(q, store, e, 3000, 7, batch=500)
+    s3, loc = FlowStore(lake), FlowStore(local)
+    assert not s3.files(rollup.MONTHLY)
+    p = scan.plan(s3, e, q.prev().start, q.end)
+    assert p.why == "" and p.monthly == []  # the rollups cover it, day by day
+    out = json.loads(_run("flows", "rollup", "--store", lake, "--compact", "--json").output)
+    assert out["rows"]["after"] < out["rows"]["before"]  # merged files replaced the batches'
+    keys = _keys(aws_env, "lake-compact", "c/rollup=")
+    months = sorted(k.split("/")[2] for k in keys if k.startswith("c/rollup=peers_1mo/"))
+    assert months[:6] == [f"day=2025-{m:02d}-01" for m in range(7, 13)]
+    assert len(months) == out["rows"]["months"]  # one table per month
+    for level in rollup.INGEST_TABLES:  # one file per day and level
+        days = [f.parent for f in s3.files(level)]
+        assert len(days) == len(set(days)), level
+    scan.compact(loc, scan.raw_days(loc))
+    p = scan.plan(s3, e, q.prev().start, q.end)
+    assert p.why == "" and p.monthly == [*q.prev().months(), *q.months()]
+    reports = {}
+    for name, store in (("s3", lake), ("local", local)):
+        rep_dir = tmp_path / f"rep-{name}"
+        t0 = time.perf_counter()
+        _run("flows", "report", "--store", store, "--quarter", "2025Q4", "--out", str(rep_dir))
+        print(f"report from the {name} store (compacted): {time.perf_counter() - t0:.2f} s")
+        rep = json.loads((rep_dir / "report.json").read_text())
+        rep.pop("generated_at", None)
+        reports[name + "-source"] = rep.pop("source")
+        reports[name] = rep
+    assert reports["s3-source"] == reports["local-source"]
+    assert reports["s3-source"]["kind"] == "rollups"
+    assert reports["s3"]["totals"]["flows"] == 3000
+    assert _differences(reports["s3"], reports["local"]) == []
 
 
 WRITER = textwrap.dedent("""
