@@ -19,6 +19,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
+import socket
 import threading
 import time
 import uuid
@@ -298,19 +300,48 @@ def apply(ep, caps: Capabilities) -> dict:
 
 
 STALE_S = 600.0
+# a probe's prefix names its owner: a digest of the host name and the process id, so a later
+# run on the same host removes what a killed probe left at once (its process is gone)
+# instead of waiting STALE_S; keys are listing input, so only this exact shape is trusted
+_OWNED = re.compile(r"\.trunkline-probe-([0-9a-f]{8})p([0-9]{1,10})-[0-9a-f]{12}/")
+
+
+def _host_tag() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # someone else's process, or not a pid we can ask about: keep
+    return True
+
+
+def _stale(key: str, when: float, cutoff: float) -> bool:
+    """Whether a probe key is left over: older than the cutoff, or owned by a process of
+    this host that no longer runs."""
+    if when < cutoff:
+        return True
+    m = _OWNED.match(key)
+    return bool(m and m.group(1) == _host_tag() and int(m.group(2)) != os.getpid()
+                and not _alive(int(m.group(2))))
 
 
 def _remove_stale(client, bucket: str) -> None:
     """Objects and uploads of probes killed before their own clean-up (kill -9 during
-    the first second of a run), older than ``STALE_S``: one LIST, bounded to one page."""
+    the first second of a run): those older than ``STALE_S``, and at once those of this
+    host's processes that are gone. One LIST, bounded to one page."""
     cutoff = time.time() - STALE_S
     r = client.list_objects_v2(Bucket=bucket, Prefix=".trunkline-probe-", MaxKeys=200)
     for o in r.get("Contents", ()):
-        if o["LastModified"].timestamp() < cutoff:
+        if _stale(o["Key"], o["LastModified"].timestamp(), cutoff):
             client.delete_object(Bucket=bucket, Key=o["Key"])
     ups = client.list_multipart_uploads(Bucket=bucket, Prefix=".trunkline-probe-")
     for u in ups.get("Uploads", ()):
-        if u["Initiated"].timestamp() < cutoff:
+        if _stale(u["Key"], u["Initiated"].timestamp(), cutoff):
             client.abort_multipart_upload(Bucket=bucket, Key=u["Key"], UploadId=u["UploadId"])
 
 
@@ -321,7 +352,7 @@ def probe(client, bucket: str, name: str = "", full: bool = True) -> Capabilitie
     and the multipart checksum (what the engine acts on)."""
     t0 = time.monotonic()
     caps = Capabilities(endpoint=name)
-    prefix = f".trunkline-probe-{uuid.uuid4().hex[:12]}/"
+    prefix = f".trunkline-probe-{_host_tag()}p{os.getpid()}-{uuid.uuid4().hex[:12]}/"
     try:
         with ThreadPoolExecutor(max_workers=8, thread_name_prefix="probe") as pool:
             sums = {a: pool.submit(_probe_checksum, client, bucket, prefix, a)
