@@ -313,15 +313,23 @@ def run(args) -> int:
             if note:
                 say(f"[6/6] no simulated quarter: {note}")
             elif args.flows:
+                from .flows import scan
+                from .flows.rollup import Rollups
                 from .flows.simulate import PREVIOUS_SHIFT, simulate
 
-                simulate(q.prev(), store, enricher, max(args.flows // 2, 1), 7, 0.5,
+                transfer_days = scan.raw_days(store)  # the collector wrote them without rollups
+                writer = FlowStore(lake, rollups=Rollups(enricher))
+                simulate(q.prev(), writer, enricher, max(args.flows // 2, 1), 7, 0.5,
                          PREVIOUS_SHIFT)
-                sim = simulate(q, store, enricher, args.flows, 7)
+                sim = simulate(q, writer, enricher, args.flows, 7)
+                # the report reads rollups: those of the transfer's days, then the monthly
+                # peer tables (what a lake's cron job runs: flows rollup [--compact])
+                scan.backfill(store, enricher, transfer_days)
+                scan.compact(store, scan.raw_days(store))
                 say(f"[6/6] SIMULATED edge traffic: {q} {sim.flows:,} flows "
                     f"({sim.elephant_sessions} elephant sessions, {sim.unique_peers:,} peers) + "
-                    f"{q.prev()} {max(args.flows // 2, 1):,} flows into the lake "
-                    f"({time.perf_counter() - t:.1f} s)")
+                    f"{q.prev()} {max(args.flows // 2, 1):,} flows into the lake, with their "
+                    f"rollups ({time.perf_counter() - t:.1f} s)")
             t = time.perf_counter()
             from .flows.report import write_report
 
@@ -329,8 +337,9 @@ def run(args) -> int:
             th = demo_thresholds()
             t_els, t_flows = transfer_elephants(store, enricher, th)
             lake_files = len(store.files())
-            say(f"      report: {rep['totals']['flows']:,} flows of {q} read from {lake_files} "
-                f"files in the lake, {rep['elephants']['count']:,} elephants -> "
+            say(f"      report: {rep['totals']['flows']:,} flows of {q} from the lake's "
+                f"{rep['source']['kind']} ({lake_files} raw files), "
+                f"{rep['elephants']['count']:,} elephants -> "
                 f"{out / 'report' / 'report.html'} ({time.perf_counter() - t:.1f} s)")
             lake_copy = copy_lake(lake, store_dir)
         finally:
@@ -355,6 +364,7 @@ def run(args) -> int:
         "quarter": str(q), "simulated_flows": rep["simulated_flows"],
         "report_flows": rep["totals"]["flows"],
         "report_elephants": rep["elephants"]["count"],
+        "report_source": rep["source"]["kind"],
         "report_elephant_thresholds": rep["elephants"]["thresholds"],
         "enrichment_note": note or None,
         "report": str(out / "report" / "report.html"),
@@ -384,7 +394,7 @@ def run(args) -> int:
     say(f"             {rep['elephants']['count']:,} in {q}'s report (defaults: >= 100 Mb/s for "
         f"2 x 60 s, >= 1 GB){' - SIMULATED edge traffic' if sim else ''}")
     say(f"  report     {_rel(out / 'report' / 'report.html')}  (+ report.json, charts/*.png)")
-    say(f"  flow lake  {lake} on the embedded S3 ({lake_files} files), copied to "
+    say(f"  flow lake  {lake} on the embedded S3 ({lake_files} raw files and their rollups), copied to "
         f"{_rel(store_dir)}")
     say(f"             (trunkline flows sql --store {_rel(store_dir)} \"SELECT ... FROM flows\")")
     if args.keep_data or not summary["ok"]:

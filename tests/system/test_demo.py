@@ -69,9 +69,14 @@ def test_demo_summary_and_files(demo):
     # the flows went to the lake on the embedded S3 server and the report read them there;
     # the lake, copied down after, is a local store with the same files and records
     assert s["flow_lake"] == "demo:flows/lake" and "demo:flows/lake" in text
-    assert s["flow_lake_copy"]["ok"] and s["flow_lake_copy"]["objects"] == s["flow_lake_files"]
+    # ... from its rollups (written beside the simulated flows, backfilled for the
+    # transfer's own, compacted into monthly peer tables), which the copy holds too
+    assert rep["source"]["kind"] == s["report_source"] == "rollups", rep["source"]
     copied = FlowStore(out / "flows")
     assert len(copied.files()) == s["flow_lake_files"] > 2
+    assert copied.files("peers_1mo") and copied.files("5m")
+    rollup_files = sum(len(copied.files(lv)) for lv in ("5m", "1h", "1d", "peers", "peers_1mo", "mover"))
+    assert s["flow_lake_copy"]["ok"] and s["flow_lake_copy"]["objects"] == s["flow_lake_files"] + rollup_files
     n = copied.query("SELECT count(*) AS n FROM flows").column("n")[0].as_py()
     assert n == s["transfer_flows"] + 4000 + 2000  # + the previous quarter's half
     assert rep["mover"]["rtt_us_median"] and rep["mover"]["rtt_us_median"] > 0
