@@ -11,6 +11,7 @@ import base64
 import hashlib
 import os
 import signal
+import socket
 import subprocess
 import time
 import zlib
@@ -201,6 +202,13 @@ def rclone_env(srv) -> dict[str, str]:
         RCLONE_CONFIG_TL_FORCE_PATH_STYLE="true",
         RCLONE_CONFIG="/dev/null",
     )
+
+
+def free_port(kind: int = socket.SOCK_DGRAM) -> int:
+    """A loopback port free now (UDP by default), for a collector a test starts."""
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def assert_stops_on_sigterm(proc: subprocess.Popen, *, wait_s: float,

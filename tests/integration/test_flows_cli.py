@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
+from conftest import free_port
 from trunkline.cli.main import cli
 from trunkline.flows.decode import FlowDecoder
 from trunkline.flows.sources.pcap import read_udp
@@ -78,12 +79,6 @@ def test_ingest_flow_logs_and_nfdump_csv(tmp_path):
     assert rows[2]["in_if"] == 3 and rows[2]["sampling_rate"] == 1
 
 
-def _free_port(kind=socket.SOCK_DGRAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start_collector(store: Path, ports: list[int], metrics: int | None = None):
     args = [*TRUNKLINE, "flows", "collect", "--store", str(store), "--flush-interval", "60"]
     for p in ports:
@@ -115,7 +110,7 @@ def test_collector_load_zero_loss_and_sigterm_flush(shared_data, tmp_path):
     sflow = [d.payload for d in read_udp(shared_data / "flows/sflow/data-1140.pcap")]
     per_ipfix = _records_in(ipfix)
     assert per_ipfix == 8
-    p1, p2, pm = _free_port(), _free_port(), _free_port(socket.SOCK_STREAM)
+    p1, p2, pm = free_port(), free_port(), free_port(socket.SOCK_STREAM)
     store = tmp_path / "store"
     proc = _start_collector(store, [p1, p2], metrics=pm)
     try:
@@ -160,7 +155,7 @@ def test_collector_load_zero_loss_and_sigterm_flush(shared_data, tmp_path):
 @pytest.mark.timeout(60)
 def test_sigint_flushes_what_was_received(shared_data, tmp_path):
     v5 = [d.payload for d in read_udp(shared_data / "flows/netflow/nfv5.pcap")]
-    port = _free_port()
+    port = free_port()
     store = tmp_path / "store"
     proc = _start_collector(store, [port])
     try:

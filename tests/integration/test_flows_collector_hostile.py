@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_stops_on_sigterm
+from conftest import assert_stops_on_sigterm, free_port
 from trunkline.flows.decode import FlowDecoder
 from trunkline.flows.sources.collector import Collector, CollectorConfig, read_status
 from trunkline.flows.sources.ingest import ingest_files
@@ -25,12 +25,6 @@ from trunkline.flows.store import FlowStore
 from trunkline.testing.flowcraft import define_and_withdraw_datagram
 
 TRUNKLINE = [sys.executable, "-m", "trunkline.cli.main"]
-
-
-def _free_port(kind=socket.SOCK_DGRAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _start(store: Path, port: int, *extra: str) -> subprocess.Popen:
@@ -59,7 +53,7 @@ def test_define_and_withdraw_in_one_datagram_is_harmless():
 @pytest.mark.timeout(60)
 def test_live_collector_survives_the_stopper_and_stops_within_a_second(shared_data, tmp_path):
     v5 = [d.payload for d in read_udp(shared_data / "flows/netflow/nfv5.pcap")][0]
-    port, pm = _free_port(), _free_port(socket.SOCK_STREAM)
+    port, pm = free_port(), free_port(socket.SOCK_STREAM)
     store = tmp_path / "store"
     # --duration far away: the process must still stop on SIGTERM, at once
     proc = _start(store, port, "--duration", "600", "--metrics", f"127.0.0.1:{pm}")

@@ -16,7 +16,7 @@ import urllib.request
 
 import pytest
 
-from conftest import assert_stops_on_sigterm
+from conftest import assert_stops_on_sigterm, free_port
 from trunkline.flows.decode import FlowDecoder
 from trunkline.flows.sources.collector import read_status
 from trunkline.flows.sources.pcap import read_udp
@@ -24,12 +24,6 @@ from trunkline.flows.store import FlowStore
 
 TRUNKLINE = [sys.executable, "-m", "trunkline.cli.main"]
 EXPORTERS = [f"127.0.0.{i}" for i in range(2, 14)]
-
-
-def _free_port(kind=socket.SOCK_DGRAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _start(store, port, *extra):
@@ -58,7 +52,7 @@ def test_two_workers_share_a_port_and_keep_templates_with_their_data(shared_data
         d.feed(p, "x")
     per_exporter = d.flush().num_rows
     assert per_exporter > 0
-    port, pm = _free_port(), _free_port(socket.SOCK_STREAM)
+    port, pm = free_port(), free_port(socket.SOCK_STREAM)
     store = tmp_path / "store"
     proc = _start(store, port, "--metrics", f"127.0.0.1:{pm}")
     try:
@@ -92,7 +86,7 @@ def test_two_workers_share_a_port_and_keep_templates_with_their_data(shared_data
 
 @pytest.mark.timeout(60)
 def test_a_dead_worker_makes_the_collector_fail(tmp_path):
-    port = _free_port()
+    port = free_port()
     store = tmp_path / "store"
     proc = _start(store, port)
     try:
