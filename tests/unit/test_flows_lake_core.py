@@ -116,6 +116,14 @@ def test_plan_deletes_whole_days_entirely_older_than_the_window():
     assert [e.day for e in p["peers_1mo"].delete] == [date(2025, 9, 1), date(2025, 10, 1)]
     p = plan(months, {"peers_1mo": timedelta(days=31)}, now)   # Oct 30 12:00: October not yet
     assert [e.day for e in p["peers_1mo"].delete] == [date(2025, 9, 1)]
+    # a quarterly level's partition (the quarter's first day) once the whole quarter is old
+    quarters = lk.Listing([_entry("elephants_1q", date(y, m, 1)) for y, m in ((2025, 4), (2025, 7), (2025, 10))])
+    p = plan(quarters, {"elephants_1q": timedelta(days=14)}, now)  # Nov 16: Q3 ended Oct 1
+    assert [e.day for e in p["elephants_1q"].delete] == [date(2025, 4, 1), date(2025, 7, 1)]
+    p = plan(quarters, {"elephants_1q": timedelta(days=60)}, now)  # Oct 1 12:00: Q3 ended at 00:00
+    assert [e.day for e in p["elephants_1q"].delete] == [date(2025, 4, 1), date(2025, 7, 1)]
+    p = plan(quarters, {"elephants_1q": timedelta(days=61)}, now)  # Sep 30 12:00: Q3 not yet
+    assert [e.day for e in p["elephants_1q"].delete] == [date(2025, 4, 1)]
     # exactly at the edge: a day whose end equals now - window goes
     edge = datetime(2025, 11, 30, 0, 0, tzinfo=UTC)
     assert plan(listing, {"raw": timedelta(days=14)}, edge)["raw"].delete[-1].day == \

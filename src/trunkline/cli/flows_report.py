@@ -117,15 +117,16 @@ def simulate(quarter, out, n_flows, previous, seed, rollups, enrich_data, taxono
     click.echo(f"{q}: {r.flows:,} simulated flows ({r.elephant_sessions} elephant sessions, "
                f"{r.unique_peers:,} peers) in {r.seconds:.1f} s -> {out}", err=True)
     if rollups:
-        # the quarters are complete: one file per day and level, and the monthly peer table
-        # the report reads
+        # the quarters are complete: one file per day and level, the monthly peer tables
+        # and the quarters' elephant tables the report reads
         from ..flows import scan
 
         t0 = time.perf_counter()
         days = scan.raw_days(store, (q.prev() if previous else q).start, q.end)
         n = _run(debug, scan.compact, store, days)
         click.echo(f"rollups compacted: {n['before']:,} -> {n['after']:,} files, "
-                   f"{n['months']} monthly peer tables in {time.perf_counter() - t0:.1f} s", err=True)
+                   f"{n['months']} monthly peer tables, {n['elephant_quarters']} elephant tables "
+                   f"in {time.perf_counter() - t0:.1f} s", err=True)
 
 
 def _thresholds(rate_on, rate_off, min_bytes, min_duration, interval):

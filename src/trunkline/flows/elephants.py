@@ -66,34 +66,82 @@ def detect(key: np.ndarray, interval: np.ndarray, bits: np.ndarray, th: Threshol
     """Episodes from per-(key, interval) bit counts (any order; missing intervals are 0).
     ``busy`` is the seconds of each interval the flow's records cover (default: all of
     it); the duration threshold applies to it, so one short record straddling an interval
-    boundary is not mistaken for two minutes of transfer. Sans-I/O: arrays in, episodes out."""
+    boundary is not mistaken for two minutes of transfer. Sans-I/O: arrays in, episodes out.
+
+    The hysteresis walks events, not intervals: an episode starts where a run of hot
+    intervals (rate >= ``rate_on_bps``) reaches ``on_intervals`` and ends before the first
+    *break* after it, a run of at least ``off_intervals`` cold intervals (rate below
+    ``rate_off_bps``; a missing interval is cold), or at the last interval that is not cold.
+    Runs and breaks are found for all keys at once with array operations; the Python loop
+    runs over episodes and breaks only (a per-key loop over dense intervals took 13 s of a
+    110 M-record report, ``bench/RESULTS.md``)."""
     if len(key) == 0:
         return []
     if busy is None:
         busy = np.full(len(key), float(th.interval_s))
+    key, interval = np.asarray(key, np.int64), np.asarray(interval, np.int64)
     order = np.lexsort((interval, key))
     key, interval = key[order], interval[order]
-    bits, busy = bits[order].astype(np.float64), busy[order].astype(np.float64)
-    # only a key with ``on_intervals`` consecutive intervals at the entry rate can start an
-    # episode: find those runs for all keys at once, so the per-key loop below (Python)
-    # runs for the few that can, not for every candidate tuple (81 k -> 13 k on 15 M flows)
-    keep = np.isin(key, key[_hot_runs(key, interval, bits / th.interval_s >= th.rate_on_bps) >= th.on_intervals])
-    key, interval, bits, busy = key[keep], interval[keep], bits[keep], busy[keep]
-    if len(key) == 0:
+    bits, busy = np.asarray(bits, np.float64)[order], np.asarray(busy, np.float64)[order]
+    new = np.ones(len(key), bool)  # one row per (key, interval): duplicates summed
+    new[1:] = (key[1:] != key[:-1]) | (interval[1:] != interval[:-1])
+    if not new.all():
+        at = np.flatnonzero(new)
+        key, interval = key[at], interval[at]
+        bits, busy = np.add.reduceat(bits, at), np.add.reduceat(busy, at)
+    rate = bits / th.interval_s
+    # only a key with ``on_intervals`` consecutive hot intervals can start an episode
+    runs = _hot_runs(key, interval, rate >= th.rate_on_bps)
+    keep = np.isin(key, key[runs >= th.on_intervals])
+    if not keep.any():
         return []
-    bounds = np.flatnonzero(np.diff(key)) + 1
-    out: list[Episode] = []
-    for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(key)], strict=True):
-        iv = interval[lo:hi]
-        first = int(iv[0])
-        dense = np.zeros(int(iv[-1]) - first + 1)
-        cover = np.zeros_like(dense)
-        np.add.at(dense, iv - first, bits[lo:hi])
-        np.add.at(cover, iv - first, busy[lo:hi])
-        rate = dense / th.interval_s
-        if rate.max() < th.rate_on_bps:
-            continue
-        out.extend(_episodes(int(key[lo]), first, dense, np.minimum(cover, th.interval_s), rate, th))
+    key, interval, bits, rate, runs = key[keep], interval[keep], bits[keep], rate[keep], runs[keep]
+    cover = np.minimum(busy[keep], th.interval_s)
+    first = np.ones(len(key), bool)  # a key's first row
+    first[1:] = key[1:] != key[:-1]
+    rank = np.cumsum(first) - 1  # the key's number, 0..
+    last = np.r_[first[1:], True]
+    cold = rate < th.rate_off_bps
+    gap = np.where(first, 0, interval - np.r_[interval[:1], interval[:-1]] - 1)  # missing before
+    # the length of the cold run that ends at each cold row (its gaps included): a sum over
+    # segments that start at each warm row and at each key's first row
+    inc = np.where(cold, gap + 1, 0)
+    csum = np.cumsum(inc)
+    seg_start = np.flatnonzero(~cold | first)[np.cumsum(~cold | first) - 1]
+    cold_len = np.where(cold, csum - csum[seg_start] + inc[seg_start], 0)
+    before = np.where(cold | first, 0, np.r_[0, cold_len[:-1]] + gap)  # cold run before a warm row
+    # breaks, in (key, interval) order: (row, first interval of the cold run)
+    b_row = np.flatnonzero((before >= th.off_intervals) | (last & (cold_len >= th.off_intervals)))
+    b_from = np.where(cold[b_row], interval[b_row] - cold_len[b_row] + 1, interval[b_row] - before[b_row])
+    entries = np.flatnonzero(runs == th.on_intervals)
+    last_warm = np.full(rank[-1] + 1, -1)
+    np.maximum.at(last_warm, rank[~cold], np.flatnonzero(~cold))
+    eps: list[tuple[int, int, int]] = []  # (key rank, first interval, last interval)
+    bi = ei = 0
+    while ei < len(entries):
+        e = entries[ei]
+        r, at = rank[e], interval[e]
+        while bi < len(b_row) and (rank[b_row[bi]] < r or (rank[b_row[bi]] == r and b_from[bi] <= at)):
+            bi += 1
+        if bi < len(b_row) and rank[b_row[bi]] == r:  # ends before the first break after it
+            end = b_from[bi] - 1
+        else:  # still an elephant at the end of the key's data: its last busy interval
+            end = interval[last_warm[r]]
+        eps.append((int(r), int(at - th.on_intervals + 1), int(end)))
+        while ei < len(entries) and rank[entries[ei]] == r and interval[entries[ei]] <= end:
+            ei += 1  # hot runs within the episode
+    ep = np.array(eps, np.int64)
+    base = interval.min()
+    pos = (rank << 36) | (interval - base)  # (key, interval) as one sorted number
+    lo = np.searchsorted(pos, (ep[:, 0] << 36) | (ep[:, 1] - base), "left")
+    hi = np.searchsorted(pos, (ep[:, 0] << 36) | (ep[:, 2] - base), "right")
+    key_of = key[np.flatnonzero(first)]
+    out = []
+    for (r, s, t), a, b in zip(eps, lo, hi, strict=True):
+        e = Episode(int(key_of[r]), s, t, float(bits[a:b].sum()), float(rate[a:b].max()),
+                    float(cover[a:b].sum()))
+        if e.bits >= th.min_bytes * 8 and e.busy_s >= th.min_duration_s:
+            out.append(e)
     return out
 
 
@@ -110,33 +158,6 @@ def _hot_runs(key: np.ndarray, interval: np.ndarray, hot: np.ndarray) -> np.ndar
     idx = np.arange(n)
     start = np.maximum.accumulate(np.where(hot & ~cont, idx, 0))
     return np.where(hot, idx - start + 1, 0)
-
-
-def _episodes(k: int, first: int, dense, cover, rate, th: Thresholds):
-    on, run_on, run_off, start = False, 0, 0, 0
-    eps = []
-
-    def close(end: int):
-        seg = slice(start, end + 1)
-        e = Episode(k, first + start, first + end, float(dense[seg].sum()),
-                    float(rate[seg].max()), float(cover[seg].sum()))
-        if e.bits >= th.min_bytes * 8 and e.busy_s >= th.min_duration_s:
-            eps.append(e)
-
-    for i, r in enumerate(rate):
-        if not on:
-            run_on = run_on + 1 if r >= th.rate_on_bps else 0
-            if run_on >= th.on_intervals:
-                on, start, run_off = True, i - th.on_intervals + 1, 0
-        else:
-            run_off = run_off + 1 if r < th.rate_off_bps else 0
-            if run_off >= th.off_intervals:
-                close(i - th.off_intervals)
-                on, run_on = False, 0
-    if on:  # still an elephant at the end of the data: close at the last busy interval
-        busy = np.flatnonzero(rate[start:] >= th.rate_off_bps)
-        close(start + int(busy[-1]))
-    return eps
 
 
 def find(con, th: Thresholds, where: str = "true", limit: int | None = None) -> list[dict]:

@@ -6,7 +6,8 @@ directory name (``day=...`` at the top is ``raw``; ``rollup=<level>/day=...`` is
 ``<level>``), so a new rollup level needs no code here. Whole day partitions go: day D
 is deleted once all of it is older than the window, i.e. ``D + 1 day <= now - window``.
 A monthly level (its name ends in ``_1mo``, e.g. ``peers_1mo``) keeps a month in the
-partition of its first day, so that partition goes once the whole month is older.
+partition of its first day, so that partition goes once the whole month is older; a
+quarterly one (``_1q``, ``elephants_1q``) likewise its quarter.
 The quarantine (records whose times are not sane, so no day to go by) is aged by when
 each file was written (its mtime, S3's LastModified).
 
@@ -32,6 +33,7 @@ from . import lake as lk
 FOREVER = None
 _FOREVER_WORDS = ("forever", "inf", "never")
 MONTHLY_SUFFIX = "_1mo"  # levels whose partitions hold a month (flows.rollup.MONTHLY)
+QUARTERLY_SUFFIX = "_1q"  # ... a quarter (flows.elephant_table.LEVEL)
 _KEY = re.compile(r"[A-Za-z0-9_]{1,16}")
 
 
@@ -109,11 +111,12 @@ def plan(listing: lk.Listing, keep: dict[str, timedelta | None], now: datetime
         for e in entries:
             by_day[e.day].append(e)
         kept_days = []
-        monthly = level.endswith(MONTHLY_SUFFIX)
+        months = 1 if level.endswith(MONTHLY_SUFFIX) else 3 if level.endswith(QUARTERLY_SUFFIX) else 0
         for day, files in sorted(by_day.items()):
             end = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
-            if monthly:  # the partition holds the month of its first day
-                end = datetime(day.year + (day.month == 12), day.month % 12 + 1, 1, tzinfo=UTC)
+            if months:  # the partition holds the month (quarter) that starts on its day
+                m = day.month - 1 + months
+                end = datetime(day.year + m // 12, m % 12 + 1, 1, tzinfo=UTC)
             if window is not None and end <= now - window:
                 lp.delete.extend(files)
                 lp.partitions_deleted.append(files[0].partition)

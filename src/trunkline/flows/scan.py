@@ -23,8 +23,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.dataset as ds
 
+from . import elephant_table, rollup
 from . import lake as lk
-from . import rollup
 from .enrich import Enricher
 from .schema import FLOW_SCHEMA
 from .stats import arrow
@@ -41,6 +41,10 @@ class Loaded:
     reason: str = ""
     rows: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    # from the plan, for the elephants' table (not in report.json)
+    day_flows: dict[str, int] = field(default_factory=dict, repr=False)  # records per day
+    raw_gone: list[str] = field(default_factory=list, repr=False)
+    files: Files | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict:
         """What report.json keeps (not the seconds: the same data gives the same file)."""
@@ -159,6 +163,7 @@ class Plan:
     monthly: list[str] = field(default_factory=list)
     raw_gone: list[str] = field(default_factory=list)  # days with rollups and no raw partition
     files: Files | None = field(default=None, repr=False, compare=False)  # the listing it judged
+    day_flows: dict[str, int] = field(default_factory=dict)  # records per day (raw, else 5m)
 
 
 def plan(store: FlowStore, enricher: Enricher, start: datetime, end: datetime,
@@ -221,7 +226,7 @@ def plan(store: FlowStore, enricher: Enricher, start: datetime, end: datetime,
         if n and ids != [want]:
             return Plan(f"peers rollups of {d} were made with another enrichment ({ids}, now {want})",
                         raw_gone=gone, files=fl)
-    return Plan("", monthly, gone, fl)
+    return Plan("", monthly, gone, fl, ref)
 
 
 def coverage(store: FlowStore, enricher: Enricher, start: datetime, end: datetime) -> str:
@@ -285,7 +290,8 @@ def load(con: duckdb.DuckDBPyConnection, store: FlowStore, enricher: Enricher, s
         why, fl = p.why, p.files
         if not why:
             info = Loaded("rollups", rows=_views(con, store, days_of(start, end), _ms(start),
-                                                 _ms(end), p.monthly, fl))
+                                                 _ms(end), p.monthly, fl),
+                          day_flows=p.day_flows, raw_gone=p.raw_gone, files=fl)
             info.seconds = time.perf_counter() - t0
             return info
         if source == "rollups":
@@ -456,6 +462,7 @@ def compact(store: FlowStore, days: list[str]) -> dict[str, int]:
             n["after"] += 1
             lk.delete_files(store.lake, [e.path for e in entries])
     n["months"] = derive_months(store, days)["months"]  # a new listing: the merged files
+    n["elephant_quarters"] = elephant_table.derive_quarters(store, days)["quarters"]
     return n
 
 
@@ -492,4 +499,5 @@ def backfill(store: FlowStore, enricher: Enricher, days: list[str]) -> dict[str,
         for lv, x in t.items():
             rows[lv] = rows.get(lv, 0) + x.num_rows
     rows[rollup.MONTHLY] = derive_months(store, days)["rows"]
+    rows[elephant_table.LEVEL] = elephant_table.derive_quarters(store, days)["records"]
     return rows

@@ -129,7 +129,9 @@ def backfill_on_ray(store, days: list[str], address: str, enrich_args: dict[str,
     finally:
         if started:
             ray.shutdown()
+    from .elephant_table import LEVEL, derive_quarters
     from .scan import derive_months
 
     rows["peers_1mo"] = derive_months(store, days)["rows"]  # the driver reads the days' files
+    rows[LEVEL] = derive_quarters(store, days)["records"]
     return rows

@@ -13,10 +13,11 @@ import pyarrow as pa
 
 from ... import __version__
 from ...errors import UsageError
+from .. import elephant_table
 from ..elephants import Thresholds, find
 from ..enrich import NO_METRO, Enricher
 from ..enrich.taxonomy import CATEGORIES, CATEGORY_LABELS, CLOUDS
-from ..scan import load
+from ..scan import Loaded, load
 from ..stats import (
     HLL_P,
     RATE_BIN_S,
@@ -242,7 +243,7 @@ def build(store: FlowStore, quarter: Quarter, enricher: Enricher, *,
     sk = [{"region": r, "direction": DIRECTIONS[d], "category": c, "bits": b} for r, d, c, b in sankey(con, q)]
     geo = _geography(con, q, pq, total_bits, ptotal, present, home_country)
 
-    all_el = _elephants(store, enricher, q, th, sites, regions)
+    all_el, el_source = _elephants(store, enricher, q, th, sites, regions, loaded)
     el_bits = sum(e["bytes"] * 8 for e in all_el)
     el_by_cat: dict[str, float] = {}
     for e in all_el:
@@ -266,7 +267,7 @@ def build(store: FlowStore, quarter: Quarter, enricher: Enricher, *,
         "categories": [{"id": c, "label": CATEGORY_LABELS[c]} for c in CATEGORIES],
         "totals": {"flows": int(n_flows), "bits": total_bits, "bytes": total_bits / 8,
                    "rows_enriched": int(rows)},
-        "source": loaded.as_dict(),
+        "source": {**loaded.as_dict(), "elephants": el_source},
         "figures": figures,
         "shares": shares,
         "monthly": monthly,
@@ -360,15 +361,31 @@ def _geography(con, q: Quarter, pq: Quarter, total_bits: float, ptotal: float, p
 
 
 def _elephants(store: FlowStore, enricher: Enricher, q: Quarter, th: Thresholds,
-               sites: dict[str, str] | None, regions: dict[str, str] | None) -> list[dict]:
-    """Elephant episodes of ``q`` from raw flows: only the 5-tuples that moved enough to be
-    one are enriched (``stats.elephant_flows``)."""
+               sites: dict[str, str] | None, regions: dict[str, str] | None,
+               loaded: Loaded) -> tuple[list[dict], dict]:
+    """Elephant episodes of ``q`` and where their records came from: the quarter's
+    elephant table when it is fresh (``elephant_table``; the report read rollups), else
+    raw flows, of which only the 5-tuples that moved enough to be one are enriched
+    (``stats.elephant_flows``). Raw flows of some of the quarter's days gone and no fresh
+    table: an error, not a count that silently misses those days."""
     con = store.connect()
     con.execute("SET enable_progress_bar = false")
-    if elephant_flows(con, q.start, q.end, th.min_bytes * 8) == 0:
-        return []
+    why = "the report scans raw flows"
+    if loaded.kind == "rollups":
+        why = elephant_table.load(con, store, q, th.min_bytes * 8, loaded.day_flows, loaded.files)
+    if why:
+        gone = [d for d in loaded.raw_gone if q.start.strftime("%Y-%m-%d") <= d < q.end.strftime("%Y-%m-%d")]
+        if gone:
+            raise ValueError(f"no elephants for {q}: {why}, and the raw flows of {len(gone)} day(s) "
+                             f"are gone ({gone[0]}...); compact a quarter before retention removes its raw flows")
+        if elephant_flows(con, q.start, q.end, th.min_bytes * 8) == 0:
+            return [], {"kind": "raw", "reason": why}
+    n = con.execute("SELECT count(*) FROM el_flows").fetchall()[0][0]
+    source = {"kind": "raw" if why else elephant_table.LEVEL, "reason": why}
+    if n == 0:
+        return [], source
     prepare(con, enricher, q.start, q.end, sites, regions, table="el_flows")
-    return find(con, th, "true")
+    return find(con, th, "true"), source
 
 
 def _el_row(e: dict) -> dict:
