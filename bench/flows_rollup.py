@@ -53,11 +53,11 @@ print(json.dumps({"wall_s": time.perf_counter() - t, "cpu_s": r1.ru_utime - r0.r
 
 COMPACT = r"""
 import json, resource, sys, time
-from trunkline.flows import scan
+from trunkline.flows import maintain, scan
 from trunkline.flows.store import FlowStore
 store = FlowStore(sys.argv[1])
 r0, t = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-n = scan.compact(store, scan.raw_days(store))
+n = maintain.compact(store, scan.raw_days(store))
 r1 = resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps({"wall_s": time.perf_counter() - t, "cpu_s": r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime,
                   "peak_rss_mb": r1.ru_maxrss / 1024, **n}))

@@ -313,7 +313,7 @@ def run(args) -> int:
             if note:
                 say(f"[6/6] no simulated quarter: {note}")
             elif args.flows:
-                from .flows import scan
+                from .flows import maintain, scan
                 from .flows.rollup import Rollups
                 from .flows.simulate import PREVIOUS_SHIFT, simulate
 
@@ -324,8 +324,8 @@ def run(args) -> int:
                 sim = simulate(q, writer, enricher, args.flows, 7)
                 # the report reads rollups: those of the transfer's days, then the monthly
                 # peer tables (what a lake's cron job runs: flows rollup [--compact])
-                scan.backfill(store, enricher, transfer_days)
-                scan.compact(store, scan.raw_days(store))
+                maintain.backfill(store, enricher, transfer_days)
+                maintain.compact(store, scan.raw_days(store))
                 say(f"[6/6] SIMULATED edge traffic: {q} {sim.flows:,} flows "
                     f"({sim.elephant_sessions} elephant sessions, {sim.unique_peers:,} peers) + "
                     f"{q.prev()} {max(args.flows // 2, 1):,} flows into the lake, with their "

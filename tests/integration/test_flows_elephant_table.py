@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from trunkline.flows import elephant_table, scan
+from trunkline.flows import elephant_table, maintain, scan
 from trunkline.flows.elephants import Thresholds
 from trunkline.flows.enrich import Enricher
 from trunkline.flows.report import build
@@ -66,7 +66,7 @@ def compacted(enricher, tmp_path_factory) -> Path:
     simulate(Q.prev(), store, enricher, 10_000, seed=11, drift=0.5, shift=PREVIOUS_SHIFT, batch=4_000)
     simulate(Q, store, enricher, 30_000, seed=11, batch=8_000)
     store.write(_records(SPLIT + SHORT + SAMPLED))
-    n = scan.compact(store, scan.raw_days(store))
+    n = maintain.compact(store, scan.raw_days(store))
     assert n["elephant_quarters"] == 2
     return root
 
@@ -139,7 +139,7 @@ def test_a_late_record_makes_the_table_stale_until_the_next_compaction(compacted
     raw, _ = build(store, Q, enricher, source="raw")
     assert _strip(rep) == _strip(raw)
     assert any(e["dst_addr"] == "203.0.113.4" for e in rep["elephants"]["top"])
-    scan.compact(store, scan.raw_days(store))
+    maintain.compact(store, scan.raw_days(store))
     again, _ = build(store, Q, enricher)
     assert again["source"]["elephants"]["kind"] == elephant_table.LEVEL
     assert _strip(again) == _strip(raw)

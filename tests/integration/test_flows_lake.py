@@ -125,7 +125,7 @@ def test_compaction_on_the_s3_lake_makes_monthly_peers_and_keeps_the_report(
     """Writers' batches leave several rollup files a day and no monthly peer table;
     ``flows rollup --compact`` on the lake merges them there and derives the months, and
     the report (from those rollups) equals the local store's of the same flows."""
-    from trunkline.flows import rollup, scan
+    from trunkline.flows import maintain, rollup, scan
     from trunkline.flows.enrich import Enricher
     from trunkline.flows.rollup import Rollups
     from trunkline.flows.simulate import PREVIOUS_SHIFT, simulate
@@ -153,7 +153,7 @@ def test_compaction_on_the_s3_lake_makes_monthly_peers_and_keeps_the_report(
     for level in rollup.INGEST_TABLES:  # one file per day and level
         days = [f.parent for f in s3.files(level)]
         assert len(days) == len(set(days)), level
-    scan.compact(loc, scan.raw_days(loc))
+    maintain.compact(loc, scan.raw_days(loc))
     p = scan.plan(s3, e, q.prev().start, q.end)
     assert p.why == "" and p.monthly == [*q.prev().months(), *q.months()]
     reports = {}

@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from trunkline.flows import rollup, scan
+from trunkline.flows import maintain, rollup, scan
 from trunkline.flows.enrich import Enricher
 from trunkline.flows.report import build
 from trunkline.flows.rollup import Rollups
@@ -159,7 +159,7 @@ def test_a_gap_in_the_rollups_is_seen_and_backfill_closes_it(store_dir, enricher
     with pytest.raises(ValueError, match="do not cover"):
         build(store, Q, enricher, source="rollups")
     # backfill rebuilds from raw: one file per level and day, and the same report
-    rows = scan.backfill(store, enricher, scan.raw_days(store))
+    rows = maintain.backfill(store, enricher, scan.raw_days(store))
     assert rows["5m"] > 0 and rows["peers"] > 0
     assert scan.coverage(store, enricher, Q.prev().start, Q.end) == ""
     day = victim.parent
@@ -190,7 +190,7 @@ def test_compaction_merges_each_days_files_and_keeps_the_report(store_dir, enric
     shutil.copytree(store_dir, root)
     store = FlowStore(root)
     before = _strip(build(store, Q, enricher)[0])
-    n = scan.compact(store, scan.raw_days(store))
+    n = maintain.compact(store, scan.raw_days(store))
     assert n["after"] < n["before"]
     for level in rollup.INGEST_TABLES:
         days = [f.parent for f in store.rollup_files(level)]
@@ -210,7 +210,7 @@ def test_monthly_peers_give_way_to_late_records_and_outlive_raw_retention(store_
     root = tmp_path / "copy"
     shutil.copytree(store_dir, root)
     store = FlowStore(root, rollups=Rollups(enricher))
-    scan.compact(store, scan.raw_days(store))
+    maintain.compact(store, scan.raw_days(store))
     import pyarrow.parquet as pq
 
     daily_rows = sum(pq.ParquetFile(f).metadata.num_rows for f in store.rollup_files("peers"))
@@ -232,7 +232,7 @@ def test_monthly_peers_give_way_to_late_records_and_outlive_raw_retention(store_
     # retention removed a raw day: its rollups are what is left, and the report keeps it
     # (compacted first: the quarter's elephant table is derived from raw flows)
     before = _strip(rep)
-    scan.compact(store, scan.raw_days(store))
+    maintain.compact(store, scan.raw_days(store))
     shutil.rmtree(root / "day=2025-10-07")
     assert scan.coverage(store, enricher, Q.prev().start, Q.end) == ""
     assert _strip(build(store, Q, enricher)[0]) == before

@@ -119,11 +119,11 @@ def simulate(quarter, out, n_flows, previous, seed, rollups, enrich_data, taxono
     if rollups:
         # the quarters are complete: one file per day and level, the monthly peer tables
         # and the quarters' elephant tables the report reads
-        from ..flows import scan
+        from ..flows import maintain, scan
 
         t0 = time.perf_counter()
         days = scan.raw_days(store, (q.prev() if previous else q).start, q.end)
-        n = _run(debug, scan.compact, store, days)
+        n = _run(debug, maintain.compact, store, days)
         click.echo(f"rollups compacted: {n['before']:,} -> {n['after']:,} files, "
                    f"{n['months']} monthly peer tables, {n['elephant_quarters']} elephant tables "
                    f"in {time.perf_counter() - t0:.1f} s", err=True)
@@ -211,7 +211,7 @@ def rollup(store_dir, quarter, ray, compact, as_json, enrich_data, taxonomy, met
     stores written before rollups, or with another enrichment. One file per level and day.
     With --compact, merge the files many writer batches left instead, and derive each
     month's peer table (what the report reads for a whole month)."""
-    from ..flows import scan
+    from ..flows import maintain, scan
 
     t0 = time.perf_counter()
     store = open_store(store_dir, debug)
@@ -221,7 +221,7 @@ def rollup(store_dir, quarter, ray, compact, as_json, enrich_data, taxonomy, met
     else:
         days = scan.raw_days(store)
     if compact:
-        rows = _run(debug, scan.compact, store, days)
+        rows = _run(debug, maintain.compact, store, days)
     elif ray:
         from ..flows.scan_ray import backfill_on_ray
 
@@ -229,7 +229,7 @@ def rollup(store_dir, quarter, ray, compact, as_json, enrich_data, taxonomy, met
                     _enrich_args(enrich_data, taxonomy, metros, asn_mmdb))
     else:
         e = _run(debug, _enricher, enrich_data, taxonomy, metros, asn_mmdb)
-        rows = _run(debug, scan.backfill, store, e, days)
+        rows = _run(debug, maintain.backfill, store, e, days)
     out = {"days": len(days), "rows": rows, "seconds": round(time.perf_counter() - t0, 3)}
     if as_json:
         click.echo(json.dumps(out, indent=1))

@@ -35,6 +35,7 @@ import duckdb
 import pyarrow as pa
 
 from . import lake as lk
+from .scan import Files, _flows_view, days_of, months_of, raw_counts
 from .schema import FLOW_SCHEMA
 from .stats import ELEPHANT_KEY, Quarter, _ts, arrow
 from .store import FlowStore, duckdb_connect
@@ -61,8 +62,6 @@ def derive(store: FlowStore, quarter: Quarter, min_bits: float, files=None) -> d
     """Write the table of ``quarter`` from its raw flows, replacing the older one.
     -> {"records": candidate records, "tuples_month_bar": hashes past the monthly bar}
     (``skipped``: why nothing was written, e.g. raw days already gone)."""
-    from .scan import Files, _flows_view, days_of, months_of, raw_counts
-
     fl = files if files is not None and files.store is store else Files(store)
     qdays = days_of(quarter.start, quarter.end)
     raw_days = set(fl.days(lk.RAW))
@@ -122,8 +121,6 @@ def load(con: duckdb.DuckDBPyConnection, store: FlowStore, quarter: Quarter, min
          day_flows: dict[str, int], files=None) -> str:
     """Temp table ``el_flows`` (the raw records of ``quarter``'s candidates) from the
     table, when it is fresh: -> '' then, else why not (and no table)."""
-    from .scan import Files, days_of
-
     fl = files if files is not None and files.store is store else Files(store)
     n_files = fl.view(con, "_el_1q", LEVEL, [_day(quarter.start)], SCHEMA)
     if not n_files:

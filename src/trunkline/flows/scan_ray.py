@@ -130,7 +130,7 @@ def backfill_on_ray(store, days: list[str], address: str, enrich_args: dict[str,
         if started:
             ray.shutdown()
     from .elephant_table import LEVEL, derive_quarters
-    from .scan import derive_months
+    from .maintain import derive_months
 
     rows["peers_1mo"] = derive_months(store, days)["rows"]  # the driver reads the days' files
     rows[LEVEL] = derive_quarters(store, days)["records"]
