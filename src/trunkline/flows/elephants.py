@@ -135,14 +135,16 @@ def detect(key: np.ndarray, interval: np.ndarray, bits: np.ndarray, th: Threshol
     pos = (rank << 36) | (interval - base)  # (key, interval) as one sorted number
     lo = np.searchsorted(pos, (ep[:, 0] << 36) | (ep[:, 1] - base), "left")
     hi = np.searchsorted(pos, (ep[:, 0] << 36) | (ep[:, 2] - base), "right")
+    # sums and peaks over each episode's rows [lo, hi): the episodes are disjoint and in
+    # row order, so one reduceat over lo, hi, lo, hi... gives them at the even places
+    at = np.column_stack([lo, hi]).ravel()
+    e_bits = np.add.reduceat(np.r_[bits, 0.0], at)[0::2]
+    e_cover = np.add.reduceat(np.r_[cover, 0.0], at)[0::2]
+    e_peak = np.maximum.reduceat(np.r_[rate, 0.0], at)[0::2]
+    ok = (e_bits >= th.min_bytes * 8) & (e_cover >= th.min_duration_s)
     key_of = key[np.flatnonzero(first)]
-    out = []
-    for (r, s, t), a, b in zip(eps, lo, hi, strict=True):
-        e = Episode(int(key_of[r]), s, t, float(bits[a:b].sum()), float(rate[a:b].max()),
-                    float(cover[a:b].sum()))
-        if e.bits >= th.min_bytes * 8 and e.busy_s >= th.min_duration_s:
-            out.append(e)
-    return out
+    return [Episode(int(key_of[ep[j, 0]]), int(ep[j, 1]), int(ep[j, 2]), float(e_bits[j]),
+                    float(e_peak[j]), float(e_cover[j])) for j in np.flatnonzero(ok)]
 
 
 def _hot_runs(key: np.ndarray, interval: np.ndarray, hot: np.ndarray) -> np.ndarray:
@@ -169,10 +171,12 @@ def find(con, th: Thresholds, where: str = "true", limit: int | None = None) -> 
     eps = detect(t["k"].astype(np.int64), t["i"].astype(np.int64), t["bits"], th, t["busy"])
     if not eps:
         return []
-    cols, keys = elephant_keys(con)
     eps.sort(key=lambda e: -e.bits)
+    eps = eps[:limit]
+    cols, rows = elephant_keys(con, np.unique([e.key for e in eps]))
+    keys = {r[cols.index("k")]: r for r in rows}
     out = []
-    for e in eps[:limit]:
+    for e in eps:
         row = dict(zip(cols, keys[e.key], strict=True))
         row.pop("k")
         dur = e.span_s(I)

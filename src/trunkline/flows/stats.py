@@ -310,11 +310,12 @@ def region_cells(con, quarter: Quarter) -> list[dict]:
     con.execute("CREATE OR REPLACE TEMP TABLE month_len AS SELECT * FROM (VALUES "
                 + ", ".join(f"('{m}', {sec // bin_s}, {sec // 86400})" for m, sec in month_s.items())
                 + ") t(month, bins, days)")
-    # per peer first; 'all' directions re-aggregated from it
+    # per peer first (bits, and the days it was seen: its monthly masks or-ed over its
+    # exporters); 'all' directions re-aggregated from it
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE rc_peer AS
-        SELECT {keys}, seen_peer, sum(bits) AS bits FROM rp WHERE {q} GROUP BY ALL;
-        INSERT INTO rc_peer SELECT region, 'all', category, month, seen_peer, sum(bits)
+        SELECT {keys}, seen_peer, sum(bits) AS bits, bit_or(days) AS days FROM rp WHERE {q} GROUP BY ALL;
+        INSERT INTO rc_peer SELECT region, 'all', category, month, seen_peer, sum(bits), bit_or(days)
         FROM rc_peer GROUP BY ALL""")
     base = {tuple(r[:4]): r[4:] for r in con.execute(f"""
         SELECT {keys}, sum(bits), count(seen_peer),
@@ -327,15 +328,15 @@ def region_cells(con, quarter: Quarter) -> list[dict]:
         SELECT b2.region, b2.direction, b2.category, b2.month, CAST(bits AS DOUBLE) / {bin_s} AS v,
                ml.bins AS n
         FROM b2 JOIN month_len ml USING (month)""", keys, "n")).fetchall()}
-    # daily distinct peers from the monthly rows' day masks: a peer's masks or-ed over the
-    # group (its exporters, both directions for 'all'), then one count per set bit
+    # daily distinct peers from the per-peer day masks (both directions or-ed for 'all'):
+    # one pass sums each of the 31 bits per group (a join of every peer with its days cost
+    # 3 s of a 110 M-record report), then one row per day that saw any
+    bit_sums = ", ".join(f"CAST(sum((days >> {i}) & 1) AS BIGINT)" for i in range(31))
     daily = {tuple(r[:4]): r[4:] for r in con.execute(f"""
-        WITH d AS (SELECT {keys}, seen_peer, bit_or(days) AS days FROM rp
-                   WHERE {q} AND seen_peer IS NOT NULL GROUP BY ALL),
-             d2 AS (SELECT * FROM d UNION ALL
-                    SELECT region, 'all', category, month, seen_peer, bit_or(days) FROM d GROUP BY ALL),
-             c AS (SELECT {keys}, b.i AS day, count(*) AS v FROM d2, range(31) b(i)
-                   WHERE (d2.days >> CAST(b.i AS INTEGER)) & 1 = 1 GROUP BY ALL),
+        WITH w AS (SELECT {keys}, [{bit_sums}] AS vs FROM rc_peer
+                   WHERE seen_peer IS NOT NULL GROUP BY ALL),
+             c AS (SELECT * FROM (SELECT {keys}, unnest(range(31)) AS day, unnest(vs) AS v FROM w)
+                   WHERE v > 0),
              s AS (SELECT {keys}, sum(v) AS total FROM c GROUP BY ALL),
              p AS ({_padded_p95_sql("SELECT c.*, ml.days AS n FROM c JOIN month_len ml USING (month)",
                                     keys, "n")})
@@ -511,10 +512,14 @@ def elephant_intervals(con, interval_s: int, min_bits: float, where: str = "true
     """).fetchnumpy()
 
 
-def elephant_keys(con) -> tuple[list[str], list[tuple]]:
-    """(column names, rows) of ``el_keys`` in key order."""
-    rows = con.execute("SELECT * FROM el_keys ORDER BY k").fetchall()
-    return [d[0] for d in con.description], rows
+def elephant_keys(con, ks) -> tuple[list[str], list[tuple]]:
+    """(column names, rows) of ``el_keys`` for the keys ``ks`` (those of the episodes
+    found: a quarter's candidates are many more, and a Python row each cost seconds)."""
+    con.register("_el_want", pa.table({"k": pa.array(ks, pa.int64())}))
+    rows = con.execute("SELECT * FROM el_keys WHERE k IN (SELECT k FROM _el_want) ORDER BY k").fetchall()
+    cols = [d[0] for d in con.description]
+    con.unregister("_el_want")
+    return cols, rows
 
 
 # --- a mergeable unique count: HyperLogLog registers computed in SQL -------------------

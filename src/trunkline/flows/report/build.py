@@ -368,12 +368,13 @@ def _elephants(store: FlowStore, enricher: Enricher, q: Quarter, th: Thresholds,
     raw flows, of which only the 5-tuples that moved enough to be one are enriched
     (``stats.elephant_flows``). Raw flows of some of the quarter's days gone and no fresh
     table: an error, not a count that silently misses those days."""
-    con = store.connect()
+    con = duckdb_connect()
     con.execute("SET enable_progress_bar = false")
     why = "the report scans raw flows"
     if loaded.kind == "rollups":
         why = elephant_table.load(con, store, q, th.min_bytes * 8, loaded.day_flows, loaded.files)
     if why:
+        store.connect(con)  # the raw flows view
         gone = [d for d in loaded.raw_gone if q.start.strftime("%Y-%m-%d") <= d < q.end.strftime("%Y-%m-%d")]
         if gone:
             raise ValueError(f"no elephants for {q}: {why}, and the raw flows of {len(gone)} day(s) "
