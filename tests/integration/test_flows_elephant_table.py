@@ -15,12 +15,19 @@ import pyarrow as pa
 import pytest
 
 from trunkline.flows import elephant_table, maintain, scan
-from trunkline.flows.elephants import Thresholds
+from trunkline.flows.elephants import Thresholds, hot_keys
 from trunkline.flows.enrich import Enricher
 from trunkline.flows.report import build
 from trunkline.flows.rollup import Rollups
 from trunkline.flows.simulate import PREVIOUS_SHIFT, simulate
-from trunkline.flows.stats import ELEPHANT_KEY, Quarter, arrow, elephant_flows
+from trunkline.flows.stats import (
+    ELEPHANT_KEY,
+    Quarter,
+    arrow,
+    elephant_flows,
+    elephant_intervals,
+    prepare,
+)
 from trunkline.flows.store import FlowStore, duckdb_connect
 
 Q = Quarter(2025, 4)
@@ -95,19 +102,41 @@ def _strip(r: dict) -> str:
     return json.dumps(r, sort_keys=True)
 
 
-def test_the_table_holds_the_raw_paths_candidates(compacted):
+def test_the_table_holds_the_tuples_that_can_be_elephants(compacted, enricher):
     t = _table(compacted)
+    # the raw path's own steps: tuples past the size bar, cut into intervals, those with a hot run
     con = FlowStore(compacted).connect()
     assert elephant_flows(con, Q.start, Q.end, BAR * 8) > 0
-    raw = arrow(con, "SELECT * FROM el_flows")
-    assert _tuples(t) == _tuples(raw)  # the same tuples as the raw scan's prefilter
-    assert t.num_rows - 1 == raw.num_rows  # and all their records (+ the marker row)
-    tuples = {(s, d) for s, d, *_ in _tuples(t)}
+    prepare(con, enricher, Q.start, Q.end, table="el_flows")
+    th = Thresholds()
+    iv = elephant_intervals(con, th.interval_s, BAR * 8)
+    hot = hot_keys(iv["k"], iv["i"], iv["bits"], th)
+    keys = arrow(con, "SELECT * FROM el_keys")
+    rows = zip(*(keys.column(c).to_pylist() for c in (*ELEPHANT_KEY, "k")), strict=True)
+    want = {r[:-1] for r in rows if r[-1] in set(hot.tolist())}
+    assert len(want) < len(_tuples(keys))  # most tuples past the size bar never run hot
+    assert _tuples(t) == want
+    n = con.execute("SELECT count(*) FROM ef e JOIN el_keys k ON "
+                    + " AND ".join(f"e.{c} IS NOT DISTINCT FROM k.{c}" for c in ELEPHANT_KEY)
+                    + f" WHERE k.k IN (SELECT unnest({sorted(hot.tolist())}))").fetchall()[0][0]
+    assert t.num_rows - 1 == n  # all their records (+ the marker row)
+    meta = set(zip(
+        *(t.column(c).to_pylist() for c in ("quarter_flows", "min_bits", "interval_s", "rate_on_bps",
+                                            "on_intervals")), strict=True))
+    total = sum(scan.raw_counts(FlowStore(compacted), scan.days_of(Q.start, Q.end)).values())
+    assert meta == {(total, BAR * 8.0, th.interval_s, th.rate_on_bps, th.on_intervals)}
+
+
+def test_a_tuple_split_over_the_months_is_kept_at_the_bar(compacted, tmp_path):
+    """Pigeonhole: no month holds the bar, but the quarter does (to the byte). With an
+    entry rate these records reach, the table holds exactly the tuples at the bar."""
+    root = _copy(compacted, tmp_path)
+    low = Thresholds(rate_on_bps=1e6, rate_off_bps=5e5, on_intervals=1)
+    r = elephant_table.derive(FlowStore(root), Q, low)
+    assert r["tuples_size_bar"] >= r["tuples"] > 0
+    tuples = {(s, d) for s, d, *_ in _tuples(_table(root))}
     assert (LOCAL, "203.0.113.1") in tuples and (LOCAL, "203.0.113.3") in tuples
     assert (LOCAL, "203.0.113.2") not in tuples  # a byte short of the bar
-    meta = set(zip(t.column("quarter_flows").to_pylist(), t.column("min_bits").to_pylist(), strict=True))
-    assert meta == {(sum(scan.raw_counts(FlowStore(compacted), scan.days_of(Q.start, Q.end)).values()),
-                     BAR * 8.0)}
 
 
 def test_the_report_reads_the_table_and_equals_the_raw_scan(compacted, enricher):
@@ -124,6 +153,11 @@ def test_the_report_reads_the_table_and_equals_the_raw_scan(compacted, enricher)
     rep, _ = build(store, Q, enricher, thresholds=low)
     assert rep["source"]["elephants"]["kind"] == "raw" and "asks for" in rep["source"]["elephants"]["reason"]
     assert _strip(rep) == _strip(build(store, Q, enricher, thresholds=low, source="raw")[0])
+    # stricter thresholds read the table (a superset of their tuples)
+    strict = Thresholds(rate_on_bps=2e8, on_intervals=3, min_bytes=2 * BAR, rate_off_bps=1e7, min_duration_s=300)
+    rep, _ = build(store, Q, enricher, thresholds=strict)
+    assert rep["source"]["elephants"]["kind"] == elephant_table.LEVEL and rep["elephants"]["count"] > 0
+    assert _strip(rep) == _strip(build(store, Q, enricher, thresholds=strict, source="raw")[0])
 
 
 def test_a_late_record_makes_the_table_stale_until_the_next_compaction(compacted, enricher, tmp_path):

@@ -92,7 +92,7 @@ def detect(key: np.ndarray, interval: np.ndarray, bits: np.ndarray, th: Threshol
     rate = bits / th.interval_s
     # only a key with ``on_intervals`` consecutive hot intervals can start an episode
     runs = _hot_runs(key, interval, rate >= th.rate_on_bps)
-    keep = np.isin(key, key[runs >= th.on_intervals])
+    keep = np.isin(key, key[runs >= th.on_intervals])  # = hot_keys(...), runs reused below
     if not keep.any():
         return []
     key, interval, bits, rate, runs = key[keep], interval[keep], bits[keep], rate[keep], runs[keep]
@@ -145,6 +145,18 @@ def detect(key: np.ndarray, interval: np.ndarray, bits: np.ndarray, th: Threshol
     key_of = key[np.flatnonzero(first)]
     return [Episode(int(key_of[ep[j, 0]]), int(ep[j, 1]), int(ep[j, 2]), float(e_bits[j]),
                     float(e_peak[j]), float(e_cover[j])) for j in np.flatnonzero(ok)]
+
+
+def hot_keys(key: np.ndarray, interval: np.ndarray, bits: np.ndarray, th: Thresholds,
+             slack: float = 0.0) -> np.ndarray:
+    """The keys with a run of ``on_intervals`` consecutive intervals at ``rate_on_bps``
+    (bits per (key, interval), any order, no duplicates): the only ones that can start an
+    episode. ``slack``: the entry rate lowered by that fraction (a superset, for sums made
+    in another order)."""
+    order = np.lexsort((interval, key))
+    key, interval = np.asarray(key)[order], np.asarray(interval)[order]
+    hot = np.asarray(bits, np.float64)[order] / th.interval_s >= th.rate_on_bps * (1 - slack)
+    return np.unique(key[_hot_runs(key, interval, hot) >= th.on_intervals])
 
 
 def _hot_runs(key: np.ndarray, interval: np.ndarray, hot: np.ndarray) -> np.ndarray:

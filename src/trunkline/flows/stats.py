@@ -483,9 +483,8 @@ def elephant_flows(con, start: datetime, end: datetime, min_bits: float) -> int:
 
 def elephant_intervals(con, interval_s: int, min_bits: float, where: str = "true") -> dict[str, np.ndarray]:
     """Candidate 5-tuples (at least ``min_bits`` in all) into temp table ``el_keys``, and
-    their bits and busy seconds per ``interval_s`` interval: records spread over the
-    intervals they span in proportion to the overlap. -> columns k, i, bits, busy."""
-    I = interval_s  # noqa: E741
+    their bits and busy seconds per ``interval_s`` interval (``spread_sql``).
+    -> columns k, i, bits, busy."""
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE el_keys AS
         SELECT src_addr, dst_addr, src_port, dst_port, proto,
@@ -496,20 +495,30 @@ def elephant_intervals(con, interval_s: int, min_bits: float, where: str = "true
         GROUP BY src_addr, dst_addr, src_port, dst_port, proto
         HAVING sum(bits) >= {min_bits}
     """)
-    return con.execute(f"""
+    return con.execute(spread_sql(f"""
+        SELECT k.k, e.ts, e.te, e.bits FROM (SELECT * FROM ef WHERE {where}) e
+        JOIN el_keys k ON {" AND ".join(f"e.{c} IS NOT DISTINCT FROM k.{c}" for c in ELEPHANT_KEY)}""",
+        interval_s)).fetchnumpy()
+
+
+def spread_sql(source: str, interval_s: int) -> str:
+    """SQL: bits and busy seconds per (k, interval) of the records of ``source`` (columns
+    k, ts, te, bits), each record spread over the intervals it spans in proportion to the
+    overlap (a record of no length: one millisecond). The one definition of an interval's
+    rate, for the detector (``elephant_intervals``) and the elephant table's filter."""
+    I = interval_s  # noqa: E741
+    return f"""
         WITH r AS (
-            SELECT k.k, epoch(e.ts) AS t0, greatest(epoch(e.te), epoch(e.ts) + 0.001) AS t1,
-                   CAST(floor(epoch(e.ts) / {I}) AS BIGINT) AS i0,
-                   CAST(floor((greatest(epoch(e.te), epoch(e.ts) + 0.001) - 0.0005) / {I}) AS BIGINT) AS i1,
-                   e.bits
-            FROM (SELECT * FROM ef WHERE {where}) e
-            JOIN el_keys k ON {" AND ".join(f"e.{c} IS NOT DISTINCT FROM k.{c}" for c in ELEPHANT_KEY)}
+            SELECT k, epoch(ts) AS t0, greatest(epoch(te), epoch(ts) + 0.001) AS t1,
+                   CAST(floor(epoch(ts) / {I}) AS BIGINT) AS i0,
+                   CAST(floor((greatest(epoch(te), epoch(ts) + 0.001) - 0.0005) / {I}) AS BIGINT) AS i1,
+                   bits
+            FROM ({source})
         )
         , s AS (SELECT k, unnest(range(i0, i1 + 1)) AS i, t0, t1, bits FROM r)
         SELECT k, i, sum(bits * (least(t1, (i + 1) * {I}) - greatest(t0, i * {I})) / (t1 - t0)) AS bits,
                sum(least(t1, (i + 1) * {I}) - greatest(t0, i * {I})) AS busy
-        FROM s GROUP BY ALL
-    """).fetchnumpy()
+        FROM s GROUP BY ALL"""
 
 
 def elephant_keys(con, ks) -> tuple[list[str], list[tuple]]:

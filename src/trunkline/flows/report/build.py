@@ -372,7 +372,7 @@ def _elephants(store: FlowStore, enricher: Enricher, q: Quarter, th: Thresholds,
     con.execute("SET enable_progress_bar = false")
     why = "the report scans raw flows"
     if loaded.kind == "rollups":
-        why = elephant_table.load(con, store, q, th.min_bytes * 8, loaded.day_flows, loaded.files)
+        why = elephant_table.load(con, store, q, th, loaded.day_flows, loaded.files)
     if why:
         store.connect(con)  # the raw flows view
         gone = [d for d in loaded.raw_gone if q.start.strftime("%Y-%m-%d") <= d < q.end.strftime("%Y-%m-%d")]
