@@ -151,7 +151,7 @@ def main() -> None:
         res["compact"] = run(COMPACT, store, timeout=a.timeout)
         print(json.dumps(res["compact"]), file=sys.stderr)
     raw = sum(du(p) for p in store.glob("day=*"))
-    res["size"] = {"raw_bytes": raw, **{lv: du(store / f"rollup={lv}") for lv in ("5m", "1h", "1d", "peers", "peers_1mo", "mover")}}
+    res["size"] = {"raw_bytes": raw, **{lv: du(store / f"rollup={lv}") for lv in ("5m", "1h", "1d", "peers", "peers_1mo", "elephants_1q", "mover")}}
     res["size"]["rollup_fraction"] = {k: v / raw for k, v in res["size"].items() if k != "raw_bytes" and raw}
     reports = {}
     for source in [s for _ in range(a.report_rounds) for s in ("rollups", "raw", "ray")]:
