@@ -75,7 +75,10 @@ def test_demo_summary_and_files(demo):
     copied = FlowStore(out / "flows")
     assert len(copied.files()) == s["flow_lake_files"] > 2
     assert copied.files("peers_1mo") and copied.files("5m")
-    rollup_files = sum(len(copied.files(lv)) for lv in ("5m", "1h", "1d", "peers", "peers_1mo", "mover"))
+    # ... and the quarters' elephant tables, which the report's elephants came from
+    assert rep["source"]["elephants"]["kind"] == "elephants_1q" and copied.files("elephants_1q")
+    rollup_files = sum(len(copied.files(lv)) for lv in ("5m", "1h", "1d", "peers", "peers_1mo", "mover",
+                                                        "elephants_1q"))
     assert s["flow_lake_copy"]["ok"] and s["flow_lake_copy"]["objects"] == s["flow_lake_files"] + rollup_files
     n = copied.query("SELECT count(*) AS n FROM flows").column("n")[0].as_py()
     assert n == s["transfer_flows"] + 4000 + 2000  # + the previous quarter's half

@@ -85,6 +85,9 @@ class Files:
             v.sort(key=lambda e: e.path)
         self._frags: dict[str, object] = {}  # path -> fragment (None: skipped)
         self.skipped: dict[str, int] = {}
+        # what the command warns about (``flows_common.warn_skipped``): keys of the listing
+        # that are not ours, then files that could not be read, as they are met
+        store.skipped = self.listing.skipped
 
     def entries(self, level: str, days: list[str]) -> list[lk.Entry]:
         """The files of ``level`` in the partitions of ``days`` (in order, then by path)."""
@@ -107,6 +110,7 @@ class Files:
             self._frags[f.path] = f
         for k, n in bad.items():
             self.skipped[k] = self.skipped.get(k, 0) + n
+        self.store.skipped = self.store.skipped + bad
         return [f for e in entries if (f := self._frags[e.path]) is not None]
 
     def view(self, con: duckdb.DuckDBPyConnection, name: str, level: str, days: list[str],
