@@ -209,3 +209,19 @@ def test_two_tables_at_once_are_not_added_up(compacted, enricher, tmp_path):
     rep, _ = build(store, Q, enricher)
     assert rep["source"]["elephants"]["kind"] == "raw" and "2 files" in rep["source"]["elephants"]["reason"]
     assert _strip(rep) == _strip(build(store, Q, enricher, source="raw")[0])
+
+
+def test_the_command_says_where_the_elephants_came_from(compacted, shared_data, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from trunkline.cli.main import cli
+
+    monkeypatch.setenv("TRUNKLINE_ENRICH_DATA", str(shared_data / "enrich"))
+    root = _copy(compacted, tmp_path)
+    args = ["flows", "report", "--store", str(root), "--quarter", str(Q), "--out", str(tmp_path / "r")]
+    r = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert r.exit_code == 0 and "from rollups;" in r.output and "elephants from raw" not in r.output, r.output
+    shutil.rmtree(root / f"rollup={elephant_table.LEVEL}")
+    r = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert f"elephants from raw flows (no {elephant_table.LEVEL} table for {Q}" in r.output, r.output

@@ -191,6 +191,9 @@ def report(store_dir, quarter, out, sites, home_country, top, source, ray, rate_
     label = " SIMULATED" if r["simulated"] else ""
     src = r["source"]
     how = f"from {src['kind']}" + (f" ({src['reason']})" if src["reason"] and src["kind"] != "rollups" else "")
+    el = src.get("elephants", {})
+    if src["kind"] == "rollups" and el.get("kind") == "raw":  # say why the elephants scanned raw flows
+        how += f", elephants from raw flows ({el['reason']})"
     click.echo(f"{q}{label}: {r['totals']['flows']:,} flows, {r['unique_endpoints']['all']:,} peers, "
                f"{r['elephants']['count']:,} elephants, {how}; report in {out}/report.html "
                f"({time.perf_counter() - t0:.1f} s)", err=True)
