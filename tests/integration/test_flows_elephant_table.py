@@ -173,7 +173,10 @@ def test_a_late_record_makes_the_table_stale_until_the_next_compaction(compacted
     raw, _ = build(store, Q, enricher, source="raw")
     assert _strip(rep) == _strip(raw)
     assert any(e["dst_addr"] == "203.0.113.4" for e in rep["elephants"]["top"])
-    maintain.compact(store, scan.raw_days(store))
+    part = root / f"rollup={elephant_table.LEVEL}" / f"day={Q.start:%Y-%m-%d}"
+    stale = sorted(part.glob("*.parquet"))
+    assert maintain.compact(store, scan.raw_days(store))["elephant_quarters"] == 1  # Q4 again, not Q3
+    assert sorted(part.glob("*.parquet")) != stale
     again, _ = build(store, Q, enricher)
     assert again["source"]["elephants"]["kind"] == elephant_table.LEVEL
     assert _strip(again) == _strip(raw)

@@ -66,8 +66,8 @@ def _day(d: datetime) -> str:
 
 
 def derive(store: FlowStore, quarter: Quarter, th: Thresholds, files=None) -> dict:
-    """Write the table of ``quarter`` from its raw flows, replacing the older one.
-    -> {"records", "tuples": kept, "tuples_month_bar": hashes past the monthly bar,
+    """Write the table of ``quarter`` from its raw flows, replacing the older one (unless
+    that one is fresh: {"fresh": True}). -> {"records", "tuples": kept, "tuples_month_bar": hashes past the monthly bar,
     "tuples_size_bar": past the quarter's} (``skipped``: why nothing was written, e.g.
     raw days already gone)."""
     fl = files if files is not None and files.store is store else Files(store)
@@ -80,6 +80,8 @@ def derive(store: FlowStore, quarter: Quarter, th: Thresholds, files=None) -> di
     if not days:
         return {"skipped": "no raw flows"}
     total = sum(raw_counts(store, days, fl).values())
+    if not _stale(fl, quarter, th, total):
+        return {"fresh": True}
     months = [[d for d in m if d in raw_days] for m in months_of(days).values()]
     w = (f"time_start >= TIMESTAMPTZ '{_ts(quarter.start)}' AND "
          f"time_start < TIMESTAMPTZ '{_ts(quarter.end)}'")
@@ -119,15 +121,30 @@ def derive(store: FlowStore, quarter: Quarter, th: Thresholds, files=None) -> di
             "tuples_size_bar": len(np.unique(iv["k"]))}
 
 
+def _stale(fl: Files, quarter: Quarter, th: Thresholds, total: int) -> bool:
+    """Whether the quarter's table is missing, or was derived from another number of
+    records or with other thresholds (a fresh one is not derived again: compaction runs
+    daily, and a quarter of raw flows costs a minute per 100 M records)."""
+    con = duckdb_connect()
+    if fl.view(con, "_el_1q", LEVEL, [_day(quarter.start)], SCHEMA) != 1:
+        return True
+    have = con.execute("SELECT DISTINCT quarter_flows, min_bits, interval_s, rate_on_bps, on_intervals "
+                       "FROM _el_1q").fetchall()
+    return have != [(total, th.min_bytes * 8, th.interval_s, th.rate_on_bps, th.on_intervals)]
+
+
 def derive_quarters(store: FlowStore, days: list[str], th: Thresholds | None = None) -> dict:
     """``derive`` for each quarter that ``days`` touch (compaction, backfill), for the
-    report's default thresholds unless told."""
+    report's default thresholds unless told; a quarter whose table is fresh is left."""
     th = th or Thresholds()
-    out = {"quarters": 0, "records": 0, "skipped": {}}
+    out = {"quarters": 0, "records": 0, "fresh": 0, "skipped": {}}
     for q in sorted({quarter_of(d) for d in days}, key=str):
         r = derive(store, q, th)
         if "skipped" in r:
             out["skipped"][str(q)] = r["skipped"]
+            continue
+        if r.get("fresh"):
+            out["fresh"] += 1
             continue
         out["quarters"] += 1
         out["records"] += r["records"]
