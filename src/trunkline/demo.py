@@ -307,7 +307,7 @@ def run(args) -> int:
 
             store = FlowStore(lake)
             now = datetime.now(UTC)
-            q = Quarter(now.year, (now.month - 1) // 3 + 1)
+            q = Quarter.of(now)
             enricher, note = load_enricher(args.enrich_data)
             sim = None
             if note:

@@ -33,7 +33,7 @@ flows must outlive their quarter's compaction (``flows gc --keep raw=...``).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 import duckdb
 import numpy as np
@@ -43,7 +43,7 @@ from . import lake as lk
 from .elephants import Thresholds, hot_keys
 from .scan import Files, _flows_view, days_of, months_of, raw_counts
 from .schema import FLOW_SCHEMA
-from .stats import ELEPHANT_KEY, Quarter, _ts, arrow, spread_sql
+from .stats import RECORD_BITS, TUPLE_HASH, Quarter, _ts, arrow, spread_sql
 from .store import FlowStore, duckdb_connect
 
 LEVEL = "elephants_1q"  # retention ages it by whole quarter (``_1q``)
@@ -51,14 +51,7 @@ META = (("t_ms", pa.int64()), ("quarter_flows", pa.int64()), ("min_bits", pa.flo
         ("interval_s", pa.int64()), ("rate_on_bps", pa.float64()), ("on_intervals", pa.int64()))
 SCHEMA = pa.schema([pa.field(n, t) for n, t in META] +
                    [pa.field(f.name, f.type) for f in FLOW_SCHEMA])  # times nullable: the marker row
-_HASH = f"hash({', '.join(ELEPHANT_KEY)})"
-_BITS = "CAST(bytes AS DOUBLE) * 8 * greatest(coalesce(sampling_rate, 1), 1)"
 SLACK = 1e-12  # sums in another order round apart: each bar a hair low (a superset)
-
-
-def quarter_of(day: str) -> Quarter:
-    d = datetime.strptime(day, "%Y-%m-%d")
-    return Quarter(d.year, (d.month - 1) // 3 + 1)
 
 
 def _day(d: datetime) -> str:
@@ -91,18 +84,18 @@ def derive(store: FlowStore, quarter: Quarter, th: Thresholds, files=None) -> di
     passed = []
     for mdays in months:  # pigeonhole: a candidate moved min_bits / k in one of k months
         _flows_view(con, fl, mdays)
-        passed.append(arrow(con, f"""SELECT {_HASH} AS h FROM flows WHERE {w} GROUP BY ALL
-                                     HAVING sum({_BITS}) >= {min_bits / len(months) * (1 - SLACK)}"""))
+        passed.append(arrow(con, f"""SELECT {TUPLE_HASH} AS h FROM flows WHERE {w} GROUP BY ALL
+                                     HAVING sum({RECORD_BITS}) >= {min_bits / len(months) * (1 - SLACK)}"""))
     con.register("passed", pa.concat_tables(passed))
     _flows_view(con, fl, days)
     cols = ", ".join(FLOW_SCHEMA.names)
     con.execute(f"""
         CREATE TEMP TABLE cand AS
-        WITH c AS (SELECT {_HASH} AS h, * FROM flows
-                   WHERE {w} AND {_HASH} IN (SELECT DISTINCT h FROM passed)),
-             k AS (SELECT h FROM c GROUP BY h HAVING sum({_BITS}) >= {min_bits * (1 - SLACK)})
+        WITH c AS (SELECT {TUPLE_HASH} AS h, * FROM flows
+                   WHERE {w} AND {TUPLE_HASH} IN (SELECT DISTINCT h FROM passed)),
+             k AS (SELECT h FROM c GROUP BY h HAVING sum({RECORD_BITS}) >= {min_bits * (1 - SLACK)})
         SELECT h, {cols} FROM c WHERE h IN (SELECT h FROM k)""")
-    iv = con.execute(spread_sql(f"SELECT h AS k, time_start AS ts, time_end AS te, {_BITS} AS bits FROM cand",
+    iv = con.execute(spread_sql(f"SELECT h AS k, time_start AS ts, time_end AS te, {RECORD_BITS} AS bits FROM cand",
                                 th.interval_s)).fetchnumpy()
     hot = hot_keys(iv["k"], iv["i"], iv["bits"], th, slack=SLACK)
     con.register("hot", pa.table({"h": pa.array(hot, pa.uint64())}))
@@ -121,25 +114,36 @@ def derive(store: FlowStore, quarter: Quarter, th: Thresholds, files=None) -> di
             "tuples_size_bar": len(np.unique(iv["k"]))}
 
 
+def _meta(con: duckdb.DuckDBPyConnection, fl: Files, quarter: Quarter) -> tuple[int, list[tuple]]:
+    """(files in the quarter's partition, the distinct (quarter_flows, min_bits, interval_s,
+    rate_on_bps, on_intervals) of their rows) as view ``_el_1q``: a table of ours has one
+    file and one such row; anything else is not used (``load``) and is derived again."""
+    n = fl.view(con, "_el_1q", LEVEL, [_day(quarter.start)], SCHEMA)
+    if n == 0:
+        return 0, []
+    return n, con.execute("SELECT DISTINCT quarter_flows, min_bits, interval_s, rate_on_bps, on_intervals "
+                          "FROM _el_1q").fetchall()
+
+
 def _stale(fl: Files, quarter: Quarter, th: Thresholds, total: int) -> bool:
     """Whether the quarter's table is missing, or was derived from another number of
     records or with other thresholds (a fresh one is not derived again: compaction runs
     daily, and a quarter of raw flows costs a minute per 100 M records)."""
-    con = duckdb_connect()
-    if fl.view(con, "_el_1q", LEVEL, [_day(quarter.start)], SCHEMA) != 1:
-        return True
-    have = con.execute("SELECT DISTINCT quarter_flows, min_bits, interval_s, rate_on_bps, on_intervals "
-                       "FROM _el_1q").fetchall()
-    return have != [(total, th.min_bytes * 8, th.interval_s, th.rate_on_bps, th.on_intervals)]
+    n, meta = _meta(duckdb_connect(), fl, quarter)
+    return n != 1 or meta != [(total, th.min_bytes * 8, th.interval_s, th.rate_on_bps, th.on_intervals)]
 
 
-def derive_quarters(store: FlowStore, days: list[str], th: Thresholds | None = None) -> dict:
+def derive_quarters(store: FlowStore, days: list[str], th: Thresholds | None = None,
+                    files: Files | None = None) -> dict:
     """``derive`` for each quarter that ``days`` touch (compaction, backfill), for the
-    report's default thresholds unless told; a quarter whose table is fresh is left."""
+    report's default thresholds unless told; a quarter whose table is fresh is left. One
+    listing for all of them (``files``, or a new one): each quarter writes and deletes in
+    its own partition only."""
     th = th or Thresholds()
+    fl = files if files is not None and files.store is store else Files(store)
     out = {"quarters": 0, "records": 0, "fresh": 0, "skipped": {}}
-    for q in sorted({quarter_of(d) for d in days}, key=str):
-        r = derive(store, q, th)
+    for q in sorted({Quarter.of(date.fromisoformat(d)) for d in days}, key=str):
+        r = derive(store, q, th, fl)
         if "skipped" in r:
             out["skipped"][str(q)] = r["skipped"]
             continue
@@ -156,14 +160,14 @@ def load(con: duckdb.DuckDBPyConnection, store: FlowStore, quarter: Quarter, th:
     """Temp table ``el_flows`` (the raw records of ``quarter``'s candidates) from the
     table, when it is fresh: -> '' then, else why not (and no table)."""
     fl = files if files is not None and files.store is store else Files(store)
-    n_files = fl.view(con, "_el_1q", LEVEL, [_day(quarter.start)], SCHEMA)
+    n_files, meta = _meta(con, fl, quarter)
     if not n_files:
         return f"no {LEVEL} table for {quarter} (run: trunkline flows rollup --compact)"
     if n_files > 1:  # each derivation writes one file: a reader between a write and a delete
         return f"{n_files} files in the {LEVEL} partition of {quarter} (a compaction running?)"
-    n, bar, ivl, rate_on, on = con.execute(
-        "SELECT any_value(quarter_flows), any_value(min_bits), any_value(interval_s), "
-        "any_value(rate_on_bps), any_value(on_intervals) FROM _el_1q").fetchall()[0]
+    if len(meta) != 1:  # not a file a derivation wrote
+        return f"the {LEVEL} table of {quarter} has {len(meta)} derivations' rows in one file"
+    n, bar, ivl, rate_on, on = meta[0]
     want = sum(day_flows.get(d, 0) for d in days_of(quarter.start, quarter.end))
     if n != want:
         return f"the {LEVEL} table of {quarter} was derived from {n} records, the quarter has {want}"

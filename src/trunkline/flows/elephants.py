@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import DataError, UsageError
 
 
 @dataclass(frozen=True)
@@ -131,10 +131,14 @@ def detect(key: np.ndarray, interval: np.ndarray, bits: np.ndarray, th: Threshol
         while ei < len(entries) and rank[entries[ei]] == r and interval[entries[ei]] <= end:
             ei += 1  # hot runs within the episode
     ep = np.array(eps, np.int64)
-    base = interval.min()
-    pos = (rank << 36) | (interval - base)  # (key, interval) as one sorted number
-    lo = np.searchsorted(pos, (ep[:, 0] << 36) | (ep[:, 1] - base), "left")
-    hi = np.searchsorted(pos, (ep[:, 0] << 36) | (ep[:, 2] - base), "right")
+    # (key, interval) as one sorted number; exact only while it fits in 63 bits, which
+    # sane record times always do (a quarter is 132 k minutes): else fail, not mix keys
+    base, width = int(interval.min()), int(interval.max() - interval.min()) + 1
+    if (int(rank[-1]) + 1) * width >= 1 << 63:
+        raise DataError(f"elephant intervals span {width} x {int(rank[-1]) + 1} keys: too wide to index")
+    pos = rank * width + (interval - base)
+    lo = np.searchsorted(pos, ep[:, 0] * width + (ep[:, 1] - base), "left")
+    hi = np.searchsorted(pos, ep[:, 0] * width + (ep[:, 2] - base), "right")
     # sums and peaks over each episode's rows [lo, hi): the episodes are disjoint and in
     # row order, so one reduceat over lo, hi, lo, hi... gives them at the even places
     at = np.column_stack([lo, hi]).ravel()

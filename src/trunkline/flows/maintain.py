@@ -36,7 +36,8 @@ def compact(store: FlowStore, days: list[str]) -> dict[str, int]:
             n["after"] += 1
             lk.delete_files(store.lake, [e.path for e in entries])
     n["months"] = derive_months(store, days)["months"]  # a new listing: the merged files
-    n["elephant_quarters"] = elephant_table.derive_quarters(store, days)["quarters"]
+    # raw flows, day partitions with 5m files and elephant tables are as ``fl`` listed them
+    n["elephant_quarters"] = elephant_table.derive_quarters(store, days, files=fl)["quarters"]
     return n
 
 
@@ -73,5 +74,5 @@ def backfill(store: FlowStore, enricher: Enricher, days: list[str]) -> dict[str,
         for lv, x in t.items():
             rows[lv] = rows.get(lv, 0) + x.num_rows
     rows[rollup.MONTHLY] = derive_months(store, days)["rows"]
-    rows[elephant_table.LEVEL] = elephant_table.derive_quarters(store, days)["records"]
+    rows[elephant_table.LEVEL] = elephant_table.derive_quarters(store, days, files=fl)["records"]
     return rows

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import duckdb
 import numpy as np
@@ -25,6 +25,9 @@ from .store import duckdb_connect
 
 RATE_BIN_S = 300  # rates are measured over 5-minute bins (the usual 95th-percentile bin)
 HLL_P = 14  # 16384 registers: ~0.8 % standard error, a few KiB per (month, metro, category)
+# a raw record's bits: bytes x 8 x sampling rate (0 or missing: 1); every figure, the
+# elephants' size bar and the elephant table's sums use this one expression
+RECORD_BITS = "CAST(bytes AS DOUBLE) * 8 * greatest(coalesce(sampling_rate, 1), 1)"
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,11 @@ class Quarter:
 
     def __str__(self) -> str:
         return f"{self.year}Q{self.q}"
+
+    @classmethod
+    def of(cls, d: date) -> Quarter:
+        """The quarter a day (or a UTC datetime) falls in."""
+        return cls(d.year, (d.month - 1) // 3 + 1)
 
     @property
     def start(self) -> datetime:
@@ -132,7 +140,7 @@ def prepare(con: duckdb.DuckDBPyConnection, enricher: Enricher, start: datetime 
                     WHEN coalesce(d_local, false) AND NOT coalesce(s_local, false) THEN 'in'
                     ELSE 'other' END AS direction,
                (s_cat IN ({clouds}) AND d_cat IN ({clouds})) AS c2c,
-               CAST(bytes AS DOUBLE) * 8 * greatest(coalesce(sampling_rate, 1), 1) AS bits,
+               {RECORD_BITS} AS bits,
                CAST(packets AS DOUBLE) * greatest(coalesce(sampling_rate, 1), 1) AS pkts,
                -- exact integers for the rollups: their sums do not depend on the order
                CAST(bytes AS HUGEINT) * 8 * greatest(coalesce(sampling_rate, 1), 1) AS bits_x,
@@ -458,6 +466,7 @@ def heavy_hitters(con, where: str = "true", n: int = 20) -> dict:
 
 
 ELEPHANT_KEY = ("src_addr", "dst_addr", "src_port", "dst_port", "proto")
+TUPLE_HASH = f"hash({', '.join(ELEPHANT_KEY)})"  # 64 bits of a raw record's 5-tuple
 
 
 def elephant_flows(con, start: datetime, end: datetime, min_bits: float) -> int:
@@ -472,11 +481,11 @@ def elephant_flows(con, start: datetime, end: datetime, min_bits: float) -> int:
     than its tuples would: nothing is missed, and ``elephant_intervals`` applies the bar
     to each exact tuple."""
     w = f"time_start >= TIMESTAMPTZ '{_ts(start)}' AND time_start < TIMESTAMPTZ '{_ts(end)}'"
-    h = f"hash({', '.join(ELEPHANT_KEY)})"
+    h = TUPLE_HASH
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE el_flows AS
         WITH c AS (SELECT {h} AS h FROM flows WHERE {w} GROUP BY ALL
-                   HAVING sum(CAST(bytes AS DOUBLE) * 8 * greatest(coalesce(sampling_rate, 1), 1)) >= {min_bits})
+                   HAVING sum({RECORD_BITS}) >= {min_bits})
         SELECT * FROM flows WHERE {w} AND {h} IN (SELECT h FROM c)""")
     return con.execute("SELECT count(*) FROM el_flows").fetchall()[0][0]
 

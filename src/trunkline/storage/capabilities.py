@@ -307,7 +307,13 @@ _OWNED = re.compile(r"\.trunkline-probe-([0-9a-f]{8})p([0-9]{1,10})-[0-9a-f]{12}
 
 
 def _host_tag() -> str:
-    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+    """This host and pid namespace: two containers may share a host name, and a process
+    id is only meaningful in its own namespace (another's live probe must not look dead)."""
+    try:
+        ns = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        ns = ""
+    return hashlib.sha256(f"{socket.gethostname()}\0{ns}".encode()).hexdigest()[:8]
 
 
 def _alive(pid: int) -> bool:
