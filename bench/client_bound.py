@@ -12,6 +12,14 @@ it exits 0 and every file has its size and the sampled files their sha256. Figur
 (the client process only, via ``wait4`` in a small launcher): wall, user and system CPU
 seconds, peak RSS; plus nginx's CPU over the run. Medians over the good runs; CPU per GB
 uses decimal GB.
+
+Durability. trunkline makes every file durable before it counts as done (O_DIRECT bulk, fsync
+of the file and its folder); s5cmd and rclone exit with the bytes still in the page cache.
+So after each run the time of a ``sync`` is taken too: "to disk" = wall + that sync, the
+time until the copy survives a power cut. ``--dst-root /dev/shm`` puts the destination on a
+tmpfs, where neither the disk nor a flush takes part (the client's own cost alone).
+``--strace DIR`` runs trunkline under ``strace -f -c`` (a syscall census per run; slows it:
+not for timing).
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from common import (
@@ -89,6 +98,9 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--trunkline-args", default="", help="extra args for trunkline cp")
+    ap.add_argument("--dst-root", default=None,
+                    help="where the destination folder goes (default: the workdir)")
+    ap.add_argument("--strace", default=None, help="syscall census of trunkline runs here")
     ap.add_argument("--base-src", default=None,
                     help="tool trunkline_base: this src/ dir (e.g. main's) on PYTHONPATH")
     a = ap.parse_args()
@@ -113,7 +125,7 @@ def main() -> int:
                 for r in range(a.rounds):
                     order = tools[r % len(tools):] + tools[:r % len(tools)]
                     for tool in order:
-                        dst = work / "dst"
+                        dst = Path(a.dst_root or work) / f"tl-cb-dst-{os.getpid()}"
                         shutil.rmtree(dst, ignore_errors=True)
                         dst.mkdir()
                         subprocess.run(["sync"], check=False)
@@ -121,6 +133,10 @@ def main() -> int:
                         argv = tool_argv(tool, bins, name, dst, origin.endpoint_url)
                         if tool == "trunkline" and a.trunkline_args:
                             argv[2:2] = a.trunkline_args.split()
+                        if a.strace and tool.startswith("trunkline"):
+                            Path(a.strace).mkdir(parents=True, exist_ok=True)
+                            argv[:0] = ["strace", "-f", "-c", "-o",
+                                        f"{a.strace}/{name}-{tool}-{r}.strace"]
                         tenv = env
                         if tool == "trunkline_base":
                             tenv = dict(env, PYTHONPATH=str(Path(a.base_src).resolve()))
@@ -128,6 +144,9 @@ def main() -> int:
                         m = run_measured(argv, env=tenv, log_dir=work / "logs",
                                          tag=f"{name}-{tool}-{r}", timeout=600)
                         server_cpu = origin.cpu_seconds() - cpu0
+                        t_sync = time.monotonic()
+                        os.sync()   # what the tool left in the page cache, to disk
+                        sync_s = time.monotonic() - t_sync
                         ok = m.exit_code == 0 and all(
                             (dst / f).is_file() and (dst / f).stat().st_size == s
                             for f, s in gen.sizes.items())
@@ -135,17 +154,20 @@ def main() -> int:
                         if ok:
                             ok = sha256_file(dst / sample) == gen.sha256[sample]
                         row = {"dataset": name, "tool": tool, "round": r, "ok": ok,
-                               "wall_s": m.wall_s, "user_s": m.user_s, "sys_s": m.sys_s,
+                               "wall_s": m.wall_s, "sync_s": sync_s,
+                               "disk_s": m.wall_s + sync_s, "user_s": m.user_s, "sys_s": m.sys_s,
                                "rss_mib": m.maxrss_mib, "server_cpu_s": server_cpu,
                                "gb": gen.dataset.total_bytes / GB,
                                "err": "" if ok else (m.stderr_tail[-300:] or m.stdout_tail[-300:])}
                         rows.append(row)
                         print(json.dumps(row), flush=True)
+                        shutil.rmtree(dst, ignore_errors=True)
     info = machine_info()
     print(f"\nmachine: {info}")
-    print("| set | tool | wall s | x best peer | user s/GB | sys s/GB | CPU s/GB | "
-          "peak RSS MiB | nginx CPU s | objects/s |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print(f"destination: {a.dst_root or work} ({'tmpfs' if a.dst_root == '/dev/shm' else 'disk'})")
+    print("| set | tool | wall s | x best peer | to disk s | x best peer | user s/GB | sys s/GB | "
+          "CPU s/GB | peak RSS MiB | nginx CPU s | objects/s |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name in gens:
         med = {}
         for tool in tools:
@@ -155,17 +177,21 @@ def main() -> int:
                 continue
             gb = good[0]["gb"]
             med[tool] = {k: median([r[k] for r in good]) for k in
-                         ("wall_s", "user_s", "sys_s", "rss_mib", "server_cpu_s")} | {"gb": gb}
-        peers = [med[t]["wall_s"] for t in tools if t != "trunkline" and med.get(t)]
-        best = min(peers) if peers else None
+                         ("wall_s", "disk_s", "user_s", "sys_s", "rss_mib", "server_cpu_s")} \
+                | {"gb": gb}
+        peers = [med[t] for t in tools if not t.startswith("trunkline") and med.get(t)]
+        best = min(p["wall_s"] for p in peers) if peers else None
+        best_disk = min(p["disk_s"] for p in peers) if peers else None
         for tool in tools:
             m = med[tool]
             if m is None:
-                print(f"| {name} | {tool} | FAIL | | | | | | | |")
+                print(f"| {name} | {tool} | FAIL | | | | | | | | | |")
                 continue
             n = DATASETS[name].count
             ratio = f"{m['wall_s'] / best:.2f}" if best else "-"
-            print(f"| {name} | {tool} | {m['wall_s']:.2f} | {ratio} | {m['user_s'] / m['gb']:.3f} | "
+            dratio = f"{m['disk_s'] / best_disk:.2f}" if best_disk else "-"
+            print(f"| {name} | {tool} | {m['wall_s']:.2f} | {ratio} | {m['disk_s']:.2f} | {dratio} | "
+                  f"{m['user_s'] / m['gb']:.3f} | "
                   f"{m['sys_s'] / m['gb']:.3f} | {(m['user_s'] + m['sys_s']) / m['gb']:.3f} | "
                   f"{m['rss_mib']:.0f} | {m['server_cpu_s']:.2f} | {n / m['wall_s']:.0f} |")
     return 0 if all(r["ok"] for r in rows) else 1
