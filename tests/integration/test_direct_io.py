@@ -232,3 +232,44 @@ def test_renamed_folders_are_synced_once_per_batch_and_never_leak(tmp_path):
     ds.sync()                                  # nothing gathered: nothing to do
     assert sorted(x.name for x in (tmp_path / "a").iterdir()) == [f"f{i}" for i in range(5)]
     assert (tmp_path / "c" / "f").read_bytes() == b"y"
+
+
+def test_folder_cache_walks_once_never_follows_a_swap_and_recovers_a_removed_folder(tmp_path):
+    """``FolderCache``: a folder is opened (walked without following symlinks) once and
+    lent as duplicates; a symlink swapped in for a cached folder is not followed (the
+    vetted folder keeps the files); a removed folder is walked, and created, again; the
+    cache is bounded and closes everything it holds."""
+    import shutil
+
+    from trunkline.storage.partial import FolderCache, PartialFile
+
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    def put(path, data: bytes, fc) -> None:
+        p = PartialFile(str(path), len(data), folders=fc)
+        p.pwrite(data, 0)
+        p.commit()
+
+    before = fds()
+    fc = FolderCache(limit=2)
+    for i in range(5):
+        put(tmp_path / "a" / f"f{i}", b"a%d" % i, fc)
+    assert fds() == before + 1                        # one descriptor for a, however many files
+    # someone swaps b for a symlink to a folder of theirs after b was opened
+    put(tmp_path / "b" / "first", b"1", fc)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "b").rename(tmp_path / "b-vetted")
+    (tmp_path / "b").symlink_to(outside)
+    put(tmp_path / "b" / "second", b"2", fc)
+    assert list(outside.iterdir()) == []             # nothing followed the link
+    assert (tmp_path / "b-vetted" / "second").read_bytes() == b"2"
+    # a folder removed during the run is walked (and created) again
+    shutil.rmtree(tmp_path / "a")
+    put(tmp_path / "a" / "again", b"x", fc)
+    assert (tmp_path / "a" / "again").read_bytes() == b"x"
+    put(tmp_path / "c" / "f", b"c", fc)              # a third folder: the oldest is closed
+    assert fds() == before + 2
+    fc.close()
+    assert fds() == before

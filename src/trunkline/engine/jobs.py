@@ -167,11 +167,13 @@ def plan_jobs(
     into = many or dst.is_dir_like
     dst_ep = None if dst.is_local else eps.get(dst.endpoint or "s3")
     src_ep = None if src.is_local else eps.get(src.endpoint or "s3")
+    # the destination root resolved once, not per object (local.dest_path)
+    dst_base = os.path.realpath(dst.path) if dst.is_local and into else None
     for rel, info in _sources(src, eps, recursive):
         ps = part_size(str(src.child(rel)) if many else str(src)) if callable(part_size) \
             else part_size
         yield job_for(src, dst, rel, info, many=many, into=into, src_ep=src_ep, dst_ep=dst_ep,
-                      part_size=ps, server_side=server_side)
+                      part_size=ps, server_side=server_side, dst_base=dst_base)
 
 
 def job_for(
@@ -186,6 +188,7 @@ def job_for(
     dst_ep: S3Endpoint | None,
     part_size: int,
     server_side: bool = True,
+    dst_base: str | None = None,
 ) -> ObjectJob:
     """The job moving one listed source object (``rel`` under ``src``) to ``dst``.
 
@@ -194,9 +197,10 @@ def job_for(
     """
     size = info.size  # type: ignore[attr-defined]
     name = str(src.child(rel)) if many else str(src)
+    dst_path = None
     if into and dst.is_local:
         try:
-            local.dest_path(dst.path, rel)
+            dst_path = local.dest_path(dst.path, rel, dst_base)
         except LocationError as e:
             return ObjectJob(ObjectPlan(kind="reject", name=name, size=0, parts=(),
                                         multipart=False), failed=str(e))
@@ -219,7 +223,7 @@ def job_for(
         where.update(src_ep=src_ep, src_bucket=src.bucket, src_key=info.key)  # type: ignore[attr-defined]
     if dst.is_local:
         if into:
-            where["dst_path"] = local.dest_path(dst.path, rel)
+            where["dst_path"] = dst_path
         else:   # the folder resolved now; below it nothing is followed (storage/partial)
             full = os.path.abspath(target.path)
             where["dst_path"] = os.path.join(os.path.realpath(os.path.dirname(full)),

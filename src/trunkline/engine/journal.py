@@ -94,6 +94,10 @@ class Journal:
         self._con = con
         self._lock = threading.Lock()
         self._lock_fd = lock_fd
+        # whether any object was recorded done before this run: if none was, every
+        # ``done_record`` lookup (one per small object planned) is answered without a query
+        self._had_done = con.execute(
+            "SELECT EXISTS(SELECT 1 FROM objects WHERE done = 1)").fetchone()[0] == 1
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -315,7 +319,10 @@ class Journal:
             )
 
     def done_record(self, key: str) -> tuple[str, int, str | None, float | None] | None:
-        """(dst, size, etag, mtime) of ``key`` if it is recorded done; a read, no write."""
+        """(dst, size, etag, mtime) of ``key`` if it was recorded done before this run; a
+        read, no write (none when nothing was: a key is listed once per run)."""
+        if not self._had_done:
+            return None
         with self._read() as con:
             row = con.execute("SELECT dst, size, etag, mtime FROM objects "
                               "WHERE key = ? AND done = 1", (key,)).fetchone()

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from ..errors import ProtocolError, SourceChanged
 from ..options import TransferOptions
 from ..results import Failure, Unverified
-from ..storage.partial import DirSync
+from ..storage.partial import DirSync, FolderCache
 from ..storage.s3 import S3Endpoint
 from ..telemetry.snapshot import Snapshot
 from ..units import MiB, human_bytes
@@ -125,13 +125,14 @@ class Runner:
         self._stop = threading.Event()
         self.started = 0.0
         self._made_dirs: set[str] = set()
+        self.folders = FolderCache()
         self.conns = RunConnections(opts.read_timeout, opts.max_connections, opts.min_rate_pair)
         self.context = RunContext(
             checksums=opts.checksums, direct_io=opts.direct_io, retry=self.retry,
             stop=self._stop, memory=self.mem, journal=journal, resumed_run=resumed,
             journal_created=self.journal_created, pool_for=self.conns.pool_for,
             limit_for=self.limit_for, ensure_dir=self.ensure_dir,
-            require_verified=opts.require_verified, dir_sync=DirSync())
+            require_verified=opts.require_verified, dir_sync=DirSync(), folders=self.folders)
         self.completion = Completion(self.context)
         self._workers: list[threading.Thread] = []
 
@@ -175,6 +176,9 @@ class Runner:
                 w.join(timeout=max(0.0, deadline - time.monotonic()))
             self.conns.close()
             raise
+        finally:
+            if not any(w.is_alive() for w in workers):
+                self.folders.close()   # (a worker still running keeps them)
         producer.join()
         self.conns.close()
         self.completion.flush()

@@ -8,6 +8,7 @@ checksum comparison are the only I/O, and they stay at the edges.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -142,13 +143,14 @@ class SyncPlanner:
         """The Runner's jobs for the copy actions (deletes are the caller's, after)."""
         src_ep = None if self.src.is_local else self.eps.get(self.src.endpoint or "s3")
         dst_ep = None if self.dst.is_local else self.eps.get(self.dst.endpoint or "s3")
+        dst_base = os.path.realpath(self.dst.path) if self.dst.is_local else None
         for a in actions:
             if a.op != "copy" or a.src is None:
                 continue
             name = str(self.src.child(a.rel))
             yield job_for(self.src, self.dst, a.rel, a.src.info, many=True, into=True,
                           src_ep=src_ep, dst_ep=dst_ep, part_size=part_size(name),
-                          server_side=server_side)
+                          server_side=server_side, dst_base=dst_base)
 
     def dst_endpoint(self) -> S3Endpoint | None:
         return None if self.dst.is_local else self.eps.get(self.dst.endpoint or "s3")

@@ -70,13 +70,32 @@ def walk(root: str) -> Iterator[LocalFile]:
             yield LocalFile(rel, path, st.st_size, st.st_mtime)
 
 
-def dest_path(root: str, rel: str) -> str:
-    """``root``/``rel`` after refusing any key that would land outside ``root``."""
+def dest_path(root: str, rel: str, base: str | None = None) -> str:
+    """``root``/``rel`` after refusing any key that would land outside ``root``.
+
+    ``base`` is ``realpath(root)`` when the caller resolved it once for a whole listing.
+    Only the components below it are looked at (one ``lstat`` each, up to the first that
+    does not exist): a planner calls this per object, and resolving the whole path every
+    time cost ~14 ``lstat`` per object of a 2,000-object copy. A symlink below ``base``
+    is resolved as before and must stay inside."""
     rel = safe_relpath(rel)
-    base = os.path.realpath(root)
-    full = os.path.realpath(os.path.join(base, *rel.split("/")))
-    if full != base and not full.startswith(base + os.sep):
-        raise LocationError(f"refusing object key {rel!r}: would escape destination {root}")
+    if base is None:
+        base = os.path.realpath(root)
+    parts = rel.split("/")
+    full = os.path.join(base, *parts)
+    p = base
+    for comp in parts:
+        p = os.path.join(p, comp)
+        try:
+            st = os.lstat(p)
+        except (FileNotFoundError, NotADirectoryError):
+            return full   # nothing below exists, so nothing below can lead elsewhere
+        if stat.S_ISLNK(st.st_mode):
+            real = os.path.realpath(full)
+            if real != base and not real.startswith(base + os.sep):
+                raise LocationError(f"refusing object key {rel!r}: would escape destination "
+                                    f"{root}")
+            return real
     return full
 
 

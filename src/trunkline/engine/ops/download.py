@@ -36,7 +36,8 @@ def _open(run: RunContext, job: ObjectJob) -> None:
         if job.partial is None:
             # dirs opened without following symlinks, the partial created O_EXCL|O_NOFOLLOW
             # and its space reserved: a full disk fails here, before a byte moves
-            job.partial = PartialFile(job.plan.dst_path, job.plan.size, resume=bool(job.resume_crcs))
+            job.partial = PartialFile(job.plan.dst_path, job.plan.size,
+                                      resume=bool(job.resume_crcs), folders=run.folders)
             job.fd = job.partial.fd
             job.tmp_path = job.partial.path
             dfd = open_direct(job.partial.name, job.plan.size, dir_fd=job.partial.dir_fd,
