@@ -45,6 +45,9 @@ def _isolated_state(tmp_path_factory):
         "AWS_CONFIG_FILE": str(state / "no-aws-config"),
         "AWS_SHARED_CREDENTIALS_FILE": str(state / "no-aws-credentials"),
         "MPLCONFIGDIR": str(state / "matplotlib"),
+        # stores restart on recycled ports: no probe answer outlives its process here
+        # (tests/integration/test_capability_cache.py turns the disk cache on)
+        "TRUNKLINE_PROBE_TTL": "0",
     }
     old = {k: os.environ.get(k) for k in isolated}
     os.environ.update(isolated)

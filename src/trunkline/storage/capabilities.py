@@ -7,8 +7,16 @@ checksums may be kept whole (FULL_OBJECT), per part (COMPOSITE, ``...-N``) or no
 calls may be missing. Assuming AWS's behaviour would either fail on such a store or,
 worse, claim a check that never happened. So before the first upload to an endpoint the
 mover asks, with a few tiny objects under a ``.trunkline-probe-*/`` prefix that it removes
-again, and the answer is cached for the process (one probe per endpoint). The engine sends
-only checksum headers the store accepts and reports in ``--json`` what it used.
+again, and the answer is cached for the process (one probe per endpoint) and on disk for
+``TRUNKLINE_PROBE_TTL`` seconds (default one hour; 0: never on disk), so a short ``cp``
+does not pay the probe's half second at every start. The engine sends only checksum
+headers the store accepts and reports in ``--json`` what it used (``from_cache``).
+
+The disk cache is the state directory's (``capabilities/``, files of mode 0600, replaced
+atomically); a file that does not parse as exactly what we write is ignored and the store
+probed again. Its risk is a different store behind the same address within the TTL (a
+store that no longer refuses a wrong CRC32C would then take a part whose file changed
+during its send): keep the TTL short where endpoints are re-pointed, or set it to 0.
 
 Probing is skipped (capabilities unknown, the engine learns from answers as before) when
 ``TRUNKLINE_PROBE=0`` or when the probe cannot write (read-only credentials).
@@ -18,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import re
 import socket
@@ -92,6 +101,8 @@ class Capabilities:
     upload_part_copy: bool | None = None
     seconds: float = 0.0
     error: str | None = None                   # why probing stopped, if it did
+    probed_at: float = 0.0                     # when (epoch seconds)
+    from_cache: bool = False                   # read from the state dir, not probed now
 
     def accepts(self, alg: str) -> bool | None:
         c = self.checksums.get(alg)
@@ -101,6 +112,7 @@ class Capabilities:
         d = asdict(self)
         d["checksums"] = {k: asdict(v) for k, v in self.checksums.items()}
         d["seconds"] = round(self.seconds, 4)
+        d["probed_at"] = round(self.probed_at, 3)
         return d
 
 
@@ -112,25 +124,151 @@ def enabled() -> bool:
     return os.environ.get("TRUNKLINE_PROBE", "1") not in ("0", "off", "no")
 
 
+DEFAULT_TTL_S = 3600.0
+
+
+def ttl_s() -> float:
+    """How long a probe's answer is reused from disk (``TRUNKLINE_PROBE_TTL``, seconds)."""
+    raw = os.environ.get("TRUNKLINE_PROBE_TTL")
+    if raw is None or not raw.strip():
+        return DEFAULT_TTL_S
+    try:
+        v = float(raw)
+    except ValueError:
+        return 0.0   # unreadable: the safe side is no reuse
+    return v if v > 0 and v == v else 0.0
+
+
 def for_endpoint(ep, bucket: str, full: bool = False) -> Capabilities:
-    """The capabilities of ``ep`` (an S3Endpoint), probed in ``bucket`` on first call and
-    cached for the process by endpoint identity. ``full=False`` measures only what the
-    engine acts on (CRC32C on PUT, multipart checksums: a handful of requests)."""
+    """The capabilities of ``ep`` (an S3Endpoint) in ``bucket``: from the process cache,
+    else from the state dir while younger than ``ttl_s()``, else probed (and kept in
+    both). ``full=False`` measures only what the engine acts on (CRC32C on PUT, multipart
+    checksums: a handful of requests)."""
     key = (ep.identity, full)
     with _cache_lock:
         hit = _cache.get(key) or _cache.get((ep.identity, True))
     if hit is not None:
         return hit
-    caps = probe(ep.client, bucket, name=f"{ep.scheme}://{ep.host}:{ep.port}", full=full)
+    name = f"{ep.scheme}://{ep.host}:{ep.port}"
+    path = _disk_path(ep.identity, bucket)
+    caps = _load(path, name, full)
+    if caps is None:
+        caps = probe(ep.client, bucket, name=name, full=full)
+        _save(path, caps, full)
     with _cache_lock:
         _cache.setdefault(key, caps)
         return _cache[key]
 
 
-def forget() -> None:
-    """Drop the cache (tests that restart a store on the same port)."""
+def forget(disk: bool = True) -> None:
+    """Drop the process cache and (``disk``) this state dir's disk cache (tests that
+    restart a store on the same port)."""
     with _cache_lock:
         _cache.clear()
+    d = _disk_dir() if disk else None
+    if d is not None and d.is_dir():
+        for f in d.glob("*.json"):
+            f.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------- the disk cache
+
+_FORMAT = 1
+_MAX_FILE = 64 * 1024
+
+
+def _disk_dir():
+    if ttl_s() <= 0:
+        return None
+    from ..config import default_state_dir
+
+    return default_state_dir() / "capabilities"
+
+
+def _disk_path(identity: tuple, bucket: str):
+    d = _disk_dir()
+    if d is None:
+        return None
+    h = hashlib.sha256(json.dumps([list(map(str, identity)), bucket]).encode()).hexdigest()
+    return d / f"{h[:32]}.json"
+
+
+def _load(path, name: str, full: bool) -> Capabilities | None:
+    """The cached answer for ``name`` if fresh and exactly of our shape, else None."""
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(_MAX_FILE + 1)
+        if len(raw) > _MAX_FILE:
+            return None
+        d = json.loads(raw)
+        caps = _from_dict(d["capabilities"])
+        age = time.time() - float(d["probed_at"])
+        if (d["format"] != _FORMAT or d["endpoint"] != name or caps.endpoint != name
+                or not (0 <= age < ttl_s()) or (full and not d["full"])):
+            return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    caps.probed_at = float(d["probed_at"])
+    caps.from_cache = True
+    caps.seconds = 0.0
+    return caps
+
+
+def _save(path, caps: Capabilities, full: bool) -> None:
+    """Keep a complete probe's answer (one that stopped early is not kept); never fatal."""
+    if path is None or caps.error is not None:
+        return
+    body = json.dumps({"format": _FORMAT, "endpoint": caps.endpoint, "full": full,
+                       "probed_at": caps.probed_at, "capabilities": caps.to_dict()})
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(body)
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
+def _opt_bool(v) -> bool | None:
+    if v is None or isinstance(v, bool):
+        return v
+    raise TypeError("not a bool")
+
+
+def _opt_str(v) -> str | None:
+    if v is None or isinstance(v, str):
+        return v
+    raise TypeError("not a string")
+
+
+def _from_dict(d: dict) -> Capabilities:
+    """A ``Capabilities`` from ``to_dict``'s output, every field checked for its type
+    (the file is input: anything else raises)."""
+    sums = {}
+    for alg, v in d["checksums"].items():
+        if alg not in ALGORITHMS or set(v) != {"accepted", "verified", "kept"}:
+            raise ValueError(alg)
+        if not all(isinstance(v[k], bool) for k in v):
+            raise TypeError(alg)
+        sums[alg] = ChecksumSupport(v["accepted"], v["verified"], v["kept"])
+    endpoint = d["endpoint"]
+    if not isinstance(endpoint, str):
+        raise TypeError("endpoint")
+    return Capabilities(
+        endpoint=endpoint, checksums=sums,
+        multipart_full_object=_opt_bool(d["multipart_full_object"]),
+        multipart_checksum=_opt_str(d["multipart_checksum"]),
+        if_match_get=_opt_bool(d["if_match_get"]), list_order=_opt_str(d["list_order"]),
+        list_pages=_opt_bool(d["list_pages"]), copy_object=_opt_bool(d["copy_object"]),
+        upload_part_copy=_opt_bool(d["upload_part_copy"]), error=_opt_str(d["error"]))
 
 
 # ------------------------------------------------------------------------- the probe
@@ -357,7 +495,7 @@ def probe(client, bucket: str, name: str = "", full: bool = True) -> Capabilitie
     could not be measured stays None and ``error`` says why. ``full=False``: only CRC32C
     and the multipart checksum (what the engine acts on)."""
     t0 = time.monotonic()
-    caps = Capabilities(endpoint=name)
+    caps = Capabilities(endpoint=name, probed_at=time.time())
     prefix = f".trunkline-probe-{_host_tag()}p{os.getpid()}-{uuid.uuid4().hex[:12]}/"
     try:
         with ThreadPoolExecutor(max_workers=8, thread_name_prefix="probe") as pool:
