@@ -133,13 +133,31 @@ def _report(result, as_json: bool, quiet: bool = False) -> None:
                        + (f" ({kinds})" if kinds else "")
                        + f", unverified {len(result.unverified)}", err=True)
     if not as_json:
-        for u in result.unverified:
-            click.echo(f"trunkline: unverified: {safe(u.name)}: {safe(u.reason)}", err=True)
+        echo_unverified(result.unverified)
     for f in result.failures:
         click.echo(f"trunkline: failed: {safe(f)}", err=True)
     if result.failures:
         click.echo("trunkline: rerun the same command to resume (--no-resume starts over)",
                    err=True)
+
+
+UNVERIFIED_SHOWN = 10
+"""Unverified objects named per reason on stderr; ``--json`` lists every one."""
+
+
+def echo_unverified(unverified) -> None:
+    """The unverified objects on stderr, grouped by reason, the first few of each by name:
+    a million small objects from a store that keeps no checksum are one reason, not a
+    million lines."""
+    by_reason: dict[str, list[str]] = {}
+    for u in unverified:
+        by_reason.setdefault(u.reason, []).append(u.name)
+    for reason, names in by_reason.items():
+        for n in names[:UNVERIFIED_SHOWN]:
+            click.echo(f"trunkline: unverified: {safe(n)}: {safe(reason)}", err=True)
+        if len(names) > UNVERIFIED_SHOWN:
+            click.echo(f"trunkline: unverified: ... and {len(names) - UNVERIFIED_SHOWN} more: "
+                       f"{safe(reason)} (--json lists every one)", err=True)
 
 
 def _progress(quiet: bool, as_json: bool):

@@ -9,7 +9,7 @@ import click
 
 from ..text import safe
 from ..units import human_bytes
-from .mover import _progress, build_options, run_api, transfer_options
+from .mover import _progress, build_options, echo_unverified, run_api, transfer_options
 
 
 class _OrderedFilters(click.Command):
@@ -90,8 +90,7 @@ def register(cli: click.Group) -> None:
             click.echo(f"verified {sum(t.verified.values())} objects"
                        + (f" ({kinds})" if kinds else "") + f", unverified {len(t.unverified)}",
                        err=True)
-            for u in t.unverified:
-                click.echo(f"trunkline: unverified: {safe(u.name)}: {safe(u.reason)}", err=True)
+            echo_unverified(t.unverified)
         for f in failures:
             click.echo(f"trunkline: failed: {safe(f)}", err=True)
         sys.exit(0 if r.ok else 1)
