@@ -149,3 +149,50 @@ def test_bytes_past_a_framed_body_make_the_connection_unusable():
     finally:
         c.close()
         srv.close()
+
+
+def test_an_idle_connection_the_server_closed_is_not_reused(monkeypatch):
+    """Servers close idle keep-alive connections (nginx after 75 s): one idle past
+    ``IDLE_CHECK_S`` is polled before reuse, and one the server closed is replaced by a
+    new connection instead of failing the next request (the WAN soak's retries)."""
+    from trunkline.wire import pool as pool_mod
+
+    monkeypatch.setattr(pool_mod, "IDLE_CHECK_S", 0.05)
+    answers = [b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"] * 3
+    srv = socket.create_server(("127.0.0.1", 0))
+    accepted = []
+
+    def serve():
+        for _ in range(2):
+            c, _ = srv.accept()
+            accepted.append(c)
+            c.recv(65536)
+            c.sendall(answers.pop())
+            if len(accepted) == 1:
+                c.close()            # the idle timeout: closed after the answer, no header
+
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    closed = []
+    pool = ConnectionPool(lambda t: Connection("127.0.0.1", srv.getsockname()[1], read_timeout=t),
+                          on_closed=closed.append, read_timeout=5)
+    try:
+        c = pool.acquire()
+        c.request("GET", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert c.read_body(c.read_head()) == b"ok" and c.reusable
+        pool.release(c)
+        import time
+        time.sleep(0.2)
+        assert c.peer_closed()
+        c2 = pool.acquire()
+        assert c2 is not c and len(closed) == 1
+        c2.request("GET", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert c2.read_body(c2.read_head()) == b"ok"
+        assert not c2.peer_closed()      # alive and quiet: reusable
+        pool.release(c2)
+    finally:
+        pool.close()
+        srv.close()
+        th.join(5)
+        for a in accepted:
+            a.close()

@@ -16,6 +16,7 @@ Design (why it is shaped like this):
 from __future__ import annotations
 
 import os
+import select
 import socket
 import struct
 import sys
@@ -138,6 +139,16 @@ class Connection:
         may carry the next request."""
         return (self.sock is not None and not self._broken and self._keep_alive
                 and not self._in_flight and self._pend_end == self._pend_start)
+
+    def peer_closed(self) -> bool:
+        """Whether an idle connection was closed (or written to) by the server meanwhile:
+        between exchanges nothing may arrive, so anything readable (EOF, a reset, stray
+        bytes) means it must not carry the next request. One poll, no wait."""
+        if self.sock is None:
+            return True
+        p = select.poll()
+        p.register(self.sock.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
+        return bool(p.poll(0))
 
     @property
     def usable(self) -> bool:

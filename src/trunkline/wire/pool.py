@@ -15,12 +15,19 @@ to each connection it opens (the minimum-rate guard, ``speed_guard.py``).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 from .connection import Connection, ConnectionStats
 from .speed_guard import SpeedGuard
 
 __all__ = ["ConnectionPool"]
+
+
+IDLE_CHECK_S = 1.0
+"""A connection idle longer than this is polled before reuse: servers close idle
+keep-alive connections (nginx after 75 s, many stores sooner), and a request sent on one
+fails and costs a retry. A connection idle less is used at once (no syscall per object)."""
 
 
 class ConnectionPool:
@@ -35,7 +42,7 @@ class ConnectionPool:
         self._on_closed = on_closed
         self.read_timeout = read_timeout
         self.max_idle = max_idle
-        self._idle: list[Connection] = []
+        self._idle: list[tuple[Connection, float]] = []   # with when each went idle
         self._busy: set[int] = set()
         self._live: dict[int, Connection] = {}
         self._lock = threading.Lock()
@@ -45,12 +52,13 @@ class ConnectionPool:
         """A connected connection for one exchange (or a few, on the same origin)."""
         while True:
             with self._lock:
-                conn = self._idle.pop() if self._idle else None
+                conn, since = self._idle.pop() if self._idle else (None, 0.0)
                 if conn is not None:
                     self._busy.add(id(conn))
             if conn is None:
                 break
-            if conn.reusable:
+            if conn.reusable and (time.monotonic() - since < IDLE_CHECK_S
+                                  or not conn.peer_closed()):
                 return conn
             self._forget_and_close(conn)
         conn = self._new(self.read_timeout)
@@ -68,7 +76,7 @@ class ConnectionPool:
             keep = (conn.reusable and not self._closed and id(conn) in self._live
                     and len(self._idle) < self.max_idle)
             if keep:
-                self._idle.append(conn)
+                self._idle.append((conn, time.monotonic()))
         if not keep:
             self._forget_and_close(conn)
 
@@ -89,7 +97,7 @@ class ConnectionPool:
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
-        for c in idle:
+        for c, _ in idle:
             self._forget_and_close(c)
 
     def _forget_and_close(self, conn: Connection) -> None:
