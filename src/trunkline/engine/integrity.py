@@ -60,9 +60,14 @@ def crc32c_combine(crc_a: int, crc_b: int, len_b: int) -> int:
 
 
 def crc32c_combine_all(parts: list[tuple[int, int]]) -> int:
-    """Fold ``[(crc, length), ...]`` in order into the CRC32C of the concatenation."""
-    acc = 0
-    for crc, length in parts:
+    """Fold ``[(crc, length), ...]`` in order into the CRC32C of the concatenation.
+
+    The first part needs no combining (an empty prefix changes nothing): a one-part object,
+    the common small one, costs no polynomial arithmetic."""
+    if not parts:
+        return 0
+    acc = parts[0][0]
+    for crc, length in parts[1:]:
         acc = crc32c_combine(acc, crc, length)
     return acc
 
