@@ -188,13 +188,20 @@ def summarise(a: argparse.Namespace, samples: list[dict], end: str, removed: int
     if not samples:
         print("no samples")
         return 1
-    # per minute: bytes done in each whole minute, from the samples at minute boundaries
+    # per minute: bytes done in each whole minute, the done count at each minute boundary
+    # interpolated between the samples around it (samples come every ~10.1 s, so taking
+    # the last sample before a boundary made some "minutes" 50 s long: a -17 % artefact)
     per_min = []
-    by_t = [(r["t_s"], r["done_bytes"]) for r in samples]
+    by_t = [(0.0, 0)] + [(r["t_s"], r["done_bytes"]) for r in samples]
+
+    def done_at(x: float) -> float:
+        for (t0, b0), (t1, b1) in zip(by_t, by_t[1:]):
+            if t0 <= x <= t1:
+                return b0 + (b1 - b0) * ((x - t0) / (t1 - t0) if t1 > t0 else 1.0)
+        return float(by_t[-1][1])
+
     for m in range(1, int(by_t[-1][0] // 60) + 1):
-        before = max((b for t, b in by_t if t <= (m - 1) * 60), default=0)
-        upto = max(b for t, b in by_t if t <= m * 60)
-        per_min.append((upto - before) / 60 / GB)
+        per_min.append((done_at(m * 60) - done_at((m - 1) * 60)) / 60 / GB)
     tuned = per_min[2:] if len(per_min) > 4 else per_min
     med = statistics.median(tuned) if tuned else 0.0
     spread = [(x / med - 1) * 100 for x in tuned] if med else []
