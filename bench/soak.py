@@ -195,7 +195,7 @@ def summarise(a: argparse.Namespace, samples: list[dict], end: str, removed: int
     by_t = [(0.0, 0)] + [(r["t_s"], r["done_bytes"]) for r in samples]
 
     def done_at(x: float) -> float:
-        for (t0, b0), (t1, b1) in zip(by_t, by_t[1:]):
+        for (t0, b0), (t1, b1) in zip(by_t, by_t[1:], strict=False):
             if t0 <= x <= t1:
                 return b0 + (b1 - b0) * ((x - t0) / (t1 - t0) if t1 > t0 else 1.0)
         return float(by_t[-1][1])
