@@ -14,6 +14,7 @@ setup(
             "trunkline.native._hotpath",
             ["src/trunkline/native/_hotpath.c"],
             extra_compile_args=["-O2", "-std=c11", "-Wall"],
+            libraries=["m"],   # modf/floor: an mtime split as os.utime splits it
             optional=True,
         ),
         Extension(

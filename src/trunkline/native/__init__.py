@@ -119,6 +119,27 @@ def file_crc(fd: int, offset: int, length: int, buf: memoryview, *, crc: int = 0
 
 # --- the Python loops (the fallback, and the reference the tests compare with) -------
 
+def files_native() -> bool:
+    """Whether a download's partial file is created and committed by the core
+    (``storage/partial.py``; the Python steps otherwise, same order and results)."""
+    return NATIVE and _hotpath is not None
+
+
+def create_reserved(dir_fd: int, name: str, size: int) -> tuple[int, int]:
+    """Create ``name`` in ``dir_fd`` (O_EXCL, O_NOFOLLOW, 0644) and reserve ``size`` bytes,
+    in one call without the GIL -> (fd, errno of the reservation or 0). Raises OSError
+    (FileExistsError...) when the create fails."""
+    return _hotpath.create_reserved(dir_fd, name, size)
+
+
+def commit_partial(fd: int, dir_fd: int, name: str, final_name: str, size: int,
+                   stamp: bytes | None, mtime: float | None) -> tuple[int, int]:
+    """Size check, xattr stamp, mtime, fsync, inode check and rename of a partial file in
+    one call without the GIL -> (0, 0) done, (1, 0) the name holds another inode (nothing
+    renamed), (2, size) the file has another size. Raises OSError for a failed call."""
+    return _hotpath.commit_partial(fd, dir_fd, name, final_name, size, stamp, mtime)
+
+
 def _check_range(fd_a: int, fd_b: int, offset: int, length: int, buf: memoryview) -> None:
     """What the C loops refuse before they start (the same ValueErrors)."""
     if fd_a < 0 or fd_b < 0:

@@ -18,6 +18,9 @@
 #include <errno.h>
 #include <limits.h>
 #include <fcntl.h>
+#include <math.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
 #include <poll.h>
 #include <stdint.h>
 #include <string.h>
@@ -394,6 +397,117 @@ static PyObject *file_crc(PyObject *self, PyObject *args, PyObject *kw) {
     return PyLong_FromUnsignedLong(c);
 }
 
+/* ---------------------------------------------------------------- partial files */
+
+/* A download's partial file, created and given its blocks in one call without the GIL:
+ * with many small objects each system call that gives the lock up is a hand-over between
+ * a dozen workers (storage/partial.py keeps the rules and the Python path; these are the
+ * same steps in the same order). Returns (fd, errno of the reservation or 0): a failed
+ * reservation leaves the file to the caller, who removes it as it removes any partial. */
+static PyObject *create_reserved(PyObject *self, PyObject *args) {
+    int dir_fd;
+    PyObject *name = NULL;
+    long long size;
+    if (!PyArg_ParseTuple(args, "iO&L", &dir_fd, PyUnicode_FSConverter, &name, &size))
+        return NULL;
+    const char *path = PyBytes_AS_STRING(name);
+    int fd, err = 0, reserve_err = 0;
+    Py_BEGIN_ALLOW_THREADS
+    fd = openat(dir_fd, path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        err = errno;
+    } else if (size > 0) {
+        int r = posix_fallocate(fd, 0, (off_t)size);
+        if (r == EOPNOTSUPP || r == EINVAL) {  /* no preallocation here: writes are checked */
+            if (ftruncate(fd, (off_t)size) < 0) reserve_err = errno;
+        } else if (r) {
+            reserve_err = r;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    if (err) {
+        errno = err;
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, name);
+        Py_DECREF(name);
+        return NULL;
+    }
+    Py_DECREF(name);
+    return Py_BuildValue("(ii)", fd, reserve_err);
+}
+
+/* The commit of a partial file, in one call without the GIL: size check, stamp (an xattr
+ * a filesystem may refuse), mtime, fsync, then rename by directory descriptor only if the
+ * name still holds the inode we wrote. Returns (0, 0) done, (1, 0) the name holds another
+ * inode now (nothing renamed), (2, size) the file has the wrong size; a failed system
+ * call raises OSError. The mtime is split into seconds and nanoseconds as os.utime does
+ * (rounded down), so both paths stamp the same time. */
+static PyObject *commit_partial(PyObject *self, PyObject *args) {
+    int fd, dir_fd;
+    PyObject *name = NULL, *final = NULL, *mtime_obj;
+    long long size;
+    Py_buffer stamp = {0};
+    int has_stamp = 0;
+    PyObject *stamp_obj;
+    if (!PyArg_ParseTuple(args, "iiO&O&LOO", &fd, &dir_fd, PyUnicode_FSConverter, &name,
+                          PyUnicode_FSConverter, &final, &size, &stamp_obj, &mtime_obj))
+        goto fail;
+    if (stamp_obj != Py_None) {
+        if (PyObject_GetBuffer(stamp_obj, &stamp, PyBUF_SIMPLE) < 0) goto fail;
+        has_stamp = 1;
+    }
+    int has_mtime = 0;
+    struct timespec ts[2];
+    if (mtime_obj != Py_None) {
+        double m = PyFloat_AsDouble(mtime_obj);
+        if (m == -1.0 && PyErr_Occurred()) goto fail;
+        if (m != 0.0) {   /* as ``if mtime:`` */
+            double ip, fp = modf(m, &ip);
+            fp = floor(fp * 1e9);
+            if (fp >= 1e9) { fp -= 1e9; ip += 1.0; }
+            else if (fp < 0) { fp += 1e9; ip -= 1.0; }
+            ts[0].tv_sec = (time_t)ip;
+            ts[0].tv_nsec = (long)fp;
+            ts[1] = ts[0];
+            has_mtime = 1;
+        }
+    }
+    const char *src = PyBytes_AS_STRING(name), *dst = PyBytes_AS_STRING(final);
+    int err = 0, code = 0;
+    long long got = 0;
+    Py_BEGIN_ALLOW_THREADS
+    struct stat st, now;
+    if (fstat(fd, &st) < 0) { err = errno; goto done; }
+    if ((long long)st.st_size != size) { code = 2; got = (long long)st.st_size; goto done; }
+    if (has_stamp && fsetxattr(fd, "user.trunkline", stamp.buf, (size_t)stamp.len, 0) < 0) {
+        if (errno != ENOTSUP && errno != EPERM && errno != ENOSPC && errno != E2BIG) {
+            err = errno;
+            goto done;
+        }
+    }
+    if (has_mtime && futimens(fd, ts) < 0) { err = errno; goto done; }
+    if (fsync(fd) < 0) { err = errno; goto done; }
+    if (fstatat(dir_fd, src, &now, AT_SYMLINK_NOFOLLOW) < 0) { err = errno; goto done; }
+    if (now.st_dev != st.st_dev || now.st_ino != st.st_ino) { code = 1; goto done; }
+    if (renameat(dir_fd, src, dir_fd, dst) < 0) { err = errno; goto done; }
+done:;
+    Py_END_ALLOW_THREADS
+    if (has_stamp) PyBuffer_Release(&stamp);
+    if (err) {
+        errno = err;
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, name);
+        Py_DECREF(name);
+        Py_DECREF(final);
+        return NULL;
+    }
+    Py_DECREF(name);
+    Py_DECREF(final);
+    return Py_BuildValue("(iL)", code, got);
+fail:
+    Py_XDECREF(name);
+    Py_XDECREF(final);
+    return NULL;
+}
+
 static PyObject *crc32c_py(PyObject *self, PyObject *args) {
     Py_buffer b;
     unsigned int crc = 0;
@@ -427,6 +541,12 @@ static PyMethodDef methods[] = {
      "file_crc(file_fd, offset, length, buf, crc=0) -> crc32c: read length bytes at offset "
      "through buf and checksum them, without the GIL."},
     {"crc32c", crc32c_py, METH_VARARGS, "crc32c(data, crc=0) -> the updated CRC32C."},
+    {"create_reserved", create_reserved, METH_VARARGS,
+     "create_reserved(dir_fd, name, size) -> (fd, reserve_errno): O_EXCL|O_NOFOLLOW create, "
+     "then posix_fallocate (ftruncate where unsupported), without the GIL."},
+    {"commit_partial", commit_partial, METH_VARARGS,
+     "commit_partial(fd, dir_fd, name, final_name, size, stamp, mtime) -> (code, size): "
+     "size check, xattr stamp, mtime, fsync, inode check, renameat, without the GIL."},
     {NULL, NULL, 0, NULL},
 };
 

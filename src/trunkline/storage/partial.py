@@ -33,6 +33,7 @@ import stat
 import threading
 from collections import OrderedDict
 
+from .. import native
 from ..errors import TrunklineError
 
 PARTIAL_PREFIX = ".tlpart\\"
@@ -242,6 +243,7 @@ class PartialFile:
         self._dir_key = ("folder", d) if folders is not None else None
         self.fd = -1
         self._created = False
+        self._reserve_err: int | None = None   # the core created and reserved (its errno)
         try:
             try:
                 self.fd = self._open(resume)
@@ -281,7 +283,12 @@ class PartialFile:
                 self._unlink()
         for attempt in (0, 1):
             try:
-                fd = os.open(self.name, flags | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=self.dir_fd)
+                if native.files_native():   # create and reserve in one call, no GIL
+                    fd, self._reserve_err = native.create_reserved(self.dir_fd, self.name,
+                                                                   self.size)
+                else:
+                    fd = os.open(self.name, flags | os.O_CREAT | os.O_EXCL, 0o644,
+                                 dir_fd=self.dir_fd)
                 self._created = True
                 return fd
             except FileExistsError:
@@ -302,6 +309,10 @@ class PartialFile:
 
     def _reserve(self) -> None:
         """Give the file its size with real blocks, so ENOSPC surfaces now."""
+        if self._reserve_err is not None:   # done by the core with the create
+            if self._reserve_err:
+                raise OSError(self._reserve_err, os.strerror(self._reserve_err))
+            return
         # a file this call created is empty: only a reopened one needs its size looked at
         if self.size == 0:
             if not self._created and os.fstat(self.fd).st_size:
@@ -323,6 +334,26 @@ class PartialFile:
                dir_sync: DirSync | None = None) -> None:
         """fsync, stamp, and rename into place by directory descriptor; closes. The
         directory is fsync'ed now, or gathered into ``dir_sync`` for the caller's batch."""
+        if native.files_native():   # the same steps in one call, no GIL
+            code, got = native.commit_partial(self.fd, self.dir_fd, self.name, self.final_name,
+                                              self.size, stamp, float(mtime) if mtime else None)
+            if code == 2:
+                raise OSError(errno.EIO, f"partial file has {got} bytes, expected {self.size}")
+            if code == 1:
+                raise UnsafeDestination(errno.EEXIST, "the partial file was replaced under us")
+        else:
+            self._commit_steps(mtime, stamp)
+        if dir_sync is not None:
+            dir_sync.add(self.dir_fd, self._dir_key)
+        else:
+            try:
+                os.fsync(self.dir_fd)
+            except OSError:
+                pass
+        self.close()
+
+    def _commit_steps(self, mtime: float | None, stamp: bytes | None) -> None:
+        """What ``native.commit_partial`` does, one system call at a time."""
         st = os.fstat(self.fd)
         if st.st_size != self.size:
             raise OSError(errno.EIO, f"partial file has {st.st_size} bytes, expected {self.size}")
@@ -339,14 +370,6 @@ class PartialFile:
         if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
             raise UnsafeDestination(errno.EEXIST, "the partial file was replaced under us")
         os.rename(self.name, self.final_name, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
-        if dir_sync is not None:
-            dir_sync.add(self.dir_fd, self._dir_key)
-        else:
-            try:
-                os.fsync(self.dir_fd)
-            except OSError:
-                pass
-        self.close()
 
     def close(self) -> None:
         for attr in ("fd", "dir_fd"):
