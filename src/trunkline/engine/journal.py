@@ -94,9 +94,12 @@ class Journal:
         self._con = con
         self._lock = threading.Lock()
         self._lock_fd = lock_fd
-        # whether any object was recorded done before this run: if none was, every
-        # ``done_record`` lookup (one per small object planned) is answered without a query
-        self._had_done = con.execute(
+        # what the journal held before this run: where it held nothing, the lookups made
+        # once per object planned (``done_record``, ``recorded_part_size``) are answered
+        # without a query (a key is listed once per run, so this run's rows never match)
+        self._had_objects = con.execute(
+            "SELECT EXISTS(SELECT 1 FROM objects)").fetchone()[0] == 1
+        self._had_done = self._had_objects and con.execute(
             "SELECT EXISTS(SELECT 1 FROM objects WHERE done = 1)").fetchone()[0] == 1
 
     # ------------------------------------------------------------------ lifecycle
@@ -353,6 +356,8 @@ class Journal:
 
     def recorded_part_size(self, key: str) -> int | None:
         """The part size an unfinished object was started with (a resume must keep it)."""
+        if not self._had_objects:
+            return None
         with self._read() as con:
             row = con.execute("SELECT part_size FROM objects WHERE key = ?", (key,)).fetchone()
         return int(row[0]) if row else None
