@@ -229,3 +229,29 @@ def test_closed_journal_refuses(tmp_path):
         j.stats()
     j.close()  # idempotent
     assert list_journals(Path(tmp_path) / "missing") == []
+
+
+def test_lookups_per_object_see_what_earlier_runs_recorded(tmp_path):
+    """``done_record`` and ``recorded_part_size`` answer from the journal as it was when
+    opened (a fresh journal answers without a query); a reopened journal finds an earlier
+    run's unfinished object's part size and its finished small objects."""
+    j = Journal.open(tmp_path, "s3://b/p/", "/d/", OPTS)
+    assert j.recorded_part_size("s3://b/p/big") is None
+    assert j.done_record("s3://b/p/small") is None
+    j.object("s3://b/p/big", "/d/big", 100 * MiB, '"e1"', 1.0, 24 * MiB)
+    j.done_many([("s3://b/p/small", "/d/small", 10, '"e2"', 2.0, 8 * MiB)])
+    j.close()
+    j = Journal.open(tmp_path, "s3://b/p/", "/d/", OPTS)
+    try:
+        assert j.recorded_part_size("s3://b/p/big") == 24 * MiB   # a resume keeps it
+        assert j.recorded_part_size("s3://b/p/other") is None
+        assert j.done_record("s3://b/p/small") == ("/d/small", 10, '"e2"', 2.0)
+        assert j.done_record("s3://b/p/big") is None              # started, not done
+    finally:
+        j.close()
+    j = Journal.fresh(tmp_path, "s3://b/p/", "/d/", OPTS)
+    try:
+        assert j.recorded_part_size("s3://b/p/big") is None
+        assert j.done_record("s3://b/p/small") is None
+    finally:
+        j.close()
