@@ -255,3 +255,42 @@ def test_lookups_per_object_see_what_earlier_runs_recorded(tmp_path):
         assert j.done_record("s3://b/p/small") is None
     finally:
         j.close()
+
+
+def test_a_full_disk_under_the_journal_is_a_clear_enospc(tmp_path):
+    """The disk of the state dir fills: the write fails as OSError(ENOSPC) naming the
+    journal (SQLite rolled back by itself, and a second ROLLBACK used to raise "cannot
+    rollback - no transaction is active" over it), and what was committed before stays."""
+    import errno as errno_
+
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {r.stderr.strip()}")
+    try:
+        j = Journal.open(mnt, "s3://b/p/", "/d/", OPTS)
+        j.done_many([("s3://b/p/first", "/d/first", 1, '"e"', 1.0, MiB)])
+        fd = os.open(mnt / "filler", os.O_WRONLY | os.O_CREAT)   # every block left
+        try:
+            while os.write(fd, b"\0" * 4096) > 0:
+                pass
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        rows = [(f"s3://b/p/{'k' * 200}{i}", f"/d/{i}", 1, '"e"', 1.0, MiB) for i in range(5000)]
+        with pytest.raises(OSError) as e:
+            j.done_many(rows)
+        assert e.value.errno == errno_.ENOSPC and "resume journal" in str(e.value)
+        (mnt / "filler").unlink()
+        j.done_many([("s3://b/p/after", "/d/after", 1, '"e"', 1.0, MiB)])   # space again
+        j.close()
+        j = Journal.open(mnt, "s3://b/p/", "/d/", OPTS)
+        assert j.done_record("s3://b/p/first") == ("/d/first", 1, '"e"', 1.0)
+        assert j.done_record("s3://b/p/after") == ("/d/after", 1, '"e"', 1.0)
+        assert j.done_record(rows[0][0]) is None                  # the failed batch: none of it
+        j.close()
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)

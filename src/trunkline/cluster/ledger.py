@@ -99,7 +99,8 @@ class Ledger:
                             (rel, size, etag, part_size, upload_id))
                 con.execute("COMMIT")
             except BaseException:
-                con.execute("ROLLBACK")
+                if con.in_transaction:   # (SQLite may have rolled back by itself)
+                    con.execute("ROLLBACK")
                 raise
 
     def split_parts(self, rel: str) -> dict[int, str]:
@@ -115,7 +116,8 @@ class Ledger:
                                 "VALUES (?, ?, ?)", [(rel, n, e) for n, e in etags.items()])
                 con.execute("COMMIT")
             except BaseException:
-                con.execute("ROLLBACK")
+                if con.in_transaction:   # (SQLite may have rolled back by itself)
+                    con.execute("ROLLBACK")
                 raise
 
     def split_done(self, rel: str) -> None:

@@ -12,6 +12,7 @@ The journal records facts, not policy: the engine decides what to redo.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sqlite3
@@ -192,13 +193,23 @@ class Journal:
             con = self._con
             if con is None:
                 raise ValueError("journal is closed")
-            con.execute("BEGIN IMMEDIATE")
             try:
-                yield con
-                con.execute("UPDATE meta SET v = ? WHERE k = 'updated'", (repr(time.time()),))
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
+                con.execute("BEGIN IMMEDIATE")
+                try:
+                    yield con
+                    con.execute("UPDATE meta SET v = ? WHERE k = 'updated'",
+                                (repr(time.time()),))
+                    con.execute("COMMIT")
+                except BaseException:
+                    # SQLite rolls back by itself on some errors (a full disk): a second
+                    # ROLLBACK would then raise and hide the first error
+                    if con.in_transaction:
+                        con.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as e:
+                if "full" in str(e):
+                    raise OSError(errno.ENOSPC, f"no space left for the resume journal "
+                                                f"{self.path} ({e})") from e
                 raise
 
     @contextmanager
