@@ -32,7 +32,7 @@ from ..config import (
 )
 from ..errors import StoreError
 from ..wire.connection import Connection
-from ..wire.http1 import ResponseHead, build_request
+from ..wire.http1 import ResponseHead, build_request, http_date
 from ..wire.pool import ConnectionPool
 from . import s3_data, sigv4
 from .s3_data import crc32c_to_b64, parse_error_xml  # noqa: F401  (parse_error_xml re-exported)
@@ -364,11 +364,8 @@ class S3Endpoint:
         head = self.stat(bucket, key)
         if head is None:
             return None
-        from email.utils import parsedate_to_datetime  # ~15 ms to import: only here
-
-        lm = head.headers.get("last-modified")
         return ObjectInfo(key, head.content_length or 0, head.headers.get("etag"),
-                          parsedate_to_datetime(lm).timestamp() if lm else None)
+                          http_date(head.headers.get("last-modified")))
 
     def create_multipart(self, bucket: str, key: str, crc32c: bool = False) -> str:
         """Start a multipart upload; with ``crc32c`` ask for a FULL_OBJECT CRC32C, so the
