@@ -8,6 +8,7 @@ Ceph RGW, the JuiceFS gateway), each started once per session and only when aske
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import signal
@@ -24,6 +25,21 @@ from trunkline.embedded_s3 import EmbeddedS3
 from trunkline.tools import PROVIDERS, find_tool
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(path: Path, size: str):
+    """A real filesystem of ``size`` (a tmpfs) at ``path``, for full-disk tests; skips
+    where mounting is not allowed (not root). Unmounted on exit."""
+    path.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {r.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
 SHARED_DATA = Path(os.environ.get("TRUNKLINE_SHARED_DATA", SHARED / "data"))
 
 

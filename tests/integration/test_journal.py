@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import mounted_tmpfs
 from trunkline.engine.journal import (
     Journal,
     PartRecord,
@@ -263,13 +264,7 @@ def test_a_full_disk_under_the_journal_is_a_clear_enospc(tmp_path):
     rollback - no transaction is active" over it), and what was committed before stays."""
     import errno as errno_
 
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {r.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "tiny", "512k") as mnt:
         j = Journal.open(mnt, "s3://b/p/", "/d/", OPTS)
         j.done_many([("s3://b/p/first", "/d/first", 1, '"e"', 1.0, MiB)])
         fd = os.open(mnt / "filler", os.O_WRONLY | os.O_CREAT)   # every block left
@@ -292,5 +287,3 @@ def test_a_full_disk_under_the_journal_is_a_clear_enospc(tmp_path):
         assert j.done_record("s3://b/p/after") == ("/d/after", 1, '"e"', 1.0)
         assert j.done_record(rows[0][0]) is None                  # the failed batch: none of it
         j.close()
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)

@@ -19,7 +19,7 @@ import google_crc32c
 import pytest
 
 import trunkline
-from conftest import CHECKSUM_ALGOS, stored_checksum
+from conftest import CHECKSUM_ALGOS, mounted_tmpfs, stored_checksum
 from trunkline import sync
 from trunkline.engine.plan import MiB
 from trunkline.storage.partial import is_partial_name, partial_name
@@ -292,18 +292,8 @@ def test_terminal_control_characters_in_keys_are_escaped(hostile, tmp_path):
 
 @pytest.fixture
 def tiny_fs(tmp_path):
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "tiny", "8m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def test_full_disk_fails_before_bytes_move_then_rerun_is_byte_identical(hostile, tiny_fs):

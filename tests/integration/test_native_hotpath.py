@@ -7,13 +7,13 @@ from __future__ import annotations
 import errno
 import os
 import socket
-import subprocess
 import threading
 import time
 
 import google_crc32c
 import pytest
 
+from conftest import mounted_tmpfs
 from trunkline import native
 from trunkline.engine.direct_io import aligned_buffer
 
@@ -136,14 +136,8 @@ def test_send_reads_checksums_and_sends(tmp_path, native_loop):
 
 @pytest.fixture
 def tiny_fs(tmp_path):
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {r.stderr.strip()}")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
+    with mounted_tmpfs(tmp_path / "tiny", "1m") as mnt:
+        yield mnt
 
 
 @pytest.mark.parametrize("native_loop", LOOPS)

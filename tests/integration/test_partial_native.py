@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
 
 import pytest
 
+from conftest import mounted_tmpfs
 from trunkline import native
 from trunkline.storage.partial import STAMP_XATTR, PartialFile, UnsafeDestination, partial_name
 
@@ -94,14 +94,8 @@ def test_a_file_cut_under_us_is_an_error(tmp_path, core):
 
 @pytest.fixture
 def tiny_fs(tmp_path):
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {r.stderr.strip()}")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
+    with mounted_tmpfs(tmp_path / "tiny", "1m") as mnt:
+        yield mnt
 
 
 def test_a_full_disk_fails_at_create_and_leaves_nothing(tiny_fs, core):
