@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..engine.journal import journal_id, sqlite_files
+from ..engine.journal import journal_id, sqlite_files, transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS shards (
@@ -89,36 +89,20 @@ class Ledger:
 
     def split_start(self, rel: str, size: int, etag: str | None, part_size: int,
                     upload_id: str) -> None:
-        with self._lock:
-            con = self._con
-            con.execute("BEGIN IMMEDIATE")
-            try:
-                con.execute("DELETE FROM split_parts WHERE rel = ?", (rel,))
-                con.execute("INSERT OR REPLACE INTO splits(rel, size, etag, part_size, "
-                            "upload_id, done) VALUES (?, ?, ?, ?, ?, 0)",
-                            (rel, size, etag, part_size, upload_id))
-                con.execute("COMMIT")
-            except BaseException:
-                if con.in_transaction:   # (SQLite may have rolled back by itself)
-                    con.execute("ROLLBACK")
-                raise
+        with self._lock, transaction(self._con, self.path, "cluster ledger") as con:
+            con.execute("DELETE FROM split_parts WHERE rel = ?", (rel,))
+            con.execute("INSERT OR REPLACE INTO splits(rel, size, etag, part_size, "
+                        "upload_id, done) VALUES (?, ?, ?, ?, ?, 0)",
+                        (rel, size, etag, part_size, upload_id))
 
     def split_parts(self, rel: str) -> dict[int, str]:
         return dict(self._exec("SELECT part_number, etag FROM split_parts WHERE rel = ?",
                                (rel,)))
 
     def split_range_done(self, rel: str, etags: dict[int, str]) -> None:
-        with self._lock:
-            con = self._con
-            con.execute("BEGIN IMMEDIATE")
-            try:
-                con.executemany("INSERT OR REPLACE INTO split_parts(rel, part_number, etag) "
-                                "VALUES (?, ?, ?)", [(rel, n, e) for n, e in etags.items()])
-                con.execute("COMMIT")
-            except BaseException:
-                if con.in_transaction:   # (SQLite may have rolled back by itself)
-                    con.execute("ROLLBACK")
-                raise
+        with self._lock, transaction(self._con, self.path, "cluster ledger") as con:
+            con.executemany("INSERT OR REPLACE INTO split_parts(rel, part_number, etag) "
+                            "VALUES (?, ?, ?)", [(rel, n, e) for n, e in etags.items()])
 
     def split_done(self, rel: str) -> None:
         self._exec("UPDATE splits SET done = 1 WHERE rel = ?", (rel,))

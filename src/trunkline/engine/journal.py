@@ -12,7 +12,6 @@ The journal records facts, not policy: the engine decides what to redo.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import sqlite3
@@ -31,6 +30,7 @@ from .journal_index import (  # noqa: F401  (re-exported: the journal's callers 
     journal_stats,
     list_journals,
     sqlite_files,
+    transaction,
 )
 from .journal_lock import lock_or_fail, lock_path, try_lock  # noqa: F401  (re-exported)
 from .journal_records import ObjectRecord, PartRecord, PendingUpload
@@ -98,10 +98,10 @@ class Journal:
         # what the journal held before this run: where it held nothing, the lookups made
         # once per object planned (``done_record``, ``recorded_part_size``) are answered
         # without a query (a key is listed once per run, so this run's rows never match)
-        self._had_objects = con.execute(
-            "SELECT EXISTS(SELECT 1 FROM objects)").fetchone()[0] == 1
-        self._had_done = self._had_objects and con.execute(
-            "SELECT EXISTS(SELECT 1 FROM objects WHERE done = 1)").fetchone()[0] == 1
+        had_objects, had_done = con.execute(
+            "SELECT EXISTS(SELECT 1 FROM objects), "
+            "EXISTS(SELECT 1 FROM objects WHERE done = 1)").fetchone()
+        self._had_objects, self._had_done = bool(had_objects), bool(had_done)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -123,7 +123,6 @@ class Journal:
             # idempotent; one transaction (statement by statement, a new journal cost a
             # commit each: ~50 ms of a short copy's start on a loaded machine)
             con.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")
-            con.execute("BEGIN IMMEDIATE")
             seed = {
                 "id": jid,
                 "schema": str(SCHEMA_VERSION),
@@ -132,12 +131,11 @@ class Journal:
                 "options": json.dumps(options, sort_keys=True, default=str),
                 "created": repr(now),
             }
-            con.executemany("INSERT OR IGNORE INTO meta(k, v) VALUES (?, ?)", seed.items())
-            con.execute("INSERT OR REPLACE INTO meta(k, v) VALUES ('updated', ?)", (repr(now),))
-            con.execute("COMMIT")
+            with transaction(con, path):
+                con.executemany("INSERT OR IGNORE INTO meta(k, v) VALUES (?, ?)", seed.items())
+                con.execute("INSERT OR REPLACE INTO meta(k, v) VALUES ('updated', ?)",
+                            (repr(now),))
         except BaseException:
-            if con.in_transaction:
-                con.execute("ROLLBACK")
             con.close()
             os.close(lock_fd)
             raise
@@ -193,24 +191,9 @@ class Journal:
             con = self._con
             if con is None:
                 raise ValueError("journal is closed")
-            try:
-                con.execute("BEGIN IMMEDIATE")
-                try:
-                    yield con
-                    con.execute("UPDATE meta SET v = ? WHERE k = 'updated'",
-                                (repr(time.time()),))
-                    con.execute("COMMIT")
-                except BaseException:
-                    # SQLite rolls back by itself on some errors (a full disk): a second
-                    # ROLLBACK would then raise and hide the first error
-                    if con.in_transaction:
-                        con.execute("ROLLBACK")
-                    raise
-            except sqlite3.OperationalError as e:
-                if "full" in str(e):
-                    raise OSError(errno.ENOSPC, f"no space left for the resume journal "
-                                                f"{self.path} ({e})") from e
-                raise
+            with transaction(con, self.path):
+                yield con
+                con.execute("UPDATE meta SET v = ? WHERE k = 'updated'", (repr(time.time()),))
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:

@@ -8,9 +8,12 @@ transfer would, and is what ``gc`` and the cluster ledger share.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,7 @@ from typing import Any
 from ..config import default_state_dir  # the one rule for the state dir, shared with flows
 
 __all__ = ["JournalInfo", "connect", "default_state_dir", "journal_id", "journal_stats",
-           "list_journals", "sqlite_files"]
+           "list_journals", "sqlite_files", "transaction"]
 
 
 def journal_id(src: str, dst: str, options: dict[str, Any]) -> str:
@@ -58,6 +61,31 @@ def connect(path: Path) -> sqlite3.Connection:
     con.execute("PRAGMA synchronous=NORMAL")
     con.execute("PRAGMA foreign_keys=ON")
     return con
+
+
+@contextmanager
+def transaction(con: sqlite3.Connection, path: Path,
+                what: str = "resume journal") -> Iterator[sqlite3.Connection]:
+    """One write transaction on a state database (a journal, the cluster ledger): committed
+    when the block ends, rolled back when it raises.
+
+    SQLite rolls back by itself on some errors (a full disk), so ROLLBACK runs only while a
+    transaction is open: a second one would raise "cannot rollback" over the real error.
+    A full disk comes out as ``OSError(ENOSPC)`` naming the database (``what``, ``path``),
+    one clear line for the CLI instead of a driver's exception."""
+    try:
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            yield con
+            con.execute("COMMIT")
+        except BaseException:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise
+    except sqlite3.OperationalError as e:
+        if getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            raise OSError(errno.ENOSPC, f"no space left for the {what} {path} ({e})") from e
+        raise
 
 
 def sqlite_files(path: Path) -> list[Path]:

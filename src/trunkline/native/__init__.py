@@ -121,8 +121,9 @@ def file_crc(fd: int, offset: int, length: int, buf: memoryview, *, crc: int = 0
 
 def files_native() -> bool:
     """Whether a download's partial file is created and committed by the core
-    (``storage/partial.py``; the Python steps otherwise, same order and results)."""
-    return NATIVE and _hotpath is not None
+    (``storage/partial.py``; the Python steps otherwise, same order and results). Read at
+    each call, as ``NATIVE`` is (tests switch it)."""
+    return NATIVE
 
 
 def create_reserved(dir_fd: int, name: str, size: int) -> tuple[int, int]:
