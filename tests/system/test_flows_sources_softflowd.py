@@ -66,7 +66,7 @@ class Relay(threading.Thread):
         self.sock.bind(("127.0.0.1", 0))
         self.sock.settimeout(0.1)
         self.port = self.sock.getsockname()[1]
-        self.targets, self.count, self.last = targets, 0, time.monotonic()
+        self.targets, self.count = targets, 0
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -76,12 +76,39 @@ class Relay(threading.Thread):
                 data = self.sock.recv(65535)
             except TimeoutError:
                 continue
-            for t in self.targets:
-                out.sendto(data, t)
-            self.count += 1
-            self.last = time.monotonic()
+            self._forward(out, data)
+        # what the exporter sent before it exited sits in our buffer: a thread scheduled
+        # late (a loaded machine) must still forward all of it, or both collectors miss it
+        self.sock.setblocking(False)
+        while True:
+            try:
+                data = self.sock.recv(65535)
+            except BlockingIOError:
+                break
+            self._forward(out, data)
         out.close()
         self.sock.close()
+
+    def _forward(self, out: socket.socket, data: bytes) -> None:
+        for t in self.targets:
+            out.sendto(data, t)
+        self.count += 1
+
+
+def _rx_queue(port: int) -> int:
+    """Bytes the kernel holds for the loopback UDP socket on ``port`` (/proc/net/udp)."""
+    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == port:
+            return int(fields[4].split(":")[1], 16)
+    return 0
+
+
+def _until_read(port: int, deadline_s: float = 10.0) -> None:
+    """Wait until the collector on ``port`` has read every datagram handed to it."""
+    deadline = time.monotonic() + deadline_s
+    while _rx_queue(port) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _softflowd(pcap: Path, port: int, version: str, tmp: Path) -> None:
@@ -145,12 +172,12 @@ def test_softflowd_export_matches_nfdump(version, tmp_path):
     relay.start()
     try:
         time.sleep(0.3)  # nfcapd binds
+        # softflowd has exited when this returns: every export datagram is in the relay
         _softflowd(tmp_path / "traffic.pcap", relay.port, version, tmp_path)
-        while time.monotonic() - relay.last < 0.5:
-            time.sleep(0.1)
     finally:
         relay.stop.set()
         relay.join(5)
+        _until_read(nf_port)  # nfcapd drops what is still queued when SIGTERM arrives
         col.stop()
         runner.join(20)
         nfcapd.send_signal(signal.SIGTERM)
