@@ -1,7 +1,8 @@
 """The compiled hot paths; everything else is in pyproject.toml.
 
 trunkline.native._hotpath: the mover's per-part loops. trunkline.flows.sources._udp: the
-collector's batch receive (recvmmsg). optional=True: where no C compiler is at hand the
+collector's batch receive (recvmmsg). trunkline.flows.decode._columns: addresses to
+text for the stored columns. optional=True: where no C compiler is at hand the
 package still installs and each runs its Python loop (``NATIVE`` in each module's face
 says which one is in use).
 """
@@ -21,6 +22,12 @@ setup(
             "trunkline.flows.sources._udp",
             ["src/trunkline/flows/sources/_udp.c"],
             extra_compile_args=["-O2", "-std=gnu11", "-Wall"],
+            optional=True,
+        ),
+        Extension(
+            "trunkline.flows.decode._columns",
+            ["src/trunkline/flows/decode/_columns.c"],
+            extra_compile_args=["-O2", "-std=c11", "-Wall"],
             optional=True,
         ),
     ]

@@ -13,12 +13,14 @@ export PYTHONPATH=$PWD/src:/tmp/site PATH=$PWD/.devbin:/tmp/bin:$PATH
 export TRUNKLINE_SHARED_DATA=$PWD/.devbin/data
 inc=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
 suffix=$(python3 -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
-for mod in src/trunkline/native/_hotpath src/trunkline/flows/sources/_udp; do
+for mod in src/trunkline/native/_hotpath src/trunkline/flows/sources/_udp \
+           src/trunkline/flows/decode/_columns; do
     if [ -f "$inc/Python.h" ] && gcc -O2 -std=gnu11 -Wall -fPIC -shared -I"$inc" \
-            "$mod.c" -o "$mod$suffix"; then echo "$mod: built here"
+            "$mod.c" -o "$mod$suffix" -lm; then echo "$mod: built here"
     else cp ".devbin/$(basename "$mod").cpython-312-x86_64-linux-gnu.so" "$(dirname "$mod")/" \
             && echo "$mod: carried build"; fi
 done
 python3 -c 'import trunkline.native as n; print("mover native loop:", n.NATIVE)'
 python3 -c 'import trunkline.flows.sources.udp as u; print("collector recvmmsg:", getattr(u, "NATIVE", "?"))'
+python3 -c 'import trunkline.flows.decode.columns as c; print("collector address text:", c.NATIVE)'
 nproc; free -g | head -2; uptime
