@@ -231,3 +231,20 @@ def test_gc_cli_ages_by_the_utc_clock_whatever_tz(tmp_path):
     assert len(store.files("1h")) == 20
     assert (root / "day=2000-01-01" / "keep-me.txt").exists()
     assert not (root / f"day={days[-1]}").exists()  # the emptied partition dir is gone
+
+
+def test_files_keep_statistics_for_times_and_counters_not_for_addresses(tmp_path):
+    """DuckDB prunes files by the min/max of times; address text gets none (costly to
+    compute over every record, never pruned on) - and the data reads back whole."""
+    t = _flows(500)
+    FlowStore(tmp_path).write(t)
+    (f,) = list(tmp_path.glob("day=*/*.parquet"))
+    meta = pq.ParquetFile(f).metadata.row_group(0)
+    stats = {meta.column(i).path_in_schema: meta.column(i).is_stats_set
+             for i in range(meta.num_columns)}
+    assert stats["time_start"] and stats["time_end"] and stats["bytes"]
+    assert not stats["src_addr"] and not stats["dst_addr"]
+    lo = meta.column(list(stats).index("time_start")).statistics.min
+    assert lo == t.column("time_start")[0].as_py()
+    back = pq.read_table(f).select(t.column_names)
+    assert back.column("src_addr").to_pylist() == t.column("src_addr").to_pylist()
