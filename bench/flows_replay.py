@@ -94,9 +94,11 @@ class Peer:
 
 
 class Trunkline(Peer):
-    def __init__(self, workers: int, receiver: str = "process"):
+    def __init__(self, workers: int, receiver: str = "process", tree: tuple[str, Path] | None = None):
         self.workers, self.receiver = workers, receiver
-        self.name = f"trunkline {workers}w" + ("" if receiver == "process" else f" {receiver}")
+        self.src = tree[1] if tree else ROOT / "src"  # another checkout's src/ (--tree)
+        self.name = f"trunkline {workers}w" + ("" if receiver == "process" else f" {receiver}") \
+            + (f" {tree[0]}" if tree else "")
 
     def start(self, port, out):
         p = subprocess.Popen([sys.executable, "-m", "trunkline.cli.main", "flows", "collect",
@@ -104,7 +106,7 @@ class Trunkline(Peer):
                               "--flush-interval", "60", "--batch-records", "500000",
                               "--workers", str(self.workers), "--receiver", self.receiver],
                              stderr=subprocess.DEVNULL,
-                             env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+                             env={**os.environ, "PYTHONPATH": str(self.src)})
         deadline = time.monotonic() + 60  # ready: every worker's sockets are being read
         while time.monotonic() < deadline and p.poll() is None:
             st = self.status(out)
@@ -283,6 +285,9 @@ def main() -> None:
                     help="replayer processes (a many-core machine needs several)")
     ap.add_argument("--max-wall", type=float, default=0,
                     help="start no run past this many seconds (0: no bound)")
+    ap.add_argument("--tree", action="append", default=[], metavar="NAME=SRC",
+                    help="also run trunkline from another checkout's src/ (e.g. the base "
+                         "commit's), alternating with this tree's")
     ap.add_argument("--out", default="flows_replay.json")
     args = ap.parse_args()
     began = time.monotonic()
@@ -293,8 +298,10 @@ def main() -> None:
     per = t.num_rows
     ppr = {"records": per, "packets": sum(t.column("packets").to_pylist())}
     wanted = set(args.peers.split(","))
-    peers = ([Trunkline(int(w), m) for m in args.receivers.split(",")
-              for w in args.workers.split(",")] if "trunkline" in wanted else []) + ([Nfacctd(ppr)] if "nfacctd" in wanted else []) + (
+    trees = [None] + [(n, Path(p).resolve()) for n, p in (t.split("=", 1) for t in args.tree)]
+    peers = ([Trunkline(int(w), m, tr) for m in args.receivers.split(",")
+              for w in args.workers.split(",") for tr in trees]
+             if "trunkline" in wanted else []) + ([Nfacctd(ppr)] if "nfacctd" in wanted else []) + (
         [Nfcapd()] if "nfcapd" in wanted else [])
     rates = [int(x) for x in args.rates.split(",")]
     runs = []
