@@ -158,8 +158,8 @@ def test_a_gap_in_the_rollups_is_seen_and_backfill_closes_it(store_dir, enricher
     assert rep["source"]["kind"] == "raw" and rep["source"]["reason"] == why
     with pytest.raises(ValueError, match="do not cover"):
         build(store, Q, enricher, source="rollups")
-    # backfill rebuilds from raw: one file per level and day, and the same report
-    rows = maintain.backfill(store, enricher, scan.raw_days(store))
+    # backfill of the damaged day rebuilds it from raw: one file per level, the same report
+    rows = maintain.backfill(store, enricher, [victim.parent.name.removeprefix("day=")])
     assert rows["5m"] > 0 and rows["peers"] > 0
     assert scan.coverage(store, enricher, Q.prev().start, Q.end) == ""
     day = victim.parent
