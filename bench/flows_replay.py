@@ -82,6 +82,23 @@ def tree_usage(pid: int) -> tuple[float, int]:
     return cpu, hwm
 
 
+def tree_cpu_by_role(pid: int) -> dict[str, float]:
+    """CPU seconds of the tree's processes by role: the receive processes, the forked
+    workers (decode + write), the parent (with one worker it decodes and writes)."""
+    out: dict[str, float] = {}
+    for p in tree(pid):
+        try:
+            f = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            cmd = Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        text = b" ".join(cmd).decode(errors="replace")
+        role = ("receiver" if "trunkline.flows.sources.receiver" in text
+                else "main" if p == pid else "worker")
+        out[role] = out.get(role, 0.0) + (int(f[11]) + int(f[12])) / TICK
+    return out
+
+
 class Peer:
     name = ""
 
@@ -250,10 +267,12 @@ def run_one(peer: Peer, dgrams: list[bytes], per_dgram: int, rate: int, seconds:
     out = tmp / f"{peer.name.replace(' ', '_')}-{rate}-{tag}"
     p = peer.start(port, out)
     cpu0, _ = tree_usage(p.pid)  # start-up (imports, config) is not per-record work
+    roles0 = tree_cpu_by_role(p.pid)
     r = replay(dgrams, port, rate, seconds, exporters, senders)
     time.sleep(1.5)
     cpu, hwm = tree_usage(p.pid)
     cpu -= cpu0
+    roles = {k: round(v - roles0.get(k, 0.0), 3) for k, v in tree_cpu_by_role(p.pid).items()}
     p.send_signal(signal.SIGTERM if not isinstance(peer, Nfacctd) else signal.SIGINT)
     # wait4: the child's CPU including its waited-for descendants and the final write
     _, _, ru = os.wait4(p.pid, 0)
@@ -266,7 +285,7 @@ def run_one(peer: Peer, dgrams: list[bytes], per_dgram: int, rate: int, seconds:
     shutil.rmtree(out, ignore_errors=True)  # bounded disk, run after run
     return {"peer": peer.name, "rate_pps": rate, **r, **details, "expected_records": want,
             "records": got, "lost": want - got, "cpu_s": round(cpu, 3),
-            "cpu_total_s": round(total, 3), "peak_rss_kib": hwm,
+            "cpu_total_s": round(total, 3), "cpu_by_role_s": roles, "peak_rss_kib": hwm,
             "cpu_us_per_record": round(total / got * 1e6, 3) if got else None}
 
 
