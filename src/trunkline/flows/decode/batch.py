@@ -1,8 +1,9 @@
 """Decoded records awaiting flush, and the vectorised builder of FLOW_SCHEMA tables.
 
 A ``Chunk`` is one data set (or one NetFlow v5 packet): a NumPy structured array plus the
-few per-packet values (export time, sysUptime, exporter, sampling). Chunks of one template
-are concatenated at flush time and turned into Arrow columns in bulk.
+few per-packet values (export time, sysUptime, exporter, sampling). At flush time the
+chunks of one template become ``Records`` (each field as one native column, gathered from
+every chunk at once) and then Arrow columns in bulk.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..schema import FLOW_SCHEMA
+from . import columns
 from .columns import ipv4_text, ipv6_text, repeat_text, text_from_bytes, uint_from_bytes
 from .packet import parse_ethernet, parse_ip
-from .template import Template
+from .template import ADDRESS_WIDTH, SECTION_ROLES, Template
 
 NTP_EPOCH_OFFSET = 2_208_988_800  # seconds from 1900-01-01 to 1970-01-01
 
@@ -33,17 +35,71 @@ class Chunk:
     sections: list[bytes] | None = None  # variable-length header sections, per record
 
 
-def _col(t: Template, recs: np.ndarray, role: str) -> np.ndarray | None:
-    name = t.roles.get(role)
-    if name is None:
-        return None
-    a = recs[name]
-    if a.dtype.kind == "V":
-        a = uint_from_bytes(a, t.widths[role])
-    return a
+class Records:
+    """The records of one template's chunks, read by role.
+
+    Compiled (``columns.NATIVE``): every field a role needs (up to 8 bytes) is gathered
+    from all the chunks in one pass into a native column. NumPy: the chunks' bytes are
+    joined once and each field converted from its big-endian, strided view. The joined
+    records are also what 16-byte addresses are read from.
+    """
+
+    def __init__(self, t: Template, chunks: list[Chunk]):
+        self.t, self.chunks = t, chunks
+        self.n = sum(len(c.recs) for c in chunks)
+        self._joined: np.ndarray | None = None
+        self._native: dict[str, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return self.n
+
+    @property
+    def joined(self) -> np.ndarray:
+        if self._joined is None:
+            c = self.chunks
+            self._joined = c[0].recs if len(c) == 1 else concat_records([x.recs for x in c])
+        return self._joined
+
+    def raw(self, role: str) -> np.ndarray | None:
+        """The field of ``role`` as stored (a 16-byte address, say)."""
+        name = self.t.roles.get(role)
+        return None if name is None else self.joined[name]
+
+    def role(self, role: str) -> np.ndarray | None:
+        """The unsigned integer field of ``role`` (None when the template has none)."""
+        t = self.t
+        name = t.roles.get(role)
+        if name is None:
+            return None
+        if self._native is None:
+            self._native = self._gather()
+        a = self._native.get(name)
+        if a is not None:
+            return a
+        a = self.joined[name]
+        if a.dtype.kind == "V":
+            a = uint_from_bytes(a, t.widths[role])
+        return a
+
+    def _gather(self) -> dict[str, np.ndarray]:
+        t, parts = self.t, [c.recs for c in self.chunks]
+        if not all(p.dtype == t.dtype and p.flags.c_contiguous for p in parts):
+            return {}
+        names, fields = [], []
+        for role, name in t.roles.items():
+            w = t.widths[role]
+            if role not in SECTION_ROLES and ADDRESS_WIDTH.get(role, 4) == 4 and 1 <= w <= 8:
+                names.append(name)
+                fields.append((t.dtype.fields[name][1], w))
+        cols = columns.gather(parts, t.dtype.itemsize, fields)
+        return {} if cols is None else dict(zip(names, cols, strict=True))
 
 
-def _first(t: Template, recs: np.ndarray, *roles: str) -> np.ndarray | None:
+def _col(t: Template, recs: Records, role: str) -> np.ndarray | None:
+    return recs.role(role)
+
+
+def _first(t: Template, recs: Records, *roles: str) -> np.ndarray | None:
     for r in roles:
         a = _col(t, recs, r)
         if a is not None:
@@ -58,7 +114,7 @@ def _ntp_ms(v: np.ndarray) -> np.ndarray:
     return secs * 1000 + frac.astype(np.int64)
 
 
-def _times(t: Template, recs: np.ndarray, chunks: list[Chunk], counts: list[int]):
+def _times(t: Template, recs: Records, chunks: list[Chunk], counts: list[int]):
     export = np.repeat(np.array([c.export_ms for c in chunks], np.int64), counts)
 
     def one(which: str) -> np.ndarray | None:
@@ -99,7 +155,7 @@ def _times(t: Template, recs: np.ndarray, chunks: list[Chunk], counts: list[int]
     return start, end
 
 
-def _sampling(t: Template, recs: np.ndarray, chunks: list[Chunk], counts: list[int]):
+def _sampling(t: Template, recs: Records, chunks: list[Chunk], counts: list[int]):
     a = _first(t, recs, "sampling_interval", "sampler_random_interval")
     if a is None and "spi" in t.roles and "sps" in t.roles:
         spi = _col(t, recs, "spi").astype(np.uint64)
@@ -137,24 +193,22 @@ def _default_rate(m: dict | int | None) -> int:
     return vals.pop() if len(vals) == 1 else 1
 
 
-def _addresses(t: Template, recs: np.ndarray, v4role: str, v6role: str):
-    v4 = t.roles.get(v4role)
-    v6 = t.roles.get(v6role)
-    if v4 and v6:
-        a4 = recs[v4].astype(np.uint32)
-        raw6 = recs[v6]
+def _addresses(recs: Records, v4role: str, v6role: str):
+    a4 = recs.role(v4role)
+    raw6 = recs.raw(v6role)
+    if a4 is not None and raw6 is not None:
         use6 = (a4 == 0) & np.ascontiguousarray(raw6).view(np.uint8).reshape(-1, 16).any(axis=1)
         if use6.any():
             return pc.if_else(pa.array(use6), ipv6_text(raw6), ipv4_text(a4))
         return ipv4_text(a4)
-    if v4:
-        return ipv4_text(recs[v4])
-    if v6:
-        return ipv6_text(recs[v6])
+    if a4 is not None:
+        return ipv4_text(a4)
+    if raw6 is not None:
+        return ipv6_text(raw6)
     return None
 
 
-def _section_keys(t: Template, recs: np.ndarray, chunks: list[Chunk]) -> list[dict] | None:
+def _section_keys(t: Template, chunks: list[Chunk]) -> list[dict] | None:
     """Flow keys parsed from dataLinkFrameSection / ipHeaderPacketSection, per record."""
     role = "dl_frame" if "dl_frame" in t.sections else "ip_section" if t.sections else None
     if role is None:
@@ -199,14 +253,14 @@ def export_times(chunks: list[Chunk]) -> np.ndarray:
 
 def build_table(t: Template, chunks: list[Chunk]) -> pa.Table:
     counts = [len(c.recs) for c in chunks]
-    recs = chunks[0].recs if len(chunks) == 1 else concat_records([c.recs for c in chunks])
+    recs = Records(t, chunks)
     n = len(recs)
     start, end = _times(t, recs, chunks, counts)
-    src = _addresses(t, recs, "src4", "src6")
-    dst = _addresses(t, recs, "dst4", "dst6")
+    src = _addresses(recs, "src4", "src6")
+    dst = _addresses(recs, "dst4", "dst6")
     src_port, dst_port, proto = (_col(t, recs, r) for r in ("src_port", "dst_port", "proto"))
     tcp_flags = _col(t, recs, "tcp_flags")
-    keys = _section_keys(t, recs, chunks) if src is None else None
+    keys = _section_keys(t, chunks) if src is None else None
     if keys is not None:
         src = text_from_bytes([k.get("src_addr") for k in keys])
         dst = text_from_bytes([k.get("dst_addr") for k in keys])

@@ -79,6 +79,23 @@ def ipv6_text(addrs: np.ndarray) -> pa.Array:
     ).cast(pa.string())
 
 
+def native_uint(width: int) -> np.dtype:
+    """The native column type of a big-endian field of ``width`` (1..8) bytes."""
+    return np.dtype(np.uint8 if width == 1 else np.uint16 if width == 2 else
+                    np.uint32 if width <= 4 else np.uint64)
+
+
+def gather(parts: list[np.ndarray], itemsize: int,
+           fields: list[tuple[int, int]]) -> list[np.ndarray] | None:
+    """Fields ``(offset, width)`` of every record of ``parts`` (C-contiguous arrays of
+    ``itemsize``-byte records) as native columns (``native_uint``), in one compiled
+    pass; None without the compiled module (the caller converts field by field)."""
+    if not NATIVE:
+        return None
+    cols = _columns.gather(parts, itemsize, fields)
+    return [np.frombuffer(b, native_uint(w)) for (_, w), b in zip(fields, cols, strict=True)]
+
+
 def uint_from_bytes(raw: np.ndarray, width: int) -> np.ndarray:
     """Big-endian unsigned integers of any width 1..8 (a ``V<width>`` field) to uint64."""
     b = np.ascontiguousarray(raw).view(np.uint8).reshape(-1, width)
