@@ -141,8 +141,9 @@ def file_name() -> str:
 
 
 # Address text columns get no min/max statistics: no query prunes files by an address
-# range, and computing them over every record's text was a third of Parquet's write CPU
-# (0.2 of ~0.45 µs a record, bench/flows_stages.py). Times and counters keep theirs.
+# range, and they cost a little of every write (on a quiet machine 0.03 of 0.28 µs a
+# record for the replay's records, nothing measurable for random addresses:
+# bench/RESULTS.md). Times and counters keep theirs.
 NO_STATISTICS = frozenset({"src_addr", "dst_addr", "peer"})
 
 
