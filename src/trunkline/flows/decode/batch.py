@@ -95,13 +95,9 @@ class Records:
         return {} if cols is None else dict(zip(names, cols, strict=True))
 
 
-def _col(t: Template, recs: Records, role: str) -> np.ndarray | None:
-    return recs.role(role)
-
-
-def _first(t: Template, recs: Records, *roles: str) -> np.ndarray | None:
+def _first(recs: Records, *roles: str) -> np.ndarray | None:
     for r in roles:
-        a = _col(t, recs, r)
+        a = recs.role(r)
         if a is not None:
             return a
     return None
@@ -120,19 +116,19 @@ def _times(t: Template, recs: Records, chunks: list[Chunk], counts: list[int]):
     def one(which: str) -> np.ndarray | None:
         s, ms, us, ns, dl, up = (f"{which}_s", f"{which}_ms", f"{which}_us", f"{which}_ns",
                                  f"{which}_delta_us", "first_up" if which == "start" else "last_up")
-        a = _col(t, recs, ms)
+        a = recs.role(ms)
         if a is not None:
             return a.astype(np.int64)
-        a = _col(t, recs, s)
+        a = recs.role(s)
         if a is not None:
             return a.astype(np.int64) * 1000
-        a = _first(t, recs, us, ns)
+        a = _first(recs, us, ns)
         if a is not None:
             return _ntp_ms(a)
-        a = _col(t, recs, dl)
+        a = recs.role(dl)
         if a is not None:
             return export - (a.astype(np.int64) // 1000)
-        a = _col(t, recs, up)
+        a = recs.role(up)
         if a is not None:
             if chunks[0].uptime_ms is not None:  # NetFlow: relative to the header's sysUptime
                 uptime = np.repeat(np.array([c.uptime_ms for c in chunks], np.int64), counts)
@@ -145,7 +141,7 @@ def _times(t: Template, recs: Records, chunks: list[Chunk], counts: list[int]):
 
     start, end = one("start"), one("end")
     if start is None and end is None:
-        obs = _col(t, recs, "obs_ms")  # an event (NAT) rather than a flow
+        obs = recs.role("obs_ms")  # an event (NAT) rather than a flow
         if obs is not None:
             start = obs.astype(np.int64)
     if start is None:
@@ -156,13 +152,13 @@ def _times(t: Template, recs: Records, chunks: list[Chunk], counts: list[int]):
 
 
 def _sampling(t: Template, recs: Records, chunks: list[Chunk], counts: list[int]):
-    a = _first(t, recs, "sampling_interval", "sampler_random_interval")
+    a = _first(recs, "sampling_interval", "sampler_random_interval")
     if a is None and "spi" in t.roles and "sps" in t.roles:
-        spi = _col(t, recs, "spi").astype(np.uint64)
-        sps = _col(t, recs, "sps").astype(np.uint64)
+        spi = recs.role("spi").astype(np.uint64)
+        sps = recs.role("sps").astype(np.uint64)
         a = np.where(spi > 0, (spi + sps) // np.maximum(spi, 1), 1)
     if a is None:
-        ids = _first(t, recs, "sampler_id", "selector_id")
+        ids = _first(recs, "sampler_id", "selector_id")
         consts = [c.sampling for c in chunks]
         if ids is None or not any(isinstance(c, dict) for c in consts):
             vals = [c if isinstance(c, int) else _default_rate(c) for c in consts]
@@ -258,8 +254,8 @@ def build_table(t: Template, chunks: list[Chunk]) -> pa.Table:
     start, end = _times(t, recs, chunks, counts)
     src = _addresses(recs, "src4", "src6")
     dst = _addresses(recs, "dst4", "dst6")
-    src_port, dst_port, proto = (_col(t, recs, r) for r in ("src_port", "dst_port", "proto"))
-    tcp_flags = _col(t, recs, "tcp_flags")
+    src_port, dst_port, proto = (recs.role(r) for r in ("src_port", "dst_port", "proto"))
+    tcp_flags = recs.role("tcp_flags")
     keys = _section_keys(t, chunks) if src is None else None
     if keys is not None:
         src = text_from_bytes([k.get("src_addr") for k in keys])
@@ -275,10 +271,10 @@ def build_table(t: Template, chunks: list[Chunk]) -> pa.Table:
         proto = from_keys("proto", proto, np.uint8)
         if tcp_flags is None:
             tcp_flags = np.array([k.get("tcp_flags", 0) for k in keys], np.uint8)
-    nbytes = _first(t, recs, "bytes", "bytes_total", "post_bytes")
-    npkts = _first(t, recs, "packets", "packets_total", "post_packets")
+    nbytes = _first(recs, "bytes", "bytes_total", "post_bytes")
+    npkts = _first(recs, "packets", "packets_total", "post_packets")
     if nbytes is None and npkts is None and "frame_size" in t.roles:
-        nbytes = _col(t, recs, "frame_size")  # a sampled frame (packet sampling export)
+        nbytes = recs.role("frame_size")  # a sampled frame (packet sampling export)
         npkts = np.ones(n, np.uint64)
     zeros = np.zeros(n, np.uint64)
     cols = {
@@ -294,14 +290,14 @@ def build_table(t: Template, chunks: list[Chunk]) -> pa.Table:
         "bytes": _uint(nbytes if nbytes is not None else zeros, n, np.uint64),
         "packets": _uint(npkts if npkts is not None else zeros, n, np.uint64),
         "sampling_rate": pa.array(_sampling(t, recs, chunks, counts)),
-        "in_if": _uint(_first(t, recs, "in_if", "in_phys"), n, np.uint32),
-        "out_if": _uint(_first(t, recs, "out_if", "out_phys"), n, np.uint32),
-        "src_as": _uint(_col(t, recs, "src_as"), n, np.uint32),
-        "dst_as": _uint(_col(t, recs, "dst_as"), n, np.uint32),
+        "in_if": _uint(_first(recs, "in_if", "in_phys"), n, np.uint32),
+        "out_if": _uint(_first(recs, "out_if", "out_phys"), n, np.uint32),
+        "src_as": _uint(recs.role("src_as"), n, np.uint32),
+        "dst_as": _uint(recs.role("dst_as"), n, np.uint32),
         "tcp_flags": _uint(tcp_flags, n, np.uint8),
-        "rtt_us": _uint(_col(t, recs, "rtt_us"), n, np.uint32),
-        "retransmits": _uint(_col(t, recs, "retransmits"), n, np.uint32),
-        "delivery_rate_bps": _uint(_col(t, recs, "delivery_rate_bps"), n, np.uint64),
+        "rtt_us": _uint(recs.role("rtt_us"), n, np.uint32),
+        "retransmits": _uint(recs.role("retransmits"), n, np.uint32),
+        "delivery_rate_bps": _uint(recs.role("delivery_rate_bps"), n, np.uint64),
     }
     return pa.Table.from_arrays([cols[f.name] for f in FLOW_SCHEMA], schema=FLOW_SCHEMA)
 
