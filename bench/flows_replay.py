@@ -67,36 +67,28 @@ def tree(pid: int) -> list[int]:
     return out
 
 
-def tree_usage(pid: int) -> tuple[float, int]:
-    """(CPU seconds, sum of peak RSS KiB) of a process and its descendants."""
-    cpu, hwm = 0.0, 0
+def tree_usage(pid: int) -> tuple[float, int, dict[str, float]]:
+    """(CPU seconds, sum of peak RSS KiB, CPU seconds by role) of a process and its
+    descendants; roles: the receive processes, the forked workers (decode + write), the
+    parent (with one worker it decodes and writes)."""
+    cpu, hwm, roles = 0.0, 0, {}
     for p in tree(pid):
         try:
             f = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            cpu += (int(f[11]) + int(f[12])) / TICK
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    hwm += int(line.split()[1])
+            text = Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+                errors="replace")
+            status = Path(f"/proc/{p}/status").read_text()
         except OSError:
             continue
-    return cpu, hwm
-
-
-def tree_cpu_by_role(pid: int) -> dict[str, float]:
-    """CPU seconds of the tree's processes by role: the receive processes, the forked
-    workers (decode + write), the parent (with one worker it decodes and writes)."""
-    out: dict[str, float] = {}
-    for p in tree(pid):
-        try:
-            f = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            cmd = Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        text = b" ".join(cmd).decode(errors="replace")
+        s = (int(f[11]) + int(f[12])) / TICK
+        cpu += s
         role = ("receiver" if "trunkline.flows.sources.receiver" in text
                 else "main" if p == pid else "worker")
-        out[role] = out.get(role, 0.0) + (int(f[11]) + int(f[12])) / TICK
-    return out
+        roles[role] = roles.get(role, 0.0) + s
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                hwm += int(line.split()[1])
+    return cpu, hwm, roles
 
 
 class Peer:
@@ -266,13 +258,12 @@ def run_one(peer: Peer, dgrams: list[bytes], per_dgram: int, rate: int, seconds:
     port = free_port()
     out = tmp / f"{peer.name.replace(' ', '_')}-{rate}-{tag}"
     p = peer.start(port, out)
-    cpu0, _ = tree_usage(p.pid)  # start-up (imports, config) is not per-record work
-    roles0 = tree_cpu_by_role(p.pid)
+    cpu0, _, roles0 = tree_usage(p.pid)  # start-up (imports, config) is not per-record work
     r = replay(dgrams, port, rate, seconds, exporters, senders)
     time.sleep(1.5)
-    cpu, hwm = tree_usage(p.pid)
+    cpu, hwm, roles = tree_usage(p.pid)
     cpu -= cpu0
-    roles = {k: round(v - roles0.get(k, 0.0), 3) for k, v in tree_cpu_by_role(p.pid).items()}
+    roles = {k: round(v - roles0.get(k, 0.0), 3) for k, v in roles.items()}
     p.send_signal(signal.SIGTERM if not isinstance(peer, Nfacctd) else signal.SIGINT)
     # wait4: the child's CPU including its waited-for descendants and the final write
     _, _, ru = os.wait4(p.pid, 0)

@@ -24,6 +24,7 @@ from conftest import require_tool
 from trunkline.flows.sources.collector import Collector, CollectorConfig
 from trunkline.flows.sources.pcap import eth_ipv4_frame, write_pcap
 from trunkline.flows.store import FlowStore
+from trunkline.testing.flowfuzz import rx_queue_bytes
 
 N_PACKETS, N_FLOWS = 1500, 120
 
@@ -95,19 +96,10 @@ class Relay(threading.Thread):
         self.count += 1
 
 
-def _rx_queue(port: int) -> int:
-    """Bytes the kernel holds for the loopback UDP socket on ``port`` (/proc/net/udp)."""
-    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if int(fields[1].split(":")[1], 16) == port:
-            return int(fields[4].split(":")[1], 16)
-    return 0
-
-
 def _until_read(port: int, deadline_s: float = 10.0) -> None:
     """Wait until the collector on ``port`` has read every datagram handed to it."""
     deadline = time.monotonic() + deadline_s
-    while _rx_queue(port) and time.monotonic() < deadline:
+    while rx_queue_bytes(port) and time.monotonic() < deadline:
         time.sleep(0.05)
 
 

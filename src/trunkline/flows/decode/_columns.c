@@ -82,15 +82,6 @@ static PyObject *ipv4_text(PyObject *self, PyObject *args) {
     return Py_BuildValue("(NN)", offsets, data);
 }
 
-/* Big-endian words to host order (a no-op on a big-endian host). */
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-#define FROM_BE32(v) (v)
-#define FROM_BE64(v) (v)
-#else
-#define FROM_BE32(v) __builtin_bswap32(v)
-#define FROM_BE64(v) __builtin_bswap64(v)
-#endif
-
 /* Width in bytes of the native column for a field of `width` bytes (1..8). */
 static int out_width(long width) {
     return width == 1 ? 1 : width == 2 ? 2 : width <= 4 ? 4 : 8;
@@ -163,51 +154,22 @@ static PyObject *gather(PyObject *self, PyObject *args) {
     }
     Py_BEGIN_ALLOW_THREADS
     Py_ssize_t row = 0;
-    for (Py_ssize_t p = 0; p < np_; p++) {  /* a part is a datagram's records: in cache */
+    for (Py_ssize_t p = 0; p < np_; p++) {  /* a part is a datagram's records: in cache,
+                                                field after field */
         const unsigned char *base = bufs[p].buf;
         Py_ssize_t count = bufs[p].len / itemsize;
         for (Py_ssize_t f = 0; f < nf; f++) {
             const unsigned char *q = base + off[f];
-            switch (wid[f]) {  /* the common widths as tight loops, the odd ones generic */
-            case 1: {
-                uint8_t *o = (uint8_t *)out[f] + row;
-                for (Py_ssize_t r = 0; r < count; r++, q += itemsize)
-                    o[r] = q[0];
-                break;
-            }
-            case 2: {
-                uint16_t *o = (uint16_t *)out[f] + row;
-                for (Py_ssize_t r = 0; r < count; r++, q += itemsize)
-                    o[r] = (uint16_t)((q[0] << 8) | q[1]);
-                break;
-            }
-            case 4: {
-                uint32_t *o = (uint32_t *)out[f] + row;
-                for (Py_ssize_t r = 0; r < count; r++, q += itemsize) {
-                    uint32_t v;
-                    memcpy(&v, q, 4);
-                    o[r] = FROM_BE32(v);
-                }
-                break;
-            }
-            case 8: {
-                uint64_t *o = (uint64_t *)out[f] + row;
-                for (Py_ssize_t r = 0; r < count; r++, q += itemsize) {
-                    uint64_t v;
-                    memcpy(&v, q, 8);
-                    o[r] = FROM_BE64(v);
-                }
-                break;
-            }
-            default:
-                for (Py_ssize_t r = 0; r < count; r++, q += itemsize) {
-                    uint64_t v = 0;
-                    for (long k = 0; k < wid[f]; k++)
-                        v = (v << 8) | q[k];
-                    if (out_width(wid[f]) == 4)
-                        ((uint32_t *)out[f])[row + r] = (uint32_t)v;
-                    else
-                        ((uint64_t *)out[f])[row + r] = v;
+            int w = out_width(wid[f]);
+            for (Py_ssize_t r = 0; r < count; r++, q += itemsize) {
+                uint64_t v = 0;
+                for (long k = 0; k < wid[f]; k++)
+                    v = (v << 8) | q[k];
+                switch (w) {
+                case 1: ((uint8_t *)out[f])[row + r] = (uint8_t)v; break;
+                case 2: ((uint16_t *)out[f])[row + r] = (uint16_t)v; break;
+                case 4: ((uint32_t *)out[f])[row + r] = (uint32_t)v; break;
+                default: ((uint64_t *)out[f])[row + r] = v; break;
                 }
             }
         }

@@ -91,6 +91,8 @@ class Records:
             if role not in SECTION_ROLES and ADDRESS_WIDTH.get(role, 4) == 4 and 1 <= w <= 8:
                 names.append(name)
                 fields.append((t.dtype.fields[name][1], w))
+        if not fields:  # only addresses or sections: nothing to gather
+            return {}
         cols = columns.gather(parts, t.dtype.itemsize, fields)
         return {} if cols is None else dict(zip(names, cols, strict=True))
 
