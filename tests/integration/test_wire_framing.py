@@ -196,3 +196,37 @@ def test_an_idle_connection_the_server_closed_is_not_reused(monkeypatch):
         th.join(5)
         for a in accepted:
             a.close()
+
+
+def test_a_head_longer_than_one_read_and_an_interim_answer_are_parsed_whole():
+    """The head is read in ``HEAD_READ`` steps: a head several reads long (big headers),
+    after a 100 Continue, still parses, and the body bytes read with it come first."""
+    from trunkline.wire.connection import HEAD_READ
+
+    big = "x" * (HEAD_READ * 2 + 123)
+    body = bytes(range(256)) * 64
+    srv = _Server([b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nX-Big: " + big.encode() +
+                   b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body])
+    c = Connection("127.0.0.1", srv.port, read_timeout=5)
+    try:
+        c.request("GET", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        h = c.read_head()
+        assert h.status == 200 and h.headers["x-big"] == big
+        assert c.read_exact(len(body)) == body and c.reusable
+    finally:
+        c.close()
+        srv.close()
+
+
+def test_a_head_without_end_is_refused_not_read_forever():
+    """64 KiB of head and no blank line: a ProtocolError, and the connection is spent."""
+    srv = _Server([b"HTTP/1.1 200 OK\r\n" + b"X-Pad: " + b"y" * 70_000 + b"\r\n"])
+    c = Connection("127.0.0.1", srv.port, read_timeout=5)
+    try:
+        c.request("GET", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        with pytest.raises(ProtocolError, match="head"):
+            c.read_head()
+        assert not c.reusable
+    finally:
+        c.close()
+        srv.close()

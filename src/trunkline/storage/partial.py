@@ -46,8 +46,10 @@ STAMP_XATTR = "user.trunkline"
 
 
 def finished_stamp(etag: str | None, size: int, crc32c: int | None) -> bytes:
-    return json.dumps({"etag": etag, "size": size, "crc32c": crc32c},
-                      separators=(",", ":")).encode()
+    """The stamp's bytes: compact JSON, formatted directly (one per object: a
+    ``json.dumps`` with separators goes through the encoder class, ~5x slower)."""
+    crc = "null" if crc32c is None else int(crc32c)
+    return f'{{"etag":{json.dumps(etag)},"size":{int(size)},"crc32c":{crc}}}'.encode()
 
 
 def read_stamp(path: str) -> dict | None:

@@ -35,6 +35,11 @@ if TYPE_CHECKING:   # ssl is loaded by whoever made a TLS context (plain TCP nee
 __all__ = ["Connection", "ConnectionClosed", "ConnectionStats", "ReadTimeout"]
 
 SOCK_BUF = 4 * 1024 * 1024
+HEAD_READ = 8192
+"""Bytes per read while a response head is awaited. A head is a few hundred bytes; what
+comes with it of the body goes through Python (copied out of the head buffer), while
+what stays in the socket goes to the compiled loop without the interpreter lock: for a
+256 KiB object that was up to 64 KiB per GET (bench/RESULTS.md, issue 18)."""
 _NO_BODY = Framing("none")
 
 
@@ -288,9 +293,10 @@ class Connection:
         mv = memoryview(buf)
         filled = 0
         while True:
-            if filled:
+            end = buf.find(b"\r\n\r\n", 0, filled) if filled else -1
+            if end >= 0:  # parse the head's bytes only, not the body bytes read with it
                 try:
-                    parsed = parse_response_head(bytes(buf[:filled]))
+                    parsed = parse_response_head(bytes(buf[:end + 4]))
                 except ProtocolError:
                     self._broken = True
                     raise
@@ -310,7 +316,7 @@ class Connection:
             if filled >= len(buf):
                 self._broken = True
                 raise ProtocolError("response head too large")
-            n = self._recv_raw(mv[filled:], waitall=False)
+            n = self._recv_raw(mv[filled:filled + HEAD_READ], waitall=False)
             if n == 0:
                 raise ConnectionClosed(
                     "connection closed before response" if filled == 0 else "truncated head"

@@ -14,7 +14,9 @@ wait in its receive queue (``SIOCINQ``). Unread bytes mean the reader is the slo
 (a ``--bwlimit``, a slow disk): that time never counts against the server. A connection
 slow for the whole window is shut down from the watchdog thread, which ends the blocked
 read at once; the connection then raises ``TooSlow`` instead of "closed". The loops that
-move the bytes do not change, and a healthy transfer pays one lock per response.
+move the bytes do not change, and a healthy transfer pays one lock per response (the
+first sample of a body is the watchdog's, at its next tick: a trickle fails within its
+window plus one tick).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ _SIOCINQ = getattr(termios, "FIONREAD", 0x541B)   # bytes queued, unread (Linux:
 class _Watch:
     __slots__ = ("conn", "received", "slow_since", "t")
 
-    def __init__(self, conn: Connection, received: int, t: float) -> None:
+    def __init__(self, conn: Connection, received: int | None, t: float) -> None:
         self.conn = conn
         self.received = received
         self.t = t
@@ -79,7 +81,9 @@ class SpeedGuard:
         with self._lock:
             if self._closed or id(conn) in self._watched:
                 return
-            self._watched[id(conn)] = _Watch(conn, _received(conn), time.monotonic())
+            # no TCP_INFO here (one call per response, with the lock held, most of a small
+            # GET's guard cost): the watchdog's next tick takes the first sample
+            self._watched[id(conn)] = _Watch(conn, None, 0.0)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="tl-speed-guard",
                                                 daemon=True)
@@ -120,6 +124,9 @@ class SpeedGuard:
         for key, w in list(self._watched.items()):
             conn = w.conn
             got = _received(conn)
+            if w.received is None:  # watched since the last tick: this is its baseline
+                w.received, w.t = got, now
+                continue
             dt = now - w.t
             rate = (got - w.received) / dt if dt > 0 else float("inf")
             w.received, w.t = got, now
