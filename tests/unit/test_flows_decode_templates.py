@@ -95,3 +95,20 @@ def test_netflow5_header_sampling():
     assert (r["sampling_rate"], r["bytes"], r["packets"], r["src_as"]) == (512, 4000, 3, 65000)
     assert int(r["time_start"].timestamp() * 1000) == 1_700_000_000_000 - 5_000
     assert int(r["time_end"].timestamp() * 1000) == 1_700_000_000_000 - 1_000
+
+
+def test_where_a_templates_sampling_rate_comes_from_is_decided_once():
+    """In-record interval (or PSAMP packet interval) -> "records"; a sampler/selector id
+    -> "sampler" (the options data name its rate); neither -> "domain"."""
+    from trunkline.flows import ipfix as iana
+    from trunkline.flows.decode.template import Template
+
+    base = ((8, 4, 0), (12, 4, 0))  # sourceIPv4Address, destinationIPv4Address
+    assert Template(256, base).sampling_from == "domain"
+    assert Template(257, base + ((iana.SAMPLING_INTERVAL, 4, 0),)).sampling_from == "records"
+    assert Template(258, base + ((iana.SAMPLER_RANDOM_INTERVAL, 4, 0),)
+                    ).sampling_from == "records"
+    assert Template(259, base + ((iana.SAMPLING_PACKET_INTERVAL, 4, 0),)
+                    ).sampling_from == "records"
+    assert Template(260, base + ((iana.SAMPLER_ID, 1, 0),)).sampling_from == "sampler"
+    assert Template(261, base + ((iana.SELECTOR_ID, 8, 0),)).sampling_from == "sampler"

@@ -51,6 +51,8 @@ ENTERPRISE_ROLES: dict[tuple[int, int], str] = {
 }
 ADDRESS_WIDTH = {"src4": 4, "dst4": 4, "src6": 16, "dst6": 16}
 SECTION_ROLES = {"dl_frame", "ip_section"}
+SAMPLING_VALUE_ROLES = ("sampling_interval", "sampler_random_interval")
+"""Roles whose value in a record is that record's sampling interval."""
 
 
 @dataclass(eq=False)
@@ -66,6 +68,10 @@ class Template:
     roles: dict[str, str] = field(init=False)  # role -> dtype field name
     widths: dict[str, int] = field(init=False)
     sections: dict[str, int] = field(init=False)  # role -> index in fields (byte sections)
+    # where its data records' sampling rate comes from, decided once (not per data set):
+    # "records" (each record carries it), "sampler" (each names a sampler the options
+    # data describe), or "domain" (the exporter's one announced rate)
+    sampling_from: str = field(init=False)
 
     def __post_init__(self) -> None:
         names, formats, roles, widths, sections = [], [], {}, {}, {}
@@ -94,6 +100,9 @@ class Template:
         self.dtype = np.dtype({"names": names, "formats": formats})
         self.record_len = None if varlen else self.dtype.itemsize
         self.roles, self.widths, self.sections = roles, widths, sections
+        self.sampling_from = (
+            "records" if "spi" in roles or any(r in roles for r in SAMPLING_VALUE_ROLES)
+            else "sampler" if "sampler_id" in roles or "selector_id" in roles else "domain")
 
     @property
     def min_record_len(self) -> int:

@@ -30,7 +30,6 @@ from .template import (
 _HDR_V9 = struct.Struct(">HHIIII")
 _HDR_IPFIX = struct.Struct(">HHIII")
 _SET = struct.Struct(">HH")
-SAMPLING_VALUE_ROLES = ("sampling_interval", "sampler_random_interval")
 MAX_FIELDS = 512  # per template; real templates have tens
 
 
@@ -399,9 +398,10 @@ def _data_set(t: Template, body: memoryview, dom: DomainState, hdr: _Hdr,
     if t.is_options:
         _options_records(t, recs, dom, hdr, st)
         return
-    if any(r in t.roles for r in SAMPLING_VALUE_ROLES) or ("spi" in t.roles):
+    kind = t.sampling_from
+    if kind == "records":
         sampling = None
-    elif "sampler_id" in t.roles or "selector_id" in t.roles:
+    elif kind == "sampler":
         sampling = dict(dom.sampling) if dom.sampling else 1
     else:
         sampling = _domain_rate(dom)
