@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 
 import pytest
 
@@ -230,3 +231,33 @@ def test_a_head_without_end_is_refused_not_read_forever():
     finally:
         c.close()
         srv.close()
+
+
+def test_a_head_trickled_byte_by_byte_is_found_across_reads():
+    """The blank line that ends a head can be split over reads at any byte: each byte
+    sent alone (TCP_NODELAY, a pause between), the head still parses and the body follows."""
+    wire = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-A: b\r\n\r\nxyz"
+    srv = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        c, _ = srv.accept()
+        with c:
+            c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            c.recv(65536)
+            for i in range(len(wire)):
+                c.sendall(wire[i:i + 1])
+                time.sleep(0.002)
+            c.recv(1)   # until the client closes
+
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    c = Connection("127.0.0.1", srv.getsockname()[1], read_timeout=5)
+    try:
+        c.request("GET", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        h = c.read_head()
+        assert h.status == 200 and h.headers["x-a"] == "b"
+        assert c.read_exact(3) == b"xyz" and c.reusable
+    finally:
+        c.close()
+        srv.close()
+        th.join(5)

@@ -291,12 +291,14 @@ class Connection:
             raise ProtocolError("bytes after the end of the previous response")
         buf = self._head
         mv = memoryview(buf)
-        filled = 0
+        filled = scanned = 0  # scanned: where the blank line can still start
         while True:
-            end = buf.find(b"\r\n\r\n", 0, filled) if filled else -1
-            if end >= 0:  # parse the head's bytes only, not the body bytes read with it
+            end = buf.find(b"\r\n\r\n", scanned, filled)
+            if end < 0:  # a head trickled in byte by byte is searched once, not n^2 / 2
+                scanned = max(0, filled - 3)
+            else:  # parse the head's bytes only, not the body bytes read with it
                 try:
-                    parsed = parse_response_head(bytes(buf[:end + 4]))
+                    parsed = parse_response_head(mv[:end + 4])
                 except ProtocolError:
                     self._broken = True
                     raise
@@ -309,6 +311,7 @@ class Connection:
                         # an interim answer (100, 102, 103): the final one follows
                         buf[: filled - used] = buf[used:filled]
                         filled -= used
+                        scanned = 0
                         continue
                     self._pend_start, self._pend_end = used, filled
                     self._start_body(head)

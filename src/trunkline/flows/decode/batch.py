@@ -18,7 +18,7 @@ from ..schema import FLOW_SCHEMA
 from . import columns
 from .columns import ipv4_text, ipv6_text, repeat_text, text_from_bytes, uint_from_bytes
 from .packet import parse_ethernet, parse_ip
-from .template import ADDRESS_WIDTH, SECTION_ROLES, Template
+from .template import ADDRESS_WIDTH, SAMPLING_VALUE_ROLES, SECTION_ROLES, Template
 
 NTP_EPOCH_OFFSET = 2_208_988_800  # seconds from 1900-01-01 to 1970-01-01
 
@@ -46,7 +46,8 @@ class Records:
 
     def __init__(self, t: Template, chunks: list[Chunk]):
         self.t, self.chunks = t, chunks
-        self.n = sum(len(c.recs) for c in chunks)
+        self.counts = [len(c.recs) for c in chunks]  # records per chunk, in order
+        self.n = sum(self.counts)
         self._joined: np.ndarray | None = None
         self._native: dict[str, np.ndarray] | None = None
 
@@ -154,7 +155,7 @@ def _times(t: Template, recs: Records, chunks: list[Chunk], counts: list[int]):
 
 
 def _sampling(t: Template, recs: Records, chunks: list[Chunk], counts: list[int]):
-    a = _first(recs, "sampling_interval", "sampler_random_interval")
+    a = _first(recs, *SAMPLING_VALUE_ROLES)
     if a is None and "spi" in t.roles and "sps" in t.roles:
         spi = recs.role("spi").astype(np.uint64)
         sps = recs.role("sps").astype(np.uint64)
@@ -250,8 +251,8 @@ def export_times(chunks: list[Chunk]) -> np.ndarray:
 
 
 def build_table(t: Template, chunks: list[Chunk]) -> pa.Table:
-    counts = [len(c.recs) for c in chunks]
     recs = Records(t, chunks)
+    counts = recs.counts
     n = len(recs)
     start, end = _times(t, recs, chunks, counts)
     src = _addresses(recs, "src4", "src6")
