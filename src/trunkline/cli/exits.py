@@ -9,7 +9,6 @@ dressed up as a usage error, it propagates with its traceback.
 from __future__ import annotations
 
 import sys
-import traceback
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
@@ -33,6 +32,8 @@ def exit_code(exc: BaseException) -> int | None:
 def fail(debug: bool, code: int, exc: BaseException | str) -> NoReturn:
     """Print ``exc`` as one terminal-safe line (its traceback too with ``--debug``), exit."""
     if debug and isinstance(exc, BaseException):
+        import traceback  # only with --debug
+
         traceback.print_exc()
     click.echo(f"trunkline: error: {safe(exc)}", err=True)
     sys.exit(code)

@@ -17,14 +17,16 @@ a failed shard to another worker) asks the same policy: ``RetryPolicy.after``.
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from ..errors import IntegrityError, NotVerified, SourceChanged, is_retryable, is_slowdown
+
+if TYPE_CHECKING:
+    import random
 
 __all__ = ["IntegrityError", "NotVerified", "RetryPolicy", "SourceChanged", "is_retryable", "is_slowdown",
            "retrying"]
@@ -45,8 +47,9 @@ class RetryPolicy:
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Full-jitter backoff before try ``attempt`` (1 = first retry)."""
-        r = rng or random
-        return r.uniform(0, min(self.cap, self.base * (2 ** attempt)))
+        if rng is None:
+            import random as rng  # on the first retry: a run that needs none loads none
+        return rng.uniform(0, min(self.cap, self.base * (2 ** attempt)))
 
     def after(self, exc: BaseException, tries: int,
               rng: random.Random | None = None) -> float | None:

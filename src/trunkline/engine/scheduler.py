@@ -14,10 +14,8 @@ across connections and a large object is spread over all of them.
 from __future__ import annotations
 
 import itertools
-import logging
 import os
 import queue
-import random
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -48,7 +46,6 @@ from .tune import Tuner
 __all__ = ["Failure", "RunOutcome", "Runner", "Snapshot", "TransferOptions"]
 
 CHUNK = 1 * MiB
-log = logging.getLogger("trunkline.tune")
 INITIAL_CONNECTIONS = 16
 """Where the tuner starts: enough to fill a 40 ms path with 4 MiB windows to 4 Gbit/s from
 the first second (a slow start from 1 would spend ~6 s getting there, longer than many
@@ -238,8 +235,10 @@ class Runner:
             remaining_bytes=(s.total_bytes - s.done_bytes) if s.listing_done else None,
         )
         if d is not None:
-            log.info("%d connections, %s parts: %s (goodput %.2f Gbit/s at %.1f s)",
-                     d.connections, human_bytes(d.part_size), d.reason, d.goodput_bps / 1e9,
+            import logging  # here: a copy the tuner never changes loads no logging
+
+            logging.getLogger("trunkline.tune").info(
+                "%d connections, %s parts: %s (goodput %.2f Gbit/s at %.1f s)", d.connections, human_bytes(d.part_size), d.reason, d.goodput_bps / 1e9,
                      s.elapsed)
             self._spawn(d.connections)
             self.gate.resize(d.connections)
@@ -297,7 +296,6 @@ class Runner:
     def _worker(self, i: int) -> None:
         st = self.stats[i]
         buf: memoryview | None = None   # allocated on first work: idle workers cost no memory
-        rng = random.Random()
         try:
             while True:
                 # Take the gate before the queue: only as many workers as the tuner allows
@@ -317,7 +315,7 @@ class Runner:
                 st.busy = True
                 st.job, st.part_start = job, st.done_bytes
                 try:
-                    self._run_part(job, part, buf, st, rng)
+                    self._run_part(job, part, buf, st)
                 finally:
                     with job.lock:
                         job.done_bytes += st.done_bytes - st.part_start
@@ -327,7 +325,7 @@ class Runner:
         finally:
             pass
 
-    def _run_part(self, job: ObjectJob, part: Part, buf, st: WorkerStats, rng) -> None:
+    def _run_part(self, job: ObjectJob, part: Part, buf, st: WorkerStats) -> None:
         if part.number in job.skip_parts:
             st.resumed_bytes += part.length
             return
@@ -363,7 +361,7 @@ class Runner:
                 st.retries += 1
 
         try:
-            out = retrying(attempt_once, self.retry, stop=self._stop, rng=rng, on_error=on_error)
+            out = retrying(attempt_once, self.retry, stop=self._stop, on_error=on_error)
         except Exception as e:  # noqa: BLE001 - given up: this object failed
             if not (last["again"] and self._stop.is_set()):   # (not just stopping)
                 self.completion.fail(job, e, last["tries"])

@@ -21,8 +21,6 @@ from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import quote, unquote_plus, urlsplit
 
-from defusedxml import ElementTree as SafeET
-
 from ..config import (
     EndpointConfig,
     addressing_style,
@@ -326,7 +324,7 @@ class S3Endpoint:
                 q["continuation-token"] = token
             _, body = self._control("GET", bucket, "", q, "LIST")
             try:
-                root = SafeET.fromstring(body)
+                root = s3_data.parse_xml(body)
             except Exception as e:  # noqa: BLE001 - ParseError, or defusedxml's refusals
                 raise ListingError(f"listing of s3://{bucket}/{prefix}: the server sent a page "
                                    f"that is not XML ({type(e).__name__})") from None

@@ -21,8 +21,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from defusedxml import ElementTree as SafeET
-
 from ..errors import IntegrityError, ProtocolError, SourceChanged, StoreError
 from ..wire.connection import Connection
 from ..wire.http1 import ResponseHead
@@ -59,12 +57,21 @@ def b64_to_crc32c(s: str) -> int:
     return int.from_bytes(raw, "big")
 
 
+def parse_xml(body: bytes):
+    """The root element of an XML document from the store, through defusedxml (no entity
+    expansion, no external references). Imported here, on first use: a download that
+    sees no listing and no error parses no XML, and the parser costs start-up time."""
+    from defusedxml import ElementTree as SafeET
+
+    return SafeET.fromstring(body)
+
+
 def parse_error_xml(status: int, body: bytes, op: str = "", key: str = "") -> StoreError:
     """The ``StoreError`` an S3 error document (or a bare status) describes."""
     code, message = "", ""
     if body:
         try:
-            root = SafeET.fromstring(body)
+            root = parse_xml(body)
             code = (root.findtext("Code") or "").strip()
             message = (root.findtext("Message") or "").strip()
         except Exception:  # noqa: BLE001 - not XML: keep a short excerpt
