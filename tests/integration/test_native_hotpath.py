@@ -80,6 +80,62 @@ def test_receive_write_and_crc(tmp_path, native_loop, size, direct):
 
 
 @pytest.mark.parametrize("native_loop", LOOPS)
+@pytest.mark.parametrize("size,have", [(100, 100), (5000, 1), (5000, 4096),
+                                       ((1 << 20) + 17, 7000), ((1 << 20) + 17, 1 << 20)])
+@pytest.mark.parametrize("direct", [False, True])
+def test_bytes_already_in_the_buffer_start_the_range(tmp_path, native_loop, size, have,
+                                                     direct):
+    """``have``: the body bytes that came with the response head are put at the start of
+    the buffer; the loop checksums and writes them with the first buffer and reads only
+    the rest from the socket (all of it in the buffer: nothing is read)."""
+    data = os.urandom(size)
+    offset = 2 << 20
+    path = tmp_path / "part.bin"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    os.ftruncate(fd, offset + size)
+    dfd = None
+    if direct and hasattr(os, "O_DIRECT"):
+        try:
+            dfd = os.open(path, os.O_WRONLY | os.O_DIRECT)
+        except OSError:
+            pytest.skip("no O_DIRECT on this filesystem")
+    buf = aligned_buffer(1 << 20)
+    buf[:have] = data[:have]
+    a, b = pair()
+    send_in_thread(a, data[have:] + b"NEXT", close=False)   # the next answer's bytes follow
+    counter = native.Counter()
+    crc, dfd_after = native.recv_to_file(b, fd, offset, size, buf, counter=counter,
+                                         direct_fd=dfd, have=have, native=native_loop)
+    assert crc == google_crc32c.value(data)
+    assert counter.value == size
+    assert os.pread(fd, size, offset) == data
+    assert os.pread(fd, offset, 0) == bytes(offset)
+    assert b.recv(16) == b"NEXT"                        # not one byte past the range read
+    for s in (a, b):
+        s.close()
+    os.close(fd)
+    if dfd_after is not None:
+        os.close(dfd_after)
+
+
+@pytest.mark.parametrize("native_loop", LOOPS)
+@pytest.mark.parametrize("have,length,buflen", [(-1, 10, 4096), (11, 10, 4096), (10, 10, 8)])
+def test_have_outside_the_range_or_the_buffer_is_refused(tmp_path, native_loop, have, length,
+                                                         buflen):
+    fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT)
+    a, b = pair()
+    a.sendall(b"y" * 64)
+    with pytest.raises(ValueError, match="have"):
+        native.recv_to_file(b, fd, 0, length, memoryview(bytearray(buflen)), have=have,
+                            native=native_loop)
+    assert os.fstat(fd).st_size == 0
+    assert b.recv(64) == b"y" * 64                       # nothing read from the socket
+    for s in (a, b):
+        s.close()
+    os.close(fd)
+
+
+@pytest.mark.parametrize("native_loop", LOOPS)
 def test_peer_closing_early_is_an_error(tmp_path, native_loop):
     fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT)
     a, b = pair()

@@ -67,12 +67,11 @@ def receive_to_file(conn: Connection, n: int, fd: int, offset: int, buf: memoryv
     ``DirectWriter``, whose O_DIRECT descriptor takes the aligned bulk); returns their
     CRC32C. Where it applies (a plain connection, no rate cap, the compiled core built)
     the bytes go through ``trunkline.native`` with the interpreter lock released, in
-    slices of ``NATIVE_SLICE``; otherwise (a rate cap, a second digest the store keeps
-    such as MD5 or SHA-256), and for bytes that came with the head, through the Python
-    loop above. Same bytes, same CRC, same errors either way."""
+    slices of ``NATIVE_SLICE``, the body bytes that came with the head included;
+    otherwise (a rate cap, a second digest the store keeps such as MD5 or SHA-256)
+    through the Python loop above. Same bytes, same CRC, same errors either way."""
     from .. import native
     from ..errors import ConnectionClosed, ReadTimeout
-    from .integrity import crc32c_combine
 
     def window(off: int, left: int) -> memoryview:
         return buf[: min(len(buf), left)]
@@ -80,23 +79,20 @@ def receive_to_file(conn: Connection, n: int, fd: int, offset: int, buf: memoryv
     def sink_at(base: int) -> Callable[[memoryview, int], None]:
         return lambda chunk, off: writer.pwrite(chunk, base + off)
 
-    if not native.NATIVE or limit is not None or digest is not None:
+    sock = conn.direct_body(n) if native.NATIVE and limit is None and digest is None else None
+    if sock is None:
         return receive(conn, n, window, sink=sink_at(offset), on_bytes=on_bytes, limit=limit,
                        digest=digest)
-    # the bytes that came with the head, and up to the next block boundary, through
-    # Python: the compiled loop then starts aligned, so its O_DIRECT writes stay aligned
-    got = min(n, -(offset + conn.pending) % native.ALIGN + conn.pending) if conn.pending else 0
-    crc = receive(conn, got, window, sink=sink_at(offset), on_bytes=on_bytes) if got else 0
-    sock = conn.direct_body(n - got)
-    if sock is None:
-        rest = receive(conn, n - got, window, sink=sink_at(offset + got), on_bytes=on_bytes)
-        return crc32c_combine(crc, rest, n - got)
+    # the bytes that came with the head start the loop's first buffer: it writes them
+    # with what follows, so its O_DIRECT writes stay aligned and they cost no Python loop
+    have = conn.take_pending(buf[: min(len(buf), n)])
+    got = crc = 0
     while got < n:
         k = min(NATIVE_SLICE, n - got)
         try:
             dfd = writer.dfd
             crc, left = native.recv_to_file(sock, fd, offset + got, k, buf,
-                                            direct_fd=dfd, crc=crc)
+                                            direct_fd=dfd, crc=crc, have=have)
             if dfd is not None and left is None:
                 writer.direct_refused()   # closed with the writer, never under a neighbour
         except ConnectionError as e:
@@ -108,8 +104,9 @@ def receive_to_file(conn: Connection, n: int, fd: int, offset: int, buf: memoryv
         except BaseException:
             conn.direct_failed()
             raise
-        conn.direct_done(k)
+        conn.direct_done(k - have)
         got += k
+        have = 0
         if on_bytes is not None:
             on_bytes(k)
     return crc

@@ -62,9 +62,12 @@ def _timeout_ms(sock: socket.socket) -> int:
 
 def recv_to_file(sock: socket.socket, fd: int, offset: int, length: int, buf: memoryview, *,
                  counter: Counter | None = None, direct_fd: int | None = None,
-                 crc: int = 0, native: bool | None = None) -> tuple[int, int | None]:
+                 crc: int = 0, have: int = 0,
+                 native: bool | None = None) -> tuple[int, int | None]:
     """Receive ``length`` bytes from ``sock`` and write them at ``offset`` of ``fd`` (the
-    page-aligned bulk through ``direct_fd`` when given). -> (CRC32C extended from ``crc``,
+    page-aligned bulk through ``direct_fd`` when given); the first ``have`` of them are
+    already at the start of ``buf`` (the body bytes that came with the response head),
+    so only ``length - have`` are read. -> (CRC32C extended from ``crc``,
     the direct descriptor still usable or None). Raises ConnectionError when the peer
     closes early, TimeoutError when it stalls past the socket's timeout, OSError (ENOSPC,
     EIO...) when a write fails: never a short file that looks complete."""
@@ -72,7 +75,7 @@ def recv_to_file(sock: socket.socket, fd: int, offset: int, length: int, buf: me
         try:
             c, d = _hotpath.recv_to_file(sock.fileno(), fd, offset, length, buf,
                                          _timeout_ms(sock), counter.cell if counter else None,
-                                         -1 if direct_fd is None else direct_fd, crc)
+                                         -1 if direct_fd is None else direct_fd, crc, have)
         except EOFError as e:
             raise ConnectionError(str(e)) from None
         except OSError as e:
@@ -80,7 +83,7 @@ def recv_to_file(sock: socket.socket, fd: int, offset: int, length: int, buf: me
                 raise TimeoutError(f"no byte for {sock.gettimeout()} s") from None
             raise
         return c, (None if d < 0 else d)
-    return _recv_to_file_py(sock, fd, offset, length, buf, counter, direct_fd, crc)
+    return _recv_to_file_py(sock, fd, offset, length, buf, counter, direct_fd, crc, have)
 
 
 def file_to_sock(fd: int, sock: socket.socket, offset: int, length: int, buf: memoryview, *,
@@ -159,13 +162,15 @@ def _pwrite_all(fd: int, data: memoryview, off: int) -> None:
         data, off = data[n:], off + n
 
 
-def _recv_to_file_py(sock, fd, offset, length, buf, counter, direct_fd, crc):
+def _recv_to_file_py(sock, fd, offset, length, buf, counter, direct_fd, crc, have=0):
     _check_range(sock.fileno(), fd, offset, length, buf)
+    if not 0 <= have <= min(length, len(buf)):
+        raise ValueError(f"have {have}: not within the range and the buffer")
     got = 0
     cap = len(buf)
     while got < length:
         want = min(cap, length - got)
-        fill = 0
+        fill = have if got == 0 else 0
         while fill < want:
             try:
                 k = sock.recv_into(buf[fill:want])

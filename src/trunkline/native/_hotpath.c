@@ -202,18 +202,25 @@ static int check_range(int fd_a, int fd_b, long long offset, long long length,
 
 /* ---------------------------------------------------------------- recv_to_file */
 
+/* have: bytes of the range already at the start of buf (those that came with the response
+ * head): checksummed and written with the first buffer, not read from the socket. */
 static PyObject *recv_to_file(PyObject *self, PyObject *args, PyObject *kw) {
     static char *names[] = {"sock_fd", "file_fd", "offset", "length", "buf", "timeout_ms",
-                            "counter", "direct_fd", "crc", NULL};
+                            "counter", "direct_fd", "crc", "have", NULL};
     int sock_fd, file_fd, timeout_ms, direct_fd = -1;
-    long long offset, length;
+    long long offset, length, have = 0;
     unsigned int crc = 0;
     Py_buffer buf, ctr = {0};
     PyObject *ctr_obj = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "iiLLw*i|OiI", names, &sock_fd, &file_fd,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iiLLw*i|OiIL", names, &sock_fd, &file_fd,
                                      &offset, &length, &buf, &timeout_ms, &ctr_obj,
-                                     &direct_fd, &crc))
+                                     &direct_fd, &crc, &have))
         return NULL;
+    if (have < 0 || have > length || have > (long long)buf.len) {
+        PyBuffer_Release(&buf);
+        PyErr_Format(PyExc_ValueError, "have %lld: not within the range and the buffer", have);
+        return NULL;
+    }
     uint64_t *counter = NULL;
     if (get_counter(ctr_obj, &ctr, &counter) < 0) {
         PyBuffer_Release(&buf);
@@ -233,7 +240,7 @@ static PyObject *recv_to_file(PyObject *self, PyObject *args, PyObject *kw) {
     Py_BEGIN_ALLOW_THREADS
     while (got < length && !err && !eof) {
         size_t want = (size_t)((length - got) < (long long)cap ? (length - got) : (long long)cap);
-        size_t fill = 0;
+        size_t fill = got == 0 ? (size_t)have : 0;
         /* fill the buffer (or the rest of the part): full buffers keep direct writes aligned */
         while (fill < want) {
             ssize_t r = recv(sock_fd, base + fill, want - fill, 0);
@@ -532,8 +539,9 @@ static PyMethodDef methods[] = {
      "use_libcrc32c(address of crc32c_extend) -> None (0: our own CRC32C)."},
     {"recv_to_file", (PyCFunction)(void (*)(void))recv_to_file, METH_VARARGS | METH_KEYWORDS,
      "recv_to_file(sock_fd, file_fd, offset, length, buf, timeout_ms, counter=None, "
-     "direct_fd=-1, crc=0) -> (crc32c, direct_fd): receive length bytes, write them at "
-     "offset, without the GIL."},
+     "direct_fd=-1, crc=0, have=0) -> (crc32c, direct_fd): receive length bytes (the "
+     "first have of them already at the start of buf), write them at offset, without "
+     "the GIL."},
     {"file_to_sock", (PyCFunction)(void (*)(void))file_to_sock, METH_VARARGS | METH_KEYWORDS,
      "file_to_sock(file_fd, sock_fd, offset, length, buf, timeout_ms, counter=None, crc=0) "
      "-> crc32c: read length bytes at offset and send them, without the GIL."},

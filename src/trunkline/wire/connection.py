@@ -386,14 +386,26 @@ class Connection:
         return self._pend_end - self._pend_start
 
     def direct_body(self, n: int) -> socket.socket | None:
-        """The raw socket, for a caller that reads the next ``n`` body bytes itself (the
-        compiled receive loop), or None where that cannot be exact: TLS, a body framed
-        other than by Content-Length, fewer than ``n`` bytes left, bytes pending. The
-        caller then reports ``direct_done(k)`` for what it read, or ``direct_failed()``."""
+        """The raw socket, for a caller that takes the next ``n`` body bytes itself (the
+        compiled receive loop): first those read with the head (``take_pending``), then
+        the rest from the socket. None where that cannot be exact: TLS, a body framed
+        other than by Content-Length, fewer than ``n`` bytes left. The caller then
+        reports ``direct_done(k)`` for what it read from the socket, or
+        ``direct_failed()``."""
         if (self.sock is None or not self.plain or self._framing.kind != "length"
-                or self.pending or n > self._body_left):
+                or n > self._body_left):
             return None
         return self.sock
+
+    def take_pending(self, mv: memoryview) -> int:
+        """Copy the body bytes read with the head into ``mv`` (as many as fit, never past
+        the body's end) -> how many: the compiled loop counts them as the start of its
+        first buffer instead of sending them through the Python loop."""
+        n = min(self.pending, len(mv), self._body_left)
+        mv[:n] = self._head[self._pend_start : self._pend_start + n]
+        self._pend_start += n
+        self._body_received(n)
+        return n
 
     def direct_done(self, n: int) -> None:
         self.stats.bytes_in += n
