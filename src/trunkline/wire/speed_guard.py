@@ -88,8 +88,6 @@ class SpeedGuard:
                 self._thread = threading.Thread(target=self._run, name="tl-speed-guard",
                                                 daemon=True)
                 self._thread.start()
-            elif len(self._watched) == 1:
-                self._wake.notify()
 
     def unwatch(self, conn: Connection) -> None:
         """``conn``'s body is over (or it is closing): once this returns the watchdog no
@@ -110,13 +108,12 @@ class SpeedGuard:
     # -- the watchdog ----------------------------------------------------------------
 
     def _run(self) -> None:
+        # It ticks whether or not a body is watched: a wake-up per tick is nothing, while
+        # waking it on each first watch cost a small GET a notify and a lock hand-off
         with self._lock:
             while not self._closed:
-                if not self._watched:
-                    self._wake.wait()
-                    continue
                 self._wake.wait(self.tick)
-                if not self._closed:
+                if not self._closed and self._watched:
                     self._check(time.monotonic())
 
     def _check(self, now: float) -> None:
