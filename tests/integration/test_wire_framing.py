@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -77,7 +78,10 @@ class _Server:
             self.accepted += 1
             with c:
                 while self.answers:
-                    data = c.recv(65536)
+                    try:
+                        data = c.recv(65536)
+                    except OSError:   # the client reset it (closed with bytes unread)
+                        break
                     if not data:
                         break
                     answer = self.answers.pop(0)
@@ -261,3 +265,50 @@ def test_a_head_trickled_byte_by_byte_is_found_across_reads():
         c.close()
         srv.close()
         th.join(5)
+
+
+@pytest.mark.parametrize("native_loop", [True, False])
+@pytest.mark.parametrize("extra", [b"", b"HTTP/1.1 200 OK\r\n"])
+@pytest.mark.parametrize("size", [100, 300 * 1024 + 4])
+def test_body_bytes_read_with_the_head_reach_the_file_once(tmp_path, monkeypatch, native_loop,
+                                                           extra, size):
+    """The head and the start of the body come in one segment: the bytes read with the
+    head start the compiled loop's first buffer (``take_pending``), the rest follows from
+    the socket. The file is byte-identical, the CRC is the body's, and bytes a server sends
+    past its Content-Length are never written: read with the head (a small body) they
+    make the connection unusable, left in the socket (a large one) the pool's check
+    before reuse sees them."""
+    import google_crc32c
+
+    from trunkline import native
+    from trunkline.engine.direct_io import DirectWriter, aligned_buffer
+    from trunkline.engine.receive import receive_to_file
+
+    monkeypatch.setattr(native, "NATIVE", native_loop and native._hotpath is not None)
+    body = (bytes(range(256)) * (size // 256 + 1))[:size]
+    srv = _Server([b"HTTP/1.1 200 OK\r\nContent-Length: " + str(size).encode() +
+                   b"\r\n\r\n" + body + extra,
+                   b"HTTP/1.1 204 No Content\r\n\r\n"])       # it keeps the connection open
+    c = Connection("127.0.0.1", srv.port, read_timeout=5)
+    fd = os.open(tmp_path / "obj", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        c.request("GET", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert c.read_head().status == 200
+        assert c.pending > 0                                   # some body came with the head
+        crc = receive_to_file(c, size, fd, 0, aligned_buffer(1 << 20),
+                              writer=DirectWriter(fd, None))
+        assert crc == google_crc32c.value(body)
+        assert os.pread(fd, size + 100, 0) == body
+        time.sleep(0.05)                                       # what follows has arrived
+        if not extra:
+            assert c.reusable and not c.peer_closed()
+        elif size <= 100:
+            assert not c.reusable
+            with pytest.raises(ProtocolError, match="after the end"):
+                c.read_head()
+        else:
+            assert c.peer_closed()                             # the pool will not reuse it
+    finally:
+        os.close(fd)
+        c.close()
+        srv.close()
