@@ -238,8 +238,8 @@ class Runner:
             import logging  # here: a copy the tuner never changes loads no logging
 
             logging.getLogger("trunkline.tune").info(
-                "%d connections, %s parts: %s (goodput %.2f Gbit/s at %.1f s)", d.connections, human_bytes(d.part_size), d.reason, d.goodput_bps / 1e9,
-                     s.elapsed)
+                "%d connections, %s parts: %s (goodput %.2f Gbit/s at %.1f s)", d.connections,
+                human_bytes(d.part_size), d.reason, d.goodput_bps / 1e9, s.elapsed)
             self._spawn(d.connections)
             self.gate.resize(d.connections)
             if not self.opts.part_size_fixed:
