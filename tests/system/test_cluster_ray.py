@@ -267,6 +267,33 @@ def test_cli_cp_ray_json(ray_cluster, s3server, dataset, tmp_path):
     assert _s3_digests(s3server, "ray-dst6", "x/") == dataset
 
 
+def test_cli_workers_per_node_runs_that_many_engines_on_each_node(ray_cluster, s3server,
+                                                                 dataset, tmp_path):
+    """``--workers-per-node 2``: two engine processes per node (one process is bound by its
+    interpreter on small objects), each taking shards; every object lands once, intact."""
+    import json
+    import subprocess
+
+    p = subprocess.run(
+        [sys.executable, "-m", "trunkline.cli.main", "cp", "-r", "--json", "--part-size", "5M",
+         "s3://ray-src/set/", str(tmp_path / "w-{node}") + "/", "--per-node-dest",
+         "--workers-per-node", "2", "--ray", ray_cluster.address],
+        capture_output=True, text=True, env=dict(os.environ), timeout=240)
+    assert p.returncode == 0, p.stderr[-2000:]
+    out = json.loads(p.stdout)
+    assert out["ok"] and out["objects"] == len(dataset)
+    workers = out["nodes"]
+    assert len(workers) == 4 and len({w["pid"] for w in workers}) == 4
+    assert len({w["node"] for w in workers}) == 2
+    got: dict[str, str] = {}
+    for d in tmp_path.glob("w-*"):
+        for f in (f for f in d.rglob("*") if f.is_file()):
+            rel = f.relative_to(d).as_posix()
+            assert rel not in got, f"{rel} written twice"
+            got[rel] = hashlib.sha256(f.read_bytes()).hexdigest()
+    assert got == dataset
+
+
 def test_losing_a_node_per_node_dest_moves_its_share_again(ray_cluster, s3server, dataset,
                                                            tmp_path):
     """Kill a whole node (its raylet and workers): with per-node destinations its finished

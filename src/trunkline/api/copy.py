@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..engine.jobs import EndpointCache, plan_jobs
+from ..errors import UsageError
 from ..options import TransferOptions
 from ..results import TransferResult
 from ..telemetry.snapshot import Snapshot
@@ -34,6 +35,7 @@ def copy(
     flows_store: str | None = None,
     cluster: str | None = None,
     per_node_dest: bool = False,
+    workers_per_node: int = 1,
     **overrides: Any,
 ) -> TransferResult:
     """Copy ``src`` to ``dst`` (local path, ``s3://bucket/key``, or ``NAME:bucket/key``).
@@ -52,7 +54,8 @@ def copy(
     the result, never half-written.
 
     ``cluster`` ('auto', 'local', 'ray://HOST:PORT') moves it with every node of a Ray
-    cluster (``per_node_dest``: ``dst`` is a local path on each node); see docs/cluster.md.
+    cluster (``per_node_dest``: ``dst`` is a local path on each node), with
+    ``workers_per_node`` engine processes on each; see docs/cluster.md.
     """
     opts = TransferOptions.build(options, **overrides)
     if cluster is not None or per_node_dest:
@@ -60,7 +63,10 @@ def copy(
 
         return copy_on_ray(src, dst, recursive=recursive, options=opts,
                            on_progress=on_progress, flows_to=flows_to, flows_store=flows_store,
-                           cluster=cluster, per_node_dest=per_node_dest)
+                           cluster=cluster, per_node_dest=per_node_dest,
+                           workers_per_node=workers_per_node)
+    if workers_per_node != 1:
+        raise UsageError("workers_per_node needs a cluster (a Ray address, or 'local')")
     s = parse_location(src) if isinstance(src, str) else src
     d = parse_location(dst) if isinstance(dst, str) else dst
     eps = EndpointCache()

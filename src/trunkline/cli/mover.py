@@ -207,9 +207,14 @@ def register(cli: click.Group) -> None:
                        "ray://HOST:PORT. Needs trunkline[ray]. See docs/cluster.md.")
     @click.option("--per-node-dest", is_flag=True,
                   help="With --ray: DST is a local path on each node ({node} = node tag).")
+    @click.option("--workers-per-node", type=click.IntRange(1, 256), default=None,
+                  metavar="N",
+                  help="With --ray: engine processes per node (default 1). One process "
+                       "moves small objects as fast as its interpreter allows; more use "
+                       "more cores.")
     @transfer_options
     def cp(src, dst, recursive, no_server_side, flows_to, flows_store, ray_address,
-           per_node_dest, as_json, quiet, debug, **topts):
+           per_node_dest, workers_per_node, as_json, quiet, debug, **topts):
         """Copy SRC to DST: local <-> s3://bucket/key, s3 -> s3, NAME:bucket/key endpoints."""
         from ..api import copy
 
@@ -217,8 +222,12 @@ def register(cli: click.Group) -> None:
         prog = _progress(quiet, as_json)
         kw = dict(recursive=recursive, options=options, flows_to=flows_to,
                   flows_store=flows_store)
+        if workers_per_node is not None and not (ray_address or per_node_dest):
+            raise click.UsageError("--workers-per-node needs --ray")
         if ray_address or per_node_dest:
             kw.update(cluster=ray_address or "auto", per_node_dest=per_node_dest)
+        if workers_per_node is not None:
+            kw.update(workers_per_node=workers_per_node)
         if prog is not None:
             with prog:
                 result = run_api(debug, copy, src, dst, on_progress=prog.update, **kw)
