@@ -41,6 +41,7 @@ def main() -> None:
     ap.add_argument("--workers", default="1,2", help="Ray worker processes per node to try")
     ap.add_argument("--dst-root", default="/dev/shm")
     ap.add_argument("--workdir", default="/tmp/tl-small-processes")
+    ap.add_argument("--keep", action="store_true", help="keep the dataset for another run")
     a = ap.parse_args()
     workers = [int(w) for w in a.workers.split(",")]
     root = Path(a.workdir)
@@ -93,6 +94,8 @@ def main() -> None:
                 print(f"round {r + 1} {mode}: {copy_s:.2f} s copy, {start_s:.2f} s Ray start",
                       flush=True)
         shutil.rmtree(dst, ignore_errors=True)
+    if not a.keep:
+        shutil.rmtree(root, ignore_errors=True)
     print(f"load after: {os.getloadavg()}")
     print("| mode | copy s (median) | objects/s | x one process | Ray start s |")
     print("| --- | --- | --- | --- | --- |")
