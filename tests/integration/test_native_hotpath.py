@@ -48,21 +48,27 @@ def send_in_thread(sock: socket.socket, data: bytes, close: bool = True, pace: f
     return t
 
 
+def part_file(path, offset: int, size: int, direct: bool) -> tuple[int, int | None]:
+    """A file sized for a part of ``size`` at ``offset`` -> (fd, its O_DIRECT fd or None);
+    skips the test where ``direct`` is asked and the filesystem has no O_DIRECT."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    os.ftruncate(fd, offset + size)
+    if not (direct and hasattr(os, "O_DIRECT")):
+        return fd, None
+    try:
+        return fd, os.open(path, os.O_WRONLY | os.O_DIRECT)
+    except OSError:
+        os.close(fd)
+        pytest.skip("no O_DIRECT on this filesystem")
+
+
 @pytest.mark.parametrize("native_loop", LOOPS)
 @pytest.mark.parametrize("size", [1, 4095, 4096, (1 << 20) + 17, 5 << 20])
 @pytest.mark.parametrize("direct", [False, True])
 def test_receive_write_and_crc(tmp_path, native_loop, size, direct):
     data = os.urandom(size)
     offset = 3 << 20                                   # a part in the middle of a file
-    path = tmp_path / "part.bin"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    os.ftruncate(fd, offset + size)
-    dfd = None
-    if direct and hasattr(os, "O_DIRECT"):
-        try:
-            dfd = os.open(path, os.O_WRONLY | os.O_DIRECT)
-        except OSError:
-            pytest.skip("no O_DIRECT on this filesystem")
+    fd, dfd = part_file(tmp_path / "part.bin", offset, size, direct)
     a, b = pair()
     send_in_thread(a, data)
     counter = native.Counter()
@@ -90,15 +96,7 @@ def test_bytes_already_in_the_buffer_start_the_range(tmp_path, native_loop, size
     the rest from the socket (all of it in the buffer: nothing is read)."""
     data = os.urandom(size)
     offset = 2 << 20
-    path = tmp_path / "part.bin"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    os.ftruncate(fd, offset + size)
-    dfd = None
-    if direct and hasattr(os, "O_DIRECT"):
-        try:
-            dfd = os.open(path, os.O_WRONLY | os.O_DIRECT)
-        except OSError:
-            pytest.skip("no O_DIRECT on this filesystem")
+    fd, dfd = part_file(tmp_path / "part.bin", offset, size, direct)
     buf = aligned_buffer(1 << 20)
     buf[:have] = data[:have]
     a, b = pair()

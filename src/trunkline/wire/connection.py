@@ -366,18 +366,17 @@ class Connection:
         Never reads past the end of a Content-Length body into the next answer."""
         if self._framing.kind == "length" and len(mv) > self._body_left:
             mv = mv[: self._body_left]
-        pend = self._pend_end - self._pend_start
-        if pend:
-            n = min(pend, len(mv))
-            mv[:n] = self._head[self._pend_start : self._pend_start + n]
-            self._pend_start += n
-            if n < len(mv):
-                n += self._recv_raw(mv[n:], waitall=True)
-        elif len(mv):
-            n = self._recv_raw(mv, waitall=True)
-        else:
-            n = 0
+        n = self._copy_pending(mv)
+        if n < len(mv):
+            n += self._recv_raw(mv[n:], waitall=True)
         self._body_received(n)
+        return n
+
+    def _copy_pending(self, mv: memoryview) -> int:
+        """Copy what fits of the body bytes read with the head into ``mv``; -> how many."""
+        n = min(self._pend_end - self._pend_start, len(mv))
+        mv[:n] = self._head[self._pend_start : self._pend_start + n]
+        self._pend_start += n
         return n
 
     @property
@@ -401,9 +400,7 @@ class Connection:
         """Copy the body bytes read with the head into ``mv`` (as many as fit, never past
         the body's end) -> how many: the compiled loop counts them as the start of its
         first buffer instead of sending them through the Python loop."""
-        n = min(self.pending, len(mv), self._body_left)
-        mv[:n] = self._head[self._pend_start : self._pend_start + n]
-        self._pend_start += n
+        n = self._copy_pending(mv[: self._body_left])
         self._body_received(n)
         return n
 
@@ -432,12 +429,8 @@ class Connection:
 
     def _recv_some(self, mv: memoryview) -> int:
         """Whatever is pending, or one read: for bodies whose end only the reader sees."""
-        pend = self._pend_end - self._pend_start
-        if pend:
-            n = min(pend, len(mv))
-            mv[:n] = self._head[self._pend_start : self._pend_start + n]
-            self._pend_start += n
-            return n
+        if self.pending:
+            return self._copy_pending(mv)
         return self._recv_raw(mv, waitall=False)
 
     def read_exact(self, n: int) -> bytes:
