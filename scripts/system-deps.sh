@@ -3,7 +3,8 @@
 # (reference decoders), softflowd (a real exporter), iperf3 (loopback ceiling),
 # chromium (renders the report), pmacct (nfacctd, the peer collector of
 # bench/flows_replay.py); a one-node Ceph (radosgw, ceph-mon, ceph-osd: the RADOS Gateway
-# the mover is tested against, beside SeaweedFS and JuiceFS; no ceph-mgr needed).
+# the mover is tested against, beside SeaweedFS and JuiceFS; no ceph-mgr needed); libisal2
+# (Intel ISA-L: the fastest CRC32C native/crc.py can pick; without it, google-crc32c's).
 # Installed only when missing and running as root.
 set -uo pipefail
 need=()
@@ -16,6 +17,7 @@ command -v nfacctd   >/dev/null || need+=(pmacct)
 command -v radosgw   >/dev/null || need+=(radosgw)
 command -v ceph-mon  >/dev/null || need+=(ceph-mon)
 command -v ceph-osd  >/dev/null || need+=(ceph-osd)
+/sbin/ldconfig -p 2>/dev/null | grep -q 'libisal\.so\.2 ' || need+=(libisal2)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "system-deps: missing ${need[*]}; install them (apt-get install ${need[*]}) or run as root." >&2

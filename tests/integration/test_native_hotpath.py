@@ -234,20 +234,21 @@ def test_native_loop_releases_the_interpreter_lock(tmp_path):
 
 def test_own_crc32c_matches_the_library():
     """Our fallback CRC32C (hardware instruction or table) equals google-crc32c."""
-    from trunkline.native import crc as integrity
+    from trunkline.native import crc
 
     h = native._hotpath
     data = os.urandom((1 << 20) + 7)
     try:
-        h.use_libcrc32c(0)
+        h.use_crc32c(0, 0)
         own = [h.crc32c(data), h.crc32c(data[5:], h.crc32c(data[:5])), h.crc32c(b"")]
     finally:
-        if integrity._c_extend is not None:
-            import ctypes
-
-            h.use_libcrc32c(ctypes.cast(integrity._c_extend, ctypes.c_void_p).value)
+        h.use_crc32c(*crc.c_function())
     want = google_crc32c.value(data)
     assert own == [want, want, 0]
+    with pytest.raises(ValueError):
+        h.use_crc32c(0, 2)                 # a convention without a function
+    with pytest.raises(ValueError):
+        h.use_crc32c(1234, 0)              # a function without a convention
 
 
 @pytest.mark.parametrize("native_loop", LOOPS)

@@ -16,7 +16,7 @@ import os
 import socket
 
 from ..errors import TrunklineError
-from .crc import _c_extend
+from .crc import c_function as _crc_function
 from .crc import crc32c as _crc_extend_value
 
 ALIGN = 4096
@@ -28,8 +28,8 @@ try:
 except ImportError:  # built without a compiler: the Python loop
     _hotpath = None
 
-if _hotpath is not None and _c_extend is not None:   # the well-kept CRC32C, shared
-    _hotpath.use_libcrc32c(ctypes.cast(_c_extend, ctypes.c_void_p).value or 0)
+if _hotpath is not None:   # the well-kept CRC32C native/crc.py chose, shared
+    _hotpath.use_crc32c(*_crc_function())
 
 NATIVE = _hotpath is not None and os.environ.get("TRUNKLINE_NATIVE", "1") != "0"
 """Whether the compiled loop is in use."""

@@ -86,16 +86,30 @@ static uint32_t crc_hw(uint32_t crc, const unsigned char *p, size_t n) {
 }
 #endif
 
-/* The CRC32C of google-crc32c's own C library (libcrc32c: three interleaved streams of
- * the crc32 instruction, ~3x our single stream), handed over by the Python side with
- * use_libcrc32c(); ours below is the fallback where it cannot be found. */
+/* The CRC32C of a well-kept library, handed over by the Python side (native/crc.py picks
+ * it) with use_crc32c(): ISA-L's crc32_iscsi (its dispatcher: VPCLMULQDQ folding on
+ * AVX-512 hosts, three crc32 streams elsewhere) or google-crc32c's crc32c_extend (three
+ * streams); ours above is the fallback where neither can be found. */
 typedef uint32_t (*crc_extend_fn)(uint32_t, const uint8_t *, size_t);
+typedef unsigned int (*crc_iscsi_fn)(unsigned char *, int, unsigned int);
 static crc_extend_fn lib_extend = NULL;
+static crc_iscsi_fn lib_iscsi = NULL;
+#define ISCSI_CHUNK (1u << 30)   /* ISA-L takes an int length */
 
-/* crc is the usual (finalised) CRC32C value; returns the updated one. */
+/* crc is the usual (finalised) CRC32C value; returns the updated one. ISA-L keeps its
+ * register uninverted: ~crc32_iscsi(p, n, ~crc). */
 static uint32_t crc32c_update(uint32_t crc, const unsigned char *p, size_t n) {
     if (lib_extend) return lib_extend(crc, p, n);
     uint32_t c = ~crc;
+    if (lib_iscsi) {
+        while (n) {
+            size_t k = n < ISCSI_CHUNK ? n : ISCSI_CHUNK;
+            c = lib_iscsi((unsigned char *)p, (int)k, c);
+            p += k;
+            n -= k;
+        }
+        return ~c;
+    }
 #if defined(__x86_64__)
     if (have_sse42) return ~crc_hw(c, p, n);
 #endif
@@ -527,16 +541,25 @@ static PyObject *crc32c_py(PyObject *self, PyObject *args) {
     return PyLong_FromUnsignedLong(c);
 }
 
-static PyObject *use_libcrc32c(PyObject *self, PyObject *arg) {
-    unsigned long long addr = PyLong_AsUnsignedLongLong(arg);
-    if (PyErr_Occurred()) return NULL;
-    lib_extend = (crc_extend_fn)(uintptr_t)addr;
+/* use_crc32c(address, convention): 1 a crc32c_extend, 2 a crc32_iscsi, 0 our own. Called
+ * once at import, before any worker thread runs a loop. */
+static PyObject *use_crc32c(PyObject *self, PyObject *args) {
+    unsigned long long addr;
+    int conv;
+    if (!PyArg_ParseTuple(args, "Ki", &addr, &conv)) return NULL;
+    if (conv < 0 || conv > 2 || (conv && !addr) || (!conv && addr)) {
+        PyErr_Format(PyExc_ValueError, "use_crc32c: bad address or convention %d", conv);
+        return NULL;
+    }
+    lib_extend = conv == 1 ? (crc_extend_fn)(uintptr_t)addr : NULL;
+    lib_iscsi = conv == 2 ? (crc_iscsi_fn)(uintptr_t)addr : NULL;
     Py_RETURN_NONE;
 }
 
 static PyMethodDef methods[] = {
-    {"use_libcrc32c", use_libcrc32c, METH_O,
-     "use_libcrc32c(address of crc32c_extend) -> None (0: our own CRC32C)."},
+    {"use_crc32c", use_crc32c, METH_VARARGS,
+     "use_crc32c(address, convention) -> None: 1 a crc32c_extend, 2 a crc32_iscsi, "
+     "(0, 0) our own CRC32C."},
     {"recv_to_file", (PyCFunction)(void (*)(void))recv_to_file, METH_VARARGS | METH_KEYWORDS,
      "recv_to_file(sock_fd, file_fd, offset, length, buf, timeout_ms, counter=None, "
      "direct_fd=-1, crc=0, have=0) -> (crc32c, direct_fd): receive length bytes (the "

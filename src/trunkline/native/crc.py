@@ -1,30 +1,61 @@
-"""CRC32C over any buffer, without a copy: the C library google-crc32c itself links.
+"""CRC32C over any buffer, without a copy, by the fastest well-kept library on the host.
 
 Why here: the compiled receive loop (``_hotpath``) and the Python loops must checksum with
-the same well-kept implementation (SSE4.2/ARMv8 instructions, three interleaved streams);
-this module finds it once, for both. The engine imports ``crc32c`` from here.
+the same implementation; this module picks it once, for both. The engine imports
+``crc32c`` from here. In order of preference (``TRUNKLINE_CRC32C`` pins one):
+
+- ``isal``: Intel ISA-L's ``crc32_iscsi`` (Debian ``libisal2``; Ceph's CRC32C). A
+  multi-binary dispatcher: folding with VPCLMULQDQ on AVX-512 hosts (~3x the next one in
+  cache, measured in bench/RESULTS.md), three interleaved ``crc32`` streams elsewhere.
+- ``google``: the C library google-crc32c links (three interleaved ``crc32`` streams).
+- ``python``: google-crc32c's extension module (a copy into ``bytes`` per call).
+
+Every CRC32C of the project is the usual finalised value (``google_crc32c.value``); ISA-L
+keeps its register uninverted, so it is called as ``~crc32_iscsi(buf, n, ~value)``.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import google_crc32c
 
+EXTEND = 1
+"""Convention of a ``crc32c_extend(crc, buf, size_t n)`` function (google's)."""
+ISCSI = 2
+"""Convention of a ``crc32_iscsi(buf, int n, register)`` function (ISA-L's)."""
 
-def _load_libcrc32c():
+_ISAL_CHUNK = 1 << 30
+"""ISA-L takes an ``int`` length: longer buffers go in pieces of this size."""
+
+
+def _load_isal() -> Callable[[int, int, int], int] | None:
+    """ISA-L's ``crc32_iscsi`` (its CPU dispatcher), or None where libisal is absent."""
+    try:   # ISA-L's soname on every distribution that ships it
+        fn = ctypes.CDLL("libisal.so.2").crc32_iscsi
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = (ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32)
+    fn.restype = ctypes.c_uint32
+    return fn
+
+
+def _load_libcrc32c() -> Callable[[int, int, int], int] | None:
     """The C library google-crc32c itself links (SSE4.2/ARMv8 CRC instructions).
 
     Called through ctypes it takes any buffer by address (bytearray, memoryview, mmap)
     without a copy and runs with the GIL released; the extension module only takes
-    ``bytes``. None when the library cannot be found: we then copy into bytes.
+    ``bytes``. None when the library cannot be found.
     """
+    if google_crc32c.implementation != "c":
+        return None
     here = Path(google_crc32c.__file__).resolve().parent
     for cand in sorted(here.parent.glob("google_crc32c.libs/libcrc32c*.so*")):
         try:
-            lib = ctypes.CDLL(str(cand))
-            fn = lib.crc32c_extend
+            fn = ctypes.CDLL(str(cand)).crc32c_extend
         except (OSError, AttributeError):
             continue
         fn.argtypes = (ctypes.c_uint32, ctypes.c_void_p, ctypes.c_size_t)
@@ -33,7 +64,36 @@ def _load_libcrc32c():
     return None
 
 
-_c_extend = _load_libcrc32c() if google_crc32c.implementation == "c" else None
+def _choose() -> tuple[str, Callable | None, int]:
+    """-> (backend name, its C function, its convention); ``TRUNKLINE_CRC32C`` pins one
+    (``auto``, the default, takes the first found of isal, google, python)."""
+    want = os.environ.get("TRUNKLINE_CRC32C", "auto").strip().lower() or "auto"
+    if want not in ("auto", "isal", "google", "python"):
+        raise ValueError(f"TRUNKLINE_CRC32C={want!r}: expected auto, isal, google or python")
+    if want in ("auto", "isal"):
+        fn = _load_isal()
+        if fn is not None:
+            return "isal", fn, ISCSI
+        if want == "isal":
+            raise ImportError("TRUNKLINE_CRC32C=isal but libisal.so.2 (Debian libisal2) "
+                              "was not found")
+    if want in ("auto", "google"):
+        fn = _load_libcrc32c()
+        if fn is not None:
+            return "google", fn, EXTEND
+    return "python", None, 0
+
+
+BACKEND, _c_fn, CONVENTION = _choose()
+"""Which library computes every CRC32C of this process (``isal``, ``google``, ``python``)."""
+
+
+def c_function() -> tuple[int, int]:
+    """(address, convention) of the chosen C function, for the compiled core; (0, 0)
+    when there is none (the core then uses its own)."""
+    if _c_fn is None:
+        return 0, 0
+    return ctypes.cast(_c_fn, ctypes.c_void_p).value or 0, CONVENTION
 
 
 def _address(data: memoryview) -> int:
@@ -42,27 +102,47 @@ def _address(data: memoryview) -> int:
     return int(np.frombuffer(data, dtype=np.uint8).ctypes.data)
 
 
+def _at(address: int, n: int, value: int) -> int:
+    """The chosen C function over ``n`` bytes at ``address``, from ``value``."""
+    if CONVENTION == EXTEND:
+        return _c_fn(value, address, n)
+    reg = ~value & 0xFFFFFFFF
+    while n:
+        k = min(n, _ISAL_CHUNK)
+        reg = _c_fn(address, k, reg)
+        address += k
+        n -= k
+    return ~reg & 0xFFFFFFFF
+
+
 def crc32c(data: bytes | bytearray | memoryview, value: int = 0) -> int:
     """CRC32C (Castagnoli) of ``data``, continuing from ``value`` (a previous result).
 
     Zero-copy for bytearray/memoryview/mmap (the engine receives into reused buffers);
-    the GIL is released for large buffers, so worker threads hash in parallel.
+    the GIL is released (ctypes), so worker threads hash in parallel.
     """
+    if _c_fn is None:
+        return google_crc32c.extend(value, bytes(data))
     if type(data) is bytes:
-        return google_crc32c.extend(value, data)
+        if CONVENTION == EXTEND or len(data) < 4096:   # google's module: no ctypes call
+            return google_crc32c.extend(value, data)
+        try:   # the compiled core takes bytes as they are (and uses the same library)
+            from ._hotpath import crc32c as hot
+        except ImportError:
+            return _at(ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value or 0,
+                       len(data), value)
+        return hot(data, value)
     mv = memoryview(data)
     if mv.ndim != 1 or mv.itemsize != 1 or not mv.c_contiguous:
         mv = mv.cast("B") if mv.c_contiguous else memoryview(mv.tobytes())
     n = mv.nbytes
     if n == 0:
         return value
-    if _c_extend is None:
-        return google_crc32c.extend(value, mv.tobytes())
     if not mv.readonly:
         buf = (ctypes.c_char * n).from_buffer(mv)
-        return _c_extend(value, ctypes.addressof(buf), n)
+        return _at(ctypes.addressof(buf), n, value)
     try:   # the compiled core takes a read-only buffer as it is (and uses the same library)
         from ._hotpath import crc32c as hot
     except ImportError:
-        return _c_extend(value, _address(mv), n)
+        return _at(_address(mv), n, value)
     return hot(mv, value)

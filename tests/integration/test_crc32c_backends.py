@@ -1,0 +1,101 @@
+"""Every CRC32C library the project can pick (native/crc.py: ISA-L, google-crc32c's C
+library, its extension module) gives the CRC32C of the definition, through the Python
+entry and through the compiled core, for every buffer form the engine hands it.
+
+Why a subprocess per library: the choice is made once, at import (``TRUNKLINE_CRC32C``
+pins it), for the whole process. The reference is computed apart: the CRC32C bit by bit as
+RFC 3720 defines it, and google-crc32c's own extension for the large buffers.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from trunkline import native
+
+CHECK = r"""
+import json, random, sys
+import google_crc32c
+from trunkline.native import _hotpath, crc
+
+def bitwise(data, value=0):
+    c = ~value & 0xFFFFFFFF
+    for b in data:
+        c ^= b
+        for _ in range(8):
+            c = (c >> 1) ^ (0x82F63B78 & -(c & 1))
+    return ~c & 0xFFFFFFFF
+
+rng = random.Random(int(sys.argv[1]))
+bad = []
+def check(what, got, want):
+    if got != want:
+        bad.append(f"{what}: {got:#x} != {want:#x}")
+
+check("check value", crc.crc32c(b"123456789"), 0xE3069283)
+for n in [0, 1, 3, 7, 8, 15, 16, 63, 64, 255, 256, 4095, 4096, 4097, 20000]:
+    data = rng.randbytes(n)
+    want = bitwise(data)
+    for form in (data, bytearray(data), memoryview(data), memoryview(bytearray(data))):
+        check(f"{n} {type(form).__name__}", crc.crc32c(form), want)
+    check(f"{n} core", _hotpath.crc32c(data), want)
+    cut = rng.randrange(n + 1)
+    check(f"{n} chained at {cut}", crc.crc32c(data[cut:], crc.crc32c(data[:cut])), want)
+    check(f"{n} core chained", _hotpath.crc32c(data[cut:], _hotpath.crc32c(data[:cut])), want)
+    big = bytearray(rng.randbytes(n + 13))    # a slice that starts unaligned
+    check(f"{n} unaligned", crc.crc32c(memoryview(big)[5:5 + n]), bitwise(big[5:5 + n]))
+for n in [(1 << 20) + 3, 5 << 20]:            # past every library's block sizes
+    data = rng.randbytes(n)
+    want = google_crc32c.value(data)
+    check(f"{n} bytearray", crc.crc32c(bytearray(data)), want)
+    check(f"{n} core", _hotpath.crc32c(data), want)
+    check(f"{n} chained", crc.crc32c(data[999:], crc.crc32c(data[:999])), want)
+print(json.dumps({"backend": crc.BACKEND, "bad": bad}))
+"""
+
+
+def _isal_here() -> bool:
+    try:
+        ctypes.CDLL("libisal.so.2")
+    except OSError:
+        return False
+    return True
+
+
+def _run(env_value: str | None, seed: int = 1) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    env.pop("TRUNKLINE_CRC32C", None)
+    if env_value is not None:
+        env["TRUNKLINE_CRC32C"] = env_value
+    return subprocess.run([sys.executable, "-c", CHECK, str(seed)], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.skipif(native._hotpath is None, reason="the compiled core is not built")
+@pytest.mark.parametrize("backend", ["isal", "google", "python"])
+def test_each_library_gives_the_crc32c_of_the_definition(backend):
+    if backend == "isal" and not _isal_here():
+        pytest.skip("libisal.so.2 (Debian libisal2) not installed: scripts/system-deps.sh")
+    r = _run(backend, seed=["isal", "google", "python"].index(backend) + 1)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out == {"backend": backend, "bad": []}
+
+
+def test_the_fastest_library_found_is_the_default():
+    """Where ISA-L is installed (system-deps installs it) it is what a run uses."""
+    r = _run(None)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["backend"] == ("isal" if _isal_here() else "google")
+
+
+def test_an_unknown_library_name_is_refused():
+    r = _run("zlib")
+    assert r.returncode != 0
+    assert "TRUNKLINE_CRC32C='zlib'" in r.stderr
