@@ -23,7 +23,9 @@ median user and system seconds of that copy are the tool's start-up, and "user s
 after start-up" subtracts them from a dataset's run (the issue's user CPU per GB is
 meant without the interpreter's start).
 ``--strace DIR`` runs trunkline under ``strace -f -c`` (a syscall census per run; slows it:
-not for timing).
+not for timing). ``--variant NAME=VAR=VALUE`` adds a tool NAME: this tree's trunkline with
+one environment variable set (``--variant isal=TRUNKLINE_CRC32C=isal``), so two settings
+of one build alternate in the same run.
 """
 
 from __future__ import annotations
@@ -108,9 +110,17 @@ def main() -> int:
     ap.add_argument("--strace", default=None, help="syscall census of trunkline runs here")
     ap.add_argument("--base-src", default=None,
                     help="tool trunkline_base: this src/ dir (e.g. main's) on PYTHONPATH")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=VAR=VALUE",
+                    help="tool NAME: trunkline with VAR=VALUE in its environment")
     a = ap.parse_args()
-    tools = a.tools.split(",")
-    bins = {t: venv_bin(t) if t != "trunkline_base" else sys.executable for t in tools}
+    variants = {}
+    for v in a.variant:
+        name, var, value = v.split("=", 2)
+        variants["trunkline_" + name] = (var, value)
+    tools = a.tools.split(",") + list(variants)
+    bins = {t: (sys.executable if t == "trunkline_base" else
+                venv_bin("trunkline") if t in variants else venv_bin(t)) for t in tools}
+    bins.setdefault("trunkline", venv_bin("trunkline"))
     missing = [t for t, b in bins.items() if not b]
     if missing or shutil.which("nginx") is None:
         sys.exit(f"missing: {missing or ''} {'nginx' if not shutil.which('nginx') else ''}")
@@ -135,8 +145,9 @@ def main() -> int:
                         dst.mkdir()
                         subprocess.run(["sync"], check=False)
                         prefault(gen.dataset.total_bytes)
-                        argv = tool_argv(tool, bins, name, dst, origin.endpoint_url)
-                        if tool == "trunkline" and a.trunkline_args:
+                        argv = tool_argv("trunkline" if tool in variants else tool, bins, name,
+                                         dst, origin.endpoint_url)
+                        if (tool == "trunkline" or tool in variants) and a.trunkline_args:
                             argv[2:2] = a.trunkline_args.split()
                         if a.strace and tool.startswith("trunkline"):
                             Path(a.strace).mkdir(parents=True, exist_ok=True)
@@ -145,6 +156,8 @@ def main() -> int:
                         tenv = env
                         if tool == "trunkline_base":
                             tenv = dict(env, PYTHONPATH=str(Path(a.base_src).resolve()))
+                        elif tool in variants:
+                            tenv = dict(env, **dict([variants[tool]]))
                         cpu0 = origin.cpu_seconds()
                         m = run_measured(argv, env=tenv, log_dir=work / "logs",
                                          tag=f"{name}-{tool}-{r}", timeout=600)
