@@ -9,7 +9,13 @@ import os
 
 from rich.console import Console
 
-from trunkline.telemetry.progress import LineProgress, render_view, sparkline
+from trunkline.telemetry.progress import (
+    LineProgress,
+    RateWindow,
+    render_line,
+    render_view,
+    sparkline,
+)
 from trunkline.telemetry.snapshot import Snapshot
 
 
@@ -25,6 +31,15 @@ def snap(t: float, done: int, **kw) -> Snapshot:
 def test_sparkline_scales_to_its_maximum():
     assert sparkline([0, 1, 2, 4]) == "▁▃▅█"
     assert sparkline([0, 0]) == "▁▁" and len(sparkline(list(range(100)), width=30)) == 30
+
+
+def test_rate_is_a_stall_not_negative_when_a_retry_takes_bytes_back():
+    w = RateWindow(span=3.0)
+    assert w.add(0.0, 0) == 0.0
+    assert w.add(1.0, 10 << 20) == 10 << 20
+    assert w.add(2.0, 4 << 20) == 2 << 20        # a part of 6 MiB failed: its bytes go back
+    assert w.add(3.0, 0) == 0.0                  # everything taken back: 0, never below
+    assert "-" not in render_line(snap(3.0, 0), w.add(3.5, 0)).split("Gbit/s")[0]
 
 
 def test_rich_view_shows_in_flight_objects_largest_first():

@@ -26,7 +26,9 @@ IN_FLIGHT_ROWS = 5
 
 
 class RateWindow:
-    """Bytes/s over the last ``span`` seconds of snapshots."""
+    """Bytes/s over the last ``span`` seconds of snapshots; never below 0: a part that
+    failed and is fetched again takes its bytes back from the done count, and that is a
+    stall, not a negative rate."""
 
     def __init__(self, span: float = 3.0):
         self.span = span
@@ -37,7 +39,7 @@ class RateWindow:
         while len(self.points) > 2 and t - self.points[0][0] > self.span:
             self.points.popleft()
         t0, b0 = self.points[0]
-        return (total - b0) / (t - t0) if t > t0 else 0.0
+        return max(0.0, (total - b0) / (t - t0)) if t > t0 else 0.0
 
 
 def sparkline(values: list[float], width: int = 30) -> str:
