@@ -115,8 +115,10 @@ _SAME = ("failures", "retries", "slowdowns", "requests", "wire_bytes", "peak_buf
 
 def _result(s: Location, d: Location, out: RunOutcome | None, runner: Runner) -> TransferResult:
     """The result of a run; ``out`` None: there was nothing to do."""
+    from ..native.crc import BACKEND as crc32c_library
+
     res = TransferResult(src=str(s), dst=str(d), bytes=0, seconds=0.0, objects=0,
-                         options=runner.opts.summary())
+                         options=runner.opts.summary() | {"crc32c": crc32c_library})
     if out is not None:
         res.bytes, res.seconds, res.objects = out.done_bytes, out.seconds, out.objects
         res.connections = [c.to_dict() for c in out.connections]
