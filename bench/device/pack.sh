@@ -45,6 +45,12 @@ if [ -n "$inc" ] && [ -f "$inc/Python.h" ]; then
 else
     echo "pack: no CPython 3.12 headers here; the device builds the modules if it can" >&2
 fi
+# ISA-L (Debian libisal2), the CRC32C native/crc.py prefers, alone in its own folder so the
+# Python side can take it without the tools' other libraries
+mkdir -p "$DEV/crc"
+isal=$(/sbin/ldconfig -p | awk '/libisal\.so\.2 / {print $NF; exit}')
+if [ -n "$isal" ]; then cp -fL "$isal" "$DEV/crc/libisal.so.2"
+else echo "pack: libisal2 not installed (scripts/system-deps.sh); the device sums with google-crc32c" >&2; fi
 rm -rf "$DEV/data/flows"
 cp -r "$SHARED/flows" "$DEV/data/flows"
 chmod -R u+w "$DEV/data"
