@@ -100,10 +100,22 @@ def test_the_fastest_library_found_is_the_default():
     assert json.loads(r.stdout)["backend"] == ("isal" if _isal_here() else "google")
 
 
-def test_an_unknown_library_name_is_refused():
+def test_an_unknown_library_name_is_refused(tmp_path):
     r = _run("zlib")
     assert r.returncode != 0
     assert "TRUNKLINE_CRC32C='zlib'" in r.stderr
+    # the CLI: a usage error (exit 2, one line), before anything is copied
+    src = tmp_path / "src.bin"
+    src.write_bytes(b"x")
+    env = dict(os.environ, TRUNKLINE_CRC32C="zlib",
+               PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    r = subprocess.run([sys.executable, "-m", "trunkline.cli.main", "cp", str(src),
+                        str(tmp_path / "dst.bin")], env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        "trunkline: error: TRUNKLINE_CRC32C='zlib': expected auto, isal, google or python"]
+    assert not (tmp_path / "dst.bin").exists()
 
 
 @pytest.mark.skipif(native._hotpath is None, reason="the compiled core is not built")

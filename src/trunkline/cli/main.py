@@ -14,6 +14,7 @@ import importlib
 import click
 
 from .. import __version__
+from ..errors import UsageError
 
 COMMANDS: dict[str, str] = {
     "cp": "mover", "demo": "demo",
@@ -47,7 +48,12 @@ def cli() -> None:
 
 
 def main() -> None:
-    cli(prog_name="trunkline")
+    try:
+        cli(prog_name="trunkline")
+    except UsageError as e:   # a bad setting met while a command's modules load (TRUNKLINE_*)
+        from .exits import fail
+
+        fail(False, 2, e)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import google_crc32c
 
+from ..errors import UsageError
+
 EXTEND = 1
 """Convention of a ``crc32c_extend(crc, buf, size_t n)`` function (google's)."""
 ISCSI = 2
@@ -69,14 +71,14 @@ def _choose() -> tuple[str, Callable | None, int]:
     (``auto``, the default, takes the first found of isal, google, python)."""
     want = os.environ.get("TRUNKLINE_CRC32C", "auto").strip().lower() or "auto"
     if want not in ("auto", "isal", "google", "python"):
-        raise ValueError(f"TRUNKLINE_CRC32C={want!r}: expected auto, isal, google or python")
+        raise UsageError(f"TRUNKLINE_CRC32C={want!r}: expected auto, isal, google or python")
     if want in ("auto", "isal"):
         fn = _load_isal()
         if fn is not None:
             return "isal", fn, ISCSI
         if want == "isal":
-            raise ImportError("TRUNKLINE_CRC32C=isal but libisal.so.2 (Debian libisal2) "
-                              "was not found")
+            raise UsageError("TRUNKLINE_CRC32C=isal but libisal.so.2 (Debian libisal2) "
+                             "was not found")
     if want in ("auto", "google"):
         fn = _load_libcrc32c()
         if fn is not None:
