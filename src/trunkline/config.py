@@ -29,6 +29,8 @@ from .url import LocationError
 
 @dataclass(frozen=True)
 class EndpointConfig:
+    """One named endpoint of the config file: where it is and where its keys come from."""
+
     name: str
     url: str | None = None            # None: AWS's regional endpoint
     region: str | None = None

@@ -16,6 +16,8 @@ __all__ = ["Failure", "GcJournal", "GcReport", "Mismatch", "SyncResult", "Transf
 
 @dataclass
 class Failure:
+    """An object that could not be moved, and why (one stderr line each)."""
+
     name: str
     error: str
 
@@ -155,6 +157,8 @@ class VerifyReport:
 
 @dataclass
 class GcJournal:
+    """A journal ``trunkline gc`` found: whose transfer, how old, how far it got."""
+
     id: str
     path: str
     src: str
@@ -170,6 +174,8 @@ class GcJournal:
 
 @dataclass
 class GcReport:
+    """What ``trunkline gc`` found and did: journals, uploads aborted, files removed."""
+
     state_dir: str
     journals: list[GcJournal]
     aborted: int = 0

@@ -42,6 +42,8 @@ def journal_id(src: str, dst: str, options: dict[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class JournalInfo:
+    """A journal as the index lists it: which transfer, with which options, since when."""
+
     id: str
     path: Path
     src: str

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class PartRecord:
+    """A finished part as the journal keeps it: where it lies, its CRC32C, its ETag."""
+
     part_number: int  # 1-based, as in S3
     offset: int
     length: int
@@ -44,6 +46,8 @@ class ObjectRecord:
 
 @dataclass(frozen=True)
 class PendingUpload:
+    """A multipart upload the journal started and has not completed (gc aborts it)."""
+
     obj_id: int
     key: str
     dst: str

@@ -18,6 +18,8 @@ MAX_PARTS = 10_000
 
 @dataclass(frozen=True, slots=True)
 class Part:
+    """A byte range of an object, moved by one request."""
+
     number: int   # 1-based, as S3 numbers them
     offset: int
     length: int

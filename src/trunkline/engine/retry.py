@@ -36,6 +36,8 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class RetryPolicy:
+    """How many tries a part gets and how long to wait between them (capped, jittered)."""
+
     attempts: int = 8          # total tries per part
     base: float = 0.1          # seconds
     cap: float = 10.0

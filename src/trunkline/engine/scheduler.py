@@ -55,6 +55,8 @@ SlowDown."""
 
 @dataclass
 class RunOutcome:
+    """What a run did, counted by the engine: the API turns it into a result."""
+
     done_bytes: int
     wire_bytes: int
     seconds: float

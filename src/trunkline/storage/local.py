@@ -18,6 +18,8 @@ from .partial import is_partial_name, partial_name
 
 @dataclass(frozen=True, slots=True)
 class LocalFile:
+    """A regular file found by a walk of a local tree, as the planner needs it."""
+
     rel: str      # '/'-separated path relative to the walked root
     path: str
     size: int

@@ -71,6 +71,8 @@ def from_client_error(e, op: str, key: str = "") -> S3Error:
 
 @dataclass(frozen=True, slots=True)
 class ObjectInfo:
+    """An object (or a common prefix) as a listing or a HEAD describes it."""
+
     key: str
     size: int
     etag: str | None = None

@@ -82,6 +82,9 @@ class ConnectionStats:
 
 @dataclass
 class Connection:
+    """One HTTP/1.1 connection to a store: requests out, heads and framed bodies in, never
+    a byte past a body's end; its counters and TCP_INFO are the run's telemetry."""
+
     host: str
     port: int
     tls: ssl.SSLContext | None = None

@@ -17,6 +17,8 @@ MAX_HEAD = 64 * 1024
 
 @dataclass(slots=True)
 class ResponseHead:
+    """A parsed response head: status, reason and the headers by lower-cased name."""
+
     status: int
     reason: str
     headers: dict[str, str] = field(default_factory=dict)  # lower-cased names

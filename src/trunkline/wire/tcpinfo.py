@@ -41,6 +41,8 @@ _FIELDS = (
 
 @dataclass(slots=True)
 class TcpInfo:
+    """The fields of Linux's ``struct tcp_info`` the telemetry reports, per connection."""
+
     state: int = 0
     retransmits_now: int = 0
     rto_us: int = 0
