@@ -72,9 +72,9 @@ def test_receive_write_and_crc(tmp_path, native_loop, size, direct):
     a, b = pair()
     send_in_thread(a, data)
     counter = native.Counter()
-    crc, dfd_after = native.recv_to_file(b, fd, offset, size, aligned_buffer(1 << 20),
-                                         counter=counter, direct_fd=dfd, crc=0,
-                                         native=native_loop)
+    crc, dfd_after, _ = native.recv_to_file(b, fd, offset, size, aligned_buffer(1 << 20),
+                                            counter=counter, direct_fd=dfd, crc=0,
+                                            native=native_loop)
     b.close()
     assert crc == google_crc32c.value(data)
     assert counter.value == size
@@ -83,6 +83,60 @@ def test_receive_write_and_crc(tmp_path, native_loop, size, direct):
     os.close(fd)
     if dfd_after is not None:
         os.close(dfd_after)
+
+
+def _needs_crc32_library(native_loop: bool) -> None:
+    if native_loop and not native.sums_crc32():
+        pytest.skip("the compiled loop sums a CRC-32 only with ISA-L (libisal2)")
+
+
+@pytest.mark.parametrize("native_loop", LOOPS)
+@pytest.mark.parametrize("size,have", [(1, 0), (5000, 0), (5000, 4096), ((1 << 20) + 17, 7000),
+                                       (5 << 20, 0)])
+def test_a_second_crc32_is_carried_beside_the_crc32c(tmp_path, native_loop, size, have):
+    """``crc32=``: the CRC-32 a store may keep (AWS's SDKs put one on every object) is
+    summed by the same loop, continued from the value given, the bytes that came with the
+    head included; without it the third value is None."""
+    import zlib
+
+    _needs_crc32_library(native_loop)
+    data = os.urandom(size)
+    fd, _ = part_file(tmp_path / "part.bin", 0, size, False)
+    buf = aligned_buffer(1 << 20)
+    buf[:have] = data[:have]
+    a, b = pair()
+    send_in_thread(a, data[have:])
+    start = zlib.crc32(b"what came before")
+    crc, _, c32 = native.recv_to_file(b, fd, 0, size, buf, have=have, crc32=start,
+                                      native=native_loop)
+    assert crc == google_crc32c.value(data)
+    assert c32 == zlib.crc32(data, start)
+    assert os.pread(fd, size, 0) == data
+    for s in (a, b):
+        s.close()
+    os.close(fd)
+
+
+def test_a_second_crc32_is_refused_without_its_library_or_out_of_range(tmp_path):
+    """Refused before a byte moves: the socket still holds everything."""
+    from trunkline.native import crc
+
+    h = native._hotpath
+    fd, _ = part_file(tmp_path / "part.bin", 0, 10, False)
+    a, b = pair()
+    a.sendall(b"0123456789")
+    try:
+        with pytest.raises(ValueError, match="32 bits"):
+            h.recv_to_file(b.fileno(), fd, 0, 10, aligned_buffer(4096), 1000, crc32=1 << 32)
+        h.use_crc32(0)
+        with pytest.raises(ValueError, match="no CRC-32 library"):
+            h.recv_to_file(b.fileno(), fd, 0, 10, aligned_buffer(4096), 1000, crc32=0)
+        assert b.recv(10, socket.MSG_WAITALL) == b"0123456789"
+    finally:
+        h.use_crc32(crc.crc32_function())
+        for s in (a, b):
+            s.close()
+        os.close(fd)
 
 
 @pytest.mark.parametrize("native_loop", LOOPS)
@@ -102,8 +156,8 @@ def test_bytes_already_in_the_buffer_start_the_range(tmp_path, native_loop, size
     a, b = pair()
     send_in_thread(a, data[have:] + b"NEXT", close=False)   # the next answer's bytes follow
     counter = native.Counter()
-    crc, dfd_after = native.recv_to_file(b, fd, offset, size, buf, counter=counter,
-                                         direct_fd=dfd, have=have, native=native_loop)
+    crc, dfd_after, _ = native.recv_to_file(b, fd, offset, size, buf, counter=counter,
+                                            direct_fd=dfd, have=have, native=native_loop)
     assert crc == google_crc32c.value(data)
     assert counter.value == size
     assert os.pread(fd, size, offset) == data

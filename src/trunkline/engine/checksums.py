@@ -9,20 +9,20 @@ the store's headers once, the matching digest runs per part on the bytes as they
 (CRCs fold across parts without rereading a byte; SHA/MD5 of a whole object only when it
 arrives in one GET), and the verdict is ``verified(kind)`` or ``unverified(reason)``.
 
-Sans-I/O. CRC32C comes from google-crc32c (``integrity.crc32c``), CRC32 from zlib,
-CRC64NVME from awscrt, SHA/MD5 from hashlib; the CRC combine is ``crc_combine`` (a few
-lines of GF(2) arithmetic no library exposes for all three polynomials, shared with
-``integrity.crc32c_combine``).
+Sans-I/O. CRC32C and CRC32 come from the library native/crc.py picks (ISA-L, else
+google-crc32c and zlib), CRC64NVME from awscrt, SHA/MD5 from hashlib; the CRC combine is
+``crc_combine`` (a few lines of GF(2) arithmetic no library exposes for all three
+polynomials, shared with ``integrity.crc32c_combine``).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ..native.crc import crc32
 from .crc_combine import CRC32, CRC32C, CRC64NVME, combine
 from .integrity import crc32c
 
@@ -43,7 +43,7 @@ def crc_update(algo: str, data, value: int = 0) -> int:
     if algo == "crc32c":
         return crc32c(data, value)
     if algo == "crc32":
-        return zlib.crc32(data, value)
+        return crc32(data, value)
     if algo == "crc64nvme":
         return _crc64nvme(bytes(data) if not isinstance(data, bytes) else data, value)
     raise ValueError(f"not a CRC: {algo}")
@@ -144,23 +144,24 @@ def _hex(s: str) -> bool:
 
 
 class PartDigest:
-    """The digest of ``algo`` over one part's bytes, fed as they arrive."""
+    """The digest of ``algo`` over one part's bytes, fed as they arrive (``update``), or,
+    for a CRC, carried by the compiled receive loop (``crc`` in, the loop's result out)."""
 
-    __slots__ = ("algo", "_crc", "_h")
+    __slots__ = ("algo", "crc", "_h")
 
     def __init__(self, algo: str) -> None:
         self.algo = algo
-        self._crc = 0
+        self.crc = 0      # the running CRC of a CRC algorithm
         self._h = None if algo in CRCS else hashlib.new(algo, usedforsecurity=False)
 
     def update(self, data) -> None:
         if self._h is not None:
             self._h.update(data)
         else:
-            self._crc = crc_update(self.algo, data, self._crc)
+            self.crc = crc_update(self.algo, data, self.crc)
 
     def value(self) -> int | bytes:
-        return self._h.digest() if self._h is not None else self._crc
+        return self._h.digest() if self._h is not None else self.crc
 
 
 def needs_digest(exp: Expectation) -> str | None:

@@ -67,9 +67,10 @@ def receive_to_file(conn: Connection, n: int, fd: int, offset: int, buf: memoryv
     ``DirectWriter``, whose O_DIRECT descriptor takes the aligned bulk); returns their
     CRC32C. Where it applies (a plain connection, no rate cap, the compiled core built)
     the bytes go through ``trunkline.native`` with the interpreter lock released, in
-    slices of ``NATIVE_SLICE``, the body bytes that came with the head included;
-    otherwise (a rate cap, a second digest the store keeps such as MD5 or SHA-256)
-    through the Python loop above. Same bytes, same CRC, same errors either way."""
+    slices of ``NATIVE_SLICE``, the body bytes that came with the head included, and a
+    CRC-32 the store keeps summed there too (with ISA-L); otherwise (a rate cap, a second
+    digest such as MD5, SHA-256 or CRC64NVME) through the Python loop above. Same bytes,
+    same sums, same errors either way."""
     from .. import native
     from ..errors import ConnectionClosed, ReadTimeout
 
@@ -79,7 +80,9 @@ def receive_to_file(conn: Connection, n: int, fd: int, offset: int, buf: memoryv
     def sink_at(base: int) -> Callable[[memoryview, int], None]:
         return lambda chunk, off: writer.pwrite(chunk, base + off)
 
-    sock = conn.direct_body(n) if native.NATIVE and limit is None and digest is None else None
+    crc32 = digest is not None and digest.algo == "crc32" and native.sums_crc32()
+    sock = (conn.direct_body(n) if native.NATIVE and limit is None
+            and (digest is None or crc32) else None)
     if sock is None:
         return receive(conn, n, window, sink=sink_at(offset), on_bytes=on_bytes, limit=limit,
                        digest=digest)
@@ -91,8 +94,9 @@ def receive_to_file(conn: Connection, n: int, fd: int, offset: int, buf: memoryv
         k = min(NATIVE_SLICE, n - got)
         try:
             dfd = writer.dfd
-            crc, left = native.recv_to_file(sock, fd, offset + got, k, buf,
-                                            direct_fd=dfd, crc=crc, have=have)
+            crc, left, c32 = native.recv_to_file(sock, fd, offset + got, k, buf,
+                                                 direct_fd=dfd, crc=crc, have=have,
+                                                 crc32=digest.crc if crc32 else None)
             if dfd is not None and left is None:
                 writer.direct_refused()   # closed with the writer, never under a neighbour
         except ConnectionError as e:
@@ -104,6 +108,8 @@ def receive_to_file(conn: Connection, n: int, fd: int, offset: int, buf: memoryv
         except BaseException:
             conn.direct_failed()
             raise
+        if crc32:
+            digest.crc = c32
         conn.direct_done(k - have)
         got += k
         have = 0

@@ -17,6 +17,8 @@ import socket
 
 from ..errors import TrunklineError
 from .crc import c_function as _crc_function
+from .crc import crc32 as _crc32_value
+from .crc import crc32_function as _crc32_function
 from .crc import crc32c as _crc_extend_value
 
 ALIGN = 4096
@@ -30,6 +32,7 @@ except ImportError:  # built without a compiler: the Python loop
 
 if _hotpath is not None:   # the well-kept CRC32C native/crc.py chose, shared
     _hotpath.use_crc32c(*_crc_function())
+    _hotpath.use_crc32(_crc32_function())
 
 NATIVE = _hotpath is not None and os.environ.get("TRUNKLINE_NATIVE", "1") != "0"
 """Whether the compiled loop is in use."""
@@ -62,28 +65,32 @@ def _timeout_ms(sock: socket.socket) -> int:
 
 def recv_to_file(sock: socket.socket, fd: int, offset: int, length: int, buf: memoryview, *,
                  counter: Counter | None = None, direct_fd: int | None = None,
-                 crc: int = 0, have: int = 0,
-                 native: bool | None = None) -> tuple[int, int | None]:
+                 crc: int = 0, have: int = 0, crc32: int | None = None,
+                 native: bool | None = None) -> tuple[int, int | None, int | None]:
     """Receive ``length`` bytes from ``sock`` and write them at ``offset`` of ``fd`` (the
     page-aligned bulk through ``direct_fd`` when given); the first ``have`` of them are
     already at the start of ``buf`` (the body bytes that came with the response head),
     so only ``length - have`` are read. -> (CRC32C extended from ``crc``,
-    the direct descriptor still usable or None). Raises ConnectionError when the peer
-    closes early, TimeoutError when it stalls past the socket's timeout, OSError (ENOSPC,
-    EIO...) when a write fails: never a short file that looks complete."""
+    the direct descriptor still usable or None, the CRC-32 extended from ``crc32`` or
+    None: the second sum a store may keep; the compiled loop takes it only where
+    ``sums_crc32()``). Raises ConnectionError when the peer closes early, TimeoutError
+    when it stalls past the socket's timeout, OSError (ENOSPC, EIO...) when a write
+    fails: never a short file that looks complete."""
     if native if native is not None else NATIVE:
         try:
-            c, d = _hotpath.recv_to_file(sock.fileno(), fd, offset, length, buf,
-                                         _timeout_ms(sock), counter.cell if counter else None,
-                                         -1 if direct_fd is None else direct_fd, crc, have)
+            c, d, c32 = _hotpath.recv_to_file(sock.fileno(), fd, offset, length, buf,
+                                              _timeout_ms(sock),
+                                              counter.cell if counter else None,
+                                              -1 if direct_fd is None else direct_fd, crc,
+                                              have, crc32)
         except EOFError as e:
             raise ConnectionError(str(e)) from None
         except OSError as e:
             if e.errno == errno.ETIMEDOUT:
                 raise TimeoutError(f"no byte for {sock.gettimeout()} s") from None
             raise
-        return c, (None if d < 0 else d)
-    return _recv_to_file_py(sock, fd, offset, length, buf, counter, direct_fd, crc, have)
+        return c, (None if d < 0 else d), c32
+    return _recv_to_file_py(sock, fd, offset, length, buf, counter, direct_fd, crc, have, crc32)
 
 
 def file_to_sock(fd: int, sock: socket.socket, offset: int, length: int, buf: memoryview, *,
@@ -121,6 +128,13 @@ def file_crc(fd: int, offset: int, length: int, buf: memoryview, *, crc: int = 0
 
 
 # --- the Python loops (the fallback, and the reference the tests compare with) -------
+
+def sums_crc32() -> bool:
+    """Whether the compiled loop can carry a CRC-32 beside the CRC32C (``recv_to_file``'s
+    ``crc32=``): with ISA-L. Otherwise a body whose store keeps a CRC-32 goes through the
+    Python loop. Read at each call, as ``NATIVE`` is."""
+    return NATIVE and _crc32_function() != 0
+
 
 def files_native() -> bool:
     """Whether a download's partial file is created and committed by the core
@@ -162,7 +176,8 @@ def _pwrite_all(fd: int, data: memoryview, off: int) -> None:
         data, off = data[n:], off + n
 
 
-def _recv_to_file_py(sock, fd, offset, length, buf, counter, direct_fd, crc, have=0):
+def _recv_to_file_py(sock, fd, offset, length, buf, counter, direct_fd, crc, have=0,
+                     crc32=None):
     _check_range(sock.fileno(), fd, offset, length, buf)
     if not 0 <= have <= min(length, len(buf)):
         raise ValueError(f"have {have}: not within the range and the buffer")
@@ -181,6 +196,8 @@ def _recv_to_file_py(sock, fd, offset, length, buf, counter, direct_fd, crc, hav
             fill += k
         chunk = buf[:fill]
         crc = _crc_extend_value(chunk, crc)
+        if crc32 is not None:
+            crc32 = _crc32_value(chunk, crc32)
         off = offset + got
         rest = chunk
         if direct_fd is not None and off % ALIGN == 0:
@@ -199,7 +216,7 @@ def _recv_to_file_py(sock, fd, offset, length, buf, counter, direct_fd, crc, hav
         got += fill
         if counter is not None:
             counter.add(fill)
-    return crc, direct_fd
+    return crc, direct_fd, crc32
 
 
 def _file_crc_py(fd, offset, length, buf, crc):

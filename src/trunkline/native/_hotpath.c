@@ -96,6 +96,11 @@ static crc_extend_fn lib_extend = NULL;
 static crc_iscsi_fn lib_iscsi = NULL;
 #define ISCSI_CHUNK (1u << 30)   /* ISA-L takes an int length */
 
+/* A second sum some stores keep, CRC-32 (zlib's polynomial and convention): ISA-L's
+ * crc32_gzip_refl, handed over with use_crc32(). Without it the Python loop sums it. */
+typedef uint32_t (*crc32_fn)(uint32_t, const unsigned char *, uint64_t);
+static crc32_fn lib_crc32 = NULL;
+
 /* crc is the usual (finalised) CRC32C value; returns the updated one. ISA-L keeps its
  * register uninverted: ~crc32_iscsi(p, n, ~crc). */
 static uint32_t crc32c_update(uint32_t crc, const unsigned char *p, size_t n) {
@@ -220,20 +225,34 @@ static int check_range(int fd_a, int fd_b, long long offset, long long length,
  * head): checksummed and written with the first buffer, not read from the socket. */
 static PyObject *recv_to_file(PyObject *self, PyObject *args, PyObject *kw) {
     static char *names[] = {"sock_fd", "file_fd", "offset", "length", "buf", "timeout_ms",
-                            "counter", "direct_fd", "crc", "have", NULL};
+                            "counter", "direct_fd", "crc", "have", "crc32", NULL};
     int sock_fd, file_fd, timeout_ms, direct_fd = -1;
     long long offset, length, have = 0;
     unsigned int crc = 0;
     Py_buffer buf, ctr = {0};
-    PyObject *ctr_obj = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "iiLLw*i|OiIL", names, &sock_fd, &file_fd,
+    PyObject *ctr_obj = Py_None, *crc32_obj = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iiLLw*i|OiILO", names, &sock_fd, &file_fd,
                                      &offset, &length, &buf, &timeout_ms, &ctr_obj,
-                                     &direct_fd, &crc, &have))
+                                     &direct_fd, &crc, &have, &crc32_obj))
         return NULL;
     if (have < 0 || have > length || have > (long long)buf.len) {
         PyBuffer_Release(&buf);
         PyErr_Format(PyExc_ValueError, "have %lld: not within the range and the buffer", have);
         return NULL;
+    }
+    /* crc32: None, or the CRC-32 to continue alongside the CRC32C (needs use_crc32) */
+    int sum32 = crc32_obj != Py_None;
+    uint32_t c32 = 0;
+    if (sum32) {
+        unsigned long v = PyLong_AsUnsignedLong(crc32_obj);
+        if ((v == (unsigned long)-1 && PyErr_Occurred()) || v > 0xFFFFFFFFul || !lib_crc32) {
+            PyBuffer_Release(&buf);
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, lib_crc32 ? "crc32 must fit 32 bits"
+                                                            : "no CRC-32 library (use_crc32)");
+            return NULL;
+        }
+        c32 = (uint32_t)v;
     }
     uint64_t *counter = NULL;
     if (get_counter(ctr_obj, &ctr, &counter) < 0) {
@@ -273,6 +292,7 @@ static PyObject *recv_to_file(PyObject *self, PyObject *args, PyObject *kw) {
         }
         if (fill) {
             c = crc32c_update(c, base, fill);
+            if (sum32) c32 = lib_crc32(c32, base, (uint64_t)fill);
             if (write_chunk(file_fd, &direct_fd, base, fill, (off_t)(offset + got)) < 0) {
                 err = errno;
                 break;
@@ -292,7 +312,8 @@ static PyObject *recv_to_file(PyObject *self, PyObject *args, PyObject *kw) {
     if (eof) {
         return PyErr_Format(PyExc_EOFError, "peer closed after %lld of %lld bytes", got, length);
     }
-    return Py_BuildValue("(Ii)", c, direct_fd);
+    if (sum32) return Py_BuildValue("(IiI)", c, direct_fd, c32);
+    return Py_BuildValue("(IiO)", c, direct_fd, Py_None);
 }
 
 /* ---------------------------------------------------------------- file_to_sock */
@@ -556,15 +577,25 @@ static PyObject *use_crc32c(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* use_crc32(address of a crc32_gzip_refl, or 0): the second sum recv_to_file can take. */
+static PyObject *use_crc32(PyObject *self, PyObject *arg) {
+    unsigned long long addr = PyLong_AsUnsignedLongLong(arg);
+    if (PyErr_Occurred()) return NULL;
+    lib_crc32 = (crc32_fn)(uintptr_t)addr;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
+    {"use_crc32", use_crc32, METH_O,
+     "use_crc32(address of crc32_gzip_refl, or 0) -> None: recv_to_file's crc32= sum."},
     {"use_crc32c", use_crc32c, METH_VARARGS,
      "use_crc32c(address, convention) -> None: 1 a crc32c_extend, 2 a crc32_iscsi, "
      "(0, 0) our own CRC32C."},
     {"recv_to_file", (PyCFunction)(void (*)(void))recv_to_file, METH_VARARGS | METH_KEYWORDS,
      "recv_to_file(sock_fd, file_fd, offset, length, buf, timeout_ms, counter=None, "
-     "direct_fd=-1, crc=0, have=0) -> (crc32c, direct_fd): receive length bytes (the "
-     "first have of them already at the start of buf), write them at offset, without "
-     "the GIL."},
+     "direct_fd=-1, crc=0, have=0, crc32=None) -> (crc32c, direct_fd, crc32 or None): "
+     "receive length bytes (the first have of them already at the start of buf), write "
+     "them at offset, without the GIL; with crc32 a CRC-32 is continued too."},
     {"file_to_sock", (PyCFunction)(void (*)(void))file_to_sock, METH_VARARGS | METH_KEYWORDS,
      "file_to_sock(file_fd, sock_fd, offset, length, buf, timeout_ms, counter=None, crc=0) "
      "-> crc32c: read length bytes at offset and send them, without the GIL."},
