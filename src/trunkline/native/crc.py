@@ -127,11 +127,11 @@ def crc32_function() -> int:
 
 def crc32(data: bytes | bytearray | memoryview, value: int = 0) -> int:
     """CRC-32 (zlib's polynomial and convention) of ``data``, continuing from ``value``."""
-    if _crc32_fn is None or len(data) < 4096:
-        return zlib.crc32(data, value)
     mv = memoryview(data)
-    if mv.ndim != 1 or mv.itemsize != 1 or not mv.c_contiguous:
-        return zlib.crc32(data, value)
+    if not mv.c_contiguous:            # a strided view: its bytes, in order
+        mv = data = memoryview(mv.tobytes())
+    if _crc32_fn is None or mv.nbytes < 4096 or mv.ndim != 1 or mv.itemsize != 1:
+        return zlib.crc32(mv, value)
     if mv.readonly:
         addr = (ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value or 0
                 if type(data) is bytes else _address(mv))
