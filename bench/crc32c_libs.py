@@ -33,7 +33,8 @@ def main() -> None:
     ap.add_argument("--bytes", type=int, default=2 << 30, help="summed per timed call")
     ap.add_argument("--sizes", default="65536,262144,1048576,16777216,268435456")
     a = ap.parse_args()
-    isal, google = crc._load_isal(), crc._load_libcrc32c()
+    isal = crc._isal("crc32_iscsi", (ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32))
+    google = crc._load_libcrc32c()
     if isal is None or google is None:
         sys.exit("needs both libisal.so.2 (Debian libisal2) and google-crc32c's C library")
     sizes = [int(s) for s in a.sizes.split(",")]

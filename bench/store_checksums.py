@@ -21,6 +21,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -107,8 +108,6 @@ def main() -> None:
         print(f"medians of {a.rounds} rounds, {a.size} object")
     finally:
         srv.stop()
-        import shutil
-
         shutil.rmtree(work, ignore_errors=True)
 
 

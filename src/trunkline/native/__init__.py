@@ -30,12 +30,21 @@ try:
 except ImportError:  # built without a compiler: the Python loop
     _hotpath = None
 
-if _hotpath is not None:   # the well-kept CRC32C native/crc.py chose, shared
+_CRC32_ADDRESS = _crc32_function()   # ISA-L's CRC-32, or 0
+
+if _hotpath is not None:   # the well-kept CRC32C (and CRC-32) native/crc.py chose, shared
     _hotpath.use_crc32c(*_crc_function())
-    _hotpath.use_crc32(_crc32_function())
+    _hotpath.use_crc32(_CRC32_ADDRESS)
 
 NATIVE = _hotpath is not None and os.environ.get("TRUNKLINE_NATIVE", "1") != "0"
 """Whether the compiled loop is in use."""
+
+
+def sums_crc32() -> bool:
+    """Whether the compiled loop can carry a CRC-32 beside the CRC32C (``recv_to_file``'s
+    ``crc32=``): with ISA-L. Otherwise a body whose store keeps a CRC-32 goes through the
+    Python loop. Read at each call, as ``NATIVE`` is."""
+    return NATIVE and _CRC32_ADDRESS != 0
 
 
 class ShortFile(TrunklineError, ConnectionError):
@@ -128,13 +137,6 @@ def file_crc(fd: int, offset: int, length: int, buf: memoryview, *, crc: int = 0
 
 
 # --- the Python loops (the fallback, and the reference the tests compare with) -------
-
-def sums_crc32() -> bool:
-    """Whether the compiled loop can carry a CRC-32 beside the CRC32C (``recv_to_file``'s
-    ``crc32=``): with ISA-L. Otherwise a body whose store keeps a CRC-32 goes through the
-    Python loop. Read at each call, as ``NATIVE`` is."""
-    return NATIVE and _crc32_function() != 0
-
 
 def files_native() -> bool:
     """Whether a download's partial file is created and committed by the core

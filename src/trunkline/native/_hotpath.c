@@ -248,8 +248,8 @@ static PyObject *recv_to_file(PyObject *self, PyObject *args, PyObject *kw) {
         if ((v == (unsigned long)-1 && PyErr_Occurred()) || v > 0xFFFFFFFFul || !lib_crc32) {
             PyBuffer_Release(&buf);
             if (!PyErr_Occurred())
-                PyErr_SetString(PyExc_ValueError, lib_crc32 ? "crc32 must fit 32 bits"
-                                                            : "no CRC-32 library (use_crc32)");
+                PyErr_SetString(PyExc_ValueError, v > 0xFFFFFFFFul
+                                ? "crc32 must fit 32 bits" : "no CRC-32 library (use_crc32)");
             return NULL;
         }
         c32 = (uint32_t)v;

@@ -39,24 +39,13 @@ _ISAL_CHUNK = 1 << 30
 """ISA-L takes an ``int`` length: longer buffers go in pieces of this size."""
 
 
-def _load_isal() -> Callable[[int, int, int], int] | None:
-    """ISA-L's ``crc32_iscsi`` (its CPU dispatcher), or None where libisal is absent."""
-    try:   # ISA-L's soname on every distribution that ships it
-        fn = ctypes.CDLL("libisal.so.2").crc32_iscsi
+def _isal(name: str, argtypes: tuple) -> Callable | None:
+    """Function ``name`` of ISA-L (its CPU dispatcher), or None where libisal is absent."""
+    try:   # ISA-L's soname on every distribution that ships it (loaded once by the loader)
+        fn = getattr(ctypes.CDLL("libisal.so.2"), name)
     except (OSError, AttributeError):
         return None
-    fn.argtypes = (ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32)
-    fn.restype = ctypes.c_uint32
-    return fn
-
-
-def _load_isal_crc32() -> Callable[[int, int, int], int] | None:
-    """ISA-L's ``crc32_gzip_refl(value, buf, uint64 n)``: zlib's CRC-32, its convention."""
-    try:
-        fn = ctypes.CDLL("libisal.so.2").crc32_gzip_refl
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = (ctypes.c_uint32, ctypes.c_void_p, ctypes.c_uint64)
+    fn.argtypes = argtypes
     fn.restype = ctypes.c_uint32
     return fn
 
@@ -89,7 +78,8 @@ def _choose() -> tuple[str, Callable | None, int]:
     if want not in ("auto", "isal", "google", "python"):
         raise UsageError(f"TRUNKLINE_CRC32C={want!r}: expected auto, isal, google or python")
     if want in ("auto", "isal"):
-        fn = _load_isal()
+        # crc32_iscsi(buf, int n, register)
+        fn = _isal("crc32_iscsi", (ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32))
         if fn is not None:
             return "isal", fn, ISCSI
         if want == "isal":
@@ -105,8 +95,10 @@ def _choose() -> tuple[str, Callable | None, int]:
 BACKEND, _c_fn, CONVENTION = _choose()
 """Which library computes every CRC32C of this process (``isal``, ``google``, ``python``)."""
 
-_crc32_fn = _load_isal_crc32() if BACKEND == "isal" else None
-"""ISA-L's CRC-32 where ISA-L is the choice; else ``zlib.crc32``."""
+_crc32_fn = (_isal("crc32_gzip_refl", (ctypes.c_uint32, ctypes.c_void_p, ctypes.c_uint64))
+             if BACKEND == "isal" else None)
+"""ISA-L's ``crc32_gzip_refl(value, buf, uint64 n)`` (zlib's convention) where ISA-L is the
+choice; else ``zlib.crc32``."""
 
 
 def c_function() -> tuple[int, int]:
@@ -128,19 +120,25 @@ def crc32_function() -> int:
 def crc32(data: bytes | bytearray | memoryview, value: int = 0) -> int:
     """CRC-32 (zlib's polynomial and convention) of ``data``, continuing from ``value``."""
     mv = memoryview(data)
-    if not mv.c_contiguous:            # a strided view: its bytes, in order
-        mv = data = memoryview(mv.tobytes())
-    if _crc32_fn is None or mv.nbytes < 4096 or mv.ndim != 1 or mv.itemsize != 1:
+    if _crc32_fn is None or mv.nbytes < 4096 or not mv.c_contiguous:
+        return zlib.crc32(mv if mv.c_contiguous else mv.tobytes(), value)
+    addr = _address(data, mv.cast("B"))
+    if addr is None:                   # read-only and not bytes: zlib takes it as it is
         return zlib.crc32(mv, value)
-    if mv.readonly:
-        addr = (ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value or 0
-                if type(data) is bytes else _address(mv))
-    else:
-        addr = ctypes.addressof((ctypes.c_char * mv.nbytes).from_buffer(mv))
     return _crc32_fn(value, addr, mv.nbytes)
 
 
-def _address(data: memoryview) -> int:
+def _address(data: object, mv: memoryview) -> int | None:
+    """Address of the first byte of ``mv`` (a contiguous byte view of ``data``) without a
+    copy, for a ctypes call; None for a read-only buffer that is not ``bytes``."""
+    if type(data) is bytes:
+        return ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value or 0
+    if mv.readonly:
+        return None
+    return ctypes.addressof((ctypes.c_char * mv.nbytes).from_buffer(mv))
+
+
+def _numpy_address(data: memoryview) -> int:
     import numpy as np  # only for the address of a read-only, non-bytes buffer
 
     return int(np.frombuffer(data, dtype=np.uint8).ctypes.data)
@@ -167,26 +165,19 @@ def crc32c(data: bytes | bytearray | memoryview, value: int = 0) -> int:
     """
     if _c_fn is None:
         return google_crc32c.extend(value, bytes(data))
-    if type(data) is bytes:
-        if CONVENTION == EXTEND or len(data) < 4096:   # google's module: no ctypes call
-            return google_crc32c.extend(value, data)
-        try:   # the compiled core takes bytes as they are (and uses the same library)
-            from ._hotpath import crc32c as hot
-        except ImportError:
-            return _at(ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value or 0,
-                       len(data), value)
-        return hot(data, value)
+    if type(data) is bytes and (CONVENTION == EXTEND or len(data) < 4096):
+        return google_crc32c.extend(value, data)   # google's module: no ctypes call
     mv = memoryview(data)
     if mv.ndim != 1 or mv.itemsize != 1 or not mv.c_contiguous:
         mv = mv.cast("B") if mv.c_contiguous else memoryview(mv.tobytes())
     n = mv.nbytes
     if n == 0:
         return value
-    if not mv.readonly:
-        buf = (ctypes.c_char * n).from_buffer(mv)
-        return _at(ctypes.addressof(buf), n, value)
+    addr = _address(data, mv)
+    if addr is not None:
+        return _at(addr, n, value)
     try:   # the compiled core takes a read-only buffer as it is (and uses the same library)
         from ._hotpath import crc32c as hot
     except ImportError:
-        return _at(_address(mv), n, value)
+        return _at(_numpy_address(mv), n, value)
     return hot(mv, value)
