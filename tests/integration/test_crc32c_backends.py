@@ -73,12 +73,18 @@ def _isal_here() -> bool:
     return True
 
 
-def _run(env_value: str | None, seed: int = 1) -> subprocess.CompletedProcess:
+def _env(library: str | None) -> dict[str, str]:
+    """This process's environment for a child, with ``TRUNKLINE_CRC32C`` set to
+    ``library`` (None: unset, the default choice)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     env.pop("TRUNKLINE_CRC32C", None)
-    if env_value is not None:
-        env["TRUNKLINE_CRC32C"] = env_value
-    return subprocess.run([sys.executable, "-c", CHECK, str(seed)], env=env,
+    if library is not None:
+        env["TRUNKLINE_CRC32C"] = library
+    return env
+
+
+def _run(env_value: str | None, seed: int = 1) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", CHECK, str(seed)], env=_env(env_value),
                           capture_output=True, text=True, timeout=120)
 
 
@@ -107,8 +113,7 @@ def test_an_unknown_library_name_is_refused(tmp_path):
     # the CLI: a usage error (exit 2, one line), before anything is copied
     src = tmp_path / "src.bin"
     src.write_bytes(b"x")
-    env = dict(os.environ, TRUNKLINE_CRC32C="zlib",
-               PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    env = _env("zlib")
     r = subprocess.run([sys.executable, "-m", "trunkline.cli.main", "cp", str(src),
                         str(tmp_path / "dst.bin")], env=env, capture_output=True, text=True,
                        timeout=60)
@@ -159,8 +164,7 @@ def test_a_round_trip_with_each_library_is_checked_by_the_store(aws_env, tmp_pat
     data = os.urandom((15 << 20) + 4099)       # three 5 MiB parts and a tail
     src = tmp_path / "src.bin"
     src.write_bytes(data)
-    env = dict(os.environ, TRUNKLINE_CRC32C=backend,
-               PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    env = _env(backend)
     back = tmp_path / "back.bin"
     for argv in ([str(src), f"s3://crc-{backend}/obj"], [f"s3://crc-{backend}/obj", str(back)]):
         r = subprocess.run([sys.executable, "-m", "trunkline.cli.main", "cp", "--json",
