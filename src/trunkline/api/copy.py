@@ -36,6 +36,7 @@ def copy(
     cluster: str | None = None,
     per_node_dest: bool = False,
     workers_per_node: int = 1,
+    processes: int = 1,
     **overrides: Any,
 ) -> TransferResult:
     """Copy ``src`` to ``dst`` (local path, ``s3://bucket/key``, or ``NAME:bucket/key``).
@@ -55,9 +56,19 @@ def copy(
 
     ``cluster`` ('auto', 'local', 'ray://HOST:PORT') moves it with every node of a Ray
     cluster (``per_node_dest``: ``dst`` is a local path on each node), with
-    ``workers_per_node`` engine processes on each; see docs/cluster.md.
+    ``workers_per_node`` engine processes on each; see docs/cluster.md. ``processes``
+    above 1 moves an s3 source with that many engine processes on this host (many small
+    objects, where one process is bound by its interpreter lock), no Ray needed.
     """
     opts = TransferOptions.build(options, **overrides)
+    if processes != 1:
+        if cluster is not None or per_node_dest or workers_per_node != 1:
+            raise UsageError("processes is for one host; on Ray use workers_per_node")
+        from ..cluster import copy_on_processes
+
+        return copy_on_processes(src, dst, processes=processes, recursive=recursive,
+                                 options=opts, on_progress=on_progress, flows_to=flows_to,
+                                 flows_store=flows_store)
     if cluster is not None or per_node_dest:
         from ..cluster import copy_on_ray
 

@@ -212,9 +212,14 @@ def register(cli: click.Group) -> None:
                   help="With --ray: engine processes per node (default 1). One process "
                        "moves small objects as fast as its interpreter allows; more use "
                        "more cores.")
+    @click.option("--processes", "-P", type=click.IntRange(1, 256), default=None,
+                  metavar="N",
+                  help="Move an s3 source with N engine processes on this host, each "
+                       "taking shards of the listing (many small objects: one process is "
+                       "bound by its interpreter). No Ray needed. See docs/cluster.md.")
     @transfer_options
     def cp(src, dst, recursive, no_server_side, flows_to, flows_store, ray_address,
-           per_node_dest, workers_per_node, as_json, quiet, debug, **topts):
+           per_node_dest, workers_per_node, processes, as_json, quiet, debug, **topts):
         """Copy SRC to DST: local <-> s3://bucket/key, s3 -> s3, NAME:bucket/key endpoints."""
         from ..api import copy
 
@@ -224,6 +229,11 @@ def register(cli: click.Group) -> None:
                   flows_store=flows_store)
         if workers_per_node is not None and not (ray_address or per_node_dest):
             raise click.UsageError("--workers-per-node needs --ray")
+        if processes is not None and (ray_address or per_node_dest):
+            raise click.UsageError("--processes is for this host; with --ray use "
+                                   "--workers-per-node")
+        if processes is not None:
+            kw.update(processes=processes)
         if ray_address or per_node_dest:
             kw.update(cluster=ray_address or "auto", per_node_dest=per_node_dest)
         if workers_per_node is not None:

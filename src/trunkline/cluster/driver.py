@@ -29,11 +29,12 @@ from ..engine.journal import default_state_dir
 from ..engine.retry import RetryPolicy
 from ..errors import ClusterUnavailable, UsageError
 from ..options import TransferOptions
-from ..results import Failure, TransferResult
+from ..results import Failure, TransferResult, Unverified
 from ..telemetry.snapshot import Snapshot
 from ..units import GiB, parse_size
 from ..url import Location, LocationError, parse_location
 from .ledger import Ledger
+from .processes import LocalProcesses
 from .retries import ShardFailed, ShardRetries, WorkerLost
 from .shard import Shard, SplitPlan, plan_shards
 from .worker import ShardWorker, WorkerSpec, node_tag
@@ -180,15 +181,99 @@ def copy_on_ray(
     dispatches (workers build the jobs) but moves nothing: the driver's scheduling rate.
     """
     ray = _import_ray()
-    s = parse_location(src) if isinstance(src, str) else src
     d = parse_location(dst) if isinstance(dst, str) else dst
-    if s.is_local:
-        raise LocationError("a cluster copy needs an s3:// source (every node reads it directly)")
     if d.is_local and not per_node_dest:
         raise LocationError("a local destination with --ray needs --per-node-dest "
                             "(each node writes its share under that path on its own disk)")
     if per_node_dest and not d.is_local:
         raise LocationError("--per-node-dest needs a local destination path")
+    name = cluster or "auto"
+    return _copy_on_workers(
+        ray, name, lambda: _connect(ray, name), lambda: _select_nodes(ray, node_resource),
+        src, d, per_node_dest=per_node_dest, recursive=recursive, options=options,
+        on_progress=on_progress, flows_to=flows_to, flows_store=flows_store,
+        workers_per_node=workers_per_node, inflight=inflight, shard_size=shard_size,
+        shard_objects=shard_objects, shard_attempts=shard_attempts,
+        forward_env=forward_env, dry_run=dry_run, tick=tick, **overrides)
+
+
+def copy_on_processes(
+    src: str | Location,
+    dst: str | Location,
+    *,
+    processes: int,
+    recursive: bool = False,
+    options: TransferOptions | None = None,
+    on_progress: Callable[[Snapshot], None] | None = None,
+    flows_to: str | None = None,
+    flows_store: str | None = None,
+    inflight: int = 2,
+    shard_size: int | str = GiB,
+    shard_objects: int = 250,
+    shard_attempts: int = 3,
+    dry_run: bool = False,
+    tick: float = 0.5,
+    **overrides: Any,
+) -> ClusterResult:
+    """Copy ``src`` (s3) to ``dst`` (s3 or a local path) with ``processes`` engine
+    processes on this host (``cp --processes N``), no Ray needed.
+
+    The same driver as ``copy_on_ray``: one listing cut into shards, each process running
+    the ordinary engine on the shards it takes, a lost process's shards run again by
+    another, the resume ledger, one merged result. For many small objects, where one
+    process is bound by its interpreter lock. Shards are smaller than on Ray (250
+    objects) so the processes finish together. ``bwlimit`` is the total.
+    """
+    if processes < 1:
+        raise UsageError("processes must be >= 1")
+    s = parse_location(src) if isinstance(src, str) else src
+    if s.is_local:
+        raise LocationError("--processes needs an s3:// source (every process reads it "
+                            "directly)")
+    pool = LocalProcesses(processes)
+    try:
+        return _copy_on_workers(
+            pool, "processes", lambda: False, pool.nodes, s, dst, per_node_dest=False,
+            recursive=recursive, options=options, on_progress=on_progress,
+            flows_to=flows_to, flows_store=flows_store, workers_per_node=processes,
+            inflight=inflight, shard_size=shard_size, shard_objects=shard_objects,
+            shard_attempts=shard_attempts, forward_env=False, dry_run=dry_run, tick=tick,
+            **overrides)
+    finally:
+        pool.shutdown()
+
+
+def _copy_on_workers(
+    ray: Any,
+    cluster: str,
+    connect: Callable[[], bool],
+    select_nodes: Callable[[], list[dict]],
+    src: str | Location,
+    d: str | Location,
+    *,
+    per_node_dest: bool,
+    recursive: bool,
+    options: TransferOptions | None,
+    on_progress: Callable[[Snapshot], None] | None,
+    flows_to: str | None,
+    flows_store: str | None,
+    workers_per_node: int,
+    inflight: int,
+    shard_size: int | str,
+    shard_objects: int,
+    shard_attempts: int,
+    forward_env: bool,
+    dry_run: bool,
+    tick: float,
+    **overrides: Any,
+) -> ClusterResult:
+    """The run shared by Ray and local processes: ``ray`` is Ray or ``LocalProcesses``;
+    ``connect`` returns True when it started what ``ray.shutdown`` must stop."""
+    s = parse_location(src) if isinstance(src, str) else src
+    d = parse_location(d) if isinstance(d, str) else d
+    if s.is_local:
+        raise LocationError("a cluster copy needs an s3:// source (every node reads it "
+                            "directly)")
     if workers_per_node < 1 or inflight < 1 or shard_attempts < 1:
         raise UsageError("workers_per_node, inflight and shard_attempts must be >= 1")
     shard_bytes = parse_size(shard_size)
@@ -199,11 +284,11 @@ def copy_on_ray(
     eps = EndpointCache()
     dst_ep = None if d.is_local else eps.get(d.endpoint or "s3")
     listing = _sources(s, eps, recursive)
-    first = next(listing, None)   # usage errors (no such key/bucket) before starting Ray
+    first = next(listing, None)   # usage errors (no such key/bucket) before starting workers
 
-    owned = _connect(ray, cluster or "auto")
+    owned = connect()
     try:
-        nodes = _select_nodes(ray, node_resource)
+        nodes = select_nodes()
         n_workers = len(nodes) * workers_per_node
         # the caps are totals: each worker gets its share
         opts = replace(opts, bwlimit=opts.bwlimit / n_workers if opts.bwlimit else None,
@@ -246,7 +331,7 @@ def copy_on_ray(
     finally:
         if owned:
             ray.shutdown()
-    res.src, res.dst, res.cluster = str(s), str(d), cluster or "auto"
+    res.src, res.dst, res.cluster = str(s), str(d), cluster
     res.options = {"max_connections": opts.max_connections, "connections": opts.connections,
                    "tune": opts.tune, "part_size": ps, "max_memory": opts.max_memory,
                    "bwlimit_per_worker": opts.bwlimit, "shard_bytes": shard_bytes,
@@ -259,13 +344,32 @@ def copy_on_ray(
     return res
 
 
+def _start_workers(ray, spec: WorkerSpec, nodes: list[dict], per_node: int,
+                   inflight: int) -> list:
+    """``per_node`` worker actors on each node (``ray.remote(ShardWorker)``)."""
+    if isinstance(ray, LocalProcesses):   # every worker is a process on this host
+        return [ray.remote(ShardWorker).remote(spec, n["NodeID"])
+                for n in nodes for _ in range(per_node)]
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    remote = ray.remote(ShardWorker)
+    # no runtime_env: its env_vars are shown by Ray's dashboard and state API, and the
+    # forwarded environment may hold credentials; it travels in the actor's arguments
+    opts: dict[str, Any] = dict(num_cpus=0, max_concurrency=inflight + 2, max_restarts=0)
+    actors = []
+    for n in nodes:
+        for _ in range(per_node):
+            strat = NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+            actors.append(remote.options(scheduling_strategy=strat, **opts)
+                          .remote(spec, n["NodeID"]))
+    return actors
+
+
 class _Driver:
     def __init__(self, ray, spec: WorkerSpec, nodes: list[dict], per_node: int, inflight: int,
                  attempts: int, dry_run: bool, tick: float,
                  on_progress, ledger: Ledger | None, per_node_dest: bool, dst_ep, dst,
                  into: bool):
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
         self.ray = ray
         self.inflight = inflight
         self.attempts = attempts
@@ -281,16 +385,7 @@ class _Driver:
         self.split_lock = threading.Lock()
         self.res = ClusterResult(src="", dst="", bytes=0, seconds=0.0, objects=0,
                                  dry_run=dry_run)
-        remote = ray.remote(ShardWorker)
-        # no runtime_env: its env_vars are shown by Ray's dashboard and state API, and the
-        # forwarded environment may hold credentials; it travels in the actor's arguments
-        opts: dict[str, Any] = dict(num_cpus=0, max_concurrency=inflight + 2, max_restarts=0)
-        actors = []
-        for n in nodes:
-            for _ in range(per_node):
-                strat = NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
-                actors.append(remote.options(scheduling_strategy=strat, **opts)
-                              .remote(spec, n["NodeID"]))
+        actors = _start_workers(ray, spec, nodes, per_node, inflight)
         # a node Ray still lists may be dying (its health checks have not failed yet):
         # go on with the workers that start
         refs = [a.info.remote() for a in actors]
@@ -513,6 +608,9 @@ class _Driver:
             res.decisions.append({"node": out["node"], **out["tuned"]})
         for name, msg in out["failures"]:
             res.failures.append(Failure(name, msg))
+        for kind, n in out.get("verified", {}).items():
+            res.verified[kind] = res.verified.get(kind, 0) + n
+        res.unverified.extend(Unverified(name, why) for name, why in out.get("unverified", ()))
         w.done.append((sh, out["bytes"], out["objects"]))
         if sh.split:
             self._range_done(sh, out)

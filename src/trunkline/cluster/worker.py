@@ -162,6 +162,8 @@ class ShardWorker:
             "seconds": out.seconds,
             "objects": objects,
             "failures": [(f.name, f.error) for f in out.failures],
+            "verified": dict(out.verified),
+            "unverified": [(u.name, u.reason) for u in out.unverified],
             "etags": etags,
             "retries": out.retries,
             "slowdowns": out.slowdowns,

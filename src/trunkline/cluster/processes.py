@@ -1,0 +1,302 @@
+"""Worker processes on this host for the cluster driver: several engines, no Ray.
+
+Why: one engine process moves small objects only as fast as its interpreter lock lets its
+threads prepare each request and finish each file; the way past that on one machine is
+more processes. The cluster driver (``driver.py``) already lists once, cuts the listing
+into shards, keeps every worker busy, retries a lost worker's shards, keeps the resume
+ledger and merges the results. This module gives it workers that are child processes of
+this one (``python -c`` calling ``_serve``), behind the few calls of Ray's API
+the driver makes (``remote``, ``wait``, ``get``, ``kill``, ``nodes``), so the driver has
+one code path for both.
+
+A child is a plain process: it gets its ``WorkerSpec`` and its calls over a socket pair,
+runs each call on a thread of its own (a shard and the driver's progress polls run at
+once, as on a Ray actor with ``max_concurrency``) and answers in any order. It ignores
+SIGINT (the parent decides) and exits at once when the parent's end closes, so a killed
+parent leaves no engine behind. A child that dies fails its pending calls with
+``ProcessLost``, which the driver treats as a lost worker.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+__all__ = ["LocalProcesses", "ProcessLost", "TaskFailed"]
+
+# The child imports this package from where the parent did (a source tree too), but never
+# puts a site-packages folder ahead of the standard library (it finds those itself).
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_CHILD = ("import site, sys\n"
+          "if sys.argv[2] not in site.getsitepackages(): sys.path.insert(0, sys.argv[2])\n"
+          "from trunkline.cluster.processes import _serve\n"
+          "_serve(int(sys.argv[1]))\n")
+
+
+class ProcessError(Exception):
+    """Base of what a call on a worker process can raise (Ray's ``RayError``)."""
+
+
+class ProcessLost(ProcessError):
+    """The worker process died or could not start (Ray's ``RayActorError``)."""
+
+
+class TaskFailed(ProcessError):
+    """The call raised in the worker; ``cause`` is its exception where it could travel."""
+
+    def __init__(self, message: str, cause: BaseException | None = None):
+        super().__init__(message)
+        self.cause = cause
+
+
+class _Exceptions:
+    """The names the driver catches, as ``ray.exceptions`` spells them."""
+
+    RayError = ProcessError
+    RayActorError = ProcessLost
+    ActorUnavailableError = ProcessLost
+
+
+class _Ref:
+    """The future of one call (Ray's ``ObjectRef``)."""
+
+    __slots__ = ("id", "done", "value", "error")
+
+    def __init__(self, id_: int) -> None:
+        self.id = id_
+        self.done = False
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    def hex(self) -> str:
+        return f"{self.id:x}"
+
+
+class _Method:
+    __slots__ = ("actor", "name")
+
+    def __init__(self, actor: _ProcessActor, name: str) -> None:
+        self.actor, self.name = actor, name
+
+    def remote(self, *args: Any) -> _Ref:
+        return self.actor.call(self.name, args)
+
+
+class _ProcessActor:
+    """One worker process running a ``ShardWorker``; ``actor.NAME.remote(...)`` calls it."""
+
+    def __init__(self, pool: LocalProcesses) -> None:
+        self.pool = pool
+        parent, child = socket.socketpair()
+        self.proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(child.fileno()), _ROOT],
+                                     pass_fds=(child.fileno(),),
+                                     stdin=subprocess.DEVNULL)
+        child.close()
+        self.conn = Connection(parent.detach())
+        self.pending: dict[int, _Ref] = {}
+        self.lock = threading.Lock()
+        self.alive = True
+        self.reader: threading.Thread | None = None
+
+    def start(self, spec: Any, node_id: str) -> None:
+        """Hand the started process its worker's spec; calls may follow."""
+        try:
+            self.conn.send((spec, node_id))
+        except OSError:
+            pass   # gone already: the reader fails every call with ProcessLost
+        self.reader = threading.Thread(target=self._read, name=f"tl-proc-{self.proc.pid}",
+                                       daemon=True)
+        self.reader.start()
+
+    def __getattr__(self, name: str) -> _Method:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return _Method(self, name)
+
+    def call(self, name: str, args: tuple) -> _Ref:
+        ref = self.pool.new_ref()
+        with self.lock:
+            if self.alive:
+                self.pending[ref.id] = ref
+                try:
+                    self.conn.send((ref.id, name, args))
+                    return ref
+                except OSError:
+                    self.pending.pop(ref.id, None)
+        self.pool.resolve(ref, error=ProcessLost(f"worker process {self.proc.pid} is gone"))
+        return ref
+
+    def _read(self) -> None:
+        while True:
+            try:
+                id_, ok, payload = self.conn.recv()
+            except (EOFError, OSError):
+                break
+            with self.lock:
+                ref = self.pending.pop(id_, None)
+            if ref is None:
+                continue
+            if ok:
+                self.pool.resolve(ref, value=payload)
+            else:
+                self.pool.resolve(ref, error=_task_failed(payload))
+        with self.lock:
+            self.alive = False
+            lost, self.pending = list(self.pending.values()), {}
+        code = self.proc.poll()
+        why = f"worker process {self.proc.pid} exited" + (f" ({code})" if code else "")
+        for ref in lost:
+            self.pool.resolve(ref, error=ProcessLost(why))
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        self.conn.close()
+
+
+def _task_failed(payload: tuple[str, bytes | None]) -> TaskFailed:
+    msg, blob = payload
+    cause = None
+    if blob is not None:
+        try:
+            cause = pickle.loads(blob)
+        except Exception:  # noqa: BLE001 - an exception class that does not unpickle
+            cause = None
+    return TaskFailed(msg, cause)
+
+
+class _ActorClass:
+    def __init__(self, pool: LocalProcesses) -> None:
+        self.pool = pool
+
+    def options(self, **_: Any) -> _ActorClass:
+        return self
+
+    def remote(self, spec: Any, node_id: str) -> _ProcessActor:
+        actor = self.pool.take()
+        actor.start(spec, node_id)
+        return actor
+
+
+class LocalProcesses:
+    """``processes`` engine processes on this host, as the driver's ``ray``."""
+
+    exceptions = _Exceptions
+
+    def __init__(self, processes: int) -> None:
+        self.processes = processes
+        self.node_id = f"local-{socket.gethostname()}"
+        self.actors: list[_ProcessActor] = []
+        self._ids = itertools.count(1)
+        self._cond = threading.Condition()
+        # started now: their imports overlap the driver's first listing request
+        self._idle = [_ProcessActor(self) for _ in range(processes)]
+
+    def take(self) -> _ProcessActor:
+        """A started process for a new worker (one more if all are taken)."""
+        actor = self._idle.pop(0) if self._idle else _ProcessActor(self)
+        self.actors.append(actor)
+        return actor
+
+    def nodes(self) -> list[dict]:
+        return [{"NodeID": self.node_id, "Alive": True,
+                 "Resources": {"CPU": float(os.cpu_count() or 1)}}]
+
+    def remote(self, _cls: type) -> _ActorClass:
+        return _ActorClass(self)
+
+    def new_ref(self) -> _Ref:
+        return _Ref(next(self._ids))
+
+    def resolve(self, ref: _Ref, *, value: Any = None, error: BaseException | None = None
+                ) -> None:
+        with self._cond:
+            ref.value, ref.error, ref.done = value, error, True
+            self._cond.notify_all()
+
+    def wait(self, refs: list[_Ref], num_returns: int = 1, timeout: float | None = None
+             ) -> tuple[list[_Ref], list[_Ref]]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while True:
+                ready = [r for r in refs if r.done]
+                left = None if deadline is None else deadline - time.monotonic()
+                if len(ready) >= num_returns or (left is not None and left <= 0):
+                    break
+                self._cond.wait(left)
+        return ready, [r for r in refs if not r.done]
+
+    def get(self, ref: _Ref, timeout: float | None = None) -> Any:
+        ready, _ = self.wait([ref], 1, timeout)
+        if not ready:
+            raise ProcessError(f"no answer in {timeout} s")
+        if ref.error is not None:
+            raise ref.error
+        return ref.value
+
+    def kill(self, actor: _ProcessActor) -> None:
+        actor.kill()
+
+    def shutdown(self) -> None:
+        for a in self.actors + self._idle:
+            a.kill()
+        self._idle = []
+
+
+# -- the child ----------------------------------------------------------------------------
+
+
+def _serve(fd: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the parent's to handle
+    conn = Connection(fd)
+    from .worker import ShardWorker  # while the parent lists
+
+    try:
+        spec, node_id = conn.recv()
+    except (EOFError, OSError):
+        os._exit(0)
+    send_lock = threading.Lock()
+    worker: Any = None
+    start_error: BaseException | None = None
+    try:
+        worker = ShardWorker(spec, node_id)
+    except BaseException as e:  # noqa: BLE001 - every call answers with it
+        start_error = e
+
+    def answer(id_: int, name: str, args: tuple) -> None:
+        try:
+            if start_error is not None:
+                raise start_error
+            out = (id_, True, getattr(worker, name)(*args))
+        except BaseException as e:  # noqa: BLE001 - travels back to the driver
+            try:
+                blob: bytes | None = pickle.dumps(e)
+            except Exception:  # noqa: BLE001 - not picklable: the message alone
+                blob = None
+            out = (id_, False, (f"{type(e).__name__}: {e}", blob))
+        with send_lock:
+            try:
+                conn.send(out)
+            except OSError:
+                os._exit(0)   # the parent is gone
+
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            break
+        threading.Thread(target=answer, args=msg, daemon=True).start()
+    os._exit(0)   # the parent closed its end (done, or gone): in-flight shards are dropped

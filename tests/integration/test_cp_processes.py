@@ -1,0 +1,207 @@
+"""``cp --processes N``: one listing, N engine processes on this host (issue 18, item 3).
+
+Against the session's SeaweedFS: every object lands once and byte-identical (sha256 of
+what was uploaded), each process moves a share, a killed process's shards are moved by the
+other, a killed parent leaves no engine behind, and a rerun after losing every process
+resumes from the ledger.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from trunkline.storage.partial import is_partial_name
+
+MiB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def dataset(s3server):
+    """60 objects from 0 B to 1.5 MiB plus a 26 MiB one (split into part ranges s3 -> s3)."""
+    s3server.create_bucket("proc-src")
+    cl = s3server.client()
+    rng = random.Random(18)
+    objs = {f"set/{i:02d}/o-{i}.bin": rng.randbytes(rng.choice([0, 1, 900, 70_000, 1_500_000]))
+            for i in range(60)}
+    objs["set/big/shard.bin"] = rng.randbytes(26 * MiB + 12345)
+    for k, v in objs.items():
+        cl.put_object(Bucket="proc-src", Key=k, Body=v)
+    return {k[len("set/"):]: hashlib.sha256(v).hexdigest() for k, v in objs.items()}
+
+
+def _tree(root: Path) -> dict[str, str]:
+    out = {}
+    for p in root.rglob("*"):
+        if p.is_file():
+            assert not is_partial_name(p.name), f"a partial file was left: {p}"
+            out[p.relative_to(root).as_posix()] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def _bucket(s3server, bucket: str) -> dict[str, str]:
+    cl = s3server.client()
+    out = {}
+    for page in cl.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for o in page.get("Contents", []):
+            body = cl.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
+            out[o["Key"]] = hashlib.sha256(body).hexdigest()
+    return out
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(x) for x in text.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_cli_two_processes_to_local_byte_identical(aws_env, dataset, tmp_path):
+    dst = tmp_path / "out"
+    p = subprocess.run(
+        [sys.executable, "-m", "trunkline.cli.main", "cp", "-r", "--json", "-P", "2",
+         "s3://proc-src/set/", f"{dst}/"],
+        capture_output=True, text=True, env=dict(os.environ), timeout=240)
+    assert p.returncode == 0, p.stderr[-2000:]
+    out = json.loads(p.stdout)
+    assert out["ok"] and out["objects"] == len(dataset) and out["cluster"] == "processes"
+    workers = out["nodes"]
+    assert len(workers) == 2 and len({w["pid"] for w in workers}) == 2
+    assert os.getpid() not in {w["pid"] for w in workers}
+    assert sum(w["objects"] for w in workers) == len(dataset)
+    assert _tree(dst) == dataset
+    # what each process checked comes back to the one result (SeaweedFS keeps a CRC-32 of
+    # every object uploaded without a checksum; an empty object has nothing to check)
+    assert sum(out["verified"].values()) + len(out["unverified"]) == len(dataset)
+    assert sum(out["verified"].values()) >= len(dataset) - 1
+
+
+def test_api_processes_s3_to_s3_splits_the_big_object(aws_env, s3server, dataset):
+    import trunkline
+    from trunkline.cluster import copy_on_processes
+
+    s3server.create_bucket("proc-dst1")
+    r = trunkline.copy("s3://proc-src/set/", "s3://proc-dst1/x/", recursive=True, processes=2,
+                       part_size="5M", server_side=False)
+    assert r.ok, r.failures
+    assert r.objects == len(dataset)
+    assert {k[len("x/"):]: v for k, v in _bucket(s3server, "proc-dst1").items()} == dataset
+    # small shards: both processes take some, the big object's ranges included
+    s3server.create_bucket("proc-dst2")
+    r = copy_on_processes("s3://proc-src/set/", "s3://proc-dst2/x/", processes=2,
+                          recursive=True, part_size="5M", shard_size="6M", shard_objects=8,
+                          server_side=False)
+    assert r.ok, r.failures
+    assert r.objects == len(dataset) and all(n["objects"] > 0 for n in r.nodes), r.nodes
+    assert {k[len("x/"):]: v for k, v in _bucket(s3server, "proc-dst2").items()} == dataset
+    assert s3server.client().list_multipart_uploads(Bucket="proc-dst2").get("Uploads", []) == []
+
+
+def test_killing_a_process_mid_run_moves_its_shards_on_the_other(aws_env, dataset, tmp_path):
+    from trunkline.cluster import copy_on_processes
+
+    killed: list[int] = []
+
+    def on_progress(snap):
+        if killed:
+            return
+        for n in snap.nodes:   # one well into a shard it is still moving
+            if n.alive and n.done_bytes >= 2 * MiB and n.shards > 0:
+                os.kill(n.pid, signal.SIGKILL)
+                killed.append(n.pid)
+                return
+
+    dst = tmp_path / "k"
+    # 8 MiB/s in total makes the run last several seconds
+    r = copy_on_processes("s3://proc-src/set/", f"{dst}/", processes=2, recursive=True,
+                          shard_objects=8, bwlimit=8 * MiB, on_progress=on_progress, tick=0.2)
+    assert killed, "no process was seen moving bytes"
+    assert r.ok, r.failures
+    assert r.lost_workers == 1 and r.shard_retries >= 1
+    assert _tree(dst) == dataset
+
+
+def test_rerun_after_losing_every_process_resumes(aws_env, dataset, tmp_path):
+    from trunkline.cluster import copy_on_processes
+
+    killed: list[int] = []
+
+    def kill_all(snap):
+        if not killed and snap.objects >= 8:
+            for n in snap.nodes:
+                os.kill(n.pid, signal.SIGKILL)
+                killed.append(n.pid)
+
+    dst = tmp_path / "r"
+    kw = dict(processes=2, recursive=True, shard_objects=8, bwlimit=8 * MiB, tick=0.2)
+    r1 = copy_on_processes("s3://proc-src/set/", f"{dst}/", on_progress=kill_all, **kw)
+    assert len(killed) == 2
+    assert not r1.ok and "workers were lost" in str(r1.failures[-1]), r1.failures
+    r2 = copy_on_processes("s3://proc-src/set/", f"{dst}/", **kw)
+    assert r2.ok, r2.failures
+    assert r2.shards_skipped >= 1 and r2.skipped_objects >= 8     # the ledger's done shards
+    assert r2.objects + r2.skipped_objects == len(dataset)
+    assert _tree(dst) == dataset
+
+
+def test_a_killed_parent_leaves_no_engine_behind(aws_env, dataset, tmp_path):
+    """SIGKILL the `cp` mid-run: its engine processes see their socket close and exit."""
+    p = subprocess.Popen(
+        [sys.executable, "-m", "trunkline.cli.main", "cp", "-r", "-q", "-P", "2",
+         "--bwlimit", "2M", "s3://proc-src/set/", f"{tmp_path / 'p'}/"],
+        env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        kids: list[int] = []
+        while time.monotonic() < deadline and len(kids) < 2:
+            kids = _children(p.pid)
+            time.sleep(0.05)
+        assert len(kids) == 2, f"engine processes not seen: {kids}"
+        time.sleep(1.0)   # into the copy
+        assert p.poll() is None, p.stderr.read().decode()[-2000:]
+        p.kill()
+        p.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_alive(k) for k in kids):
+            time.sleep(0.05)
+        assert not any(_alive(k) for k in kids), "an engine outlived its parent"
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(timeout=10)
+        for k in _children(p.pid):
+            os.kill(k, signal.SIGKILL)
+
+
+def test_cli_processes_usage_errors(aws_env, tmp_path):
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "trunkline.cli.main", "cp", *args],
+                              capture_output=True, text=True, env=dict(os.environ), timeout=60)
+
+    p = run("-r", "-P", "2", str(tmp_path), "s3://proc-src/up/")
+    assert p.returncode == 2
+    assert [ln for ln in p.stderr.splitlines() if ln.strip()] == [
+        "trunkline: error: --processes needs an s3:// source (every process reads it "
+        "directly)"]
+    p = run("-r", "-P", "2", "s3://proc-src/set/", "s3://proc-src/x/", "--ray=local")
+    assert p.returncode == 2 and "--processes is for this host" in p.stderr
+    p = run("-r", "-P", "0", "s3://proc-src/set/", str(tmp_path))
+    assert p.returncode == 2
