@@ -1,20 +1,22 @@
-"""Small objects on one machine: one engine process against several (issue 18).
+"""Small objects on one machine: one engine process against several, beside s5cmd (issue 18).
 
-    python bench/small_processes.py --objects 6000 --rounds 5 --workers 1,2
+    python bench/small_processes.py --objects 6000 --rounds 5 --processes 2,3
+    python bench/small_processes.py --objects 6000 --rounds 3 --processes 2 --ray 2
 
 Why: one trunkline process moves small objects only as fast as its interpreter lock lets
 its threads prepare requests and finish files (``-c 1`` is as fast as ``-c 16``); the way
-past that is more processes. The Ray engine already runs one engine per worker process
-(``--ray=local --per-node-dest --workers-per-node N``), so this measures it on one node.
+past that is more processes. ``trunkline cp --processes N`` runs N engine processes on
+this host that take shards of one listing (``cluster/processes.py``); ``--ray=local
+--per-node-dest --workers-per-node N`` does the same on a private Ray (``--ray N``).
 
 Method. ``--objects`` random objects of ``--size`` served by nginx on loopback
 (``nginx_origin.py``), copied to ``--dst-root`` (a tmpfs by default, so the file system's
-per-file work does not hide the client's). Per round, in alternating order: ``trunkline
-cp -r`` in one process, then the Ray engine with each worker count. Ray is started before
-each Ray run (loopback only, as ``--ray=local`` does) and its start-up is timed apart:
-the copy figure is the ``copy_on_ray`` call alone. Every run must copy every object.
-CPU is not reported: the Ray workers' CPU is spread over processes this harness does not
-own. Medians over the rounds.
+per-file work does not hide the client's). Per round, in rotating order: ``trunkline cp
+-r`` in one process, ``trunkline cp -r -P N`` for each N, s5cmd, and each Ray worker
+count. Every run is a whole CLI process, measured by the launcher of
+``common.run_measured`` (wall; user and system CPU of the command and of the processes
+it waited for: the engine processes, not Ray's, whose workers live outside the command).
+Every run must copy every object. Medians over the rounds.
 """
 
 from __future__ import annotations
@@ -22,12 +24,18 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-from common import Dataset, _free_port, generate_dataset, machine_info, median, venv_bin
+from common import (
+    Dataset,
+    _free_port,
+    generate_dataset,
+    machine_info,
+    median,
+    run_measured,
+    venv_bin,
+)
 from nginx_origin import NginxOrigin, write_listing
 
 KiB = 1024
@@ -38,72 +46,73 @@ def main() -> None:
     ap.add_argument("--objects", type=int, default=6000)
     ap.add_argument("--size", type=int, default=256 * KiB)
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--workers", default="1,2", help="Ray worker processes per node to try")
+    ap.add_argument("--processes", default="2", help="trunkline cp -P N values to try")
+    ap.add_argument("--ray", default="", help="Ray worker processes per node to try")
+    ap.add_argument("--no-s5cmd", action="store_true")
     ap.add_argument("--dst-root", default="/dev/shm")
     ap.add_argument("--workdir", default="/tmp/tl-small-processes")
     ap.add_argument("--keep", action="store_true", help="keep the dataset for another run")
     a = ap.parse_args()
-    workers = [int(w) for w in a.workers.split(",")]
     root = Path(a.workdir)
     name = f"small{a.objects}"
     if not (root / "bench" / name).exists():
         generate_dataset(Dataset(name, a.objects, a.size), root / "bench" / name)
     write_listing(root, "bench", name)
     dst = Path(a.dst_root) / "tl-small-processes"
+    trunkline = venv_bin("trunkline") or "trunkline"
     print(f"machine: {machine_info()}")
+    print(f"load before: {os.getloadavg()}")
     with NginxOrigin(root, "bench", _free_port()) as origin:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         env.update(AWS_ENDPOINT_URL=origin.endpoint_url, AWS_ACCESS_KEY_ID="bench",
                    AWS_SECRET_ACCESS_KEY="bench-secret", AWS_REGION="us-east-1",
-                   TRUNKLINE_CONFIG="/nonexistent", TRUNKLINE_STATE_DIR=str(root / "state"))
-        os.environ.update(env)
-        import ray
-        from ray._private import ray_constants
-
-        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"   # loopback only
-        ray_constants.ENABLE_RAY_CLUSTER = False
-        from trunkline.cluster import copy_on_ray
-
-        modes = ["process"] + [f"ray{w}" for w in workers]
-        res: dict[str, list[tuple[float, float]]] = {m: [] for m in modes}
+                   TRUNKLINE_CONFIG="/nonexistent", TRUNKLINE_STATE_DIR=str(root / "state"),
+                   RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")   # a Ray run: loopback only
+        url = f"s3://bench/{name}/"
+        modes: dict[str, list[str]] = {"one process": [trunkline, "cp", "-r", "-q",
+                                                       "--no-resume", url, f"{dst}/"]}
+        for n in (int(x) for x in a.processes.split(",") if x):
+            modes[f"-P {n}"] = [trunkline, "cp", "-r", "-q", "--no-resume", "-P", str(n),
+                                url, f"{dst}/"]
+        for n in (int(x) for x in a.ray.split(",") if x):
+            modes[f"Ray {n}"] = [trunkline, "cp", "-r", "-q", "--no-resume", url, f"{dst}/",
+                                 "--per-node-dest", "--workers-per-node", str(n),
+                                 "--ray=local"]
+        if not a.no_s5cmd:
+            modes["s5cmd"] = [venv_bin("s5cmd") or "s5cmd", "--endpoint-url",
+                              origin.endpoint_url, "cp", f"{url}*", f"{dst}/"]
+        res: dict[str, list] = {m: [] for m in modes}
+        order = list(modes)
         for r in range(a.rounds):
-            for mode in modes if r % 2 == 0 else list(reversed(modes)):
+            for mode in order[r % len(order):] + order[:r % len(order)]:
                 shutil.rmtree(dst, ignore_errors=True)
-                start_s = 0.0
-                t0 = time.perf_counter()
-                if mode == "process":
-                    p = subprocess.run([venv_bin("trunkline") or "trunkline", "cp", "-r", "-q",
-                                        "--no-resume", f"s3://bench/{name}", f"{dst}/"],
-                                       env=env, capture_output=True, text=True, timeout=600)
-                    copy_s = time.perf_counter() - t0
-                    ok = p.returncode == 0
-                else:
-                    ray.init(include_dashboard=False, log_to_driver=False)
-                    start_s = time.perf_counter() - t0
-                    t1 = time.perf_counter()
-                    out = copy_on_ray(f"s3://bench/{name}", f"{dst}/", cluster="auto",
-                                      per_node_dest=True, recursive=True, resume=False,
-                                      workers_per_node=int(mode[3:]))
-                    copy_s = time.perf_counter() - t1
-                    ok = out.ok
-                    ray.shutdown()
+                m = run_measured(modes[mode], env=env, log_dir=root / "logs",
+                                 tag=f"{mode.replace(' ', '')}-{r}", timeout=900)
                 files = sum(len(f) for _, _, f in os.walk(dst))
-                if not ok or files != a.objects:
-                    raise SystemExit(f"{mode}: copied {files} of {a.objects} objects")
-                res[mode].append((copy_s, start_s))
-                print(f"round {r + 1} {mode}: {copy_s:.2f} s copy, {start_s:.2f} s Ray start",
-                      flush=True)
+                if m.exit_code != 0 or files != a.objects:
+                    raise SystemExit(f"{mode}: exit {m.exit_code}, copied {files} of "
+                                     f"{a.objects} objects: {m.stderr_tail[-500:]}")
+                res[mode].append(m)
+                print(f"round {r + 1} {mode}: {m.wall_s:.2f} s, user {m.user_s:.2f} s, "
+                      f"sys {m.sys_s:.2f} s", flush=True)
         shutil.rmtree(dst, ignore_errors=True)
     if not a.keep:
         shutil.rmtree(root, ignore_errors=True)
     print(f"load after: {os.getloadavg()}")
-    print("| mode | copy s (median) | objects/s | x one process | Ray start s |")
-    print("| --- | --- | --- | --- | --- |")
-    base = median([x[0] for x in res["process"]])
-    for m in modes:
-        c = median([x[0] for x in res[m]])
-        start = "-" if m == "process" else f"{median([x[1] for x in res[m]]):.1f}"
-        print(f"| {m} | {c:.2f} | {a.objects / c:,.0f} | {base / c:.2f} | {start} |")
+    print("| mode | wall s | objects/s | x one process | x s5cmd | user ms/object | "
+          "sys ms/object | peak RSS MiB |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    base = median([m.wall_s for m in res["one process"]])
+    peer = median([m.wall_s for m in res["s5cmd"]]) if "s5cmd" in res else None
+    for mode, runs in res.items():
+        w = median([m.wall_s for m in runs])
+        u = median([m.user_s for m in runs]) * 1000 / a.objects
+        s = median([m.sys_s for m in runs]) * 1000 / a.objects
+        rss = median([m.maxrss_mib for m in runs])
+        xp = f"{peer / w:.2f}" if peer else "-"
+        cpu = "-" if mode.startswith("Ray") else None
+        print(f"| {mode} | {w:.2f} | {a.objects / w:,.0f} | {base / w:.2f} | {xp} | "
+              f"{cpu or f'{u:.3f}'} | {cpu or f'{s:.3f}'} | {rss:.0f} |")
 
 
 if __name__ == "__main__":
