@@ -1,9 +1,9 @@
 """``cp --processes N``: one listing, N engine processes on this host (issue 18, item 3).
 
 Against the session's SeaweedFS: every object lands once and byte-identical (sha256 of
-what was uploaded), each process moves a share, a killed process's shards are moved by the
-other, a killed parent leaves no engine behind, and a rerun after losing every process
-resumes from the ledger.
+what was uploaded), downloads, uploads and s3 -> s3; each process moves a share, a killed
+process's shards are moved by the other, a killed parent leaves no engine behind, and a
+rerun after losing every process resumes from the ledger.
 """
 
 from __future__ import annotations
@@ -115,6 +115,44 @@ def test_api_processes_s3_to_s3_splits_the_big_object(aws_env, s3server, dataset
     assert s3server.client().list_multipart_uploads(Bucket="proc-dst2").get("Uploads", []) == []
 
 
+def test_upload_of_a_tree_with_two_processes(aws_env, s3server, tmp_path):
+    """local -> s3: each process uploads whole files (a large one too, multipart, in one
+    process); a killed process's files are uploaded by the other; no upload is left open."""
+    from trunkline.cluster import copy_on_processes
+
+    rng = random.Random(19)
+    src = tmp_path / "tree"
+    want = {}
+    for i in range(40):
+        data = rng.randbytes(rng.choice([0, 7, 50_000, 600_000]))
+        p = src / f"d{i % 3}" / f"f{i}.bin"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+        want[f"up/d{i % 3}/f{i}.bin"] = hashlib.sha256(data).hexdigest()
+    big = rng.randbytes(12 * MiB + 5)
+    (src / "big.bin").write_bytes(big)
+    want["up/big.bin"] = hashlib.sha256(big).hexdigest()
+    killed: list[int] = []
+
+    def on_progress(snap):
+        for n in snap.nodes:
+            if not killed and n.alive and n.done_bytes >= 1 * MiB and n.shards > 0:
+                os.kill(n.pid, signal.SIGKILL)
+                killed.append(n.pid)
+
+    s3server.create_bucket("proc-up")
+    r = copy_on_processes(str(src), "s3://proc-up/up/", processes=2, recursive=True,
+                          part_size="5M", shard_objects=6, bwlimit=6 * MiB,
+                          on_progress=on_progress, tick=0.2)
+    assert killed, "no process was seen moving bytes"
+    assert r.ok, r.failures
+    # what the killed process finished of its shard is skipped by the other (the shard's
+    # journal is on this host): each file counted once, moved or skipped
+    assert r.objects + r.skipped_objects == len(want) and r.lost_workers == 1
+    assert _bucket(s3server, "proc-up") == want
+    assert s3server.client().list_multipart_uploads(Bucket="proc-up").get("Uploads", []) == []
+
+
 def test_killing_a_process_mid_run_moves_its_shards_on_the_other(aws_env, dataset, tmp_path):
     from trunkline.cluster import copy_on_processes
 
@@ -196,11 +234,11 @@ def test_cli_processes_usage_errors(aws_env, tmp_path):
         return subprocess.run([sys.executable, "-m", "trunkline.cli.main", "cp", *args],
                               capture_output=True, text=True, env=dict(os.environ), timeout=60)
 
-    p = run("-r", "-P", "2", str(tmp_path), "s3://proc-src/up/")
+    (tmp_path / "a").mkdir()
+    p = run("-r", "-P", "2", str(tmp_path / "a"), str(tmp_path / "b"))
     assert p.returncode == 2
     assert [ln for ln in p.stderr.splitlines() if ln.strip()] == [
-        "trunkline: error: --processes needs an s3:// source (every process reads it "
-        "directly)"]
+        "trunkline: error: --processes moves to or from a store: one side must be s3://"]
     p = run("-r", "-P", "2", "s3://proc-src/set/", "s3://proc-src/x/", "--ray=local")
     assert p.returncode == 2 and "--processes is for this host" in p.stderr
     p = run("-r", "-P", "0", "s3://proc-src/set/", str(tmp_path))

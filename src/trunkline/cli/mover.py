@@ -214,9 +214,9 @@ def register(cli: click.Group) -> None:
                        "more cores.")
     @click.option("--processes", "-P", type=click.IntRange(1, 256), default=None,
                   metavar="N",
-                  help="Move an s3 source with N engine processes on this host, each "
-                       "taking shards of the listing (many small objects: one process is "
-                       "bound by its interpreter). No Ray needed. See docs/cluster.md.")
+                  help="Move with N engine processes on this host, each taking shards of "
+                       "the listing (many small objects: one process is bound by its "
+                       "interpreter). No Ray needed. See docs/cluster.md.")
     @transfer_options
     def cp(src, dst, recursive, no_server_side, flows_to, flows_store, ray_address,
            per_node_dest, workers_per_node, processes, as_json, quiet, debug, **topts):

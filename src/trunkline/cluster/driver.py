@@ -215,8 +215,8 @@ def copy_on_processes(
     tick: float = 0.5,
     **overrides: Any,
 ) -> ClusterResult:
-    """Copy ``src`` (s3) to ``dst`` (s3 or a local path) with ``processes`` engine
-    processes on this host (``cp --processes N``), no Ray needed.
+    """Copy ``src`` to ``dst`` (s3 -> local, local -> s3, s3 -> s3) with ``processes``
+    engine processes on this host (``cp --processes N``), no Ray needed.
 
     The same driver as ``copy_on_ray``: one listing cut into shards, each process running
     the ordinary engine on the shards it takes, a lost process's shards run again by
@@ -227,13 +227,13 @@ def copy_on_processes(
     if processes < 1:
         raise UsageError("processes must be >= 1")
     s = parse_location(src) if isinstance(src, str) else src
-    if s.is_local:
-        raise LocationError("--processes needs an s3:// source (every process reads it "
-                            "directly)")
+    d = parse_location(dst) if isinstance(dst, str) else dst
+    if s.is_local and d.is_local:
+        raise LocationError("--processes moves to or from a store: one side must be s3://")
     pool = LocalProcesses(processes)
     try:
         return _copy_on_workers(
-            pool, "processes", lambda: False, pool.nodes, s, dst, per_node_dest=False,
+            pool, "processes", lambda: False, pool.nodes, s, d, per_node_dest=False,
             recursive=recursive, options=options, on_progress=on_progress,
             flows_to=flows_to, flows_store=flows_store, workers_per_node=processes,
             inflight=inflight, shard_size=shard_size, shard_objects=shard_objects,
@@ -271,7 +271,7 @@ def _copy_on_workers(
     ``connect`` returns True when it started what ``ray.shutdown`` must stop."""
     s = parse_location(src) if isinstance(src, str) else src
     d = parse_location(d) if isinstance(d, str) else d
-    if s.is_local:
+    if s.is_local and not isinstance(ray, LocalProcesses):
         raise LocationError("a cluster copy needs an s3:// source (every node reads it "
                             "directly)")
     if workers_per_node < 1 or inflight < 1 or shard_attempts < 1:
@@ -312,7 +312,9 @@ def _copy_on_workers(
                 yield first
                 yield from listing
 
-        split = drv.split if (dst_ep is not None and not dry_run) else None
+        # s3 -> s3: an object larger than a shard is moved by every worker at once (a
+        # local file travels whole: one process reads it)
+        split = drv.split if (dst_ep is not None and not s.is_local and not dry_run) else None
         shards = plan_shards(all_sources(), part_size=ps, shard_bytes=shard_bytes,
                              shard_objects=shard_objects, split=split)
         try:

@@ -31,6 +31,8 @@ import time
 from multiprocessing.connection import Connection
 from typing import Any
 
+from ..errors import TransferError
+
 __all__ = ["LocalProcesses", "ProcessLost", "TaskFailed"]
 
 # The child imports this package from where the parent did (a source tree too), but never
@@ -42,7 +44,7 @@ _CHILD = ("import site, sys\n"
           "_serve(int(sys.argv[1]))\n")
 
 
-class ProcessError(Exception):
+class ProcessError(TransferError):
     """Base of what a call on a worker process can raise (Ray's ``RayError``)."""
 
 
@@ -51,7 +53,8 @@ class ProcessLost(ProcessError):
 
 
 class TaskFailed(ProcessError):
-    """The call raised in the worker; ``cause`` is its exception where it could travel."""
+    """The call raised in the worker; ``cause`` is its exception where it could travel
+    (the driver's retry policy reads it: ``retries.ShardFailed``)."""
 
     def __init__(self, message: str, cause: BaseException | None = None):
         super().__init__(message)

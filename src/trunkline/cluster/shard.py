@@ -24,7 +24,7 @@ class Item:
     """One object of a shard, or one part range of a split object."""
 
     rel: str                          # name under the source prefix
-    key: str                          # source key
+    key: str                          # source key (a local source: the file's path)
     size: int
     etag: str | None
     mtime: float | None
@@ -64,7 +64,9 @@ class SplitPlan:
 def shard_id(items: Iterable[Item]) -> str:
     h = hashlib.sha256()
     for it in items:
-        h.update(f"{it.rel}\0{it.size}\0{it.etag}\0{it.part_size}\0{it.first}-{it.last}\n"
+        # a local file has no ETag: its mtime tells a changed file apart
+        tag = it.etag if it.etag is not None else it.mtime
+        h.update(f"{it.rel}\0{it.size}\0{tag}\0{it.part_size}\0{it.first}-{it.last}\n"
                  .encode("utf-8", "surrogateescape"))
     return h.hexdigest()[:32]
 
@@ -86,7 +88,8 @@ def plan_shards(
     split: Callable[[str, object, int, list[tuple[int, int]]],
                     tuple[str, set[tuple[int, int]]] | None] | None = None,
 ) -> Iterator[Shard]:
-    """Stream shards from ``(rel, info)`` pairs (``info`` has key, size, etag, mtime).
+    """Stream shards from ``(rel, info)`` pairs (``info``: an S3 listing's key, size, etag,
+    mtime, or a local file's path, size, mtime).
 
     ``split`` (s3 destinations only) is called for a multipart object larger than
     ``shard_bytes`` with its planned part ranges; it returns ``(upload_id, ranges already
@@ -97,7 +100,8 @@ def plan_shards(
     nbytes = 0
     for rel, info in listing:
         size = info.size  # type: ignore[attr-defined]
-        key = info.key if hasattr(info, "key") else rel  # type: ignore[attr-defined]
+        # an S3 object's key, a local file's path (an upload's source)
+        key = info.key if hasattr(info, "key") else getattr(info, "path", rel)
         etag = getattr(info, "etag", None)
         mtime = getattr(info, "mtime", None)
         ps = effective_part_size(size, part_size)

@@ -19,6 +19,7 @@ from ..engine.jobs import EndpointCache, ObjectJob, job_for
 from ..engine.journal import Journal, default_state_dir
 from ..engine.scheduler import Runner
 from ..options import TransferOptions
+from ..storage.local import LocalFile
 from ..storage.s3 import ObjectInfo
 from ..telemetry.snapshot import Snapshot
 from ..url import parse_location
@@ -106,7 +107,9 @@ class ShardWorker:
         s, d = self.src, self.dst
         src_ep = self.eps.get(s.endpoint or "s3")
         dst_ep = None if d.is_local else self.eps.get(d.endpoint or "s3")
-        job = job_for(s, d, it.rel, ObjectInfo(it.key, it.size, it.etag, it.mtime),
+        info = (LocalFile(it.rel, it.key, it.size, it.mtime or 0.0) if s.is_local
+                else ObjectInfo(it.key, it.size, it.etag, it.mtime))
+        job = job_for(s, d, it.rel, info,
                       many=self.spec.many, into=self.spec.into, src_ep=src_ep, dst_ep=dst_ep,
                       part_size=it.part_size, server_side=self.spec.server_side)
         if it.first:
