@@ -153,6 +153,26 @@ def test_upload_of_a_tree_with_two_processes(aws_env, s3server, tmp_path):
     assert s3server.client().list_multipart_uploads(Bucket="proc-up").get("Uploads", []) == []
 
 
+def test_a_process_keeps_its_connections_from_shard_to_shard(aws_env, dataset, tmp_path):
+    """8 shards over 2 processes, 2 connections each: a shard starts on the connections
+    its process already holds (no new handshakes), and every GET is still in the run's
+    connection records (the flow records), sent by each process at the end."""
+    from trunkline.cluster import copy_on_processes
+
+    r = copy_on_processes("s3://proc-src/set/", f"{tmp_path / 'c'}/", processes=2,
+                          recursive=True, shard_objects=8, connections=2)
+    assert r.ok, r.failures
+    assert r.shards == 8
+    # at most 2 shards in flight per process x 2 connections; one set per shard would be 16
+    assert 2 <= len(r.connections) <= 8, len(r.connections)
+    # every request the shards counted is in some connection's record (plus what the
+    # engine sends for itself, such as a capability probe)
+    empty = hashlib.sha256(b"").hexdigest()
+    assert r.requests >= sum(1 for v in dataset.values() if v != empty)
+    assert sum(c["requests"] for c in r.connections) >= r.requests
+    assert _tree(tmp_path / "c") == dataset
+
+
 def test_killing_a_process_mid_run_moves_its_shards_on_the_other(aws_env, dataset, tmp_path):
     from trunkline.cluster import copy_on_processes
 

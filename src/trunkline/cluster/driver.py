@@ -297,7 +297,7 @@ def _copy_on_workers(
         server_side, resume, state_dir = opts.server_side, opts.resume, opts.state_dir
         jopts = {"op": "cp-ray-shard", "recursive": recursive, "server_side": server_side}
         spec = WorkerSpec(str(s), str(d), many, into, server_side, opts, resume,
-                          state_dir, jopts, _forward_env() if forward_env else None)
+                          state_dir, jopts, _forward_env() if forward_env else None, inflight)
         lopts = {"op": "cp-ray", "recursive": recursive, "server_side": server_side,
                  "per_node_dest": per_node_dest, "part_size": ps, "shard_bytes": shard_bytes,
                  "shard_objects": shard_objects}
@@ -536,6 +536,7 @@ class _Driver:
         if err:
             raise err[0]
         self._finish_splits()
+        self._close_connections()
         res.seconds = time.monotonic() - t0
         res.lost_workers = sum(1 for w in self.workers if not w.alive)
         if self.dry_run:
@@ -551,6 +552,20 @@ class _Driver:
             for w in self.workers
         ]
         return res
+
+    def _close_connections(self) -> None:
+        """Each live worker closes its connections (they outlive its shards) and sends
+        what they carried: the run's flow records. A lost worker's are lost with it."""
+        ray = self.ray
+        refs = {w.actor.close_connections.remote(): w for w in self.workers if w.alive}
+        if not refs:
+            return
+        ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=self.confirm_s)
+        for r in ready:
+            try:
+                self.res.connections.extend(ray.get(r))
+            except ray.exceptions.RayError as e:
+                log.warning("no connection records from worker %s: %s", refs[r].pid, e)
 
     def _skip_done(self, sh: Shard) -> bool:
         if self.ledger is None or sh.split:

@@ -102,7 +102,9 @@ class _ProcessActor:
         parent, child = socket.socketpair()
         self.proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(child.fileno()), _ROOT],
                                      pass_fds=(child.fileno(),),
-                                     stdin=subprocess.DEVNULL)
+                                     # this process's stdout may carry --json: the
+                                     # engines write nothing there (stderr is shared)
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         child.close()
         self.conn = Connection(parent.detach())
         self.pending: dict[int, _Ref] = {}

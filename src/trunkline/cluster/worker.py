@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ..engine.connections import RunConnections
 from ..engine.jobs import EndpointCache, ObjectJob, job_for
 from ..engine.journal import Journal, default_state_dir
 from ..engine.scheduler import Runner
@@ -40,6 +41,7 @@ class WorkerSpec:
     state_dir: str | None = None
     jopts: dict[str, Any] | None = None
     env: dict[str, str] | None = None   # the driver's endpoint settings, set in the worker
+    inflight: int = 2                   # shards the driver keeps on a worker at once
 
 
 def node_tag(node_id: str) -> str:
@@ -76,6 +78,9 @@ class ShardWorker:
         self.dst = parse_location(spec.dst.replace("{node}", self.tag))
         self.eps = _LockedEndpoints()
         self._lock = threading.Lock()
+        # one set of connections for every shard this worker runs: a shard does not pay
+        # for new handshakes (and, on a long path, TCP's slow start) when it begins
+        self._conns: RunConnections | None = None
         self._live: dict[str, Snapshot] = {}
         self._finished_bytes = 0
         self._objects = 0
@@ -121,6 +126,17 @@ class ShardWorker:
             job = ObjectJob(plan, upload_id=it.upload_id)
         return job
 
+    def close_connections(self) -> list[dict]:
+        """Close this worker's connections (the copy is over) and return what each one
+        carried, as flow records' raw material: the shards' results hold none, since the
+        connections outlive them."""
+        with self._lock:
+            conns, self._conns = self._conns, None
+        if conns is None:
+            return []
+        conns.close()
+        return [c.to_dict() for c in conns.closed_stats()]
+
     def plan_shard(self, shard: Shard) -> dict:
         """Dry run: build the shard's jobs (what a real run would queue), move nothing."""
         jobs = [self._job(it) for it in shard.items]
@@ -139,7 +155,14 @@ class ShardWorker:
             with self._lock:
                 self._live[shard.id] = snap
 
-        runner = Runner(spec.options, on_tick=tick, journal=journal)
+        with self._lock:
+            if self._conns is None:
+                # idle ones kept: as many as the shards in flight at once may use
+                o = spec.options
+                self._conns = RunConnections(o.read_timeout, o.max_connections * spec.inflight,
+                                             o.min_rate_pair)
+            conns = self._conns
+        runner = Runner(spec.options, on_tick=tick, journal=journal, conns=conns)
         try:
             out = runner.run(jobs)
         finally:

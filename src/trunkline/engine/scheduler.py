@@ -83,6 +83,7 @@ class Runner:
         tick: float = 0.25,
         journal: Journal | None = None,
         resumed: bool = False,
+        conns: RunConnections | None = None,
     ):
         self.opts = opts
         self.retry = RetryPolicy.for_retries(opts.retries)
@@ -125,7 +126,11 @@ class Runner:
         self.started = 0.0
         self._made_dirs: set[str] = set()
         self.folders = FolderCache()
-        self.conns = RunConnections(opts.read_timeout, opts.max_connections, opts.min_rate_pair)
+        # a caller's connections (a cluster worker's, shared by its shards) outlive this
+        # run: the caller closes them and reports what they carried
+        self._own_conns = conns is None
+        self.conns = conns if conns is not None else RunConnections(
+            opts.read_timeout, opts.max_connections, opts.min_rate_pair)
         self.context = RunContext(
             checksums=opts.checksums, direct_io=opts.direct_io, retry=self.retry,
             stop=self._stop, memory=self.mem, journal=journal, resumed_run=resumed,
@@ -173,13 +178,15 @@ class Runner:
             deadline = time.monotonic() + 3.0
             for w in workers:
                 w.join(timeout=max(0.0, deadline - time.monotonic()))
-            self.conns.close()
+            if self._own_conns:
+                self.conns.close()
             raise
         finally:
             if not any(w.is_alive() for w in workers):
                 self.folders.close()   # (a worker still running keeps them)
         producer.join()
-        self.conns.close()
+        if self._own_conns:
+            self.conns.close()
         self.completion.flush()
         if self.on_tick:
             self.on_tick(self.snapshot())
@@ -195,7 +202,7 @@ class Runner:
             retries=s.retries,
             slowdowns=s.slowdowns,
             requests=s.requests,
-            connections=self.conns.closed_stats(),
+            connections=self.conns.closed_stats() if self._own_conns else [],
             peak_buffer_bytes=self.mem.peak,
             decisions=[d.to_dict() for d in self.tuner.decisions] if self.tuner else [],
             resumed_bytes=sum(w.resumed_bytes for w in self.stats),
