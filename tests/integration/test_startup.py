@@ -88,3 +88,51 @@ def test_the_check_sees_a_heavy_import(aws_env, cp_env, tmp_path):
                        env=cp_env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "numpy" in json.loads((tmp_path / "n.json").read_text())
+
+
+GC_RUN = """
+import gc, json, sys, threading, time
+out, argv0 = sys.argv.pop(1), sys.argv.pop(1)
+sys.argv[0] = argv0
+before = gc.isenabled()
+import trunkline.cli.main as m
+seen = {"enabled_before": before, "off_after_import": not gc.isenabled()}
+def record():
+    seen["enabled_at_exit"] = gc.isenabled()
+    seen["frozen"] = gc.get_freeze_count()
+    with open(out, "w") as f:
+        json.dump(seen, f)
+import atexit
+atexit.register(record)
+if sys.argv[1:] == ["--sleep"]:
+    time.sleep(1.5)   # no command: only the safety net can turn it back on
+    sys.exit(0)
+m.main()
+"""
+
+
+def _gc_run(env, tmp_path, argv0: str, *args: str) -> dict:
+    out = tmp_path / f"gc-{len(list(tmp_path.iterdir()))}.json"
+    r = subprocess.run([sys.executable, "-c", GC_RUN, str(out), argv0, *args], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return json.loads(out.read_text())
+
+
+def test_the_collector_is_off_while_a_command_loads_and_back_on_for_its_work(
+        aws_env, cp_env, tmp_path):
+    """The entry point (argv[0] ``trunkline``) turns the cyclic collector off while the
+    modules load; the command's work starts with what was imported frozen and the
+    collector on. A program that imports the CLI keeps its collector; without a command,
+    the safety net turns it back on."""
+    aws_env.create_bucket("startup3")
+    (tmp_path / "s.bin").write_bytes(b"y" * 5000)
+    cli = _gc_run(cp_env, tmp_path, "/venv/bin/trunkline", "cp", "-q",
+                  str(tmp_path / "s.bin"), "s3://startup3/s.bin")
+    assert cli["enabled_before"] and cli["off_after_import"]
+    assert cli["enabled_at_exit"] and cli["frozen"] > 1000
+    other = _gc_run(cp_env, tmp_path, "/usr/bin/my-program", "--version")
+    assert not other["off_after_import"] and other["enabled_at_exit"]
+    assert other["frozen"] == 0
+    net = _gc_run(cp_env, tmp_path, "/venv/bin/trunkline", "--sleep")
+    assert net["off_after_import"] and net["enabled_at_exit"]

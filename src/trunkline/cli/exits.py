@@ -16,6 +16,7 @@ import click
 
 from ..errors import TrunklineError, UsageError
 from ..text import safe
+from .startup import work_begins
 
 T = TypeVar("T")
 
@@ -44,7 +45,9 @@ def guarded(debug: bool, fn: Callable[..., T], *args: Any,
     """``fn(*args, **kw)``, its failures mapped to exit codes by ``exit_code``.
 
     ``usage``: foreign exception types that, from this call, can only mean a wrong
-    argument (e.g. a plain ``ValueError`` of a parser the CLI hands the argument to)."""
+    argument (e.g. a plain ``ValueError`` of a parser the CLI hands the argument to).
+    The command's work begins here: the garbage collector comes back on (``startup``)."""
+    work_begins()
     try:
         return fn(*args, **kw)
     except KeyboardInterrupt:

@@ -10,8 +10,15 @@ what the modules really register.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 
-import click
+from .startup import begin
+
+if __name__ == "__main__" or os.path.basename(sys.argv[0]) == "trunkline":
+    begin()   # the entry point: the collector off while the modules load (cli/startup.py)
+
+import click  # noqa: E402
 
 from .. import __version__
 from ..errors import UsageError

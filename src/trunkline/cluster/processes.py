@@ -19,6 +19,7 @@ parent leaves no engine behind. A child that dies fails its pending calls with
 
 from __future__ import annotations
 
+import gc
 import itertools
 import os
 import pickle
@@ -267,7 +268,13 @@ class LocalProcesses:
 def _serve(fd: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the parent's to handle
     conn = Connection(fd)
+    # the collector off while the engine's modules load, then those frozen (as the CLI's
+    # entry point does, cli/startup.py: passes over long-lived objects only cost time)
+    gc.disable()
     from .worker import ShardWorker  # while the parent lists
+
+    gc.freeze()
+    gc.enable()
 
     try:
         spec, node_id = conn.recv()
