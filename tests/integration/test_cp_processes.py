@@ -173,6 +173,30 @@ def test_a_process_keeps_its_connections_from_shard_to_shard(aws_env, dataset, t
     assert _tree(tmp_path / "c") == dataset
 
 
+def test_bwlimit_is_the_total_of_all_processes_and_their_shards(aws_env, s3server, tmp_path):
+    """``--bwlimit`` is split across the processes, and each process's share caps its
+    shards in flight together (2 at once): 40 even objects take as long as the total cap
+    says (one limiter per shard would take half as long)."""
+    from trunkline.cluster import copy_on_processes
+
+    s3server.create_bucket("proc-even")
+    cl = s3server.client()
+    rng = random.Random(20)
+    want = {}
+    for i in range(40):
+        data = rng.randbytes(512 * 1024)
+        cl.put_object(Bucket="proc-even", Key=f"e/{i:02d}.bin", Body=data)
+        want[f"{i:02d}.bin"] = hashlib.sha256(data).hexdigest()
+    cap = 8 * MiB
+    r = copy_on_processes("s3://proc-even/e/", f"{tmp_path / 'b'}/", processes=2,
+                          recursive=True, shard_objects=5, bwlimit=cap)
+    assert r.ok, r.failures
+    assert _tree(tmp_path / "b") == want
+    floor = r.bytes / cap     # 2.5 s
+    # each of the 2 processes' buckets may start with a burst of its share
+    assert r.seconds >= floor - 0.3, (r.bytes, r.seconds)
+
+
 def test_killing_a_process_mid_run_moves_its_shards_on_the_other(aws_env, dataset, tmp_path):
     from trunkline.cluster import copy_on_processes
 

@@ -18,6 +18,7 @@ from typing import Any
 from ..engine.connections import RunConnections
 from ..engine.jobs import EndpointCache, ObjectJob, job_for
 from ..engine.journal import Journal, default_state_dir
+from ..engine.ratelimit import RateLimiter
 from ..engine.scheduler import Runner
 from ..options import TransferOptions
 from ..storage.local import LocalFile
@@ -79,8 +80,12 @@ class ShardWorker:
         self.eps = _LockedEndpoints()
         self._lock = threading.Lock()
         # one set of connections for every shard this worker runs: a shard does not pay
-        # for new handshakes (and, on a long path, TCP's slow start) when it begins
+        # for new handshakes (and, on a long path, TCP's slow start) when it begins; and
+        # one rate limiter: the worker's share of --bwlimit caps its shards together
         self._conns: RunConnections | None = None
+        o = spec.options
+        self._limiter = (RateLimiter(o.bwlimit, o.bwlimit_endpoint)
+                         if (o.bwlimit or o.bwlimit_endpoint) else None)
         self._live: dict[str, Snapshot] = {}
         self._finished_bytes = 0
         self._objects = 0
@@ -162,7 +167,8 @@ class ShardWorker:
                 self._conns = RunConnections(o.read_timeout, o.max_connections * spec.inflight,
                                              o.min_rate_pair)
             conns = self._conns
-        runner = Runner(spec.options, on_tick=tick, journal=journal, conns=conns)
+        runner = Runner(spec.options, on_tick=tick, journal=journal, conns=conns,
+                        limiter=self._limiter)
         try:
             out = runner.run(jobs)
         finally:

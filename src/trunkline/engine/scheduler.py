@@ -84,6 +84,7 @@ class Runner:
         journal: Journal | None = None,
         resumed: bool = False,
         conns: RunConnections | None = None,
+        limiter: RateLimiter | None = None,
     ):
         self.opts = opts
         self.retry = RetryPolicy.for_retries(opts.retries)
@@ -111,7 +112,8 @@ class Runner:
             start = self.tuner.connections
         self.gate = Gate(start)
         self.part_size = opts.initial_part_size   # read by the planner for objects planned later
-        self.limiter = (
+        # a caller's limiter (a cluster worker's) caps all the runs it is shared by
+        self.limiter = limiter if limiter is not None else (
             RateLimiter(opts.bwlimit, opts.bwlimit_endpoint)
             if (opts.bwlimit or opts.bwlimit_endpoint) else None
         )
