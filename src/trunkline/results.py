@@ -1,17 +1,18 @@
-"""What the mover's operations return: plain data, printable and JSON-able.
+"""What the mover's copies return: plain data, printable and JSON-able.
 
 Why a module of its own, at the bottom of the house: the engine reports ``Failure``s and
-``Mismatch``es, the API wraps them in results, the cluster extends ``TransferResult``
-and the CLI prints them. When the results lived in ``api.py`` the cluster had to import
-the API layer above it (an import cycle); here every layer can name them.
+``Unverified`` objects, the API wraps them in results, the cluster extends
+``TransferResult`` and the CLI prints them. When the results lived in ``api.py`` the
+cluster had to import the API layer above it (an import cycle); here every layer can name
+them. What sync, verify and gc return is ``reports.py``'s: a copy does not build those
+classes at start-up (issue 18: each dataclass costs its start ~1 ms).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-__all__ = ["Failure", "GcJournal", "GcReport", "Mismatch", "SyncResult", "TransferResult",
-           "Unverified", "VerifyReport"]
+__all__ = ["Failure", "TransferResult", "Unverified"]
 
 
 @dataclass
@@ -34,18 +35,6 @@ class Unverified:
 
     def __str__(self) -> str:
         return f"{self.name}: unverified ({self.reason})"
-
-
-@dataclass(frozen=True)
-class Mismatch:
-    """kind: missing (in source only), extra (in destination only), size, content, error."""
-
-    kind: str
-    key: str
-    detail: str = ""
-
-    def __str__(self) -> str:
-        return f"{self.kind}: {self.key}" + (f": {self.detail}" if self.detail else "")
 
 
 @dataclass
@@ -90,99 +79,3 @@ class TransferResult:
         d["gbps"] = round(self.gbps, 4)
         d["seconds"] = round(self.seconds, 4)
         return d
-
-
-@dataclass
-class SyncResult:
-    """What a sync decided and did. ``ok`` is False when any copy or delete failed."""
-
-    src: str
-    dst: str
-    dry_run: bool
-    src_objects: int
-    dst_objects: int
-    copied: int          # objects copied (or, with dry_run, that would be)
-    copied_bytes: int
-    unchanged: int
-    deleted: int         # (or, with dry_run, that would be)
-    excluded: int
-    seconds: float
-    transfer: TransferResult | None = None
-    failures: list[Failure] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.failures and (self.transfer is None or self.transfer.ok)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["transfer"] = self.transfer.to_dict() if self.transfer else None
-        d["failures"] = [str(f) for f in self.failures]
-        d["ok"] = self.ok
-        d["seconds"] = round(self.seconds, 4)
-        return d
-
-
-@dataclass
-class VerifyReport:
-    """Every mismatch found; ``ok`` when there is none. ``methods`` counts how each
-    compared pair was proven equal or different (md5, crc32c, sha256, composite-crc32c,
-    stream-crc32c, ...); ``unverified`` lists the pairs nothing proved (objects not read
-    back, ``read=False``), a failure with ``require_verified``."""
-
-    src: str
-    dst: str
-    src_objects: int
-    dst_objects: int
-    compared: int
-    mismatches: list[Mismatch]
-    methods: dict[str, int]
-    seconds: float
-    unverified: list[Unverified] = field(default_factory=list)
-    require_verified: bool = False
-
-    @property
-    def ok(self) -> bool:
-        """No mismatch, and (with ``require_verified``) no pair left unproven."""
-        return not self.mismatches and not (self.require_verified and self.unverified)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["mismatches"] = [asdict(m) for m in self.mismatches]
-        d["unverified"] = [{"name": u.name, "reason": u.reason} for u in self.unverified]
-        d["ok"] = self.ok
-        d["seconds"] = round(self.seconds, 4)
-        return d
-
-
-@dataclass
-class GcJournal:
-    """A journal ``trunkline gc`` found: whose transfer, how old, how far it got."""
-
-    id: str
-    path: str
-    src: str
-    dst: str
-    age_s: float
-    objects: int
-    done: int
-    bytes_done: int
-    uploads: list[dict]            # {key, dst, upload_id, discarded, aborted}
-    partial_files: list[str]       # .tlpart files of unfinished downloads
-    removed: bool = False
-
-
-@dataclass
-class GcReport:
-    """What ``trunkline gc`` found and did: journals, uploads aborted, files removed."""
-
-    state_dir: str
-    journals: list[GcJournal]
-    aborted: int = 0
-    removed: int = 0
-    errors: list[str] = field(default_factory=list)
-    spared: list[str] = field(default_factory=list)    # journals younger than --older-than
-    running: list[str] = field(default_factory=list)   # journals whose copy holds the lock
-
-    def to_dict(self) -> dict:
-        return asdict(self)

@@ -19,9 +19,10 @@ def test_importing_the_package_loads_no_operation():
     out = _run("""
         import sys
         import trunkline.api
-        print(sorted(m for m in sys.modules if m.startswith("trunkline.api.")))
+        print(sorted(m for m in sys.modules if m.startswith("trunkline.api.")),
+              "trunkline.reports" in sys.modules)
     """)
-    assert out == "[]"
+    assert out == "[] False"   # nor what sync, verify and gc return
 
 
 def test_each_name_is_the_operation_whatever_was_imported_first():
@@ -35,7 +36,10 @@ def test_each_name_is_the_operation_whatever_was_imported_first():
                or not callable(getattr(api, n))]
         assert copy is api.copy and verify is api.verify
         assert api.ProbeResult.__name__ == "ProbeResult"
-        print(bad, sorted(set(api.__all__) - set(dir(api)) - set(names) - {"ProbeResult"}))
+        reports = {"GcReport", "Mismatch", "SyncResult", "VerifyReport"}   # also lazy
+        assert {getattr(api, n).__module__ for n in reports} == {"trunkline.reports"}
+        print(bad, sorted(set(api.__all__) - set(dir(api)) - set(names) - {"ProbeResult"}
+                          - reports))
     """)
     assert out == "[] []"
 

@@ -21,7 +21,7 @@ import types
 
 from ..errors import TrunklineError, UsageError
 from ..options import TransferOptions
-from ..results import Failure, GcReport, Mismatch, SyncResult, TransferResult, VerifyReport
+from ..results import Failure, TransferResult
 
 _LAZY = {"copy": "copy", "copy_async": "copy", "gc": "gc", "ProbeResult": "probe",
          "plan": "probe", "probe": "probe", "sync": "sync", "verify": "verify"}
@@ -33,7 +33,15 @@ __all__ = [
 ]
 
 
+_REPORTS = {"GcReport", "Mismatch", "SyncResult", "VerifyReport"}
+"""What sync, verify and gc return (``reports.py``): a copy does not build them."""
+
+
 def __getattr__(name: str):
+    if name in _REPORTS:
+        value = getattr(importlib.import_module("trunkline.reports"), name)
+        globals()[name] = value
+        return value
     mod = _LAZY.get(name)
     if mod is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,7 +13,7 @@ from pathlib import Path
 from ..engine.jobs import EndpointCache
 from ..engine.journal import Journal, try_lock
 from ..engine.journal_index import connect, default_state_dir, list_journals
-from ..results import GcJournal, GcReport
+from ..reports import GcJournal, GcReport
 from ..storage.local import partial_path
 from ..units import parse_duration
 from ..url import LocationError, parse_location

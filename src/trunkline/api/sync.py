@@ -20,7 +20,8 @@ from ..engine.listing import Entry, Filters, prefix_of
 from ..engine.sync import Action, SyncPlanner
 from ..engine.verify import compare_entries
 from ..options import TransferOptions
-from ..results import Failure, SyncResult, TransferResult
+from ..reports import SyncResult
+from ..results import Failure, TransferResult
 from ..telemetry.snapshot import Snapshot
 from ..url import Location, parse_location
 from .transfer import run_journaled

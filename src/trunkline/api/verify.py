@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from ..engine.jobs import EndpointCache
 from ..engine.listing import Filters, check_locations
 from ..engine.verify import Verifier
-from ..results import Mismatch, VerifyReport
+from ..reports import Mismatch, VerifyReport
 from ..url import Location, LocationError, parse_location
 
 __all__ = ["verify"]

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from ..errors import SourceChanged
-from ..results import Mismatch, Unverified
+from ..reports import Mismatch
+from ..results import Unverified
 from ..storage import s3_data
 from ..storage.s3 import S3Endpoint, S3Error, is_botocore_error
 from ..url import Location
