@@ -145,8 +145,8 @@ class _ProcessActor:
         while True:
             try:
                 id_, ok, payload = self.conn.recv()
-            except (EOFError, OSError):
-                break
+            except Exception:  # noqa: BLE001 - EOF, a reset, a message that cannot be read:
+                break          # the channel is done, and every pending call fails with it
             with self.lock:
                 ref = self.pending.pop(id_, None)
             if ref is None:
