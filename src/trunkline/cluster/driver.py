@@ -34,7 +34,6 @@ from ..telemetry.snapshot import Snapshot
 from ..units import GiB, parse_size
 from ..url import Location, LocationError, parse_location
 from .ledger import Ledger
-from .processes import LocalProcesses
 from .retries import ShardFailed, ShardRetries, WorkerLost
 from .shard import Shard, SplitPlan, plan_shards
 from .worker import ShardWorker, WorkerSpec, node_tag
@@ -181,7 +180,10 @@ def copy_on_ray(
     dispatches (workers build the jobs) but moves nothing: the driver's scheduling rate.
     """
     ray = _import_ray()
+    s = parse_location(src) if isinstance(src, str) else src
     d = parse_location(dst) if isinstance(dst, str) else dst
+    if s.is_local:
+        raise LocationError("a cluster copy needs an s3:// source (every node reads it directly)")
     if d.is_local and not per_node_dest:
         raise LocationError("a local destination with --ray needs --per-node-dest "
                             "(each node writes its share under that path on its own disk)")
@@ -190,7 +192,8 @@ def copy_on_ray(
     name = cluster or "auto"
     return _copy_on_workers(
         ray, name, lambda: _connect(ray, name), lambda: _select_nodes(ray, node_resource),
-        src, d, per_node_dest=per_node_dest, recursive=recursive, options=options,
+        lambda spec, nodes, per_node: _ray_actors(ray, spec, nodes, per_node, inflight),
+        s, d, per_node_dest=per_node_dest, recursive=recursive, options=options,
         on_progress=on_progress, flows_to=flows_to, flows_store=flows_store,
         workers_per_node=workers_per_node, inflight=inflight, shard_size=shard_size,
         shard_objects=shard_objects, shard_attempts=shard_attempts,
@@ -230,10 +233,13 @@ def copy_on_processes(
     d = parse_location(dst) if isinstance(dst, str) else dst
     if s.is_local and d.is_local:
         raise LocationError("--processes moves to or from a store: one side must be s3://")
+    from .processes import LocalProcesses
+
     pool = LocalProcesses(processes)
     try:
         return _copy_on_workers(
-            pool, "processes", lambda: False, pool.nodes, s, d, per_node_dest=False,
+            pool, "processes", lambda: False, pool.nodes, pool.start_workers, s, d,
+            per_node_dest=False,
             recursive=recursive, options=options, on_progress=on_progress,
             flows_to=flows_to, flows_store=flows_store, workers_per_node=processes,
             inflight=inflight, shard_size=shard_size, shard_objects=shard_objects,
@@ -248,8 +254,9 @@ def _copy_on_workers(
     cluster: str,
     connect: Callable[[], bool],
     select_nodes: Callable[[], list[dict]],
-    src: str | Location,
-    d: str | Location,
+    start_workers: Callable[[WorkerSpec, list[dict], int], list],
+    s: Location,
+    d: Location,
     *,
     per_node_dest: bool,
     recursive: bool,
@@ -268,12 +275,8 @@ def _copy_on_workers(
     **overrides: Any,
 ) -> ClusterResult:
     """The run shared by Ray and local processes: ``ray`` is Ray or ``LocalProcesses``;
-    ``connect`` returns True when it started what ``ray.shutdown`` must stop."""
-    s = parse_location(src) if isinstance(src, str) else src
-    d = parse_location(d) if isinstance(d, str) else d
-    if s.is_local and not isinstance(ray, LocalProcesses):
-        raise LocationError("a cluster copy needs an s3:// source (every node reads it "
-                            "directly)")
+    ``connect`` returns True when it started what ``ray.shutdown`` must stop;
+    ``start_workers(spec, nodes, per_node)`` returns the worker actors."""
     if workers_per_node < 1 or inflight < 1 or shard_attempts < 1:
         raise UsageError("workers_per_node, inflight and shard_attempts must be >= 1")
     shard_bytes = parse_size(shard_size)
@@ -303,8 +306,8 @@ def _copy_on_workers(
                  "shard_objects": shard_objects}
         ledger = None if dry_run else Ledger(state_dir or default_state_dir(), str(s), str(d),
                                              lopts, fresh=not resume)
-        drv = _Driver(ray, spec, nodes, workers_per_node, inflight, shard_attempts,
-                      dry_run, tick, on_progress, ledger, per_node_dest,
+        drv = _Driver(ray, start_workers(spec, nodes, workers_per_node), inflight,
+                      shard_attempts, dry_run, tick, on_progress, ledger, per_node_dest,
                       dst_ep, d, into)
 
         def all_sources():
@@ -346,12 +349,9 @@ def _copy_on_workers(
     return res
 
 
-def _start_workers(ray, spec: WorkerSpec, nodes: list[dict], per_node: int,
-                   inflight: int) -> list:
-    """``per_node`` worker actors on each node (``ray.remote(ShardWorker)``)."""
-    if isinstance(ray, LocalProcesses):   # every worker is a process on this host
-        return [ray.remote(ShardWorker).remote(spec, n["NodeID"])
-                for n in nodes for _ in range(per_node)]
+def _ray_actors(ray, spec: WorkerSpec, nodes: list[dict], per_node: int,
+               inflight: int) -> list:
+    """``per_node`` worker actors pinned to each node (``ray.remote(ShardWorker)``)."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     remote = ray.remote(ShardWorker)
@@ -368,10 +368,9 @@ def _start_workers(ray, spec: WorkerSpec, nodes: list[dict], per_node: int,
 
 
 class _Driver:
-    def __init__(self, ray, spec: WorkerSpec, nodes: list[dict], per_node: int, inflight: int,
-                 attempts: int, dry_run: bool, tick: float,
-                 on_progress, ledger: Ledger | None, per_node_dest: bool, dst_ep, dst,
-                 into: bool):
+    def __init__(self, ray, actors: list, inflight: int, attempts: int, dry_run: bool,
+                 tick: float, on_progress, ledger: Ledger | None, per_node_dest: bool, dst_ep,
+                 dst, into: bool):
         self.ray = ray
         self.inflight = inflight
         self.attempts = attempts
@@ -387,7 +386,6 @@ class _Driver:
         self.split_lock = threading.Lock()
         self.res = ClusterResult(src="", dst="", bytes=0, seconds=0.0, objects=0,
                                  dry_run=dry_run)
-        actors = _start_workers(ray, spec, nodes, per_node, inflight)
         # a node Ray still lists may be dying (its health checks have not failed yet):
         # go on with the workers that start
         refs = [a.info.remote() for a in actors]

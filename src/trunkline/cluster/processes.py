@@ -6,8 +6,8 @@ more processes. The cluster driver (``driver.py``) already lists once, cuts the 
 into shards, keeps every worker busy, retries a lost worker's shards, keeps the resume
 ledger and merges the results. This module gives it workers that are child processes of
 this one (``python -c`` calling ``_serve``), behind the few calls of Ray's API
-the driver makes (``remote``, ``wait``, ``get``, ``kill``, ``nodes``), so the driver has
-one code path for both.
+the driver makes (``actor.NAME.remote``, ``wait``, ``get``, ``kill``, ``nodes``), so the
+driver has one code path for both.
 
 A child is a plain process: it gets its ``WorkerSpec`` and its calls over a socket pair,
 runs each call on a thread of its own (a shard and the driver's progress polls run at
@@ -184,19 +184,6 @@ def _task_failed(payload: tuple[str, bytes | None]) -> TaskFailed:
     return TaskFailed(msg, cause)
 
 
-class _ActorClass:
-    def __init__(self, pool: LocalProcesses) -> None:
-        self.pool = pool
-
-    def options(self, **_: Any) -> _ActorClass:
-        return self
-
-    def remote(self, spec: Any, node_id: str) -> _ProcessActor:
-        actor = self.pool.take()
-        actor.start(spec, node_id)
-        return actor
-
-
 class LocalProcesses:
     """``processes`` engine processes on this host, as the driver's ``ray``."""
 
@@ -211,18 +198,19 @@ class LocalProcesses:
         # started now: their imports overlap the driver's first listing request
         self._idle = [_ProcessActor(self) for _ in range(processes)]
 
-    def take(self) -> _ProcessActor:
-        """A started process for a new worker (one more if all are taken)."""
-        actor = self._idle.pop(0) if self._idle else _ProcessActor(self)
-        self.actors.append(actor)
-        return actor
+    def start_workers(self, spec: Any, nodes: list[dict], per_node: int) -> list[_ProcessActor]:
+        """``per_node`` workers (the started processes, more if needed), each given
+        ``spec``: the driver's actors."""
+        for n in nodes:
+            for _ in range(per_node):
+                actor = self._idle.pop(0) if self._idle else _ProcessActor(self)
+                actor.start(spec, n["NodeID"])
+                self.actors.append(actor)
+        return list(self.actors)
 
     def nodes(self) -> list[dict]:
         return [{"NodeID": self.node_id, "Alive": True,
                  "Resources": {"CPU": float(os.cpu_count() or 1)}}]
-
-    def remote(self, _cls: type) -> _ActorClass:
-        return _ActorClass(self)
 
     def new_ref(self) -> _Ref:
         return _Ref(next(self._ids))

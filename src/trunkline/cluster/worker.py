@@ -82,8 +82,10 @@ class ShardWorker:
         # one set of connections for every shard this worker runs: a shard does not pay
         # for new handshakes (and, on a long path, TCP's slow start) when it begins; and
         # one rate limiter: the worker's share of --bwlimit caps its shards together
-        self._conns: RunConnections | None = None
         o = spec.options
+        # idle connections kept: as many as the shards in flight at once may use
+        self._conns = RunConnections(o.read_timeout, o.max_connections * spec.inflight,
+                                     o.min_rate_pair)
         self._limiter = (RateLimiter(o.bwlimit, o.bwlimit_endpoint)
                          if (o.bwlimit or o.bwlimit_endpoint) else None)
         self._live: dict[str, Snapshot] = {}
@@ -135,12 +137,8 @@ class ShardWorker:
         """Close this worker's connections (the copy is over) and return what each one
         carried, as flow records' raw material: the shards' results hold none, since the
         connections outlive them."""
-        with self._lock:
-            conns, self._conns = self._conns, None
-        if conns is None:
-            return []
-        conns.close()
-        return [c.to_dict() for c in conns.closed_stats()]
+        self._conns.close()
+        return [c.to_dict() for c in self._conns.closed_stats()]
 
     def plan_shard(self, shard: Shard) -> dict:
         """Dry run: build the shard's jobs (what a real run would queue), move nothing."""
@@ -160,14 +158,7 @@ class ShardWorker:
             with self._lock:
                 self._live[shard.id] = snap
 
-        with self._lock:
-            if self._conns is None:
-                # idle ones kept: as many as the shards in flight at once may use
-                o = spec.options
-                self._conns = RunConnections(o.read_timeout, o.max_connections * spec.inflight,
-                                             o.min_rate_pair)
-            conns = self._conns
-        runner = Runner(spec.options, on_tick=tick, journal=journal, conns=conns,
+        runner = Runner(spec.options, on_tick=tick, journal=journal, conns=self._conns,
                         limiter=self._limiter)
         try:
             out = runner.run(jobs)
