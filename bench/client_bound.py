@@ -25,7 +25,8 @@ meant without the interpreter's start).
 ``--strace DIR`` runs trunkline under ``strace -f -c`` (a syscall census per run; slows it:
 not for timing). ``--variant NAME=VAR=VALUE`` adds a tool NAME: this tree's trunkline with
 one environment variable set (``--variant isal=TRUNKLINE_CRC32C=isal``), so two settings
-of one build alternate in the same run.
+of one build alternate in the same run; ``--args NAME=ARGS`` likewise adds trunkline with
+extra ``cp`` arguments (``--args c32="-c 32"``).
 """
 
 from __future__ import annotations
@@ -112,11 +113,19 @@ def main() -> int:
                     help="tool trunkline_base: this src/ dir (e.g. main's) on PYTHONPATH")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=VAR=VALUE",
                     help="tool NAME: trunkline with VAR=VALUE in its environment")
+    ap.add_argument("--nginx-workers", type=int, default=1)
+    ap.add_argument("--args", action="append", default=[], metavar="NAME=ARGS",
+                    help="tool NAME: trunkline cp with these extra arguments ('c32=-c 32')")
     a = ap.parse_args()
-    variants = {}
+    variants: dict[str, tuple[str, str] | None] = {}
+    extra: dict[str, list[str]] = {}
     for v in a.variant:
         name, var, value = v.split("=", 2)
         variants["trunkline_" + name] = (var, value)
+    for v in a.args:
+        name, args = v.split("=", 1)
+        variants["trunkline_" + name] = None
+        extra["trunkline_" + name] = args.split()
     tools = a.tools.split(",") + list(variants)
     bins = {t: (sys.executable if t == "trunkline_base" else
                 venv_bin("trunkline") if t in variants else venv_bin(t)) for t in tools}
@@ -134,7 +143,7 @@ def main() -> int:
             gens[name] = generate_dataset(DATASETS[name], root / BUCKET / name)
             write_listing(root, BUCKET, name)
         from common import _free_port
-        with NginxOrigin(root, BUCKET, _free_port()) as origin:
+        with NginxOrigin(root, BUCKET, _free_port(), workers=a.nginx_workers) as origin:
             env = tool_env(origin.endpoint_url, work)
             for name, gen in gens.items():
                 for r in range(a.rounds):
@@ -149,6 +158,7 @@ def main() -> int:
                                          dst, origin.endpoint_url)
                         if (tool == "trunkline" or tool in variants) and a.trunkline_args:
                             argv[2:2] = a.trunkline_args.split()
+                        argv[2:2] = extra.get(tool, [])
                         if a.strace and tool.startswith("trunkline"):
                             Path(a.strace).mkdir(parents=True, exist_ok=True)
                             argv[:0] = ["strace", "-f", "-c", "-o",
@@ -156,7 +166,7 @@ def main() -> int:
                         tenv = env
                         if tool == "trunkline_base":
                             tenv = dict(env, PYTHONPATH=str(Path(a.base_src).resolve()))
-                        elif tool in variants:
+                        elif variants.get(tool):
                             tenv = dict(env, **dict([variants[tool]]))
                         cpu0 = origin.cpu_seconds()
                         m = run_measured(argv, env=tenv, log_dir=work / "logs",

@@ -49,6 +49,9 @@ def main() -> None:
     ap.add_argument("--processes", default="2", help="trunkline cp -P N values to try")
     ap.add_argument("--ray", default="", help="Ray worker processes per node to try")
     ap.add_argument("--no-s5cmd", action="store_true")
+    ap.add_argument("--no-single", action="store_true",
+                    help="skip the one-process run (ratios then against s5cmd only)")
+    ap.add_argument("--nginx-workers", type=int, default=1)
     ap.add_argument("--dst-root", default="/dev/shm")
     ap.add_argument("--workdir", default="/tmp/tl-small-processes")
     ap.add_argument("--keep", action="store_true", help="keep the dataset for another run")
@@ -64,15 +67,15 @@ def main() -> None:
     trunkline = [tl] if tl else [sys.executable, "-m", "trunkline.cli.main"]
     print(f"machine: {machine_info()}")
     print(f"load before: {os.getloadavg()}")
-    with NginxOrigin(root, "bench", _free_port()) as origin:
+    with NginxOrigin(root, "bench", _free_port(), workers=a.nginx_workers) as origin:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         env.update(AWS_ENDPOINT_URL=origin.endpoint_url, AWS_ACCESS_KEY_ID="bench",
                    AWS_SECRET_ACCESS_KEY="bench-secret", AWS_REGION="us-east-1",
                    TRUNKLINE_CONFIG="/nonexistent", TRUNKLINE_STATE_DIR=str(root / "state"),
                    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")   # a Ray run: loopback only
         url = f"s3://bench/{name}/"
-        modes: dict[str, list[str]] = {"one process": [*trunkline, "cp", "-r", "-q",
-                                                       "--no-resume", url, f"{dst}/"]}
+        modes: dict[str, list[str]] = {} if a.no_single else {
+            "one process": [*trunkline, "cp", "-r", "-q", "--no-resume", url, f"{dst}/"]}
         for n in (int(x) for x in a.processes.split(",") if x):
             modes[f"-P {n}"] = [*trunkline, "cp", "-r", "-q", "--no-resume", "-P", str(n),
                                 url, f"{dst}/"]
@@ -105,7 +108,7 @@ def main() -> None:
     print("| mode | wall s | objects/s | x one process | x s5cmd | user ms/object | "
           "sys ms/object | peak RSS MiB |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    base = median([m.wall_s for m in res["one process"]])
+    base = median([m.wall_s for m in res["one process"]]) if "one process" in res else None
     peer = median([m.wall_s for m in res["s5cmd"]]) if "s5cmd" in res else None
     for mode, runs in res.items():
         w = median([m.wall_s for m in runs])
@@ -114,7 +117,8 @@ def main() -> None:
         rss = median([m.maxrss_mib for m in runs])
         xp = f"{peer / w:.2f}" if peer else "-"
         cpu = "-" if mode.startswith("Ray") else None
-        print(f"| {mode} | {w:.2f} | {a.objects / w:,.0f} | {base / w:.2f} | {xp} | "
+        xb = f"{base / w:.2f}" if base else "-"
+        print(f"| {mode} | {w:.2f} | {a.objects / w:,.0f} | {xb} | {xp} | "
               f"{cpu or f'{u:.3f}'} | {cpu or f'{s:.3f}'} | {rss:.0f} |")
 
 
