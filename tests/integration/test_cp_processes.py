@@ -197,7 +197,21 @@ def test_bwlimit_is_the_total_of_all_processes_and_their_shards(aws_env, s3serve
     assert r.seconds >= floor - 0.3, (r.bytes, r.seconds)
 
 
-def test_killing_a_process_mid_run_moves_its_shards_on_the_other(aws_env, dataset, tmp_path):
+@pytest.fixture(params=["fork", "spawn"])
+def start(request, monkeypatch):
+    """Both ways a child starts: forked from this process (no other thread here), or a
+    fresh interpreter (what a program with threads of its own gets)."""
+    from trunkline.cluster import processes
+
+    if request.param == "spawn":
+        monkeypatch.setattr(processes, "can_fork", lambda: False)
+    else:
+        assert processes.can_fork(), "this test process runs threads: no fork to test"
+    return request.param
+
+
+def test_killing_a_process_mid_run_moves_its_shards_on_the_other(aws_env, dataset, tmp_path,
+                                                                 start):
     from trunkline.cluster import copy_on_processes
 
     killed: list[int] = []
@@ -221,7 +235,7 @@ def test_killing_a_process_mid_run_moves_its_shards_on_the_other(aws_env, datase
     assert _tree(dst) == dataset
 
 
-def test_rerun_after_losing_every_process_resumes(aws_env, dataset, tmp_path):
+def test_rerun_after_losing_every_process_resumes(aws_env, dataset, tmp_path, start):
     from trunkline.cluster import copy_on_processes
 
     killed: list[int] = []
@@ -244,19 +258,34 @@ def test_rerun_after_losing_every_process_resumes(aws_env, dataset, tmp_path):
     assert _tree(dst) == dataset
 
 
-def test_a_killed_parent_leaves_no_engine_behind(aws_env, dataset, tmp_path):
-    """SIGKILL the `cp` mid-run: its engine processes see their socket close and exit."""
+# the CLI with a thread of the caller's running beside it: its children must be spawned
+_WITH_A_THREAD = ("import sys, threading\n"
+                  "threading.Thread(target=threading.Event().wait, daemon=True).start()\n"
+                  "from trunkline.cli.main import main\n"
+                  "sys.exit(main())\n")
+
+
+@pytest.mark.parametrize("how", ["fork", "spawn"])
+def test_a_killed_parent_leaves_no_engine_behind(aws_env, dataset, tmp_path, how):
+    """SIGKILL the `cp` mid-run: its engine processes see their socket close and exit,
+    whether they were forked from the CLI (no other thread there) or spawned (a thread of
+    the caller's running)."""
+    entry = ["-m", "trunkline.cli.main"] if how == "fork" else ["-c", _WITH_A_THREAD]
     p = subprocess.Popen(
-        [sys.executable, "-m", "trunkline.cli.main", "cp", "-r", "-q", "-P", "2",
+        [sys.executable, *entry, "cp", "-r", "-q", "-P", "3",
          "--bwlimit", "2M", "s3://proc-src/set/", f"{tmp_path / 'p'}/"],
         env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
         kids: list[int] = []
-        while time.monotonic() < deadline and len(kids) < 2:
+        while time.monotonic() < deadline and len(kids) < 3:
             kids = _children(p.pid)
             time.sleep(0.05)
-        assert len(kids) == 2, f"engine processes not seen: {kids}"
+        assert len(kids) == 3, f"engine processes not seen: {kids}"
+        parent_cmd = Path(f"/proc/{p.pid}/cmdline").read_bytes()
+        for k in kids:   # a forked child runs the parent's command line; a spawned one its own
+            forked = Path(f"/proc/{k}/cmdline").read_bytes() == parent_cmd
+            assert forked == (how == "fork"), Path(f"/proc/{k}/cmdline").read_bytes()
         time.sleep(1.0)   # into the copy
         assert p.poll() is None, p.stderr.read().decode()[-2000:]
         p.kill()

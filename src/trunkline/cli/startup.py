@@ -21,7 +21,7 @@ __all__ = ["begin", "work_begins"]
 NET_S = 1.0
 """The latest the collector comes back on, whatever the command does."""
 
-_state = {"off": False}
+_state: dict = {"off": False, "net": None}
 
 
 def begin() -> None:
@@ -31,12 +31,20 @@ def begin() -> None:
         gc.disable()
         net = threading.Timer(NET_S, work_begins)
         net.daemon = True
+        _state["net"] = net
         net.start()
 
 
 def work_begins() -> None:
-    """The imports are done: freeze them, collector on (once; a no-op without ``begin``)."""
+    """The imports are done: freeze them, collector on (once; a no-op without ``begin``).
+    The net's thread is stopped and gone when this returns on any other thread, so the
+    command's work starts with no thread of ours (``cluster/processes`` forks only then)."""
     if _state["off"]:
         _state["off"] = False
         gc.freeze()
         gc.enable()
+    net = _state["net"]
+    if net is not None and net is not threading.current_thread():
+        _state["net"] = None
+        net.cancel()
+        net.join()
