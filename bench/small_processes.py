@@ -52,6 +52,11 @@ def main() -> None:
     ap.add_argument("--no-single", action="store_true",
                     help="skip the one-process run (ratios then against s5cmd only)")
     ap.add_argument("--nginx-workers", type=int, default=1)
+    ap.add_argument("--args", action="append", default=[], metavar="NAME=ARGS",
+                    help="a mode NAME: trunkline cp -r with these extra arguments "
+                         "('P12c2=-P 12 -c 2')")
+    ap.add_argument("--base-src", default=None,
+                    help="also run each -P N with this src/ dir (e.g. main's) on PYTHONPATH")
     ap.add_argument("--dst-root", default="/dev/shm")
     ap.add_argument("--workdir", default="/tmp/tl-small-processes")
     ap.add_argument("--keep", action="store_true", help="keep the dataset for another run")
@@ -79,6 +84,17 @@ def main() -> None:
         for n in (int(x) for x in a.processes.split(",") if x):
             modes[f"-P {n}"] = [*trunkline, "cp", "-r", "-q", "--no-resume", "-P", str(n),
                                 url, f"{dst}/"]
+        for v in a.args:
+            name, args = v.split("=", 1)
+            modes[name] = [*trunkline, "cp", "-r", "-q", "--no-resume", *args.split(), url,
+                           f"{dst}/"]
+        envs: dict[str, dict[str, str]] = {}
+        if a.base_src:
+            base_env = dict(env, PYTHONPATH=str(Path(a.base_src).resolve()))
+            for n in (int(x) for x in a.processes.split(",") if x):
+                modes[f"base -P {n}"] = [sys.executable, "-m", "trunkline.cli.main", "cp",
+                                         "-r", "-q", "--no-resume", "-P", str(n), url, f"{dst}/"]
+                envs[f"base -P {n}"] = base_env
         for n in (int(x) for x in a.ray.split(",") if x):
             modes[f"Ray {n}"] = [*trunkline, "cp", "-r", "-q", "--no-resume", url, f"{dst}/",
                                  "--per-node-dest", "--workers-per-node", str(n),
@@ -92,7 +108,7 @@ def main() -> None:
         for r in range(a.rounds):
             for mode in order[r % len(order):] + order[:r % len(order)]:
                 shutil.rmtree(dst, ignore_errors=True)
-                m = run_measured(modes[mode], env=env, log_dir=root / "logs",
+                m = run_measured(modes[mode], env=envs.get(mode, env), log_dir=root / "logs",
                                  tag=f"{mode.replace(' ', '')}-{r}", timeout=900)
                 files = sum(len(f) for _, _, f in os.walk(dst))
                 if m.exit_code != 0 or files != a.objects:
