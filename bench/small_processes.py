@@ -90,7 +90,12 @@ def main() -> None:
                            f"{dst}/"]
         envs: dict[str, dict[str, str]] = {}
         if a.base_src:
-            base_env = dict(env, PYTHONPATH=str(Path(a.base_src).resolve()))
+            # the other tree first; what else is on the path (a bare machine's wheels) stays
+            here = str(Path(__file__).resolve().parent.parent / "src")
+            rest = [p for p in env.get("PYTHONPATH", "").split(os.pathsep)
+                    if p and os.path.realpath(p) != os.path.realpath(here)]
+            base_env = dict(env, PYTHONPATH=os.pathsep.join([str(Path(a.base_src).resolve()),
+                                                             *rest]))
             for n in (int(x) for x in a.processes.split(",") if x):
                 modes[f"base -P {n}"] = [sys.executable, "-m", "trunkline.cli.main", "cp",
                                          "-r", "-q", "--no-resume", "-P", str(n), url, f"{dst}/"]

@@ -173,6 +173,29 @@ def test_a_process_keeps_its_connections_from_shard_to_shard(aws_env, dataset, t
     assert _tree(tmp_path / "c") == dataset
 
 
+def test_max_connections_is_the_total_of_the_processes(aws_env, dataset, tmp_path):
+    """``max_connections`` is split across the processes as ``bwlimit`` is (the store sees
+    their sum): 8 over 2 processes is 4 each, so at most 2 shards x 4 per process; the
+    whole 8 each would allow 32. The default 64 over 16 processes is 4 each; a pinned
+    ``connections`` stays each process's own."""
+    from trunkline.cluster import copy_on_processes
+    from trunkline.cluster.driver import connections_shared
+    from trunkline.options import DEFAULT_MAX_CONNECTIONS, TransferOptions
+
+    r = copy_on_processes("s3://proc-src/set/", f"{tmp_path / 'm'}/", processes=2,
+                          recursive=True, shard_objects=4, max_connections=8)
+    assert r.ok, r.failures
+    assert r.options["max_connections"] == 4
+    assert 2 <= len(r.connections) <= 2 * 2 * 4, len(r.connections)
+    assert _tree(tmp_path / "m") == dataset
+    assert connections_shared(TransferOptions(), 16).max_connections == \
+        DEFAULT_MAX_CONNECTIONS // 16
+    assert connections_shared(TransferOptions(max_connections=3), 8).max_connections == 1
+    pinned = connections_shared(TransferOptions(connections=6), 16)
+    assert (pinned.connections, pinned.max_connections) == (6, 6)   # each process its own
+    assert connections_shared(TransferOptions(), 1) == TransferOptions()
+
+
 def test_bwlimit_is_the_total_of_all_processes_and_their_shards(aws_env, s3server, tmp_path):
     """``--bwlimit`` is split across the processes, and each process's share caps its
     shards in flight together (2 at once): 40 even objects take as long as the total cap
