@@ -267,9 +267,8 @@ class LocalProcesses:
         self._ids = itertools.count(1)
         self._cond = threading.Condition()
         self.forked = can_fork()
-        if self.forked:
-            from .worker import ShardWorker  # noqa: F401 - loaded once, before the forks
-            gc.freeze()   # the children share what is loaded; never scanned again
+        if self.forked:   # loaded once, before the forks (the caller's collector untouched)
+            from .worker import ShardWorker  # noqa: F401
         self._idle: list[_ProcessActor] = []
         # started now (spawned: their imports overlap the driver's first listing request)
         for _ in range(processes):
