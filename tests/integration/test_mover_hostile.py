@@ -142,6 +142,32 @@ def test_sync_delete_acts_only_on_a_listing_that_ended(hostile, tmp_path, mode):
     assert _files(dst) == before, "files the source still holds were deleted"
 
 
+@pytest.mark.parametrize("mode", ["entity_bomb", "external_entity", "utf16_doctype"])
+def test_listing_page_with_a_dtd_is_refused(hostile, tmp_path, mode):
+    """A store never sends a DTD: a page that declares entities (nested ten deep: 10^9
+    "laugh"s; a SYSTEM entity naming a local file; either in UTF-16, where the bytes of
+    "<!DOCTYPE" do not appear) fails the listing at once, bounded in time and memory, and
+    nothing of the local file becomes a key."""
+    import resource
+
+    from trunkline.api.objects import ls
+
+    hostile.put("b", "p/k", b"x")
+    hostile.set_mode(mode)
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.monotonic()
+    with pytest.raises(ListingError, match="not XML") as e:
+        list(ls("s3://b/p/", recursive=True))
+    assert time.monotonic() - t0 < 10
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0 < 200 * 1024  # KiB
+    assert hostile.struck == 1
+    hostname = Path("/etc/hostname").read_text().strip() if Path("/etc/hostname").exists() else ""
+    assert not hostname or hostname not in str(e.value)
+    with pytest.raises(ListingError):
+        _cp("s3://b/p/", tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
 def test_cli_listing_error_is_one_line_exit_1(hostile, tmp_path):
     hostile.put("b", "p/k", b"x")
     hostile.set_mode("missing_token")

@@ -35,7 +35,16 @@ MODES = (
     "missing_token",    # IsTruncated=true without NextContinuationToken
     "change_mid_object",  # the object is replaced (same size) after its first ranged GET
     "slow_trickle",     # the body sent in small pieces with pauses
+    "entity_bomb",      # a listing page whose DTD nests entities ("billion laughs")
+    "external_entity",  # a listing page whose key names a SYSTEM entity (a local file)
+    "utf16_doctype",    # a listing page in UTF-16 with a DTD (its bytes hide "<!DOCTYPE")
 )
+
+# what each hostile listing page puts before the root element and in its first key
+_DTD_BOMB = ('<!DOCTYPE ListBucketResult [<!ENTITY a0 "laugh">'
+             + "".join(f'<!ENTITY a{i} "{f"&a{i - 1};" * 10}">' for i in range(1, 10))
+             + "]>", "&a9;")
+_DTD_FILE = ('<!DOCTYPE ListBucketResult [<!ENTITY f SYSTEM "file:///etc/hostname">]>', "&f;")
 
 
 @dataclass
@@ -235,11 +244,21 @@ class HostileS3(LoopbackServer):
             f"<ETag>{escape(self.objects[(bucket, k)].etag)}</ETag>"
             f"<LastModified>2026-08-01T10:00:00.000Z</LastModified></Contents>"
             for k in page)
-        xml = ('<?xml version="1.0" encoding="UTF-8"?><ListBucketResult>'
-               + ("<EncodingType>url</EncodingType>" if enc else "")
-               + f"<Name>{escape(bucket)}</Name><Prefix>{escape(prefix)}</Prefix>"
-               f"<KeyCount>{len(page)}</KeyCount><IsTruncated>{str(truncated).lower()}"
-               f"</IsTruncated>{token_xml}{items}</ListBucketResult>").encode()
+        dtd, key = "", ""
+        if self._strike("entity_bomb") or self._strike("utf16_doctype"):
+            dtd, key = _DTD_BOMB
+        elif self._strike("external_entity"):
+            dtd, key = _DTD_FILE
+        if key:
+            items = f"<Contents><Key>{key}</Key><Size>1</Size></Contents>" + items
+        utf16 = self.mode == "utf16_doctype" and bool(dtd)
+        text = (f'<?xml version="1.0" encoding="{"UTF-16" if utf16 else "UTF-8"}"?>{dtd}'
+                "<ListBucketResult>"
+                + ("<EncodingType>url</EncodingType>" if enc else "")
+                + f"<Name>{escape(bucket)}</Name><Prefix>{escape(prefix)}</Prefix>"
+                f"<KeyCount>{len(page)}</KeyCount><IsTruncated>{str(truncated).lower()}"
+                f"</IsTruncated>{token_xml}{items}</ListBucketResult>")
+        xml = text.encode("utf-16") if utf16 else text.encode()
         _send(c, 200, {"Content-Type": "application/xml"}, xml)
         return True
 
