@@ -281,6 +281,34 @@ def test_rerun_after_losing_every_process_resumes(aws_env, dataset, tmp_path, st
     assert _tree(dst) == dataset
 
 
+def test_a_thread_the_threading_module_does_not_know_stops_the_fork():
+    """A thread started below ``threading`` (as a C library's pool is) is counted by the
+    kernel: no fork while it runs, a fork again once it is gone."""
+    import _thread
+
+    from trunkline.cluster.processes import can_fork
+
+    assert can_fork(), "this test process runs threads: no fork to test"
+    hold, done = _thread.allocate_lock(), _thread.allocate_lock()
+    hold.acquire()
+    done.acquire()
+
+    def body():
+        hold.acquire()
+        done.release()
+
+    _thread.start_new_thread(body, ())
+    try:
+        assert not can_fork()
+    finally:
+        hold.release()
+    assert done.acquire(timeout=10)
+    deadline = time.monotonic() + 10
+    while not can_fork() and time.monotonic() < deadline:   # the thread's last steps
+        time.sleep(0.01)
+    assert can_fork()
+
+
 # the CLI with a thread of the caller's running beside it: its children must be spawned
 _WITH_A_THREAD = ("import sys, threading\n"
                   "threading.Thread(target=threading.Event().wait, daemon=True).start()\n"

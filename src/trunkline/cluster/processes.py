@@ -140,8 +140,15 @@ class _Forked:
 
 def can_fork() -> bool:
     """True where a child can be forked from this process: POSIX, and no thread but this
-    one (a fork copies every lock, but only the forking thread)."""
-    return hasattr(os, "fork") and threading.active_count() == 1
+    one (a fork copies every lock, but only the forking thread). Counted by the kernel
+    where it says (``/proc/self/task``: a library's native threads too, such as a thread
+    pool in C), else by ``threading``."""
+    if not hasattr(os, "fork") or threading.active_count() != 1:
+        return False
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return True
 
 
 class _ProcessActor:
