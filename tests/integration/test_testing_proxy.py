@@ -145,7 +145,9 @@ def test_plan_predicts_one_connection(s3server, objects, window, key):
 
 
 def test_aggregate_cap_binds(s3server, objects):
-    cap_bps = 800e6  # 100 MB/s across 4 connections
+    # 50 MB/s across 4 connections: a rate this Python proxy sustains beside SeaweedFS on
+    # 2 busy cores (at 800 Mbit/s a slow hour measured 87 % of the cap: CPU, not the cap)
+    cap_bps = 400e6
     path = _presigned_path(s3server, "big")
     done = []
     with Proxy(_up(s3server), rate_bps=cap_bps) as px:
@@ -161,7 +163,8 @@ def test_aggregate_cap_binds(s3server, objects):
             t.join(30)
         elapsed = time.monotonic() - t0
     rate = sum(done) * 8 / elapsed
-    print(f"aggregate cap 800 Mbit/s, 4 connections: measured {rate / 1e6:.0f} Mbit/s")
+    print(f"aggregate cap {cap_bps / 1e6:.0f} Mbit/s, 4 connections: measured "
+          f"{rate / 1e6:.0f} Mbit/s")
     assert sum(done) == 4 * BIG
     assert abs(rate / cap_bps - 1) < 0.10, rate / cap_bps
 
