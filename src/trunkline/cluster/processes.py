@@ -273,13 +273,13 @@ class LocalProcesses:
         self.actors: list[_ProcessActor] = []
         self._ids = itertools.count(1)
         self._cond = threading.Condition()
-        self.forked = can_fork()
-        if self.forked:   # loaded once, before the forks (the caller's collector untouched)
+        fork = can_fork()
+        if fork:   # loaded once, before the forks (the caller's collector untouched)
             from .worker import ShardWorker  # noqa: F401
         self._idle: list[_ProcessActor] = []
         # started now (spawned: their imports overlap the driver's first listing request)
         for _ in range(processes):
-            self._idle.append(_ProcessActor(self, self.forked))
+            self._idle.append(_ProcessActor(self, fork))
 
     def start_workers(self, spec: Any, nodes: list[dict], per_node: int) -> list[_ProcessActor]:
         """``per_node`` workers (the started processes, more if needed), each given
