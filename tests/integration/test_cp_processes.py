@@ -244,6 +244,39 @@ def test_killing_a_process_mid_run_moves_its_shards_on_the_other(aws_env, datase
     assert _tree(dst) == dataset
 
 
+def test_cli_a_forked_process_killed_mid_run_is_replaced_by_the_other(aws_env, dataset,
+                                                                      tmp_path):
+    """The same loss through the CLI, where the engines are forked (this test process may
+    run threads of its own, so the API tests above may have spawned theirs)."""
+    dst = tmp_path / "kf"
+    p = subprocess.Popen(
+        [sys.executable, "-m", "trunkline.cli.main", "cp", "-r", "--json", "-P", "2",
+         "--bwlimit", "8M", "s3://proc-src/set/", f"{dst}/"],
+        env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        kids: list[int] = []
+        while time.monotonic() < deadline and len(kids) < 2:
+            kids = _children(p.pid)
+            time.sleep(0.05)
+        assert len(kids) == 2, f"engine processes not seen: {kids}"
+        parent_cmd = Path(f"/proc/{p.pid}/cmdline").read_bytes()
+        assert Path(f"/proc/{kids[0]}/cmdline").read_bytes() == parent_cmd, "not forked"
+        # ~45 MiB at 8 MiB/s in all: 1.5 s in, each process is inside a shard
+        time.sleep(1.5)
+        assert p.poll() is None, p.stderr.read().decode()[-2000:]
+        os.kill(kids[0], signal.SIGKILL)
+        out, err = p.communicate(timeout=180)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(timeout=10)
+    assert p.returncode == 0, err.decode()[-2000:]
+    res = json.loads(out)
+    assert res["ok"] and res["lost_workers"] == 1 and res["shard_retries"] >= 1, res
+    assert _tree(dst) == dataset
+
+
 def test_rerun_after_losing_every_process_resumes(aws_env, dataset, tmp_path):
     from trunkline.cluster import copy_on_processes
 
