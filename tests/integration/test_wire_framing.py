@@ -90,8 +90,13 @@ class _Server:
                         break
 
     def close(self) -> None:
+        try:   # wakes an accept() still waiting for a client (close alone does not)
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.sock.close()
         self.thread.join(5)
+        assert not self.thread.is_alive(), "the canned server did not stop"
 
 
 def test_pool_reuses_only_what_the_connection_vouches_for():
