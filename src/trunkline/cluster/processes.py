@@ -41,6 +41,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from ..errors import TransferError
+from ..threads import sole_thread
 
 __all__ = ["LocalProcesses", "ProcessLost", "TaskFailed"]
 
@@ -140,15 +141,9 @@ class _Forked:
 
 def can_fork() -> bool:
     """True where a child can be forked from this process: POSIX, and no thread but this
-    one (a fork copies every lock, but only the forking thread). Counted by the kernel
-    where it says (``/proc/self/task``: a library's native threads too, such as a thread
-    pool in C), else by ``threading``."""
-    if not hasattr(os, "fork") or threading.active_count() != 1:
-        return False
-    try:
-        return len(os.listdir("/proc/self/task")) == 1
-    except OSError:
-        return True
+    one (a fork copies every lock, but only the forking thread; ``threads.sole_thread``
+    counts a library's native threads too)."""
+    return hasattr(os, "fork") and sole_thread()
 
 
 class _ProcessActor:
