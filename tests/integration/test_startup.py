@@ -136,3 +136,53 @@ def test_the_collector_is_off_while_a_command_loads_and_back_on_for_its_work(
     assert other["frozen"] == 0
     net = _gc_run(cp_env, tmp_path, "/venv/bin/trunkline", "--sleep")
     assert net["off_after_import"] and net["enabled_at_exit"]
+
+
+LEAVE_RUN = """
+import atexit, sys, threading, time
+out, mode = sys.argv[1], sys.argv[2]
+sys.argv[0] = "trunkline" if mode != "api" else "some-program"
+import trunkline.cli.main                      # the entry point's start (begin) when CLI
+from trunkline.cli.startup import leave, work_begins
+work_begins()                                  # as a command's work does (its net thread ends)
+atexit.register(lambda: open(out + ".atexit", "w").close())
+class Teardown:                                # freed by the interpreter's teardown only
+    def __del__(self, open=open, path=out + ".teardown"):   # globals are gone by then
+        open(path, "w").close()
+kept = Teardown()
+if mode == "thread":                           # a thread still writing when the command ends
+    def late():
+        time.sleep(0.3)
+        open(out + ".thread", "w").close()
+    threading.Thread(target=late).start()
+sys.stdout.write("buffered, no newline")       # a pipe: block-buffered until flushed
+if mode == "api":
+    try:
+        leave(7)
+    except SystemExit as e:                    # a program's own exit stays catchable
+        sys.stdout.write(f" caught {e.code}")
+        sys.exit(5)
+leave(3)
+"""
+
+
+@pytest.mark.parametrize("mode", ["cli", "thread", "api"])
+def test_the_cli_leaves_without_teardown_but_loses_nothing(tmp_path, mode):
+    """``startup.leave``: at the CLI's end, exit handlers run and buffered output is
+    written before ``os._exit`` skips the teardown; a thread still running makes it a
+    normal exit (the thread finishes); outside the CLI it is a plain ``SystemExit``."""
+    out = str(tmp_path / "o")
+    r = subprocess.run([sys.executable, "-c", LEAVE_RUN, out, mode], capture_output=True,
+                       text=True, timeout=60,
+                       env=dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path
+                                                                      if p)))
+    assert r.stdout.startswith("buffered, no newline"), (r.stdout, r.stderr)
+    assert os.path.exists(out + ".atexit")
+    if mode == "api":
+        assert r.returncode == 5 and r.stdout.endswith("caught 7")
+    else:
+        assert r.returncode == 3, r.stderr
+    if mode == "thread":
+        assert os.path.exists(out + ".thread")
+    if mode != "thread":   # the fast exit skipped the teardown; a program's went through it
+        assert os.path.exists(out + ".teardown") == (mode == "api")

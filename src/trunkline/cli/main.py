@@ -13,7 +13,7 @@ import importlib
 import os
 import sys
 
-from .startup import begin
+from .startup import begin, leave
 
 if __name__ == "__main__" or os.path.basename(sys.argv[0]) == "trunkline":
     begin()   # the entry point: the collector off while the modules load (cli/startup.py)
@@ -56,11 +56,14 @@ def cli() -> None:
 
 def main() -> None:
     try:
-        cli(prog_name="trunkline")
-    except UsageError as e:   # a bad setting met while a command's modules load (TRUNKLINE_*)
-        from .exits import fail
+        try:
+            cli(prog_name="trunkline")
+        except UsageError as e:   # a bad setting met while a command's modules load
+            from .exits import fail
 
-        fail(False, 2, e)
+            fail(False, 2, e)
+    except SystemExit as e:   # how every command ends (click's standalone mode)
+        leave(e.code)
 
 
 if __name__ == "__main__":
