@@ -94,3 +94,32 @@ def test_memory_bound_caps_connections_only_when_parts_are_buffered(aws_env, tmp
     assert r.ok and out.read_bytes() == src.read_bytes()
     used = {c["local"] for c in r.connections if c["bytes_in"] > 0}
     assert len(used) > 4, f"only {len(used)} connections carried the 8 parts"
+
+
+def test_small_objects_start_with_the_connections_the_store_needs(aws_env, tmp_path,
+                                                                    monkeypatch):
+    """Little's law at the start (``tune.start_level``): 60 small objects from SeaweedFS
+    on loopback, which answers within a few ms, start with a few connections; behind a
+    10 ms round trip, with the usual 16. A binding --bwlimit holds the tuner at its
+    start, so the connections the run opened are the start level."""
+    from trunkline.engine.scheduler import INITIAL_CONNECTIONS
+
+    aws_env.create_bucket("little")
+    cl = aws_env.client()
+    for i in range(60):
+        cl.put_object(Bucket="little", Key=f"s/{i:02d}.bin", Body=os.urandom(64 * 1024))
+
+    def opened(name: str) -> tuple[int, list]:
+        r = trunkline.copy("s3://little/s/", f"{tmp_path / name}/", recursive=True,
+                           bwlimit="1.5M", resume=False)
+        assert r.ok and r.objects == 60, r.failures
+        assert len(list((tmp_path / name).iterdir())) == 60
+        return len({c["local"] for c in r.connections if c["requests"]}), r.decisions
+
+    direct, decisions = opened("direct")
+    with Proxy(("127.0.0.1", aws_env.port), delay_s=0.005) as px:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", px.endpoint_url)
+        far, far_decisions = opened("far")
+    print(f"connections: direct {direct} {decisions}; 10 ms away {far} {far_decisions}")
+    assert 2 <= direct <= 8
+    assert far == INITIAL_CONNECTIONS

@@ -370,3 +370,18 @@ def test_a_noisy_machine_does_not_trim_away_what_pays(seed):
               initial_connections=32)
     rates = run(path, t, n=600, seed=seed)
     assert sum(rates[-300:]) / 300 >= 0.8 * path.rate(32, 16 * MiB), t.decisions[-6:]
+
+
+def test_start_level_follows_littles_law_for_small_objects():
+    from trunkline.engine.tune import CLIENT_S_PER_SMALL_OBJECT, start_level
+
+    w = CLIENT_S_PER_SMALL_OBJECT
+    assert start_level(16, True, 0.0001) == 2          # loopback: at least 2
+    assert start_level(16, True, 2 * w) == 3           # 1 + answer / work
+    assert start_level(16, True, 5.5 * w) == 7
+    assert start_level(16, True, 0.040) == 16          # a long path: the usual start
+    assert start_level(8, True, 0.0001) == 2
+    assert start_level(4, True, 0.003) == 4            # never above the caller's start
+    assert start_level(1, True, 0.0001) == 1
+    assert start_level(16, False, 0.0001) == 16        # large objects: the usual start
+    assert start_level(16, True, None) == 16           # nothing measured: the usual start

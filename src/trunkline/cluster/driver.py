@@ -314,7 +314,8 @@ def _copy_on_workers(
         server_side, resume, state_dir = opts.server_side, opts.resume, opts.state_dir
         jopts = {"op": "cp-ray-shard", "recursive": recursive, "server_side": server_side}
         spec = WorkerSpec(str(s), str(d), many, into, server_side, opts, resume,
-                          state_dir, jopts, _forward_env() if forward_env else None, inflight)
+                          state_dir, jopts, _forward_env() if forward_env else None, inflight,
+                          eps.answers())
         lopts = {"op": "cp-ray", "recursive": recursive, "server_side": server_side,
                  "per_node_dest": per_node_dest, "part_size": ps, "shard_bytes": shard_bytes,
                  "shard_objects": shard_objects}

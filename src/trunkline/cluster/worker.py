@@ -43,6 +43,7 @@ class WorkerSpec:
     jopts: dict[str, Any] | None = None
     env: dict[str, str] | None = None   # the driver's endpoint settings, set in the worker
     inflight: int = 2                   # shards the driver keeps on a worker at once
+    answers: dict[str, dict[str, float]] | None = None   # the driver's (EndpointCache.answers)
 
 
 def node_tag(node_id: str) -> str:
@@ -50,8 +51,8 @@ def node_tag(node_id: str) -> str:
 
 
 class _LockedEndpoints(EndpointCache):
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, answers: dict[str, dict[str, float]] | None = None) -> None:
+        super().__init__(answers)
         self._lock = threading.Lock()
 
     def get(self, name: str):
@@ -77,7 +78,7 @@ class ShardWorker:
         self.tag = node_tag(node_id)
         self.src = parse_location(spec.src)
         self.dst = parse_location(spec.dst.replace("{node}", self.tag))
-        self.eps = _LockedEndpoints()
+        self.eps = _LockedEndpoints(spec.answers)
         self._lock = threading.Lock()
         # one set of connections for every shard this worker runs: a shard does not pay
         # for new handshakes (and, on a long path, TCP's slow start) when it begins; and

@@ -90,19 +90,27 @@ def _control_retry(fn: Callable[[], T]) -> T:
 class EndpointCache:
     """One S3Endpoint per endpoint name for a transfer (botocore clients are costly)."""
 
-    def __init__(self) -> None:
+    def __init__(self, answers: dict[str, dict[str, float]] | None = None) -> None:
         self._eps: dict[str, S3Endpoint] = {}
+        self._answers = dict(answers or {})
 
     def get(self, name: str) -> S3Endpoint:
         from ..config import resolve_endpoint
 
         if name not in self._eps:
             # control requests are retried by our policy (botocore's retries are off)
-            self._eps[name] = S3Endpoint(resolve_endpoint(name), retry=_control_retry)
+            ep = S3Endpoint(resolve_endpoint(name), retry=_control_retry)
+            ep.answers.update(self._answers.get(name, {}))
+            self._eps[name] = ep
         return self._eps[name]
 
     def all(self) -> list[S3Endpoint]:
         return list(self._eps.values())
+
+    def answers(self) -> dict[str, dict[str, float]]:
+        """Endpoint name -> its ``S3Endpoint.answers``: what a cluster's workers start
+        from (their shards come listed: they make no control request of their own)."""
+        return {n: dict(ep.answers) for n, ep in self._eps.items() if ep.answers}
 
 
 def _sources(src: Location, eps: EndpointCache, recursive: bool) -> Iterator[tuple[str, object]]:

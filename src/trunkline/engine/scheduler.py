@@ -34,14 +34,14 @@ from .budget import Gate, MemoryBudget
 from .completion import Completion
 from .connections import RunConnections
 from .direct_io import aligned_buffer
-from .jobs import ObjectJob
+from .jobs import ObjectJob, ObjectPlan
 from .journal import Journal
 from .ops import KINDS, RESUMED, PartContext, RunContext, WorkerStats
 from .plan import Part
 from .progress import take_snapshot
 from .ratelimit import RateLimiter
 from .retry import IntegrityError, RetryPolicy, is_slowdown, retrying
-from .tune import Tuner
+from .tune import SMALL_OBJECT_BYTES, Tuner, start_level
 
 __all__ = ["Failure", "RunOutcome", "Runner", "Snapshot", "TransferOptions"]
 
@@ -149,7 +149,7 @@ class Runner:
         jobs = iter(jobs)
         first = next(jobs, None)
         if first is not None:
-            self._memory_per_connection(first.plan.kind)
+            self._first_level(first.plan)
             jobs = itertools.chain([first], jobs)
         workers = self._workers
         self._spawn(self.gate.limit)
@@ -214,14 +214,25 @@ class Runner:
             unverified=list(self.completion.unverified),
         )
 
-    def _memory_per_connection(self, kind: str) -> None:
-        """Only streams between stores hold whole parts in memory; a download holds one
+    def _first_level(self, plan: ObjectPlan) -> None:
+        """The tuner's bounds and start, from the first object.
+
+        Only streams between stores hold whole parts in memory; a download holds one
         1 MiB buffer per connection and an upload none (``sendfile``), so for those the
-        memory bound must not cap connections x part size."""
-        if self.tuner is not None and kind in ("download", "upload", "copy"):
+        memory bound must not cap connections x part size. Small objects from a store
+        that answers quickly start with fewer connections (``tune.start_level``)."""
+        if self.tuner is not None and plan.kind in ("download", "upload", "copy"):
             t = self.tuner
-            t.rebound(max(t.max_memory, self.opts.max_connections * t.max_part_size),
-                      min(INITIAL_CONNECTIONS, self.opts.max_connections))
+            start = min(INITIAL_CONNECTIONS, self.opts.max_connections)
+            small = len(plan.parts) == 1 and plan.size <= SMALL_OBJECT_BYTES
+            ep = plan.src_ep if plan.kind == "download" else plan.dst_ep
+            if small and ep is not None and plan.kind != "copy":
+                if plan.kind == "download" and "HEAD" not in ep.answers and \
+                        start_level(start, True, ep.round_trip_s) < start:
+                    # a listing page is slower to answer than one object: time one HEAD
+                    ep.time_answer(plan.src_bucket, plan.src_key)
+                start = start_level(start, True, ep.round_trip_s)
+            t.rebound(max(t.max_memory, self.opts.max_connections * t.max_part_size), start)
             self.gate.resize(t.connections)
 
     def _spawn(self, n: int) -> None:

@@ -3,6 +3,8 @@
 Sans-I/O: the engine calls :meth:`Tuner.observe` with cumulative counters and the time;
 the tuner returns a :class:`Decision` when the setting should change. The loop:
 
+* **start** - 16 connections (the engine's ``INITIAL_CONNECTIONS``), fewer for small
+  objects from a store that answers quickly (``start_level``: Little's law).
 * **slow start** - double the connections while each step raises goodput by more than
   ``gain`` (5 %); when a step stops paying, go back to the previous level and hold.
 * **back off** - on SlowDown/503 or an error burst, drop to the last level that ran clean
@@ -30,13 +32,40 @@ Each level is measured after one settling interval (new connections ramp up) ove
 
 from __future__ import annotations
 
+import math
+
 from ..errors import UsageError
 from ..units import MiB
 from .decision import Decision, pct
 from .latency import Latency
 from .tune_phases import TunerPhases
 
-__all__ = ["Decision", "Tuner"]
+__all__ = ["Decision", "Tuner", "start_level"]
+
+SMALL_OBJECT_BYTES = 1 << 20
+"""An object moved in one request of at most this size is small: the interpreter's work
+per object (request, answer, file), not the bytes, is what it costs."""
+CLIENT_S_PER_SMALL_OBJECT = 0.0005
+"""One process's own work per small object: 0.55-0.75 ms of user CPU measured on the 2-core
+VM (bench/RESULTS.md, issue 18); rounded down, so the estimate errs toward more
+connections."""
+
+
+def start_level(initial: int, small: bool, round_trip_s: float | None) -> int:
+    """Connections the tuner starts with.
+
+    Small objects from a store that answers quickly: enough connections for the store's
+    answers to arrive while this process works on others (Little's law: one plus the
+    round trip over the work per object), at least 2. More only add threads waiting for
+    the interpreter lock: on loopback, one process moved 3,000 x 256 KiB 31 % faster with
+    2 connections than from the usual start of 16, with 20 % less CPU per object
+    (bench/RESULTS.md). A store ~7 ms away or more gets ``initial``, as does anything
+    else: large parts are moved by the compiled loop without the lock, and a long path
+    needs many connections from the first second. Slow start grows from either level
+    while growth pays. Unknown round trip: ``initial``."""
+    if not small or round_trip_s is None:
+        return initial
+    return min(initial, max(2, 1 + math.ceil(round_trip_s / CLIENT_S_PER_SMALL_OBJECT)))
 
 
 class Tuner(TunerPhases):

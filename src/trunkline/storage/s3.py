@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -151,6 +152,11 @@ class S3Endpoint:
         self.full_object_crc: bool | None = None   # FULL_OBJECT CRC32C multipart uploads
         # control-plane requests (LIST, HEAD, verify's reads) share one pool of our own
         self.pool = ConnectionPool(lambda t: self.new_connection(read_timeout=t))
+        self.answers: dict[str, float] = {}
+        """Per kind of control request (HEAD, LIST, ...), the quickest seen: from the request
+        sent to its answer's head (a LIST: to its body read, signing included). How long
+        the store takes to answer; the tuner's start for small objects reads it
+        (``engine/tune.start_level``)."""
 
     @property
     def session(self):
@@ -273,11 +279,13 @@ class S3Endpoint:
         a failure other than the store's answer is reported as a ``StoreError``."""
         def once() -> T:
             conn = self.pool.acquire()
+            t0, ttfb0 = time.monotonic(), conn.stats.ttfb_total
             try:
                 out = request(conn)
             except BaseException:
                 self.pool.release(conn)   # closed unless its exchange ended cleanly
                 raise
+            self._answered(op, conn.stats.ttfb_total - ttfb0 or time.monotonic() - t0)
             self.pool.release(conn)
             return out
 
@@ -287,6 +295,32 @@ class S3Endpoint:
             raise
         except Exception as e:  # noqa: BLE001 - a reset, a timeout: one clear line
             raise S3Error(0, type(e).__name__, str(e), op, key) from None
+
+    def _answered(self, op: str, seconds: float) -> None:
+        best = self.answers.get(op)
+        if best is None or seconds < best:
+            self.answers[op] = seconds
+
+    @property
+    def round_trip_s(self) -> float | None:
+        """The quickest control request of any kind seen, None before the first."""
+        return min(self.answers.values(), default=None)
+
+    def time_answer(self, bucket: str, key: str) -> None:
+        """One HEAD of ``key`` only to time the store's answer (``answers``): one attempt,
+        any failure ignored (the copy that follows meets it for real)."""
+        try:
+            conn = self.pool.acquire()
+        except Exception:  # noqa: BLE001 - see above
+            return
+        ttfb0 = conn.stats.ttfb_total
+        try:
+            s3_data.head(self, conn, bucket, key, key)
+        except Exception:  # noqa: BLE001 - see above
+            self.pool.release(conn)
+            return
+        self._answered("HEAD", conn.stats.ttfb_total - ttfb0)
+        self.pool.release(conn)
 
     def _control(self, method: str, bucket: str, key: str, query: dict[str, str] | None,
                  op: str) -> tuple[ResponseHead, bytes]:
