@@ -56,7 +56,8 @@ def main() -> None:
                     help="a mode NAME: trunkline cp -r with these extra arguments "
                          "('P12c2=-P 12 -c 2')")
     ap.add_argument("--base-src", default=None,
-                    help="also run each -P N with this src/ dir (e.g. main's) on PYTHONPATH")
+                    help="also run one process and each -P N with this src/ dir (e.g. "
+                         "main's) on PYTHONPATH")
     ap.add_argument("--dst-root", default="/dev/shm")
     ap.add_argument("--workdir", default="/tmp/tl-small-processes")
     ap.add_argument("--keep", action="store_true", help="keep the dataset for another run")
@@ -96,9 +97,13 @@ def main() -> None:
                     if p and os.path.realpath(p) != os.path.realpath(here)]
             base_env = dict(env, PYTHONPATH=os.pathsep.join([str(Path(a.base_src).resolve()),
                                                              *rest]))
+            base_cp = [sys.executable, "-m", "trunkline.cli.main", "cp", "-r", "-q",
+                       "--no-resume"]
+            if not a.no_single:
+                modes["base one process"] = [*base_cp, url, f"{dst}/"]
+                envs["base one process"] = base_env
             for n in (int(x) for x in a.processes.split(",") if x):
-                modes[f"base -P {n}"] = [sys.executable, "-m", "trunkline.cli.main", "cp",
-                                         "-r", "-q", "--no-resume", "-P", str(n), url, f"{dst}/"]
+                modes[f"base -P {n}"] = [*base_cp, "-P", str(n), url, f"{dst}/"]
                 envs[f"base -P {n}"] = base_env
         for n in (int(x) for x in a.ray.split(",") if x):
             modes[f"Ray {n}"] = [*trunkline, "cp", "-r", "-q", "--no-resume", url, f"{dst}/",
