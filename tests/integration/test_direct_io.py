@@ -273,3 +273,39 @@ def test_folder_cache_walks_once_never_follows_a_swap_and_recovers_a_removed_fol
     assert fds() == before + 2
     fc.close()
     assert fds() == before
+
+
+def test_folder_cache_lends_each_folder_right_while_workers_race_its_eviction(tmp_path):
+    """8 threads open 6 folders through a cache of 2 (each open may drop a folder another
+    thread is duplicating at that moment): every descriptor lent names the folder asked
+    for, and once the cache is closed no descriptor is left open."""
+    import threading
+
+    from trunkline.storage.partial import FolderCache
+
+    before = len(os.listdir("/proc/self/fd"))
+    dirs = [tmp_path / f"d{i}" for i in range(6)]
+    for d in dirs:
+        d.mkdir()
+    inode = {str(d): d.stat().st_ino for d in dirs}
+    fc = FolderCache(limit=2)
+    wrong: list[str] = []
+
+    def work(seed: int) -> None:
+        for k in range(400):
+            path = str(dirs[(seed * 7 + k * 5) % len(dirs)])
+            fd = fc.open(path)
+            try:
+                if os.fstat(fd).st_ino != inode[path]:
+                    wrong.append(path)
+            finally:
+                os.close(fd)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    fc.close()
+    assert not wrong, wrong[:5]
+    assert len(os.listdir("/proc/self/fd")) == before
