@@ -100,7 +100,7 @@ def test_small_objects_start_with_the_connections_the_store_needs(aws_env, tmp_p
                                                                     monkeypatch):
     """Little's law at the start (``tune.start_level``): 60 small objects from SeaweedFS
     on loopback, which answers within a few ms, start with a few connections; behind a
-    10 ms round trip, with the usual 16. A binding --bwlimit holds the tuner at its
+    20 ms round trip, with the usual 16. A binding --bwlimit holds the tuner at its
     start, so the connections the run opened are the start level."""
     from trunkline.engine.scheduler import INITIAL_CONNECTIONS
 
@@ -117,9 +117,9 @@ def test_small_objects_start_with_the_connections_the_store_needs(aws_env, tmp_p
         return len({c["local"] for c in r.connections if c["requests"]}), r.decisions
 
     direct, decisions = opened("direct")
-    with Proxy(("127.0.0.1", aws_env.port), delay_s=0.005) as px:
+    with Proxy(("127.0.0.1", aws_env.port), delay_s=0.010) as px:
         monkeypatch.setenv("AWS_ENDPOINT_URL", px.endpoint_url)
         far, far_decisions = opened("far")
-    print(f"connections: direct {direct} {decisions}; 10 ms away {far} {far_decisions}")
+    print(f"connections: direct {direct} {decisions}; 20 ms away {far} {far_decisions}")
     assert 2 <= direct <= 8
     assert far == INITIAL_CONNECTIONS

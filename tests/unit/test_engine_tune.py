@@ -380,6 +380,7 @@ def test_start_level_follows_littles_law_for_small_objects():
     assert start_level(16, True, 2 * w) == 3           # 1 + answer / work
     assert start_level(16, True, 5.5 * w) == 7
     assert start_level(16, True, 0.040) == 16          # a long path: the usual start
+    assert start_level(16, True, 15 * w) == 16
     assert start_level(8, True, 0.0001) == 2
     assert start_level(4, True, 0.003) == 4            # never above the caller's start
     assert start_level(1, True, 0.0001) == 1

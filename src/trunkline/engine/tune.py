@@ -45,10 +45,10 @@ __all__ = ["Decision", "Tuner", "start_level"]
 SMALL_OBJECT_BYTES = 1 << 20
 """An object moved in one request of at most this size is small: the interpreter's work
 per object (request, answer, file), not the bytes, is what it costs."""
-CLIENT_S_PER_SMALL_OBJECT = 0.0005
-"""One process's own work per small object: 0.55-0.75 ms of user CPU measured on the 2-core
-VM (bench/RESULTS.md, issue 18); rounded down, so the estimate errs toward more
-connections."""
+CLIENT_S_PER_SMALL_OBJECT = 0.001
+"""One process's own time per small object, user and system (the system calls are on its
+path too): 1.1-1.4 ms measured on the 2-core VM, 0.9 ms on 16 cores (bench/RESULTS.md,
+issue 18); rounded down, so the estimate errs toward more connections."""
 
 
 def start_level(initial: int, small: bool, round_trip_s: float | None) -> int:
@@ -56,10 +56,10 @@ def start_level(initial: int, small: bool, round_trip_s: float | None) -> int:
 
     Small objects from a store that answers quickly: enough connections for the store's
     answers to arrive while this process works on others (Little's law: one plus the
-    round trip over the work per object), at least 2. More only add threads waiting for
+    answer time over the process's time per object), at least 2. More only add threads waiting for
     the interpreter lock: on loopback, one process moved 3,000 x 256 KiB 31 % faster with
     2 connections than from the usual start of 16, with 20 % less CPU per object
-    (bench/RESULTS.md). A store ~7 ms away or more gets ``initial``, as does anything
+    (bench/RESULTS.md). A store ~15 ms away or more gets ``initial``, as does anything
     else: large parts are moved by the compiled loop without the lock, and a long path
     needs many connections from the first second. Slow start grows from either level
     while growth pays. Unknown round trip: ``initial``."""
