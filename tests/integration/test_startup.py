@@ -141,8 +141,7 @@ def test_the_collector_is_off_while_a_command_loads_and_back_on_for_its_work(
 LEAVE_RUN = """
 import atexit, sys, threading, time
 out, mode = sys.argv[1], sys.argv[2]
-sys.argv[0] = "trunkline" if mode != "api" else "some-program"
-import trunkline.cli.main                      # the entry point's start (begin) when CLI
+import trunkline.cli.main                      # the entry point's start (begin) as `trunkline`
 from trunkline.cli.startup import leave, work_begins
 work_begins()                                  # as a command's work does (its net thread ends)
 atexit.register(lambda: open(out + ".atexit", "w").close())
@@ -170,9 +169,13 @@ leave(3)
 def test_the_cli_leaves_without_teardown_but_loses_nothing(tmp_path, mode):
     """``startup.leave``: at the CLI's end, exit handlers run and buffered output is
     written before ``os._exit`` skips the teardown; a thread still running makes it a
-    normal exit (the thread finishes); outside the CLI it is a plain ``SystemExit``."""
+    normal exit (the thread finishes); in a program whose main module is not the CLI
+    (here ``-c``; ``runpy`` in test_capability_cache.py) it is a plain ``SystemExit``."""
     out = str(tmp_path / "o")
-    r = subprocess.run([sys.executable, "-c", LEAVE_RUN, out, mode], capture_output=True,
+    script = tmp_path / "trunkline"        # as the console script is named
+    script.write_text(LEAVE_RUN)
+    entry = ["-c", LEAVE_RUN] if mode == "api" else [str(script)]
+    r = subprocess.run([sys.executable, *entry, out, mode], capture_output=True,
                        text=True, timeout=60,
                        env=dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path
                                                                       if p)))

@@ -16,7 +16,9 @@ that imports trunkline keeps its own collector settings.
 run, the standard streams are flushed, and the process ends there (``os._exit``), without
 the interpreter's teardown: freeing the objects of a few hundred modules one by one, ~15 %
 of a one-key ``cp`` on the 2-core VM (bench/RESULTS.md), memory the kernel frees at once.
-Again only where the CLI is the entry point (``begin`` ran).
+Only where the process's main module is the CLI (``python -m trunkline.cli.main``, the
+``trunkline`` script): a program that runs the CLI inside itself (``runpy``) gets its
+``SystemExit`` back.
 """
 
 from __future__ import annotations
@@ -35,12 +37,11 @@ __all__ = ["begin", "leave", "work_begins"]
 NET_S = 1.0
 """The latest the collector comes back on, whatever the command does."""
 
-_state: dict = {"off": False, "net": None, "entry": False}
+_state: dict = {"off": False, "net": None}
 
 
 def begin() -> None:
     """At the entry point: collector off, and the safety net armed."""
-    _state["entry"] = True
     if gc.isenabled():
         _state["off"] = True
         gc.disable()
@@ -70,7 +71,7 @@ def leave(code: object) -> NoReturn:
     with no other thread: exit handlers, flushed streams, ``os._exit``; else ``sys.exit``
     (a thread may still write, a caller may catch it)."""
     status = 0 if code is None else code
-    if not (_state["entry"] and isinstance(status, int) and sole_thread()):
+    if not (isinstance(status, int) and _main_is_the_cli() and sole_thread()):
         sys.exit(code)
     atexit._run_exitfuncs()
     try:
@@ -79,3 +80,13 @@ def leave(code: object) -> NoReturn:
     except (OSError, ValueError):   # a closed pipe: let the interpreter report it as usual
         sys.exit(code)
     os._exit(status & 0xFF)
+
+
+def _main_is_the_cli() -> bool:
+    """The process runs the CLI as its main module: ``python -m`` or the script."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name == "trunkline.cli.main":
+        return True
+    path = getattr(main, "__file__", None)
+    return isinstance(path, str) and os.path.basename(path) == "trunkline"
