@@ -66,6 +66,23 @@ def _children(pid: int) -> list[int]:
     return [int(x) for x in text.split()]
 
 
+def _engines(pid: int, n: int) -> list[int]:
+    """The ``n`` engine processes of the ``cp`` ``pid``, once all have started."""
+    deadline = time.monotonic() + 60
+    kids: list[int] = []
+    while time.monotonic() < deadline and len(kids) < n:
+        kids = _children(pid)
+        time.sleep(0.05)
+    assert len(kids) == n, f"engine processes not seen: {kids}"
+    return kids
+
+
+def _forked(parent: int, child: int) -> bool:
+    """A forked child runs its parent's command line; a spawned one its own."""
+    return (Path(f"/proc/{child}/cmdline").read_bytes()
+            == Path(f"/proc/{parent}/cmdline").read_bytes())
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -254,14 +271,8 @@ def test_cli_a_forked_process_killed_mid_run_is_replaced_by_the_other(aws_env, d
          "--bwlimit", "8M", "s3://proc-src/set/", f"{dst}/"],
         env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 60
-        kids: list[int] = []
-        while time.monotonic() < deadline and len(kids) < 2:
-            kids = _children(p.pid)
-            time.sleep(0.05)
-        assert len(kids) == 2, f"engine processes not seen: {kids}"
-        parent_cmd = Path(f"/proc/{p.pid}/cmdline").read_bytes()
-        assert Path(f"/proc/{kids[0]}/cmdline").read_bytes() == parent_cmd, "not forked"
+        kids = _engines(p.pid, 2)
+        assert _forked(p.pid, kids[0]), "not forked"
         # ~45 MiB at 8 MiB/s in all: 1.5 s in, each process is inside a shard
         time.sleep(1.5)
         assert p.poll() is None, p.stderr.read().decode()[-2000:]
@@ -348,16 +359,9 @@ def test_a_killed_parent_leaves_no_engine_behind(aws_env, dataset, tmp_path, how
          "--bwlimit", "2M", "s3://proc-src/set/", f"{tmp_path / 'p'}/"],
         env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 60
-        kids: list[int] = []
-        while time.monotonic() < deadline and len(kids) < 3:
-            kids = _children(p.pid)
-            time.sleep(0.05)
-        assert len(kids) == 3, f"engine processes not seen: {kids}"
-        parent_cmd = Path(f"/proc/{p.pid}/cmdline").read_bytes()
-        for k in kids:   # a forked child runs the parent's command line; a spawned one its own
-            forked = Path(f"/proc/{k}/cmdline").read_bytes() == parent_cmd
-            assert forked == (how == "fork"), Path(f"/proc/{k}/cmdline").read_bytes()
+        kids = _engines(p.pid, 3)
+        for k in kids:
+            assert _forked(p.pid, k) == (how == "fork"), Path(f"/proc/{k}/cmdline").read_bytes()
         time.sleep(1.0)   # into the copy
         assert p.poll() is None, p.stderr.read().decode()[-2000:]
         p.kill()
