@@ -386,3 +386,6 @@ def test_start_level_follows_littles_law_for_small_objects():
     assert start_level(1, True, 0.0001) == 1
     assert start_level(16, False, 0.0001) == 16        # large objects: the usual start
     assert start_level(16, True, None) == 16           # nothing measured: the usual start
+    assert start_level(16, True, 0.0001, sharing=2) == 1   # two runs at once: 2 in all
+    assert start_level(16, True, 5.5 * w, sharing=2) == 4
+    assert start_level(16, False, 0.0001, sharing=2) == 16

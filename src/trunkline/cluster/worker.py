@@ -160,7 +160,7 @@ class ShardWorker:
                 self._live[shard.id] = snap
 
         runner = Runner(spec.options, on_tick=tick, journal=journal, conns=self._conns,
-                        limiter=self._limiter)
+                        limiter=self._limiter, sharing=spec.inflight)
         try:
             out = runner.run(jobs)
         finally:

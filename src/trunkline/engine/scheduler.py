@@ -85,8 +85,10 @@ class Runner:
         resumed: bool = False,
         conns: RunConnections | None = None,
         limiter: RateLimiter | None = None,
+        sharing: int = 1,
     ):
         self.opts = opts
+        self.sharing = sharing   # runs of this process at once (tune.start_level)
         self.retry = RetryPolicy.for_retries(opts.retries)
         self.journal = journal
         # resuming an earlier run's journal: a killed run may have left stray uploads
@@ -231,7 +233,7 @@ class Runner:
                         start_level(start, True, ep.round_trip_s) < start:
                     # a listing page is slower to answer than one object: time one HEAD
                     ep.time_answer(plan.src_bucket, plan.src_key)
-                start = start_level(start, True, ep.round_trip_s)
+                start = start_level(start, True, ep.round_trip_s, self.sharing)
             t.rebound(max(t.max_memory, self.opts.max_connections * t.max_part_size), start)
             self.gate.resize(t.connections)
 

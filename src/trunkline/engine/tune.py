@@ -51,7 +51,8 @@ path too): 1.1-1.4 ms measured on the 2-core VM, 0.9 ms on 16 cores (bench/RESUL
 issue 18); rounded down, so the estimate errs toward more connections."""
 
 
-def start_level(initial: int, small: bool, round_trip_s: float | None) -> int:
+def start_level(initial: int, small: bool, round_trip_s: float | None,
+                sharing: int = 1) -> int:
     """Connections the tuner starts with.
 
     Small objects from a store that answers quickly: enough connections for the store's
@@ -62,10 +63,12 @@ def start_level(initial: int, small: bool, round_trip_s: float | None) -> int:
     (bench/RESULTS.md). A store ~15 ms away or more gets ``initial``, as does anything
     else: large parts are moved by the compiled loop without the lock, and a long path
     needs many connections from the first second. Slow start grows from either level
-    while growth pays. Unknown round trip: ``initial``."""
+    while growth pays. Unknown round trip: ``initial``. ``sharing`` runs of one process
+    at once (a cluster worker's shards in flight) share that level."""
     if not small or round_trip_s is None:
         return initial
-    return min(initial, max(2, 1 + math.ceil(round_trip_s / CLIENT_S_PER_SMALL_OBJECT)))
+    level = max(2, 1 + math.ceil(round_trip_s / CLIENT_S_PER_SMALL_OBJECT))
+    return min(initial, max(1, math.ceil(level / max(1, sharing))))
 
 
 class Tuner(TunerPhases):
