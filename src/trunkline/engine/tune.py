@@ -57,9 +57,9 @@ def start_level(initial: int, small: bool, round_trip_s: float | None,
 
     Small objects from a store that answers quickly: enough connections for the store's
     answers to arrive while this process works on others (Little's law: one plus the
-    answer time over the process's time per object), at least 2. More only add threads waiting for
-    the interpreter lock: on loopback, one process moved 3,000 x 256 KiB 31 % faster with
-    2 connections than from the usual start of 16, with 20 % less CPU per object
+    answer time over the process's time per object), at least 2. More only add threads
+    waiting for the interpreter lock: on loopback, one process moved 3,000 x 256 KiB
+    24 % faster from this start than from the usual 16, with 21 % less CPU per object
     (bench/RESULTS.md). A store ~15 ms away or more gets ``initial``, as does anything
     else: large parts are moved by the compiled loop without the lock, and a long path
     needs many connections from the first second. Slow start grows from either level
