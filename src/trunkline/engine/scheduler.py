@@ -223,19 +223,23 @@ class Runner:
         1 MiB buffer per connection and an upload none (``sendfile``), so for those the
         memory bound must not cap connections x part size. Small objects from a store
         that answers quickly start with fewer connections (``tune.start_level``)."""
-        if self.tuner is not None and plan.kind in ("download", "upload", "copy"):
-            t = self.tuner
-            start = min(INITIAL_CONNECTIONS, self.opts.max_connections)
-            small = len(plan.parts) == 1 and plan.size <= SMALL_OBJECT_BYTES
-            ep = plan.src_ep if plan.kind == "download" else plan.dst_ep
-            if small and ep is not None and plan.kind != "copy":
-                if plan.kind == "download" and "HEAD" not in ep.answers and \
-                        start_level(start, True, ep.round_trip_s) < start:
-                    # a listing page is slower to answer than one object: time one HEAD
-                    ep.time_answer(plan.src_bucket, plan.src_key)
-                start = start_level(start, True, ep.round_trip_s, self.sharing)
-            t.rebound(max(t.max_memory, self.opts.max_connections * t.max_part_size), start)
-            self.gate.resize(t.connections)
+        if self.tuner is None or plan.kind not in ("download", "upload", "copy"):
+            return
+        t = self.tuner
+        start = self._start_for(plan, min(INITIAL_CONNECTIONS, self.opts.max_connections))
+        t.rebound(max(t.max_memory, self.opts.max_connections * t.max_part_size), start)
+        self.gate.resize(t.connections)
+
+    def _start_for(self, plan: ObjectPlan, start: int) -> int:
+        """``start``, or fewer for a small first object from a quick store."""
+        ep = {"download": plan.src_ep, "upload": plan.dst_ep}.get(plan.kind)
+        if ep is None or len(plan.parts) != 1 or plan.size > SMALL_OBJECT_BYTES:
+            return start
+        if plan.kind == "download" and "HEAD" not in ep.answers and \
+                start_level(start, True, ep.round_trip_s) < start:
+            # a listing page is slower to answer than one object: time one HEAD
+            ep.time_answer(plan.src_bucket, plan.src_key)
+        return start_level(start, True, ep.round_trip_s, self.sharing)
 
     def _spawn(self, n: int) -> None:
         """Start workers up to ``n`` (threads are started only when the gate lets them

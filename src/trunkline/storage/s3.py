@@ -277,29 +277,28 @@ class S3Endpoint:
     def on_connection(self, request: Callable[[Connection], T], op: str, key: str) -> T:
         """Run ``request(conn)`` on a pooled connection of ours, retried under our policy;
         a failure other than the store's answer is reported as a ``StoreError``."""
-        def once() -> T:
-            conn = self.pool.acquire()
-            t0, ttfb0 = time.monotonic(), conn.stats.ttfb_total
-            try:
-                out = request(conn)
-            except BaseException:
-                self.pool.release(conn)   # closed unless its exchange ended cleanly
-                raise
-            self._answered(op, conn.stats.ttfb_total - ttfb0 or time.monotonic() - t0)
-            self.pool.release(conn)
-            return out
-
         try:
-            return self.retry(once)
+            return self.retry(lambda: self._once(request, op))
         except S3Error:
             raise
         except Exception as e:  # noqa: BLE001 - a reset, a timeout: one clear line
             raise S3Error(0, type(e).__name__, str(e), op, key) from None
 
-    def _answered(self, op: str, seconds: float) -> None:
+    def _once(self, request: Callable[[Connection], T], op: str) -> T:
+        """One attempt of ``request`` on a pooled connection, its answer time kept."""
+        conn = self.pool.acquire()
+        t0, ttfb0 = time.monotonic(), conn.stats.ttfb_total
+        try:
+            out = request(conn)
+        except BaseException:
+            self.pool.release(conn)   # closed unless its exchange ended cleanly
+            raise
+        seconds = conn.stats.ttfb_total - ttfb0 or time.monotonic() - t0
+        self.pool.release(conn)
         best = self.answers.get(op)
         if best is None or seconds < best:
             self.answers[op] = seconds
+        return out
 
     @property
     def round_trip_s(self) -> float | None:
@@ -310,17 +309,9 @@ class S3Endpoint:
         """One HEAD of ``key`` only to time the store's answer (``answers``): one attempt,
         any failure ignored (the copy that follows meets it for real)."""
         try:
-            conn = self.pool.acquire()
+            self._once(lambda conn: s3_data.head(self, conn, bucket, key, key), "HEAD")
         except Exception:  # noqa: BLE001 - see above
-            return
-        ttfb0 = conn.stats.ttfb_total
-        try:
-            s3_data.head(self, conn, bucket, key, key)
-        except Exception:  # noqa: BLE001 - see above
-            self.pool.release(conn)
-            return
-        self._answered("HEAD", conn.stats.ttfb_total - ttfb0)
-        self.pool.release(conn)
+            pass
 
     def _control(self, method: str, bucket: str, key: str, query: dict[str, str] | None,
                  op: str) -> tuple[ResponseHead, bytes]:
