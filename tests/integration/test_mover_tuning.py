@@ -96,24 +96,37 @@ def test_memory_bound_caps_connections_only_when_parts_are_buffered(aws_env, tmp
     assert len(used) > 4, f"only {len(used)} connections carried the 8 parts"
 
 
+@pytest.mark.parametrize("direction", ["download", "upload"])
 def test_small_objects_start_with_the_connections_the_store_needs(aws_env, tmp_path,
-                                                                    monkeypatch):
-    """Little's law at the start (``tune.start_level``): 60 small objects from SeaweedFS
-    on loopback, which answers within a few ms, start with a few connections; behind a
-    20 ms round trip, with the usual 16. A binding --bwlimit holds the tuner at its
-    start, so the connections the run opened are the start level."""
+                                                                    monkeypatch, direction):
+    """Little's law at the start (``tune.start_level``): 60 small objects from (or to)
+    SeaweedFS on loopback, which answers within a few ms, start with a few connections;
+    behind a 20 ms round trip, with the usual 16. A binding --bwlimit holds the tuner at
+    its start, so the connections the run opened are the start level. An upload's store
+    has answered nothing before the run: one HEAD of the first key times it."""
     from trunkline.engine.scheduler import INITIAL_CONNECTIONS
 
     aws_env.create_bucket("little")
     cl = aws_env.client()
+    src = tmp_path / "src"
+    src.mkdir()
     for i in range(60):
-        cl.put_object(Bucket="little", Key=f"s/{i:02d}.bin", Body=os.urandom(64 * 1024))
+        body = os.urandom(64 * 1024)
+        (src / f"{i:02d}.bin").write_bytes(body)
+        if direction == "download":
+            cl.put_object(Bucket="little", Key=f"s/{i:02d}.bin", Body=body)
 
     def opened(name: str) -> tuple[int, list]:
-        r = trunkline.copy("s3://little/s/", f"{tmp_path / name}/", recursive=True,
-                           bwlimit="1.5M", resume=False)
+        if direction == "download":
+            r = trunkline.copy("s3://little/s/", f"{tmp_path / name}/", recursive=True,
+                               bwlimit="1.5M", resume=False)
+            landed = len(list((tmp_path / name).iterdir()))
+        else:
+            r = trunkline.copy(f"{src}/", f"s3://little/{name}/", recursive=True,
+                               bwlimit="1.5M", resume=False)
+            landed = cl.list_objects_v2(Bucket="little", Prefix=f"{name}/")["KeyCount"]
         assert r.ok and r.objects == 60, r.failures
-        assert len(list((tmp_path / name).iterdir())) == 60
+        assert landed == 60
         return len({c["local"] for c in r.connections if c["requests"]}), r.decisions
 
     direct, decisions = opened("direct")

@@ -151,8 +151,9 @@ class Runner:
         jobs = iter(jobs)
         first = next(jobs, None)
         if first is not None:
-            self._first_level(first.plan)
-            jobs = itertools.chain([first], jobs)
+            second = next(jobs, None)
+            self._first_level(first.plan, alone=second is None)
+            jobs = itertools.chain([first] if second is None else [first, second], jobs)
         workers = self._workers
         self._spawn(self.gate.limit)
         producer = threading.Thread(target=self._produce, args=(jobs,), name="tl-list", daemon=True)
@@ -216,29 +217,38 @@ class Runner:
             unverified=list(self.completion.unverified),
         )
 
-    def _first_level(self, plan: ObjectPlan) -> None:
+    def _first_level(self, plan: ObjectPlan, alone: bool = False) -> None:
         """The tuner's bounds and start, from the first object.
 
         Only streams between stores hold whole parts in memory; a download holds one
         1 MiB buffer per connection and an upload none (``sendfile``), so for those the
         memory bound must not cap connections x part size. Small objects from a store
-        that answers quickly start with fewer connections (``tune.start_level``)."""
+        that answers quickly start with fewer connections (``tune.start_level``);
+        ``alone``: the first object is the only one (its start needs no timing)."""
         if self.tuner is None or plan.kind not in ("download", "upload", "copy"):
             return
         t = self.tuner
-        start = self._start_for(plan, min(INITIAL_CONNECTIONS, self.opts.max_connections))
+        start = min(INITIAL_CONNECTIONS, self.opts.max_connections)
+        if not alone:
+            start = self._start_for(plan, start)
         t.rebound(max(t.max_memory, self.opts.max_connections * t.max_part_size), start)
         self.gate.resize(t.connections)
 
     def _start_for(self, plan: ObjectPlan, start: int) -> int:
-        """``start``, or fewer for a small first object from a quick store."""
-        ep = {"download": plan.src_ep, "upload": plan.dst_ep}.get(plan.kind)
-        if ep is None or len(plan.parts) != 1 or plan.size > SMALL_OBJECT_BYTES:
+        """``start``, or fewer for a small first object to or from a quick store."""
+        where = {"download": (plan.src_ep, plan.src_bucket, plan.src_key),
+                 "upload": (plan.dst_ep, plan.dst_bucket, plan.dst_key)}.get(plan.kind)
+        if where is None or where[0] is None or len(plan.parts) != 1 or \
+                plan.size > SMALL_OBJECT_BYTES:
             return start
-        if plan.kind == "download" and "HEAD" not in ep.answers and \
-                start_level(start, True, ep.round_trip_s) < start:
-            # a listing page is slower to answer than one object: time one HEAD
-            ep.time_answer(plan.src_bucket, plan.src_key)
+        ep, bucket, key = where
+        if "HEAD" not in ep.answers and (ep.round_trip_s is None or
+                                         start_level(start, True, ep.round_trip_s) < start):
+            # nothing timed yet (an upload's store), or only a listing page, which is slower
+            # to answer than one object (0.8-2.7 ms against 0.2-0.7 here): time one HEAD of
+            # the object (a new key's 404 is an answer too). Not on a store a listing
+            # showed far away: it starts with ``start`` anyway.
+            ep.time_answer(bucket, key)
         return start_level(start, True, ep.round_trip_s, self.sharing)
 
     def _spawn(self, n: int) -> None:
