@@ -112,6 +112,11 @@ class IntegrityError(TransferError):
     """Bytes received do not match their checksum or length (damaged in flight): retried."""
 
 
+class PartialSizeMismatch(IntegrityError, OSError):
+    """A finished download's partial file does not hold the object's size (EIO): it is
+    never renamed into place, and a rerun does not resume from it."""
+
+
 class SourceChanged(TransferError):
     """The source object changed under us (size or ETag differ from the listing).
 
@@ -168,7 +173,7 @@ def is_slowdown(exc: BaseException) -> bool:
 
 __all__ = [
     "AlreadyRunning", "ClusterUnavailable", "ConnectionClosed", "DataError", "IntegrityError", "NetworkError",
-    "NotVerified", "ProtocolError",
+    "NotVerified", "PartialSizeMismatch", "ProtocolError",
     "ReadTimeout", "SourceChanged", "StoreError", "TooSlow", "TransferError", "TrunklineError",
     "UsageError", "is_retryable", "is_slowdown",
 ]

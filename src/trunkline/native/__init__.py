@@ -155,8 +155,9 @@ def create_reserved(dir_fd: int, name: str, size: int) -> tuple[int, int]:
 def commit_partial(fd: int, dir_fd: int, name: str, final_name: str, size: int,
                    stamp: bytes | None, mtime: float | None) -> tuple[int, int]:
     """Size check, xattr stamp, mtime, fsync, inode check and rename of a partial file in
-    one call without the GIL -> (0, 0) done, (1, 0) the name holds another inode (nothing
-    renamed), (2, size) the file has another size. Raises OSError for a failed call."""
+    one call without the GIL -> (0, 0) done and ``fd`` closed, (1, 0) the name holds
+    another inode (nothing renamed), (2, size) the file has another size. Raises OSError
+    for a failed call; ``fd`` stays open unless (0, 0)."""
     return _hotpath.commit_partial(fd, dir_fd, name, final_name, size, stamp, mtime)
 
 

@@ -531,6 +531,7 @@ static PyObject *commit_partial(PyObject *self, PyObject *args) {
     if (fstatat(dir_fd, src, &now, AT_SYMLINK_NOFOLLOW) < 0) { err = errno; goto done; }
     if (now.st_dev != st.st_dev || now.st_ino != st.st_ino) { code = 1; goto done; }
     if (renameat(dir_fd, src, dir_fd, dst) < 0) { err = errno; goto done; }
+    close(fd);   /* done with it: one system call fewer for the caller (the rename stands) */
 done:;
     Py_END_ALLOW_THREADS
     if (has_stamp) PyBuffer_Release(&stamp);
@@ -608,7 +609,8 @@ static PyMethodDef methods[] = {
      "then posix_fallocate (ftruncate where unsupported), without the GIL."},
     {"commit_partial", commit_partial, METH_VARARGS,
      "commit_partial(fd, dir_fd, name, final_name, size, stamp, mtime) -> (code, size): "
-     "size check, xattr stamp, mtime, fsync, inode check, renameat, without the GIL."},
+     "size check, xattr stamp, mtime, fsync, inode check, renameat, close(fd) once renamed, "
+     "without the GIL."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -34,7 +34,7 @@ import threading
 from collections import OrderedDict
 
 from .. import native
-from ..errors import TrunklineError
+from ..errors import PartialSizeMismatch, TrunklineError
 
 PARTIAL_PREFIX = ".tlpart\\"
 """Partial names start with this; keys never contain a backslash (``safe_relpath``)."""
@@ -334,15 +334,19 @@ class PartialFile:
 
     def commit(self, mtime: float | None = None, stamp: bytes | None = None,
                dir_sync: DirSync | None = None) -> None:
-        """fsync, stamp, and rename into place by directory descriptor; closes. The
-        directory is fsync'ed now, or gathered into ``dir_sync`` for the caller's batch."""
+        """Size check, fsync, stamp, and rename into place by directory descriptor;
+        closes. The directory is fsync'ed now, or gathered into ``dir_sync`` for the
+        caller's batch. A file of another size raises ``PartialSizeMismatch`` before
+        anything is renamed (the size check is here, once, for every caller)."""
         if native.files_native():   # the same steps in one call, no GIL
             code, got = native.commit_partial(self.fd, self.dir_fd, self.name, self.final_name,
                                               self.size, stamp, float(mtime) if mtime else None)
             if code == 2:
-                raise OSError(errno.EIO, f"partial file has {got} bytes, expected {self.size}")
+                raise PartialSizeMismatch(errno.EIO,
+                                          f"partial file has {got} bytes, expected {self.size}")
             if code == 1:
                 raise UnsafeDestination(errno.EEXIST, "the partial file was replaced under us")
+            self.fd = -1   # closed by the core with the rename
         else:
             self._commit_steps(mtime, stamp)
         if dir_sync is not None:
@@ -358,7 +362,8 @@ class PartialFile:
         """What ``native.commit_partial`` does, one system call at a time."""
         st = os.fstat(self.fd)
         if st.st_size != self.size:
-            raise OSError(errno.EIO, f"partial file has {st.st_size} bytes, expected {self.size}")
+            raise PartialSizeMismatch(errno.EIO,
+                                      f"partial file has {st.st_size} bytes, expected {self.size}")
         if stamp is not None:
             try:
                 os.setxattr(self.fd, STAMP_XATTR, stamp)

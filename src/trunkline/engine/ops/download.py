@@ -144,15 +144,14 @@ def _crc_on_disk(fd: int, part: Part, buf: memoryview, digest: PartDigest | None
 
 
 def finalize(run: RunContext, job: ObjectJob) -> None:
-    """Every part arrived and checked: size, fsync, stamp, rename by directory fd."""
+    """Every part arrived and checked: size, fsync, stamp, rename by directory fd (the
+    size is checked by ``commit``: a short file raises ``PartialSizeMismatch``, an
+    ``IntegrityError``, so nothing of it is resumed)."""
     assert job.partial is not None
     require_verified(run, job)
     if job.writer is not None:
         job.writer.close()
         job.writer = None
-    size = os.fstat(job.partial.fd).st_size
-    if size != job.plan.size:
-        raise IntegrityError(f"local file has {size} bytes, expected {job.plan.size}")
     crc = object_crc(job) if len(job.part_crcs) == len(job.plan.parts) else None
     job.partial.commit(job.plan.mtime, stamp=finished_stamp(job.plan.etag or job.seen_etag,
                                                             job.plan.size, crc),
