@@ -136,3 +136,26 @@ def test_small_objects_start_with_the_connections_the_store_needs(aws_env, tmp_p
     print(f"connections: direct {direct} {decisions}; 20 ms away {far} {far_decisions}")
     assert 2 <= direct <= 8
     assert far == INITIAL_CONNECTIONS
+
+
+@pytest.mark.parametrize("recursive", [True, False])
+def test_a_lone_small_object_starts_one_worker(aws_env, tmp_path, monkeypatch, recursive):
+    """One object of one part needs one connection and one worker thread: the run starts
+    with as many as the lone object has parts, not the usual 16 (nor spends a request
+    timing the store for a start that cannot matter)."""
+    from trunkline.engine.scheduler import Runner
+
+    aws_env.create_bucket("lone")
+    aws_env.client().put_object(Bucket="lone", Key="p/one.bin", Body=os.urandom(64 * 1024))
+    started: list[int] = []
+    spawn = Runner._spawn
+
+    def spy(self, n: int) -> None:
+        started.append(n)
+        spawn(self, n)
+
+    monkeypatch.setattr(Runner, "_spawn", spy)
+    src = "s3://lone/p/" if recursive else "s3://lone/p/one.bin"
+    r = trunkline.copy(src, f"{tmp_path}/", recursive=recursive, resume=False)
+    assert r.ok and r.objects == 1, r.failures
+    assert started[0] == 1, started

@@ -224,13 +224,14 @@ class Runner:
         1 MiB buffer per connection and an upload none (``sendfile``), so for those the
         memory bound must not cap connections x part size. Small objects from a store
         that answers quickly start with fewer connections (``tune.start_level``);
-        ``alone``: the first object is the only one (its start needs no timing)."""
+        ``alone``: the first object is the only one: it starts with one connection per
+        part, at most the usual start (no timing needed)."""
         if self.tuner is None or plan.kind not in ("download", "upload", "copy"):
             return
         t = self.tuner
         start = min(INITIAL_CONNECTIONS, self.opts.max_connections)
-        if not alone:
-            start = self._start_for(plan, start)
+        # a lone object needs no more connections (nor threads) than it has parts
+        start = min(start, max(1, len(plan.parts))) if alone else self._start_for(plan, start)
         t.rebound(max(t.max_memory, self.opts.max_connections * t.max_part_size), start)
         self.gate.resize(t.connections)
 
