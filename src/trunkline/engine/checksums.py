@@ -29,6 +29,7 @@ from .integrity import crc32c
 CRCS = ("crc32c", "crc32", "crc64nvme")
 HASHES = ("sha256", "sha1")
 ALGORITHMS = CRCS + HASHES
+_HEADERS = tuple((a, f"x-amz-checksum-{a}") for a in ALGORITHMS)   # asked once per object
 _POLY = {"crc32c": CRC32C, "crc32": CRC32, "crc64nvme": CRC64NVME}  # (reflected poly, width)
 
 
@@ -92,8 +93,7 @@ def expectation(headers: Mapping[str, str], etag: str | None, *, size: int,
     """Choose the cheapest check the store's answer allows, for an object we fetch in
     ``part_lengths`` pieces (``whole``: one GET, so any stream digest works)."""
     ctype = headers.get("x-amz-checksum-type", "").upper()
-    found = {a: headers[f"x-amz-checksum-{a}"] for a in ALGORITHMS
-             if headers.get(f"x-amz-checksum-{a}")}
+    found = {a: headers[h] for a, h in _HEADERS if headers.get(h)}
     # 1. a full-object CRC: combined from our parts whatever their boundaries
     for a in CRCS:
         v = found.get(a)

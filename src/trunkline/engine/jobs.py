@@ -212,7 +212,6 @@ def job_for(
         except LocationError as e:
             return ObjectJob(ObjectPlan(kind="reject", name=name, size=0, parts=(),
                                         multipart=False), failed=str(e))
-    target = dst.child(rel) if into else dst
     if src.is_local:
         kind = "upload"
     elif dst.is_local:
@@ -233,10 +232,11 @@ def job_for(
         if into:
             where["dst_path"] = dst_path
         else:   # the folder resolved now; below it nothing is followed (storage/partial)
-            full = os.path.abspath(target.path)
+            full = os.path.abspath(dst.path)
             where["dst_path"] = os.path.join(os.path.realpath(os.path.dirname(full)),
                                              os.path.basename(full))
     else:
+        target = dst.child(rel) if into else dst
         key = target.key
         if not key or key.endswith("/"):
             key += _leaf(rel)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..errors import ConnectionClosed
+from .. import native
+from ..errors import ConnectionClosed, ReadTimeout
 from ..wire.connection import Connection
 from .checksums import PartDigest
 from .integrity import crc32c
@@ -71,9 +72,6 @@ def receive_to_file(conn: Connection, n: int, fd: int, offset: int, buf: memoryv
     CRC-32 the store keeps summed there too (with ISA-L); otherwise (a rate cap, a second
     digest such as MD5, SHA-256 or CRC64NVME) through the Python loop above. Same bytes,
     same sums, same errors either way."""
-    from .. import native
-    from ..errors import ConnectionClosed, ReadTimeout
-
     def window(off: int, left: int) -> memoryview:
         return buf[: min(len(buf), left)]
 

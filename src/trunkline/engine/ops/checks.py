@@ -8,7 +8,7 @@ job (``verified`` kind, or ``expect.reason`` when nothing fits).
 
 from __future__ import annotations
 
-from ...errors import IntegrityError, SourceChanged
+from ...errors import IntegrityError, NotVerified, SourceChanged
 from ...storage import s3_data
 from ...storage.s3 import S3Endpoint
 from ...wire.connection import Connection
@@ -154,8 +154,6 @@ def unverified_reason(job: ObjectJob) -> str:
 
 
 def require_verified(run: RunContext, job: ObjectJob) -> None:
-    from ...errors import NotVerified
-
     if job.verified is None and run.require_verified:
         raise NotVerified(f"unverified ({unverified_reason(job)}) and --require-verified "
                           "is set")

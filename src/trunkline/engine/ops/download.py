@@ -20,6 +20,7 @@ from ..jobs import ObjectJob
 from ..plan import Part
 from ..receive import receive, receive_to_file
 from .checks import (
+    check_whole,
     comparable,
     digest_for,
     expect_ranged,
@@ -71,8 +72,6 @@ def run_part(ctx: PartContext, job: ObjectJob, part: Part) -> object:
                           on_bytes=ctx.moved, limit=run.limit_for(job.plan.src_ep),
                           digest=digest)
     if not job.plan.multipart:
-        from .checks import check_whole
-
         check_whole(job, crc, digest)
     job.part_crcs[part.number] = crc
     if digest is not None:
