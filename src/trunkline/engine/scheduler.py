@@ -229,20 +229,22 @@ class Runner:
         if self.tuner is None or plan.kind not in ("download", "upload", "copy"):
             return
         t = self.tuner
-        start = min(INITIAL_CONNECTIONS, self.opts.max_connections)
-        # a lone object needs no more connections (nor threads) than it has parts
-        start = min(start, max(1, len(plan.parts))) if alone else self._start_for(plan, start)
+        start = self._start_for(plan, min(INITIAL_CONNECTIONS, self.opts.max_connections),
+                                alone)
         t.rebound(max(t.max_memory, self.opts.max_connections * t.max_part_size), start)
         self.gate.resize(t.connections)
 
-    def _start_for(self, plan: ObjectPlan, start: int) -> int:
-        """``start``, or fewer for a small first object to or from a quick store."""
-        where = {"download": (plan.src_ep, plan.src_bucket, plan.src_key),
-                 "upload": (plan.dst_ep, plan.dst_bucket, plan.dst_key)}.get(plan.kind)
-        if where is None or where[0] is None or len(plan.parts) != 1 or \
-                plan.size > SMALL_OBJECT_BYTES:
+    def _start_for(self, plan: ObjectPlan, start: int, alone: bool) -> int:
+        """``start``, or fewer: a lone object needs no more connections (nor threads) than
+        it has parts; a small first object to or from a quick store, what Little's law
+        asks (``tune.start_level``)."""
+        if alone:
+            return min(start, max(1, len(plan.parts)))
+        ep, bucket, key = {"download": (plan.src_ep, plan.src_bucket, plan.src_key),
+                           "upload": (plan.dst_ep, plan.dst_bucket, plan.dst_key),
+                           }.get(plan.kind, (None, "", ""))
+        if ep is None or len(plan.parts) != 1 or plan.size > SMALL_OBJECT_BYTES:
             return start
-        ep, bucket, key = where
         if "HEAD" not in ep.answers and (ep.round_trip_s is None or
                                          start_level(start, True, ep.round_trip_s) < start):
             # nothing timed yet (an upload's store), or only a listing page, which is slower
