@@ -389,3 +389,21 @@ def test_start_level_follows_littles_law_for_small_objects():
     assert start_level(16, True, 0.0001, sharing=2) == 1   # two runs at once: 2 in all
     assert start_level(16, True, 5.5 * w, sharing=2) == 4
     assert start_level(16, False, 0.0001, sharing=2) == 16
+
+
+def test_small_objects_are_batched_only_where_work_is_queued_for_every_connection():
+    """``scheduler.batch_full``: a batch goes out once it is as large as the queue's
+    backlog per connection, so the first objects, a short listing and a far store's few
+    objects spread one per connection, and batches grow to ``BATCH`` only behind a deep
+    queue."""
+    from trunkline.engine.scheduler import BATCH, batch_full
+
+    assert batch_full(1, queued=0, active=16)              # empty queue: singles
+    assert batch_full(1, queued=31, active=16)
+    assert not batch_full(1, queued=32, active=16)          # two queued per connection
+    assert batch_full(2, queued=32, active=16)
+    assert not batch_full(2, queued=48, active=16)
+    assert batch_full(3, queued=48, active=16)
+    assert not batch_full(BATCH - 1, queued=10_000, active=1)
+    assert batch_full(BATCH, queued=10_000, active=1)      # never more than BATCH
+    assert batch_full(1, queued=0, active=0)                # a gate of 0 counts as 1
