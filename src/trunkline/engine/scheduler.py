@@ -50,7 +50,8 @@ CHUNK = 1 * MiB
 BATCH = 8
 """The most small objects one queue item carries (``Runner._produce``): one queue hand-over
 and one gate hold per batch instead of per object. Measured on 3,000 x 256 KiB from nginx
-(bench/RESULTS.md): +13 % objects/s, -12 % CPU per object, the same with 32."""
+(bench/RESULTS.md): +4 to +14 % objects/s and 6-12 % less CPU per object over four runs;
+32 gained no more."""
 INITIAL_CONNECTIONS = 16
 """Where the tuner starts: enough to fill a 40 ms path with 4 MiB windows to 4 Gbit/s from
 the first second (a slow start from 1 would spend ~6 s getting there, longer than many
