@@ -63,6 +63,10 @@ def transfer_options(f):
                           f"(default {_size(D.max_memory)})."),
         click.option("--direct-io/--no-direct-io", default=D.direct_io, show_default=True,
                      help="Write downloads of 4MiB+ around the page cache (O_DIRECT)."),
+        click.option("--one-core/--no-one-core", default=D.one_core, show_default=True,
+                     help="Keep a run of small downloads on the CPU it started on, until "
+                          "its first large object (its threads then hand the interpreter "
+                          "lock around without crossing cores)."),
         click.option("--retries", type=click.IntRange(0, 100), default=None,
                      help=f"Retries per part after the first try (default {D.retries})."),
         click.option("--timeout", "read_timeout", type=float, default=None,
@@ -96,7 +100,8 @@ def _size(n: int) -> str:
 
 def build_options(max_connections, connections, part_size, no_tune, bwlimit, bwlimit_endpoint,
                   max_memory, retries, read_timeout, no_resume, state_dir,
-                  direct_io=True, server_side=True, require_verified=False, min_rate=None):
+                  direct_io=True, server_side=True, require_verified=False, min_rate=None,
+                  one_core=True):
     """The one TransferOptions of a command, from its flags (unset flags: the defaults)."""
     from ..options import TransferOptions
 
@@ -112,7 +117,7 @@ def build_options(max_connections, connections, part_size, no_tune, bwlimit, bwl
         tune=not no_tune, bwlimit=bwlimit, bwlimit_endpoint=per or None, max_memory=max_memory,
         retries=retries, read_timeout=read_timeout, resume=not no_resume, state_dir=state_dir,
         direct_io=direct_io, server_side=server_side,
-        require_verified=require_verified, min_rate=min_rate)
+        require_verified=require_verified, min_rate=min_rate, one_core=one_core)
 
 
 def _report(result, as_json: bool, quiet: bool = False) -> None:

@@ -31,6 +31,7 @@ from ..telemetry.snapshot import Snapshot
 from ..units import MiB, human_bytes
 from ..wire.connection import ConnectionStats
 from . import resume
+from .affinity import OneCore
 from .budget import Gate, MemoryBudget
 from .completion import Completion
 from .connections import RunConnections
@@ -79,6 +80,12 @@ class RunOutcome:
     skipped_bytes: int
     verified: dict[str, int] = field(default_factory=dict)
     unverified: list[Unverified] = field(default_factory=list)
+
+
+def small(plan: ObjectPlan) -> bool:
+    """One request of at most ``SMALL_OBJECT_BYTES``: an object whose cost is per object,
+    not per byte (the tuner's start, the queue's batches, one core)."""
+    return len(plan.parts) == 1 and plan.size <= SMALL_OBJECT_BYTES
 
 
 def batch_full(n: int, queued: int, active: int) -> bool:
@@ -158,6 +165,7 @@ class Runner:
             require_verified=opts.require_verified, dir_sync=DirSync(), folders=self.folders)
         self.completion = Completion(self.context)
         self._workers: list[threading.Thread] = []
+        self.core = OneCore()   # a run of small downloads on one CPU (engine/affinity.py)
 
     # -- the public entry ----------------------------------------------------------------
 
@@ -168,6 +176,9 @@ class Runner:
         if first is not None:
             second = next(jobs, None)
             self._first_level(first.plan, alone=second is None)
+            if (self.opts.one_core and second is not None and self.sharing == 1
+                    and first.plan.kind == "download" and small(first.plan)):
+                self.core.hold()
             jobs = itertools.chain([first] if second is None else [first, second], jobs)
         workers = self._workers
         self._spawn(self.gate.limit)
@@ -202,6 +213,7 @@ class Runner:
                 self.conns.close()
             raise
         finally:
+            self.core.done()
             if not any(w.is_alive() for w in workers):
                 self.folders.close()   # (a worker still running keeps them)
         producer.join()
@@ -258,7 +270,7 @@ class Runner:
         ep, bucket, key = {"download": (plan.src_ep, plan.src_bucket, plan.src_key),
                            "upload": (plan.dst_ep, plan.dst_bucket, plan.dst_key),
                            }.get(plan.kind, (None, "", ""))
-        if ep is None or len(plan.parts) != 1 or plan.size > SMALL_OBJECT_BYTES:
+        if ep is None or not small(plan):
             return start
         if "HEAD" not in ep.answers and (ep.round_trip_s is None or
                                          start_level(start, True, ep.round_trip_s) < start):
@@ -310,6 +322,8 @@ class Runner:
         """List and plan, and queue the work: each part of a large object alone, small
         single-part objects in batches (``batch_full``)."""
         batch: list[tuple[ObjectJob, Part]] = []
+        self.core.enter()
+        kept = self.core.held
         try:
             for job in jobs:
                 if self._stop.is_set():
@@ -325,12 +339,15 @@ class Runner:
                     self.total_bytes += job.plan.size
                     self.total_objects += 1
                 parts = job.plan.parts
-                if len(parts) == 1 and job.plan.size <= SMALL_OBJECT_BYTES:
+                if small(job.plan):
                     batch.append((job, parts[0]))
                     if batch_full(len(batch), self.q.qsize(), self.gate.limit):
                         self._put(batch)
                         batch = []
                     continue
+                if kept:   # a large object: the run's threads may use every core again
+                    self.core.let_go()
+                    kept = self.core.follow(kept)
                 for part in parts:
                     self._put([(job, part)])
             if batch:
@@ -364,6 +381,8 @@ class Runner:
     def _worker(self, i: int) -> None:
         st = self.stats[i]
         buf: memoryview | None = None   # allocated on first work: idle workers cost no memory
+        self.core.enter()
+        kept = self.core.held
         while True:
             # Take the gate before the queue: only as many workers as the tuner allows
             # hold work, the others wait without a task (or a buffer).
@@ -372,6 +391,7 @@ class Runner:
             if batch is None:
                 self.gate.release()
                 break
+            kept = self.core.follow(kept)
             try:
                 for k, (job, part) in enumerate(batch):  # noqa: B007 - k: where a crash left
                     if self._stop.is_set():
