@@ -181,9 +181,14 @@ class Runner:
                 self.core.hold()
             jobs = itertools.chain([first] if second is None else [first, second], jobs)
         workers = self._workers
-        self._spawn(self.gate.limit)
-        producer = threading.Thread(target=self._produce, args=(jobs,), name="tl-list", daemon=True)
-        producer.start()
+        try:
+            self._spawn(self.gate.limit)
+            producer = threading.Thread(target=self._produce, args=(jobs,), name="tl-list",
+                                        daemon=True)
+            producer.start()
+        except BaseException:
+            self.core.done()   # (no thread could start): the next run may hold a core
+            raise
         try:
             while any(w.is_alive() for w in workers):
                 for w in workers:
