@@ -63,8 +63,9 @@ class TransferOptions:
     ``require_verified`` fails an object that no checksum or ETag of the store could check
     (by default it is reported unverified). ``min_rate`` (bytes/s, or ``'1K,60s'``) over
     ``min_rate_window`` seconds: a response body slower than that fails as retryable and
-    its connection is closed (0: off). ``one_core`` keeps a run of small downloads on the
-    CPU it started on, until its first large object (``engine/affinity.py``).
+    its connection is closed (0: off). ``one_core`` keeps a run of small downloads or
+    uploads on the CPU it started on, until its first large object
+    (``engine/affinity.py``).
     """
 
     max_connections: int | None = None   # None: DEFAULT_MAX_CONNECTIONS, or `connections`
@@ -84,7 +85,7 @@ class TransferOptions:
     resume: bool = True
     state_dir: str | None = None
     require_verified: bool = False   # an object nothing the store keeps could check fails
-    one_core: bool = True   # a run of small downloads keeps its threads on one CPU
+    one_core: bool = True   # a run of small objects keeps its threads on one CPU
 
     def __post_init__(self) -> None:
         def put(name: str, value: Any) -> None:

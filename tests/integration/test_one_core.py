@@ -1,6 +1,6 @@
-"""A run of small downloads keeps its threads on the CPU it started on (engine/affinity.py),
-until its first large object; against a real SeaweedFS, affinity read from the threads
-that do the work."""
+"""A run of small objects (downloads, uploads) keeps its threads on the CPU it started on
+(engine/affinity.py), until its first large object; against a real SeaweedFS, affinity
+read from the threads that do the work."""
 
 from __future__ import annotations
 
@@ -59,6 +59,19 @@ def test_small_downloads_stay_on_one_core_and_the_caller_stays_free(aws_env, tmp
     t.start()
     t.join()
     assert got == [before]
+
+
+def test_small_uploads_stay_on_one_core(aws_env, tmp_path, monkeypatch):
+    src = tmp_path / "up"
+    src.mkdir()
+    for i in range(120):
+        (src / f"{i:03d}.bin").write_bytes(os.urandom(8192))
+    aws_env.create_bucket("oneup")
+    seen = _spy(monkeypatch)
+    r = trunkline.copy(f"{src}/", "s3://oneup/u/", recursive=True, resume=False)
+    assert r.ok and r.objects == 120, r.failures
+    masks = {m for _, m in seen}
+    assert len(masks) == 1 and len(next(iter(masks))) == 1, masks
 
 
 def test_the_first_large_object_lets_the_run_use_every_core(aws_env, tmp_path, monkeypatch):

@@ -64,7 +64,7 @@ def transfer_options(f):
         click.option("--direct-io/--no-direct-io", default=D.direct_io, show_default=True,
                      help="Write downloads of 4MiB+ around the page cache (O_DIRECT)."),
         click.option("--one-core/--no-one-core", default=D.one_core, show_default=True,
-                     help="Keep a run of small downloads on the CPU it started on, until "
+                     help="Keep a run of small objects on the CPU it started on, until "
                           "its first large object (its threads then hand the interpreter "
                           "lock around without crossing cores)."),
         click.option("--retries", type=click.IntRange(0, 100), default=None,

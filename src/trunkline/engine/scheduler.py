@@ -177,7 +177,7 @@ class Runner:
             second = next(jobs, None)
             self._first_level(first.plan, alone=second is None)
             if (self.opts.one_core and second is not None and self.sharing == 1
-                    and first.plan.kind == "download" and small(first.plan)):
+                    and first.plan.kind in ("download", "upload") and small(first.plan)):
                 self.core.hold()
             jobs = itertools.chain([first] if second is None else [first, second], jobs)
         workers = self._workers
