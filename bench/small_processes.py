@@ -81,7 +81,10 @@ def main() -> None:
                    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")   # a Ray run: loopback only
         url = f"s3://bench/{name}/"
         modes: dict[str, list[str]] = {} if a.no_single else {
-            "one process": [*trunkline, "cp", "-r", "-q", "--no-resume", url, f"{dst}/"]}
+            "one process": [*trunkline, "cp", "-r", "-q", "--no-resume", "-P", "1", url,
+                            f"{dst}/"],
+            # no -P: the count cp takes by itself (cluster/auto.py)
+            "auto": [*trunkline, "cp", "-r", "-q", "--no-resume", url, f"{dst}/"]}
         for n in (int(x) for x in a.processes.split(",") if x):
             modes[f"-P {n}"] = [*trunkline, "cp", "-r", "-q", "--no-resume", "-P", str(n),
                                 url, f"{dst}/"]

@@ -12,10 +12,11 @@ Usable from a training script::
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import os
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
 
-from ..engine.jobs import EndpointCache, plan_jobs
+from ..engine.jobs import EndpointCache, peek_sources, plan_jobs
 from ..errors import UsageError
 from ..options import TransferOptions
 from ..results import TransferResult
@@ -36,7 +37,7 @@ def copy(
     cluster: str | None = None,
     per_node_dest: bool = False,
     workers_per_node: int = 1,
-    processes: int = 1,
+    processes: int | Literal["auto"] = 1,
     **overrides: Any,
 ) -> TransferResult:
     """Copy ``src`` to ``dst`` (local path, ``s3://bucket/key``, or ``NAME:bucket/key``).
@@ -58,17 +59,29 @@ def copy(
     cluster (``per_node_dest``: ``dst`` is a local path on each node), with
     ``workers_per_node`` engine processes on each; see docs/cluster.md. ``processes``
     above 1 moves an s3 source with that many engine processes on this host (many small
-    objects, where one process is bound by its interpreter lock), no Ray needed.
+    objects, where one process is bound by its interpreter lock), no Ray needed;
+    ``'auto'`` (the CLI's default) decides from the first page of the listing: several
+    processes for a long listing of small objects, else one (``cluster/auto.py``).
     """
     opts = TransferOptions.build(options, **overrides)
+    s = parse_location(src) if isinstance(src, str) else src
+    d = parse_location(dst) if isinstance(dst, str) else dst
+    eps = EndpointCache()
+    sources = None
+    if processes == "auto":
+        if cluster is not None or per_node_dest:
+            processes = 1
+        else:
+            processes, sources = _auto_processes(s, d, recursive, eps)
     if processes != 1:
         if cluster is not None or per_node_dest or workers_per_node != 1:
             raise UsageError("processes is for one host; on Ray use workers_per_node")
         from ..cluster import copy_on_processes
 
-        return copy_on_processes(src, dst, processes=processes, recursive=recursive,
+        return copy_on_processes(s, d, processes=processes, recursive=recursive,
                                  options=opts, on_progress=on_progress, flows_to=flows_to,
-                                 flows_store=flows_store)
+                                 flows_store=flows_store,
+                                 listed=(eps, sources) if sources is not None else None)
     if cluster is not None or per_node_dest:
         from ..cluster import copy_on_ray
 
@@ -78,20 +91,33 @@ def copy(
                            workers_per_node=workers_per_node)
     if workers_per_node != 1:
         raise UsageError("workers_per_node needs a cluster (a Ray address, or 'local')")
-    s = parse_location(src) if isinstance(src, str) else src
-    d = parse_location(dst) if isinstance(dst, str) else dst
-    eps = EndpointCache()
     jopts = {"op": "cp", "recursive": recursive, "server_side": opts.server_side}
     result = run_journaled(
         s, d, opts, jopts, on_progress=on_progress,
         plan=lambda part_size_for: plan_jobs(s, d, recursive=recursive, part_size=part_size_for,
-                                             eps=eps, server_side=opts.server_side),
+                                             eps=eps, server_side=opts.server_side,
+                                             sources=sources),
     )
     if flows_to or flows_store:
         from ..telemetry.flows_export import export_flows
 
         export_flows(result.connections, flows_to=flows_to, flows_store=flows_store)
     return result
+
+
+def _auto_processes(
+    s: Location, d: Location, recursive: bool, eps: EndpointCache
+) -> tuple[int, Iterator[tuple[str, object]] | None]:
+    """``processes='auto'``: the count for this copy, and the listing begun to decide it
+    (None where nothing was listed: one object, or local to local)."""
+    many = recursive or s.has_glob or (s.is_local and os.path.isdir(s.path))
+    if not many or (s.is_local and d.is_local):
+        return 1, None
+    from ..cluster.auto import AUTO_PAGE, available_cpus, processes_for
+
+    head, listing = peek_sources(s, eps, recursive, AUTO_PAGE)
+    sizes = [info.size for _, info in head]  # type: ignore[attr-defined]
+    return processes_for(sizes, cpus=available_cpus()), listing
 
 
 async def copy_async(src: str | Location, dst: str | Location, **kw: Any) -> TransferResult:

@@ -128,6 +128,8 @@ def _report(result, as_json: bool, quiet: bool = False) -> None:
         click.echo(
             f"{human_bytes(result.bytes)} in {result.seconds:.2f} s = {result.gbps:.2f} Gbit/s, "
             f"{result.objects} objects, {result.retries} retries"
+            + (f", {result.options.get('workers')} engine processes"
+               if getattr(result, "cluster", "") == "processes" else "")
             + (f", resumed {human_bytes(result.resumed_bytes + result.skipped_bytes)}"
                if result.resumed_bytes or result.skipped_bytes else ""),
             err=True,
@@ -221,7 +223,9 @@ def register(cli: click.Group) -> None:
                   metavar="N",
                   help="Move with N engine processes on this host, each taking shards of "
                        "the listing (many small objects: one process is bound by its "
-                       "interpreter). No Ray needed. See docs/cluster.md.")
+                       "interpreter). No Ray needed. Default: one per CPU up to 8 when the "
+                       "listing's first 1,000 objects are small, else one (-P 1: always "
+                       "one). See docs/cluster.md.")
     @transfer_options
     def cp(src, dst, recursive, no_server_side, flows_to, flows_store, ray_address,
            per_node_dest, workers_per_node, processes, as_json, quiet, debug, **topts):
@@ -237,8 +241,7 @@ def register(cli: click.Group) -> None:
         if processes is not None and (ray_address or per_node_dest):
             raise click.UsageError("--processes is for this host; with --ray use "
                                    "--workers-per-node")
-        if processes is not None:
-            kw.update(processes=processes)
+        kw.update(processes=processes if processes is not None else "auto")
         if ray_address or per_node_dest:
             kw.update(cluster=ray_address or "auto", per_node_dest=per_node_dest)
         if workers_per_node is not None:

@@ -20,7 +20,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -216,10 +216,12 @@ def copy_on_processes(
     shard_attempts: int = 3,
     dry_run: bool = False,
     tick: float = 0.5,
+    listed: tuple[EndpointCache, Iterator[tuple[str, object]]] | None = None,
     **overrides: Any,
 ) -> ClusterResult:
     """Copy ``src`` to ``dst`` (s3 -> local, local -> s3, s3 -> s3) with ``processes``
-    engine processes on this host (``cp --processes N``), no Ray needed.
+    engine processes on this host (``cp --processes N``), no Ray needed. ``listed``: the
+    source's listing already begun (``engine.jobs.peek_sources``) and its endpoints.
 
     The same driver as ``copy_on_ray``: one listing cut into shards, each process running
     the ordinary engine on the shards it takes, a lost process's shards run again by
@@ -244,7 +246,8 @@ def copy_on_processes(
             recursive=recursive, options=opts, on_progress=on_progress,
             flows_to=flows_to, flows_store=flows_store, workers_per_node=processes,
             inflight=inflight, shard_size=shard_size, shard_objects=shard_objects,
-            shard_attempts=shard_attempts, forward_env=False, dry_run=dry_run, tick=tick)
+            shard_attempts=shard_attempts, forward_env=False, dry_run=dry_run, tick=tick,
+            listed=listed)
     finally:
         pool.shutdown()
 
@@ -286,6 +289,7 @@ def _copy_on_workers(
     forward_env: bool,
     dry_run: bool,
     tick: float,
+    listed: tuple[EndpointCache, Iterator[tuple[str, object]]] | None = None,
     **overrides: Any,
 ) -> ClusterResult:
     """The run shared by Ray and local processes: ``ray`` is Ray or ``LocalProcesses``;
@@ -298,9 +302,9 @@ def _copy_on_workers(
     ps = opts.initial_part_size
     many = recursive or s.has_glob
     into = many or d.is_dir_like
-    eps = EndpointCache()
+    eps, listing = listed if listed is not None else (EndpointCache(), None)
     dst_ep = None if d.is_local else eps.get(d.endpoint or "s3")
-    listing = _sources(s, eps, recursive)
+    listing = listing if listing is not None else _sources(s, eps, recursive)
     first = next(listing, None)   # usage errors (no such key/bucket) before starting workers
 
     owned = connect()

@@ -8,6 +8,7 @@ copy semantics follow s5cmd / the AWS CLI: a trailing '/' or an existing folder 
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -159,6 +160,17 @@ def _sources(src: Location, eps: EndpointCache, recursive: bool) -> Iterator[tup
     yield _leaf(src.key), info
 
 
+def peek_sources(
+    src: Location, eps: EndpointCache, recursive: bool, n: int
+) -> tuple[list[tuple[str, object]], Iterator[tuple[str, object]]]:
+    """The first ``n`` (name, info) of the source's listing, and the whole listing (those
+    first, then the rest, listed on demand): to decide on a listing's head without listing
+    it twice."""
+    listing = _sources(src, eps, recursive)
+    head = list(itertools.islice(listing, n))
+    return head, itertools.chain(head, listing)
+
+
 def plan_jobs(
     src: Location,
     dst: Location,
@@ -167,8 +179,10 @@ def plan_jobs(
     part_size: int | Callable[[str], int],
     eps: EndpointCache,
     server_side: bool = True,
+    sources: Iterator[tuple[str, object]] | None = None,
 ) -> Iterator[ObjectJob]:
-    """Stream the jobs of a copy. Raises LocationError for usage errors."""
+    """Stream the jobs of a copy. Raises LocationError for usage errors. ``sources``: the
+    source's listing already begun (``peek_sources``), instead of a new one."""
     if src.is_local and dst.is_local:
         raise LocationError("both source and destination are local; use cp(1)")
     many = recursive or src.has_glob or (src.is_local and os.path.isdir(src.path))
@@ -177,7 +191,7 @@ def plan_jobs(
     src_ep = None if src.is_local else eps.get(src.endpoint or "s3")
     # the destination root resolved once, not per object (local.dest_path)
     dst_base = os.path.realpath(dst.path) if dst.is_local and into else None
-    for rel, info in _sources(src, eps, recursive):
+    for rel, info in sources if sources is not None else _sources(src, eps, recursive):
         ps = part_size(str(src.child(rel)) if many else str(src)) if callable(part_size) \
             else part_size
         yield job_for(src, dst, rel, info, many=many, into=into, src_ep=src_ep, dst_ep=dst_ep,
