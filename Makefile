@@ -15,21 +15,24 @@ setup: $(VENV)/.installed
 demo: setup
 	$(PY) -m trunkline.demo $(DEMO_ARGS)
 
-FLOWS_BATCH := tests/integration/test_flows_rollups.py tests/integration/test_flows_lake.py \
+# the integration and system files whose checks read no clock: they run two at a time
+# beside the pure cores (one file per worker)
+BATCH := tests/integration/test_flows_rollups.py tests/integration/test_flows_lake.py \
   tests/integration/test_flows_elephant_table.py tests/integration/test_flows_lens_exact.py \
-  tests/system/test_flows_lens_enrich.py
+  tests/system/test_flows_lens_enrich.py tests/integration/test_mover_roundtrip.py \
+  tests/integration/test_objects_verbs.py tests/integration/test_cp_auto_processes.py
 
 test: setup
 	bash scripts/system-deps.sh
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/lint-imports
 	# two at a time where no check reads a clock (one process leaves CI's second core
-	# idle): the pure cores, and the flow lens's batch tests (lake, rollups, elephant
-	# table, report; one file per worker); the tests with caps timed on sockets, live
-	# collectors, kill loops and Ray one at a time
-	$(PY) -m pytest -q -n 2 tests/unit
-	$(PY) -m pytest -q -n 2 --dist loadfile $(FLOWS_BATCH)
-	$(PY) -m pytest -q tests/integration tests/system $(addprefix --ignore=,$(FLOWS_BATCH))
+	# idle), in one run so that the short files fill in beside the long ones: the pure
+	# cores, the flow lens's batch tests (lake, rollups, elephant table, report), the
+	# round trips and the object verbs; one file per worker. The tests with caps timed on
+	# sockets, live collectors, kill loops and Ray one at a time
+	$(PY) -m pytest -q -n 2 --dist loadfile tests/unit $(BATCH)
+	$(PY) -m pytest -q tests/integration tests/system $(addprefix --ignore=,$(BATCH))
 	# the compiled hot loops off: the same integrity, fault and resume tests on the Python
 	# loop, and the collector's receive process on its recvfrom loop (8 kill -9 points per
 	# direction instead of 20: the resume logic is the same, only the receive loop differs)
