@@ -31,6 +31,7 @@ def test_cli_takes_processes_by_itself_for_a_long_listing_of_small_objects(aws_e
     files and its download each on several processes, byte-identical; the download with
     ``-P 1``, and a prefix of 30 objects, in one."""
     from trunkline.cluster.auto import AUTO_MAX_PROCESSES
+    from trunkline.options import DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MEMORY
 
     cpus = len(os.sched_getaffinity(0))
     many = min(cpus, AUTO_MAX_PROCESSES) if cpus >= 2 else 1
@@ -61,6 +62,9 @@ def test_cli_takes_processes_by_itself_for_a_long_listing_of_small_objects(aws_e
         if many > 1:
             assert out["cluster"] == "processes" and len(out["nodes"]) == many, out["nodes"]
             assert sum(n["objects"] for n in out["nodes"]) == len(want)
+            # the memory bound stays the command's: split, as the connections are
+            assert out["options"]["max_memory"] == DEFAULT_MAX_MEMORY // many
+            assert out["options"]["max_connections"] == DEFAULT_MAX_CONNECTIONS // many
         else:
             assert "cluster" not in out
     assert "cluster" not in one and one["objects"] == len(want)

@@ -43,3 +43,18 @@ def test_one_process_for_a_short_listing_large_objects_or_one_cpu():
 
 def test_the_cpus_are_those_this_process_may_run_on():
     assert available_cpus() == len(os.sched_getaffinity(0))
+
+
+def test_the_memory_bound_stays_the_commands_total_across_the_processes_it_chose():
+    from trunkline.cluster.auto import memory_shared
+    from trunkline.options import DEFAULT_MAX_MEMORY, TransferOptions
+
+    opts = TransferOptions.build(None)
+    assert memory_shared(opts, 1) is opts
+    assert memory_shared(opts, 2).max_memory == DEFAULT_MAX_MEMORY // 2
+    assert memory_shared(opts, 8).max_memory == DEFAULT_MAX_MEMORY // 8
+    # never below one part per process
+    small = TransferOptions.build(None, max_memory="64MiB", part_size="32MiB")
+    assert memory_shared(small, 8).max_memory == 32 << 20
+    # the rest is untouched (connections are split by the driver, as for -P N)
+    assert memory_shared(opts, 4).max_connections == opts.max_connections

@@ -73,6 +73,10 @@ def copy(
             processes = 1
         else:
             processes, sources = _auto_processes(s, d, recursive, eps)
+            if processes > 1:
+                from ..cluster.auto import memory_shared
+
+                opts = memory_shared(opts, processes)
     if processes != 1:
         if cluster is not None or per_node_dest or workers_per_node != 1:
             raise UsageError("processes is for one host; on Ray use workers_per_node")

@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 
 from ..engine.tune import SMALL_OBJECT_BYTES
+from ..options import TransferOptions
 
-__all__ = ["AUTO_MAX_PROCESSES", "AUTO_PAGE", "available_cpus", "processes_for"]
+__all__ = ["AUTO_MAX_PROCESSES", "AUTO_PAGE", "available_cpus", "memory_shared",
+           "processes_for"]
 
 AUTO_PAGE = 1000
 """Objects looked at before deciding: one ListObjectsV2 page. A listing shorter than this
@@ -56,3 +59,18 @@ def available_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         return os.cpu_count() or 1
+
+
+def memory_shared(opts: TransferOptions, processes: int) -> TransferOptions:
+    """``opts`` for each of ``processes`` engines chosen by the rule: ``max_memory`` stays
+    the command's total, split evenly (at least one part each).
+
+    Why: the caller asked for one copy, not for processes, so the bound it set (or the
+    default's) holds for the whole copy. A listing whose first page is small may hold large
+    objects further on; streamed s3 -> s3, 8 processes with the whole bound each would
+    buffer 8 times it. ``-P N`` given by the caller keeps it per process, as documented.
+    """
+    if processes <= 1:
+        return opts
+    return replace(opts, max_memory=max(int(opts.max_memory) // processes,
+                                        opts.initial_part_size))
