@@ -294,7 +294,7 @@ def test_rerun_after_losing_every_process_resumes(aws_env, dataset, tmp_path):
     killed: list[int] = []
 
     def kill_all(snap):
-        if not killed and snap.objects >= 8:
+        if not killed and snap.shards_done >= 1:   # in the ledger
             for n in snap.nodes:
                 os.kill(n.pid, signal.SIGKILL)
                 killed.append(n.pid)
@@ -393,3 +393,22 @@ def test_cli_processes_usage_errors(aws_env, tmp_path):
     p = run("-r", "-P", "0", "s3://proc-src/set/", str(tmp_path))
     assert p.returncode == 2
 
+
+
+def test_progress_counts_objects_as_they_finish_not_as_their_shard_does(aws_env, dataset,
+                                                                       tmp_path):
+    """The objects a live shard finished count in the progress at once, as its bytes do:
+    with the whole listing in one shard, a count that only moved when the shard came back
+    would read 0 until the end."""
+    from trunkline.cluster import copy_on_processes
+
+    seen: list[tuple[int, int]] = []
+    r = copy_on_processes("s3://proc-src/set/", f"{tmp_path / 'p'}/", processes=2,
+                          recursive=True, shard_objects=1000, bwlimit=8 * MiB, tick=0.2,
+                          on_progress=lambda snap: seen.append((snap.objects,
+                                                                snap.total_objects)))
+    assert r.ok, r.failures
+    assert r.shards == 1
+    assert all(0 <= n <= total for n, total in seen), seen
+    assert any(0 < n < len(dataset) for n, _ in seen), seen
+    assert _tree(tmp_path / "p") == dataset

@@ -59,6 +59,7 @@ class NodeProgress:
 @dataclass
 class ClusterSnapshot(Snapshot):
     nodes: list[NodeProgress] = field(default_factory=list)
+    shards_done: int = 0   # shards whose result came back (in the ledger: a rerun skips them)
 
 
 @dataclass
@@ -788,20 +789,25 @@ class _Driver:
             return
         now = time.monotonic()
         nodes = []
-        inflight = 0
+        inflight = inflight_objects = 0
         for w in self.workers:
             p = w.last
             total = p.get("finished_bytes", 0) + p.get("inflight_bytes", 0)
-            if w.alive:
+            if w.alive:   # what its shards in flight moved so far, counted as the bytes are
                 inflight += p.get("inflight_bytes", 0)
+                inflight_objects += p.get("inflight_objects", 0)
             nodes.append(NodeProgress(w.node, w.pid, total, w.rate.add(now, total) * 8 / 1e9,
                                       p.get("objects", 0), p.get("active", 0),
                                       p.get("shards", 0), w.alive))
         snap = ClusterSnapshot(
             t=now, elapsed=now - t0, done_bytes=res.bytes + inflight,
             wire_bytes=res.wire_bytes, total_bytes=listed["bytes"],
-            objects=res.objects, total_objects=listed["objects"],
+            # (a shard just returned may still be in its worker's last report: never more
+            # than were listed)
+            objects=min(res.objects + inflight_objects, listed["objects"]),
+            total_objects=listed["objects"],
             listing_done=listed["done"], active=sum(n.active for n in nodes),
             retries=res.retries, slowdowns=res.slowdowns, errors=0, requests=res.requests,
-            ttfb_total=0.0, failed=len(res.failures), nodes=nodes)
+            ttfb_total=0.0, failed=len(res.failures), nodes=nodes,
+            shards_done=sum(len(w.done) for w in self.workers))
         self.on_progress(snap)

@@ -107,6 +107,7 @@ class ShardWorker:
                 "finished_bytes": self._finished_bytes,
                 "inflight_bytes": sum(s.done_bytes for s in live),
                 "objects": self._objects + sum(s.objects for s in live),
+                "inflight_objects": sum(s.objects for s in live),
                 "active": sum(s.active for s in live),
                 "retries": self._retries + sum(s.retries for s in live),
                 "requests": sum(s.requests for s in live),
