@@ -140,3 +140,43 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
         return "Z"
+
+
+def _sync_json(*args: str) -> dict:
+    p = subprocess.run([sys.executable, "-m", "trunkline.cli.main", "sync", "--json", *args],
+                       capture_output=True, text=True, env=dict(os.environ), timeout=240)
+    assert p.returncode == 0, p.stderr[-2000:]
+    return json.loads(p.stdout)
+
+
+def test_sync_takes_processes_by_itself_for_many_small_objects_to_copy(aws_env, s3server,
+                                                                       small_tree, tmp_path):
+    """``sync`` applies the rule to what it is to copy, not to what it lists: 1,030 new
+    small files go up on several processes, and the stale key the destination held is
+    deleted after them (``--delete``); the rerun finds everything unchanged and copies
+    nothing; the way back (s3 -> local) on several processes too, byte-identical."""
+    many = _many()
+    src, want = small_tree
+    s3server.create_bucket("proc-auto-sync")
+    cl = s3server.client()
+    cl.put_object(Bucket="proc-auto-sync", Key="s/stale.bin", Body=b"gone after the sync")
+
+    up = _sync_json("--delete", str(src), "s3://proc-auto-sync/s")
+    assert up["copied"] == len(want) and up["deleted"] == 1 and up["ok"], up
+    assert _bucket(s3server, "proc-auto-sync") == {f"s/{k}": v for k, v in want.items()}
+    again = _sync_json("--delete", str(src), "s3://proc-auto-sync/s")
+    assert again["copied"] == 0 and again["unchanged"] == len(want) and again["deleted"] == 0
+    assert "cluster" not in (again["transfer"] or {})
+
+    down = _sync_json("s3://proc-auto-sync/s", str(tmp_path / "back"))
+    assert down["copied"] == len(want) and down["ok"]
+    assert _tree(tmp_path / "back") == want
+    assert _sync_json("s3://proc-auto-sync/s", str(tmp_path / "back"))["copied"] == 0
+
+    for out in (up["transfer"], down["transfer"]):
+        assert out["objects"] == len(want)
+        if many > 1:
+            assert out["cluster"] == "processes" and len(out["nodes"]) == many, out["nodes"]
+            assert sum(n["objects"] for n in out["nodes"]) == len(want)
+        else:
+            assert "cluster" not in out

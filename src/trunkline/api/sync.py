@@ -8,17 +8,19 @@ leaves the destination with less than it had).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Literal
 
 from ..engine.jobs import EndpointCache
 from ..engine.listing import Entry, Filters, prefix_of
 from ..engine.sync import Action, SyncPlanner
 from ..engine.verify import compare_entries
+from ..errors import UsageError
 from ..options import TransferOptions
 from ..reports import SyncResult
 from ..results import Failure, TransferResult
@@ -52,6 +54,7 @@ def sync(
     options: TransferOptions | None = None,
     on_action: Callable[[Action], None] | None = None,
     on_progress: Callable[[Snapshot], None] | None = None,
+    processes: int | Literal["auto"] = 1,
     **overrides: Any,
 ) -> SyncResult:
     """Make the folder/prefix ``dst`` hold what ``src`` holds, copying only what changed.
@@ -65,8 +68,12 @@ def sync(
     ``include``/``exclude`` are a shorthand (excludes tried first). ``dry_run`` changes
     nothing: ``on_action`` sees each copy and delete that would happen. ``options`` and
     keywords named like its fields (connections, part_size, bwlimit, server_side, resume,
-    ...) are ``copy``'s.
+    ...) are ``copy``'s. ``processes`` is ``copy``'s too, counted on what is to be copied:
+    N engine processes on this host, or ``'auto'`` (the CLI's default), several when the
+    first 1,000 objects to copy are small (``cluster/auto.py``).
     """
+    if processes != "auto" and (not isinstance(processes, int) or processes < 1):
+        raise UsageError("processes must be >= 1 or 'auto'")
     opts = TransferOptions.build(options, **overrides)
     t0 = time.monotonic()
     s, d = _loc(src), _loc(dst)
@@ -83,16 +90,15 @@ def sync(
 
     spool = tempfile.TemporaryFile("w+", encoding="utf-8", prefix="trunkline-sync-")
     try:
-        def acted() -> Iterable[Action]:
+        def acted() -> Iterator[Action]:
             for a in planner.actions():
-                if a.op == "skip":
-                    continue
-                if on_action is not None:
-                    on_action(a)
-                if a.op == "delete":
-                    spool.write(json.dumps(a.rel) + "\n")
-                    continue
-                yield a
+                if a.op != "skip":
+                    if on_action is not None:
+                        on_action(a)
+                    if a.op == "delete":
+                        spool.write(json.dumps(a.rel) + "\n")
+                        continue
+                yield a   # copies, and skips: the count of processes reads how dense copies are
 
         transfer = None
         failures: list[Failure] = []
@@ -102,7 +108,7 @@ def sync(
                 pass
             deleted = planner.to_delete
         else:
-            transfer = _run(s, d, planner, acted(), opts, on_progress)
+            transfer = _transfer(s, d, planner, acted(), opts, on_progress, processes, eps)
             if transfer.ok and planner.to_delete and not planner.src_objects:
                 # an empty source (a mistyped prefix?) would otherwise empty the destination
                 failures = [Failure(str(s), f"the source is empty; refusing to delete "
@@ -123,6 +129,43 @@ def sync(
         deleted=deleted, excluded=planner.excluded,
         seconds=time.monotonic() - t0, transfer=transfer, failures=failures,
     )
+
+
+def _transfer(s: Location, d: Location, planner: SyncPlanner, actions: Iterator[Action],
+              opts: TransferOptions, on_progress: Callable[[Snapshot], None] | None,
+              processes: int | Literal["auto"], eps: EndpointCache) -> TransferResult:
+    """The copies: one engine under its journal, or engine processes taking shards of them
+    (``processes``: a count, or ``'auto'``: the rule read on the first 1,000 copies)."""
+    if processes == "auto":
+        from ..cluster.auto import (
+            AUTO_LOOK,
+            AUTO_PAGE,
+            available_cpus,
+            memory_shared,
+            processes_for,
+        )
+
+        # the first 1,000 copies, looked for among the first AUTO_LOOK listed objects (a
+        # few changes spread over a large tree must not wait for its whole listing)
+        head: list[Action] = []
+        sizes: list[int] = []
+        for a in actions:
+            head.append(a)
+            if a.op == "copy" and a.src is not None:
+                sizes.append(a.src.size)
+            if len(sizes) >= AUTO_PAGE or len(head) >= AUTO_LOOK:
+                break
+        actions = itertools.chain(head, actions)
+        processes = processes_for(sizes, cpus=available_cpus())
+        opts = memory_shared(opts, processes)
+    if processes == 1:
+        return _run(s, d, planner, actions, opts, on_progress)
+    from ..cluster import copy_on_processes
+
+    # what the driver shards: (name, what was listed) of each copy, as cp's listing gives
+    copies = ((a.rel, a.src.info) for a in actions if a.op == "copy" and a.src is not None)
+    return copy_on_processes(s, d, processes=processes, recursive=True, options=opts,
+                             on_progress=on_progress, listed=(eps, copies), op="sync")
 
 
 def _run(s: Location, d: Location, planner: SyncPlanner, actions: Iterable[Action],

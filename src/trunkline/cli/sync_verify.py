@@ -54,9 +54,15 @@ def register(cli: click.Group) -> None:
                   help="Compare content (CRC32C/ETag) instead of modification times.")
     @click.option("--no-server-side", is_flag=True,
                   help="Stream s3->s3 through this host even on one endpoint.")
+    @click.option("--processes", "-P", type=click.IntRange(1, 256), default=None,
+                  metavar="N",
+                  help="Copy with N engine processes on this host, each taking shards of "
+                       "what is to be copied. Default: one per CPU up to 8 when the first "
+                       "1,000 objects to copy are small, else one (-P 1: always one). See "
+                       "docs/cluster.md.")
     @filter_options
     @transfer_options
-    def sync(src, dst, delete, dry_run, checksum, no_server_side, include, exclude,
+    def sync(src, dst, delete, dry_run, checksum, no_server_side, processes, include, exclude,
              as_json, quiet, debug, **topts):
         """Make DST hold what SRC holds, copying only new and changed objects."""
         from ..api import sync as api_sync
@@ -68,7 +74,8 @@ def register(cli: click.Group) -> None:
         options = run_api(debug, build_options, server_side=not no_server_side, **topts)
         prog = None if dry_run else _progress(quiet, as_json)
         kw = dict(delete=delete, dry_run=dry_run, checksum=checksum,
-                  filters=_ordered(include, exclude), options=options, on_action=show)
+                  filters=_ordered(include, exclude), options=options, on_action=show,
+                  processes=processes if processes is not None else "auto")
         if prog is not None:
             with prog:
                 r = run_api(debug, api_sync, src, dst, on_progress=prog.update, **kw)
@@ -82,7 +89,10 @@ def register(cli: click.Group) -> None:
             click.echo(f"{verb} {r.copied} ({human_bytes(r.copied_bytes)}), {r.unchanged} "
                        f"unchanged, {gone} {r.deleted}, {r.excluded} excluded; listed "
                        f"{r.src_objects} source / {r.dst_objects} destination in "
-                       f"{r.seconds:.2f} s", err=True)
+                       f"{r.seconds:.2f} s"
+                       + (f", {r.transfer.options.get('workers')} engine processes"
+                          if getattr(r.transfer, "cluster", "") == "processes" else ""),
+                       err=True)
         failures = list(r.failures) + (r.transfer.failures if r.transfer else [])
         if r.transfer is not None and not as_json:
             t = r.transfer

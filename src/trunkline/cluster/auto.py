@@ -25,12 +25,16 @@ from dataclasses import replace
 from ..engine.tune import SMALL_OBJECT_BYTES
 from ..options import TransferOptions
 
-__all__ = ["AUTO_MAX_PROCESSES", "AUTO_PAGE", "available_cpus", "memory_shared",
+__all__ = ["AUTO_LOOK", "AUTO_MAX_PROCESSES", "AUTO_PAGE", "available_cpus", "memory_shared",
            "processes_for"]
 
 AUTO_PAGE = 1000
 """Objects looked at before deciding: one ListObjectsV2 page. A listing shorter than this
 is moved by one process."""
+AUTO_LOOK = 10 * AUTO_PAGE
+"""``sync``: the listed objects among which its first ``AUTO_PAGE`` copies are looked for
+before deciding (copies start only then; ~0.3 s of listing on loopback): changes sparser
+than that are moved by one process."""
 AUTO_MAX_PROCESSES = 8
 """The most processes chosen: on 16 cores 8 processes moved 6.2x one process's objects per
 second and 12 only 6.6x, against one nginx worker (bench/RESULTS.md); each process is one

@@ -218,11 +218,13 @@ def copy_on_processes(
     dry_run: bool = False,
     tick: float = 0.5,
     listed: tuple[EndpointCache, Iterator[tuple[str, object]]] | None = None,
+    op: str = "cp",
     **overrides: Any,
 ) -> ClusterResult:
     """Copy ``src`` to ``dst`` (s3 -> local, local -> s3, s3 -> s3) with ``processes``
     engine processes on this host (``cp --processes N``), no Ray needed. ``listed``: the
-    source's listing already begun (``engine.jobs.peek_sources``) and its endpoints.
+    source's listing already begun (``engine.jobs.peek_sources``), or the objects a sync
+    copies, and their endpoints; ``op`` names the command in the resume ledger's key.
 
     The same driver as ``copy_on_ray``: one listing cut into shards, each process running
     the ordinary engine on the shards it takes, a lost process's shards run again by
@@ -248,7 +250,7 @@ def copy_on_processes(
             flows_to=flows_to, flows_store=flows_store, workers_per_node=processes,
             inflight=inflight, shard_size=shard_size, shard_objects=shard_objects,
             shard_attempts=shard_attempts, forward_env=False, dry_run=dry_run, tick=tick,
-            listed=listed)
+            listed=listed, op=op)
     finally:
         pool.shutdown()
 
@@ -291,6 +293,7 @@ def _copy_on_workers(
     dry_run: bool,
     tick: float,
     listed: tuple[EndpointCache, Iterator[tuple[str, object]]] | None = None,
+    op: str = "cp",
     **overrides: Any,
 ) -> ClusterResult:
     """The run shared by Ray and local processes: ``ray`` is Ray or ``LocalProcesses``;
@@ -317,11 +320,11 @@ def _copy_on_workers(
                        bwlimit_endpoint={k: v / n_workers
                                          for k, v in (opts.bwlimit_endpoint or {}).items()})
         server_side, resume, state_dir = opts.server_side, opts.resume, opts.state_dir
-        jopts = {"op": "cp-ray-shard", "recursive": recursive, "server_side": server_side}
+        jopts = {"op": f"{op}-ray-shard", "recursive": recursive, "server_side": server_side}
         spec = WorkerSpec(str(s), str(d), many, into, server_side, opts, resume,
                           state_dir, jopts, _forward_env() if forward_env else None, inflight,
                           eps.answers())
-        lopts = {"op": "cp-ray", "recursive": recursive, "server_side": server_side,
+        lopts = {"op": f"{op}-ray", "recursive": recursive, "server_side": server_side,
                  "per_node_dest": per_node_dest, "part_size": ps, "shard_bytes": shard_bytes,
                  "shard_objects": shard_objects}
         ledger = None if dry_run else Ledger(state_dir or default_state_dir(), str(s), str(d),
