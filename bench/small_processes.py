@@ -44,6 +44,8 @@ KiB = 1024
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--objects", type=int, default=6000)
+    ap.add_argument("--verb", choices=("cp", "sync"), default="cp",
+                    help="what trunkline and s5cmd run (sync: into the emptied folder)")
     ap.add_argument("--size", type=int, default=256 * KiB)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--processes", default="2", help="trunkline cp -P N values to try")
@@ -80,17 +82,19 @@ def main() -> None:
                    TRUNKLINE_CONFIG="/nonexistent", TRUNKLINE_STATE_DIR=str(root / "state"),
                    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")   # a Ray run: loopback only
         url = f"s3://bench/{name}/"
+        # cp -r, or sync into the emptied folder (it copies everything, after comparing)
+        verb = ["cp", "-r"] if a.verb == "cp" else ["sync"]
         modes: dict[str, list[str]] = {} if a.no_single else {
-            "one process": [*trunkline, "cp", "-r", "-q", "--no-resume", "-P", "1", url,
+            "one process": [*trunkline, *verb, "-q", "--no-resume", "-P", "1", url,
                             f"{dst}/"],
             # no -P: the count cp takes by itself (cluster/auto.py)
-            "auto": [*trunkline, "cp", "-r", "-q", "--no-resume", url, f"{dst}/"]}
+            "auto": [*trunkline, *verb, "-q", "--no-resume", url, f"{dst}/"]}
         for n in (int(x) for x in a.processes.split(",") if x):
-            modes[f"-P {n}"] = [*trunkline, "cp", "-r", "-q", "--no-resume", "-P", str(n),
+            modes[f"-P {n}"] = [*trunkline, *verb, "-q", "--no-resume", "-P", str(n),
                                 url, f"{dst}/"]
         for v in a.args:
             name, args = v.split("=", 1)
-            modes[name] = [*trunkline, "cp", "-r", "-q", "--no-resume", *args.split(), url,
+            modes[name] = [*trunkline, *verb, "-q", "--no-resume", *args.split(), url,
                            f"{dst}/"]
         envs: dict[str, dict[str, str]] = {}
         if a.base_src:
@@ -115,7 +119,7 @@ def main() -> None:
         if not a.no_s5cmd:
             modes["s5cmd"] = [venv_bin("s5cmd") or shutil.which("s5cmd") or "s5cmd",
                               "--endpoint-url",
-                              origin.endpoint_url, "cp", f"{url}*", f"{dst}/"]
+                              origin.endpoint_url, a.verb, f"{url}*", f"{dst}/"]
         res: dict[str, list] = {m: [] for m in modes}
         order = list(modes)
         for r in range(a.rounds):
