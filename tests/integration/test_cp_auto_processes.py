@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from test_cp_processes import _bucket, _tree
+from test_cp_processes import _alive, _bucket, _children, _tree
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +45,9 @@ def _many() -> int:
     return min(cpus, AUTO_MAX_PROCESSES) if cpus >= 2 else 1
 
 
-def _cp_json(*args: str) -> dict:
-    p = subprocess.run([sys.executable, "-m", "trunkline.cli.main", "cp", "--json", *args],
+def _cli_json(verb: str, *args: str) -> dict:
+    """``trunkline VERB --json ARGS`` in its own process: its result, after exit 0."""
+    p = subprocess.run([sys.executable, "-m", "trunkline.cli.main", verb, "--json", *args],
                        capture_output=True, text=True, env=dict(os.environ), timeout=240)
     assert p.returncode == 0, p.stderr[-2000:]
     return json.loads(p.stdout)
@@ -64,16 +65,16 @@ def test_cli_takes_processes_by_itself_for_a_long_listing_of_small_objects(aws_e
     src, want = small_tree
     s3server.create_bucket("proc-auto")
 
-    up = _cp_json("-r", str(src), "s3://proc-auto/t/")
+    up = _cli_json("cp", "-r", str(src), "s3://proc-auto/t/")
     assert up["ok"] and up["objects"] == len(want)
     assert _bucket(s3server, "proc-auto") == {f"t/{k}": v for k, v in want.items()}
 
-    down = _cp_json("-r", "s3://proc-auto/t/", f"{tmp_path / 'down'}/")
+    down = _cli_json("cp", "-r", "s3://proc-auto/t/", f"{tmp_path / 'down'}/")
     assert down["ok"] and down["objects"] == len(want)
     assert _tree(tmp_path / "down") == want
-    one = _cp_json("-r", "-P", "1", "s3://proc-auto/t/", f"{tmp_path / 'one'}/")
+    one = _cli_json("cp", "-r", "-P", "1", "s3://proc-auto/t/", f"{tmp_path / 'one'}/")
     assert _tree(tmp_path / "one") == want
-    short = _cp_json("-r", "s3://proc-auto/t/b/", f"{tmp_path / 'short'}/")
+    short = _cli_json("cp", "-r", "s3://proc-auto/t/b/", f"{tmp_path / 'short'}/")
     assert _tree(tmp_path / "short") == {k[2:]: v for k, v in want.items() if k[:2] == "b/"}
 
     for out in (up, down):
@@ -97,7 +98,7 @@ def test_a_killed_copy_on_processes_it_chose_resumes_on_the_same_path(aws_env, s
     beyond the shards in flight, the tree byte-identical, no partial file left."""
     src, want = small_tree
     s3server.create_bucket("proc-auto-kill")
-    assert _cp_json("-r", "-P", "1", str(src), "s3://proc-auto-kill/k/")["ok"]
+    assert _cli_json("cp", "-r", "-P", "1", str(src), "s3://proc-auto-kill/k/")["ok"]
     dst = tmp_path / "k"
     argv = [sys.executable, "-m", "trunkline.cli.main", "cp", "-r", "-q",
             "s3://proc-auto-kill/k/", f"{dst}/"]
@@ -112,18 +113,16 @@ def test_a_killed_copy_on_processes_it_chose_resumes_on_the_same_path(aws_env, s
             break
         time.sleep(0.05)
     assert p.poll() is None, "the copy ended before it could be killed"
-    engines = [int(x) for x in
-               Path(f"/proc/{p.pid}/task/{p.pid}/children").read_text().split()]
+    engines = _children(p.pid)
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
     deadline = time.monotonic() + 30        # the engines exit when the parent's end closes
-    while any(Path(f"/proc/{e}").exists() and "Z" not in _state(e) for e in engines):
+    while any(_alive(e) for e in engines):
         assert time.monotonic() < deadline, "an engine outlived its parent"
         time.sleep(0.05)
     assert len(engines) == (_many() if _many() > 1 else 0), engines
 
-    out = json.loads(subprocess.run([*argv[:-3], "--json", *argv[-2:]], capture_output=True,
-                                    text=True, env=dict(os.environ), timeout=240).stdout)
+    out = _cli_json("cp", "-r", "s3://proc-auto-kill/k/", f"{dst}/")
     assert out["ok"], out.get("failures")
     assert _tree(dst) == want
     assert out["objects"] + out["skipped_objects"] == len(want)
@@ -133,20 +132,6 @@ def test_a_killed_copy_on_processes_it_chose_resumes_on_the_same_path(aws_env, s
     assert out["skipped_objects"] >= 100, out["skipped_objects"]
     if _many() > 1:
         assert out["cluster"] == "processes"
-
-
-def _state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "Z"
-
-
-def _sync_json(*args: str) -> dict:
-    p = subprocess.run([sys.executable, "-m", "trunkline.cli.main", "sync", "--json", *args],
-                       capture_output=True, text=True, env=dict(os.environ), timeout=240)
-    assert p.returncode == 0, p.stderr[-2000:]
-    return json.loads(p.stdout)
 
 
 def test_sync_takes_processes_by_itself_for_many_small_objects_to_copy(aws_env, s3server,
@@ -161,17 +146,17 @@ def test_sync_takes_processes_by_itself_for_many_small_objects_to_copy(aws_env, 
     cl = s3server.client()
     cl.put_object(Bucket="proc-auto-sync", Key="s/stale.bin", Body=b"gone after the sync")
 
-    up = _sync_json("--delete", str(src), "s3://proc-auto-sync/s")
+    up = _cli_json("sync", "--delete", str(src), "s3://proc-auto-sync/s")
     assert up["copied"] == len(want) and up["deleted"] == 1 and up["ok"], up
     assert _bucket(s3server, "proc-auto-sync") == {f"s/{k}": v for k, v in want.items()}
-    again = _sync_json("--delete", str(src), "s3://proc-auto-sync/s")
+    again = _cli_json("sync", "--delete", str(src), "s3://proc-auto-sync/s")
     assert again["copied"] == 0 and again["unchanged"] == len(want) and again["deleted"] == 0
     assert "cluster" not in (again["transfer"] or {})
 
-    down = _sync_json("s3://proc-auto-sync/s", str(tmp_path / "back"))
+    down = _cli_json("sync", "s3://proc-auto-sync/s", str(tmp_path / "back"))
     assert down["copied"] == len(want) and down["ok"]
     assert _tree(tmp_path / "back") == want
-    assert _sync_json("s3://proc-auto-sync/s", str(tmp_path / "back"))["copied"] == 0
+    assert _cli_json("sync", "s3://proc-auto-sync/s", str(tmp_path / "back"))["copied"] == 0
 
     for out in (up["transfer"], down["transfer"]):
         assert out["objects"] == len(want)

@@ -128,8 +128,7 @@ def _report(result, as_json: bool, quiet: bool = False) -> None:
         click.echo(
             f"{human_bytes(result.bytes)} in {result.seconds:.2f} s = {result.gbps:.2f} Gbit/s, "
             f"{result.objects} objects, {result.retries} retries"
-            + (f", {result.options.get('workers')} engine processes"
-               if getattr(result, "cluster", "") == "processes" else "")
+            + on_processes(result)
             + (f", resumed {human_bytes(result.resumed_bytes + result.skipped_bytes)}"
                if result.resumed_bytes or result.skipped_bytes else ""),
             err=True,
@@ -146,6 +145,13 @@ def _report(result, as_json: bool, quiet: bool = False) -> None:
     if result.failures:
         click.echo("trunkline: rerun the same command to resume (--no-resume starts over)",
                    err=True)
+
+
+def on_processes(result) -> str:
+    """", N engine processes" for a summary line where several moved it, else ""."""
+    if getattr(result, "cluster", "") != "processes":
+        return ""
+    return f", {result.options.get('workers')} engine processes"
 
 
 UNVERIFIED_SHOWN = 10

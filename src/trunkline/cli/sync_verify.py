@@ -9,7 +9,14 @@ import click
 
 from ..text import safe
 from ..units import human_bytes
-from .mover import _progress, build_options, echo_unverified, run_api, transfer_options
+from .mover import (
+    _progress,
+    build_options,
+    echo_unverified,
+    on_processes,
+    run_api,
+    transfer_options,
+)
 
 
 class _OrderedFilters(click.Command):
@@ -89,10 +96,7 @@ def register(cli: click.Group) -> None:
             click.echo(f"{verb} {r.copied} ({human_bytes(r.copied_bytes)}), {r.unchanged} "
                        f"unchanged, {gone} {r.deleted}, {r.excluded} excluded; listed "
                        f"{r.src_objects} source / {r.dst_objects} destination in "
-                       f"{r.seconds:.2f} s"
-                       + (f", {r.transfer.options.get('workers')} engine processes"
-                          if getattr(r.transfer, "cluster", "") == "processes" else ""),
-                       err=True)
+                       f"{r.seconds:.2f} s" + on_processes(r.transfer), err=True)
         failures = list(r.failures) + (r.transfer.failures if r.transfer else [])
         if r.transfer is not None and not as_json:
             t = r.transfer

@@ -102,12 +102,13 @@ class ShardWorker:
     def progress(self) -> dict:
         with self._lock:
             live = list(self._live.values())
+            inflight_objects = sum(s.objects for s in live)
             return {
                 "node": self.node_id,
                 "finished_bytes": self._finished_bytes,
                 "inflight_bytes": sum(s.done_bytes for s in live),
-                "objects": self._objects + sum(s.objects for s in live),
-                "inflight_objects": sum(s.objects for s in live),
+                "objects": self._objects + inflight_objects,
+                "inflight_objects": inflight_objects,
                 "active": sum(s.active for s in live),
                 "retries": self._retries + sum(s.retries for s in live),
                 "requests": sum(s.requests for s in live),

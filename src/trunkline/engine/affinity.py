@@ -7,8 +7,9 @@ the lock on another, idle core; the one that gave it up then sleeps until the lo
 back across cores. Measured on the 2-core VM (bench/RESULTS.md), 9 of 10 thread switches
 of a small-object download were such hand-overs, and keeping the process's threads on one
 core cut them from 5.2 to 2.1 per object, the CPU per object by 23 % and the wall time
-by 14 % (small uploads to SeaweedFS: 14 % less CPU, the store setting the pace). A large object is the opposite case: its compiled loops (receive, CRC32C, write)
-run without the lock, in parallel on several cores (one core: 34 % slower). So a run is
+by 14 % (small uploads to SeaweedFS: 14 % less CPU, the store setting the pace). A large
+object is the opposite case: its compiled loops (receive, CRC32C, write) run without the
+lock, in parallel on several cores (one core: 34 % slower). So a run is
 kept on one core only while it moves small objects: the first object that is not small
 lets every thread of the run go again.
 
