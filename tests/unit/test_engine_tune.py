@@ -407,3 +407,25 @@ def test_small_objects_are_batched_only_where_work_is_queued_for_every_connectio
     assert not batch_full(BATCH - 1, queued=10_000, active=1)
     assert batch_full(BATCH, queued=10_000, active=1)      # never more than BATCH
     assert batch_full(1, queued=0, active=0)                # a gate of 0 counts as 1
+
+
+@pytest.mark.parametrize(("noise", "seed"), [(0.0, 0), (0.03, 1), (0.03, 2)])
+def test_growth_under_a_cap_goes_no_further_than_the_cap_can_use(noise, seed):
+    """16 connections carry 80 % of a --bwlimit (each connection is slow): slow start
+    grows to the 20 that can reach the cap, not to 32 (CI: 16 -> 32 at 88 % of the cap,
+    and the transfer ended there), and keeps them once the cap binds."""
+    cap = 400e6 / 8
+    per = 0.8 * cap / 16
+
+    class SlowConnections(SimPath):
+        def rate(self, c, part):
+            return min(cap, c * per)
+
+    path = SlowConnections(conn=per, link=10_000 * MiB, noise=noise)
+    t = Tuner(max_connections=64, max_memory=4096 * MiB, part_size=16 * MiB,
+              initial_connections=16, rate_cap=cap)
+    rates = run(path, t, n=60, seed=seed)
+    grown = [d.connections for d in t.decisions]
+    assert grown and max(grown) == 20, t.decisions
+    assert t.connections == 20
+    assert min(rates[-10:]) >= 0.9 * cap

@@ -22,6 +22,8 @@ the tuner returns a :class:`Decision` when the setting should change. The loop:
   spread measured between intervals at one level, and a step under it is undone. Under a
   binding rate cap (``--bwlimit``: goodput at ``capped`` of the cap) the tuner does not
   grow, then or later: every idle connection costs the store a socket and a request slot.
+  Below the cap, growth goes no further than the cap can use: goodput grows at best in
+  proportion to connections, so at most ``connections x cap / goodput``.
 * **part size** - once connections stop paying, doubled while a request's TTFB is over
   10 % of a part's transfer time (per-request overhead dominates); halved during slow
   start when memory, not the path, caps connections.
@@ -294,9 +296,19 @@ class Tuner(TunerPhases):
             self._cap_level = min(self._cap_level, self.connections)
         return binds
 
-    def _limit(self) -> int:
+    def _limit(self, level: float) -> int:
         """Most connections growth may reach now: flag/memory, SlowDown ceiling, rate cap."""
-        return min(self.cap, self._ceiling, self._cap_level)
+        return min(self.cap, self._ceiling, self._cap_level, self._cap_room(level))
+
+    def _cap_room(self, level: float) -> int:
+        """Most connections a rate cap can use from ``level``: goodput grows at best in
+        proportion to connections, so past ``connections x cap / level`` more only idle
+        (each holding a socket and a request slot of the store). A capped upload measured
+        at 88 % of its cap otherwise doubled 16 -> 32 and ended there (CI, 2026-11-30)."""
+        if not self.rate_cap or level <= 0:
+            return self.max_connections
+        return max(self.min_connections,
+                   math.ceil(self.connections * self.rate_cap / level - 1e-9))
 
     def _memory_bound(self) -> bool:
         mem = self.max_memory // self.part_size

@@ -17,19 +17,20 @@ class TunerPhases:
         c = self.connections
         prev = self._prev
         if self._cap_binds(level):
-            back = prev[0] if prev is not None else c
+            # growth is bounded by what the cap can use (``_cap_room``), so the step that
+            # reached the cap was the least that did: keep it; a later trim may come lower
             self._prev = None
             return self._hold_at(now, level, f"rate cap binds ({pct(level, self.rate_cap or 0)}"
-                                 " of it)", back=min(back, c))
+                                 " of it)")
         if prev is None or level > prev[1] * (1 + self.bar):
-            limit = self._limit()
+            limit = self._limit(level)
             why = "start" if prev is None else f"goodput {pct(level, prev[1])}"
             part = None
             if c >= limit and self._memory_bound() and self.part_size // 2 >= self.min_part_size:
                 # memory, not the path, stops growth: smaller parts buy more connections
                 part = self.part_size // 2
                 limit = min(self.max_memory // part, self.max_connections, self._ceiling,
-                            self._cap_level)
+                            self._cap_level, self._cap_room(level))
                 why += ", memory-bound: halve parts"
             if c >= limit:
                 return self._hold_at(now, level, f"at the limit ({c} connections)")
@@ -54,7 +55,7 @@ class TunerPhases:
             return self._hold_at(now, level, f"growth to {c} gave {pct(level, prev[1])}",
                                  back=prev[0],
                                  held=prev[1])
-        limit = self._limit()
+        limit = self._limit(level)
         if self._cap_binds(level):
             return self._hold_at(now, level, "rate cap binds")
         if c >= limit:
@@ -73,7 +74,7 @@ class TunerPhases:
         self._held = level if not self._held else 0.8 * self._held + 0.2 * level
         if self._hold_count >= self.probe_every:
             self._hold_count = 0
-            limit = self._limit()
+            limit = self._limit(level)
             grow = c < limit and not self._cap_binds(level)
             lower = max(self.min_connections, self._shed_floor, int(c * self.trim))
             if lower < c and (self._trim_next or not grow):
