@@ -429,3 +429,19 @@ def test_growth_under_a_cap_goes_no_further_than_the_cap_can_use(noise, seed):
     assert grown and max(grown) == 20, t.decisions
     assert t.connections == 20
     assert min(rates[-10:]) >= 0.9 * cap
+
+
+def test_a_step_to_the_cap_within_the_noise_is_undone():
+    """16 connections measured at 89 % of the cap (the cap binds, the measure is low):
+    the step that 'reaches' it gains less than the bar and goes back to 16."""
+    cap = 100e6
+    t = Tuner(max_connections=64, max_memory=4096 * MiB, part_size=16 * MiB,
+              initial_connections=16, rate_cap=cap)
+    t.phase, t._prev = "slow_start", (16, 0.89 * cap)
+    t.connections = 18
+    d = t._slow_start(10.0, 0.92 * cap)
+    assert d is not None and d.connections == 16, t.decisions
+    t.phase, t._prev = "slow_start", (16, 0.80 * cap)
+    t.connections = 20
+    t._slow_start(20.0, 0.99 * cap)
+    assert t.connections == 20, t.decisions

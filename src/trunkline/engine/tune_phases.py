@@ -17,11 +17,14 @@ class TunerPhases:
         c = self.connections
         prev = self._prev
         if self._cap_binds(level):
-            # growth is bounded by what the cap can use (``_cap_room``), so the step that
-            # reached the cap was the least that did: keep it; a later trim may come lower
+            # growth is bounded by what the cap can use (``_cap_room``), so a step that
+            # reached the cap and paid was the least that did: keep it. One that gained
+            # within the noise is undone (the cap bound before it, unseen under the noise)
+            paid = prev is not None and level > prev[1] * (1 + self.bar)
+            back = prev[0] if prev is not None and not paid else c
             self._prev = None
             return self._hold_at(now, level, f"rate cap binds ({pct(level, self.rate_cap or 0)}"
-                                 " of it)")
+                                 " of it)", back=min(back, c))
         if prev is None or level > prev[1] * (1 + self.bar):
             limit = self._limit(level)
             why = "start" if prev is None else f"goodput {pct(level, prev[1])}"
