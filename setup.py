@@ -13,7 +13,7 @@ setup(
     ext_modules=[
         Extension(
             "trunkline.native._hotpath",
-            ["src/trunkline/native/_hotpath.c"],
+            ["src/trunkline/native/_hotpath.c", "src/trunkline/native/crc64nvme.c"],
             extra_compile_args=["-O2", "-std=c11", "-Wall"],
             libraries=["m"],   # modf/floor: an mtime split as os.utime splits it
             optional=True,

@@ -117,6 +117,55 @@ def test_a_second_crc32_is_carried_beside_the_crc32c(tmp_path, native_loop, size
     os.close(fd)
 
 
+@pytest.mark.parametrize("native_loop", LOOPS)
+@pytest.mark.parametrize("size,have", [(1, 0), (63, 0), (5000, 4096), ((1 << 20) + 17, 7000),
+                                       (5 << 20, 0)])
+def test_a_second_crc64nvme_is_carried_beside_the_crc32c(tmp_path, native_loop, size, have):
+    """``crc64=``: the CRC64NVME S3 computes for every new object is summed by the same
+    loop (the compiled one: crc64nvme.c), continued from the value given, the bytes that
+    came with the head included; held against awscrt."""
+    from awscrt import checksums
+
+    if native_loop and not native.sums_second("crc64nvme"):
+        pytest.skip("no PCLMULQDQ here: the compiled loop leaves CRC64NVME to Python")
+    data = os.urandom(size)
+    fd, _ = part_file(tmp_path / "part.bin", 0, size, False)
+    buf = aligned_buffer(1 << 20)
+    buf[:have] = data[:have]
+    a, b = pair()
+    send_in_thread(a, data[have:])
+    start = checksums.crc64nvme(b"what came before")
+    crc, _, c64 = native.recv_to_file(b, fd, 0, size, buf, have=have, crc64=start,
+                                      native=native_loop)
+    assert crc == google_crc32c.value(data)
+    assert c64 == checksums.crc64nvme(data, start)
+    assert os.pread(fd, size, 0) == data
+    for s in (a, b):
+        s.close()
+    os.close(fd)
+
+
+@pytest.mark.parametrize("native_loop", LOOPS)
+def test_two_second_sums_or_a_crc64_past_64_bits_are_refused(tmp_path, native_loop):
+    """Refused before a byte moves: the socket still holds everything."""
+    fd, _ = part_file(tmp_path / "part.bin", 0, 10, False)
+    a, b = pair()
+    a.sendall(b"0123456789")
+    try:
+        with pytest.raises(ValueError, match="one second sum"):
+            native.recv_to_file(b, fd, 0, 10, aligned_buffer(4096), crc32=0, crc64=0,
+                                native=native_loop)
+        if native_loop:
+            with pytest.raises(OverflowError):
+                native.recv_to_file(b, fd, 0, 10, aligned_buffer(4096), crc64=1 << 64,
+                                    native=True)
+        assert b.recv(10, socket.MSG_WAITALL) == b"0123456789"
+    finally:
+        for s in (a, b):
+            s.close()
+        os.close(fd)
+
+
 def test_a_second_crc32_is_refused_without_its_library_or_out_of_range(tmp_path):
     """Refused before a byte moves: the socket still holds everything."""
     from trunkline.native import crc

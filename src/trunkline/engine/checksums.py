@@ -10,7 +10,8 @@ the store's headers once, the matching digest runs per part on the bytes as they
 arrives in one GET), and the verdict is ``verified(kind)`` or ``unverified(reason)``.
 
 Sans-I/O. CRC32C and CRC32 come from the library native/crc.py picks (ISA-L, else
-google-crc32c and zlib), CRC64NVME from awscrt, SHA/MD5 from hashlib; the CRC combine is
+google-crc32c and zlib), CRC64NVME from the compiled core or awscrt (native/crc.py too),
+SHA/MD5 from hashlib; the CRC combine is
 ``crc_combine`` (a few lines of GF(2) arithmetic no library exposes for all three
 polynomials, shared with ``integrity.crc32c_combine``).
 """
@@ -22,7 +23,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..native.crc import crc32
+from ..native.crc import crc32, crc64nvme
 from .crc_combine import CRC32, CRC32C, CRC64NVME, combine
 from .integrity import crc32c
 
@@ -33,19 +34,6 @@ _HEADERS = tuple((a, f"x-amz-checksum-{a}") for a in ALGORITHMS)   # asked once 
 _POLY = {"crc32c": CRC32C, "crc32": CRC32, "crc64nvme": CRC64NVME}  # (reflected poly, width)
 
 
-def _crc64nvme(data, value: int = 0) -> int:
-    """awscrt takes any contiguous buffer as it is (3.5x faster than a copy into bytes,
-    measured on a 1 MiB chunk); a strided view is copied."""
-    from awscrt import checksums  # lazily: only objects stored with CRC64NVME need it
-
-    if isinstance(data, memoryview) and not data.c_contiguous:
-        data = data.tobytes()
-    try:
-        return checksums.crc64nvme(data, value)
-    except TypeError:   # an awscrt (the floor is 0.23) that takes bytes only
-        return checksums.crc64nvme(bytes(data), value)
-
-
 def crc_update(algo: str, data, value: int = 0) -> int:
     """Continue the CRC ``algo`` over ``data`` from ``value``."""
     if algo == "crc32c":
@@ -53,7 +41,7 @@ def crc_update(algo: str, data, value: int = 0) -> int:
     if algo == "crc32":
         return crc32(data, value)
     if algo == "crc64nvme":
-        return _crc64nvme(data, value)
+        return crc64nvme(data, value)
     raise ValueError(f"not a CRC: {algo}")
 
 

@@ -69,8 +69,9 @@ def receive_to_file(conn: Connection, n: int, fd: int, offset: int, buf: memoryv
     CRC32C. Where it applies (a plain connection, no rate cap, the compiled core built)
     the bytes go through ``trunkline.native`` with the interpreter lock released, in
     slices of ``NATIVE_SLICE``, the body bytes that came with the head included, and a
-    CRC-32 the store keeps summed there too (with ISA-L); otherwise (a rate cap, a second
-    digest such as MD5, SHA-256 or CRC64NVME) through the Python loop above. Same bytes,
+    CRC-32 (with ISA-L) or CRC64NVME (PCLMULQDQ) the store keeps summed there too;
+    otherwise (a rate cap, a second digest such as MD5 or SHA-256) through the Python
+    loop above. Same bytes,
     same sums, same errors either way."""
     def window(off: int, left: int) -> memoryview:
         return buf[: min(len(buf), left)]
@@ -78,9 +79,9 @@ def receive_to_file(conn: Connection, n: int, fd: int, offset: int, buf: memoryv
     def sink_at(base: int) -> Callable[[memoryview, int], None]:
         return lambda chunk, off: writer.pwrite(chunk, base + off)
 
-    crc32 = digest is not None and digest.algo == "crc32" and native.sums_crc32()
+    second = digest is not None and native.sums_second(digest.algo)
     sock = (conn.direct_body(n) if native.NATIVE and limit is None
-            and (digest is None or crc32) else None)
+            and (digest is None or second) else None)
     if sock is None:
         return receive(conn, n, window, sink=sink_at(offset), on_bytes=on_bytes, limit=limit,
                        digest=digest)
@@ -92,9 +93,10 @@ def receive_to_file(conn: Connection, n: int, fd: int, offset: int, buf: memoryv
         k = min(NATIVE_SLICE, n - got)
         try:
             dfd = writer.dfd
-            crc, left, c32 = native.recv_to_file(sock, fd, offset + got, k, buf,
-                                                 direct_fd=dfd, crc=crc, have=have,
-                                                 crc32=digest.crc if crc32 else None)
+            crc, left, sum2 = native.recv_to_file(
+                sock, fd, offset + got, k, buf, direct_fd=dfd, crc=crc, have=have,
+                crc32=digest.crc if second and digest.algo == "crc32" else None,
+                crc64=digest.crc if second and digest.algo == "crc64nvme" else None)
             if dfd is not None and left is None:
                 writer.direct_refused()   # closed with the writer, never under a neighbour
         except ConnectionError as e:
@@ -106,8 +108,8 @@ def receive_to_file(conn: Connection, n: int, fd: int, offset: int, buf: memoryv
         except BaseException:
             conn.direct_failed()
             raise
-        if crc32:
-            digest.crc = c32
+        if second:
+            digest.crc = sum2
         conn.direct_done(k - have)
         got += k
         have = 0

@@ -20,6 +20,8 @@ from .crc import c_function as _crc_function
 from .crc import crc32 as _crc32_value
 from .crc import crc32_function as _crc32_function
 from .crc import crc32c as _crc_extend_value
+from .crc import crc64_native as _crc64_native
+from .crc import crc64nvme as _crc64_value
 
 ALIGN = 4096
 """Logical block size O_DIRECT offsets, lengths and addresses must be multiples of (4 KiB
@@ -45,6 +47,15 @@ def sums_crc32() -> bool:
     ``crc32=``): with ISA-L. Otherwise a body whose store keeps a CRC-32 goes through the
     Python loop. Read at each call, as ``NATIVE`` is."""
     return NATIVE and _CRC32_ADDRESS != 0
+
+
+def sums_second(algo: str) -> bool:
+    """Whether the compiled loop can carry the store's ``algo`` beside the CRC32C
+    (``recv_to_file``'s ``crc32=``/``crc64=``): CRC-32 with ISA-L, CRC64NVME where the CPU
+    folds it (crc64nvme.c). Otherwise such a body goes through the Python loop."""
+    if algo == "crc32":
+        return sums_crc32()
+    return algo == "crc64nvme" and NATIVE and _crc64_native()
 
 
 class ShortFile(TrunklineError, ConnectionError):
@@ -75,23 +86,24 @@ def _timeout_ms(sock: socket.socket) -> int:
 def recv_to_file(sock: socket.socket, fd: int, offset: int, length: int, buf: memoryview, *,
                  counter: Counter | None = None, direct_fd: int | None = None,
                  crc: int = 0, have: int = 0, crc32: int | None = None,
+                 crc64: int | None = None,
                  native: bool | None = None) -> tuple[int, int | None, int | None]:
     """Receive ``length`` bytes from ``sock`` and write them at ``offset`` of ``fd`` (the
     page-aligned bulk through ``direct_fd`` when given); the first ``have`` of them are
     already at the start of ``buf`` (the body bytes that came with the response head),
-    so only ``length - have`` are read. -> (CRC32C extended from ``crc``,
-    the direct descriptor still usable or None, the CRC-32 extended from ``crc32`` or
-    None: the second sum a store may keep; the compiled loop takes it only where
-    ``sums_crc32()``). Raises ConnectionError when the peer closes early, TimeoutError
-    when it stalls past the socket's timeout, OSError (ENOSPC, EIO...) when a write
-    fails: never a short file that looks complete."""
+    so only ``length - have`` are read. -> (CRC32C extended from ``crc``, the direct
+    descriptor still usable or None, the second sum a store may keep: the CRC-32 extended
+    from ``crc32``, or the CRC64NVME from ``crc64``, or None; the compiled loop takes one
+    only where ``sums_second(algo)``). Raises ConnectionError when the peer closes early,
+    TimeoutError when it stalls past the socket's timeout, OSError (ENOSPC, EIO...) when a
+    write fails: never a short file that looks complete."""
     if native if native is not None else NATIVE:
         try:
             c, d, c32 = _hotpath.recv_to_file(sock.fileno(), fd, offset, length, buf,
                                               _timeout_ms(sock),
                                               counter.cell if counter else None,
                                               -1 if direct_fd is None else direct_fd, crc,
-                                              have, crc32)
+                                              have, crc32, crc64)
         except EOFError as e:
             raise ConnectionError(str(e)) from None
         except OSError as e:
@@ -99,7 +111,8 @@ def recv_to_file(sock: socket.socket, fd: int, offset: int, length: int, buf: me
                 raise TimeoutError(f"no byte for {sock.gettimeout()} s") from None
             raise
         return c, (None if d < 0 else d), c32
-    return _recv_to_file_py(sock, fd, offset, length, buf, counter, direct_fd, crc, have, crc32)
+    return _recv_to_file_py(sock, fd, offset, length, buf, counter, direct_fd, crc, have, crc32,
+                            crc64)
 
 
 def file_to_sock(fd: int, sock: socket.socket, offset: int, length: int, buf: memoryview, *,
@@ -180,8 +193,10 @@ def _pwrite_all(fd: int, data: memoryview, off: int) -> None:
 
 
 def _recv_to_file_py(sock, fd, offset, length, buf, counter, direct_fd, crc, have=0,
-                     crc32=None):
+                     crc32=None, crc64=None):
     _check_range(sock.fileno(), fd, offset, length, buf)
+    if crc32 is not None and crc64 is not None:
+        raise ValueError("crc32 and crc64: one second sum at most")
     if not 0 <= have <= min(length, len(buf)):
         raise ValueError(f"have {have}: not within the range and the buffer")
     got = 0
@@ -201,6 +216,8 @@ def _recv_to_file_py(sock, fd, offset, length, buf, counter, direct_fd, crc, hav
         crc = _crc_extend_value(chunk, crc)
         if crc32 is not None:
             crc32 = _crc32_value(chunk, crc32)
+        if crc64 is not None:
+            crc64 = _crc64_value(chunk, crc64)
         off = offset + got
         rest = chunk
         if direct_fd is not None and off % ALIGN == 0:
@@ -219,7 +236,7 @@ def _recv_to_file_py(sock, fd, offset, length, buf, counter, direct_fd, crc, hav
         got += fill
         if counter is not None:
             counter.add(fill)
-    return crc, direct_fd, crc32
+    return crc, direct_fd, (crc32 if crc64 is None else crc64)
 
 
 def _file_crc_py(fd, offset, length, buf, crc):

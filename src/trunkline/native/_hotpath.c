@@ -121,6 +121,11 @@ static uint32_t crc32c_update(uint32_t crc, const unsigned char *p, size_t n) {
     return ~crc_sw(c, p, n);
 }
 
+/* CRC64NVME, the other second sum (crc64nvme.c: ours, with why) */
+void tl_crc64nvme_init(void);
+uint64_t tl_crc64nvme_update(uint64_t crc, const unsigned char *p, size_t n, int use_clmul);
+int tl_crc64nvme_clmul(void);
+
 /* ---------------------------------------------------------------- I/O helpers */
 
 /* Wait until fd is ready for `events`; 0 ok, -1 with errno (ETIMEDOUT on timeout).
@@ -225,16 +230,31 @@ static int check_range(int fd_a, int fd_b, long long offset, long long length,
  * head): checksummed and written with the first buffer, not read from the socket. */
 static PyObject *recv_to_file(PyObject *self, PyObject *args, PyObject *kw) {
     static char *names[] = {"sock_fd", "file_fd", "offset", "length", "buf", "timeout_ms",
-                            "counter", "direct_fd", "crc", "have", "crc32", NULL};
+                            "counter", "direct_fd", "crc", "have", "crc32", "crc64", NULL};
     int sock_fd, file_fd, timeout_ms, direct_fd = -1;
     long long offset, length, have = 0;
     unsigned int crc = 0;
     Py_buffer buf, ctr = {0};
-    PyObject *ctr_obj = Py_None, *crc32_obj = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "iiLLw*i|OiILO", names, &sock_fd, &file_fd,
+    PyObject *ctr_obj = Py_None, *crc32_obj = Py_None, *crc64_obj = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iiLLw*i|OiILOO", names, &sock_fd, &file_fd,
                                      &offset, &length, &buf, &timeout_ms, &ctr_obj,
-                                     &direct_fd, &crc, &have, &crc32_obj))
+                                     &direct_fd, &crc, &have, &crc32_obj, &crc64_obj))
         return NULL;
+    /* crc64: None, or the CRC64NVME to continue alongside the CRC32C; one second sum */
+    int sum64 = crc64_obj != Py_None;
+    uint64_t c64 = 0;
+    if (sum64) {
+        if (crc32_obj != Py_None) {
+            PyBuffer_Release(&buf);
+            PyErr_SetString(PyExc_ValueError, "crc32 and crc64: one second sum at most");
+            return NULL;
+        }
+        c64 = PyLong_AsUnsignedLongLong(crc64_obj);
+        if (c64 == (unsigned long long)-1 && PyErr_Occurred()) {
+            PyBuffer_Release(&buf);
+            return NULL;
+        }
+    }
     if (have < 0 || have > length || have > (long long)buf.len) {
         PyBuffer_Release(&buf);
         PyErr_Format(PyExc_ValueError, "have %lld: not within the range and the buffer", have);
@@ -293,6 +313,7 @@ static PyObject *recv_to_file(PyObject *self, PyObject *args, PyObject *kw) {
         if (fill) {
             c = crc32c_update(c, base, fill);
             if (sum32) c32 = lib_crc32(c32, base, (uint64_t)fill);
+            if (sum64) c64 = tl_crc64nvme_update(c64, base, fill, 1);
             if (write_chunk(file_fd, &direct_fd, base, fill, (off_t)(offset + got)) < 0) {
                 err = errno;
                 break;
@@ -313,6 +334,7 @@ static PyObject *recv_to_file(PyObject *self, PyObject *args, PyObject *kw) {
         return PyErr_Format(PyExc_EOFError, "peer closed after %lld of %lld bytes", got, length);
     }
     if (sum32) return Py_BuildValue("(IiI)", c, direct_fd, c32);
+    if (sum64) return Py_BuildValue("(IiK)", c, direct_fd, (unsigned long long)c64);
     return Py_BuildValue("(IiO)", c, direct_fd, Py_None);
 }
 
@@ -586,7 +608,30 @@ static PyObject *use_crc32(PyObject *self, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
+/* crc64nvme(data, crc=0, clmul=True) -> the CRC64NVME of data continued from crc (the
+ * Python loop's sum, and the tests' handle on both ways of computing it) */
+static PyObject *crc64nvme(PyObject *self, PyObject *args, PyObject *kw) {
+    static char *names[] = {"data", "crc", "clmul", NULL};
+    Py_buffer data;
+    unsigned long long crc = 0;
+    int clmul = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "y*|Kp", names, &data, &crc, &clmul))
+        return NULL;
+    uint64_t v;
+    if (data.len >= 65536) {
+        Py_BEGIN_ALLOW_THREADS
+        v = tl_crc64nvme_update(crc, data.buf, (size_t)data.len, clmul);
+        Py_END_ALLOW_THREADS
+    } else {
+        v = tl_crc64nvme_update(crc, data.buf, (size_t)data.len, clmul);
+    }
+    PyBuffer_Release(&data);
+    return PyLong_FromUnsignedLongLong(v);
+}
+
 static PyMethodDef methods[] = {
+    {"crc64nvme", (PyCFunction)(void (*)(void))crc64nvme, METH_VARARGS | METH_KEYWORDS,
+     "crc64nvme(data, crc=0, clmul=True) -> CRC64NVME of data continued from crc."},
     {"use_crc32", use_crc32, METH_O,
      "use_crc32(address of crc32_gzip_refl, or 0) -> None: recv_to_file's crc32= sum."},
     {"use_crc32c", use_crc32c, METH_VARARGS,
@@ -618,8 +663,10 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_hotpath", NULL, -1,
 
 PyMODINIT_FUNC PyInit__hotpath(void) {
     crc_init();
+    tl_crc64nvme_init();
     PyObject *m = PyModule_Create(&module);
-    if (m && PyModule_AddIntConstant(m, "HARDWARE_CRC", have_sse42) < 0) {
+    if (m && (PyModule_AddIntConstant(m, "HARDWARE_CRC", have_sse42) < 0 ||
+              PyModule_AddIntConstant(m, "CLMUL_CRC64", tl_crc64nvme_clmul()) < 0)) {
         Py_DECREF(m);
         return NULL;
     }

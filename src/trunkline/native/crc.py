@@ -16,6 +16,10 @@ keeps its register uninverted, so it is called as ``~crc32_iscsi(buf, n, ~value)
 CRC-32 (zlib's, the ``x-amz-checksum-crc32`` that AWS's SDKs put on objects by default)
 follows the same choice: ISA-L's ``crc32_gzip_refl`` (zlib's convention, ~15x zlib here)
 with ``isal``, ``zlib.crc32`` otherwise.
+
+CRC64NVME (what S3 computes for every new object): the compiled core's own folding
+(``crc64nvme.c``, why there) where the CPU has carry-less multiplication, awscrt
+otherwise (its table-only fallback is 20x slower than awscrt's).
 """
 
 from __future__ import annotations
@@ -29,6 +33,11 @@ from pathlib import Path
 import google_crc32c
 
 from ..errors import UsageError
+
+try:
+    from . import _hotpath
+except ImportError:  # built without a compiler
+    _hotpath = None
 
 EXTEND = 1
 """Convention of a ``crc32c_extend(crc, buf, size_t n)`` function (google's)."""
@@ -181,3 +190,24 @@ def crc32c(data: bytes | bytearray | memoryview, value: int = 0) -> int:
     except ImportError:
         return _at(_numpy_address(mv), n, value)
     return hot(mv, value)
+
+
+def crc64_native() -> bool:
+    """Whether the compiled core sums CRC64NVME at speed here (PCLMULQDQ folding): the
+    receive loop then carries it beside the CRC32C."""
+    return _hotpath is not None and bool(_hotpath.CLMUL_CRC64)
+
+
+def crc64nvme(data, value: int = 0) -> int:
+    """CRC64NVME of ``data`` (any buffer; a strided view is copied), continuing from
+    ``value``."""
+    if isinstance(data, memoryview) and not data.c_contiguous:
+        data = data.tobytes()
+    if crc64_native():
+        return _hotpath.crc64nvme(data, value)
+    from awscrt import checksums  # lazily: only objects stored with CRC64NVME need it
+
+    try:
+        return checksums.crc64nvme(data, value)
+    except TypeError:   # an awscrt (the floor is 0.23) that takes bytes only
+        return checksums.crc64nvme(bytes(data), value)

@@ -39,24 +39,13 @@ from dataclasses import asdict, dataclass, field
 
 import google_crc32c
 
+from ..native.crc import crc64nvme
+
 ALGORITHMS = ("crc32c", "crc32", "sha1", "sha256", "crc64nvme")
 # keys whose UTF-8 byte order differs from case-folded, locale and path-aware orders:
 # '-' (0x2d) < '/' (0x2f) < 'B' < 'a' < '~' < 'é' (0xc3 0xa9)
 LIST_KEYS = ("a-b", "a/b", "aB", "a~", "ab", "é")
 BODY = bytes(range(256)) * 4   # 1 KiB: small, and every byte value once per 256
-
-
-def crc64nvme(data: bytes) -> int:
-    """CRC-64/NVME (reflected 0x9A6C9329AC4BC9B5, init and xor-out all ones).
-
-    By hand because no dependency of ours has it; only the 1 KiB probe body goes through
-    this bit loop (the data path never does)."""
-    crc = 0xFFFFFFFFFFFFFFFF
-    for b in data:
-        crc ^= b
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x9A6C9329AC4BC9B5 if crc & 1 else crc >> 1
-    return crc ^ 0xFFFFFFFFFFFFFFFF
 
 
 def checksum_b64(alg: str, data: bytes) -> str:
