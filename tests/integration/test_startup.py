@@ -23,7 +23,7 @@ FORBIDDEN = ("numpy", "pyarrow", "duckdb", "matplotlib", "rich", "awscrt", "boto
              "ray", "pandas", "asyncio", "boto3", "s3transfer", "email")
 """Not needed to copy one object with keys from the environment: each costs 10-300 ms."""
 
-NOT_FOR_ONE_KEY = ("defusedxml", "xml.etree.ElementTree", "logging", "random", "traceback",
+NOT_FOR_ONE_KEY = ("xml.parsers.expat", "xml.etree.ElementTree", "logging", "random", "traceback",
                    "encodings.idna")
 """Loaded only when needed (a listing or an error body to parse, a tuner decision to log, a
 retry's jitter, --debug, a non-ASCII host name): a download of one key needs none of them,

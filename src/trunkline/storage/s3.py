@@ -108,7 +108,7 @@ class S3Endpoint:
 
     Start-up matters for short copies, so the fast path needs no botocore session or
     client: with the endpoint URL, region and keys known from config/env, signing is all we
-    need, and LIST/HEAD travel on our own connections (XML parsed by defusedxml). The
+    need, and LIST/HEAD travel on our own connections (XML with a DTD refused). The
     botocore client (service model load: ~70 ms) is created on first control-plane call
     that needs it (multipart, copy), or up front when the URL or keys must come from
     profiles.
@@ -352,7 +352,7 @@ class S3Endpoint:
             _, body = self._control("GET", bucket, "", q, "LIST")
             try:
                 root = s3_data.parse_xml(body)
-            except Exception as e:  # noqa: BLE001 - ParseError, or defusedxml's refusals
+            except Exception as e:  # noqa: BLE001 - ParseError, ExpatError or DTDRefused
                 raise ListingError(f"listing of s3://{bucket}/{prefix}: the server sent a page "
                                    f"that is not XML ({type(e).__name__})") from None
             ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""

@@ -38,6 +38,7 @@ MODES = (
     "entity_bomb",      # a listing page whose DTD nests entities ("billion laughs")
     "external_entity",  # a listing page whose key names a SYSTEM entity (a local file)
     "utf16_doctype",    # a listing page in UTF-16 with a DTD (its bytes hide "<!DOCTYPE")
+    "small_entity",     # a listing page whose DTD declares one short entity, used in a key
 )
 
 # what each hostile listing page puts before the root element and in its first key
@@ -45,6 +46,9 @@ _DTD_BOMB = ('<!DOCTYPE ListBucketResult [<!ENTITY a0 "laugh">'
              + "".join(f'<!ENTITY a{i} "{f"&a{i - 1};" * 10}">' for i in range(1, 10))
              + "]>", "&a9;")
 _DTD_FILE = ('<!DOCTYPE ListBucketResult [<!ENTITY f SYSTEM "file:///etc/hostname">]>', "&f;")
+_DTD_SMALL = ('<!DOCTYPE ListBucketResult [<!ENTITY e "injected">]>', "&e;")
+"""No amplification, no reference out: expat alone would expand it into a key the store
+does not hold; only a parser that refuses every DTD stops it."""
 
 
 @dataclass
@@ -249,6 +253,8 @@ class HostileS3(LoopbackServer):
             dtd, key = _DTD_BOMB
         elif self._strike("external_entity"):
             dtd, key = _DTD_FILE
+        elif self._strike("small_entity"):
+            dtd, key = _DTD_SMALL
         if key:
             items = f"<Contents><Key>{key}</Key><Size>1</Size></Contents>" + items
         utf16 = self.mode == "utf16_doctype" and bool(dtd)
