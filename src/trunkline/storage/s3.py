@@ -13,6 +13,7 @@ which S3 and every compatible store accept, and which lets us sendfile() the bod
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -94,6 +95,32 @@ def _add_content_md5(request, **_) -> None:
         body = body.encode()
     if isinstance(body, bytes) and "Content-MD5" not in request.headers:
         request.headers["Content-MD5"] = base64.b64encode(hashlib.md5(body).digest()).decode()
+
+
+_FIELDS = ("Key", "LastModified", "Size", "ETag")
+_ALGO = len(_FIELDS)
+
+
+def _contents(c, ns: str) -> tuple[str, str | None, str | None, str | None, tuple[str, ...]]:
+    """(Key, LastModified, Size, ETag, ChecksumAlgorithms) of one ``<Contents>``, read in
+    one pass over its children (four ``findtext`` calls cost 40 % more per key). As
+    ``findtext``: only tags of the page's namespace, the first of a repeated field counts,
+    an empty one is ``""``, a missing one None (a missing Key ``""``)."""
+    slots = _slots(ns)
+    got: list[str | None] = [None, None, None, None]
+    algos: list[str] = []
+    for el in c:
+        i = slots.get(el.tag)
+        if i == _ALGO:
+            algos.append(el.text or "")
+        elif i is not None and got[i] is None:
+            got[i] = el.text or ""
+    return got[0] or "", got[1], got[2], got[3], tuple(algos)
+
+
+@functools.lru_cache(maxsize=8)
+def _slots(ns: str) -> dict[str, int]:
+    return {f"{ns}{name}": i for i, name in enumerate((*_FIELDS, "ChecksumAlgorithm"))}
 
 
 def _iso_ts(text: str) -> float | None:
@@ -358,15 +385,9 @@ class S3Endpoint:
             ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
             encoded = (root.findtext(f"{ns}EncodingType") or "").lower() == "url"
             for c in root.iterfind(f"{ns}Contents"):
-                k = c.findtext(f"{ns}Key") or ""
-                lm = c.findtext(f"{ns}LastModified")
-                yield ObjectInfo(
-                    unquote_plus(k) if encoded else k,
-                    int(c.findtext(f"{ns}Size") or 0),
-                    c.findtext(f"{ns}ETag"),
-                    _iso_ts(lm) if lm else None,
-                    tuple(a.text or "" for a in c.iterfind(f"{ns}ChecksumAlgorithm")),
-                )
+                k, lm, size, etag, algos = _contents(c, ns)
+                yield ObjectInfo(unquote_plus(k) if encoded else k, int(size or 0), etag,
+                                 _iso_ts(lm) if lm else None, algos)
             for cp in root.iterfind(f"{ns}CommonPrefixes"):
                 k = cp.findtext(f"{ns}Prefix") or ""
                 yield ObjectInfo(unquote_plus(k) if encoded else k, 0, is_prefix=True)
