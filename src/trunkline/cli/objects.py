@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import UTC, datetime
+import time
 
 import click
 
@@ -26,7 +26,7 @@ printable = safe   # one terminal-safe escape for every command (trunkline/text.
 def _utc(ts: float | None) -> str:
     if ts is None:
         return "-"
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))   # 2 µs; datetime's: 3.6
 
 
 def _url(endpoint: str | None, bucket: str, key: str) -> str:
@@ -64,21 +64,27 @@ def register(group: click.Group) -> None:
         loc = run_api(debug, objs._remote, url, "ls")
 
         def show():
+            # one buffered stream, flushed at the end: click.echo flushes every line (a
+            # write(2) per key, and a third of a 100,000-key listing's time)
+            out = click.get_text_stream("stdout")
             n = 0
-            for o in objs.ls(loc, recursive=recursive):
-                n += 1
-                if as_json:
-                    click.echo(json.dumps(_entry_dict(o, loc.endpoint, loc.bucket)))
-                elif o.is_prefix:
-                    click.echo(f"{'':20}  {'DIR':>10}  {'':>14}  {printable(o.key)}")
-                else:
-                    line = (f"{_utc(o.mtime):20}  {human_bytes(o.size):>10}  {o.size:>14}  "
-                            f"{printable(o.key)}")
-                    if long_:
-                        algos = ",".join(o.checksum_algorithms) or "-"
-                        line += (f"  {printable((o.etag or '').strip(chr(34)))}  "
-                                 f"{_etag_kind(o.etag)}  {printable(algos)}")
-                    click.echo(line)
+            try:
+                for o in objs.ls(loc, recursive=recursive):
+                    n += 1
+                    if as_json:
+                        line = json.dumps(_entry_dict(o, loc.endpoint, loc.bucket))
+                    elif o.is_prefix:
+                        line = f"{'':20}  {'DIR':>10}  {'':>14}  {printable(o.key)}"
+                    else:
+                        line = (f"{_utc(o.mtime):20}  {human_bytes(o.size):>10}  "
+                                f"{o.size:>14}  {printable(o.key)}")
+                        if long_:
+                            algos = ",".join(o.checksum_algorithms) or "-"
+                            line += (f"  {printable((o.etag or '').strip(chr(34)))}  "
+                                     f"{_etag_kind(o.etag)}  {printable(algos)}")
+                    out.write(line + "\n")
+            finally:
+                out.flush()
             return n
 
         run_api(debug, show)
