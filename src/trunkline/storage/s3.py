@@ -103,7 +103,7 @@ _ALGO = len(_FIELDS)
 
 def _contents(c, ns: str) -> tuple[str, str | None, str | None, str | None, tuple[str, ...]]:
     """(Key, LastModified, Size, ETag, ChecksumAlgorithms) of one ``<Contents>``, read in
-    one pass over its children (four ``findtext`` calls cost 40 % more per key). As
+    one pass over its children (four ``findtext`` calls cost five times as much). As
     ``findtext``: only tags of the page's namespace, the first of a repeated field counts,
     an empty one is ``""``, a missing one None (a missing Key ``""``)."""
     slots = _slots(ns)
