@@ -185,3 +185,46 @@ def test_cat_checks_the_bytes_and_the_version(aws_env, tmp_path, monkeypatch):
     assert r.returncode == 1 and b"MD5" in r.stderr
     assert run("cat", "s3://verbs-cat2/", check=False).returncode == 2
     assert run("cat", "s3://verbs-cat2/nope", check=False).returncode == 1
+
+
+@pytest.mark.parametrize("verb", ["cat", "ls"])
+def test_a_reader_that_goes_away_ends_the_verb_quietly_with_141(aws_env, verb):
+    """``trunkline cat ... | head -c 100`` or ``ls -r ... | head -1``: when the reader of
+    stdout closes, the verb stops with 141 (as a program SIGPIPE ends) and says nothing;
+    a pipe read to the end still gives 0."""
+    bucket = f"verbs-pipe-{verb}"
+    aws_env.create_bucket(bucket)
+    c = aws_env.client()
+    if verb == "cat":
+        c.put_object(Bucket=bucket, Key="big.bin", Body=os.urandom(8 << 20))
+        args = ["cat", f"s3://{bucket}/big.bin"]
+    else:   # well past a pipe's 64 KiB, so a write meets the closed reader
+        for i in range(300):   # ~250 bytes a line
+            c.put_object(Bucket=bucket, Key=f"k/{i:05d}-{'x' * 200}", Body=b"x")
+        args = ["ls", "-r", f"s3://{bucket}/"]
+    p = subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout.read(100)
+    p.stdout.close()
+    err = p.stderr.read()
+    assert p.wait(timeout=60) == 141, err
+    assert err == b""
+    whole = subprocess.run([*CLI, *args], capture_output=True, timeout=60)
+    assert whole.returncode == 0 and len(whole.stdout) > 64 * 1024, whole.stderr
+
+
+def test_cat_into_a_full_disk_fails(aws_env, tmp_path):
+    """``cat > file`` on a disk that fills mid-part: exit 1 with the disk's error, never 0
+    with a truncated file (a buffered write returns a short count without an error: the
+    rest must be written, and meets ENOSPC)."""
+    from conftest import mounted_tmpfs
+
+    aws_env.create_bucket("verbs-cat-full")
+    aws_env.client().put_object(Bucket="verbs-cat-full", Key="obj.bin",
+                                Body=os.urandom(3 << 20))
+    with mounted_tmpfs(tmp_path / "tiny", "1m") as mnt:
+        with open(mnt / "out.bin", "wb") as f:
+            r = subprocess.run([*CLI, "cat", "s3://verbs-cat-full/obj.bin"], stdout=f,
+                               stderr=subprocess.PIPE, text=True, timeout=60)
+        assert r.returncode == 1, r.stderr
+        assert "No space left" in r.stderr
+        assert (mnt / "out.bin").stat().st_size < 3 << 20

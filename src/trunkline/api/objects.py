@@ -8,6 +8,7 @@ Addresses and endpoints follow ``cp``: ``s3://bucket/prefix`` or ``NAME:bucket/p
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -200,6 +201,18 @@ class CatResult:
     verified: str   # "crc32c", "md5" or "unverified" (the store kept nothing comparable)
 
 
+def _write_all(out: BinaryIO, data: memoryview) -> None:
+    """All of ``data`` to ``out``. A buffered stream returns a short count, without an
+    error, when the system call took less (a disk that filled, a pipe whose reader left):
+    written once, a full disk left a truncated file and exit 0. Writing the rest meets
+    the error itself (ENOSPC, EPIPE)."""
+    while len(data):
+        n = out.write(data)
+        if not n:
+            raise OSError(errno.EIO, "the output took no bytes")
+        data = data[n:]
+
+
 def cat(url: str | Location, out: BinaryIO, *, part_size: int = CAT_PART,
         connections: int = CAT_CONNECTIONS, eps: EndpointCache | None = None) -> CatResult:
     """Stream one object to ``out`` through the owned data path: ranged GETs on up to
@@ -289,7 +302,7 @@ def cat(url: str | Location, out: BinaryIO, *, part_size: int = CAT_PART,
                 buf, crc = fut.result()
                 fill()
                 part = memoryview(buf)[:n]
-                out.write(part)
+                _write_all(out, part)
                 if md5 is not None:
                     md5.update(part)
                 crcs.append((crc, n))

@@ -2,12 +2,15 @@
 
 0: done. 1: something failed, and one line says what (any ``TrunklineError``, or an
 ``OSError``: the local disk or network said no). 2: the command or its arguments are
-wrong (``UsageError``). Anything else escaping a command is a bug in trunkline: it is not
-dressed up as a usage error, it propagates with its traceback.
+wrong (``UsageError``). 130: interrupted. 141: the reader of standard output went away
+(``trunkline ls -r ... | head``), silently, as a program the shell's SIGPIPE ends (128 + 13):
+a pipeline with ``pipefail`` still sees it. Anything else escaping a command is a bug in
+trunkline: it is not dressed up as a usage error, it propagates with its traceback.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
@@ -53,6 +56,12 @@ def guarded(debug: bool, fn: Callable[..., T], *args: Any,
     except KeyboardInterrupt:
         click.echo("trunkline: interrupted", err=True)
         sys.exit(130)
+    except BrokenPipeError as e:
+        if not _stdout_gone():   # a connection's EPIPE, not ours to hide
+            fail(debug, 1, e)
+        # nothing more can reach the reader; the interpreter's last flush must not fail
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
     except Exception as e:
         code = exit_code(e)
         if code is None and usage and isinstance(e, usage):
@@ -60,3 +69,15 @@ def guarded(debug: bool, fn: Callable[..., T], *args: Any,
         if code is None:
             raise
         fail(debug, code, e)
+
+
+def _stdout_gone() -> bool:
+    """Whether standard output is a pipe whose reader has closed (poll says POLLERR)."""
+    import select
+
+    try:
+        p = select.poll()
+        p.register(sys.stdout.fileno(), 0)
+        return any(ev & select.POLLERR for _, ev in p.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
