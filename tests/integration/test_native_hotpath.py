@@ -90,55 +90,42 @@ def _needs_crc32_library(native_loop: bool) -> None:
         pytest.skip("the compiled loop sums a CRC-32 only with ISA-L (libisal2)")
 
 
-@pytest.mark.parametrize("native_loop", LOOPS)
-@pytest.mark.parametrize("size,have", [(1, 0), (5000, 0), (5000, 4096), ((1 << 20) + 17, 7000),
-                                       (5 << 20, 0)])
-def test_a_second_crc32_is_carried_beside_the_crc32c(tmp_path, native_loop, size, have):
-    """``crc32=``: the CRC-32 a store may keep (AWS's SDKs put one on every object) is
-    summed by the same loop, continued from the value given, the bytes that came with the
-    head included; without it the third value is None."""
-    import zlib
+def _reference(algo: str):
+    """(sum(data, start), keyword of recv_to_file) from libraries apart from ours."""
+    if algo == "crc32":
+        import zlib
 
-    _needs_crc32_library(native_loop)
-    data = os.urandom(size)
-    fd, _ = part_file(tmp_path / "part.bin", 0, size, False)
-    buf = aligned_buffer(1 << 20)
-    buf[:have] = data[:have]
-    a, b = pair()
-    send_in_thread(a, data[have:])
-    start = zlib.crc32(b"what came before")
-    crc, _, c32 = native.recv_to_file(b, fd, 0, size, buf, have=have, crc32=start,
-                                      native=native_loop)
-    assert crc == google_crc32c.value(data)
-    assert c32 == zlib.crc32(data, start)
-    assert os.pread(fd, size, 0) == data
-    for s in (a, b):
-        s.close()
-    os.close(fd)
-
-
-@pytest.mark.parametrize("native_loop", LOOPS)
-@pytest.mark.parametrize("size,have", [(1, 0), (63, 0), (5000, 4096), ((1 << 20) + 17, 7000),
-                                       (5 << 20, 0)])
-def test_a_second_crc64nvme_is_carried_beside_the_crc32c(tmp_path, native_loop, size, have):
-    """``crc64=``: the CRC64NVME S3 computes for every new object is summed by the same
-    loop (the compiled one: crc64nvme.c), continued from the value given, the bytes that
-    came with the head included; held against awscrt."""
+        return zlib.crc32, "crc32"
     from awscrt import checksums
 
-    if native_loop and not native.sums_second("crc64nvme"):
+    return checksums.crc64nvme, "crc64"
+
+
+@pytest.mark.parametrize("native_loop", LOOPS)
+@pytest.mark.parametrize("algo", ["crc32", "crc64nvme"])
+@pytest.mark.parametrize("size,have", [(1, 0), (63, 0), (5000, 0), (5000, 4096),
+                                       ((1 << 20) + 17, 7000), (5 << 20, 0)])
+def test_a_second_sum_is_carried_beside_the_crc32c(tmp_path, native_loop, algo, size, have):
+    """``crc32=`` / ``crc64=``: the CRC-32 a store may keep (AWS's SDKs put one on every
+    object) or the CRC64NVME S3 computes for every new one is summed by the same loop,
+    continued from the value given, the bytes that came with the head included; held
+    against zlib and awscrt."""
+    if algo == "crc32":
+        _needs_crc32_library(native_loop)
+    elif native_loop and not native.sums_second(algo):
         pytest.skip("no PCLMULQDQ here: the compiled loop leaves CRC64NVME to Python")
+    ref, kw = _reference(algo)
     data = os.urandom(size)
     fd, _ = part_file(tmp_path / "part.bin", 0, size, False)
     buf = aligned_buffer(1 << 20)
     buf[:have] = data[:have]
     a, b = pair()
     send_in_thread(a, data[have:])
-    start = checksums.crc64nvme(b"what came before")
-    crc, _, c64 = native.recv_to_file(b, fd, 0, size, buf, have=have, crc64=start,
-                                      native=native_loop)
+    start = ref(b"what came before", 0)
+    crc, _, second = native.recv_to_file(b, fd, 0, size, buf, have=have, native=native_loop,
+                                         **{kw: start})
     assert crc == google_crc32c.value(data)
-    assert c64 == checksums.crc64nvme(data, start)
+    assert second == ref(data, start)
     assert os.pread(fd, size, 0) == data
     for s in (a, b):
         s.close()
