@@ -71,8 +71,7 @@ def receive_to_file(conn: Connection, n: int, fd: int, offset: int, buf: memoryv
     slices of ``NATIVE_SLICE``, the body bytes that came with the head included, and a
     CRC-32 (with ISA-L) or CRC64NVME (PCLMULQDQ) the store keeps summed there too;
     otherwise (a rate cap, a second digest such as MD5 or SHA-256) through the Python
-    loop above. Same bytes,
-    same sums, same errors either way."""
+    loop above. Same bytes, same sums, same errors either way."""
     def window(off: int, left: int) -> memoryview:
         return buf[: min(len(buf), left)]
 
