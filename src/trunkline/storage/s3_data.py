@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..errors import IntegrityError, ProtocolError, SourceChanged, StoreError
+from ..errors import DataError, IntegrityError, ProtocolError, SourceChanged, StoreError
 from ..wire.connection import Connection
 from ..wire.http1 import ResponseHead
 
@@ -57,7 +57,7 @@ def b64_to_crc32c(s: str) -> int:
     return int.from_bytes(raw, "big")
 
 
-class DTDRefused(ValueError):
+class DTDRefused(DataError):
     """A store's XML declared a document type: S3 never sends one, so it is refused."""
 
 
