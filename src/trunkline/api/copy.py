@@ -72,11 +72,7 @@ def copy(
         if cluster is not None or per_node_dest:
             processes = 1
         else:
-            processes, sources = _auto_processes(s, d, recursive, eps)
-            if processes > 1:
-                from ..cluster.auto import memory_shared
-
-                opts = memory_shared(opts, processes)
+            processes, sources, opts = _auto_processes(s, d, recursive, eps, opts)
     if processes != 1:
         if cluster is not None or per_node_dest or workers_per_node != 1:
             raise UsageError("processes is for one host; on Ray use workers_per_node")
@@ -110,18 +106,18 @@ def copy(
 
 
 def _auto_processes(
-    s: Location, d: Location, recursive: bool, eps: EndpointCache
-) -> tuple[int, Iterator[tuple[str, object]] | None]:
-    """``processes='auto'``: the count for this copy, and the listing begun to decide it
-    (None where nothing was listed: one object, or local to local)."""
+    s: Location, d: Location, recursive: bool, eps: EndpointCache, opts: TransferOptions
+) -> tuple[int, Iterator[tuple[str, object]] | None, TransferOptions]:
+    """``processes='auto'``: the count for this copy, the listing begun to decide it (None
+    where nothing was listed: one object, or local to local) and each process's options."""
     many = recursive or s.has_glob or (s.is_local and os.path.isdir(s.path))
     if not many or (s.is_local and d.is_local):
-        return 1, None
-    from ..cluster.auto import AUTO_PAGE, available_cpus, processes_for
+        return 1, None, opts
+    from ..cluster.auto import AUTO_PAGE, choose
 
     head, listing = peek_sources(s, eps, recursive, AUTO_PAGE)
-    sizes = [info.size for _, info in head]  # type: ignore[attr-defined]
-    return processes_for(sizes, cpus=available_cpus()), listing
+    n, opts = choose([info.size for _, info in head], opts)  # type: ignore[attr-defined]
+    return n, listing, opts
 
 
 async def copy_async(src: str | Location, dst: str | Location, **kw: Any) -> TransferResult:

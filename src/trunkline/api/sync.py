@@ -137,13 +137,7 @@ def _transfer(s: Location, d: Location, planner: SyncPlanner, actions: Iterator[
     """The copies: one engine under its journal, or engine processes taking shards of them
     (``processes``: a count, or ``'auto'``: the rule read on the first 1,000 copies)."""
     if processes == "auto":
-        from ..cluster.auto import (
-            AUTO_LOOK,
-            AUTO_PAGE,
-            available_cpus,
-            memory_shared,
-            processes_for,
-        )
+        from ..cluster.auto import AUTO_LOOK, AUTO_PAGE, choose
 
         # the first 1,000 copies, looked for among the first AUTO_LOOK listed objects (a
         # few changes spread over a large tree must not wait for its whole listing)
@@ -156,8 +150,7 @@ def _transfer(s: Location, d: Location, planner: SyncPlanner, actions: Iterator[
             if len(sizes) >= AUTO_PAGE or len(head) >= AUTO_LOOK:
                 break
         actions = itertools.chain(head, actions)
-        processes = processes_for(sizes, cpus=available_cpus())
-        opts = memory_shared(opts, processes)
+        processes, opts = choose(sizes, opts)
     if processes == 1:
         return _run(s, d, planner, actions, opts, on_progress)
     from ..cluster import copy_on_processes

@@ -25,8 +25,8 @@ from dataclasses import replace
 from ..engine.tune import SMALL_OBJECT_BYTES
 from ..options import TransferOptions
 
-__all__ = ["AUTO_LOOK", "AUTO_MAX_PROCESSES", "AUTO_PAGE", "available_cpus", "memory_shared",
-           "processes_for"]
+__all__ = ["AUTO_LOOK", "AUTO_MAX_PROCESSES", "AUTO_PAGE", "available_cpus", "choose",
+           "memory_shared", "processes_for"]
 
 AUTO_PAGE = 1000
 """Objects looked at before deciding: one ListObjectsV2 page. A listing shorter than this
@@ -78,3 +78,11 @@ def memory_shared(opts: TransferOptions, processes: int) -> TransferOptions:
         return opts
     return replace(opts, max_memory=max(int(opts.max_memory) // processes,
                                         opts.initial_part_size))
+
+
+def choose(sizes: Sequence[int], opts: TransferOptions) -> tuple[int, TransferOptions]:
+    """What ``'auto'`` gives a copy whose first objects have ``sizes``: the count of
+    processes on the CPUs this process may use, and each one's options (the memory bound
+    split among them)."""
+    n = processes_for(sizes, cpus=available_cpus())
+    return n, memory_shared(opts, n)

@@ -11,9 +11,8 @@ arrives in one GET), and the verdict is ``verified(kind)`` or ``unverified(reaso
 
 Sans-I/O. CRC32C and CRC32 come from the library native/crc.py picks (ISA-L, else
 google-crc32c and zlib), CRC64NVME from the compiled core or awscrt (native/crc.py too),
-SHA/MD5 from hashlib; the CRC combine is
-``crc_combine`` (a few lines of GF(2) arithmetic no library exposes for all three
-polynomials, shared with ``integrity.crc32c_combine``).
+SHA/MD5 from hashlib; the CRC combine is ``crc_combine`` (a few lines of GF(2) arithmetic
+no library exposes for all three polynomials, shared with ``integrity.crc32c_combine``).
 """
 
 from __future__ import annotations

@@ -152,7 +152,10 @@ class Tuner(TunerPhases):
     @property
     def cap(self) -> int:
         """Most connections now allowed: flag, memory (connections x part) and ceiling."""
-        mem = self.max_memory // self.part_size
+        return self._cap_at(self.part_size)
+
+    def _cap_at(self, part_size: int) -> int:
+        mem = self.max_memory // part_size
         return max(self.min_connections, min(self.max_connections, mem))
 
     def rebound(self, max_memory: int, connections: int) -> None:
@@ -296,9 +299,11 @@ class Tuner(TunerPhases):
             self._cap_level = min(self._cap_level, self.connections)
         return binds
 
-    def _limit(self, level: float) -> int:
-        """Most connections growth may reach now: flag/memory, SlowDown ceiling, rate cap."""
-        return min(self.cap, self._ceiling, self._cap_level, self._cap_room(level))
+    def _limit(self, level: float, part_size: int | None = None) -> int:
+        """Most connections growth may reach now: flag/memory (at ``part_size``, the
+        current one by default), SlowDown ceiling, rate cap."""
+        return min(self._cap_at(part_size or self.part_size), self._ceiling, self._cap_level,
+                   self._cap_room(level))
 
     def _cap_room(self, level: float) -> int:
         """Most connections a rate cap can use from ``level``: goodput grows at best in

@@ -32,8 +32,7 @@ class TunerPhases:
             if c >= limit and self._memory_bound() and self.part_size // 2 >= self.min_part_size:
                 # memory, not the path, stops growth: smaller parts buy more connections
                 part = self.part_size // 2
-                limit = min(self.max_memory // part, self.max_connections, self._ceiling,
-                            self._cap_level, self._cap_room(level))
+                limit = self._limit(level, part)
                 why += ", memory-bound: halve parts"
             if c >= limit:
                 return self._hold_at(now, level, f"at the limit ({c} connections)")
