@@ -114,7 +114,7 @@ def test_object_replaced_mid_download_fails_then_rerun_gets_the_new_one(hostile,
     assert (tmp_path / "o.bin").read_bytes() == new
 
 
-@pytest.mark.parametrize("mode", ["repeat_token", "missing_token"])
+@pytest.mark.parametrize("mode", ["repeat_token", "missing_token", "repeat_key"])
 def test_listing_that_does_not_end_normally_is_an_error(hostile, tmp_path, mode):
     hostile.page_size = 2
     for i in range(5):
@@ -127,7 +127,7 @@ def test_listing_that_does_not_end_normally_is_an_error(hostile, tmp_path, mode)
     assert len(hostile.requests) < 20, "the listing looped"
 
 
-@pytest.mark.parametrize("mode", ["repeat_token", "missing_token"])
+@pytest.mark.parametrize("mode", ["repeat_token", "missing_token", "repeat_key"])
 def test_sync_delete_acts_only_on_a_listing_that_ended(hostile, tmp_path, mode):
     hostile.page_size = 2
     for i in range(5):

@@ -366,9 +366,16 @@ class S3Endpoint:
     def list(self, bucket: str, prefix: str = "", delimiter: str = "") -> Iterator[ObjectInfo]:
         """Stream ListObjectsV2 page by page (never the whole listing in memory); with a
         ``delimiter``, common prefixes come as ``ObjectInfo(is_prefix=True)``. Raises
-        ListingError unless the listing ends normally."""
+        ListingError unless the listing ends normally.
+
+        A key is listed once. A page that names a key twice, or a key of the page before
+        (pages that overlap: a continuation that starts at the last key instead of after
+        it), is a listing that cannot be trusted to have skipped nothing either; and a key
+        listed twice would be copied twice, by two jobs at one destination. Memory: the
+        keys of two pages."""
         token: str | None = None
         seen: set[str] = set()   # tokens only: one short string per page
+        before: set[str] = set()  # the keys of the page before
         while True:
             q = {"list-type": "2", "prefix": prefix, "encoding-type": "url",
                  "max-keys": "1000"}
@@ -384,10 +391,16 @@ class S3Endpoint:
                                    f"that is not XML ({type(e).__name__})") from None
             ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
             encoded = (root.findtext(f"{ns}EncodingType") or "").lower() == "url"
+            page: set[str] = set()
             for c in root.iterfind(f"{ns}Contents"):
                 k, lm, size, etag, algos = _contents(c, ns)
-                yield ObjectInfo(unquote_plus(k) if encoded else k, int(size or 0), etag,
-                                 _iso_ts(lm) if lm else None, algos)
+                key = unquote_plus(k) if encoded else k
+                if key in page or key in before:
+                    raise ListingError(f"listing of s3://{bucket}/{prefix}: the server listed "
+                                       f"{key!r} twice (its pages overlap)")
+                page.add(key)
+                yield ObjectInfo(key, int(size or 0), etag, _iso_ts(lm) if lm else None, algos)
+            before = page
             for cp in root.iterfind(f"{ns}CommonPrefixes"):
                 k = cp.findtext(f"{ns}Prefix") or ""
                 yield ObjectInfo(unquote_plus(k) if encoded else k, 0, is_prefix=True)

@@ -39,6 +39,7 @@ MODES = (
     "external_entity",  # a listing page whose key names a SYSTEM entity (a local file)
     "utf16_doctype",    # a listing page in UTF-16 with a DTD (its bytes hide "<!DOCTYPE")
     "small_entity",     # a listing page whose DTD declares one short entity, used in a key
+    "repeat_key",       # each listing page after the first starts with the previous one's last key
 )
 
 # what each hostile listing page puts before the root element and in its first key
@@ -231,6 +232,8 @@ class HostileS3(LoopbackServer):
         start = int(base64.b64decode(token)) if token else 0
         page = keys[start:start + self.page_size]
         nxt = start + len(page)
+        if start and self._strike("repeat_key"):
+            page = [keys[start - 1], *page]
         truncated = nxt < len(keys)
         token_xml = ""
         if self._strike("repeat_token"):
