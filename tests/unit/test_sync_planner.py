@@ -100,6 +100,28 @@ def test_the_merge_join_equals_the_index_join(src_keys, dst_keys, order):
         set(src) | set(dst_keys))
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.sets(st.text("ab-/é\udcff", min_size=1, max_size=6)),
+       st.sets(st.text("ab-/é", min_size=1, max_size=6)),
+       st.sampled_from(["bytes", "tree", "reversed"]))
+def test_a_local_source_against_a_store_in_any_order(src_keys, dst_keys, order):
+    """An upload: the local walk in key order, the store's listing in its own."""
+    src_keys = sorted(src_keys, key=lambda k: k.encode("utf-8", "surrogateescape"))
+    dst_keys = sorted(dst_keys)
+    dst = {"bytes": sorted(dst_keys, key=str.encode), "tree": _tree_order(dst_keys),
+           "reversed": dst_keys[::-1]}[order]
+    local, store = Location(None, path="/tmp/x"), Location("s3", "bk", "p")
+    merged = list(join([_e(k) for k in src_keys], store, [_e(k) for k in dst], src_loc=local))
+    indexed = list(join([_e(k) for k in src_keys], store, [_e(k) for k in dst]))
+
+    def pairs(out):
+        return sorted((r, s and s.rel, d and d.rel) for r, s, d in out)
+    assert pairs(merged) == pairs(indexed)
+    assert all((s is None or s.rel == r) and (d is None or d.rel == r) for r, s, d in merged)
+    # matched pairs and the store's own keys come in the store's order
+    assert [r for r, _, d in merged if d is not None] == dst
+
+
 def test_a_local_destination_out_of_key_order_is_refused():
     with pytest.raises(RuntimeError, match="not in key order"):
         list(join([_e("a")], Location(None, path="/tmp/x"), [_e("b"), _e("a")]))
@@ -112,6 +134,10 @@ def test_join_rebuilds_what_jobs_need():
     # a local destination's entry that the merge passed went through the index
     [_, (rel, s, d)] = list(join([_e("z")], Location(None, path="/r"), [_e("k/1", 7, 5.0)]))
     assert d.info.path == "/r/k/1" and d.info.mtime == 5.0
+    # and a local source's, against a store
+    [_, (rel, s, d)] = list(join([_e("k/1", 7, 5.0)], loc, [_e("z")],
+                                 src_loc=Location(None, path="/r")))
+    assert d is None and s.info.path == "/r/k/1" and s.info.size == 7 and s.mtime == 5.0
 
 
 def test_filters_rclone_order_first_match_wins():

@@ -7,11 +7,12 @@ bounded thread-pool map for the per-pair checks. With that in ``sync.py`` and th
 ``verify.py``, each imported the other (a cycle); here both import one lower module.
 
 The join never holds a listing in memory, and copies start while the source is still
-being listed. A local destination is walked in S3 key order by construction, so it is
-merged with the source in one pass; what the merge passes unmatched waits in a temporary
-on-disk index, where a source that lists out of key order (SeaweedFS lists by directory)
-still finds it. A store as the destination has no order to rely on: its listing streams
-into the index first, then the source streams through it in batches (see ``_Index``).
+being listed. A local folder is walked in S3 key order by construction, so it is merged
+with the other side (the store's listing, in whatever order the store lists) in one
+pass; what the merge passes unmatched waits in a temporary on-disk index, where a store
+that lists out of key order (SeaweedFS lists by directory) still finds it. Between two
+stores neither order can be trusted: the destination's listing streams into the index
+first, then the source streams through it in batches (see ``_Index``).
 
 Filters follow rclone: ``--include``/``--exclude`` rules are tried in the order given and
 the first that matches decides; when any ``--include`` is given, a key matched by no rule
@@ -259,69 +260,76 @@ def _maker(loc: Location) -> Callable[[str, int, float | None, str | None], Entr
         rel, size, mtime, etag, ObjectInfo(prefix + rel, size, etag, mtime))
 
 
-def join(src: Iterable[Entry], dst_loc: Location, dst: Iterable[Entry], batch: int = 256
-         ) -> Iterator[tuple[str, Entry | None, Entry | None]]:
+def join(src: Iterable[Entry], dst_loc: Location, dst: Iterable[Entry], batch: int = 256,
+         src_loc: Location | None = None) -> Iterator[tuple[str, Entry | None, Entry | None]]:
     """Full outer join of two listings: (rel, src or None, dst or None).
 
-    Source pairs come in source order, destination-only keys last. A local destination
-    must come in S3 key order (``local.walk``'s), and is merged in one pass; a store's
-    listing, in any order, is indexed on disk first. Memory: one batch and one page.
+    A local folder is walked in S3 key order (``local.walk``), so it is merged with the
+    other side in one pass. A local destination: source pairs in source order, then the
+    destination's own. A local source (``src_loc``) against a store: pairs in the store's
+    order, then the source's own. Two stores: neither order can be trusted, so the
+    destination is indexed on disk first and the source streams through it (source order,
+    then the destination's own). Memory: one batch and one page.
     """
     if dst_loc.is_local:
         return _merge_join(src, dst_loc, dst)
+    if src_loc is not None and src_loc.is_local:
+        return ((rel, s, d) for rel, d, s in _merge_join(dst, src_loc, src))
     return _index_join(src, dst_loc, dst, batch)
 
 
-def _merge_join(src: Iterable[Entry], dst_loc: Location, dst: Iterable[Entry]
+def _merge_join(driver: Iterable[Entry], ordered_loc: Location, ordered: Iterable[Entry]
                 ) -> Iterator[tuple[str, Entry | None, Entry | None]]:
-    """The join against a destination in key order: a merge, and an index of what it passed.
+    """(rel, driver's, ordered's): ``ordered`` (a local walk) in key order, ``driver`` in
+    any; a merge, and an index of what it passed. Driver pairs in driver order, then the
+    ordered side's own.
 
-    Why: an unchanged download ``sync`` is mostly this join; indexing the whole walk first
-    cost ~15 µs a key in SQLite, a merge step well under one. A source in key order (AWS)
-    meets each destination entry at the merge. A source out of order (SeaweedFS lists
-    'b/c' before 'b-x') asks for a key the merge already passed: every destination key
-    below the highest source key so far has been passed, matched or put into the index
-    unmatched, so the index holds it if the destination has it.
+    Why: an unchanged ``sync`` is mostly this join; indexing a whole listing first cost
+    ~15 µs a key in SQLite, a merge step well under one. A driver in key order (AWS)
+    meets each ordered entry at the merge. A driver out of order (SeaweedFS lists 'b/c'
+    before 'b-x') asks for a key the merge already passed: every ordered key below the
+    highest driver key so far has been passed, matched or put into the index unmatched,
+    so the index holds it if the ordered side has it.
     """
-    passed = _Index(_maker(dst_loc))      # destination entries passed unmatched
+    passed = _Index(_maker(ordered_loc))   # ordered entries passed unmatched
     waiting: list[Entry] = []              # of them, not yet written to the index
-    dst_it = iter(dst)
+    it = iter(ordered)
 
     def step(prev: bytes | None) -> tuple[Entry | None, bytes]:
-        d = next(dst_it, None)
-        if d is None:
+        o = next(it, None)
+        if o is None:
             return None, b""
-        k = _key(d.rel)
+        k = _key(o.rel)
         if prev is not None and k <= prev:
-            raise RuntimeError(f"the destination listing is not in key order at {d.rel!r}")
-        return d, k
+            raise RuntimeError(f"the local listing is not in key order at {o.rel!r}")
+        return o, k
 
     try:
-        d, dk = step(None)
-        top: bytes | None = None           # the highest source key so far
-        for s in src:
-            sk = _key(s.rel)
-            if top is not None and sk <= top:
+        o, ok = step(None)
+        top: bytes | None = None           # the highest driver key so far
+        for e in driver:
+            ek = _key(e.rel)
+            if top is not None and ek <= top:
                 passed.add(waiting)
-                yield s.rel, s, passed.take([s.rel]).get(s.rel)
+                yield e.rel, e, passed.take([e.rel]).get(e.rel)
                 continue
-            top = sk
-            while d is not None and dk < sk:
-                waiting.append(d)
+            top = ek
+            while o is not None and ok < ek:
+                waiting.append(o)
                 if len(waiting) >= 1000:
                     passed.add(waiting)
-                d, dk = step(dk)
-            if d is not None and dk == sk:
-                yield s.rel, s, d
-                d, dk = step(dk)
+                o, ok = step(ok)
+            if o is not None and ok == ek:
+                yield e.rel, e, o
+                o, ok = step(ok)
             else:
-                yield s.rel, s, None
+                yield e.rel, e, None
         passed.add(waiting)
-        for e in passed.unseen():
-            yield e.rel, None, e
-        while d is not None:
-            yield d.rel, None, d
-            d, dk = step(dk)
+        for p in passed.unseen():
+            yield p.rel, None, p
+        while o is not None:
+            yield o.rel, None, o
+            o, ok = step(ok)
     finally:
         passed.close()
 

@@ -100,7 +100,7 @@ class SyncPlanner:
 
     def _pairs(self) -> Iterator[tuple[str, Entry | None, Entry | None]]:
         for rel, s, d in join(listing(self.src, self.eps), self.dst,
-                              listing(self.dst, self.eps)):
+                              listing(self.dst, self.eps), src_loc=self.src):
             self.src_objects += s is not None
             self.dst_objects += d is not None
             if self.filters and not self.filters.allows(rel):

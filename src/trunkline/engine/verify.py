@@ -268,7 +268,7 @@ class Verifier:
 
     def _pairs(self) -> Iterator[tuple[str, Entry | None, Entry | None]]:
         for rel, s, d in join(listing(self.src, self.eps), self.dst,
-                              listing(self.dst, self.eps)):
+                              listing(self.dst, self.eps), src_loc=self.src):
             if self.filters and not self.filters.allows(rel):
                 continue
             self.src_objects += s is not None
