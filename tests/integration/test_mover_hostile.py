@@ -265,6 +265,35 @@ def test_symlinked_directory_planted_mid_path_is_refused(hostile, tmp_path):
     assert not list(outside.iterdir())
 
 
+def test_sync_delete_does_not_follow_a_folder_swapped_for_a_symlink(hostile, tmp_path):
+    """Between the listing and the deletions, whoever can write into the destination
+    replaces a listed folder by a symlink to another one holding a file of the same name:
+    ``sync --delete`` must not remove that file (it used to: ``os.unlink`` of the path)."""
+    hostile.put("b", "d/keep", b"kept")
+    dst = tmp_path / "dst"
+    (dst / "x").mkdir(parents=True)
+    (dst / "x" / "f").write_bytes(b"stale")          # destination-only: to be deleted
+    (dst / "x" / "g").write_bytes(b"stale")
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "f").write_bytes(b"precious")
+    swapped = []
+
+    def attacker(action):
+        if action.op == "delete" and not swapped:   # listed; the deletions come later
+            os.rename(dst / "x", tmp_path / "moved")
+            os.symlink(victim, dst / "x")
+            swapped.append(action.rel)
+
+    r = sync("s3://b/d/", str(dst), delete=True, on_action=attacker)
+    assert swapped == ["x/f"]
+    assert (victim / "f").read_bytes() == b"precious"
+    assert not r.ok and r.deleted == 0
+    assert {f.error.split(":")[0] for f in r.failures} == {"delete"}
+    assert all("refusing to delete through 'x'" in f.error for f in r.failures), r.failures
+    assert (dst / "keep").read_bytes() == b"kept"
+
+
 def test_keys_that_look_like_partial_files_cannot_collide(hostile, tmp_path):
     a, b = _data(BIG, 3), _data(BIG, 4)
     hostile.put("b", "d/f", a)

@@ -15,6 +15,7 @@ from ..engine.journal import Journal, try_lock
 from ..engine.journal_index import connect, default_state_dir, list_journals
 from ..reports import GcJournal, GcReport
 from ..storage.local import partial_path
+from ..storage.partial import Unlinker
 from ..units import parse_duration
 from ..url import LocationError, parse_location
 
@@ -91,12 +92,13 @@ def gc(state_dir: str | Path | None = None, *, abort_uploads: bool = False,
                             continue
                         ok = False
                         report.errors.append(f"{up['dst']} ({up['upload_id']}): {e}")
-                for p in partials:
-                    try:
-                        os.unlink(p)
-                    except OSError as e:
-                        ok = False
-                        report.errors.append(f"{p}: {e}")
+                with Unlinker() as unlinker:   # a folder swapped for a symlink: refused
+                    for p in partials:
+                        try:
+                            unlinker.unlink(p)
+                        except OSError as e:
+                            ok = False
+                            report.errors.append(f"{p}: {e}")
                 if ok:
                     j.remove()
                     entry.removed = True

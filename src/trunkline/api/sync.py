@@ -24,6 +24,7 @@ from ..errors import UsageError
 from ..options import TransferOptions
 from ..reports import SyncResult
 from ..results import Failure, TransferResult
+from ..storage.partial import Unlinker
 from ..telemetry.snapshot import Snapshot
 from ..url import Location, parse_location
 from .transfer import run_journaled
@@ -176,14 +177,16 @@ def _delete(d: Location, eps: EndpointCache, rels: Iterable[str]) -> list[Failur
     """Remove destination keys; S3 in DeleteObjects batches of 1000."""
     failures: list[Failure] = []
     if d.is_local:
-        for rel in rels:
-            path = os.path.join(d.path, *rel.split("/"))
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
-            except OSError as e:
-                failures.append(Failure(path, f"delete: {e}"))
+        base = os.path.realpath(d.path)
+        with Unlinker() as unlinker:
+            for rel in rels:
+                path = os.path.join(base, *rel.split("/"))
+                try:
+                    unlinker.unlink(path)
+                except FileNotFoundError:
+                    pass
+                except OSError as e:
+                    failures.append(Failure(path, f"delete: {e}"))
         return failures
     ep = eps.get(d.endpoint or "s3")
     prefix = prefix_of(d)

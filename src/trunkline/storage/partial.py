@@ -99,10 +99,11 @@ class UnsafeDestination(TrunklineError, OSError):
     Never retried (another try finds the same file); an ``OSError`` too, as it always was."""
 
 
-def open_dir(path: str, *, create: bool = True) -> int:
+def open_dir(path: str, *, create: bool = True, purpose: str = "write") -> int:
     """A descriptor of directory ``path``, every component opened without following
     symlinks (the leading components down to an existing ``/`` anchor are resolved once,
-    by the caller's choice of ``path``: we start from its realpath's root)."""
+    by the caller's choice of ``path``: we start from its realpath's root). ``purpose``
+    names what a refusal stopped."""
     parts = [p for p in os.path.abspath(path).split(os.sep) if p]
     fd = os.open("/", _DIR_FLAGS)
     try:
@@ -120,8 +121,8 @@ def open_dir(path: str, *, create: bool = True) -> int:
             except OSError as e:
                 if e.errno in (errno.ELOOP, errno.ENOTDIR):
                     raise UnsafeDestination(
-                        e.errno, f"refusing to write through {name!r}: not a real directory "
-                                 f"(a symlink?) in {path}") from None
+                        e.errno, f"refusing to {purpose} through {name!r}: not a real "
+                                 f"directory (a symlink?) in {path}") from None
                 raise
             os.close(fd)
             fd = nfd
@@ -129,6 +130,39 @@ def open_dir(path: str, *, create: bool = True) -> int:
     except BaseException:
         os.close(fd)
         raise
+
+
+class Unlinker:
+    """Removes files under a destination without following a symlink on the way.
+
+    Why: a file to delete was listed a while ago, and anyone who can write into the
+    destination can meanwhile replace a folder on its path by a symlink to somewhere else:
+    ``os.unlink(path)`` would then remove a file there. Each folder is opened like a
+    download's (``open_dir``: no symlink followed) and the file removed relative to it.
+    The last folder is kept open: deletions come in key order, folder by folder."""
+
+    def __init__(self) -> None:
+        self._held: tuple[str, int] | None = None
+
+    def unlink(self, path: str) -> None:
+        """Remove file ``path``; FileNotFoundError if it (or its folder) is gone,
+        UnsafeDestination if a folder on the way is not a real one."""
+        folder, name = os.path.split(path)
+        if self._held is None or self._held[0] != folder:
+            self.close()
+            self._held = (folder, open_dir(folder, create=False, purpose="delete"))
+        os.unlink(name, dir_fd=self._held[1])
+
+    def close(self) -> None:
+        if self._held is not None:
+            os.close(self._held[1])
+            self._held = None
+
+    def __enter__(self) -> Unlinker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class FolderCache:
