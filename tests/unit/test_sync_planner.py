@@ -180,6 +180,29 @@ def test_decide_rules():
     assert decide("upload", _e("k", 5, None), _e("k", 5, 100.0)) is None
 
 
+def test_walk_never_follows_a_folder_swapped_for_a_symlink(tmp_path):
+    """An upload's source may be shared: a folder listed as a real one and replaced by a
+    symlink before the walk enters it is skipped, not followed out of the tree. A symlink
+    to a file is the file it names; a symlinked folder is never walked into."""
+    root, outside = tmp_path / "src", tmp_path / "outside"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "f").write_bytes(b"f")
+    (root / "a.txt").write_bytes(b"a")
+    (root / "linked.txt").symlink_to(root / "a.txt")
+    (root / "z").mkdir()
+    (root / "z" / "g").write_bytes(b"g")
+    outside.mkdir()
+    (outside / "secret").write_bytes(b"secret")
+    (root / "linkdir").symlink_to(outside)
+    w = walk(str(root))
+    assert next(w).rel == "a.txt"           # the root has been read: sub/ is a folder
+    os.rename(root / "sub", tmp_path / "moved")
+    (root / "sub").symlink_to(outside)
+    rest = [f.rel for f in w]
+    assert rest == ["linked.txt", "z/g"]
+    assert not any("secret" in r for r in rest)
+
+
 def test_walk_missing_root_is_a_location_error(tmp_path):
     from trunkline.url import LocationError
 

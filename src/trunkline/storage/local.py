@@ -7,6 +7,7 @@ nothing that looks complete exists before it is.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Iterator
@@ -31,14 +32,13 @@ def _order_key(name: str, is_dir: bool) -> bytes:
     return os.fsencode(name + "/" if is_dir else name)
 
 
-def _entries(root: str, rel_dir: str) -> Iterator[tuple[bytes, str, bool]]:
-    d = os.path.join(root, rel_dir) if rel_dir else root
-    try:
-        with os.scandir(d) as it:
-            items = [(_order_key(e.name, isdir), e.name, isdir)
-                     for e in it for isdir in (e.is_dir(follow_symlinks=False),)]
-    except FileNotFoundError:
-        raise LocationError(f"no such directory: {d}") from None
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def _entries(dir_fd: int) -> Iterator[tuple[bytes, str, bool]]:
+    with os.scandir(dir_fd) as it:
+        items = [(_order_key(e.name, isdir), e.name, isdir)
+                 for e in it for isdir in (e.is_dir(follow_symlinks=False),)]
     items.sort()
     return iter(items)
 
@@ -47,29 +47,56 @@ def walk(root: str) -> Iterator[LocalFile]:
     """Regular files under ``root`` in the order S3 lists their keys (UTF-8 byte order of
     the '/'-joined relative names), so a local tree and a listing merge-join in one pass.
 
-    Memory: the names of one directory per level of the current path, never the tree.
+    A symlink to a file is the file it names (a dataset's snapshot folder is often made of
+    them); a symlinked folder is not walked into. Each folder is opened relative to its
+    parent's descriptor with ``O_NOFOLLOW``, so one swapped for a symlink after its parent
+    was read is skipped, never followed out of the tree, and each file is looked at
+    relative to its folder's descriptor (one path component, not the whole path). A folder
+    or file removed during the walk is skipped.
+
+    Memory: the names of one directory per level of the current path, never the tree;
+    descriptors: one per level.
     """
-    stack = [("", _entries(root, ""))]
-    while stack:
-        rel_dir, it = stack[-1]
-        item = next(it, None)
-        if item is None:
-            stack.pop()
-            continue
-        _, name, is_dir = item
-        rel = f"{rel_dir}/{name}" if rel_dir else name
-        path = os.path.join(root, rel_dir, name) if rel_dir else os.path.join(root, name)
-        if is_dir:
-            stack.append((rel, _entries(root, rel)))
-            continue
-        if is_partial_name(name):
-            continue
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            continue  # removed since the directory was read
-        if stat.S_ISREG(st.st_mode):
-            yield LocalFile(rel, path, st.st_size, st.st_mtime)
+    try:
+        root_fd = os.open(root, _DIR_FLAGS)
+    except (FileNotFoundError, NotADirectoryError):
+        raise LocationError(f"no such directory: {root}") from None
+    stack = [("", root_fd, _entries(root_fd))]
+    try:
+        while stack:
+            rel_dir, fd, it = stack[-1]
+            item = next(it, None)
+            if item is None:
+                stack.pop()
+                os.close(fd)
+                continue
+            _, name, is_dir = item
+            rel = f"{rel_dir}/{name}" if rel_dir else name
+            if is_dir:
+                try:
+                    sub = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+                except OSError as e:
+                    if e.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
+                        continue   # removed, or no longer a real folder, since it was read
+                    raise
+                try:
+                    stack.append((rel, sub, _entries(sub)))
+                except BaseException:
+                    os.close(sub)
+                    raise
+                continue
+            if is_partial_name(name):
+                continue
+            try:
+                st = os.stat(name, dir_fd=fd)
+            except FileNotFoundError:
+                continue  # removed since the directory was read
+            if stat.S_ISREG(st.st_mode):
+                path = os.path.join(root, rel_dir, name) if rel_dir else os.path.join(root, name)
+                yield LocalFile(rel, path, st.st_size, st.st_mtime)
+    finally:
+        for _, fd, _ in stack:
+            os.close(fd)
 
 
 def dest_path(root: str, rel: str, base: str | None = None) -> str:
