@@ -61,3 +61,26 @@ def test_the_first_of_a_repeated_key_and_not_a_foreign_one():
 def test_any_dtd_is_refused(doc):
     with pytest.raises(DTDRefused):
         parse_xml(doc)
+
+
+@pytest.mark.parametrize("text", ["2026-08-01T10:00:00.000Z", "2026-08-01T10:00:00Z",
+                                  "2026-08-01T10:00:00.000", "2026-08-01T10:00:00+00:00",
+                                  "2026-08-01T15:30:00.000+05:30"])
+def test_last_modified_is_utc_whatever_the_process_zone(monkeypatch, text):
+    """A store that leaves the zone out still means UTC: read in the process's zone, a
+    sync's "newer" would shift by the zone's offset (here five and a half hours)."""
+    import calendar
+    import os
+    import time
+
+    from trunkline.storage.s3 import _iso_ts
+
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    try:
+        assert _iso_ts(text) == calendar.timegm((2026, 8, 1, 10, 0, 0))
+        assert _iso_ts("yesterday") is None
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    assert os.environ.get("TZ") is None

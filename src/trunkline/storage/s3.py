@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import quote, unquote_plus, urlsplit
 
@@ -124,10 +124,14 @@ def _slots(ns: str) -> dict[str, int]:
 
 
 def _iso_ts(text: str) -> float | None:
+    """A listing's LastModified as epoch seconds. S3's times are UTC: one a store sends
+    without a zone is read as UTC too, never in the process's zone (a sync's "newer" would
+    then shift by the zone's offset, and a changed file could stay behind)."""
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return None
+    return (dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)).timestamp()
 
 
 class S3Endpoint:
