@@ -89,6 +89,38 @@ def test_local_to_s3_new_unchanged_changed_delete(tmp_path, aws_env, bucket):
     assert set(_keys(aws_env, bucket, "data/")) == (set(files) - {"b/c.bin"}) | {"new.txt"}
 
 
+def test_an_unchanged_upload_sync_writes_nothing_to_the_store(tmp_path, aws_env, bucket,
+                                                              monkeypatch):
+    """The destination's capability probe writes (and removes) test objects: it runs only
+    once there is something to send, so an unchanged sync leaves a versioned bucket
+    without new versions. Syncing to the bucket's root, a probe's objects (another
+    process's, live or left by a kill) are passed by, never deleted under it."""
+    from trunkline.storage import capabilities
+
+    monkeypatch.setenv("TRUNKLINE_PROBE_TTL", "0")     # no answer kept on disk
+    monkeypatch.setattr(capabilities, "_cache", {})
+    probed: list[str] = []
+    real = capabilities.probe
+
+    def probe(client, bkt, *a, **kw):
+        probed.append(bkt)
+        return real(client, bkt, *a, **kw)
+
+    monkeypatch.setattr(capabilities, "probe", probe)
+    src = tmp_path / "src"
+    files = _tree(src)
+    dst = f"s3://{bucket}"
+    r = trunkline.sync(str(src), dst, **KW)
+    assert r.ok and r.copied == len(files) and probed == [bucket]
+    other = ".trunkline-probe-0123abcdp4242-0123456789ab/crc32c"   # another process's
+    aws_env.client().put_object(Bucket=bucket, Key=other, Body=b"probe")
+    monkeypatch.setattr(capabilities, "_cache", {})
+    r = trunkline.sync(str(src), dst, delete=True, **KW)
+    assert r.ok and r.copied == 0 and r.deleted == 0 and r.dst_objects == len(files), r
+    assert probed == [bucket], "an unchanged sync probed the store"
+    assert set(_keys(aws_env, bucket)) == set(files) | {other}
+
+
 def test_dry_run_prints_and_changes_nothing(tmp_path, aws_env, bucket):
     src = tmp_path / "src"
     _tree(src)

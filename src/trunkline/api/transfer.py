@@ -36,8 +36,6 @@ def run_journaled(
     resumed = resume and (sdir / f"{journal_id(str(s), str(d), jopts)}.sqlite").exists()
     journal = (Journal.open if resume else Journal.fresh)(sdir, str(s), str(d), jopts)
     runner = Runner(opts, on_tick=on_progress, journal=journal, resumed=resumed)
-    # before any listing (sync lists the destination): the probe's objects are gone again
-    caps = _probe_destination(d, opts)
 
     def part_size_for(name: str) -> int:
         # a resumed object keeps the part size it was started with, so parts line up
@@ -59,6 +57,10 @@ def run_journaled(
         if not leftovers:   # else keep it: gc lists and aborts those uploads
             journal.remove()
         return _result(s, d, None, runner)
+    # only once there is something to send: an unchanged sync writes nothing to the
+    # destination (the probe's objects would be new versions in a versioned bucket); a
+    # listing of the bucket's root that runs meanwhile passes them by (is_probe_key)
+    caps = _probe_destination(d, opts)
     used = {}
     dst_ep = _dst_endpoint(first)
     if caps is not None and dst_ep is not None:

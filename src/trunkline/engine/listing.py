@@ -171,10 +171,14 @@ def listing(loc: Location, eps: EndpointCache) -> Iterator[Entry]:
         for f in local.walk(loc.path):
             yield Entry(f.rel, f.size, f.mtime, None, f)
         return
+    from ..storage.capabilities import is_probe_key
+
     prefix = prefix_of(loc)
     for o in eps.get(loc.endpoint or "s3").list(loc.bucket, prefix):
         if o.key.endswith("/"):
             continue  # folder markers are not files
+        if not prefix and is_probe_key(o.key):
+            continue  # a capability probe's own objects, gone again in a second
         yield Entry(o.key[len(prefix):], o.size, o.mtime, o.etag, o)
 
 

@@ -433,6 +433,12 @@ STALE_S = 600.0
 _OWNED = re.compile(r"\.trunkline-probe-([0-9a-f]{8})p([0-9]{1,10})-[0-9a-f]{12}/")
 
 
+def is_probe_key(key: str) -> bool:
+    """Whether ``key`` is one of a probe's own short-lived objects (the exact shape only):
+    ``sync`` and ``verify`` pass them by, since a probe may run while they list."""
+    return key.startswith(".trunkline-probe-") and _OWNED.match(key) is not None
+
+
 def _host_tag() -> str:
     """This host and pid namespace: two containers may share a host name, and a process
     id is only meaningful in its own namespace (another's live probe must not look dead)."""
