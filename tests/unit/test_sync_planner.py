@@ -79,20 +79,30 @@ def _tree_order(keys: list[str]) -> list[str]:
     return sorted(keys, key=lambda k: [(1, p) for p in k.split("/")[:-1]] + [(0, k)])
 
 
+def _key_order(keys) -> list[str]:
+    """S3's (and the local walk's) order: UTF-8 bytes, a non-UTF-8 name's own bytes."""
+    return sorted(keys, key=lambda k: k.encode("utf-8", "surrogateescape"))
+
+
+def _listed(keys, order: str) -> list[str]:
+    """``keys`` in the order a store might list them."""
+    keys = sorted(keys)
+    return {"bytes": _key_order(keys), "tree": _tree_order(keys), "reversed": keys[::-1]}[order]
+
+
+LOCAL, STORE = Location(None, path="/tmp/x"), Location("s3", "bk", "p")
+NAMES = st.sets(st.text("ab-/é\udcff", min_size=1, max_size=6))
+ORDERS = st.sampled_from(["bytes", "tree", "reversed"])
+
+
 @settings(max_examples=200, deadline=None)
-@given(st.sets(st.text("ab-/é\udcff", min_size=1, max_size=6)),
-       st.sets(st.text("ab-/é\udcff", min_size=1, max_size=6)),
-       st.sampled_from(["bytes", "tree", "reversed"]))
+@given(NAMES, NAMES, ORDERS)
 def test_the_merge_join_equals_the_index_join(src_keys, dst_keys, order):
-    src_keys, dst_keys = sorted(src_keys), sorted(dst_keys, key=lambda k: k.encode(
-        "utf-8", "surrogateescape"))
-    src = {"bytes": sorted(src_keys, key=lambda k: k.encode("utf-8", "surrogateescape")),
-           "tree": _tree_order(src_keys), "reversed": src_keys[::-1]}[order]
-    local, store = Location(None, path="/tmp/x"), Location("s3", "bk", "p")
+    src, dst_keys = _listed(src_keys, order), _key_order(dst_keys)
     merged = [(r, s and s.rel, d and d.rel)
-              for r, s, d in join([_e(k) for k in src], local, [_e(k) for k in dst_keys])]
+              for r, s, d in join([_e(k) for k in src], LOCAL, [_e(k) for k in dst_keys])]
     indexed = [(r, s and s.rel, d and d.rel)
-               for r, s, d in join([_e(k) for k in src], store, [_e(k) for k in dst_keys])]
+               for r, s, d in join([_e(k) for k in src], STORE, [_e(k) for k in dst_keys])]
     n = len(src)
     assert merged[:n] == indexed[:n]                       # source pairs, in source order
     assert sorted(merged[n:]) == sorted(indexed[n:])       # then the destination's own
@@ -101,18 +111,12 @@ def test_the_merge_join_equals_the_index_join(src_keys, dst_keys, order):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.sets(st.text("ab-/é\udcff", min_size=1, max_size=6)),
-       st.sets(st.text("ab-/é", min_size=1, max_size=6)),
-       st.sampled_from(["bytes", "tree", "reversed"]))
+@given(NAMES, st.sets(st.text("ab-/é", min_size=1, max_size=6)), ORDERS)
 def test_a_local_source_against_a_store_in_any_order(src_keys, dst_keys, order):
     """An upload: the local walk in key order, the store's listing in its own."""
-    src_keys = sorted(src_keys, key=lambda k: k.encode("utf-8", "surrogateescape"))
-    dst_keys = sorted(dst_keys)
-    dst = {"bytes": sorted(dst_keys, key=str.encode), "tree": _tree_order(dst_keys),
-           "reversed": dst_keys[::-1]}[order]
-    local, store = Location(None, path="/tmp/x"), Location("s3", "bk", "p")
-    merged = list(join([_e(k) for k in src_keys], store, [_e(k) for k in dst], src_loc=local))
-    indexed = list(join([_e(k) for k in src_keys], store, [_e(k) for k in dst]))
+    src_keys, dst = _key_order(src_keys), _listed(dst_keys, order)
+    merged = list(join([_e(k) for k in src_keys], STORE, [_e(k) for k in dst], src_loc=LOCAL))
+    indexed = list(join([_e(k) for k in src_keys], STORE, [_e(k) for k in dst]))
 
     def pairs(out):
         return sorted((r, s and s.rel, d and d.rel) for r, s, d in out)

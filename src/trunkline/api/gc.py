@@ -15,7 +15,7 @@ from ..engine.journal import Journal, try_lock
 from ..engine.journal_index import connect, default_state_dir, list_journals
 from ..reports import GcJournal, GcReport
 from ..storage.local import partial_path
-from ..storage.partial import Unlinker
+from ..storage.partial import FolderCache
 from ..units import parse_duration
 from ..url import LocationError, parse_location
 
@@ -92,10 +92,10 @@ def gc(state_dir: str | Path | None = None, *, abort_uploads: bool = False,
                             continue
                         ok = False
                         report.errors.append(f"{up['dst']} ({up['upload_id']}): {e}")
-                with Unlinker() as unlinker:   # a folder swapped for a symlink: refused
+                with FolderCache() as folders:   # a folder swapped for a symlink: refused
                     for p in partials:
                         try:
-                            unlinker.unlink(p)
+                            folders.unlink(p)
                         except OSError as e:
                             ok = False
                             report.errors.append(f"{p}: {e}")

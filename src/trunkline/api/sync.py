@@ -24,7 +24,7 @@ from ..errors import UsageError
 from ..options import TransferOptions
 from ..reports import SyncResult
 from ..results import Failure, TransferResult
-from ..storage.partial import Unlinker
+from ..storage.partial import FolderCache
 from ..telemetry.snapshot import Snapshot
 from ..url import Location, parse_location
 from .transfer import run_journaled
@@ -178,11 +178,11 @@ def _delete(d: Location, eps: EndpointCache, rels: Iterable[str]) -> list[Failur
     failures: list[Failure] = []
     if d.is_local:
         base = os.path.realpath(d.path)
-        with Unlinker() as unlinker:
+        with FolderCache() as folders:
             for rel in rels:
                 path = os.path.join(base, *rel.split("/"))
                 try:
-                    unlinker.unlink(path)
+                    folders.unlink(path)
                 except FileNotFoundError:
                     pass
                 except OSError as e:

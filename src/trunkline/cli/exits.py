@@ -60,7 +60,9 @@ def guarded(debug: bool, fn: Callable[..., T], *args: Any,
         if not _stdout_gone():   # a connection's EPIPE, not ours to hide
             fail(debug, 1, e)
         # nothing more can reach the reader; the interpreter's last flush must not fail
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
         sys.exit(141)
     except Exception as e:
         code = exit_code(e)

@@ -206,6 +206,12 @@ def _is_utf8(name: str) -> bool:
     return True
 
 
+def _rejected(name: str, why: str) -> ObjectJob:
+    """A job that fails alone with ``why``: the others still copy."""
+    return ObjectJob(ObjectPlan(kind="reject", name=name, size=0, parts=(), multipart=False),
+                     failed=why)
+
+
 def job_for(
     src: Location,
     dst: Location,
@@ -232,14 +238,11 @@ def job_for(
         try:
             dst_path = local.dest_path(dst.path, rel, dst_base)
         except LocationError as e:
-            return ObjectJob(ObjectPlan(kind="reject", name=name, size=0, parts=(),
-                                        multipart=False), failed=str(e))
+            return _rejected(name, str(e))
     if src.is_local and not dst.is_local and not _is_utf8(rel):
         # a local file name is any bytes; an S3 key is UTF-8: say which file, not the codec
-        return ObjectJob(ObjectPlan(kind="reject", name=name, size=0, parts=(),
-                                    multipart=False),
-                         failed=f"the file name {os.fsencode(rel)!r} is not UTF-8, and an "
-                                "S3 key must be: rename it to copy it")
+        return _rejected(name, f"the file name {os.fsencode(rel)!r} is not UTF-8, and an "
+                               "S3 key must be: rename it to copy it")
     if src.is_local:
         kind = "upload"
     elif dst.is_local:

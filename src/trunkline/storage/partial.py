@@ -132,42 +132,10 @@ def open_dir(path: str, *, create: bool = True, purpose: str = "write") -> int:
         raise
 
 
-class Unlinker:
-    """Removes files under a destination without following a symlink on the way.
-
-    Why: a file to delete was listed a while ago, and anyone who can write into the
-    destination can meanwhile replace a folder on its path by a symlink to somewhere else:
-    ``os.unlink(path)`` would then remove a file there. Each folder is opened like a
-    download's (``open_dir``: no symlink followed) and the file removed relative to it.
-    The last folder is kept open: deletions come in key order, folder by folder."""
-
-    def __init__(self) -> None:
-        self._held: tuple[str, int] | None = None
-
-    def unlink(self, path: str) -> None:
-        """Remove file ``path``; FileNotFoundError if it (or its folder) is gone,
-        UnsafeDestination if a folder on the way is not a real one."""
-        folder, name = os.path.split(path)
-        if self._held is None or self._held[0] != folder:
-            self.close()
-            self._held = (folder, open_dir(folder, create=False, purpose="delete"))
-        os.unlink(name, dir_fd=self._held[1])
-
-    def close(self) -> None:
-        if self._held is not None:
-            os.close(self._held[1])
-            self._held = None
-
-    def __enter__(self) -> Unlinker:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
 class FolderCache:
     """The destination folders of one run, each opened once by ``open_dir`` (no symlink
-    followed) and lent out as a duplicate descriptor.
+    followed) and lent out as a duplicate descriptor: for the files written there, and
+    for the ones ``unlink`` removes.
 
     Why: walking every component from ``/`` for each file cost two syscalls per component
     per object (a 2,000-object copy into a folder four levels deep: 16,000 of them, each a
@@ -180,14 +148,15 @@ class FolderCache:
         self._fds: OrderedDict[str, int] = OrderedDict()
         self._lock = threading.Lock()
 
-    def open(self, path: str) -> int:
-        """A new descriptor of folder ``path`` (the caller closes it)."""
+    def open(self, path: str, *, create: bool = True, purpose: str = "write") -> int:
+        """A new descriptor of folder ``path`` (the caller closes it); ``create`` and
+        ``purpose`` are ``open_dir``'s."""
         with self._lock:
             fd = self._fds.get(path)
             if fd is not None:
                 self._fds.move_to_end(path)
                 return os.dup(fd)
-        fd = open_dir(path)
+        fd = open_dir(path, create=create, purpose=purpose)
         with self._lock:
             held = self._fds.get(path)
             if held is not None:       # another worker opened it meanwhile
@@ -197,6 +166,20 @@ class FolderCache:
             while len(self._fds) > self.limit:
                 os.close(self._fds.popitem(last=False)[1])
             return os.dup(fd)
+
+    def unlink(self, path: str) -> None:
+        """Remove file ``path`` relative to its folder, opened as every folder here is (no
+        symlink followed, never created). Why: a file to delete was listed a while ago, and
+        whoever can write into the destination may meanwhile have replaced a folder on its
+        path by a symlink: ``os.unlink(path)`` would remove a file behind it. Raises
+        FileNotFoundError if the file or a folder is gone, UnsafeDestination if a folder
+        on the way is not a real one."""
+        folder, name = os.path.split(path)
+        fd = self.open(folder, create=False, purpose="delete")
+        try:
+            os.unlink(name, dir_fd=fd)
+        finally:
+            os.close(fd)
 
     def forget(self, path: str) -> None:
         with self._lock:
@@ -209,6 +192,12 @@ class FolderCache:
             fds, self._fds = list(self._fds.values()), OrderedDict()
         for fd in fds:
             os.close(fd)
+
+    def __enter__(self) -> FolderCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def pwrite_full(fd: int, data: memoryview | bytes, offset: int) -> None:
