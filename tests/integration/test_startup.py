@@ -11,6 +11,7 @@ environment has no use for.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -76,6 +77,28 @@ def test_cp_of_a_small_object_loads_no_heavy_module(aws_env, cp_env, tmp_path):
         assert not heavy, f"{direction} loaded {heavy[:12]}"
     assert "trunkline.engine.scheduler" in down   # it did run the engine (not a no-op)
     assert not set(NOT_FOR_ONE_KEY) & set(down), sorted(set(NOT_FOR_ONE_KEY) & set(down))
+    # each of the package's modules came from its bytecode: compiling them from source
+    # was half of the copy's start-up where no process writes bytecode (`make setup`)
+    ours = [m for m in down if m.split(".")[0] == "trunkline"]
+    assert len(ours) > 40
+    stale = [m for m in ours if not _bytecode_is_current(m)]
+    assert not stale, f"compiled from source at each start: {stale[:8]} (run `make setup`)"
+
+
+def _bytecode_is_current(name: str) -> bool:
+    """The import system would load ``name`` from its ``.pyc``: one exists, and its
+    header names the source's mtime and size (PEP 552's timestamp form)."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.has_location or not spec.origin.endswith(".py"):
+        return True   # a compiled extension or a namespace: nothing to compile
+    cached = Path(spec.cached)
+    if not cached.exists():
+        return False
+    head = cached.read_bytes()[:16]
+    st = os.stat(spec.origin)
+    return (head[:4] == importlib.util.MAGIC_NUMBER and int.from_bytes(head[4:8], "little") == 0
+            and int.from_bytes(head[8:12], "little") == int(st.st_mtime) & 0xFFFFFFFF
+            and int.from_bytes(head[12:16], "little") == st.st_size & 0xFFFFFFFF)
 
 
 def test_the_check_sees_a_heavy_import(aws_env, cp_env, tmp_path):
