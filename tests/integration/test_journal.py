@@ -113,6 +113,43 @@ def test_changed_source_discards_parts(tmp_path):
         assert relaid.restarted
 
 
+def test_local_names_that_are_not_utf8(tmp_path):
+    """A local path is any bytes (Python holds them as ``surrogateescape`` text, which
+    SQLite's text refuses): the journal keeps such a name as its bytes, finds it again,
+    gives it back unchanged, and never confuses it with a UTF-8 name that looks alike."""
+    src, dst = os.fsdecode(b"/data/caf\xe9/"), "s3://b/cafe/"
+    name, lookalike = os.fsdecode(b"/data/caf\xe9/x"), "/data/caf\u00e9/x"   # Latin-1, UTF-8
+    jid = journal_id(src, dst, OPTS)
+    assert jid != journal_id("/data/caf\u00e9/", dst, OPTS)
+    with Journal.open(tmp_path, src, dst, OPTS) as j:
+        o = j.object(name, "s3://b/cafe/x", 20 * MiB, None, 5.0, 8 * MiB)
+        j.set_upload_id(o.id, "up-9")
+        j.part_done(o.id, 1, 0, 8 * MiB, 1)
+        d = j.object("s3://b/k", os.fsdecode(b"/down/\xff"), 3, '"e"', None, 8 * MiB)
+        assert j.unfinished_dsts() == [os.fsdecode(b"/down/\xff")]
+        j.object_done(d.id, 5)
+        j.done_many([(os.fsdecode(b"/data/caf\xe9/small"), "s3://b/cafe/small", 1, None,
+                      6.0, 8 * MiB)])
+        assert j.meta()["src"] == src
+    with Journal.open(tmp_path, src, dst, OPTS) as j:
+        again = j.object(name, "s3://b/cafe/x", 20 * MiB, None, 5.0, 8 * MiB)
+        assert again.id == o.id and again.upload_id == "up-9" and list(j.parts(o.id)) == [1]
+        assert not j.is_done(lookalike) and j.recorded_part_size(lookalike) is None
+        assert j.recorded_part_size(name) == 8 * MiB
+        assert [(u.key, u.upload_id) for u in j.pending_uploads()] == [(name, "up-9")]
+        assert j.done_record("s3://b/k") == (os.fsdecode(b"/down/\xff"), 3, '"e"', None)
+        assert j.is_done(os.fsdecode(b"/data/caf\xe9/small"))
+        moved = j.object(name, "s3://b/cafe/x", 21 * MiB, None, 5.0, 8 * MiB)
+        assert moved.restarted and [(u.key, u.upload_id) for u in j.discarded_uploads()] == [
+            (name, "up-9")]
+    [info] = list_journals(tmp_path)
+    assert (info.id, info.src, info.dst) == (jid, src, dst)
+    with sqlite3.connect(info.path) as con:   # UTF-8 names stay text, as before
+        kinds = dict(con.execute("SELECT dst, typeof(key) FROM objects"))
+    assert kinds == {"s3://b/cafe/x": "blob", b"/down/\xff": "text",
+                     "s3://b/cafe/small": "blob"}
+
+
 def test_fresh_starts_over(tmp_path):
     with Journal.open(tmp_path, "a", "b", {}) as j:
         j.object_done(j.object("k", "b/k", 1, None, None, 1).id, 0)

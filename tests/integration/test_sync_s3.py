@@ -223,6 +223,37 @@ def test_names_that_are_not_utf8(tmp_path, aws_env, bucket):
     assert set(_keys(aws_env, bucket, "d/")) == set(files)
 
 
+def test_a_local_path_that_is_not_utf8(tmp_path, aws_env, bucket):
+    """A folder or file whose path is not UTF-8 (a Latin-1 name from an older system) is
+    copied into and from like any other. Every such copy used to stop with a
+    UnicodeEncodeError traceback: the journal hashed and stored the path as UTF-8."""
+    files = _tree(tmp_path / "src")
+    assert trunkline.sync(str(tmp_path / "src"), f"s3://{bucket}/d", **KW).ok
+    down = os.path.join(os.fsencode(tmp_path), b"caf\xe9")
+    blocked = os.path.join(down, b"a.txt")
+    os.makedirs(blocked)            # one object cannot land: the run fails, its journal stays
+    cp = (f"s3://{bucket}/d/", os.fsdecode(down) + "/")
+    r = trunkline.copy(*cp, recursive=True, **KW)
+    assert not r.ok and [f.name for f in r.failures] == [f"s3://{bucket}/d/a.txt"], r.failures
+    rest = sum(map(len, files.values())) - len(files["a.txt"])
+    r = trunkline.copy(*cp, recursive=True, **KW)      # the rerun finds the rest done
+    assert not r.ok and r.skipped_bytes == rest, r
+    os.rmdir(blocked)
+    r = trunkline.copy(*cp, recursive=True, **KW)
+    assert r.ok and r.bytes == len(files["a.txt"]) and r.skipped_bytes == rest, r
+    for rel, data in files.items():
+        with open(os.path.join(down, os.fsencode(rel)), "rb") as f:
+            assert f.read() == data, rel
+    r = trunkline.sync(f"s3://{bucket}/d", os.fsdecode(down), **KW)
+    assert r.ok and r.copied == 0 and r.unchanged == len(files), r
+
+    odd = os.path.join(down, b"gro\xdf.bin")         # a multipart upload, its key named in full
+    os.rename(os.path.join(down, b"big.bin"), odd)
+    r = trunkline.copy(os.fsdecode(odd), f"s3://{bucket}/named.bin", **KW)
+    assert r.ok and r.bytes == len(files["big.bin"]), r
+    assert _get(aws_env, bucket, "named.bin") == files["big.bin"]
+
+
 def test_s3_to_s3(aws_env, bucket, tmp_path):
     src = tmp_path / "src"
     files = _tree(src)

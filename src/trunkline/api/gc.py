@@ -66,10 +66,7 @@ def gc(state_dir: str | Path | None = None, *, abort_uploads: bool = False,
         try:
             ups = [(u, False) for u in j.pending_uploads()] + \
                   [(u, True) for u in j.discarded_uploads()]
-            with j._read() as con:
-                rows = con.execute("SELECT dst FROM objects WHERE done = 0 AND upload_id IS NULL"
-                                   ).fetchall()
-            partials = [p for (dst,) in rows if os.path.isabs(dst)
+            partials = [p for dst in j.unfinished_dsts() if os.path.isabs(dst)
                         for p in (partial_path(dst),) if os.path.exists(p)]
             entry = GcJournal(info.id, str(info.path), info.src, info.dst, round(age, 1),
                               info.objects, info.done, info.bytes_done,

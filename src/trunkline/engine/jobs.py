@@ -239,10 +239,6 @@ def job_for(
             dst_path = local.dest_path(dst.path, rel, dst_base)
         except LocationError as e:
             return _rejected(name, str(e))
-    if src.is_local and not dst.is_local and not _is_utf8(rel):
-        # a local file name is any bytes; an S3 key is UTF-8: say which file, not the codec
-        return _rejected(name, f"the file name {os.fsencode(rel)!r} is not UTF-8, and an "
-                               "S3 key must be: rename it to copy it")
     if src.is_local:
         kind = "upload"
     elif dst.is_local:
@@ -271,6 +267,11 @@ def job_for(
         key = target.key
         if not key or key.endswith("/"):
             key += _leaf(rel)
+        if not _is_utf8(key):
+            # a local file name is any bytes; an S3 key is UTF-8: say which file, not the
+            # codec (a name given in full, ``cp ./caf\xe9 s3://b/cafe``, is a key like any)
+            return _rejected(name, f"the file name {os.fsencode(rel)!r} is not UTF-8, and an "
+                                   "S3 key must be: rename it, or name the key in full")
         where.update(dst_ep=dst_ep, dst_bucket=target.bucket, dst_key=key)
     return ObjectJob(ObjectPlan(
         kind=kind,

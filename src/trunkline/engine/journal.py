@@ -26,10 +26,12 @@ from .journal_index import (  # noqa: F401  (re-exported: the journal's callers 
     JournalInfo,
     connect,
     default_state_dir,
+    from_db,
     journal_id,
     journal_stats,
     list_journals,
     sqlite_files,
+    to_db,
     transaction,
 )
 from .journal_lock import lock_or_fail, lock_path, try_lock  # noqa: F401  (re-exported)
@@ -126,8 +128,8 @@ class Journal:
             seed = {
                 "id": jid,
                 "schema": str(SCHEMA_VERSION),
-                "src": src,
-                "dst": dst,
+                "src": to_db(src),
+                "dst": to_db(dst),
                 "options": json.dumps(options, sort_keys=True, default=str),
                 "created": repr(now),
             }
@@ -206,7 +208,7 @@ class Journal:
 
     def meta(self) -> dict[str, str]:
         with self._read() as con:
-            return dict(con.execute("SELECT k, v FROM meta").fetchall())
+            return {k: from_db(v) for k, v in con.execute("SELECT k, v FROM meta")}
 
     def object(
         self,
@@ -223,22 +225,24 @@ class Journal:
         (pass ``mtime=None`` for sources whose ETag already identifies the content).
         """
         now = time.time()
+        dkey, ddst = to_db(key), to_db(dst)
         with self._tx() as con:
             row = con.execute(
                 "SELECT id, dst, size, etag, mtime, part_size, upload_id, done, crc32c "
                 "FROM objects WHERE key = ?",
-                (key,),
+                (dkey,),
             ).fetchone()
             if row is None:
                 cur = con.execute(
                     "INSERT INTO objects(key, dst, size, etag, mtime, part_size, updated) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (key, dst, size, etag, mtime, part_size, now),
+                    (dkey, ddst, size, etag, mtime, part_size, now),
                 )
                 return ObjectRecord(
                     cur.lastrowid, key, dst, size, etag, mtime, part_size, None, False, None
                 )
             oid, odst, osize, oetag, omtime, ops, upload_id, done, crc = row
+            odst = from_db(odst)
             if (osize, oetag, omtime, ops) == (size, etag, mtime, part_size) and odst == dst:
                 return ObjectRecord(
                     oid, key, dst, size, etag, mtime, part_size, upload_id, bool(done), crc
@@ -250,12 +254,12 @@ class Journal:
                 con.execute(
                     "INSERT OR REPLACE INTO discarded_uploads(upload_id, key, dst, at) "
                     "VALUES (?, ?, ?, ?)",
-                    (discarded, key, odst, now),
+                    (discarded, dkey, to_db(odst), now),
                 )
             con.execute(
                 "UPDATE objects SET dst = ?, size = ?, etag = ?, mtime = ?, part_size = ?, "
                 "upload_id = NULL, done = 0, crc32c = NULL, updated = ? WHERE id = ?",
-                (dst, size, etag, mtime, part_size, now, oid),
+                (ddst, size, etag, mtime, part_size, now, oid),
             )
             return ObjectRecord(
                 oid, key, dst, size, etag, mtime, part_size, None, False, None, True, discarded
@@ -322,8 +326,8 @@ class Journal:
             return None
         with self._read() as con:
             row = con.execute("SELECT dst, size, etag, mtime FROM objects "
-                              "WHERE key = ? AND done = 1", (key,)).fetchone()
-        return tuple(row) if row else None  # type: ignore[return-value]
+                              "WHERE key = ? AND done = 1", (to_db(key),)).fetchone()
+        return (from_db(row[0]), *row[1:]) if row else None  # type: ignore[return-value]
 
     def done_many(self, rows: list[tuple[str, str, int, str | None, float | None, int]]) -> None:
         """Record finished single-part objects (key, dst, size, etag, mtime, part_size) in one
@@ -338,7 +342,7 @@ class Journal:
                 "VALUES (?, ?, ?, ?, ?, ?, 1, ?) ON CONFLICT(key) DO UPDATE SET dst = excluded.dst, "
                 "size = excluded.size, etag = excluded.etag, mtime = excluded.mtime, "
                 "part_size = excluded.part_size, done = 1, updated = excluded.updated",
-                [(*r, now) for r in rows],
+                [(to_db(r[0]), to_db(r[1]), *r[2:], now) for r in rows],
             )
 
     def reopen(self, obj_id: int) -> None:
@@ -353,12 +357,13 @@ class Journal:
         if not self._had_objects:
             return None
         with self._read() as con:
-            row = con.execute("SELECT part_size FROM objects WHERE key = ?", (key,)).fetchone()
+            row = con.execute("SELECT part_size FROM objects WHERE key = ?",
+                              (to_db(key),)).fetchone()
         return int(row[0]) if row else None
 
     def is_done(self, key: str) -> bool:
         with self._read() as con:
-            row = con.execute("SELECT done FROM objects WHERE key = ?", (key,)).fetchone()
+            row = con.execute("SELECT done FROM objects WHERE key = ?", (to_db(key),)).fetchone()
         return bool(row and row[0])
 
     def pending_uploads(self) -> list[PendingUpload]:
@@ -368,7 +373,7 @@ class Journal:
                 "SELECT id, key, dst, upload_id FROM objects "
                 "WHERE upload_id IS NOT NULL AND done = 0 ORDER BY id"
             ).fetchall()
-        return [PendingUpload(*r) for r in rows]
+        return [PendingUpload(i, from_db(k), from_db(d), u) for i, k, d, u in rows]
 
     def discarded_uploads(self) -> list[PendingUpload]:
         """Uploads orphaned because their source changed; obj_id is -1. Abort them."""
@@ -376,7 +381,15 @@ class Journal:
             rows = con.execute(
                 "SELECT key, dst, upload_id FROM discarded_uploads ORDER BY at"
             ).fetchall()
-        return [PendingUpload(-1, k, d, u) for k, d, u in rows]
+        return [PendingUpload(-1, from_db(k), from_db(d), u) for k, d, u in rows]
+
+    def unfinished_dsts(self) -> list[str]:
+        """Destinations of objects begun and not done outside a multipart upload: where a
+        download's partial file may lie (``gc`` removes them)."""
+        with self._read() as con:
+            rows = con.execute("SELECT dst FROM objects WHERE done = 0 AND upload_id IS NULL"
+                               ).fetchall()
+        return [from_db(d) for (d,) in rows]
 
     def forget_upload(self, upload_id: str) -> None:
         """An orphaned upload was aborted (or found gone)."""

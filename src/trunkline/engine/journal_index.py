@@ -20,8 +20,29 @@ from typing import Any
 
 from ..config import default_state_dir  # the one rule for the state dir, shared with flows
 
-__all__ = ["JournalInfo", "connect", "default_state_dir", "journal_id", "journal_stats",
-           "list_journals", "sqlite_files", "transaction"]
+__all__ = ["JournalInfo", "connect", "default_state_dir", "from_db", "journal_id",
+           "journal_stats", "list_journals", "sqlite_files", "to_db", "transaction"]
+
+
+def to_db(name: str) -> str | bytes:
+    """A name as the journal stores it: text, or its bytes where it is a local name that is
+    not UTF-8 (held as ``surrogateescape`` text, which SQLite's text cannot take).
+
+    Why two storage classes: SQLite never finds a BLOB equal to a TEXT, and each name has
+    exactly one form, so lookups stay exact and a journal written before holds the same
+    text for every name it could hold."""
+    if name.isascii():
+        return name
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "surrogateescape")
+    return name
+
+
+def from_db(value: str | bytes) -> str:
+    """The name ``to_db`` stored, as the str the rest of the program uses."""
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
 
 
 def journal_id(src: str, dst: str, options: dict[str, Any]) -> str:
@@ -37,7 +58,8 @@ def journal_id(src: str, dst: str, options: dict[str, Any]) -> str:
         ensure_ascii=False,
         default=str,
     )
-    return hashlib.sha256(canon.encode("utf-8")).hexdigest()
+    # a local path that is not UTF-8 hashes as its bytes (every other id is unchanged)
+    return hashlib.sha256(canon.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -139,8 +161,8 @@ def list_journals(state_dir: Path | str | None = None) -> list[JournalInfo]:
                 JournalInfo(
                     id=meta.get("id", path.stem),
                     path=path,
-                    src=meta.get("src", ""),
-                    dst=meta.get("dst", ""),
+                    src=from_db(meta.get("src", "")),
+                    dst=from_db(meta.get("dst", "")),
                     options=json.loads(meta.get("options", "{}")),
                     created=float(meta.get("created", "0")),
                     updated=float(meta.get("updated", "0")),
