@@ -46,10 +46,23 @@ def test_chunked_reader_refuses_nonsense_and_sees_truncation():
         ChunkedReader().feed(b"zz\r\n")
     with pytest.raises(ProtocolError):
         ChunkedReader().feed(b"2\r\nabc\r\n")
+    # what int(x, 16) takes and the grammar does not; an empty size line is no last chunk
+    for bad in (b"0x5", b"+5", b"-0", b"1_0", b"", b" ", b"1" * 17):
+        with pytest.raises(ProtocolError):
+            ChunkedReader().feed(bad + b"\r\nhello\r\n0\r\n\r\n")
+    assert ChunkedReader().feed(b"0005 ;x=1\r\nhello\r\n0\r\n\r\n") == b"hello"
     r = ChunkedReader()
     r.feed(b"5\r\nab")
     with pytest.raises(ConnectionClosed):
         r.eof()
+
+
+def test_content_length_is_digits_only():
+    assert _head(content_length="0").content_length == 0
+    assert _head(content_length="0012").content_length == 12
+    for bad in ("+5", "-1", "1_0", "0x10", "5, 5", "", "\u0665", "9" * 20):
+        with pytest.raises(ProtocolError):
+            _head(content_length=bad).content_length   # noqa: B018 - the property parses
 
 
 def test_length_reader_keeps_what_is_past_the_end():

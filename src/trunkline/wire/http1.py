@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from ..errors import ConnectionClosed, ProtocolError
 
 MAX_HEAD = 64 * 1024
+_HEX = b"0123456789abcdefABCDEF"
 
 
 @dataclass(slots=True)
@@ -28,13 +29,10 @@ class ResponseHead:
         v = self.headers.get("content-length")
         if v is None:
             return None
-        try:
-            n = int(v)
-        except ValueError:
-            raise ProtocolError(f"bad Content-Length {v!r}") from None
-        if n < 0:
-            raise ProtocolError(f"bad Content-Length {v!r}")
-        return n
+        # digits only (RFC 9110 8.6): int() would also take "+5", " 5" and "1_0"
+        if not (v.isascii() and v.isdigit()) or len(v) > 19:
+            raise ProtocolError(f"bad Content-Length {v[:40]!r}")
+        return int(v)
 
     @property
     def chunked(self) -> bool:
@@ -266,12 +264,12 @@ class ChunkedReader:
                 raise ProtocolError("chunk data longer than its size")
             self._state = "size"
         elif self._state == "size":
-            try:
-                size = int(line.split(b";")[0].strip() or b"0", 16)
-            except ValueError:
-                raise ProtocolError(f"bad chunk size line {line[:40]!r}") from None
-            if size < 0:
+            # hex digits only (RFC 9112 7.1): int(x, 16) would also take "0x1a", "+a" and
+            # "1_0", and an empty line is no size (it used to end the body as a last chunk)
+            digits = line.split(b";")[0].strip()
+            if not digits or len(digits) > 16 or digits.strip(_HEX):
                 raise ProtocolError(f"bad chunk size line {line[:40]!r}")
+            size = int(digits, 16)
             self._left = size
             self._state = "data" if size else "trailer"
         elif self._state == "trailer" and not line:
