@@ -42,10 +42,6 @@ __all__ = [
     "single_etag",
 ]
 
-# S3 limits: parts are 5 MiB..5 GiB (last part may be smaller), at most 10,000 per upload.
-MAX_PARTS = 10_000
-MAX_PART_SIZE = 5 * 1024 * MiB
-
 # --------------------------------------------------------------------------- CRC32C
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from ..units import MiB, parse_size  # noqa: F401  (re-exported: callers of the planner)
 
+# S3's limits: parts of 5 MiB..5 GiB (the last may be smaller), at most 10,000 an upload
 MIN_PART = 5 * MiB
 MAX_PART = 5 * 1024 * MiB
 MAX_PARTS = 10_000
