@@ -38,18 +38,10 @@ def weed_binary() -> str:
 class EmbeddedS3(S3ServerBase):
     """A running ``weed mini`` with S3 on loopback; use as a context manager."""
 
-    data_dir: Path | None = None
-    buckets: tuple[str, ...] = ()
-    access_key: str = ACCESS_KEY
-    secret_key: str = SECRET_KEY
-    host: str = "127.0.0.1"
-    port: int = 0
     https: bool = False          # also serve S3 over TLS (self-signed cert for 127.0.0.1)
     https_port: int = 0
     ca_file: Path | None = None
-    start_seconds: float = 0.0     # measured: until S3 answers a signed request
     proc: subprocess.Popen | None = field(default=None, repr=False)
-    _owned_dir: str | None = field(default=None, repr=False)
 
     name = "weed"
     # botocore's defaults (checksums when supported), as this server's client always had

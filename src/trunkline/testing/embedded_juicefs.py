@@ -13,25 +13,16 @@ from __future__ import annotations
 import os
 import subprocess
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from ..tools import require_tool
-from .server_base import ACCESS_KEY, SECRET_KEY, S3ServerBase, free_port, stop_group
+from .server_base import S3ServerBase, free_port, stop_group
 
 
 @dataclass
 class EmbeddedJuiceFS(S3ServerBase):
     """A running ``juicefs gateway`` with S3 on loopback; use as a context manager."""
 
-    data_dir: Path | None = None
-    buckets: tuple[str, ...] = ()
-    access_key: str = ACCESS_KEY
-    secret_key: str = SECRET_KEY
-    host: str = "127.0.0.1"
-    port: int = 0
-    start_seconds: float = 0.0     # measured: format + gateway until it answers
     proc: subprocess.Popen | None = field(default=None, repr=False)
-    _owned_dir: str | None = field(default=None, repr=False)
 
     name = "juicefs"
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..tools import require_tool
-from .server_base import ACCESS_KEY, SECRET_KEY, S3ServerBase, free_port, stop_group
+from .server_base import S3ServerBase, free_port, stop_group
 
 # With auth none there is no session key, so a "secure" messenger mode cannot be
 # negotiated; radosgw asks for secure-only towards the monitor unless told otherwise.
@@ -100,18 +100,10 @@ rgw gc processor max time = 2"""
 class EmbeddedRGW(S3ServerBase):
     """A running one-node Ceph cluster with radosgw on loopback; use as a context manager."""
 
-    data_dir: Path | None = None
-    buckets: tuple[str, ...] = ()
-    access_key: str = ACCESS_KEY
-    secret_key: str = SECRET_KEY
-    host: str = "127.0.0.1"
-    port: int = 0
     pg_num: int = 8
     memstore_bytes: int = 1 << 30
     gc: bool = False               # free deleted data within seconds (benches); off for tests
-    start_seconds: float = 0.0     # measured: empty directory to a served S3 request
     procs: list[subprocess.Popen] = field(default_factory=list, repr=False)
-    _owned_dir: str | None = field(default=None, repr=False)
 
     name = "rgw"
     start_timeout = 120.0

@@ -20,8 +20,9 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 ACCESS_KEY = "trunkline-local"
 SECRET_KEY = "trunkline-local-secret"
@@ -33,26 +34,30 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+@dataclass
 class S3ServerBase:
     """Credentials, client, buckets, the start/stop frame and process-group teardown of
     an embedded server. A server implements ``_start`` (launch, then ``_wait_serving``)
     and ``_stop_processes``; ``start`` owns the rest: a temporary directory when none was
-    given, the buckets, the start time, and a full stop if anything fails on the way."""
+    given, the buckets, the start time, and a full stop if anything fails on the way.
+    A server's own settings are the fields its dataclass adds after these."""
 
-    name = "s3"
-    host: str
-    port: int
-    access_key: str
-    secret_key: str
-    data_dir: Path | None
-    buckets: tuple[str, ...]
-    start_seconds: float
-    _owned_dir: str | None
-    start_timeout = 60.0
+    data_dir: Path | None = None
+    buckets: tuple[str, ...] = ()
+    access_key: str = ACCESS_KEY
+    secret_key: str = SECRET_KEY
+    host: str = "127.0.0.1"
+    port: int = 0
+    start_seconds: float = field(default=0.0, kw_only=True)   # measured: until S3 answers
+    _owned_dir: str | None = field(default=None, repr=False, kw_only=True)
+
+    name: ClassVar[str] = "s3"
+    start_timeout: ClassVar[float] = 60.0
     # botocore's checksum behaviour for ``client()``: only where an API requires one, so
     # that objects set up by tests carry no checksum the test did not ask for
-    client_checksums: dict[str, Any] = {"request_checksum_calculation": "when_required",
-                                        "response_checksum_validation": "when_required"}
+    client_checksums: ClassVar[dict[str, Any]] = {
+        "request_checksum_calculation": "when_required",
+        "response_checksum_validation": "when_required"}
 
     def start(self, timeout: float | None = None):
         t0 = time.monotonic()
