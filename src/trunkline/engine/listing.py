@@ -6,13 +6,11 @@ streaming join of source and destination that never holds a listing in memory, a
 bounded thread-pool map for the per-pair checks. With that in ``sync.py`` and the map in
 ``verify.py``, each imported the other (a cycle); here both import one lower module.
 
-The join never holds a listing in memory, and copies start while the source is still
-being listed. A local folder is walked in S3 key order by construction, so it is merged
-with the other side (the store's listing, in whatever order the store lists) in one
-pass; what the merge passes unmatched waits in a temporary on-disk index, where a store
-that lists out of key order (SeaweedFS lists by directory) still finds it. Between two
-stores neither order can be trusted: the destination's listing streams into the index
-first, then the source streams through it in batches (see ``_Index``).
+The join never holds a listing in memory. It is one merge of the two listings in
+whatever order each comes: a local folder is walked in S3 key order by construction, a
+store lists in its own (AWS in key order, SeaweedFS by directory). What the merge passes
+without a partner, where the other side may still name it, waits in a temporary on-disk
+index, where that side's entry, arriving out of order, finds it (see ``_merge``).
 
 Filters follow rclone: ``--include``/``--exclude`` rules are tried in the order given and
 the first that matches decides; when any ``--include`` is given, a key matched by no rule
@@ -188,20 +186,18 @@ def _key(rel: str) -> bytes:
 
 
 class _Index:
-    """One listing in a temporary SQLite database: looked up by key, then walked for leftovers.
+    """Entries of one listing in a temporary SQLite database: looked up by key, then walked
+    for leftovers.
 
-    Why not a pure merge-join: stores disagree on listing order. AWS lists keys in UTF-8
-    byte order, SeaweedFS in directory-tree order ('b/c' before 'b-x'), and the difference
-    cannot be repaired with a bounded buffer. A disk index takes any order and keeps
-    memory bounded by SQLite's page cache (1,000,000 keys: 48 MiB peak RSS, ~28 µs/key to
-    index and look up; measured). Names are kept as their bytes: a local file name that is
-    not UTF-8 is a name too, and the bytes sort in S3's order.
+    Why on disk: how far two stores' orders disagree is not bounded (SeaweedFS lists
+    'b/c' before 'b-x', by directory), so what waits for a partner can be most of a
+    listing. SQLite keeps memory bounded by its page cache (1,000,000 keys: 48 MiB peak
+    RSS, ~28 µs/key to index and look up; measured). Names are kept as their bytes: a
+    local file name that is not UTF-8 is a name too, and the bytes sort in S3's order.
     """
 
-    def __init__(self, make: Callable[[str, int, float | None, str | None], Entry],
-                 entries: Iterable[Entry] = ()):
+    def __init__(self, make: Callable[[str, int, float | None, str | None], Entry]):
         self.make = make
-        self.count = 0
         # "": SQLite's private temporary database, spilled to an unlinked temp file once
         # past the page cache and gone when closed, even if the process is killed
         self.con = sqlite3.connect("", isolation_level=None, check_same_thread=False)
@@ -210,12 +206,6 @@ class _Index:
         self.con.execute("PRAGMA cache_size=-16384")  # 16 MiB
         self.con.execute("CREATE TABLE d (rel BLOB PRIMARY KEY, size INTEGER, mtime REAL, "
                          "etag TEXT, seen INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID")
-        batch: list[Entry] = []
-        for e in entries:
-            batch.append(e)
-            if len(batch) >= 1000:
-                self.add(batch)
-        self.add(batch)
 
     def add(self, batch: list[Entry]) -> None:
         """Index ``batch`` (one transaction) and empty it."""
@@ -226,7 +216,6 @@ class _Index:
                              "VALUES (?, ?, ?, ?)",
                              [(_key(e.rel), e.size, e.mtime, e.etag) for e in batch])
         self.con.execute("COMMIT")
-        self.count += len(batch)
         batch.clear()
 
     def take(self, rels: list[str]) -> dict[str, Entry]:
@@ -264,103 +253,124 @@ def _maker(loc: Location) -> Callable[[str, int, float | None, str | None], Entr
         rel, size, mtime, etag, ObjectInfo(prefix + rel, size, etag, mtime))
 
 
-def join(src: Iterable[Entry], dst_loc: Location, dst: Iterable[Entry], batch: int = 256,
-         src_loc: Location | None = None) -> Iterator[tuple[str, Entry | None, Entry | None]]:
-    """Full outer join of two listings: (rel, src or None, dst or None).
+def join(src: Iterable[Entry], dst_loc: Location, dst: Iterable[Entry], *,
+         src_loc: Location) -> Iterator[tuple[str, Entry | None, Entry | None]]:
+    """Full outer join of two listings: (rel, src or None, dst or None), each name once.
 
-    A local folder is walked in S3 key order (``local.walk``), so it is merged with the
-    other side in one pass. A local destination: source pairs in source order, then the
-    destination's own. A local source (``src_loc``) against a store: pairs in the store's
-    order, then the source's own. Two stores: neither order can be trusted, so the
-    destination is indexed on disk first and the source streams through it (source order,
-    then the destination's own). Memory: one batch and one page.
+    One merge of the two listings, whatever order each comes in: pairs come out as the
+    merge meets them. An entry without a partner so far comes out at once where the other
+    side cannot name it later (that side is a local walk, in key order by construction, or
+    it has ended); otherwise it waits in an on-disk index, where the other side's entry of
+    that name, arriving out of order, finds it. What still waits at the end comes last.
+    Memory: a batch of waiting entries and SQLite's page cache.
     """
-    if dst_loc.is_local:
-        return _merge_join(src, dst_loc, dst)
-    if src_loc is not None and src_loc.is_local:
-        return ((rel, s, d) for rel, d, s in _merge_join(dst, src_loc, src))
-    return _index_join(src, dst_loc, dst, batch)
+    return _merge(_Side(src, src_loc), _Side(dst, dst_loc))
 
 
-def _merge_join(driver: Iterable[Entry], ordered_loc: Location, ordered: Iterable[Entry]
-                ) -> Iterator[tuple[str, Entry | None, Entry | None]]:
-    """(rel, driver's, ordered's): ``ordered`` (a local walk) in key order, ``driver`` in
-    any; a merge, and an index of what it passed. Driver pairs in driver order, then the
-    ordered side's own.
+class _Side:
+    """One listing as the merge walks it: its head, the highest key it has given, and what
+    it gave without a partner yet (indexed only where that is needed: lazily)."""
 
-    Why: an unchanged ``sync`` is mostly this join; indexing a whole listing first cost
-    ~15 µs a key in SQLite, a merge step well under one. A driver in key order (AWS)
-    meets each ordered entry at the merge. A driver out of order (SeaweedFS lists 'b/c'
-    before 'b-x') asks for a key the merge already passed: every ordered key below the
-    highest driver key so far has been passed, matched or put into the index unmatched,
-    so the index holds it if the ordered side has it.
+    __slots__ = ("it", "loc", "sorted", "head", "hk", "top", "waiting", "index", "done")
+
+    def __init__(self, entries: Iterable[Entry], loc: Location):
+        self.it = iter(entries)
+        self.loc = loc
+        self.sorted = loc.is_local        # a local walk: key order, checked as it comes
+        self.top: bytes | None = None
+        self.waiting: list[Entry] = []
+        self.index: _Index | None = None
+        self.head: Entry | None = None
+        self.hk = b""
+        self.done = False
+        self.next()
+
+    def next(self) -> None:
+        """Done with the head: the next entry becomes it."""
+        if self.head is not None and (self.top is None or self.hk > self.top):
+            self.top = self.hk
+        e = next(self.it, None)
+        if e is None:
+            self.head, self.done = None, True
+            return
+        k = _key(e.rel)
+        if self.sorted and self.top is not None and k <= self.top:
+            raise RuntimeError(f"the local listing is not in key order at {e.rel!r}")
+        self.head, self.hk = e, k
+
+    def keep(self, e: Entry) -> None:
+        """``e`` has no partner yet, and the other side may still name it."""
+        self.waiting.append(e)
+        if len(self.waiting) >= 1000:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.waiting:
+            if self.index is None:
+                self.index = _Index(_maker(self.loc))
+            self.index.add(self.waiting)
+
+    def take(self, rel: str) -> Entry | None:
+        """This side's kept entry named ``rel``, if any (it has a partner now)."""
+        self._flush()
+        return self.index.take([rel]).get(rel) if self.index is not None else None
+
+    def unmatched(self) -> Iterator[Entry]:
+        self._flush()
+        if self.index is not None:
+            yield from self.index.unseen()
+
+    def close(self) -> None:
+        if self.index is not None:
+            self.index.close()
+
+
+def _merge(a: _Side, b: _Side) -> Iterator[tuple[str, Entry | None, Entry | None]]:
+    """The join's merge: the smaller head goes first, equal heads are a pair.
+
+    Why it is exact in any order: an entry is looked for among the other side's kept ones
+    when its key is at most the highest key that side has given (the partner may have
+    come already, and was then kept), and it is given out alone only where the partner
+    cannot come later (that side ended, or is sorted and already past the key); every
+    other entry is kept. So two stores that both list in key order (AWS) or in the same
+    order (two SeaweedFS) join as a plain merge: an unchanged ``sync`` indexes nothing,
+    where indexing the destination first cost ~15 µs a key. SeaweedFS against a
+    key-ordered side keeps only what the orders disagree on.
     """
-    passed = _Index(_maker(ordered_loc))   # ordered entries passed unmatched
-    waiting: list[Entry] = []              # of them, not yet written to the index
-    it = iter(ordered)
-
-    def step(prev: bytes | None) -> tuple[Entry | None, bytes]:
-        o = next(it, None)
-        if o is None:
-            return None, b""
-        k = _key(o.rel)
-        if prev is not None and k <= prev:
-            raise RuntimeError(f"the local listing is not in key order at {o.rel!r}")
-        return o, k
-
     try:
-        o, ok = step(None)
-        top: bytes | None = None           # the highest driver key so far
-        for e in driver:
-            ek = _key(e.rel)
-            if top is not None and ek <= top:
-                passed.add(waiting)
-                yield e.rel, e, passed.take([e.rel]).get(e.rel)
+        while not (a.done or b.done):
+            if a.hk == b.hk:
+                yield a.head.rel, a.head, b.head  # type: ignore[union-attr]
+                a.next()
+                b.next()
                 continue
-            top = ek
-            while o is not None and ok < ek:
-                waiting.append(o)
-                if len(waiting) >= 1000:
-                    passed.add(waiting)
-                o, ok = step(ok)
-            if o is not None and ok == ek:
-                yield e.rel, e, o
-                o, ok = step(ok)
+            x, y = (a, b) if a.hk < b.hk else (b, a)
+            e = x.head
+            assert e is not None
+            partner = y.take(e.rel) if y.top is not None and x.hk <= y.top else None
+            if partner is not None or y.sorted:
+                yield (e.rel, e, partner) if x is a else (e.rel, partner, e)
             else:
-                yield e.rel, e, None
-        passed.add(waiting)
-        for p in passed.unseen():
-            yield p.rel, None, p
-        while o is not None:
-            yield o.rel, None, o
-            o, ok = step(ok)
+                x.keep(e)
+            x.next()
+        # one side ended: what the other kept has no partner now, and comes first (for a
+        # local side that keeps key order); then its rest, each perhaps one the ended
+        # side kept; then what the ended side kept and nobody named
+        z = b if a.done else a
+        w = a if z is b else b
+        for e in z.unmatched():
+            yield (e.rel, e, None) if z is a else (e.rel, None, e)
+        while not z.done:
+            e = z.head
+            assert e is not None
+            partner = w.take(e.rel) if w.top is not None and z.hk <= w.top else None
+            yield (e.rel, e, partner) if z is a else (e.rel, partner, e)
+            z.next()
+        for e in w.unmatched():
+            yield (e.rel, e, None) if w is a else (e.rel, None, e)
     finally:
-        passed.close()
-
-
-def _index_join(src: Iterable[Entry], dst_loc: Location, dst: Iterable[Entry], batch: int
-                ) -> Iterator[tuple[str, Entry | None, Entry | None]]:
-    """The join against a destination in any order: the destination indexed on disk
-    first, then the source streamed through it in batches (source order)."""
-    idx = _Index(_maker(dst_loc), dst)
-    try:
-        pending: list[Entry] = []
-
-        def flush() -> Iterator[tuple[str, Entry | None, Entry | None]]:
-            found = idx.take([e.rel for e in pending])
-            for e in pending:
-                yield e.rel, e, found.get(e.rel)
-            pending.clear()
-
-        for e in src:
-            pending.append(e)
-            if len(pending) >= batch:
-                yield from flush()
-        yield from flush()
-        for d in idx.unseen():
-            yield d.rel, None, d
-    finally:
-        idx.close()
+        a.close()
+        b.close()
 
 
 def bounded_map(fn: Callable[[T], R], items: Iterable[T], workers: int,
