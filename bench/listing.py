@@ -18,6 +18,9 @@ With ``--s3-to-s3``: an unchanged sync between two prefixes of the origin (the s
 files hard links of the first's, so sizes, times and ETags agree), both listings and the
 join, nothing to move; no first sync.
 
+With ``--rtt-ms N`` every tool reaches the origin through the WAN emulator
+(``trunkline.testing.proxy``, its own process): N ms of round trip, as to a far store.
+
 With ``--sync``: each tool first syncs the prefix into a local folder of its own (one GET
 per key: a few minutes at 100,000 keys), then the rounds time an *unchanged* sync of it
 (both listings, the join, nothing to move): ``trunkline sync`` (the base tree shares
@@ -29,14 +32,18 @@ nothing to transfer").
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from client_bound import tool_env
 from common import _free_port, machine_info, median, run_measured, venv_bin
 from nginx_origin import NginxOrigin, write_listing
+from soak import PROXY_CHILD
 
 BUCKET = "bench"
 PREFIX = "many"
@@ -48,6 +55,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--base-src", default=None, help="tool 'base': this src/ dir")
     ap.add_argument("--sync", action="store_true", help="time an unchanged sync, not ls")
+    ap.add_argument("--rtt-ms", type=float, default=0,
+                    help="through the WAN emulator, this round trip")
     ap.add_argument("--s3-to-s3", action="store_true",
                     help="time an unchanged sync between two prefixes of the origin")
     ap.add_argument("--tools", default="trunkline,s5cmd,rclone",
@@ -71,9 +80,9 @@ def main() -> None:
                 os.link(f, twin / f.name)
             write_listing(root, BUCKET, PREFIX + "2")
         want = a.tools.split(",")
-        with NginxOrigin(root, BUCKET, _free_port()) as origin:
-            env = tool_env(origin.endpoint_url, work)
-            s5 = [venv_bin("s5cmd"), "--endpoint-url", origin.endpoint_url]
+        with NginxOrigin(root, BUCKET, _free_port()) as origin, _wan(origin, a.rtt_ms) as url0:
+            env = tool_env(url0, work)
+            s5 = [venv_bin("s5cmd"), "--endpoint-url", url0]
             if a.s3_to_s3:
                 url2 = f"s3://{BUCKET}/{PREFIX}2/"
                 tools = {"trunkline": [venv_bin("trunkline"), "sync", url, url2],
@@ -133,6 +142,22 @@ def main() -> None:
                             for k in ("wall_s", "user_s", "sys_s", "maxrss_mib"))
             print(f"| {t} | {w:.2f} | {u:.2f} | {s:.2f} | {a.keys / w:,.0f} | "
                   f"{u / a.keys * 1e6:.1f} | {rss:.0f} |")
+
+
+@contextlib.contextmanager
+def _wan(origin: NginxOrigin, rtt_ms: float) -> Iterator[str]:
+    """The origin's URL, through the WAN emulator where ``rtt_ms`` asks for one."""
+    if not rtt_ms:
+        yield origin.endpoint_url
+        return
+    proxy = subprocess.Popen([sys.executable, "-c", PROXY_CHILD, str(origin.port),
+                              str(rtt_ms / 2000), str(64 << 20), "0"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        yield f"http://127.0.0.1:{proxy.stdout.readline().strip()}"  # type: ignore[union-attr]
+    finally:
+        proxy.stdin.close()  # type: ignore[union-attr]
+        proxy.wait(10)
 
 
 def _moved_nothing(tool: str, out: str, err: str) -> bool:

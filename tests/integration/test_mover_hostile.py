@@ -21,6 +21,7 @@ import pytest
 import trunkline
 from conftest import CHECKSUM_ALGOS, mounted_tmpfs, stored_checksum
 from trunkline import sync
+from trunkline.engine.jobs import EndpointCache
 from trunkline.engine.plan import MiB
 from trunkline.storage.partial import is_partial_name, partial_name
 from trunkline.storage.s3 import ListingError
@@ -140,6 +141,34 @@ def test_sync_delete_acts_only_on_a_listing_that_ended(hostile, tmp_path, mode):
     with pytest.raises(ListingError):
         sync("s3://b/p/", str(dst), delete=True)
     assert _files(dst) == before, "files the source still holds were deleted"
+
+
+def test_the_next_page_is_asked_for_while_the_caller_reads_this_one(hostile):
+    """The store works on page n+1 while the caller works through page n (two listings
+    joined: while it works through the other's). A listing left early reads no further
+    and leaves no connection behind; a page answered with an error is asked again."""
+    hostile.page_size = 3
+    for i in range(10):
+        hostile.put("b", f"p/k{i}", b"x%d" % i)
+    ep = EndpointCache().get("s3")
+
+    def lists() -> int:
+        return sum("list-type=2" in r for r in hostile.requests)
+    it = ep.list("b", "p/")
+    assert next(it).key == "p/k0"
+    deadline = time.monotonic() + 5
+    while lists() < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert lists() == 2            # page 2 asked for while page 1 is being read
+    assert [o.key for o in it] == [f"p/k{i}" for i in range(1, 10)]
+    assert lists() == 4 and not ep.pool._busy
+    it = ep.list("b", "p/")
+    next(it)
+    it.close()                     # left early: page 2's answer is never read
+    assert not ep.pool._busy and lists() == 6
+    hostile.set_mode("list_slow_down", times=2)   # page 1, then page 2 (sent ahead): both
+    assert [o.key for o in ep.list("b", "p/")] == [f"p/k{i}" for i in range(10)]
+    assert hostile.struck == 2 and not ep.pool._busy
 
 
 @pytest.mark.parametrize("mode", ["entity_bomb", "external_entity", "utf16_doctype",

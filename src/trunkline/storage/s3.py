@@ -134,6 +134,16 @@ def _iso_ts(text: str) -> float | None:
     return (dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)).timestamp()
 
 
+def _list_query(prefix: str, delimiter: str, token: str | None) -> dict[str, str]:
+    """ListObjectsV2's query for one page."""
+    q = {"list-type": "2", "prefix": prefix, "encoding-type": "url", "max-keys": "1000"}
+    if delimiter:
+        q["delimiter"] = delimiter
+    if token:
+        q["continuation-token"] = token
+    return q
+
+
 class S3Endpoint:
     """One store (URL + credentials). Thread-safe; shared by all workers.
 
@@ -380,47 +390,85 @@ class S3Endpoint:
         token: str | None = None
         seen: set[str] = set()   # tokens only: one short string per page
         before: set[str] = set()  # the keys of the page before
-        while True:
-            q = {"list-type": "2", "prefix": prefix, "encoding-type": "url",
-                 "max-keys": "1000"}
-            if delimiter:
-                q["delimiter"] = delimiter
-            if token:
-                q["continuation-token"] = token
-            _, body = self._control("GET", bucket, "", q, "LIST")
+        sent: Connection | None = None   # the next page's request, already on the wire
+        try:
+            while True:
+                q = _list_query(prefix, delimiter, token)
+                body = self._list_page(bucket, q, sent)
+                sent = None
+                try:
+                    root = s3_data.parse_xml(body)
+                except Exception as e:  # noqa: BLE001 - ParseError, ExpatError or DTDRefused
+                    raise ListingError(f"listing of s3://{bucket}/{prefix}: the server sent a "
+                                       f"page that is not XML ({type(e).__name__})") from None
+                ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+                encoded = (root.findtext(f"{ns}EncodingType") or "").lower() == "url"
+                truncated = (root.findtext(f"{ns}IsTruncated") or "").lower() == "true"
+                nxt = root.findtext(f"{ns}NextContinuationToken") if truncated else None
+                if nxt and nxt not in seen:
+                    # the store works on the next page while the caller works through
+                    # this one (two listings joined: while it works through the other's)
+                    sent = self._send_list(bucket, _list_query(prefix, delimiter, nxt))
+                page: set[str] = set()
+                for c in root.iterfind(f"{ns}Contents"):
+                    k, lm, size, etag, algos = _contents(c, ns)
+                    key = unquote_plus(k) if encoded else k
+                    if key in page or key in before:
+                        raise ListingError(f"listing of s3://{bucket}/{prefix}: the server "
+                                           f"listed {key!r} twice (its pages overlap)")
+                    page.add(key)
+                    yield ObjectInfo(key, int(size or 0), etag, _iso_ts(lm) if lm else None,
+                                     algos)
+                before = page
+                for cp in root.iterfind(f"{ns}CommonPrefixes"):
+                    k = cp.findtext(f"{ns}Prefix") or ""
+                    yield ObjectInfo(unquote_plus(k) if encoded else k, 0, is_prefix=True)
+                if not truncated:
+                    return
+                # A listing must end or fail: a repeated token would loop forever (the same
+                # keys again and again), a truncated page without a token would end early
+                # and make ``sync --delete`` remove what the source still holds.
+                if not nxt:
+                    raise ListingError(f"listing of s3://{bucket}/{prefix} is truncated but "
+                                       "the server sent no continuation token")
+                if nxt in seen:
+                    raise ListingError(f"listing of s3://{bucket}/{prefix}: the server "
+                                       "repeated a continuation token (it would never end)")
+                seen.add(nxt)
+                token = nxt
+        finally:
+            if sent is not None:   # a listing left early: its next answer is not read
+                self.pool.discard(sent)
+
+    def _send_list(self, bucket: str, query: dict[str, str]) -> Connection | None:
+        """A listing page's request, sent now and answered later (``_list_page``); None
+        where it could not be sent (the page is then asked for the usual way)."""
+        try:
+            conn = self.pool.acquire()
+        except Exception:  # noqa: BLE001 - the usual way meets it, under the retry policy
+            return None
+        try:
+            conn.request("GET", self.signed_head("GET", bucket, "", query=query))
+        except Exception:  # noqa: BLE001 - see above
+            self.pool.discard(conn)
+            return None
+        return conn
+
+    def _list_page(self, bucket: str, query: dict[str, str], sent: Connection | None) -> bytes:
+        """The body of a listing page: the answer on ``sent`` where its request went ahead,
+        else (and where that answer is anything but a page) one asked for now, under the
+        retry policy and the store's error answers (a LIST is safe to ask twice)."""
+        if sent is not None:
             try:
-                root = s3_data.parse_xml(body)
-            except Exception as e:  # noqa: BLE001 - ParseError, ExpatError or DTDRefused
-                raise ListingError(f"listing of s3://{bucket}/{prefix}: the server sent a page "
-                                   f"that is not XML ({type(e).__name__})") from None
-            ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
-            encoded = (root.findtext(f"{ns}EncodingType") or "").lower() == "url"
-            page: set[str] = set()
-            for c in root.iterfind(f"{ns}Contents"):
-                k, lm, size, etag, algos = _contents(c, ns)
-                key = unquote_plus(k) if encoded else k
-                if key in page or key in before:
-                    raise ListingError(f"listing of s3://{bucket}/{prefix}: the server listed "
-                                       f"{key!r} twice (its pages overlap)")
-                page.add(key)
-                yield ObjectInfo(key, int(size or 0), etag, _iso_ts(lm) if lm else None, algos)
-            before = page
-            for cp in root.iterfind(f"{ns}CommonPrefixes"):
-                k = cp.findtext(f"{ns}Prefix") or ""
-                yield ObjectInfo(unquote_plus(k) if encoded else k, 0, is_prefix=True)
-            if (root.findtext(f"{ns}IsTruncated") or "").lower() != "true":
-                return
-            # A listing must end or fail: a repeated token would loop forever (the same
-            # keys again and again), a truncated page without a token would end early and
-            # make ``sync --delete`` remove what the source still holds.
-            token = root.findtext(f"{ns}NextContinuationToken")
-            if not token:
-                raise ListingError(f"listing of s3://{bucket}/{prefix} is truncated but the "
-                                   "server sent no continuation token")
-            if token in seen:
-                raise ListingError(f"listing of s3://{bucket}/{prefix}: the server repeated "
-                                   "a continuation token (it would never end)")
-            seen.add(token)
+                head = sent.read_head()
+                if head.status == 200:
+                    body = sent.read_body(head, limit=64 << 20)
+                    self.pool.release(sent)
+                    return body
+            except Exception:  # noqa: BLE001 - asked again below, under the retry policy
+                pass
+            self.pool.discard(sent)
+        return self._control("GET", bucket, "", query, "LIST")[1]
 
     def head(self, bucket: str, key: str) -> ObjectInfo | None:
         """The object's size, ETag and mtime (``stat``: the one HEAD), None if absent."""

@@ -40,6 +40,7 @@ MODES = (
     "utf16_doctype",    # a listing page in UTF-16 with a DTD (its bytes hide "<!DOCTYPE")
     "small_entity",     # a listing page whose DTD declares one short entity, used in a key
     "repeat_key",       # each listing page after the first starts with the previous one's last key
+    "list_slow_down",   # a listing page answered 503 SlowDown (S3's throttle), as a busy store does
 )
 
 # what each hostile listing page puts before the root element and in its first key
@@ -153,6 +154,10 @@ class HostileS3(LoopbackServer):
         path = unquote(url.path).lstrip("/")
         bucket, _, key = path.partition("/")
         if not key and method == "GET" and q.get("list-type") == "2":
+            if self._strike("list_slow_down"):
+                _send(c, 503, {}, b"<Error><Code>SlowDown</Code><Message>Please reduce your "
+                                  b"request rate.</Message></Error>")
+                return True
             return self._list(c, bucket, q)
         obj = self.objects.get((bucket, key))
         if obj is None:
@@ -272,7 +277,8 @@ class HostileS3(LoopbackServer):
         return True
 
 
-_REASONS = {200: "OK", 206: "Partial Content", 404: "Not Found", 412: "Precondition Failed"}
+_REASONS = {200: "OK", 206: "Partial Content", 404: "Not Found", 412: "Precondition Failed",
+            503: "Slow Down"}
 
 
 def _send(c: socket.socket, status: int, headers: dict[str, str], body: bytes,
