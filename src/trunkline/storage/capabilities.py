@@ -34,7 +34,8 @@ import threading
 import time
 import uuid
 import zlib
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import google_crc32c
@@ -391,17 +392,30 @@ def _probe_copy(client, bucket: str, prefix: str) -> tuple[bool, bool]:
     return whole, part
 
 
-def _cleanup(client, bucket: str, prefix: str) -> None:
-    """Remove every probe object and upload (bounded: the probe made a few dozen)."""
+def _cleanup(client, bucket: str, prefix: str, pool: ThreadPoolExecutor) -> None:
+    """Remove every probe object and upload (bounded: the probe made a few dozen), and
+    those of probes killed before their own clean-up. Each removal at once on ``pool``:
+    a far store's round trip is paid once, not once per object (at 20 ms, ~0.1 s)."""
+    uploads = pool.submit(client.list_multipart_uploads, Bucket=bucket, Prefix=prefix)
+    stale = pool.submit(_remove_stale, client, bucket)
     for _ in range(3):
         r = client.list_objects_v2(Bucket=bucket, Prefix=prefix)
         keys = [o["Key"] for o in r.get("Contents", ())]
-        for k in keys:
-            client.delete_object(Bucket=bucket, Key=k)
+        _all(pool.submit(client.delete_object, Bucket=bucket, Key=k) for k in keys)
         if not keys:
             break
-    for u in client.list_multipart_uploads(Bucket=bucket, Prefix=prefix).get("Uploads", ()):
-        client.abort_multipart_upload(Bucket=bucket, Key=u["Key"], UploadId=u["UploadId"])
+    _all(pool.submit(client.abort_multipart_upload, Bucket=bucket, Key=u["Key"],
+                     UploadId=u["UploadId"]) for u in uploads.result().get("Uploads", ()))
+    stale.result()
+
+
+def _all(futures: Iterable[Future]) -> None:
+    """Wait for every one; then raise the first failure, if any."""
+    done = list(futures)
+    for f in done:
+        f.exception()
+    for f in done:
+        f.result()
 
 
 def apply(ep, caps: Capabilities) -> dict:
@@ -525,8 +539,8 @@ def probe(client, bucket: str, name: str = "", full: bool = True) -> Capabilitie
                 caps.error = "; ".join(errors)
     finally:
         try:
-            _cleanup(client, bucket, prefix)
-            _remove_stale(client, bucket)
+            with ThreadPoolExecutor(max_workers=8, thread_name_prefix="probe-cleanup") as pool:
+                _cleanup(client, bucket, prefix, pool)
         except Exception as e:  # noqa: BLE001 - reported, never fatal
             caps.error = (caps.error + "; " if caps.error else "") + f"cleanup: {e}"
     caps.seconds = time.monotonic() - t0
