@@ -89,7 +89,8 @@ import sys, time
 from trunkline.testing.proxy import Proxy
 port, delay, window = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
 rate = float(sys.argv[4]) or None
-with Proxy(("127.0.0.1", port), delay_s=delay, window_bytes=window, rate_bps=rate) as p:
+with Proxy(("127.0.0.1", port), delay_s=delay, window_bytes=window, rate_bps=rate,
+           http=len(sys.argv) < 6) as p:
     print(p.port, flush=True)
     sys.stdin.read()
 """

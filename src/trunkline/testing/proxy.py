@@ -7,7 +7,9 @@ most window/RTT, as TCP does); an optional token bucket caps the aggregate rate 
 connections per direction. Faults act on responses (server -> client), found by a small
 HTTP/1.1 framer that follows keep-alive connections (Content-Length, chunked, HEAD, 1xx).
 
-Not emulated: connection set-up latency (accept is local), loss and reordering.
+Not emulated: connection set-up latency (accept is local), loss and reordering. With
+``http=False`` the bytes pass without framing (TLS through the proxy): delay, window and
+rate apply, faults and request counts do not.
 """
 
 from __future__ import annotations
@@ -319,7 +321,9 @@ class _Pipe:
                 if self.bucket is not None:
                     self.bucket.acquire(n)
                 self.conn.proxy._count("bytes_up" if self.up else "bytes_down", n)
-                if not self._transform(chunk):
+                if not self.conn.proxy.http:
+                    self._emit(memoryview(bytes(chunk)))   # opaque (TLS): no framing, no faults
+                elif not self._transform(chunk):
                     return
         except (OSError, ValueError):
             self.conn.abort()
@@ -553,6 +557,7 @@ class Proxy:
         rate_bps: float | None = None,
         faults: list[Fault] | None = None,
         rewrites: list[Rewrite] | None = None,
+        http: bool = True,
     ) -> None:
         if delay_s < 0 or (window_bytes is not None and window_bytes <= 0):
             raise ValueError("delay_s must be >= 0 and window_bytes > 0")
@@ -564,6 +569,9 @@ class Proxy:
         self.rate_bps = rate_bps
         self.faults = list(faults or [])
         self.rewrites = list(rewrites or [])
+        if not http and (self.faults or self.rewrites):
+            raise ValueError("faults and rewrites act on HTTP/1.1: give http=True")
+        self.http = http   # False: the bytes pass as they are (TLS), only delayed and paced
         self.stats = ProxyStats()
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
