@@ -100,6 +100,12 @@ def resolve_endpoint(name: str) -> EndpointConfig:
 # --- the AWS conventions every S3 client of trunkline follows (the mover's endpoint and
 # --- the flow lake's filesystem): one place for each rule -------------------------------
 
+def ca_bundle(cfg: EndpointConfig) -> str | None:
+    """The PEM file of the CAs to trust for ``cfg`` (a private CA), None for the system's:
+    the endpoint's ``ca_bundle``, else ``AWS_CA_BUNDLE`` (botocore's convention)."""
+    return cfg.ca_bundle or os.environ.get("AWS_CA_BUNDLE") or None
+
+
 def env_keys(cfg: EndpointConfig) -> tuple[str, str, str | None] | None:
     """(access key, secret, session token) named without botocore, or None: ask the chain.
 

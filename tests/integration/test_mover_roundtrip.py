@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -183,10 +185,22 @@ def test_https_roundtrip_with_private_ca(tmp_path, monkeypatch, edge_tree):
         assert down.ok, down.failures
         assert tree_digest(back) == tree_digest(edge_tree)
         assert all(c["remote"].endswith(f":{srv.https_port}") for c in down.connections)
+        # the CLI shakes hands while it loads (wire/preconnect.py), over the same CAs
+        cli = [sys.executable, "-m", "trunkline.cli.main", "cp", "-q", "s3://tls/t/one.bin"]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        r = subprocess.run([*cli, str(tmp_path / "cli.bin")], env=env, capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert (tmp_path / "cli.bin").read_bytes() == (edge_tree / "one.bin").read_bytes()
         monkeypatch.delenv("AWS_CA_BUNDLE")
         # an untrusted certificate is a clear error, and no byte lands
         with pytest.raises(S3Error, match="(?i)certificate"):
             trunkline.copy("s3://tls/t/one.bin", str(tmp_path / "x.bin"), retries=0)
+        assert not (tmp_path / "x.bin").exists()
+        env.pop("AWS_CA_BUNDLE")
+        r = subprocess.run([*cli, str(tmp_path / "x.bin"), "--retries", "0"], env=env,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 1 and "certificate" in r.stderr.lower(), r.stderr
         assert not (tmp_path / "x.bin").exists()
     finally:
         srv.stop()

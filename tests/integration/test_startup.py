@@ -14,11 +14,16 @@ import hashlib
 import importlib.util
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+
+from trunkline.testing.hostile_s3 import HostileS3
+from trunkline.wire import preconnect
 
 FORBIDDEN = ("numpy", "pyarrow", "duckdb", "matplotlib", "rich", "awscrt", "botocore",
              "ray", "pandas", "asyncio", "boto3", "s3transfer", "email")
@@ -212,3 +217,50 @@ def test_the_cli_leaves_without_teardown_but_loses_nothing(tmp_path, mode):
         assert os.path.exists(out + ".thread")
     if mode != "thread":   # the fast exit skipped the teardown; a program's went through it
         assert os.path.exists(out + ".teardown") == (mode == "api")
+
+
+class _Timed(HostileS3):
+    """The hostile server, behaving, that times each connection from its accept to its
+    first request byte."""
+
+    def _serve(self, c: socket.socket) -> None:
+        accepted = time.monotonic()
+        try:
+            c.recv(1, socket.MSG_PEEK)
+        except OSError:
+            return
+        self.gaps.append(time.monotonic() - accepted)
+        super()._serve(c)
+
+
+def test_the_cli_connects_to_the_store_while_it_loads(tmp_path):
+    """``cp`` begins its store's TCP connection as soon as its arguments are parsed
+    (``wire/preconnect.py``): the first connection is open well before its first request,
+    the ~40 ms the engine's imports take; a far store's handshake hides in them."""
+    with _Timed() as s:
+        s.gaps = []
+        s.put("b", "k", b"x" * 1000)
+        env = dict(os.environ, **s.env, TRUNKLINE_CONFIG="/nonexistent/trunkline.toml",
+                   TRUNKLINE_STATE_DIR=str(tmp_path / "state"),
+                   PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        r = subprocess.run([sys.executable, "-m", "trunkline.cli.main", "cp", "-q", "s3://b/k",
+                            str(tmp_path / "k")], env=env, capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert (tmp_path / "k").read_bytes() == b"x" * 1000
+        assert s.gaps and s.gaps[0] > 0.005, s.gaps
+
+
+def test_an_early_connection_is_only_ever_a_shortcut():
+    """Never begun, refused, or taken already: ``take`` says None and the caller connects
+    as usual; a begun one is handed out once."""
+    assert preconnect.take("127.0.0.1", 9, 1.0) is None
+    with socket.create_server(("127.0.0.1", 0)) as srv:
+        port = srv.getsockname()[1]
+        preconnect.begin("127.0.0.1", port)
+        sock = preconnect.take("127.0.0.1", port, 5.0)
+        assert sock is not None and sock.getpeername()[1] == port
+        sock.close()
+        assert preconnect.take("127.0.0.1", port, 5.0) is None
+    preconnect.begin("127.0.0.1", port)        # nothing listens there now
+    assert preconnect.take("127.0.0.1", port, 5.0) is None

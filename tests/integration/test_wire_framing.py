@@ -10,6 +10,7 @@ import time
 import pytest
 
 from trunkline.errors import ConnectionClosed, ProtocolError
+from trunkline.wire import preconnect
 from trunkline.wire.connection import Connection
 from trunkline.wire.http1 import (
     ChunkedReader,
@@ -19,6 +20,7 @@ from trunkline.wire.http1 import (
     response_framing,
 )
 from trunkline.wire.pool import ConnectionPool
+from trunkline.wire.tls import client_context
 
 
 def _head(status=200, **headers) -> ResponseHead:
@@ -253,6 +255,24 @@ def test_a_head_without_end_is_refused_not_read_forever():
     finally:
         c.close()
         srv.close()
+
+
+@pytest.mark.parametrize("early", [False, True])
+def test_a_tls_server_that_never_answers_the_handshake_times_out(early):
+    """A server (or a middlebox) that takes the TCP connection and never says a word of
+    TLS: the handshake fails within the connect timeout (it used to wait forever), and an
+    early connection begun by the CLI (``wire/preconnect.py``) gives up alike."""
+    ctx = client_context(None)
+    with socket.create_server(("127.0.0.1", 0)) as silent:      # the kernel accepts; no one reads
+        port = silent.getsockname()[1]
+        if early:
+            preconnect.begin("127.0.0.1", port, tls=True, timeout=0.5)
+        c = Connection("127.0.0.1", port, tls=ctx, connect_timeout=0.5, read_timeout=5)
+        t0 = time.monotonic()
+        with pytest.raises(OSError):
+            c.connect()
+        assert time.monotonic() - t0 < (4 if early else 2)
+        c.close()
 
 
 def test_a_head_trickled_byte_by_byte_is_found_across_reads():

@@ -40,6 +40,33 @@ def run_api(debug: bool, fn, *args, **kw):
     return guarded(debug, fn, *args, **kw)
 
 
+def connect_early(*locations: str) -> None:
+    """Begin the connection (TCP, and TLS for https) to the store of each ``s3://``/``NAME:``
+    location while the command loads (``wire/preconnect.py``): a far store's handshakes
+    overlap the imports.
+    Only where the endpoint's URL is configured (an address known without botocore); any
+    doubt, and nothing is begun (the command connects as usual)."""
+    try:
+        from urllib.parse import urlsplit
+
+        from ..config import ca_bundle, resolve_endpoint
+        from ..url import parse_location
+        from ..wire import preconnect
+
+        for text in locations:
+            loc = parse_location(text)
+            if loc.is_local:
+                continue
+            cfg = resolve_endpoint(loc.endpoint or "s3")
+            u = urlsplit(cfg.url or "")
+            if u.scheme in ("http", "https") and u.hostname:
+                tls = u.scheme == "https"
+                preconnect.begin(u.hostname, u.port or (443 if tls else 80), tls=tls,
+                                 cafile=ca_bundle(cfg) if tls else None)
+    except Exception:  # noqa: BLE001 - an optimisation: the command reports what is wrong
+        pass
+
+
 def transfer_options(f):
     """The TransferOptions flags; their help text shows the defaults of ``options.py``."""
     from ..options import DEFAULTS as D
@@ -236,6 +263,7 @@ def register(cli: click.Group) -> None:
     def cp(src, dst, recursive, no_server_side, flows_to, flows_store, ray_address,
            per_node_dest, workers_per_node, processes, as_json, quiet, debug, **topts):
         """Copy SRC to DST: local <-> s3://bucket/key, s3 -> s3, NAME:bucket/key endpoints."""
+        connect_early(src, dst)
         from ..api import copy
 
         options = run_api(debug, build_options, server_side=not no_server_side, **topts)

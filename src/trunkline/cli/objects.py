@@ -15,7 +15,7 @@ import click
 
 from ..telemetry.units import human_bytes
 from ..text import safe
-from .mover import run_api
+from .mover import connect_early, run_api
 
 # The API (and through it botocore) is imported inside each command: `trunkline --help`
 # and the flow lens's commands must not pay the S3 stack's start-up.
@@ -59,6 +59,7 @@ def register(group: click.Group) -> None:
     @click.option("--debug", is_flag=True, help="Tracebacks on errors.")
     def ls_cmd(url, recursive, long_, as_json, debug):
         """List objects (and prefixes, one level down without -r) under s3://bucket[/prefix]."""
+        connect_early(url)
         from ..api import objects as objs
 
         loc = run_api(debug, objs._remote, url, "ls")
@@ -149,6 +150,7 @@ def register(group: click.Group) -> None:
     @click.option("--debug", is_flag=True, help="Tracebacks on errors.")
     def cat_cmd(url, connections, part_size, debug):
         """Write one object to stdout, in order, checked against the store's checksum."""
+        connect_early(url)
         from ..api import objects as objs
         from ..units import parse_size
 

@@ -12,6 +12,7 @@ from ..units import human_bytes
 from .mover import (
     _progress,
     build_options,
+    connect_early,
     echo_unverified,
     on_processes,
     run_api,
@@ -72,6 +73,7 @@ def register(cli: click.Group) -> None:
     def sync(src, dst, delete, dry_run, checksum, no_server_side, processes, include, exclude,
              as_json, quiet, debug, **topts):
         """Make DST hold what SRC holds, copying only new and changed objects."""
+        connect_early(src, dst)
         from ..api import sync as api_sync
 
         def show(a):
@@ -127,6 +129,7 @@ def register(cli: click.Group) -> None:
     def verify(src, dst, no_extra, size_only, checkers, no_read, require_verified, include,
                exclude, as_json, debug):
         """Compare SRC with DST without copying; one line per mismatch, exit 1 if any."""
+        connect_early(src, dst)
         from ..api import verify as api_verify
 
         def show(m):

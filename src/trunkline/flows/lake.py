@@ -34,7 +34,14 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from ..config import addressing_style, endpoint_region, env_keys, no_credentials, resolve_endpoint
+from ..config import (
+    addressing_style,
+    ca_bundle,
+    endpoint_region,
+    env_keys,
+    no_credentials,
+    resolve_endpoint,
+)
 from ..url import GLOB_CHARS, LocationError, parse_location
 
 RAW = "raw"                    # the day partitions of flows: day=YYYY-MM-DD/
@@ -125,7 +132,7 @@ def _s3_filesystem(cfg, keys: tuple[str, str, str | None], region: str) -> pafs.
         u = urlsplit(cfg.url)
         kw["scheme"] = u.scheme or "https"
         kw["endpoint_override"] = u.netloc + u.path.rstrip("/")
-    ca = cfg.ca_bundle or os.environ.get("AWS_CA_BUNDLE")
+    ca = ca_bundle(cfg)
     if ca:
         kw["tls_ca_file_path"] = ca
     return pafs.S3FileSystem(**kw)

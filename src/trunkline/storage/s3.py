@@ -14,7 +14,6 @@ which S3 and every compatible store accept, and which lets us sendfile() the bod
 from __future__ import annotations
 
 import functools
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +25,7 @@ from urllib.parse import quote, unquote_plus, urlsplit
 from ..config import (
     EndpointConfig,
     addressing_style,
+    ca_bundle,
     endpoint_region,
     env_keys,
     no_credentials,
@@ -181,13 +181,11 @@ class S3Endpoint:
         self.scheme = url.scheme
         self.host = url.hostname or "localhost"
         self.port = url.port or (443 if url.scheme == "https" else 80)
-        # AWS_CA_BUNDLE is botocore's convention for private CAs; we honour it too
-        ca = cfg.ca_bundle or os.environ.get("AWS_CA_BUNDLE") or None
         self._tls = None
         if url.scheme == "https":
-            import ssl  # only for TLS (~10 ms of start-up otherwise)
+            from ..wire.tls import client_context  # ssl only for TLS (~10 ms of start-up)
 
-            self._tls = ssl.create_default_context(cafile=ca)
+            self._tls = client_context(ca_bundle(cfg))
         self.supports_crc32c: bool | None = None   # learnt on first upload
         self.verifies_crc32c: bool | None = None   # refuses a body that does not match it
         self.full_object_crc: bool | None = None   # FULL_OBJECT CRC32C multipart uploads

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..errors import ConnectionClosed, ProtocolError, ReadTimeout, TooSlow
-from . import speed_guard, tcpinfo
+from . import preconnect, speed_guard, tcpinfo
 from .http1 import Framing, ResponseHead, body_reader, parse_response_head, response_framing
 from .speed_guard import SpeedGuard
 
@@ -113,7 +113,9 @@ class Connection:
         # An ASCII name goes down as bytes: a str is first run through the "idna" codec,
         # whose import (with stringprep and unicodedata) costs a short copy ~1.5 ms.
         host = self.host.encode("ascii") if self.host.isascii() else self.host
-        raw = socket.create_connection((host, self.port), timeout=self.connect_timeout)
+        # the CLI may have begun this one while it loaded, TLS included (wire/preconnect.py)
+        early = preconnect.take(self.host, self.port, self.connect_timeout, self.tls)
+        raw = early or socket.create_connection((host, self.port), timeout=self.connect_timeout)
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         raw.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
@@ -121,12 +123,15 @@ class Connection:
                 raw.setsockopt(socket.SOL_SOCKET, opt, SOCK_BUF)
             except OSError:
                 pass
-        raw.settimeout(None)
         self.stats.local = raw.getsockname()[:2]
         self.stats.remote = raw.getpeername()[:2]
         self.stats.started = time.time()
-        if self.tls is not None:
+        if self.tls is not None and early is None:
+            # the handshake within the connect timeout: a server that takes the connection
+            # and never answers it must not hold us forever (it did: no timeout was set)
+            raw.settimeout(self.connect_timeout)
             raw = self.tls.wrap_socket(raw, server_hostname=self.server_hostname or self.host)
+        raw.settimeout(None)
         self.sock = raw
         self.set_read_timeout(self.read_timeout)
 
