@@ -106,6 +106,27 @@ def _bytecode_is_current(name: str) -> bool:
             and int.from_bytes(head[12:16], "little") == st.st_size & 0xFFFFFFFF)
 
 
+def test_a_multipart_upload_loads_no_botocore(aws_env, cp_env, tmp_path):
+    """Create, complete and abort go over trunkline's own connections: with the store's
+    capabilities known (on disk from an earlier probe), a multipart upload needs no
+    botocore (~0.25 s to import and build a client)."""
+    aws_env.create_bucket("startup4")
+    data = os.urandom(12 * 2**20 + 7)
+    src = tmp_path / "big.bin"
+    src.write_bytes(data)
+    env = dict(cp_env, TRUNKLINE_PROBE_TTL="3600")
+    for n in (1, 2):   # the first probes the store (botocore); the second reads its answer
+        r = subprocess.run([sys.executable, "-c", RUN, str(tmp_path / f"m{n}.json"), "cp", "-q",
+                            "--part-size", "5MiB", str(src), f"s3://startup4/big{n}.bin"],
+                           env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+    mods = json.loads((tmp_path / "m2.json").read_text())
+    assert "botocore" not in {m.split(".")[0] for m in mods}
+    assert "trunkline.engine.ops.multipart" in mods
+    got = aws_env.client().get_object(Bucket="startup4", Key="big2.bin")["Body"].read()
+    assert got == data
+
+
 def test_the_check_sees_a_heavy_import(aws_env, cp_env, tmp_path):
     """The module list can fail the test: a heavy import on the way shows in it."""
     aws_env.create_bucket("startup2")
