@@ -226,3 +226,22 @@ def test_reset_on_the_checksum_head_is_retried(seeded, s3server, via, tmp_path):
     assert r.ok, r.failures
     assert r.retries >= 2
     assert sha(dst) == seeded["ranged.bin"]
+
+
+def test_an_error_sent_with_200_to_a_complete_is_an_error(s3server, via, tmp_path):
+    """S3 may answer CompleteMultipartUpload 200 and then an <Error> body (the failure came
+    after the answer began). A proxy turns every complete's answer into one: the upload
+    is a clear failure naming the store's code, not a copy reported done."""
+    src = tmp_path / "mp.bin"
+    src.write_bytes(os.urandom(11 * 2**20))
+    error = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InternalError</Code>'
+             b"<Message>We encountered an internal error. Please try again.</Message></Error>")
+    rw = Rewrite(lambda body: error, method="POST", path_contains="uploadId=")
+    with Proxy(("127.0.0.1", s3server.port), rewrites=[rw]) as px:
+        via(px)
+        r = trunkline.copy(str(src), f"s3://{BUCKET}/mp-200-error.bin", part_size="5MiB",
+                           retries=1, resume=False)
+        rewritten = px.stats.faults["rewrite"]
+    assert rewritten >= 1, "no complete was answered: the test proves nothing"
+    assert not r.ok and len(r.failures) == 1, r
+    assert "InternalError" in r.failures[0].error, r.failures
