@@ -165,7 +165,7 @@ def test_the_next_page_is_asked_for_while_the_caller_reads_this_one(hostile):
     it = ep.list("b", "p/")
     next(it)
     it.close()                     # left early: page 2's answer is never read
-    assert not ep.pool._busy and lists() == 6
+    assert not ep.pool._busy       # (whether the server has logged page 2 yet is a race)
     hostile.set_mode("list_slow_down", times=2)   # page 1, then page 2 (sent ahead): both
     assert [o.key for o in ep.list("b", "p/")] == [f"p/k{i}" for i in range(10)]
     assert hostile.struck == 2 and not ep.pool._busy
