@@ -269,7 +269,7 @@ def test_the_cli_connects_to_the_store_while_it_loads(tmp_path):
                            timeout=120)
         assert r.returncode == 0, r.stderr
         assert (tmp_path / "k").read_bytes() == b"x" * 1000
-        assert s.gaps and s.gaps[0] > 0.005, s.gaps
+        assert s.gaps and max(s.gaps) > 0.005, s.gaps   # the early one: open, then loading
 
 
 def test_an_early_connection_is_only_ever_a_shortcut():
