@@ -22,6 +22,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from .errors import StoreError
 from .url import LocationError
@@ -99,6 +100,13 @@ def resolve_endpoint(name: str) -> EndpointConfig:
 
 # --- the AWS conventions every S3 client of trunkline follows (the mover's endpoint and
 # --- the flow lake's filesystem): one place for each rule -------------------------------
+
+def endpoint_address(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of an endpoint URL: the port its scheme implies when the URL
+    names none. Shared by the endpoint and the CLI's early connection, which must agree."""
+    u = urlsplit(url)
+    return u.scheme, u.hostname or "localhost", u.port or (443 if u.scheme == "https" else 80)
+
 
 def ca_bundle(cfg: EndpointConfig) -> str | None:
     """The PEM file of the CAs to trust for ``cfg`` (a private CA), None for the system's:

@@ -245,3 +245,19 @@ def test_an_error_sent_with_200_to_a_complete_is_an_error(s3server, via, tmp_pat
     assert rewritten >= 1, "no complete was answered: the test proves nothing"
     assert not r.ok and len(r.failures) == 1, r
     assert "InternalError" in r.failures[0].error, r.failures
+
+
+def test_a_complete_answered_without_its_result_is_an_error(s3server, via, tmp_path):
+    """A 200 to CompleteMultipartUpload that names no result (an empty body) says nothing
+    about the object, and nothing checks it afterwards: a failure, not a copy done."""
+    src = tmp_path / "mp.bin"
+    src.write_bytes(os.urandom(11 * 2**20))
+    rw = Rewrite(lambda body: b"", method="POST", path_contains="uploadId=")
+    with Proxy(("127.0.0.1", s3server.port), rewrites=[rw]) as px:
+        via(px)
+        r = trunkline.copy(str(src), f"s3://{BUCKET}/mp-empty-answer.bin", part_size="5MiB",
+                           retries=1, resume=False)
+        rewritten = px.stats.faults["rewrite"]
+    assert rewritten >= 1, "no complete was answered: the test proves nothing"
+    assert not r.ok and len(r.failures) == 1, r
+    assert "NoCompleteResult" in r.failures[0].error, r.failures

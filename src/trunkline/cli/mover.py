@@ -47,9 +47,7 @@ def connect_early(*locations: str) -> None:
     Only where the endpoint's URL is configured (an address known without botocore); any
     doubt, and nothing is begun (the command connects as usual)."""
     try:
-        from urllib.parse import urlsplit
-
-        from ..config import ca_bundle, resolve_endpoint
+        from ..config import ca_bundle, endpoint_address, resolve_endpoint
         from ..url import parse_location
         from ..wire import preconnect
 
@@ -58,11 +56,12 @@ def connect_early(*locations: str) -> None:
             if loc.is_local:
                 continue
             cfg = resolve_endpoint(loc.endpoint or "s3")
-            u = urlsplit(cfg.url or "")
-            if u.scheme in ("http", "https") and u.hostname:
-                tls = u.scheme == "https"
-                preconnect.begin(u.hostname, u.port or (443 if tls else 80), tls=tls,
-                                 cafile=ca_bundle(cfg) if tls else None)
+            if not cfg.url:
+                continue
+            scheme, host, port = endpoint_address(cfg.url)
+            if scheme in ("http", "https"):
+                tls = scheme == "https"
+                preconnect.begin(host, port, tls=tls, cafile=ca_bundle(cfg) if tls else None)
     except Exception:  # noqa: BLE001 - an optimisation: the command reports what is wrong
         pass
 

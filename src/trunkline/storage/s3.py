@@ -20,12 +20,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
-from urllib.parse import quote, unquote_plus, urlsplit
+from urllib.parse import quote, unquote_plus
 
 from ..config import (
     EndpointConfig,
     addressing_style,
     ca_bundle,
+    endpoint_address,
     endpoint_region,
     env_keys,
     no_credentials,
@@ -134,6 +135,11 @@ def _iso_ts(text: str) -> float | None:
     return (dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)).timestamp()
 
 
+def _ns(root) -> str:
+    """The ``{namespace}`` prefix of ``root``'s tag ("" for an answer without one)."""
+    return root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+
+
 def _list_query(prefix: str, delimiter: str, token: str | None) -> dict[str, str]:
     """ListObjectsV2's query for one page."""
     q = {"list-type": "2", "prefix": prefix, "encoding-type": "url", "max-keys": "1000"}
@@ -177,12 +183,9 @@ class S3Endpoint:
             if self._creds is None:
                 raise no_credentials(cfg)
         endpoint_url = cfg.url or self.client.meta.endpoint_url
-        url = urlsplit(endpoint_url)
-        self.scheme = url.scheme
-        self.host = url.hostname or "localhost"
-        self.port = url.port or (443 if url.scheme == "https" else 80)
+        self.scheme, self.host, self.port = endpoint_address(endpoint_url)
         self._tls = None
-        if url.scheme == "https":
+        if self.scheme == "https":
             from ..wire.tls import client_context  # ssl only for TLS (~10 ms of start-up)
 
             self._tls = client_context(ca_bundle(cfg))
@@ -353,18 +356,25 @@ class S3Endpoint:
             pass
 
     def _control(self, method: str, bucket: str, key: str, query: dict[str, str] | None,
-                 op: str) -> tuple[ResponseHead, bytes]:
-        """A small control-plane request (LIST) on our own connections."""
+                 op: str, headers: dict[str, str] | None = None,
+                 body: bytes = b"") -> tuple[ResponseHead, bytes]:
+        """A small control-plane request (LIST, multipart create/complete/abort) on our own
+        connections, with its small body, if any; a 204 answer has none."""
         def request(conn: Connection) -> tuple[ResponseHead, bytes]:
-            conn.request(method, self.signed_head(method, bucket, key, query=query))
+            hdrs = None if headers is None and not body else \
+                {**(headers or {}), "Content-Length": str(len(body))}
+            conn.request(method, self.signed_head(method, bucket, key, query=query,
+                                                  headers=hdrs))
+            if body:
+                conn.send(body)
             head = conn.read_head()
             if head.status in (200, 206):
-                body = conn.read_body(head, limit=64 << 20)
-            elif head.status == 404 and method == "HEAD":
-                body = b""
+                answer = conn.read_body(head, limit=64 << 20)
+            elif head.status == 204 or (head.status == 404 and method == "HEAD"):
+                answer = b""
             else:
                 self.check_response(conn, head, op, f"{bucket}/{key}")
-            return head, body
+            return head, answer
 
         return self.on_connection(request, op, f"{bucket}/{key}")
 
@@ -399,7 +409,7 @@ class S3Endpoint:
                 except Exception as e:  # noqa: BLE001 - ParseError, ExpatError or DTDRefused
                     raise ListingError(f"listing of s3://{bucket}/{prefix}: the server sent a "
                                        f"page that is not XML ({type(e).__name__})") from None
-                ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+                ns = _ns(root)
                 encoded = (root.findtext(f"{ns}EncodingType") or "").lower() == "url"
                 truncated = (root.findtext(f"{ns}IsTruncated") or "").lower() == "true"
                 nxt = root.findtext(f"{ns}NextContinuationToken") if truncated else None
@@ -485,18 +495,7 @@ class S3Endpoint:
         of start, for three small requests. An S3 error sent with status 200 (as
         CompleteMultipartUpload may, once it has begun) is an error here too."""
         name = f"{bucket}/{key}"
-
-        def request(conn: Connection):
-            hdrs = {**(headers or {}), "Content-Length": str(len(body))}
-            conn.request(method, self.signed_head(method, bucket, key, query=query,
-                                                  headers=hdrs))
-            if body:
-                conn.send(body)
-            head = conn.read_head()
-            self.check_response(conn, head, op, name, ok=(200, 204))
-            return conn.read_body(head, limit=1 << 20) if head.status == 200 else b""
-
-        data = self.on_connection(request, op, name)
+        _, data = self._control(method, bucket, key, query, op, headers or {}, body)
         if not data.strip():
             return None
         root = s3_data.parse_xml(data)
@@ -507,8 +506,7 @@ class S3Endpoint:
     @staticmethod
     def _text(root, tag: str) -> str:
         """``tag``'s text below ``root``, with or without S3's XML namespace."""
-        ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
-        return (root.findtext(ns + tag) or "").strip()
+        return (root.findtext(_ns(root) + tag) or "").strip()
 
     def create_multipart(self, bucket: str, key: str, crc32c: bool = False) -> str:
         """Start a multipart upload; with ``crc32c`` ask for a FULL_OBJECT CRC32C, so the
@@ -554,7 +552,12 @@ class S3Endpoint:
                                 "x-amz-checksum-type": "FULL_OBJECT"})
             root = self._xml_call("POST", bucket, key, {"uploadId": upload_id},
                                   "CompleteMultipartUpload", headers, "".join(xml).encode())
-            return self._text(root, "ETag") if root is not None else ""
+            # nothing checks the object after this answer: only the result says it is whole
+            if root is None or root.tag.rpartition("}")[2] != "CompleteMultipartUploadResult":
+                raise S3Error(200, "NoCompleteResult", "the answer is not a "
+                              "CompleteMultipartUploadResult", "CompleteMultipartUpload",
+                              f"{bucket}/{key}")
+            return self._text(root, "ETag")
 
         if full_crc is not None and part_crcs is not None:
             try:
