@@ -11,6 +11,8 @@ import hashlib
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -252,3 +254,81 @@ def test_a_complete_answered_200_without_its_result_is_an_error(s3server, via, t
     assert rewritten >= 1, "no complete was answered: the test proves nothing"
     assert not r.ok and len(r.failures) == 1, r
     assert code in r.failures[0].error, r.failures
+
+
+def _uploads_of(s3server, key: str) -> list[str]:
+    r = s3server.client().list_multipart_uploads(Bucket=BUCKET, Prefix=key)
+    return [u["UploadId"] for u in r.get("Uploads", ()) if u["Key"] == key]
+
+
+def _copy_while_replacing(s3server, via, path: str, replace: dict[str, bytes], src: str,
+                          dst: str) -> trunkline.TransferResult:
+    """Copy ``src`` to ``dst`` (one connection) while the store's answer to the first PUT
+    whose path holds ``path`` is held back; meanwhile another writer puts ``replace``
+    straight into the store. -> the copy's result."""
+    stall = Fault("stall", stall_s=1.0, method="PUT", path_contains=path)
+    out: dict = {}
+    with Proxy(("127.0.0.1", s3server.port), faults=[stall]) as px:
+        via(px)
+        t = threading.Thread(target=lambda: out.update(r=trunkline.copy(
+            src, dst, recursive=src.endswith("/"), part_size="5MiB", connections=1,
+            retries=1, resume=False)))
+        t.start()
+        deadline = time.monotonic() + 30
+        while not stall.fired and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert stall.fired == 1, "the copy request was never answered: proves nothing"
+        for key, body in replace.items():
+            s3server.client().put_object(Bucket=BUCKET, Key=key, Body=body)
+        t.join(60)
+    return out["r"]
+
+
+def test_a_source_replaced_during_a_multipart_server_side_copy_mixes_no_versions(
+        s3server, via, monkeypatch):
+    """A server-side copy names the listed ETag in every request. The answer to the first
+    UploadPartCopy is held while another writer replaces the source (same size: only the
+    ETag tells the versions apart). Unconditional, the other parts came from the new version,
+    joined to a part of the old one, and the copy reported success. Now: a clear
+    SourceChanged, no object at the destination, the upload aborted (its parts are of a
+    version that is gone); a rerun copies the new version whole."""
+    c = s3server.client()
+    old, new = os.urandom(12 * MiB), os.urandom(12 * MiB)
+    c.put_object(Bucket=BUCKET, Key="sscm/src.bin", Body=old)
+    r = _copy_while_replacing(s3server, via, "/sscm/dst.bin?",
+                              {"sscm/src.bin": new}, f"s3://{BUCKET}/sscm/src.bin",
+                              f"s3://{BUCKET}/sscm/dst.bin")
+    assert not r.ok and len(r.failures) == 1, r
+    assert "source changed" in r.failures[0].error, r.failures
+    with pytest.raises(c.exceptions.ClientError):
+        c.head_object(Bucket=BUCKET, Key="sscm/dst.bin")
+    assert _uploads_of(s3server, "sscm/dst.bin") == []
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3server.endpoint_url)
+    again = trunkline.copy(f"s3://{BUCKET}/sscm/src.bin", f"s3://{BUCKET}/sscm/dst.bin",
+                           part_size="5MiB", resume=False)
+    assert again.ok, again.failures
+    got = c.get_object(Bucket=BUCKET, Key="sscm/dst.bin")["Body"].read()
+    assert hashlib.sha256(got).digest() == hashlib.sha256(new).digest()
+
+
+def test_an_object_replaced_after_its_listing_is_not_server_side_copied(s3server, via):
+    """Two objects listed, copied one request each on one connection: while the first
+    copy's answer is held, both sources are replaced. The first was copied before (the
+    version listed); the second's CopyObject now names an ETag the source no longer has:
+    SourceChanged, and nothing at its destination (unconditional, the new version was
+    copied under the old one's listing and reported as it)."""
+    c = s3server.client()
+    old = {f"ssc1/{n}.bin": os.urandom(3 * MiB) for n in "ab"}
+    for k, v in old.items():
+        c.put_object(Bucket=BUCKET, Key=k, Body=v)
+    r = _copy_while_replacing(s3server, via, "/ssc1-dst/",
+                              {k: os.urandom(3 * MiB) for k in old},
+                              f"s3://{BUCKET}/ssc1/", f"s3://{BUCKET}/ssc1-dst/")
+    assert not r.ok and len(r.failures) == 1, r
+    assert "source changed" in r.failures[0].error, r.failures
+    failed = r.failures[0].name.rsplit("/", 1)[1]
+    copied = ({"a.bin", "b.bin"} - {failed}).pop()
+    got = c.get_object(Bucket=BUCKET, Key=f"ssc1-dst/{copied}")["Body"].read()
+    assert got == old[f"ssc1/{copied}"]
+    with pytest.raises(c.exceptions.ClientError):
+        c.head_object(Bucket=BUCKET, Key=f"ssc1-dst/{failed}")

@@ -106,25 +106,35 @@ def _bytecode_is_current(name: str) -> bool:
             and int.from_bytes(head[12:16], "little") == st.st_size & 0xFFFFFFFF)
 
 
-def test_a_multipart_upload_loads_no_botocore(aws_env, cp_env, tmp_path):
-    """Create, complete and abort go over trunkline's own connections: with the store's
-    capabilities known (on disk from an earlier probe), a multipart upload needs no
-    botocore (~0.25 s to import and build a client)."""
+def test_a_multipart_upload_and_a_server_side_copy_load_no_botocore(aws_env, cp_env, tmp_path):
+    """Create, complete and abort, and the store's own copies (UploadPartCopy, CopyObject),
+    go over trunkline's own connections: with the store's capabilities known (on disk from
+    an earlier probe), neither a multipart upload nor a server-side copy needs botocore
+    (~0.25 s to import and build a client)."""
     aws_env.create_bucket("startup4")
     data = os.urandom(12 * 2**20 + 7)
     src = tmp_path / "big.bin"
     src.write_bytes(data)
     env = dict(cp_env, TRUNKLINE_PROBE_TTL="3600")
-    for n in (1, 2):   # the first probes the store (botocore); the second reads its answer
-        r = subprocess.run([sys.executable, "-c", RUN, str(tmp_path / f"m{n}.json"), "cp", "-q",
-                            "--part-size", "5MiB", str(src), f"s3://startup4/big{n}.bin"],
+    runs = [  # the first probes the store (botocore); the others read its answer
+        ("m1", str(src), "s3://startup4/big1.bin"),
+        ("m2", str(src), "s3://startup4/big2.bin"),
+        ("c1", "s3://startup4/big2.bin", "s3://startup4/copy.bin"),   # UploadPartCopy x3
+        ("c2", "s3://startup4/copy.bin", "s3://startup4/dir/"),       # with --part-size 16MiB:
+    ]                                                                  # one CopyObject
+    for name, a, b in runs:
+        ps = "16MiB" if name == "c2" else "5MiB"
+        r = subprocess.run([sys.executable, "-c", RUN, str(tmp_path / f"{name}.json"), "cp",
+                            "-q", "--part-size", ps, a, b],
                            env=env, capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr
-    mods = json.loads((tmp_path / "m2.json").read_text())
-    assert "botocore" not in {m.split(".")[0] for m in mods}
-    assert "trunkline.engine.ops.multipart" in mods
-    got = aws_env.client().get_object(Bucket="startup4", Key="big2.bin")["Body"].read()
-    assert got == data
+    for name, mod in (("m2", "multipart"), ("c1", "copy"), ("c2", "copy")):
+        mods = json.loads((tmp_path / f"{name}.json").read_text())
+        assert "botocore" not in {m.split(".")[0] for m in mods}, name
+        assert f"trunkline.engine.ops.{mod}" in mods, name
+    c = aws_env.client()
+    for key in ("big2.bin", "copy.bin", "dir/copy.bin"):
+        assert c.get_object(Bucket="startup4", Key=key)["Body"].read() == data, key
 
 
 def test_the_check_sees_a_heavy_import(aws_env, cp_env, tmp_path):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 
-from ..errors import IntegrityError, NotVerified
+from ..errors import IntegrityError, NotVerified, SourceChanged
 from ..results import Failure, Unverified
 from . import resume
 from .jobs import ObjectJob
@@ -47,6 +47,7 @@ class Completion:
             if attempts is not None and is_retryable(e):
                 msg += f" (gave up after {attempts} tries)"
             job.failed = msg
+            job.stale = isinstance(e, SourceChanged)
         with self._lock:
             self.failures.append(Failure(job.plan.name, msg))
 
@@ -72,17 +73,22 @@ class Completion:
                 self._record_verification(job)
                 self._journal_done(job)
             else:
-                cleanup(job, keep=keep)
+                # parts of a source that changed are of a version that is gone
+                cleanup(job, keep=keep and not self._forget(job, job.stale))
         except Exception as e:  # noqa: BLE001
             self.fail(job, e, None)
-            if isinstance(e, IntegrityError) and not isinstance(e, NotVerified):
-                # the bytes kept (partial file, uploaded parts) failed the object's check:
-                # a rerun must not resume from them
-                keep = False
-                if run.journal is not None and job.obj_id is not None:
-                    run.journal.forget_parts(job.obj_id)
-                    run.journal.set_upload_id(job.obj_id, None)
-            cleanup(job, keep=keep)
+            # the bytes kept (partial file, uploaded parts) failed the object's check
+            bad = isinstance(e, IntegrityError) and not isinstance(e, NotVerified)
+            cleanup(job, keep=keep and not self._forget(job, bad or job.stale))
+
+    def _forget(self, job: ObjectJob, useless: bool) -> bool:
+        """Where what ``job`` kept is ``useless`` to a rerun, the journal forgets it (the
+        caller then removes it); -> ``useless``."""
+        journal = self.run.journal
+        if useless and journal is not None and job.obj_id is not None:
+            journal.forget_parts(job.obj_id)
+            journal.set_upload_id(job.obj_id, None)
+        return useless
 
     def _record_verification(self, job: ObjectJob) -> None:
         """Count each finished object as verified(kind) or list it as unverified(reason)."""

@@ -66,6 +66,7 @@ class ObjectJob:
     part_etags: dict[int, str] = field(default_factory=dict)
     part_crcs: dict[int, int] = field(default_factory=dict)
     failed: str | None = None
+    stale: bool = False                         # failed as SourceChanged: nothing kept is of use
     obj_id: int | None = None                   # journal record, when resuming is on
     skip_parts: set[int] = field(default_factory=set)       # already at the destination
     resume_crcs: dict[int, int] = field(default_factory=dict)  # on disk, to re-check

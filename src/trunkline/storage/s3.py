@@ -31,7 +31,7 @@ from ..config import (
     env_keys,
     no_credentials,
 )
-from ..errors import StoreError
+from ..errors import SourceChanged, StoreError
 from ..wire.connection import Connection
 from ..wire.http1 import ResponseHead, build_request, http_date
 from ..wire.pool import ConnectionPool
@@ -607,20 +607,46 @@ class S3Endpoint:
                 out.append((u["UploadId"], ini.timestamp() if isinstance(ini, datetime) else 0.0))
         return out
 
-    def copy_object(self, src_bucket: str, src_key: str, bucket: str, key: str) -> str:
-        r = self._call("CopyObject", key, self.client.copy_object, Bucket=bucket, Key=key,
-                       CopySource={"Bucket": src_bucket, "Key": src_key})
-        return r.get("CopyObjectResult", {}).get("ETag", "")
+    def _copy_call(self, op: str, result: str, src_bucket: str, src_key: str, bucket: str,
+                   key: str, if_match: str | None, query: dict[str, str],
+                   extra: dict[str, str] | None = None) -> str:
+        """A server-side copy request on our own connections -> the new ETag.
+
+        ``if_match`` (the listed ETag) goes as ``x-amz-copy-source-if-match``: a source
+        replaced after it was listed fails ``SourceChanged`` (412) instead of being copied.
+        For a multipart copy that is what keeps two versions from meeting in one object:
+        each part is a separate request, and nothing compares the parts afterwards. The
+        answer must be ``result`` (an error may come with status 200, as AWS documents)."""
+        headers = {"x-amz-copy-source": quote(f"{src_bucket}/{src_key}", safe="/~"),
+                   **(extra or {})}
+        if if_match:
+            headers["x-amz-copy-source-if-match"] = if_match
+        name = f"{bucket}/{key}"
+        try:
+            root = self._xml_call("PUT", bucket, key, query, op, headers)
+        except S3Error as e:
+            if e.status == 412 or e.code == "PreconditionFailed":
+                raise SourceChanged(f"source changed during transfer: {src_bucket}/{src_key} "
+                                    f"no longer has ETag {if_match} ({op} refused)") from None
+            raise
+        if root is None or root.tag.rpartition("}")[2] != result:
+            raise S3Error(200, "NoCopyResult", f"the answer is not a {result}", op, name)
+        return self._text(root, "ETag")
+
+    def copy_object(self, src_bucket: str, src_key: str, bucket: str, key: str,
+                    if_match: str | None = None) -> str:
+        """CopyObject (the store copies the whole object) -> the copy's ETag."""
+        return self._copy_call("CopyObject", "CopyObjectResult", src_bucket, src_key, bucket,
+                               key, if_match, {})
 
     def upload_part_copy(self, src_bucket: str, src_key: str, bucket: str, key: str,
-                         upload_id: str, part_number: int, start: int, length: int) -> str:
-        r = self._call(
-            "UploadPartCopy", key, self.client.upload_part_copy, Bucket=bucket, Key=key,
-            UploadId=upload_id, PartNumber=part_number,
-            CopySource={"Bucket": src_bucket, "Key": src_key},
-            CopySourceRange=f"bytes={start}-{start + length - 1}",
-        )
-        return r["CopyPartResult"]["ETag"]
+                         upload_id: str, part_number: int, start: int, length: int,
+                         if_match: str | None = None) -> str:
+        """UploadPartCopy of ``[start, start+length)`` of the source -> the part's ETag."""
+        return self._copy_call(
+            "UploadPartCopy", "CopyPartResult", src_bucket, src_key, bucket, key, if_match,
+            {"partNumber": str(part_number), "uploadId": upload_id},
+            {"x-amz-copy-source-range": f"bytes={start}-{start + length - 1}"})
 
     def delete(self, bucket: str, key: str) -> None:
         self._call("DeleteObject", key, self.client.delete_object, Bucket=bucket, Key=key)

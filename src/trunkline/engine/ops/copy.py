@@ -1,5 +1,7 @@
 """Server-side copy: the store copies the object (or each part range) itself; no byte
-passes through this host. Chosen when source and destination are one store."""
+passes through this host. Chosen when source and destination are one store. Each request
+is conditional on the listed ETag (``x-amz-copy-source-if-match``), so a multipart copy
+never joins parts of two versions of its source."""
 
 from __future__ import annotations
 
@@ -10,15 +12,19 @@ from .context import PartContext
 
 
 def run_part(ctx: PartContext, job: ObjectJob, part: Part) -> object:
-    ep = job.plan.dst_ep
+    plan = job.plan
+    ep = plan.dst_ep
     assert ep is not None
-    if job.plan.multipart:
-        etag = ep.upload_part_copy(job.plan.src_bucket, job.plan.src_key, job.plan.dst_bucket, job.plan.dst_key,
+    # each request names the listed ETag: a source replaced since fails SourceChanged,
+    # and the parts of a multipart copy all come from the one version that was listed
+    if plan.multipart:
+        etag = ep.upload_part_copy(plan.src_bucket, plan.src_key, plan.dst_bucket, plan.dst_key,
                                    multipart.ensure_upload(ctx.run, job), part.number,
-                                   part.offset, part.length)
+                                   part.offset, part.length, if_match=plan.etag)
         job.part_etags[part.number] = etag
     else:
-        ep.copy_object(job.plan.src_bucket, job.plan.src_key, job.plan.dst_bucket, job.plan.dst_key)
+        ep.copy_object(plan.src_bucket, plan.src_key, plan.dst_bucket, plan.dst_key,
+                       if_match=plan.etag)
     ctx.stats.requests += 1
     ctx.done_without_wire(part.length)
     return None
