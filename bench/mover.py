@@ -11,7 +11,8 @@ seeded once per dataset with boto3 (s3transfer defaults: multipart above 8 MiB).
 (dataset, direction) the tools run in rotating order (A B C D E, B C D E A, ...) for
 ``--pairs`` rounds. Before each download the local destination is deleted; each upload goes
 to a fresh bucket (warmed with one tiny object, so volume allocation is not timed) that
-is deleted afterwards. ``sync`` runs before each timed run, so no tool pays for another's
+is deleted afterwards; so does each ``copy`` (``--directions copy``: from the seeded
+bucket, the store copying the objects itself: CopyObject, UploadPartCopy). ``sync`` runs before each timed run, so no tool pays for another's
 write-back, and before a download the bench touches and frees as many bytes of memory as
 the set holds (``common.prefault``: on this VM a page the balloon gave back costs ~2.7 s of
 system time per GB at first touch, billed to whichever tool gets it). A run counts only if its exit code is 0 and the result verifies (every object
@@ -63,7 +64,7 @@ HERE = Path(__file__).resolve().parent
 KiB = 1024
 TOOLS = ("trunkline", "s5cmd", "rclone", "boto3", "obstore", "trunkline_base")
 DEFAULT_TOOLS = TOOLS[:5]
-DIRECTIONS = ("upload", "download")
+DIRECTIONS = ("upload", "download", "copy")
 FULL = {
     "large16": Dataset("large16", 16, 64 * MiB),
     "huge1": Dataset("huge1", 1, 1024 * MiB),
@@ -260,21 +261,27 @@ def _weed_binary() -> str:
 # --------------------------------------------------------------------------- tools
 
 
-def tool_argv(tool: str, direction: str, local: Path, url: str, a: argparse.Namespace) -> list[str]:
-    """The command line of one run. ``url`` is s3://bucket/prefix/ (trailing slash)."""
+def tool_argv(tool: str, direction: str, local: Path, url: str, a: argparse.Namespace,
+              src_url: str = "") -> list[str]:
+    """The command line of one run. ``url`` is s3://bucket/prefix/ (trailing slash); a
+    ``copy`` goes from ``src_url`` (same form, same store) to ``url``: every tool then has
+    the store copy the objects itself (CopyObject, UploadPartCopy)."""
     py = sys.executable
     extra = shlex.split(getattr(a, f"{tool}_args") or "")
     up = direction == "upload"
+    copy = direction == "copy"
     if tool in ("trunkline", "trunkline_base"):
-        src, dst = (f"{local}/", url) if up else (url, f"{local}/")
+        src, dst = (src_url, url) if copy else (f"{local}/", url) if up else (url, f"{local}/")
         base = ["env", f"PYTHONPATH={a.baseline_src}"] if tool == "trunkline_base" else []
         return [*base, a.bin["trunkline"], "cp", "--recursive", *extra, src, dst]
     if tool == "s5cmd":
-        src, dst = (f"{local}/*", url) if up else (f"{url}*", f"{local}/")
+        src, dst = ((f"{src_url}*", url) if copy else (f"{local}/*", url) if up
+                    else (f"{url}*", f"{local}/"))
         return [a.bin["s5cmd"], "--endpoint-url", a.endpoint_url, "cp", *extra, src, dst]
     if tool == "rclone":
         remote = "bench:" + url[len("s3://") :].rstrip("/")
-        src, dst = (str(local), remote) if up else (remote, str(local))
+        src, dst = (("bench:" + src_url[len("s3://") :].rstrip("/"), remote) if copy
+                    else (str(local), remote) if up else (remote, str(local)))
         return [a.bin["rclone"], "copy", *extra, src, dst]
     if tool in ("boto3", "obstore"):
         script = HERE / f"mover_{tool}.py"
@@ -372,7 +379,7 @@ class Bench:
         g = generate_dataset(ds, self.work / "src" / ds.name)
         self.gen[ds.name] = g
         self.log(f"  generated {ds.name}: {ds.describe()} in {time.monotonic() - t:.1f}s")
-        if "download" in self.a.direction_list:
+        if {"download", "copy"} & set(self.a.direction_list):
             from boto3.s3.transfer import TransferConfig
 
             self.srv.create_bucket(self.seed_bucket)
@@ -474,6 +481,7 @@ class Bench:
             self.srv.client.put_object(Bucket=bucket, Key="warm/.keep", Body=b"x")
             local = g.root
             url = f"s3://{bucket}/data/"
+            src_url = f"s3://{self.seed_bucket}/{ds.name}/"
 
             def cleanup() -> None:
                 try:
@@ -484,7 +492,8 @@ class Bench:
             def verify() -> str | None:
                 return self._verify_s3(g, bucket, "data/", self.a.sha_sample)
 
-        argv = tool_argv(tool, direction, local, url, self.a)
+        argv = tool_argv(tool, direction, local, url, self.a,
+                         src_url if direction == "copy" else "")
         rec["argv"] = argv
         tag = f"{ds.name}-{direction}-{rnd}-{tool}"
         os.sync()
@@ -740,7 +749,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--datasets", default=",".join(FULL), help="comma list (large16,huge1,small2000)"
     )
-    ap.add_argument("--directions", default="upload,download", help="upload,download")
+    ap.add_argument("--directions", default="upload,download",
+                    help="upload,download,copy (copy: server-side, seeded bucket to a fresh one)")
     ap.add_argument("--tools", default=",".join(DEFAULT_TOOLS),
                     help="comma list, also the rotation order")
     ap.add_argument("--baseline-src", help="for tool trunkline_base: a src/ dir of the "
@@ -841,7 +851,8 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted; writing what was measured", file=sys.stderr)
     finally:
         if server is not None:
-            if a.server_url and bench is not None and bench.gen and "download" in a.direction_list:
+            if a.server_url and bench is not None and bench.gen and \
+                    {"download", "copy"} & set(a.direction_list):
                 try:  # leave a shared server as we found it
                     server.delete_bucket(bench.seed_bucket)
                 except Exception as e:
