@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import trunkline
+import trunkline.api.objects as objs
 from trunkline.storage.partial import is_partial_name, partial_name
 from trunkline.testing import Fault, Proxy, Rewrite
 
@@ -332,3 +333,32 @@ def test_an_object_replaced_after_its_listing_is_not_server_side_copied(s3server
     assert got == old[f"ssc1/{copied}"]
     with pytest.raises(c.exceptions.ClientError):
         c.head_object(Bucket=BUCKET, Key=f"ssc1-dst/{failed}")
+
+
+NS = b'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"'
+
+
+@pytest.mark.parametrize("answer, code", [
+    (b"<DeleteResult " + NS + b"></DeleteResult>", "NotConfirmed"),
+    (b"<DeleteResult " + NS + b"><Deleted><Key>del/elsewhere</Key></Deleted></DeleteResult>",
+     "NotConfirmed"),
+    (ERROR_200, "InternalError"),
+    (b"", "NoDeleteResult"),
+], ids=["names-none", "names-another-key", "error-200", "empty"])
+def test_a_delete_answer_that_does_not_account_for_each_key_is_a_failure(
+        s3server, via, answer, code):
+    """``rm`` and ``sync --delete`` count a key as deleted only where the store's answer
+    names it. A proxy rewrites each DeleteObjects answer: one that names no key, or only a
+    key not asked for, an <Error> sent with 200, or no DeleteResult at all. Each key is then
+    a failure naming why (exit 1), none counted as deleted."""
+    c = s3server.client()
+    for i in range(3):
+        c.put_object(Bucket=BUCKET, Key=f"del/{code}/{i}", Body=b"x")
+    rw = Rewrite(lambda body: answer, method="POST", path_contains="?delete")
+    with Proxy(("127.0.0.1", s3server.port), rewrites=[rw]) as px:
+        via(px)
+        res = objs.rm(f"s3://{BUCKET}/del/{code}/", recursive=True)
+    assert rw.fired >= 1, "no delete was answered: the test proves nothing"
+    assert not res.ok and res.deleted == 0, res
+    assert sorted(k for k, _ in res.failures) == [f"del/{code}/{i}" for i in range(3)]
+    assert all(code in e for _, e in res.failures), res.failures

@@ -18,8 +18,6 @@ from ..engine.jobs import EndpointCache
 from ..storage.s3 import ObjectInfo, S3Endpoint
 from ..url import Location, LocationError, glob_base, parse_location
 
-DELETE_BATCH = 1000  # DeleteObjects' own limit per request
-
 
 def _remote(url: str | Location, verb: str) -> Location:
     loc = parse_location(url) if isinstance(url, str) else url
@@ -130,7 +128,8 @@ def rm(url: str | Location, *, recursive: bool = False, dry_run: bool = False,
        force: bool = False, on_deleted: Callable[[ObjectInfo], None] | None = None,
        eps: EndpointCache | None = None) -> RmResult:
     """Delete one object, a glob's matches, or (``recursive``) everything under a prefix,
-    in DeleteObjects batches of 1000. A bucket root needs ``force``: one mistyped
+    in DeleteObjects batches of 1000, several at once (``S3Endpoint.delete_batches``)
+    while the listing goes on. A bucket root needs ``force``: one mistyped
     ``rm -r s3://bucket`` must not empty a bucket. ``on_deleted`` sees each deleted (or,
     dry, each doomed) object as its batch completes."""
     loc = _remote(url, "rm")
@@ -150,30 +149,21 @@ def rm(url: str | Location, *, recursive: bool = False, dry_run: bool = False,
     else:
         objects = _matching(ep, loc, recursive=True)
 
-    batch: list[ObjectInfo] = []
-
-    def flush() -> None:
-        if not batch:
-            return
-        if dry_run:
-            done = {o.key for o in batch}
-        else:
-            deleted, errors = ep.delete_many(loc.bucket, [o.key for o in batch])
-            done = set(deleted)
-            res.failures.extend(errors)
+    def count(batch: list[ObjectInfo], done: set[str]) -> None:
         for o in batch:
             if o.key in done:
                 res.deleted += 1
                 res.bytes += o.size
                 if on_deleted:
                     on_deleted(o)
-        batch.clear()
 
-    for o in objects:
-        batch.append(o)
-        if len(batch) >= DELETE_BATCH:
-            flush()
-    flush()
+    if dry_run:
+        for o in objects:
+            count([o], {o.key})
+        return res
+    for batch, done, errors in ep.delete_batches(loc.bucket, objects, lambda o: o.key):
+        res.failures.extend(errors)
+        count(batch, done)
     return res
 
 

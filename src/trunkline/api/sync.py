@@ -174,7 +174,7 @@ def _run(s: Location, d: Location, planner: SyncPlanner, actions: Iterable[Actio
 
 
 def _delete(d: Location, eps: EndpointCache, rels: Iterable[str]) -> list[Failure]:
-    """Remove destination keys; S3 in DeleteObjects batches of 1000."""
+    """Remove destination keys; S3 in DeleteObjects batches of 1000, several at once."""
     failures: list[Failure] = []
     if d.is_local:
         base = os.path.realpath(d.path)
@@ -190,21 +190,7 @@ def _delete(d: Location, eps: EndpointCache, rels: Iterable[str]) -> list[Failur
         return failures
     ep = eps.get(d.endpoint or "s3")
     prefix = prefix_of(d)
-    batch: list[str] = []
-
-    def flush() -> None:
-        if not batch:
-            return
-        try:
-            for key, error in ep.delete_many(d.bucket, batch)[1]:
-                failures.append(Failure(f"{d.bucket}/{key}", f"delete: {error}"))
-        except Exception as e:  # noqa: BLE001 - reported per batch, the rest goes on
-            failures.append(Failure(f"{d.bucket}/{batch[0]}..", f"delete: {e}"))
-        batch.clear()
-
-    for rel in rels:
-        batch.append(prefix + rel)
-        if len(batch) >= 1000:
-            flush()
-    flush()
+    for _, _, errors in ep.delete_batches(d.bucket, (prefix + rel for rel in rels), str):
+        failures.extend(Failure(f"{d.bucket}/{key}", f"delete: {error}")
+                        for key, error in errors)
     return failures

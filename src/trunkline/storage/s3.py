@@ -13,10 +13,15 @@ which S3 and every compatible store accept, and which lets us sendfile() the bod
 
 from __future__ import annotations
 
+import base64
 import functools
+import hashlib
+import itertools
+import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -40,6 +45,21 @@ from .s3_data import crc32c_to_b64, parse_error_xml  # noqa: F401  (parse_error_
 
 S3Error = StoreError  # the name the storage layer has always used
 T = TypeVar("T")
+D = TypeVar("D")
+
+DELETE_BATCH = 1000
+"""DeleteObjects' own limit of keys per request."""
+DELETE_IN_FLIGHT = 8
+"""DeleteObjects requests at once: the store deletes, we wait (s5cmd's rm keeps several)."""
+_END = object()
+_XML_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+"""Characters XML 1.0 cannot carry, not even as references."""
+
+
+def _xml_text(text: str) -> str:
+    """``text`` as XML character data; a CR as a reference (a parser reads a raw one as LF)."""
+    return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace("\r", "&#13;"))
 
 
 class ListingError(S3Error):
@@ -82,20 +102,6 @@ class ObjectInfo:
     mtime: float | None = None
     checksum_algorithms: tuple[str, ...] = ()   # ListObjectsV2 ChecksumAlgorithm, if listed
     is_prefix: bool = False                     # a CommonPrefix of a delimited listing
-
-
-def _add_content_md5(request, **_) -> None:
-    """DeleteObjects must carry a body checksum. botocore now sends x-amz-checksum-crc32;
-    MinIO-derived stores (the JuiceFS gateway) accept only Content-MD5, which every store
-    takes, so it is always added."""
-    import base64
-    import hashlib
-
-    body = request.body or b""
-    if isinstance(body, str):
-        body = body.encode()
-    if isinstance(body, bytes) and "Content-MD5" not in request.headers:
-        request.headers["Content-MD5"] = base64.b64encode(hashlib.md5(body).digest()).decode()
 
 
 _FIELDS = ("Key", "LastModified", "Size", "ETag")
@@ -235,8 +241,6 @@ class S3Endpoint:
                             response_checksum_validation="when_required",
                         ),
                     )
-                    self._client.meta.events.register("before-sign.s3.DeleteObjects",
-                                                      _add_content_md5)
         return self._client
 
     def __repr__(self) -> str:  # never show credentials
@@ -542,8 +546,7 @@ class S3Endpoint:
             for n, e in parts:
                 crc = (f"<ChecksumCRC32C>{crc32c_to_b64(part_crcs[n])}</ChecksumCRC32C>"
                        if with_crc and part_crcs is not None else "")
-                etag = e.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-                xml.append(f"<Part><PartNumber>{n}</PartNumber><ETag>{etag}</ETag>"
+                xml.append(f"<Part><PartNumber>{n}</PartNumber><ETag>{_xml_text(e)}</ETag>"
                            f"{crc}</Part>")
             xml.append("</CompleteMultipartUpload>")
             headers = {"Content-Type": "application/xml"}
@@ -649,26 +652,89 @@ class S3Endpoint:
             {"x-amz-copy-source-range": f"bytes={start}-{start + length - 1}"})
 
     def delete(self, bucket: str, key: str) -> None:
-        self._call("DeleteObject", key, self.client.delete_object, Bucket=bucket, Key=key)
+        """DeleteObject (a key that is gone already is no error, as S3 says)."""
+        self._control("DELETE", bucket, key, None, "DeleteObject")
 
     def delete_many(self, bucket: str, keys: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
-        """DeleteObjects for up to 1000 keys: -> (deleted keys, [(key, error)])."""
+        """DeleteObjects for up to 1000 keys, on our own connections: -> (deleted keys,
+        [(key, error)]). Only keys asked for count as deleted, whatever the answer names.
+        A key that XML 1.0 cannot carry (a control character) goes alone as a
+        DeleteObject, which names it in the path instead."""
         if not keys:
             return [], []
         if len(keys) > 1000:
             raise ValueError("DeleteObjects takes at most 1000 keys")
-        r = self._call("DeleteObjects", keys[0], self.client.delete_objects, Bucket=bucket,
-                       Delete={"Objects": [{"Key": k} for k in keys], "Quiet": False})
-        errors = [(e.get("Key", ""), f"{e.get('Code', '')}: {e.get('Message', '')}")
-                  for e in r.get("Errors", [])]
-        done = r.get("Deleted", [])
-        if all("Key" in d for d in done):
-            return [d["Key"] for d in done], errors
-        # the JuiceFS gateway answers <Deleted></Deleted> without the key: every key it
-        # does not name in an error was deleted (the count must agree, else say nothing)
+        plain = [k for k in keys if not _XML_UNSAFE.search(k)]
+        done: list[str] = []
+        errors: list[tuple[str, str]] = []
+        for k in keys if len(plain) < len(keys) else ():
+            if _XML_UNSAFE.search(k):
+                try:
+                    self.delete(bucket, k)
+                    done.append(k)
+                except S3Error as e:
+                    errors.append((k, f"{e.code}: {e.message}"))
+        if not plain:
+            return done, errors
+        body = "".join(["<Delete xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">",
+                        "<Quiet>false</Quiet>",
+                        *(f"<Object><Key>{_xml_text(k)}</Key></Object>" for k in plain),
+                        "</Delete>"]).encode()
+        headers = {"Content-Type": "application/xml",   # S3 wants a digest of this body
+                   "Content-MD5": base64.b64encode(hashlib.md5(body).digest()).decode()}
+        root = self._xml_call("POST", bucket, "", {"delete": ""}, "DeleteObjects", headers,
+                              body)
+        if root is None or root.tag.rpartition("}")[2] != "DeleteResult":
+            raise S3Error(200, "NoDeleteResult", "the answer is not a DeleteResult",
+                          "DeleteObjects", f"{bucket}/{plain[0]}")
+        ns = _ns(root)
+        asked = set(plain)
+        named = [d.findtext(f"{ns}Key") for d in root.iterfind(f"{ns}Deleted")]
+        for e in root.iterfind(f"{ns}Error"):
+            errors.append((e.findtext(f"{ns}Key") or "",
+                           f"{e.findtext(f'{ns}Code') or ''}: {e.findtext(f'{ns}Message') or ''}"))
         failed = {k for k, _ in errors}
-        rest = [k for k in keys if k not in failed]
-        return (rest if len(rest) == len(done) else []), errors
+        if all(named):
+            confirmed = asked.intersection(named) - failed
+        else:
+            # the JuiceFS gateway answers <Deleted></Deleted> without the key: every key it
+            # does not name in an error was deleted (the count must agree, else none was)
+            rest = asked - failed
+            confirmed = rest if len(rest) == len(named) else set()
+        # each key asked for ends deleted or failed: one the answer does not account for
+        # is not taken as deleted (a sync would report a clean --delete)
+        errors += [(k, "NotConfirmed: the store's answer does not name it as deleted")
+                   for k in plain if k not in confirmed and k not in failed]
+        return done + [k for k in plain if k in confirmed], errors
+
+    def delete_batches(self, bucket: str, items: Iterable[D], key: Callable[[D], str],
+                       in_flight: int = DELETE_IN_FLIGHT
+                       ) -> Iterator[tuple[list[D], set[str], list[tuple[str, str]]]]:
+        """Delete ``items`` (their keys by ``key``) in DeleteObjects batches of 1000, up to
+        ``in_flight`` batches at once, while the caller's iterator (a listing) goes on:
+        -> (batch, deleted keys, [(key, error)]) per batch as it ends. A batch that
+        failed as a whole comes back with every key as an error."""
+        from concurrent.futures import ThreadPoolExecutor  # (loads logging: not at start-up)
+
+        def one(batch: list[D]) -> tuple[list[D], set[str], list[tuple[str, str]]]:
+            try:
+                deleted, errors = self.delete_many(bucket, [key(i) for i in batch])
+            except Exception as e:  # noqa: BLE001 - this batch failed; the others go on
+                return batch, set(), [(key(i), str(e)) for i in batch]
+            return batch, set(deleted), errors
+
+        pending: deque = deque()
+        with ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="tl-delete") as ex:
+            batch: list[D] = []
+            for item in itertools.chain(items, [_END]):
+                last = item is _END
+                if not last:
+                    batch.append(item)  # type: ignore[arg-type]
+                if batch and (len(batch) >= DELETE_BATCH or last):
+                    pending.append(ex.submit(one, batch))
+                    batch = []
+                while len(pending) >= in_flight or (last and pending):
+                    yield pending.popleft().result()
 
     def create_bucket(self, bucket: str) -> None:
         """CreateBucket, with the region as location constraint outside us-east-1."""
