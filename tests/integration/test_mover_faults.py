@@ -362,3 +362,42 @@ def test_a_delete_answer_that_does_not_account_for_each_key_is_a_failure(
     assert not res.ok and res.deleted == 0, res
     assert sorted(k for k, _ in res.failures) == [f"del/{code}/{i}" for i in range(3)]
     assert all(code in e for _, e in res.failures), res.failures
+
+
+def _parts_page(body: bytes) -> bytes:
+    return b"<ListPartsResult " + NS + b">" + body + b"</ListPartsResult>"
+
+
+PART_1 = b"<Part><PartNumber>1</PartNumber><ETag>\"e\"</ETag><Size>5</Size></Part>"
+
+
+@pytest.mark.parametrize("answer, code", [
+    (_parts_page(PART_1 + b"<IsTruncated>true</IsTruncated>"
+                 b"<NextPartNumberMarker>0</NextPartNumberMarker>"), "BadListParts"),
+    (_parts_page(b"<Part><PartNumber>0</PartNumber><ETag>\"e\"</ETag><Size>5</Size></Part>"),
+     "BadListParts"),
+    (_parts_page(b"<Part><PartNumber>1</PartNumber><ETag>\"e\"</ETag><Size>+5</Size></Part>"),
+     "BadNumber"),
+    (b"", "NoListPartsResult"),
+], ids=["marker-stays", "part-zero", "size-not-a-count", "empty"])
+def test_a_part_listing_that_cannot_be_right_is_an_error(s3server, via, answer, code):
+    """A resume skips the parts ListParts names, so its answer is held to S3's rules: a
+    page that would be asked again forever, a part number outside 1..10,000, a size that
+    is not a count, no ListPartsResult at all. Each is an error naming why (a resume then
+    starts the object over), never a list to trust."""
+    from trunkline.engine.jobs import EndpointCache
+    from trunkline.storage.s3 import S3Error
+
+    c = s3server.client()
+    up = c.create_multipart_upload(Bucket=BUCKET, Key="lp/x")["UploadId"]
+    c.upload_part(Bucket=BUCKET, Key="lp/x", UploadId=up, PartNumber=1, Body=b"12345")
+    rw = Rewrite(lambda body: answer, method="GET", path_contains="uploadId=")
+    try:
+        with Proxy(("127.0.0.1", s3server.port), rewrites=[rw]) as px:
+            via(px)
+            ep = EndpointCache().get("s3")
+            with pytest.raises(S3Error) as e:
+                ep.list_parts(BUCKET, "lp/x", up)
+        assert rw.fired >= 1 and e.value.code == code, e.value
+    finally:
+        c.abort_multipart_upload(Bucket=BUCKET, Key="lp/x", UploadId=up)

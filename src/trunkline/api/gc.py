@@ -78,15 +78,12 @@ def gc(state_dir: str | Path | None = None, *, abort_uploads: bool = False,
                 for up in entry.uploads:
                     try:
                         name, bucket, key = _upload_target(up["dst"])
-                        eps.get(name).client.abort_multipart_upload(
-                            Bucket=bucket, Key=key, UploadId=up["upload_id"])
+                        # already gone (NoSuchUpload): nothing left to pay for, not counted
+                        if eps.get(name).abort_multipart(bucket, key, up["upload_id"],
+                                                         strict=True):
+                            report.aborted += 1
                         up["aborted"] = True
-                        report.aborted += 1
                     except Exception as e:  # noqa: BLE001 - keep going; keep this journal
-                        code = getattr(e, "response", {}).get("Error", {}).get("Code", "")
-                        if code == "NoSuchUpload":
-                            up["aborted"] = True  # already gone: nothing left to pay for
-                            continue
                         ok = False
                         report.errors.append(f"{up['dst']} ({up['upload_id']}): {e}")
                 with FolderCache() as folders:   # a folder swapped for a symlink: refused

@@ -9,12 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..storage.s3_limits import MAX_PART, MAX_PARTS, MIN_PART  # noqa: F401  (re-exported)
 from ..units import MiB, parse_size  # noqa: F401  (re-exported: callers of the planner)
-
-# S3's limits: parts of 5 MiB..5 GiB (the last may be smaller), at most 10,000 an upload
-MIN_PART = 5 * MiB
-MAX_PART = 5 * 1024 * MiB
-MAX_PARTS = 10_000
 
 
 @dataclass(frozen=True, slots=True)

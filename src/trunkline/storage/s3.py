@@ -1,12 +1,17 @@
-"""An S3-compatible endpoint: control plane through botocore, data plane through ``wire``.
+"""An S3-compatible endpoint: every request on our own connections, through ``wire``.
 
-botocore gives us the credential chain (beyond keys in the environment) and the XML of
-multipart calls; the bytes of GET/PUT/UploadPart, and LIST/HEAD, travel on our own
-connections (requests and their checks in ``s3_data``, connections in ``wire``), signed by
+The bytes of GET/PUT/UploadPart and every control request (LIST, HEAD, the multipart
+calls, server-side copies, deletes, CreateBucket) travel on our own connections
+(requests and their checks here and in ``s3_data``, connections in ``wire``), signed by
 ``sigv4`` without importing botocore: a copy with keys in the environment never loads it
-(botocore's import and client cost more than the rest of a short copy's start-up). botocore's own retries are off: every retry is
-spent by the one policy of ``engine/retry.py``, which the engine hands to each endpoint
-(``retry``); an endpoint built without one makes a single try.
+(botocore's import and client cost more than the rest of a short copy's start-up; its
+generic parsing cost ~1.5 ms of interpreter time per CopyObject). botocore gives us the
+credential chain (beyond keys in the environment), the endpoint of an AWS region, and
+the capability probe's client (``storage/capabilities.py``); its own retries are off:
+every retry is spent by the one policy of ``engine/retry.py``, which the engine hands to
+each endpoint (``retry``); an endpoint built without one makes a single try.
+Each answer is held to S3's rules before it is believed (an error sent with 200, a
+result element missing, counts that are not counts, page markers that do not advance).
 Payloads are sent UNSIGNED-PAYLOAD (integrity comes from the CRC32C/MD5 headers instead),
 which S3 and every compatible store accept, and which lets us sendfile() the body.
 """
@@ -42,6 +47,7 @@ from ..wire.http1 import ResponseHead, build_request, http_date
 from ..wire.pool import ConnectionPool
 from . import s3_data, sigv4
 from .s3_data import crc32c_to_b64, parse_error_xml  # noqa: F401  (parse_error_xml re-exported)
+from .s3_limits import MAX_PARTS
 
 S3Error = StoreError  # the name the storage layer has always used
 T = TypeVar("T")
@@ -54,6 +60,14 @@ DELETE_IN_FLIGHT = 8
 _END = object()
 _XML_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 """Characters XML 1.0 cannot carry, not even as references."""
+
+
+def _count(text: str | None, op: str, name: str) -> int:
+    """A count in a store's answer (a size, a part number): decimal digits, nothing else."""
+    t = (text or "").strip()
+    if not t.isascii() or not t.isdigit() or len(t) > 19:
+        raise S3Error(200, "BadNumber", f"{t[:40]!r} is not a count", op, name)
+    return int(t)
 
 
 def _xml_text(text: str) -> str:
@@ -83,13 +97,6 @@ def is_botocore_error(e: BaseException) -> bool:
 
     exc = sys.modules.get("botocore.exceptions")
     return exc is not None and isinstance(e, exc.BotoCoreError)
-
-
-def from_client_error(e, op: str, key: str = "") -> S3Error:
-    """The ``StoreError`` of a botocore ``ClientError``."""
-    err = e.response.get("Error", {})
-    status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-    return S3Error(status, err.get("Code", ""), err.get("Message", ""), op, key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,20 +312,6 @@ class S3Endpoint:
         s3_data.check_response(conn, head, op, key, ok)
 
     # -- control plane (botocore) ------------------------------------------------------
-
-    def _call(self, op: str, key: str, fn, **kw):
-        """A botocore call, its failures as ``StoreError``, retried under our policy."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        def once():
-            try:
-                return fn(**kw)
-            except ClientError as e:
-                raise from_client_error(e, op, key) from None
-            except BotoCoreError as e:
-                raise S3Error(0, type(e).__name__, str(e), op, key) from None
-
-        return self.retry(once)
 
     def on_connection(self, request: Callable[[Connection], T], op: str, key: str) -> T:
         """Run ``request(conn)`` on a pooled connection of ours, retried under our policy;
@@ -572,43 +565,88 @@ class S3Endpoint:
                     raise
         return call(False)
 
-    def abort_multipart(self, bucket: str, key: str, upload_id: str) -> None:
+    def abort_multipart(self, bucket: str, key: str, upload_id: str,
+                        strict: bool = False) -> bool:
+        """AbortMultipartUpload -> True, or False where the upload is gone already
+        (NoSuchUpload). A failure is ignored (a clean-up on the way out) unless
+        ``strict`` (``gc``: an upload left open costs its parts' storage)."""
         try:
             self._xml_call("DELETE", bucket, key, {"uploadId": upload_id},
                            "AbortMultipartUpload")
-        except S3Error:
-            pass
+        except S3Error as e:
+            if e.code == "NoSuchUpload" or not strict:
+                return False
+            raise
+        return True
+
+    def _answer(self, root, result: str, op: str, name: str):
+        """``root`` if it is the ``result`` element ``op`` must answer with, else an error
+        (an empty 200, or another document, says nothing about what was asked)."""
+        if root is None or root.tag.rpartition("}")[2] != result:
+            raise S3Error(200, f"No{result}", f"the answer is not a {result}", op, name)
+        return root
 
     def list_parts(self, bucket: str, key: str, upload_id: str) -> dict[int, tuple[str, int]]:
+        """The parts a multipart upload holds: {number: (ETag, size)}, every page (a resume
+        skips what is there). A part number out of 1..10,000, a size that is not a count,
+        or a marker that does not advance (a page loop) is an error."""
+        name = f"{bucket}/{key}"
         out: dict[int, tuple[str, int]] = {}
         marker = 0
         while True:
-            more = {"PartNumberMarker": marker} if marker else {}
-            page = self._call("ListParts", key, self.client.list_parts, Bucket=bucket, Key=key,
-                              UploadId=upload_id, **more)
-            for p in page.get("Parts", ()):
-                out[int(p["PartNumber"])] = (p["ETag"], int(p["Size"]))
-            if not page.get("IsTruncated"):
+            q = {"uploadId": upload_id, **({"part-number-marker": str(marker)} if marker else {})}
+            root = self._answer(self._xml_call("GET", bucket, key, q, "ListParts"),
+                                "ListPartsResult", "ListParts", name)
+            ns = _ns(root)
+            for p in root.iterfind(f"{ns}Part"):
+                n = _count(p.findtext(f"{ns}PartNumber"), "ListParts", name)
+                if not 1 <= n <= MAX_PARTS:
+                    raise S3Error(200, "BadListParts", f"part number {n}", "ListParts", name)
+                out[n] = ((p.findtext(f"{ns}ETag") or "").strip(),
+                          _count(p.findtext(f"{ns}Size"), "ListParts", name))
+            if self._text(root, "IsTruncated").lower() != "true":
                 return out
-            marker = int(page.get("NextPartNumberMarker") or 0)
-            if not marker:
-                return out
+            nxt = _count(self._text(root, "NextPartNumberMarker"), "ListParts", name)
+            if nxt <= marker:
+                raise S3Error(200, "BadListParts", "the part marker does not advance",
+                              "ListParts", name)
+            marker = nxt
+
+    def _uploads(self, bucket: str, prefix: str) -> Iterator[tuple[str, str, float]]:
+        """In-progress multipart uploads under ``prefix``: (key, upload id, initiated
+        epoch), every page; markers met before are an error (a page loop)."""
+        markers: tuple[str, str] = ("", "")
+        seen: set[tuple[str, str]] = set()
+        while True:
+            # no encoding-type=url: Ceph RGW encodes the keys then but does not say so
+            # (no <EncodingType>), and a key read wrong would name another upload
+            q = {"uploads": "", "prefix": prefix}
+            if markers[0]:
+                q.update({"key-marker": markers[0], "upload-id-marker": markers[1]})
+            root = self._answer(
+                self._xml_call("GET", bucket, "", q, "ListMultipartUploads"),
+                "ListMultipartUploadsResult", "ListMultipartUploads", f"{bucket}/{prefix}")
+            ns = _ns(root)
+            for u in root.iterfind(f"{ns}Upload"):
+                yield (u.findtext(f"{ns}Key") or "", u.findtext(f"{ns}UploadId") or "",
+                       _iso_ts(u.findtext(f"{ns}Initiated") or "") or 0.0)
+            if self._text(root, "IsTruncated").lower() != "true":
+                return
+            nxt = (root.findtext(f"{ns}NextKeyMarker") or "",
+                   root.findtext(f"{ns}NextUploadIdMarker") or "")
+            if not nxt[0] or nxt in seen:   # (stores differ in key order: no "<" here)
+                raise S3Error(200, "BadListing", "the upload markers do not advance",
+                              "ListMultipartUploads", f"{bucket}/{prefix}")
+            seen.add(nxt)
+            markers = nxt
 
     def list_multipart_uploads(self, bucket: str, prefix: str = "") -> list[tuple[str, str]]:
-        r = self._call("ListMultipartUploads", prefix, self.client.list_multipart_uploads,
-                       Bucket=bucket, Prefix=prefix)
-        return [(u["Key"], u["UploadId"]) for u in r.get("Uploads", ())]
+        """In-progress multipart uploads under ``prefix``: (key, upload id)."""
+        return [(k, u) for k, u, _ in self._uploads(bucket, prefix)]
 
     def uploads_for_key(self, bucket: str, key: str) -> list[tuple[str, float]]:
         """In-progress multipart uploads of exactly ``key``: (upload id, initiated epoch)."""
-        r = self._call("ListMultipartUploads", key, self.client.list_multipart_uploads,
-                       Bucket=bucket, Prefix=key)
-        out = []
-        for u in r.get("Uploads", ()):
-            if u["Key"] == key:
-                ini = u.get("Initiated")
-                out.append((u["UploadId"], ini.timestamp() if isinstance(ini, datetime) else 0.0))
-        return out
+        return [(u, t) for k, u, t in self._uploads(bucket, key) if k == key]
 
     def _copy_call(self, op: str, result: str, src_bucket: str, src_key: str, bucket: str,
                    key: str, if_match: str | None, query: dict[str, str],
@@ -738,7 +776,10 @@ class S3Endpoint:
 
     def create_bucket(self, bucket: str) -> None:
         """CreateBucket, with the region as location constraint outside us-east-1."""
-        kw: dict = {"Bucket": bucket}
+        body = b""
         if self.region and self.region != "us-east-1":
-            kw["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
-        self._call("CreateBucket", "", self.client.create_bucket, **kw)
+            body = ('<CreateBucketConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+                    f"<LocationConstraint>{_xml_text(self.region)}</LocationConstraint>"
+                    "</CreateBucketConfiguration>").encode()
+        self._control("PUT", bucket, "", None, "CreateBucket",
+                      {"Content-Type": "application/xml"} if body else None, body)
