@@ -8,6 +8,7 @@ from __future__ import annotations
 from ..jobs import ObjectJob
 from ..plan import Part
 from . import multipart
+from .checks import store_head
 from .context import PartContext
 
 
@@ -20,7 +21,7 @@ def run_part(ctx: PartContext, job: ObjectJob, part: Part) -> object:
     if plan.multipart:
         etag = ep.upload_part_copy(plan.src_bucket, plan.src_key, plan.dst_bucket, plan.dst_key,
                                    multipart.ensure_upload(ctx.run, job), part.number,
-                                   part.offset, part.length, if_match=plan.etag)
+                                   part.offset, part.length, if_match=_pinned_etag(ctx, job))
         job.part_etags[part.number] = etag
     else:
         ep.copy_object(plan.src_bucket, plan.src_key, plan.dst_bucket, plan.dst_key,
@@ -28,6 +29,19 @@ def run_part(ctx: PartContext, job: ObjectJob, part: Part) -> object:
     ctx.stats.requests += 1
     ctx.done_without_wire(part.length)
     return None
+
+
+def _pinned_etag(ctx: PartContext, job: ObjectJob) -> str | None:
+    """The ETag each part's copy names: the listed one, else (a listing without ETags)
+    the one a HEAD finds before the first part, so the parts still agree on a version."""
+    if job.plan.etag:
+        return job.plan.etag
+    with job.lock:
+        if job.seen_etag is None:
+            assert job.plan.src_ep is not None
+            head = store_head(ctx.run, job.plan.src_ep, job, ctx.stats)
+            job.seen_etag = head.headers.get("etag") or ""
+    return job.seen_etag or None
 
 
 finalize = multipart.finalize
