@@ -72,6 +72,20 @@ class Measured:
         return f"exit {self.exit_code}"
 
 
+def add_content_md5(request, **_) -> None:
+    """A botocore hook for the bench's own client: DeleteObjects with ``Content-MD5``, which
+    MinIO-derived stores (the JuiceFS gateway) require; botocore now sends only
+    ``x-amz-checksum-crc32``. (trunkline's own deletes carry it: ``storage/s3.py``.)"""
+    import base64
+    import hashlib
+
+    body = request.body or b""
+    if isinstance(body, str):
+        body = body.encode()
+    if isinstance(body, bytes) and "Content-MD5" not in request.headers:
+        request.headers["Content-MD5"] = base64.b64encode(hashlib.md5(body).digest()).decode()
+
+
 def prefault(nbytes: int) -> float:
     """Touch ``nbytes`` of fresh memory and free it at once; returns the seconds it took.
 

@@ -44,6 +44,7 @@ from common import (
     Dataset,
     Generated,
     MiB,
+    add_content_md5,
     capture,
     compare_listing,
     fmt,
@@ -135,9 +136,7 @@ class Server:
             ),
         )
         # the JuiceFS gateway takes batch deletes only with Content-MD5 (docs/stores.md)
-        from trunkline.storage.s3 import _add_content_md5
-
-        self.client.meta.events.register("before-sign.s3.DeleteObjects", _add_content_md5)
+        self.client.meta.events.register("before-sign.s3.DeleteObjects", add_content_md5)
 
     def create_bucket(self, name: str) -> None:
         deadline = time.monotonic() + 30
