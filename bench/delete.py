@@ -18,17 +18,14 @@ of round trip, as to a far store; the filling goes straight to the store.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import subprocess
-import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 from client_bound import tool_env
 from common import machine_info, median, run_measured, venv_bin
-from soak import PROXY_CHILD
+from listing import _wan
 
 BUCKET = "delbench"
 PREFIX = "many"
@@ -61,7 +58,7 @@ def main() -> None:
         keys = {"AWS_ACCESS_KEY_ID": srv.env["AWS_ACCESS_KEY_ID"],
                 "AWS_SECRET_ACCESS_KEY": srv.env["AWS_SECRET_ACCESS_KEY"]}
         fill_env = {**tool_env(srv.endpoint_url, work), **keys}
-        with _wan(srv.port, a.rtt_ms) as url:
+        with _wan(srv, a.rtt_ms) as url:   # (listing.py's: any origin with a port)
             env = {**tool_env(url, work), **keys,
                    "RCLONE_CONFIG_BENCH_ACCESS_KEY_ID": keys["AWS_ACCESS_KEY_ID"],
                    "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY": keys["AWS_SECRET_ACCESS_KEY"]}
@@ -114,22 +111,6 @@ def _count(client) -> int:
                                                                  Prefix=f"{PREFIX}/"):
         n += page.get("KeyCount", 0)
     return n
-
-
-@contextlib.contextmanager
-def _wan(port: int, rtt_ms: float) -> Iterator[str]:
-    """The store's URL, through the WAN emulator where ``rtt_ms`` asks for one."""
-    if not rtt_ms:
-        yield f"http://127.0.0.1:{port}"
-        return
-    proxy = subprocess.Popen([sys.executable, "-c", PROXY_CHILD, str(port),
-                              str(rtt_ms / 2000), str(64 << 20), "0"],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        yield f"http://127.0.0.1:{proxy.stdout.readline().strip()}"  # type: ignore[union-attr]
-    finally:
-        proxy.stdin.close()  # type: ignore[union-attr]
-        proxy.wait(10)
 
 
 if __name__ == "__main__":

@@ -269,7 +269,8 @@ def _copy_while_replacing(s3server, via, path: str, replace: dict[str, bytes], s
     """Copy ``src`` to ``dst`` (one connection) while the store's answer to the first PUT
     whose path holds ``path`` is held back; meanwhile another writer puts ``replace``
     straight into the store. -> the copy's result."""
-    stall = Fault("stall", stall_s=1.0, method="PUT", path_contains=path)
+    released = threading.Event()   # the answer goes on once the source is replaced
+    stall = Fault("stall", stall_s=30.0, until=released, method="PUT", path_contains=path)
     out: dict = {}
     with Proxy(("127.0.0.1", s3server.port), faults=[stall], rewrites=rewrites) as px:
         via(px)
@@ -283,6 +284,7 @@ def _copy_while_replacing(s3server, via, path: str, replace: dict[str, bytes], s
         assert stall.fired == 1, "the copy request was never answered: proves nothing"
         for key, body in replace.items():
             s3server.client().put_object(Bucket=BUCKET, Key=key, Body=body)
+        released.set()
         t.join(60)
     return out["r"]
 

@@ -43,7 +43,7 @@ from ..config import (
 )
 from ..errors import SourceChanged, StoreError
 from ..wire.connection import Connection
-from ..wire.http1 import ResponseHead, build_request, http_date
+from ..wire.http1 import ResponseHead, build_request, decimal_count, http_date
 from ..wire.pool import ConnectionPool
 from . import s3_data, sigv4
 from .s3_data import crc32c_to_b64, parse_error_xml  # noqa: F401  (parse_error_xml re-exported)
@@ -65,9 +65,10 @@ _XML_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]"
 def _count(text: str | None, op: str, name: str) -> int:
     """A count in a store's answer (a size, a part number): decimal digits, nothing else."""
     t = (text or "").strip()
-    if not t.isascii() or not t.isdigit() or len(t) > 19:
+    n = decimal_count(t)
+    if n is None:
         raise S3Error(200, "BadNumber", f"{t[:40]!r} is not a count", op, name)
-    return int(t)
+    return n
 
 
 def _xml_text(text: str) -> str:
@@ -311,7 +312,7 @@ class S3Endpoint:
         """Raise S3Error unless the status is in ``ok`` (``s3_data.check_response``)."""
         s3_data.check_response(conn, head, op, key, ok)
 
-    # -- control plane (botocore) ------------------------------------------------------
+    # -- control plane (our connections) ----------------------------------------------
 
     def on_connection(self, request: Callable[[Connection], T], op: str, key: str) -> T:
         """Run ``request(conn)`` on a pooled connection of ours, retried under our policy;
@@ -549,10 +550,8 @@ class S3Endpoint:
             root = self._xml_call("POST", bucket, key, {"uploadId": upload_id},
                                   "CompleteMultipartUpload", headers, "".join(xml).encode())
             # nothing checks the object after this answer: only the result says it is whole
-            if root is None or root.tag.rpartition("}")[2] != "CompleteMultipartUploadResult":
-                raise S3Error(200, "NoCompleteResult", "the answer is not a "
-                              "CompleteMultipartUploadResult", "CompleteMultipartUpload",
-                              f"{bucket}/{key}")
+            root = self._answer(root, "CompleteMultipartUploadResult", "CompleteMultipartUpload",
+                                f"{bucket}/{key}", "NoCompleteResult")
             return self._text(root, "ETag")
 
         if full_crc is not None and part_crcs is not None:
@@ -579,11 +578,14 @@ class S3Endpoint:
             raise
         return True
 
-    def _answer(self, root, result: str, op: str, name: str):
+    @staticmethod
+    def _answer(root, result: str, op: str, name: str, code: str = ""):
         """``root`` if it is the ``result`` element ``op`` must answer with, else an error
-        (an empty 200, or another document, says nothing about what was asked)."""
+        ``code`` (an empty 200, or another document, says nothing about what was asked):
+        the one rule for every control answer whose result matters."""
         if root is None or root.tag.rpartition("}")[2] != result:
-            raise S3Error(200, f"No{result}", f"the answer is not a {result}", op, name)
+            raise S3Error(200, code or f"No{result}", f"the answer is not a {result}", op,
+                          name)
         return root
 
     def list_parts(self, bucket: str, key: str, upload_id: str) -> dict[int, tuple[str, int]]:
@@ -670,9 +672,7 @@ class S3Endpoint:
                 raise SourceChanged(f"source changed during transfer: {src_bucket}/{src_key} "
                                     f"no longer has ETag {if_match} ({op} refused)") from None
             raise
-        if root is None or root.tag.rpartition("}")[2] != result:
-            raise S3Error(200, "NoCopyResult", f"the answer is not a {result}", op, name)
-        return self._text(root, "ETag")
+        return self._text(self._answer(root, result, op, name, "NoCopyResult"), "ETag")
 
     def copy_object(self, src_bucket: str, src_key: str, bucket: str, key: str,
                     if_match: str | None = None) -> str:
@@ -720,11 +720,9 @@ class S3Endpoint:
                         "</Delete>"]).encode()
         headers = {"Content-Type": "application/xml",   # S3 wants a digest of this body
                    "Content-MD5": base64.b64encode(hashlib.md5(body).digest()).decode()}
-        root = self._xml_call("POST", bucket, "", {"delete": ""}, "DeleteObjects", headers,
-                              body)
-        if root is None or root.tag.rpartition("}")[2] != "DeleteResult":
-            raise S3Error(200, "NoDeleteResult", "the answer is not a DeleteResult",
-                          "DeleteObjects", f"{bucket}/{plain[0]}")
+        root = self._answer(self._xml_call("POST", bucket, "", {"delete": ""}, "DeleteObjects",
+                                           headers, body),
+                            "DeleteResult", "DeleteObjects", f"{bucket}/{plain[0]}")
         ns = _ns(root)
         asked = set(plain)
         named = [d.findtext(f"{ns}Key") for d in root.iterfind(f"{ns}Deleted")]

@@ -39,7 +39,8 @@ class Fault:
 
     kinds: ``reset`` (RST after ``at_byte`` body bytes), ``truncate`` (clean close after
     ``at_byte`` body bytes), ``slowdown`` (an S3 503 SlowDown instead of the response),
-    ``stall`` (pause ``stall_s`` at ``at_byte``), ``flip`` (XOR 0xFF the byte at ``at_byte``).
+    ``stall`` (pause ``stall_s`` at ``at_byte``, or until ``until`` is set if sooner: a
+    test that acts during the pause releases it, no race with a clock), ``flip`` (XOR 0xFF the byte at ``at_byte``).
     Body faults only match Content-Length bodies longer than ``at_byte``; ``reset`` and
     ``truncate`` at byte 0 also match answers without a body (the head is never sent).
     """
@@ -48,6 +49,7 @@ class Fault:
     times: int = 1
     at_byte: int = 0
     stall_s: float = 0.0
+    until: threading.Event | None = None
     method: str | None = "GET"
     path_contains: str | None = None
     skip: int = 0
@@ -265,10 +267,11 @@ _EOF, _RESET, _CLOSE = object(), object(), object()
 
 
 class _Stall:
-    __slots__ = ("seconds",)
+    __slots__ = ("seconds", "until")
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, until: threading.Event | None = None) -> None:
         self.seconds = seconds
+        self.until = until
 
 
 class _Pipe:
@@ -398,7 +401,7 @@ class _Pipe:
                     self._emit(_CLOSE)
                     return False
                 if f.kind == "stall":
-                    self._emit(_Stall(f.stall_s))
+                    self._emit(_Stall(f.stall_s, f.until))
                     self._emit(a[k:])
                 else:  # flip
                     self._emit(memoryview(bytes([a[k] ^ 0xFF])))
@@ -457,7 +460,10 @@ class _Pipe:
             return True
         if isinstance(item, _Stall):
             self.conn.proxy._count_fault("stall")
-            time.sleep(item.seconds)
+            if item.until is not None:
+                item.until.wait(item.seconds)
+            else:
+                time.sleep(item.seconds)
             return True
         if item is _EOF:
             try:

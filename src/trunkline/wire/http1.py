@@ -16,6 +16,14 @@ MAX_HEAD = 64 * 1024
 _HEX = b"0123456789abcdefABCDEF"
 
 
+def decimal_count(text: str) -> int | None:
+    """``text`` as a count if it is decimal digits only, at most 19 (fits an int64), else
+    None: ``int()`` would also take "+5", " 5", "1_0" and other digits than ASCII."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 19:
+        return None
+    return int(text)
+
+
 @dataclass(slots=True)
 class ResponseHead:
     """A parsed response head: status, reason and the headers by lower-cased name."""
@@ -29,10 +37,10 @@ class ResponseHead:
         v = self.headers.get("content-length")
         if v is None:
             return None
-        # digits only (RFC 9110 8.6): int() would also take "+5", " 5" and "1_0"
-        if not (v.isascii() and v.isdigit()) or len(v) > 19:
+        n = decimal_count(v)   # digits only (RFC 9110 8.6)
+        if n is None:
             raise ProtocolError(f"bad Content-Length {v[:40]!r}")
-        return int(v)
+        return n
 
     @property
     def chunked(self) -> bool:
