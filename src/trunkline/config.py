@@ -61,10 +61,28 @@ def default_state_dir() -> Path:
     return Path.home() / ".local" / "state" / "trunkline"
 
 
+_parsed: dict[tuple, dict[str, EndpointConfig]] = {}
+"""Parsed config files by (path, inode, size, mtime): the CLI's early connection and the
+run's endpoints both resolve names, and a file read once stays read until it changes."""
+
+
 def load_named_endpoints(path: Path | None = None) -> dict[str, EndpointConfig]:
     path = path or config_path()
+    try:
+        st = path.stat()
+    except OSError:
+        return {}
     if not path.is_file():
         return {}
+    key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _parsed:
+        if len(_parsed) >= 8:   # files that keep changing: keep the memory bounded
+            _parsed.clear()
+        _parsed[key] = _parse_endpoints(path)
+    return dict(_parsed[key])
+
+
+def _parse_endpoints(path: Path) -> dict[str, EndpointConfig]:
     import tomllib  # only where a config file exists (start-up of a short copy)
 
     try:

@@ -702,16 +702,18 @@ class S3Endpoint:
             return [], []
         if len(keys) > 1000:
             raise ValueError("DeleteObjects takes at most 1000 keys")
-        plain = [k for k in keys if not _XML_UNSAFE.search(k)]
+        plain: list[str] = []
+        odd: list[str] = []
+        for k in keys:
+            (odd if _XML_UNSAFE.search(k) else plain).append(k)
         done: list[str] = []
         errors: list[tuple[str, str]] = []
-        for k in keys if len(plain) < len(keys) else ():
-            if _XML_UNSAFE.search(k):
-                try:
-                    self.delete(bucket, k)
-                    done.append(k)
-                except S3Error as e:
-                    errors.append((k, f"{e.code}: {e.message}"))
+        for k in odd:
+            try:
+                self.delete(bucket, k)
+                done.append(k)
+            except S3Error as e:
+                errors.append((k, f"{e.code}: {e.message}"))
         if not plain:
             return done, errors
         body = "".join(["<Delete xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">",

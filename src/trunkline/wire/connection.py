@@ -110,12 +110,11 @@ class Connection:
     _too_slow: str = ""
 
     def connect(self) -> None:
-        # An ASCII name goes down as bytes: a str is first run through the "idna" codec,
-        # whose import (with stringprep and unicodedata) costs a short copy ~1.5 ms.
-        host = self.host.encode("ascii") if self.host.isascii() else self.host
         # the CLI may have begun this one while it loaded, TLS included (wire/preconnect.py)
-        early = preconnect.take(self.host, self.port, self.connect_timeout, self.tls)
-        raw = early or socket.create_connection((host, self.port), timeout=self.connect_timeout)
+        early = preconnect.take(self.host, self.port, self.connect_timeout, self.tls,
+                                self.server_hostname)
+        raw = early or socket.create_connection((preconnect.socket_host(self.host), self.port),
+                                                timeout=self.connect_timeout)
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         raw.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
