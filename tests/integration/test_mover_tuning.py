@@ -1,7 +1,8 @@
 """The engine's closed loop and its rate cap, end to end against a real SeaweedFS.
 
-- ``bwlimit`` binds: the measured rate of a real copy is within +/-5% of the cap (caps
-  well below what this 2-core box moves when busy, so the cap, not the box, binds).
+- ``bwlimit`` binds: the rate of a real copy while bytes flow is within +/-5% of the cap,
+  and the whole run never beats it (caps well below what this 2-core box moves when
+  busy, so the cap, not the box, binds).
 - Through an emulated WAN (40 ms RTT, 1 MiB window per connection = 26 MB/s, 640 Mbit/s
   aggregate cap) the auto-tuned engine reaches >= 85% of the cap, where one static
   connection is held to window/RTT; the tuner's decisions are in the result.
@@ -10,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import statistics
 
 import pytest
 
@@ -31,12 +33,25 @@ def big_object(aws_env, tmp_path):
 
 @pytest.mark.parametrize("cap_bps", [300e6, 600e6])
 def test_bwlimit_binds_within_5_percent(big_object, tmp_path, cap_bps):
+    """The cap binds while bytes flow: between 10 % and 90 % of the bytes on the wire the
+    rate is the cap +/-5 %, and the whole run (start-up, burst, fsync and all) never beats
+    it. The wall of the whole run is not held to the lower bound: its fixed costs (the
+    fsync of 192 MiB to a disk that CI shares) are not the limiter's."""
+    ticks: list[tuple[float, int]] = []
     r = trunkline.copy(big_object, str(tmp_path / "o.bin"), bwlimit=f"{cap_bps / 1e9}Gbit",
-                       resume=False)
+                       resume=False, on_progress=lambda s: ticks.append((s.t, s.wire_bytes)))
     assert r.ok, r.failures
-    rate = r.bytes * 8 / r.seconds
-    print(f"cap {cap_bps / 1e6:.0f} Mbit/s -> measured {rate / 1e6:.1f} Mbit/s")
-    assert abs(rate - cap_bps) / cap_bps <= 0.05
+    whole = r.bytes * 8 / r.seconds
+    flowing = [(t, b) for t, b in ticks if 0.1 * r.bytes <= b <= 0.9 * r.bytes]
+    assert flowing[-1][0] - flowing[0][0] >= 1.0, ticks   # enough ticks for a rate
+    # the slope through every tick: a tick sees the bytes of whole chunks (several MiB at
+    # a time), so two ticks alone would measure the chunking as much as the cap
+    steady = 8 * statistics.linear_regression([t for t, _ in flowing],
+                                              [b for _, b in flowing]).slope
+    print(f"cap {cap_bps / 1e6:.0f} Mbit/s -> {steady / 1e6:.1f} Mbit/s while flowing, "
+          f"{whole / 1e6:.1f} over the whole run")
+    assert abs(steady - cap_bps) / cap_bps <= 0.05
+    assert whole <= cap_bps * 1.05
 
 
 def test_upload_under_a_binding_cap_does_not_grow(aws_env, tmp_path):
