@@ -43,6 +43,8 @@ class Fault:
     test that acts during the pause releases it, no race with a clock), ``flip`` (XOR 0xFF the byte at ``at_byte``).
     Body faults only match Content-Length bodies longer than ``at_byte``; ``reset`` and
     ``truncate`` at byte 0 also match answers without a body (the head is never sent).
+    ``request=True``: a ``flip`` in the request's body on its way to the store instead
+    (a PUT damaged in flight, which only the store's own check can catch).
     """
 
     kind: FaultKind
@@ -53,8 +55,13 @@ class Fault:
     method: str | None = "GET"
     path_contains: str | None = None
     skip: int = 0
+    request: bool = False
     fired: int = 0
     seen: int = 0
+
+    def __post_init__(self) -> None:
+        if self.request and self.kind != "flip":
+            raise ValueError("a request fault flips a byte of the body; nothing else")
 
     def _wants(self, method: str, path: str, length: int | None) -> bool:
         if self.method is not None and method != self.method:
@@ -355,6 +362,7 @@ class _Pipe:
             if kind == "head":
                 if self.up:
                     self.conn.proxy._count("requests", 1)
+                    self.active = self.conn.proxy._match(b, request=True)
                     self._emit(a)
                     continue
                 if not b.final:
@@ -551,7 +559,8 @@ class Proxy:
     """A WAN-emulating, fault-injecting proxy on 127.0.0.1; use as a context manager.
 
     ``delay_s`` one way per direction; ``window_bytes`` per connection and direction;
-    ``rate_bps`` aggregate bits/s per direction (token bucket); ``faults`` act on responses;
+    ``rate_bps`` aggregate bits/s per direction (token bucket); ``faults`` act on responses
+    (and request bodies: ``Fault.request``);
     ``rewrites`` replace whole (small) response bodies.
     """
 
@@ -657,13 +666,13 @@ class Proxy:
         with self._lock:
             self.stats.faults[kind] += 1
 
-    def _match(self, head: _Head) -> Fault | None:
+    def _match(self, head: _Head, request: bool = False) -> Fault | None:
         if head.req is None:
             return None
         with self._lock:
             for f in self.faults:
-                if f.fired >= f.times or not f._wants(head.req.method, head.req.path,
-                                                      head.length):
+                if f.request != request or f.fired >= f.times or not f._wants(
+                        head.req.method, head.req.path, head.length):
                     continue
                 f.seen += 1
                 if f.seen <= f.skip:
