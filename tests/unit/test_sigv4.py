@@ -18,11 +18,15 @@ from trunkline.storage import sigv4
 NOW = 1764355200.0 + 12345   # a fixed instant: both signers see the same clock
 
 
-def botocore_signed(method, host, path, qs, headers, keys, region, now):
-    """botocore's S3SigV4Auth (payload signing off, as trunkline's data plane) at ``now``."""
+def botocore_signed(method, host, path, qs, headers, keys, region, now, trailer=False):
+    """botocore's S3SigV4Auth (payload signing off, as trunkline's data plane) at ``now``;
+    ``trailer``: as its flexible-checksum handler marks a body whose checksum trails it."""
     url = f"http://{host}{path}" + (f"?{qs}" if qs else "")
     req = AWSRequest(method=method, url=url, headers=dict(headers, Host=host))
     req.context["client_config"] = Config(s3={"payload_signing_enabled": False})
+    if trailer:
+        req.context["checksum"] = {"request_algorithm": {"in": "trailer",
+                                                         "algorithm": "crc32c"}}
     auth = S3SigV4Auth(Credentials(*keys), "s3", region)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
     req.context["timestamp"] = stamp
@@ -79,3 +83,20 @@ def test_signature_depends_on_every_signed_part():
         assert sigv4.sign(**{**base, **change}, now=NOW)["Authorization"] != ref, change
     assert sigv4.sign(**base, now=NOW + 1)["Authorization"] != ref
     assert "wJalr" not in repr(KEYS[0])
+
+
+@pytest.mark.parametrize("keys", KEYS, ids=["static", "session-token"])
+def test_a_trailing_checksum_payload_signs_as_botocore_does(keys):
+    """A PUT whose CRC32C trails an aws-chunked body signs the literal
+    STREAMING-UNSIGNED-PAYLOAD-TRAILER where UNSIGNED-PAYLOAD goes otherwise, as botocore
+    signs a request its flexible-checksum handler sends with a trailer."""
+    host = "127.0.0.1:8333"
+    headers = {"Content-Length": "1048", "Content-Encoding": "aws-chunked",
+               "x-amz-decoded-content-length": "1024", "x-amz-trailer": "x-amz-checksum-crc32c"}
+    qs = sigv4.canonical_query({"partNumber": "2", "uploadId": "u"})
+    ours = sigv4.sign("PUT", "/b/k", qs, dict(headers, Host=host), keys, "us-east-1", now=NOW,
+                      payload=sigv4.TRAILER_PAYLOAD)
+    ref = botocore_signed("PUT", host, "/b/k", qs, headers, tuple(keys), "us-east-1", NOW,
+                          trailer=True)
+    assert ours == ref
+    assert ours["X-Amz-Content-SHA256"] == "STREAMING-UNSIGNED-PAYLOAD-TRAILER"

@@ -204,6 +204,7 @@ class S3Endpoint:
 
             self._tls = client_context(ca_bundle(cfg))
         self.supports_crc32c: bool | None = None   # learnt on first upload
+        self.trailer_crc32c = False   # a CRC32C trailer is checked (the probe found it)
         self.verifies_crc32c: bool | None = None   # refuses a body that does not match it
         self.full_object_crc: bool | None = None   # FULL_OBJECT CRC32C multipart uploads
         # control-plane requests (LIST, HEAD, verify's reads) share one pool of our own
@@ -294,8 +295,9 @@ class S3Endpoint:
         key: str,
         query: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
+        payload: str = sigv4.UNSIGNED_PAYLOAD,
     ) -> bytes:
-        """The signed request head bytes (SigV4, UNSIGNED-PAYLOAD)."""
+        """The signed request head bytes (SigV4 over the ``payload`` literal)."""
         host, path = self._target(bucket, key)
         qs = sigv4.canonical_query(query)
         hdrs = dict(headers or {})
@@ -304,7 +306,7 @@ class S3Endpoint:
         if keys is None:
             c = self._creds.get_frozen_credentials()
             keys = sigv4.Keys(c.access_key, c.secret_key, c.token)
-        signed = sigv4.sign(method, path, qs, hdrs, keys, self.region)
+        signed = sigv4.sign(method, path, qs, hdrs, keys, self.region, payload=payload)
         return build_request(method, path + ("?" + qs if qs else ""), signed)
 
     def check_response(self, conn: Connection, head: ResponseHead, op: str, key: str,

@@ -24,11 +24,14 @@ from typing import Protocol
 from ..errors import DataError, IntegrityError, ProtocolError, SourceChanged, StoreError
 from ..wire.connection import Connection
 from ..wire.http1 import ResponseHead
+from . import sigv4
 
 __all__ = ["DataEndpoint", "GetAnswer", "b64_to_crc32c", "check_get", "check_response",
            "crc32c_to_b64", "get", "head", "parse_error_xml", "put"]
 
 ERROR_BODY_LIMIT = 64 * 1024
+TRAILER_MISMATCH = ("BadDigest", "InvalidDigest", "XAmzContentChecksumMismatch")
+"""The codes of a 400 that refuses a body whose CRC32C differs from its trailer."""
 CRC32C_REJECTED = ("InvalidArgument", "NotImplemented", "InvalidRequest",
                    "XAmzContentChecksumMismatch")
 
@@ -40,7 +43,8 @@ class DataEndpoint(Protocol):
 
     def signed_head(self, method: str, bucket: str, key: str,
                     query: dict[str, str] | None = None,
-                    headers: dict[str, str] | None = None) -> bytes: ...
+                    headers: dict[str, str] | None = None,
+                    payload: str = ...) -> bytes: ...
 
 
 def crc32c_to_b64(v: int) -> str:
@@ -116,10 +120,11 @@ def check_response(conn: Connection, head: ResponseHead, op: str, key: str,
 
 def _exchange(ep: DataEndpoint, conn: Connection, method: str, bucket: str, key: str,
               query: dict[str, str] | None, headers: dict[str, str],
-              send_body: Callable[[Connection], None] | None = None
-              ) -> tuple[ResponseHead, float]:
+              send_body: Callable[[Connection], None] | None = None,
+              payload: str = sigv4.UNSIGNED_PAYLOAD) -> tuple[ResponseHead, float]:
     """One request on ``conn``: (response head, seconds from the request's end to the head)."""
-    conn.request(method, ep.signed_head(method, bucket, key, query=query, headers=headers))
+    conn.request(method, ep.signed_head(method, bucket, key, query=query, headers=headers,
+                                        payload=payload))
     if send_body is not None:
         send_body(conn)
     t0 = time.monotonic()
@@ -216,20 +221,42 @@ def get(ep: DataEndpoint, conn: Connection, bucket: str, key: str, name: str, *,
 
 def put(ep: DataEndpoint, conn: Connection, bucket: str, key: str, name: str, *,
         length: int, send_body: Callable[[Connection], None], crc32c_b64: str | None = None,
-        query: dict[str, str] | None = None) -> tuple[str, float]:
+        query: dict[str, str] | None = None,
+        trailer: Callable[[], int] | None = None) -> tuple[str, float]:
     """PUT an object (or, with ``query`` partNumber/uploadId, a part) whose ``length``-byte
     body ``send_body(conn)`` sends; returns (ETag, TTFB).
 
     With ``crc32c_b64`` the store checks the bytes it received. A store that rejects the
     header is remembered (``ep.supports_crc32c = False``) and the try fails with a
-    retryable ``IntegrityError``, so the retry goes without it."""
+    retryable ``IntegrityError``, so the retry goes without it.
+
+    With ``trailer`` (only to a store whose probe found trailers checked: ``trailed``) the
+    CRC32C is not known before the body: the body goes framed as one aws-chunked chunk and
+    ``trailer()``, called once the body is sent, gives the CRC32C the store checks from the
+    trailer. A ``send_body`` that raises leaves the chunk short: the store never completes
+    the request, and the connection is spent."""
     headers = {"Content-Length": str(length)}
-    if crc32c_b64 is not None and ep.supports_crc32c is not False:
+    payload = sigv4.UNSIGNED_PAYLOAD
+    body = send_body
+    if trailer is not None and length > 0:
+        headers = trailed_headers(length)
+        payload = sigv4.TRAILER_PAYLOAD
+
+        def body(conn: Connection) -> None:
+            conn.send(b"%x\r\n" % length)
+            send_body(conn)
+            conn.send(trailer_bytes(crc32c_to_b64(trailer())))
+    elif crc32c_b64 is not None and ep.supports_crc32c is not False:
         headers["x-amz-checksum-crc32c"] = crc32c_b64
-    head, ttfb = _exchange(ep, conn, "PUT", bucket, key, query, headers, send_body)
+    head, ttfb = _exchange(ep, conn, "PUT", bucket, key, query, headers, body, payload)
     try:
         check_response(conn, head, "PUT", name, ok=(200,))
     except StoreError as e:
+        if payload == sigv4.TRAILER_PAYLOAD and e.status == 400 and e.code in TRAILER_MISMATCH:
+            # the store summed other bytes than we did: damaged on the way (SeaweedFS
+            # answers InvalidDigest, AWS BadDigest): sent again, like damage in a GET
+            raise IntegrityError(f"{name}: the store's CRC32C differs from the trailer's "
+                                 f"({e.code}): damaged on the way") from e
         if ("x-amz-checksum-crc32c" in headers and ep.supports_crc32c is None
                 and e.code in CRC32C_REJECTED):
             ep.supports_crc32c = False  # this store rejects the header: go on without it
@@ -239,6 +266,23 @@ def put(ep: DataEndpoint, conn: Connection, bucket: str, key: str, name: str, *,
     if "x-amz-checksum-crc32c" in headers:
         ep.supports_crc32c = True
     return head.headers.get("etag", ""), ttfb
+
+
+_TRAILER_NAME = "x-amz-checksum-crc32c"
+
+
+def trailed_headers(length: int) -> dict[str, str]:
+    """The headers of a ``length``-byte body sent as one aws-chunked chunk and a CRC32C
+    trailer (``STREAMING-UNSIGNED-PAYLOAD-TRAILER``): the framed Content-Length is known
+    before the CRC is, since a CRC32C is always 8 characters of base64."""
+    framed = len(b"%x\r\n" % length) + length + len(trailer_bytes("A" * 8))
+    return {"Content-Length": str(framed), "Content-Encoding": "aws-chunked",
+            "x-amz-decoded-content-length": str(length), "x-amz-trailer": _TRAILER_NAME}
+
+
+def trailer_bytes(crc32c_b64: str) -> bytes:
+    """What follows the chunk's data: its end, the last (empty) chunk, the trailer."""
+    return f"\r\n0\r\n{_TRAILER_NAME}:{crc32c_b64}\r\n\r\n".encode("ascii")
 
 
 def head(ep: DataEndpoint, conn: Connection, bucket: str, key: str, name: str, *,

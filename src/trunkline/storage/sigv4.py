@@ -5,7 +5,9 @@ needs a signed head, and ``botocore.auth`` pulls in most of botocore (~0.1 s of 
 copy's start-up, measured with ``python -X importtime``). The algorithm is small and
 fixed (AWS's "Signature Version 4": a canonical request, a string to sign, an HMAC
 chain); this is it for S3 with ``UNSIGNED-PAYLOAD``, the form ``S3SigV4Auth`` produces
-when payload signing is off. tests/unit/test_sigv4.py holds it against botocore's signer
+when payload signing is off, and ``STREAMING-UNSIGNED-PAYLOAD-TRAILER`` (the same
+signature over another payload literal: a body framed as aws-chunked whose CRC32C comes
+in a trailer after it). tests/unit/test_sigv4.py holds it against botocore's signer
 on the same requests, and every integration test against a real store exercises it.
 Credential chains (profiles, SSO, instance roles) stay botocore's (``storage/s3.py``).
 Sans-I/O: values in, headers out; the clock is a parameter.
@@ -22,6 +24,7 @@ from urllib.parse import quote
 __all__ = ["Keys", "canonical_query", "sign"]
 
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+TRAILER_PAYLOAD = "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
 _UNSIGNED = frozenset(("baggage", "connection", "expect", "keep-alive", "proxy-authenticate",
                        "proxy-authorization", "te", "traceparent", "tracestate", "trailer",
                        "transfer-encoding", "upgrade", "user-agent", "x-amzn-trace-id"))
@@ -65,11 +68,12 @@ def _signing_key(secret: str, day: str, region: str, service: str) -> bytes:
 
 
 def sign(method: str, path: str, query: str, headers: dict[str, str], keys: Keys,
-         region: str, *, service: str = "s3", now: float | None = None) -> dict[str, str]:
+         region: str, *, service: str = "s3", now: float | None = None,
+         payload: str = UNSIGNED_PAYLOAD) -> dict[str, str]:
     """``headers`` plus X-Amz-Date, X-Amz-Security-Token (temporary keys),
     X-Amz-Content-SHA256 and Authorization, in botocore's order. ``path`` is the already
     encoded path (S3: not normalised), ``query`` the output of ``canonical_query``;
-    ``headers`` must hold Host."""
+    ``headers`` must hold Host; ``payload`` is the X-Amz-Content-SHA256 literal."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
     out = {k: v for k, v in headers.items()
            if k.lower() not in ("authorization", "x-amz-date", "date",
@@ -77,7 +81,7 @@ def sign(method: str, path: str, query: str, headers: dict[str, str], keys: Keys
     out["X-Amz-Date"] = stamp
     if keys.token:
         out["X-Amz-Security-Token"] = keys.token
-    out["X-Amz-Content-SHA256"] = UNSIGNED_PAYLOAD
+    out["X-Amz-Content-SHA256"] = payload
     signed: dict[str, list[str]] = {}
     for name, value in out.items():
         low = name.lower()
@@ -86,7 +90,7 @@ def sign(method: str, path: str, query: str, headers: dict[str, str], keys: Keys
     names = sorted(signed)
     canon = "\n".join((method.upper(), path, query,
                        "".join(f"{n}:{','.join(signed[n])}\n" for n in names),
-                       ";".join(names), UNSIGNED_PAYLOAD))
+                       ";".join(names), payload))
     day = stamp[:8]
     scope = f"{day}/{region}/{service}/aws4_request"
     to_sign = "\n".join(("AWS4-HMAC-SHA256", stamp, scope,
