@@ -67,7 +67,7 @@ def test_second_process_reuses_the_answer_without_probing(cache_on, tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["garbage", "wrong-type", "other-endpoint", "stale",
-                                    "future", "huge"])
+                                    "future", "huge", "older-format"])
 def test_a_damaged_stale_or_foreign_file_is_probed_again(cache_on, tmp_path, damage):
     srv = cache_on
     srv.create_bucket("capd")
@@ -90,6 +90,10 @@ def test_a_damaged_stale_or_foreign_file_is_probed_again(cache_on, tmp_path, dam
     elif damage == "future":
         d["probed_at"] += 3600
         path.write_text(json.dumps(d))
+    elif damage == "older-format":   # format 1 knew nothing of trailers
+        d["format"] = 1
+        del d["capabilities"]["trailer_crc32c"]
+        path.write_text(json.dumps(d))
     else:
         path.write_text(json.dumps(d) + " " * (capabilities._MAX_FILE + 1))
     capabilities.forget(disk=False)
@@ -97,7 +101,7 @@ def test_a_damaged_stale_or_foreign_file_is_probed_again(cache_on, tmp_path, dam
     assert r.ok, r.failures
     assert r.capabilities["store"]["from_cache"] is False      # probed again
     fresh = json.loads(path.read_text())                       # and the file replaced
-    assert fresh["format"] == 1 and isinstance(
+    assert fresh["format"] == capabilities._FORMAT and isinstance(
         fresh["capabilities"]["checksums"]["crc32c"]["verified"], bool)
 
 

@@ -19,9 +19,11 @@ from pathlib import Path
 import pytest
 
 import trunkline
+from trunkline.config import resolve_endpoint
 from trunkline.engine.plan import MiB
 from trunkline.storage import capabilities
 from trunkline.storage.capabilities import ALGORITHMS, checksum_b64, crc64nvme, probe
+from trunkline.storage.s3 import S3Endpoint
 from trunkline.testing.refusing_proxy import RefusingProxy
 
 ALL = set(ALGORITHMS)
@@ -29,15 +31,15 @@ MEASURED = {
     "seaweedfs": {"accepted": ALL, "verified": ALL, "kept": ALL,
                   "multipart_full_object": True, "multipart_checksum": "full-object",
                   "if_match_get": True, "list_utf8_order": False, "list_pages": True,
-                  "copy_object": True, "upload_part_copy": True},
+                  "copy_object": True, "upload_part_copy": True, "trailer_crc32c": True},
     "rgw": {"accepted": ALL, "verified": set(), "kept": set(),
             "multipart_full_object": True, "multipart_checksum": "none",
             "if_match_get": True, "list_utf8_order": True, "list_pages": True,
-            "copy_object": True, "upload_part_copy": True},
+            "copy_object": True, "upload_part_copy": True, "trailer_crc32c": False},
     "juicefs": {"accepted": ALL, "verified": set(), "kept": set(),
                 "multipart_full_object": True, "multipart_checksum": "none",
                 "if_match_get": True, "list_utf8_order": True, "list_pages": True,
-                "copy_object": True, "upload_part_copy": True},
+                "copy_object": True, "upload_part_copy": True, "trailer_crc32c": False},
 }
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "stores.md"
 
@@ -54,6 +56,7 @@ def _summary(c: capabilities.Capabilities) -> dict:
         "list_pages": c.list_pages,
         "copy_object": c.copy_object,
         "upload_part_copy": c.upload_part_copy,
+        "trailer_crc32c": c.trailer_crc32c,
     }
 
 
@@ -68,9 +71,14 @@ def _bucket(srv) -> str:
     return b
 
 
-def test_probe_measures_each_store(store, store_name):
+def test_probe_measures_each_store(store_env, store_name):
+    store = store_env
     b = _bucket(store)
-    c = probe(store.client(), b, store_name)
+    ep = S3Endpoint(resolve_endpoint("s3"))   # the trailer goes on our own connections
+    try:
+        c = probe(store.client(), b, store_name, ep=ep)
+    finally:
+        ep.close()
     assert c.error is None, c.error
     assert _summary(c) == MEASURED[store_name]
     # the probe leaves nothing behind: no object, no upload
@@ -93,6 +101,7 @@ def test_cp_json_reports_capabilities_used(store_env, store_name, tmp_path):
     assert caps["used"]["put_checksum"] == "crc32c"
     assert caps["used"]["store_keeps_crc32c"] == ("crc32c" in want["kept"])
     assert caps["store"]["multipart_checksum"] == want["multipart_checksum"]
+    assert caps["used"]["trailing_crc32c"] is want["trailer_crc32c"]
     body = store_env.client().get_object(Bucket=b, Key="f.bin")["Body"].read()
     assert body == f.read_bytes()
 
@@ -115,9 +124,11 @@ def test_engine_sends_no_header_a_store_refuses(aws_env, tmp_path, monkeypatch):
         assert store["multipart_checksum"] == "refused"
         assert r.capabilities["used"] == {"put_checksum": None, "multipart_checksum": None,
                                           "store_keeps_crc32c": False,
-                                          "store_verifies_crc32c": False}
+                                          "store_verifies_crc32c": False,
+                                          "trailing_crc32c": False}
         probe_refusals = len(px.refused)
-        assert probe_refusals == 3   # PUT crc32c, then FULL_OBJECT and COMPOSITE multipart
+        # PUT crc32c, FULL_OBJECT and COMPOSITE multipart, a PUT with a CRC32C trailer
+        assert probe_refusals == 4
         assert px.passed > 0
         r2 = trunkline.copy(str(src), f"s3://{b}/r2/", recursive=True, part_size="5M")
         assert r2.ok, r2.failures
@@ -180,13 +191,14 @@ def _cell(m: dict, feature: str) -> str:
         "continuation pages keep the order": yes[m["list_pages"]],
         "CopyObject": yes[m["copy_object"]],
         "UploadPartCopy": yes[m["upload_part_copy"]],
+        "CRC32C trailer checked (aws-chunked; a wrong one refused)": yes[m["trailer_crc32c"]],
     }[feature]
 
 
 def test_docs_table_matches_measurements():
     rows = _docs_rows()
     names = {"SeaweedFS": "seaweedfs", "Ceph RGW": "rgw", "JuiceFS": "juicefs"}
-    assert len(rows) == 10
+    assert len(rows) == 11
     for feature, cells in rows.items():
         for col, cell in cells.items():
             want = _cell(MEASURED[names[re.sub(r"\s*\(.*\)", "", col)]], feature)

@@ -40,7 +40,9 @@ from dataclasses import asdict, dataclass, field
 
 import google_crc32c
 
+from ..errors import IntegrityError, StoreError
 from ..native.crc import crc64nvme
+from . import s3_data
 
 ALGORITHMS = ("crc32c", "crc32", "sha1", "sha256", "crc64nvme")
 # keys whose UTF-8 byte order differs from case-folded, locale and path-aware orders:
@@ -89,6 +91,9 @@ class Capabilities:
     list_pages: bool | None = None             # continuation tokens give the same order
     copy_object: bool | None = None
     upload_part_copy: bool | None = None
+    trailer_crc32c: bool | None = None         # a CRC32C trailing an aws-chunked body is
+    #                                            checked: the right one stored exactly, a
+    #                                            wrong one refused (streams pass through)
     seconds: float = 0.0
     error: str | None = None                   # why probing stopped, if it did
     probed_at: float = 0.0                     # when (epoch seconds)
@@ -143,7 +148,7 @@ def for_endpoint(ep, bucket: str, full: bool = False) -> Capabilities:
     path = _disk_path(ep.identity, bucket)
     caps = _load(path, name, full)
     if caps is None:
-        caps = probe(ep.client, bucket, name=name, full=full)
+        caps = probe(ep.client, bucket, name=name, full=full, ep=ep)
         _save(path, caps, full)
     with _cache_lock:
         _cache.setdefault(key, caps)
@@ -163,7 +168,7 @@ def forget(disk: bool = True) -> None:
 
 # ------------------------------------------------------------------- the disk cache
 
-_FORMAT = 1
+_FORMAT = 2   # 2: trailer_crc32c
 _MAX_FILE = 64 * 1024
 
 
@@ -258,7 +263,8 @@ def _from_dict(d: dict) -> Capabilities:
         multipart_checksum=_opt_str(d["multipart_checksum"]),
         if_match_get=_opt_bool(d["if_match_get"]), list_order=_opt_str(d["list_order"]),
         list_pages=_opt_bool(d["list_pages"]), copy_object=_opt_bool(d["copy_object"]),
-        upload_part_copy=_opt_bool(d["upload_part_copy"]), error=_opt_str(d["error"]))
+        upload_part_copy=_opt_bool(d["upload_part_copy"]),
+        trailer_crc32c=_opt_bool(d["trailer_crc32c"]), error=_opt_str(d["error"]))
 
 
 # ------------------------------------------------------------------------- the probe
@@ -328,6 +334,42 @@ def _probe_multipart(client, bucket: str, prefix: str) -> tuple[bool, str]:
     if got == part_crc:
         return full, "full-object"
     return full, "composite" if "-" in got else f"other ({got})"
+
+
+def _probe_trailer(ep, client, bucket: str, prefix: str) -> bool:
+    """Whether a PUT whose CRC32C trails its body (aws-chunked framing,
+    ``STREAMING-UNSIGNED-PAYLOAD-TRAILER``) is stored exactly, and one whose trailer is
+    wrong refused. Both, or a stream does not pass parts through to this store: a store
+    that takes the framing but skips the trailer would keep what it never checked, and
+    one that ignores the framing would keep the chunk's frame as the object's bytes."""
+    key = f"{prefix}trailer"
+    crc = google_crc32c.value(BODY)
+
+    def put(k: str, value: int) -> None:
+        conn = ep.new_connection()
+        try:
+            s3_data.put(ep, conn, bucket, k, k, length=len(BODY),
+                        send_body=lambda c: c.send(BODY), trailer=lambda: value)
+        finally:
+            conn.close()
+
+    try:
+        put(key, crc)
+    except StoreError as e:
+        if e.status in (400, 403, 411, 501):   # the framing, or its literal, refused
+            return False
+        raise
+    if client.get_object(Bucket=bucket, Key=key)["Body"].read() != BODY:
+        return False
+    try:
+        put(key + "-bad", crc ^ 1)
+    except IntegrityError:   # refused as damaged (s3_data.TRAILER_MISMATCH)
+        return True
+    except StoreError as e:
+        if e.status in (400, 422):
+            return True
+        raise
+    return False
 
 
 def _probe_if_match(client, bucket: str, prefix: str) -> bool:
@@ -429,6 +471,7 @@ def apply(ep, caps: Capabilities) -> dict:
         ep.verifies_crc32c = caps.checksums["crc32c"].verified
     if caps.multipart_full_object is not None:
         ep.full_object_crc = caps.multipart_full_object if crc is not False else False
+    ep.trailer_crc32c = caps.trailer_crc32c is True
     return {
         "put_checksum": "crc32c" if ep.supports_crc32c is not False else None,
         "multipart_checksum": "FULL_OBJECT crc32c" if ep.full_object_crc is not False
@@ -437,6 +480,7 @@ def apply(ep, caps: Capabilities) -> dict:
         else None,
         "store_verifies_crc32c": caps.checksums["crc32c"].verified
         if "crc32c" in caps.checksums else None,
+        "trailing_crc32c": ep.trailer_crc32c,
     }
 
 
@@ -498,11 +542,12 @@ def _remove_stale(client, bucket: str) -> None:
             client.abort_multipart_upload(Bucket=bucket, Key=u["Key"], UploadId=u["UploadId"])
 
 
-def probe(client, bucket: str, name: str = "", full: bool = True) -> Capabilities:
+def probe(client, bucket: str, name: str = "", full: bool = True, ep=None) -> Capabilities:
     """Measure the capabilities of the store behind ``client`` (botocore, with
     ``request_checksum_calculation='when_required'``) in ``bucket``. Never raises: what
     could not be measured stays None and ``error`` says why. ``full=False``: only CRC32C
-    and the multipart checksum (what the engine acts on)."""
+    and the multipart checksum (what the engine acts on). ``ep`` (the same store's
+    S3Endpoint) adds the trailing checksum, which only our own connections send."""
     t0 = time.monotonic()
     caps = Capabilities(endpoint=name, probed_at=time.time())
     prefix = f".trunkline-probe-{_host_tag()}p{os.getpid()}-{uuid.uuid4().hex[:12]}/"
@@ -511,6 +556,9 @@ def probe(client, bucket: str, name: str = "", full: bool = True) -> Capabilitie
             sums = {a: pool.submit(_probe_checksum, client, bucket, prefix, a)
                     for a in (ALGORITHMS if full else ("crc32c",))}
             groups = [("multipart", pool.submit(_probe_multipart, client, bucket, prefix))]
+            if ep is not None:
+                groups.append(("trailer", pool.submit(_probe_trailer, ep, client, bucket,
+                                                      prefix)))
             if full:
                 groups += [("if-match", pool.submit(_probe_if_match, client, bucket, prefix)),
                            ("list", pool.submit(_probe_list, client, bucket, prefix)),
@@ -533,6 +581,8 @@ def probe(client, bucket: str, name: str = "", full: bool = True) -> Capabilitie
                     caps.if_match_get = r
                 elif what == "list":
                     caps.list_order, caps.list_pages = r
+                elif what == "trailer":
+                    caps.trailer_crc32c = r
                 else:
                     caps.copy_object, caps.upload_part_copy = r
             if errors:

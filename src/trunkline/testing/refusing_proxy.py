@@ -4,7 +4,8 @@ Why: none of the embedded stores refuses ``x-amz-checksum-*``, but real ones do 
 Ceph, some S3-compatible services answer 400 to headers they do not implement), and the
 mover must then send none rather than fail or retry blindly. This front relays requests
 to a real S3 server, except that any request carrying a checksum value or algorithm
-header gets ``400 InvalidArgument`` without reaching the store. One request per
+header (or a checksum trailer: ``x-amz-trailer``) gets ``400 InvalidArgument`` without
+reaching the store. One request per
 connection (``Connection: close``), which every S3 client handles, keeps it small.
 """
 
@@ -22,7 +23,7 @@ _REFUSAL = (b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>InvalidArgu
 def _refused_header(name: str) -> bool:
     n = name.lower()
     return (n.startswith("x-amz-checksum-") and n != "x-amz-checksum-mode") or \
-        n == "x-amz-sdk-checksum-algorithm"
+        n in ("x-amz-sdk-checksum-algorithm", "x-amz-trailer")
 
 
 @dataclass
