@@ -412,3 +412,56 @@ def test_a_part_listing_that_cannot_be_right_is_an_error(s3server, via, answer, 
         assert rw.fired >= 1 and e.value.code == code, e.value
     finally:
         c.abort_multipart_upload(Bucket=BUCKET, Key="lp/x", UploadId=up)
+
+
+# -- a stream between stores that passes parts through, its CRC32C in a trailer -------------
+
+
+def _stream(src: str, dst: str, **kw) -> trunkline.TransferResult:
+    opts = dict(part_size="8M", connections=2, retries=2, read_timeout=2.0, resume=False,
+                server_side=False)
+    opts.update(kw)
+    return trunkline.copy(src, dst, **opts)
+
+
+@pytest.mark.parametrize("key", ["single.bin", "multi.bin"])
+def test_a_part_damaged_on_its_way_to_the_store_is_refused_by_its_trailer(
+        seeded, s3server, via, key):
+    """A stream to SeaweedFS passes each part through (the probe found its trailing
+    CRC32C checked). A byte of two PUT bodies is flipped on the way to the store, after
+    trunkline summed it: the store refuses each of those parts (BadDigest), the part is
+    fetched and sent again, and what the store keeps is the source, byte for byte. A store
+    that took the framing without checking the trailer would keep the flipped byte."""
+    dst = f"trailer-flip/{key}"
+    flip = Fault("flip", times=2, at_byte=MiB + 3, method="PUT", path_contains=dst,
+                 request=True)
+    with Proxy(("127.0.0.1", s3server.port), faults=[flip]) as px:
+        via(px)
+        r = _stream(f"s3://{BUCKET}/{key}", f"s3://{BUCKET}/{dst}")
+    assert flip.fired == 2, "no PUT body was damaged: the test proves nothing"
+    assert r.ok, r.failures
+    assert r.capabilities["used"]["trailing_crc32c"] is True, r.capabilities
+    assert r.retries >= 2, r.to_dict()
+    body = s3server.client().get_object(Bucket=BUCKET, Key=dst)["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == seeded[key]
+
+
+@pytest.mark.parametrize("kind", ["flip", "reset"])
+def test_a_stream_whose_source_fails_completes_no_object(seeded, s3server, via, kind):
+    """Every answer to the source's GET is damaged (a flipped byte: the store's CRC32C of
+    the object disagrees) or cut off (a reset) while the part is passed through. The
+    check comes before the trailer, so the PUT is left short each time and its connection
+    dropped: the copy fails, and the destination holds no object at all (sending the
+    trailer of what arrived would have stored the damaged bytes under the final name)."""
+    assert store_keeps_crc(s3server, "single.bin")
+    dst = f"trailer-src-{kind}/single.bin"
+    fault = Fault(kind, times=100, at_byte=2 * MiB, path_contains="/single.bin")
+    with Proxy(("127.0.0.1", s3server.port), faults=[fault]) as px:
+        via(px)
+        r = _stream(f"s3://{BUCKET}/single.bin", f"s3://{BUCKET}/{dst}", retries=1)
+    assert fault.fired >= 2
+    assert not r.ok and len(r.failures) == 1, r.to_dict()
+    assert r.capabilities["used"]["trailing_crc32c"] is True, r.capabilities
+    c = s3server.client()
+    assert not c.list_objects_v2(Bucket=BUCKET, Prefix=dst).get("Contents"), \
+        "a stream that failed left an object at its destination"

@@ -38,7 +38,7 @@ from .connections import RunConnections
 from .direct_io import aligned_buffer
 from .jobs import ObjectJob, ObjectPlan
 from .journal import Journal
-from .ops import KINDS, RESUMED, PartContext, RunContext, WorkerStats
+from .ops import KINDS, RESUMED, PartContext, RunContext, WorkerStats, stream
 from .plan import Part
 from .progress import take_snapshot
 from .ratelimit import RateLimiter
@@ -252,13 +252,15 @@ class Runner:
     def _first_level(self, plan: ObjectPlan, alone: bool = False) -> None:
         """The tuner's bounds and start, from the first object.
 
-        Only streams between stores hold whole parts in memory; a download holds one
-        1 MiB buffer per connection and an upload none (``sendfile``), so for those the
-        memory bound must not cap connections x part size. Small objects from a store
-        that answers quickly start with fewer connections (``tune.start_level``);
-        ``alone``: the first object is the only one: it starts with one connection per
-        part, at most the usual start (no timing needed)."""
-        if self.tuner is None or plan.kind not in ("download", "upload", "copy"):
+        Only streams between stores that buffer hold whole parts in memory; a download
+        holds one 1 MiB buffer per connection, an upload none (``sendfile``) and a stream
+        that passes parts through (``ops/stream.py``) one MiB, so for those the memory
+        bound must not cap connections x part size. Small objects from a store that
+        answers quickly start with fewer connections (``tune.start_level``); ``alone``:
+        the first object is the only one: it starts with one connection per part, at most
+        the usual start (no timing needed)."""
+        if self.tuner is None or (plan.kind not in ("download", "upload", "copy")
+                                  and not stream.passes_through(self.opts.checksums, plan)):
             return
         t = self.tuner
         start = self._start_for(plan, min(INITIAL_CONNECTIONS, self.opts.max_connections),

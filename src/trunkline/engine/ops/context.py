@@ -50,12 +50,15 @@ class Leases:
         self._pool_for = pool_for
         self._held: dict[tuple, tuple[ConnectionPool, Connection]] = {}
 
-    def get(self, ep: S3Endpoint) -> Connection:
-        held = self._held.get(ep.origin)
+    def get(self, ep: S3Endpoint, slot: int = 0) -> Connection:
+        """The try's connection ``slot`` to ``ep``'s origin: a stream that passes a part
+        through sends on slot 1 while slot 0 still receives (the same origin on both
+        sides, a copy within one store, needs two)."""
+        held = self._held.get((ep.origin, slot))
         if held is None:
             pool = self._pool_for(ep)
             held = (pool, pool.acquire())
-            self._held[ep.origin] = held
+            self._held[(ep.origin, slot)] = held
         return held[1]
 
     def release_all(self, trusted: bool) -> None:
@@ -103,9 +106,9 @@ class PartContext:
     buffer: memoryview
     counted: int = field(default=0)   # done bytes counted by this try (taken back if it fails)
 
-    def connection(self, ep: S3Endpoint) -> Connection:
-        """This try's connection to ``ep``'s origin."""
-        return self.conns.get(ep)
+    def connection(self, ep: S3Endpoint, slot: int = 0) -> Connection:
+        """This try's connection (``slot``: ``Leases.get``) to ``ep``'s origin."""
+        return self.conns.get(ep, slot)
 
     def moved(self, n: int) -> None:
         """``n`` more bytes of this part are done (wire and progress)."""

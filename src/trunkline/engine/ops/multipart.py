@@ -39,16 +39,21 @@ def ensure_upload(run: RunContext, job: ObjectJob) -> str:
 
 
 def put_part(ctx: PartContext, job: ObjectJob, part: Part,
-             send_body: Callable[[Connection], None], crc: int | None) -> str:
-    """PUT an object or a part whose body ``send_body(conn)`` writes; returns the ETag."""
+             send_body: Callable[[Connection], None], crc: int | None, *,
+             trailer: Callable[[], int] | None = None) -> str:
+    """PUT an object or a part whose body ``send_body(conn)`` writes; returns the ETag.
+    ``crc`` goes in the head; ``trailer`` (a part passed through: its CRC32C known only
+    once sent) after the body, on a second connection to the store (``Leases.get``)."""
     ep = job.plan.dst_ep
     assert ep is not None
     query = None
     if job.plan.multipart:
         query = {"partNumber": str(part.number), "uploadId": ensure_upload(ctx.run, job)}
-    etag, ttfb = s3_data.put(ep, ctx.connection(ep), job.plan.dst_bucket, job.plan.dst_key, job.plan.name,
+    conn = ctx.connection(ep, slot=1 if trailer is not None else 0)
+    etag, ttfb = s3_data.put(ep, conn, job.plan.dst_bucket, job.plan.dst_key, job.plan.name,
                              length=part.length, send_body=send_body, query=query,
-                             crc32c_b64=crc32c_to_b64(crc) if crc is not None else None)
+                             crc32c_b64=crc32c_to_b64(crc) if crc is not None else None,
+                             trailer=trailer)
     ctx.stats.ttfb_total += ttfb
     ctx.stats.requests += 1
     return etag
