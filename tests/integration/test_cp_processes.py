@@ -168,6 +168,10 @@ def test_upload_of_a_tree_with_two_processes(aws_env, s3server, tmp_path):
     assert r.objects + r.skipped_objects == len(want) and r.lost_workers == 1
     assert _bucket(s3server, "proc-up") == want
     assert s3server.client().list_multipart_uploads(Bucket="proc-up").get("Uploads", []) == []
+    # the driver probed the store once for both processes: SeaweedFS refuses a wrong
+    # CRC32C, so each upload counts as checked by it (unprobed, none could)
+    assert not r.unverified, r.unverified
+    assert r.verified.get("crc32c-by-store", 0) >= 1, r.verified
 
 
 def test_a_process_keeps_its_connections_from_shard_to_shard(aws_env, dataset, tmp_path):

@@ -102,6 +102,14 @@ def test_cp_json_reports_capabilities_used(store_env, store_name, tmp_path):
     assert caps["used"]["store_keeps_crc32c"] == ("crc32c" in want["kept"])
     assert caps["store"]["multipart_checksum"] == want["multipart_checksum"]
     assert caps["used"]["trailing_crc32c"] is want["trailer_crc32c"]
+    # checked by the store only where it refuses a wrong CRC32C; elsewhere it took any
+    # value, and the summary says so instead of claiming a check
+    out = json.loads(r.stdout)
+    if "crc32c" in want["verified"]:
+        assert out["verified"] == {"crc32c-by-store": 1} and out["unverified"] == [], out
+    else:
+        assert out["verified"] == {} and len(out["unverified"]) == 1, out
+        assert "takes any CRC32C" in out["unverified"][0]["reason"], out["unverified"]
     body = store_env.client().get_object(Bucket=b, Key="f.bin")["Body"].read()
     assert body == f.read_bytes()
 

@@ -30,6 +30,7 @@ from ..engine.retry import RetryPolicy
 from ..errors import ClusterUnavailable, UsageError
 from ..options import TransferOptions
 from ..results import Failure, TransferResult, Unverified
+from ..storage import capabilities
 from ..telemetry.snapshot import Snapshot
 from ..units import GiB, parse_size
 from ..url import Location, LocationError, parse_location
@@ -118,6 +119,16 @@ def _select_nodes(ray, node_resource: str | None) -> list[dict]:
         return sel
     # one worker per node with CPUs (a head started with --num-cpus=0 only coordinates)
     return [n for n in alive if n["Resources"].get("CPU", 0) > 0] or alive
+
+
+def _probed(dst_ep, d: Location, opts: TransferOptions) -> dict | None:
+    """The destination store's capabilities, probed once here (or read from the probe's
+    cache) for every worker, which applies them to its endpoint as a one-process copy
+    does (``capabilities.apply``); None for a local destination, checksums off, or the
+    probe off."""
+    if dst_ep is None or not opts.checksums or not capabilities.enabled():
+        return None
+    return capabilities.for_endpoint(dst_ep, d.bucket).to_dict()
 
 
 def _forward_env() -> dict[str, str]:
@@ -323,7 +334,9 @@ def _copy_on_workers(
         jopts = {"op": f"{op}-ray-shard", "recursive": recursive, "server_side": server_side}
         spec = WorkerSpec(str(s), str(d), many, into, server_side, opts, resume,
                           state_dir, jopts, _forward_env() if forward_env else None, inflight,
-                          eps.answers())
+                          eps.answers(),
+                          _probed(dst_ep, d, opts) if first is not None and not dry_run
+                          else None)
         lopts = {"op": f"{op}-ray", "recursive": recursive, "server_side": server_side,
                  "per_node_dest": per_node_dest, "part_size": ps, "shard_bytes": shard_bytes,
                  "shard_objects": shard_objects}

@@ -21,6 +21,7 @@ from ..engine.journal import Journal, default_state_dir
 from ..engine.ratelimit import RateLimiter
 from ..engine.scheduler import Runner
 from ..options import TransferOptions
+from ..storage import capabilities
 from ..storage.local import LocalFile
 from ..storage.s3 import ObjectInfo
 from ..telemetry.snapshot import Snapshot
@@ -44,6 +45,7 @@ class WorkerSpec:
     env: dict[str, str] | None = None   # the driver's endpoint settings, set in the worker
     inflight: int = 2                   # shards the driver keeps on a worker at once
     answers: dict[str, dict[str, float]] | None = None   # the driver's (EndpointCache.answers)
+    caps: dict | None = None   # the destination store's, as the driver's probe found them
 
 
 def node_tag(node_id: str) -> str:
@@ -80,6 +82,11 @@ class ShardWorker:
         self.dst = parse_location(spec.dst.replace("{node}", self.tag))
         self.eps = _LockedEndpoints(spec.answers)
         self._lock = threading.Lock()
+        # what the driver's probe found of the destination store: the engine then sends
+        # what it accepts, passes streams through where trailers are checked, and reports
+        # an object checked by the store only where the store was seen to check
+        self._caps = capabilities.from_dict(spec.caps) if spec.caps else None
+        self._told: set[int] = set()
         # one set of connections for every shard this worker runs: a shard does not pay
         # for new handshakes (and, on a long path, TCP's slow start) when it begins; and
         # one rate limiter: the worker's share of --bwlimit caps its shards together
@@ -122,6 +129,10 @@ class ShardWorker:
         s, d = self.src, self.dst
         src_ep = self.eps.get(s.endpoint or "s3")
         dst_ep = None if d.is_local else self.eps.get(d.endpoint or "s3")
+        if dst_ep is not None and self._caps is not None and id(dst_ep) not in self._told:
+            with self._lock:
+                capabilities.apply(dst_ep, self._caps)
+                self._told.add(id(dst_ep))
         info = (LocalFile(it.rel, it.key, it.size, it.mtime or 0.0) if s.is_local
                 else ObjectInfo(it.key, it.size, it.etag, it.mtime))
         job = job_for(s, d, it.rel, info,

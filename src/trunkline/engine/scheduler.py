@@ -38,7 +38,8 @@ from .connections import RunConnections
 from .direct_io import aligned_buffer
 from .jobs import ObjectJob, ObjectPlan
 from .journal import Journal
-from .ops import KINDS, RESUMED, PartContext, RunContext, WorkerStats, stream
+from .ops import KINDS, RESUMED, PartContext, RunContext, WorkerStats
+from .ops.common import passes_through
 from .plan import Part
 from .progress import take_snapshot
 from .ratelimit import RateLimiter
@@ -260,7 +261,7 @@ class Runner:
         the first object is the only one: it starts with one connection per part, at most
         the usual start (no timing needed)."""
         if self.tuner is None or (plan.kind not in ("download", "upload", "copy")
-                                  and not stream.passes_through(self.opts.checksums, plan)):
+                                  and not passes_through(self.opts.checksums, plan)):
             return
         t = self.tuner
         start = self._start_for(plan, min(INITIAL_CONNECTIONS, self.opts.max_connections),

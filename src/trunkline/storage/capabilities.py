@@ -198,7 +198,7 @@ def _load(path, name: str, full: bool) -> Capabilities | None:
         if len(raw) > _MAX_FILE:
             return None
         d = json.loads(raw)
-        caps = _from_dict(d["capabilities"])
+        caps = from_dict(d["capabilities"])
         age = time.time() - float(d["probed_at"])
         if (d["format"] != _FORMAT or d["endpoint"] != name or caps.endpoint != name
                 or not (0 <= age < ttl_s()) or (full and not d["full"])):
@@ -244,9 +244,10 @@ def _opt_str(v) -> str | None:
     raise TypeError("not a string")
 
 
-def _from_dict(d: dict) -> Capabilities:
+def from_dict(d: dict) -> Capabilities:
     """A ``Capabilities`` from ``to_dict``'s output, every field checked for its type
-    (the file is input: anything else raises)."""
+    (a cache file, or what a cluster driver sends its workers: input, anything else
+    raises)."""
     sums = {}
     for alg, v in d["checksums"].items():
         if alg not in ALGORITHMS or set(v) != {"accepted", "verified", "kept"}:

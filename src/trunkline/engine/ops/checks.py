@@ -17,6 +17,7 @@ from ..integrity import etags_equal
 from ..jobs import ObjectJob
 from ..plan import Part
 from ..retry import retrying
+from .common import passes_through
 from .context import PartContext, RunContext, WorkerStats
 
 
@@ -135,11 +136,14 @@ def verify_stream(run: RunContext, job: ObjectJob, st: WorkerStats) -> None:
 
 def store_checked(run: RunContext, job: ObjectJob) -> None:
     """The destination store compared each part (and, multipart, the whole object) with
-    the CRC32C we sent: verified by the store, unless the source's own check came first."""
+    the CRC32C we sent: verified by the store, unless the source's own check came first.
+    Only a store the probe saw refuse a wrong CRC32C (or trailer) counts: one that takes
+    any value (RGW, JuiceFS) compared nothing, and an unprobed one may not have."""
     if job.plan.size == 0 and job.verified is None:
         job.verified = "empty"
-    if job.verified is None and run.checksums and job.plan.dst_ep is not None \
-            and job.plan.dst_ep.supports_crc32c:
+    ep = job.plan.dst_ep
+    if job.verified is None and run.checksums and ep is not None and ep.supports_crc32c \
+            and (ep.verifies_crc32c is True or passes_through(run.checksums, job.plan)):
         job.verified = "crc32c-by-store"
 
 
@@ -149,7 +153,12 @@ def unverified_reason(job: ObjectJob) -> str:
     if job.plan.kind == "copy":
         return "server-side copy: the store moved the bytes"
     if job.plan.kind in ("upload", "stream"):
-        return "the destination store did not accept a checksum"
+        ep = job.plan.dst_ep
+        if ep is None or not ep.supports_crc32c:
+            return "the destination store did not accept a checksum"
+        if ep.verifies_crc32c is False:
+            return "the destination store takes any CRC32C: it checked none"
+        return "whether the destination store checks a CRC32C is unknown (not probed)"
     return "nothing to compare"
 
 

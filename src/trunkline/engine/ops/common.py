@@ -1,4 +1,5 @@
-"""What the transfer kinds share: the object's CRC32C from its parts, cleanup.
+"""What the transfer kinds share: the object's CRC32C from its parts, cleanup, and whether
+a stream passes its parts through.
 
 The request and its checks are ``storage/s3_data``'s; this module only ties them to a
 job and a try (counters, the try's connection).
@@ -9,10 +10,18 @@ from __future__ import annotations
 import os
 
 from ..integrity import crc32c_combine_all
-from ..jobs import ObjectJob
+from ..jobs import ObjectJob, ObjectPlan
 
 RESUMED = object()
 """What a kind returns for a part a resume found already done."""
+
+
+def passes_through(checksums: bool, plan: ObjectPlan) -> bool:
+    """Whether a stream's parts pass through to a store that checks their CRC32C trailer
+    (``ops/stream.py``). One rule: the runner asks it (such a stream holds no part in
+    memory) and so does the report of what checked an object."""
+    return (checksums and plan.kind == "stream" and plan.dst_ep is not None
+            and plan.dst_ep.trailer_crc32c)
 
 
 def object_crc(job: ObjectJob) -> int:

@@ -16,21 +16,15 @@ so a damaged one is never completed (the PUT is left short and its connection dr
 from __future__ import annotations
 
 from ...wire.connection import Connection
-from ..jobs import ObjectJob, ObjectPlan
+from ..jobs import ObjectJob
 from ..plan import Part
 from ..receive import receive
 from . import multipart
 from .checks import check_whole, digest_for, expect_ranged, get_part
+from .common import passes_through
 from .context import PartContext
 
 CHUNK = 1 << 20
-
-
-def passes_through(checksums: bool, plan: ObjectPlan) -> bool:
-    """Whether this stream's parts pass through (the one rule: the runner asks it too,
-    since such a stream holds no part in memory)."""
-    return (checksums and plan.kind == "stream" and plan.dst_ep is not None
-            and plan.dst_ep.trailer_crc32c)
 
 
 def run_part(ctx: PartContext, job: ObjectJob, part: Part) -> object:
