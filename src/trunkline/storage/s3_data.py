@@ -230,11 +230,11 @@ def put(ep: DataEndpoint, conn: Connection, bucket: str, key: str, name: str, *,
     header is remembered (``ep.supports_crc32c = False``) and the try fails with a
     retryable ``IntegrityError``, so the retry goes without it.
 
-    With ``trailer`` (only to a store whose probe found trailers checked: ``trailed``) the
-    CRC32C is not known before the body: the body goes framed as one aws-chunked chunk and
-    ``trailer()``, called once the body is sent, gives the CRC32C the store checks from the
-    trailer. A ``send_body`` that raises leaves the chunk short: the store never completes
-    the request, and the connection is spent."""
+    With ``trailer`` (only to a store whose probe found trailers checked: the endpoint's
+    ``trailer_crc32c``) the CRC32C is not known before the body: the body goes framed as
+    one aws-chunked chunk, and ``trailer()``, called once the body is sent, gives the
+    CRC32C the store checks from the trailer. A ``send_body`` that raises leaves the
+    chunk short: the store never completes the request, and the connection is spent."""
     headers = {"Content-Length": str(length)}
     payload = sigv4.UNSIGNED_PAYLOAD
     body = send_body
