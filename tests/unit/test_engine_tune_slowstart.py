@@ -61,3 +61,34 @@ def test_the_tail_of_a_transfer_is_not_measured():
         t.observe(now, int(done), ttfb_s=0.02, remaining_bytes=int(total_size - done))
     assert not any("hold at" in d.reason or "back to" in d.reason for d in t.decisions), \
         t.decisions
+
+
+def _run(total_size: int, rate_of, initial: int = 16) -> Tuner:
+    """A transfer of ``total_size`` bytes whose goodput is ``rate_of(connections)``, with
+    the bytes left known from the start (a complete listing), to its end."""
+    t = Tuner(max_connections=64, max_memory=8192 * MiB, part_size=16 * MiB,
+              initial_connections=initial, interval=0.5)
+    now, done = 0.0, 0.0
+    t.observe(now, 0, ttfb_s=0.02, remaining_bytes=total_size)
+    while done < total_size:
+        now += 0.5
+        done = min(total_size, done + rate_of(t.connections) * 0.5)
+        t.observe(now, int(done), ttfb_s=0.02, remaining_bytes=int(total_size - done))
+    return t
+
+
+def test_no_step_that_the_work_left_cannot_measure():
+    """1 GiB at 150 MB/s whatever the setting (a store on shared cores): once the first
+    level is measured, a step to 32 would leave fewer than two parts per connection
+    before it could be judged, so it could never be undone. It is not taken."""
+    t = _run(1024 * MiB, lambda c: 150e6)
+    assert t.connections == 16, t.decisions
+    assert not any("grow" in d.reason for d in t.decisions), t.decisions
+
+
+def test_a_long_transfer_still_grows_while_growth_pays():
+    """The same start with 100 GiB left and goodput in proportion to connections up to
+    2.4 GB/s: slow start doubles while each step pays, as before."""
+    t = _run(100 * 1024 * MiB, lambda c: min(2.4e9, c * 50e6))
+    assert any("grow" in d.reason for d in t.decisions), t.decisions
+    assert t.connections >= 48, t.decisions

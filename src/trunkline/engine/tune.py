@@ -19,7 +19,8 @@ the tuner returns a :class:`Decision` when the setting should change. The loop:
   long before the next). So a transfer that started above what its path needs (a server or a WAN link
   that caps the rate) comes down to the fewest connections that carry it.
 * **frugal** - a step must beat the noise: the bar is the larger of ``gain`` and twice the
-  spread measured between intervals at one level, and a step under it is undone. Under a
+  spread measured between intervals at one level, and a step under it is undone. So no
+  step is taken that the work left could not measure (a short transfer keeps its start). Under a
   binding rate cap (``--bwlimit``: goodput at ``capped`` of the cap) the tuner does not
   grow, then or later: every idle connection costs the store a socket and a request slot.
   Below the cap, growth goes no further than the cap can use: goodput grows at best in
@@ -143,6 +144,7 @@ class Tuner(TunerPhases):
         self._cap_level = max_connections  # fewest connections seen reaching the rate cap
         self._trim_next, self._trim_wait, self._trim_skip = True, 1, 0
         self._trim_ref: float | None = None  # goodput held before the first trim
+        self._remaining: int | None = None   # bytes left, once the listing is complete
         self.goodput = 0.0
         """Smoothed goodput in bytes/s (EWMA of interval goodput)."""
         self.noise = 0.0
@@ -200,6 +202,7 @@ class Tuner(TunerPhases):
         t0, b0, r0, e0, s0, x0 = self._t, self._bytes, self._req, self._err, self._slow, self._retx
         if t0 is not None and now - t0 < self.interval:
             return None
+        self._remaining = remaining_bytes
         tail = remaining_bytes is not None and remaining_bytes < 2 * self.connections * self.part_size
         if t0 is not None and not tail and ttfb_total_s is not None and requests_done > r0:
             self.latency.add_ttfb((ttfb_total_s - self._ttfb_tot) / (requests_done - r0))
@@ -301,9 +304,22 @@ class Tuner(TunerPhases):
 
     def _limit(self, level: float, part_size: int | None = None) -> int:
         """Most connections growth may reach now: flag/memory (at ``part_size``, the
-        current one by default), SlowDown ceiling, rate cap."""
+        current one by default), SlowDown ceiling, rate cap, the work left to measure."""
         return min(self._cap_at(part_size or self.part_size), self._ceiling, self._cap_level,
-                   self._cap_room(level))
+                   self._cap_room(level), self._work_room(level, part_size or self.part_size))
+
+    def _work_room(self, level: float, part_size: int) -> int:
+        """Most connections whose step the work left can still measure: a step is judged
+        after (settle + measure + 1) intervals, and nothing is measured once fewer than two
+        parts per connection are left (``observe``'s tail). A step past that can never be
+        undone, however little it pays: the 1 GiB of a stream between two stores grew
+        16 -> 32 at its first measurement and ran all its length there, unmeasured, for
+        no gain (the same wall at 18: bench/RESULTS.md), each connection a socket and a
+        request slot of the store. Unknown until the listing is complete: no bound then."""
+        if self._remaining is None:
+            return self.max_connections
+        left = self._remaining - level * (self.settle + self.measure + 1) * self.interval
+        return max(self.min_connections, int(left // (2 * part_size)))
 
     def _cap_room(self, level: float) -> int:
         """Most connections a rate cap can use from ``level``: goodput grows at best in

@@ -29,7 +29,8 @@ class TunerPhases:
             limit = self._limit(level)
             why = "start" if prev is None else f"goodput {pct(level, prev[1])}"
             part = None
-            if c >= limit and self._memory_bound() and self.part_size // 2 >= self.min_part_size:
+            if (c >= limit and self._memory_bound() and self._cap_at(self.part_size) <= c
+                    and self.part_size // 2 >= self.min_part_size):
                 # memory, not the path, stops growth: smaller parts buy more connections
                 part = self.part_size // 2
                 limit = self._limit(level, part)
