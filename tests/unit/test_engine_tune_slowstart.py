@@ -84,6 +84,7 @@ def test_no_step_that_the_work_left_cannot_measure():
     t = _run(1024 * MiB, lambda c: 150e6)
     assert t.connections == 16, t.decisions
     assert not any("grow" in d.reason for d in t.decisions), t.decisions
+    assert any("too little work left" in d.reason for d in t.decisions), t.decisions
 
 
 def test_a_long_transfer_still_grows_while_growth_pays():

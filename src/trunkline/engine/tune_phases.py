@@ -36,6 +36,9 @@ class TunerPhases:
                 limit = self._limit(level, part)
                 why += ", memory-bound: halve parts"
             if c >= limit:
+                if self._work_room(level, part or self.part_size) <= c:
+                    return self._hold_at(now, level, f"too little work left to measure a "
+                                                     f"step from {c} connections")
                 return self._hold_at(now, level, f"at the limit ({c} connections)")
             self._prev = (c, level)
             return self._change(now, level, min(limit, c * 2), part, f"{why}: grow")
