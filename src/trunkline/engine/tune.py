@@ -22,9 +22,10 @@ the tuner returns a :class:`Decision` when the setting should change. The loop:
   spread measured between intervals at one level, and a step under it is undone. So no
   step is taken that the work left could not measure (a short transfer grows no further
   than it can judge). Under a binding rate cap (``--bwlimit``: goodput at ``capped`` of
-  the cap) the tuner does not grow, then or later: every idle connection costs the store a socket and a request slot.
-  Below the cap, growth goes no further than the cap can use: goodput grows at best in
-  proportion to connections, so at most ``connections x cap / goodput``.
+  the cap) the tuner does not grow, then or later: every idle connection costs the store
+  a socket and a request slot. Below the cap, growth goes no further than the cap can
+  use: goodput grows at best in proportion to connections, so at most
+  ``connections x cap / goodput``.
 * **part size** - once connections stop paying, doubled while a request's TTFB is over
   10 % of a part's transfer time (per-request overhead dominates); halved during slow
   start when memory, not the path, caps connections.
