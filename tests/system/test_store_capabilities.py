@@ -31,15 +31,18 @@ MEASURED = {
     "seaweedfs": {"accepted": ALL, "verified": ALL, "kept": ALL,
                   "multipart_full_object": True, "multipart_checksum": "full-object",
                   "if_match_get": True, "list_utf8_order": False, "list_pages": True,
-                  "copy_object": True, "upload_part_copy": True, "trailer_crc32c": True},
+                  "copy_object": True, "upload_part_copy": True, "copy_if_match": True,
+                  "trailer_crc32c": True},
     "rgw": {"accepted": ALL, "verified": set(), "kept": set(),
             "multipart_full_object": True, "multipart_checksum": "none",
             "if_match_get": True, "list_utf8_order": True, "list_pages": True,
-            "copy_object": True, "upload_part_copy": True, "trailer_crc32c": False},
+            "copy_object": True, "upload_part_copy": True, "copy_if_match": False,
+            "trailer_crc32c": False},
     "juicefs": {"accepted": ALL, "verified": set(), "kept": set(),
                 "multipart_full_object": True, "multipart_checksum": "none",
                 "if_match_get": True, "list_utf8_order": True, "list_pages": True,
-                "copy_object": True, "upload_part_copy": True, "trailer_crc32c": False},
+                "copy_object": True, "upload_part_copy": True, "copy_if_match": True,
+                "trailer_crc32c": False},
 }
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "stores.md"
 
@@ -56,6 +59,7 @@ def _summary(c: capabilities.Capabilities) -> dict:
         "list_pages": c.list_pages,
         "copy_object": c.copy_object,
         "upload_part_copy": c.upload_part_copy,
+        "copy_if_match": c.copy_if_match,
         "trailer_crc32c": c.trailer_crc32c,
     }
 
@@ -199,6 +203,8 @@ def _cell(m: dict, feature: str) -> str:
         "continuation pages keep the order": yes[m["list_pages"]],
         "CopyObject": yes[m["copy_object"]],
         "UploadPartCopy": yes[m["upload_part_copy"]],
+        "copy refused on another source ETag (x-amz-copy-source-if-match, 412)":
+            yes[m["copy_if_match"]],
         "CRC32C trailer checked (aws-chunked; a wrong one refused)": yes[m["trailer_crc32c"]],
     }[feature]
 
@@ -206,7 +212,7 @@ def _cell(m: dict, feature: str) -> str:
 def test_docs_table_matches_measurements():
     rows = _docs_rows()
     names = {"SeaweedFS": "seaweedfs", "Ceph RGW": "rgw", "JuiceFS": "juicefs"}
-    assert len(rows) == 11
+    assert len(rows) == 12
     for feature, cells in rows.items():
         for col, cell in cells.items():
             want = _cell(MEASURED[names[re.sub(r"\s*\(.*\)", "", col)]], feature)

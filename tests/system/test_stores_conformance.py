@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -20,6 +21,7 @@ import pytest
 import trunkline
 from conftest import bucket_digest, rclone_env, require_tool, sha256_file, tree_digest
 from trunkline.engine.plan import MiB
+from trunkline.testing import Fault, Proxy
 
 PART = 5 * MiB
 # every shape: empty, one byte, just below/at/above one part, several parts, many small,
@@ -204,3 +206,38 @@ def test_upload_and_part_listings_past_one_page(store_env):
     finally:
         with ThreadPoolExecutor(16) as ex:
             list(ex.map(lambda ku: ep.abort_multipart(b, ku[0], ku[1]), [*made, ("parts", up)]))
+
+
+def test_a_source_replaced_during_a_multipart_server_side_copy_mixes_no_versions(
+        store_env, monkeypatch):
+    """The answer to the first UploadPartCopy is held while another writer replaces the
+    source (same size: only the ETag tells the versions apart); the other parts follow.
+    SeaweedFS and JuiceFS refuse them (412: each names the listed ETag); RGW 16.2 ignores
+    the condition and copies the new version, so the HEAD of the source before the
+    upload is completed is what finds it changed. Every store: "source changed", no
+    object at the destination, no upload left."""
+    b = _bucket(store_env)
+    c = store_env.client()
+    c.put_object(Bucket=b, Key="src.bin", Body=os.urandom(12 * MiB))
+    released = threading.Event()   # the answer goes on once the source is replaced
+    stall = Fault("stall", stall_s=30.0, until=released, method="PUT",
+                  path_contains="/dst.bin?")
+    out: dict = {}
+    with Proxy(("127.0.0.1", store_env.port), faults=[stall]) as px:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", px.endpoint_url)
+        t = threading.Thread(target=lambda: out.update(r=trunkline.copy(
+            f"s3://{b}/src.bin", f"s3://{b}/dst.bin", part_size="5MiB", connections=1,
+            retries=1, resume=False)))
+        t.start()
+        deadline = time.monotonic() + 60
+        while not stall.fired and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert stall.fired == 1, "no part copy was answered: the test proves nothing"
+        c.put_object(Bucket=b, Key="src.bin", Body=os.urandom(12 * MiB))
+        released.set()
+        t.join(120)
+    r = out["r"]
+    assert not r.ok and len(r.failures) == 1, r.to_dict()
+    assert "source changed" in r.failures[0].error, r.failures
+    assert not c.list_objects_v2(Bucket=b, Prefix="dst.bin").get("Contents")
+    assert not c.list_multipart_uploads(Bucket=b).get("Uploads")

@@ -91,6 +91,8 @@ class Capabilities:
     list_pages: bool | None = None             # continuation tokens give the same order
     copy_object: bool | None = None
     upload_part_copy: bool | None = None
+    copy_if_match: bool | None = None          # a copy naming another ETag of its source
+    #                                            (x-amz-copy-source-if-match) answers 412
     trailer_crc32c: bool | None = None         # a CRC32C trailing an aws-chunked body is
     #                                            checked: the right one stored exactly, a
     #                                            wrong one refused (streams pass through)
@@ -168,7 +170,7 @@ def forget(disk: bool = True) -> None:
 
 # ------------------------------------------------------------------- the disk cache
 
-_FORMAT = 2   # 2: trailer_crc32c
+_FORMAT = 3   # 2: trailer_crc32c; 3: copy_if_match
 _MAX_FILE = 64 * 1024
 
 
@@ -265,6 +267,7 @@ def from_dict(d: dict) -> Capabilities:
         if_match_get=_opt_bool(d["if_match_get"]), list_order=_opt_str(d["list_order"]),
         list_pages=_opt_bool(d["list_pages"]), copy_object=_opt_bool(d["copy_object"]),
         upload_part_copy=_opt_bool(d["upload_part_copy"]),
+        copy_if_match=_opt_bool(d["copy_if_match"]),
         trailer_crc32c=_opt_bool(d["trailer_crc32c"]), error=_opt_str(d["error"]))
 
 
@@ -406,9 +409,21 @@ def _probe_list(client, bucket: str, prefix: str) -> tuple[str, bool]:
     return order, paged == got
 
 
-def _probe_copy(client, bucket: str, prefix: str) -> tuple[bool, bool]:
+_OTHER_ETAG = '"0123456789abcdef0123456789abcdef"'
+
+
+def _probe_copy(client, bucket: str, prefix: str) -> tuple[bool, bool, bool | None]:
+    """(CopyObject works, UploadPartCopy works, a copy naming another ETag of its source
+    is refused with 412): without the last, a multipart copy's parts could come from two
+    versions, so the mover checks the source's ETag before completing one (ops/copy.py)."""
     src = f"{prefix}copy-src"
     client.put_object(Bucket=bucket, Key=src, Body=BODY)
+    try:
+        client.copy_object(Bucket=bucket, Key=f"{prefix}copy-if", CopySourceIfMatch=_OTHER_ETAG,
+                           CopySource={"Bucket": bucket, "Key": src})
+        if_match: bool | None = False
+    except Exception as e:  # noqa: BLE001
+        if_match = True if _status(e) == 412 else None
     try:
         client.copy_object(Bucket=bucket, Key=f"{prefix}copy-dst",
                            CopySource={"Bucket": bucket, "Key": src})
@@ -432,7 +447,7 @@ def _probe_copy(client, bucket: str, prefix: str) -> tuple[bool, bool]:
         if _status(e) not in (400, 403, 404, 405, 501):
             raise
         part = False
-    return whole, part
+    return whole, part, if_match if whole else None
 
 
 def _cleanup(client, bucket: str, prefix: str, pool: ThreadPoolExecutor) -> None:
@@ -585,7 +600,7 @@ def probe(client, bucket: str, name: str = "", full: bool = True, ep=None) -> Ca
                 elif what == "trailer":
                     caps.trailer_crc32c = r
                 else:
-                    caps.copy_object, caps.upload_part_copy = r
+                    caps.copy_object, caps.upload_part_copy, caps.copy_if_match = r
             if errors:
                 caps.error = "; ".join(errors)
     finally:

@@ -40,6 +40,6 @@ class Kind:
 KINDS: dict[str, Kind] = {
     "download": Kind(download.run_part, download.finalize, download.verify),
     "upload": Kind(upload.run_part, upload.finalize),
-    "copy": Kind(copy.run_part, copy.finalize),
+    "copy": Kind(copy.run_part, copy.finalize, copy.verify),
     "stream": Kind(stream.run_part, stream.finalize, checks.verify_stream),
 }
