@@ -13,7 +13,6 @@ import re
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -278,10 +277,8 @@ def _copy_while_replacing(s3server, via, path: str, replace: dict[str, bytes], s
             src, dst, recursive=src.endswith("/"), part_size="5MiB", connections=1,
             retries=1, resume=False)))
         t.start()
-        deadline = time.monotonic() + 30
-        while not stall.fired and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert stall.fired == 1, "the copy request was never answered: proves nothing"
+        assert stall.wait_fired(30) and stall.fired == 1, \
+            "the copy request was never answered: proves nothing"
         for key, body in replace.items():
             s3server.client().put_object(Bucket=BUCKET, Key=key, Body=body)
         released.set()

@@ -229,10 +229,8 @@ def test_a_source_replaced_during_a_multipart_server_side_copy_mixes_no_versions
             f"s3://{b}/src.bin", f"s3://{b}/dst.bin", part_size="5MiB", connections=1,
             retries=1, resume=False)))
         t.start()
-        deadline = time.monotonic() + 60
-        while not stall.fired and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert stall.fired == 1, "no part copy was answered: the test proves nothing"
+        assert stall.wait_fired(60) and stall.fired == 1, \
+            "no part copy was answered: the test proves nothing"
         c.put_object(Bucket=b, Key="src.bin", Body=os.urandom(12 * MiB))
         released.set()
         t.join(120)

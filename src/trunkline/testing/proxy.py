@@ -63,6 +63,14 @@ class Fault:
         if self.request and self.kind != "flip":
             raise ValueError("a request fault flips a byte of the body; nothing else")
 
+    def wait_fired(self, timeout: float) -> bool:
+        """Wait (bounded) until this fault struck at least once: a test that acts while a
+        stall holds an answer starts acting only then. -> whether it struck."""
+        deadline = time.monotonic() + timeout
+        while not self.fired and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.fired > 0
+
     def _wants(self, method: str, path: str, length: int | None) -> bool:
         if self.method is not None and method != self.method:
             return False
