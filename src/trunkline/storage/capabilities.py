@@ -4,12 +4,14 @@ Why: "S3-compatible" stores differ exactly where the mover's guarantees live. So
 ``x-amz-checksum-*`` values, some ignore them, some refuse the header; multipart
 checksums may be kept whole (FULL_OBJECT), per part (COMPOSITE, ``...-N``) or not at all;
 ``If-Match`` on GET may be ignored; ListObjectsV2 may not list in UTF-8 byte order; copy
-calls may be missing. Assuming AWS's behaviour would either fail on such a store or,
-worse, claim a check that never happened. So before the first upload to an endpoint the
-mover asks, with a few tiny objects under a ``.trunkline-probe-*/`` prefix that it removes
-again, and the answer is cached for the process (one probe per endpoint) and on disk for
-``TRUNKLINE_PROBE_TTL`` seconds (default one hour; 0: never on disk), so a short ``cp``
-does not pay the probe's half second at every start. The engine sends only checksum
+calls may be missing, and a copy's ``x-amz-copy-source-if-match`` ignored (RGW 16.2); a
+CRC32C trailer after an aws-chunked body may be refused, or taken unchecked. Assuming
+AWS's behaviour would either fail on such a store or, worse, claim a check that never
+happened. So before the first upload to an endpoint the mover asks, with a few tiny
+objects under a ``.trunkline-probe-*/`` prefix that it removes again, and the answer is
+cached for the process (one probe per endpoint) and on disk for ``TRUNKLINE_PROBE_TTL``
+seconds (default one hour; 0: never on disk), so a short ``cp`` does not pay the
+probe's half second at every start. The engine sends only checksum
 headers the store accepts and reports in ``--json`` what it used (``from_cache``).
 
 The disk cache is the state directory's (``capabilities/``, files of mode 0600, replaced
