@@ -82,11 +82,12 @@ class ShardWorker:
         self.dst = parse_location(spec.dst.replace("{node}", self.tag))
         self.eps = _LockedEndpoints(spec.answers)
         self._lock = threading.Lock()
-        # what the driver's probe found of the destination store: the engine then sends
-        # what it accepts, passes streams through where trailers are checked, and reports
-        # an object checked by the store only where the store was seen to check
-        self._caps = capabilities.from_dict(spec.caps) if spec.caps else None
-        self._told: set[int] = set()
+        if spec.caps and not self.dst.is_local:
+            # what the driver's probe found of the destination store: the engine then
+            # sends what it accepts, passes streams through where trailers are checked,
+            # and reports an object checked by the store only where it was seen to check
+            capabilities.apply(self.eps.get(self.dst.endpoint or "s3"),
+                               capabilities.from_dict(spec.caps))
         # one set of connections for every shard this worker runs: a shard does not pay
         # for new handshakes (and, on a long path, TCP's slow start) when it begins; and
         # one rate limiter: the worker's share of --bwlimit caps its shards together
@@ -129,10 +130,6 @@ class ShardWorker:
         s, d = self.src, self.dst
         src_ep = self.eps.get(s.endpoint or "s3")
         dst_ep = None if d.is_local else self.eps.get(d.endpoint or "s3")
-        if dst_ep is not None and self._caps is not None and id(dst_ep) not in self._told:
-            with self._lock:
-                capabilities.apply(dst_ep, self._caps)
-                self._told.add(id(dst_ep))
         info = (LocalFile(it.rel, it.key, it.size, it.mtime or 0.0) if s.is_local
                 else ObjectInfo(it.key, it.size, it.etag, it.mtime))
         job = job_for(s, d, it.rel, info,

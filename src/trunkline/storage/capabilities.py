@@ -11,8 +11,8 @@ happened. So before the first upload to an endpoint the mover asks, with a few t
 objects under a ``.trunkline-probe-*/`` prefix that it removes again, and the answer is
 cached for the process (one probe per endpoint) and on disk for ``TRUNKLINE_PROBE_TTL``
 seconds (default one hour; 0: never on disk), so a short ``cp`` does not pay the
-probe's half second at every start. The engine sends only checksum
-headers the store accepts and reports in ``--json`` what it used (``from_cache``).
+probe's half second at every start. The engine sends only checksum headers the store
+accepts and reports in ``--json`` what it used (``from_cache``).
 
 The disk cache is the state directory's (``capabilities/``, files of mode 0600, replaced
 atomically); a file that does not parse as exactly what we write is ignored and the store

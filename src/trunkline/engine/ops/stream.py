@@ -15,7 +15,11 @@ so a damaged one is never completed (the PUT is left short and its connection dr
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from ...storage import s3_data
 from ...wire.connection import Connection
+from ..checksums import PartDigest
 from ..jobs import ObjectJob
 from ..plan import Part
 from ..receive import receive
@@ -39,19 +43,9 @@ def run_part(ctx: PartContext, job: ObjectJob, part: Part) -> object:
         crc = 0
         digest = None
         if part.length:
-            if job.plan.multipart:
-                expect_ranged(run, job, ctx.stats)
-            conn, ans = get_part(ctx, job.plan.src_ep, job, part, whole=not job.plan.multipart)
-            digest = digest_for(job, None if job.plan.multipart else ans)
-
-            def received(k: int) -> None:
-                ctx.stats.wire_bytes += k
-
-            crc = receive(conn, ans.length, lambda off, left: mv[off:off + min(CHUNK, left)],
-                          on_bytes=received, limit=run.limit_for(job.plan.src_ep), digest=digest)
-            if not job.plan.multipart:
-                check_whole(job, crc, digest)
-
+            conn, ans, digest = _get(ctx, job, part)
+            crc = _receive(ctx, job, conn, ans.length, digest,
+                           lambda off, left: mv[off:off + min(CHUNK, left)])
         limit = run.limit_for(job.plan.dst_ep)
 
         def send_body(conn: Connection) -> None:
@@ -63,10 +57,7 @@ def run_part(ctx: PartContext, job: ObjectJob, part: Part) -> object:
                 ctx.moved(k)
 
         etag = multipart.put_part(ctx, job, part, send_body, crc if run.checksums else None)
-        job.part_etags[part.number] = etag
-        job.part_crcs[part.number] = crc
-        if digest is not None:
-            job.part_digests[part.number] = digest.value()
+        _done(job, part, etag, crc, digest)
     finally:
         if part.length:
             run.memory.put(pbuf)
@@ -76,42 +67,63 @@ def run_part(ctx: PartContext, job: ObjectJob, part: Part) -> object:
 def _pass_through(ctx: PartContext, job: ObjectJob, part: Part) -> object:
     """Each received MiB sent on at once; the CRC32C trails the body."""
     run = ctx.run
-    src, dst = job.plan.src_ep, job.plan.dst_ep
-    assert src is not None and dst is not None
-    if job.plan.multipart:
-        expect_ranged(run, job, ctx.stats)
-    conn, ans = get_part(ctx, src, job, part, whole=not job.plan.multipart)
-    digest = digest_for(job, None if job.plan.multipart else ans)
+    conn, ans, digest = _get(ctx, job, part)
     buf = run.memory.get(CHUNK)
     sums: list[int] = []
     try:
         mv = memoryview(buf)
-        src_limit, dst_limit = run.limit_for(src), run.limit_for(dst)
-
-        def received(k: int) -> None:
-            ctx.stats.wire_bytes += k
+        limit = run.limit_for(job.plan.dst_ep)
 
         def send_body(out: Connection) -> None:
             def sink(chunk: memoryview, _off: int) -> None:
-                if dst_limit is not None:
-                    dst_limit(len(chunk))
+                if limit is not None:
+                    limit(len(chunk))
                 out.send(chunk)
                 ctx.moved(len(chunk))
 
-            crc = receive(conn, ans.length, lambda off, left: mv[:min(CHUNK, left)],
-                          sink=sink, on_bytes=received, limit=src_limit, digest=digest)
-            if not job.plan.multipart:
-                check_whole(job, crc, digest)   # raises before the trailer: no object
-            sums.append(crc)
+            # checked before the trailer goes: a damaged one-request object is never kept
+            sums.append(_receive(ctx, job, conn, ans.length, digest,
+                                 lambda off, left: mv[:min(CHUNK, left)], sink))
 
         etag = multipart.put_part(ctx, job, part, send_body, None, trailer=lambda: sums[0])
-        job.part_etags[part.number] = etag
-        job.part_crcs[part.number] = sums[0]
-        if digest is not None:
-            job.part_digests[part.number] = digest.value()
+        _done(job, part, etag, sums[0], digest)
     finally:
         run.memory.put(buf)
     return None
+
+
+def _get(ctx: PartContext, job: ObjectJob, part: Part
+         ) -> tuple[Connection, s3_data.GetAnswer, PartDigest | None]:
+    """The part's checked GET, its body next on the connection: (connection, answer,
+    the digest of the store's own algorithm that the body must feed)."""
+    assert job.plan.src_ep is not None
+    if job.plan.multipart:
+        expect_ranged(ctx.run, job, ctx.stats)
+    conn, ans = get_part(ctx, job.plan.src_ep, job, part, whole=not job.plan.multipart)
+    return conn, ans, digest_for(job, None if job.plan.multipart else ans)
+
+
+def _receive(ctx: PartContext, job: ObjectJob, conn: Connection, n: int,
+             digest: PartDigest | None, window: Callable[[int, int], memoryview],
+             sink: Callable[[memoryview, int], None] | None = None) -> int:
+    """The GET's ``n`` body bytes through ``window`` (and ``sink``); a one-request object
+    is held against the source's checksum at its end. -> the bytes' CRC32C."""
+    def received(k: int) -> None:
+        ctx.stats.wire_bytes += k
+
+    crc = receive(conn, n, window, sink=sink, on_bytes=received,
+                  limit=ctx.run.limit_for(job.plan.src_ep), digest=digest)
+    if not job.plan.multipart:
+        check_whole(job, crc, digest)
+    return crc
+
+
+def _done(job: ObjectJob, part: Part, etag: str, crc: int, digest: PartDigest | None) -> None:
+    """What the store said of the part, and its sums, for completion and the journal."""
+    job.part_etags[part.number] = etag
+    job.part_crcs[part.number] = crc
+    if digest is not None:
+        job.part_digests[part.number] = digest.value()
 
 
 finalize = multipart.finalize
