@@ -174,3 +174,25 @@ def test_a_lone_small_object_starts_one_worker(aws_env, tmp_path, monkeypatch, r
     r = trunkline.copy(src, f"{tmp_path}/", recursive=recursive, resume=False)
     assert r.ok and r.objects == 1, r.failures
     assert started[0] == 1, started
+
+
+def test_a_stream_between_stores_moves_at_the_cap(big_object, aws_env, tmp_path):
+    """``--bwlimit`` caps the transfer, as it does a download or an upload: a stream
+    between two buckets moves its bytes at the cap, though each byte enters this host and
+    leaves it again. (Charged on both legs, it moved at half the cap.) The legs are two
+    directions of a full-duplex path, and each still stays within the cap."""
+    aws_env.create_bucket("capped-to")
+    cap_bps = 300e6
+    ticks: list[tuple[float, int]] = []
+    r = trunkline.copy(big_object, "s3://capped-to/obj.bin", server_side=False,
+                       bwlimit=f"{cap_bps / 1e9}Gbit", resume=False,
+                       on_progress=lambda s: ticks.append((s.t, s.done_bytes)))
+    assert r.ok, r.failures
+    assert r.bytes == 192 * MiB
+    flowing = [(t, b) for t, b in ticks if 0.1 * r.bytes <= b <= 0.9 * r.bytes]
+    assert flowing[-1][0] - flowing[0][0] >= 1.0, ticks
+    steady = 8 * statistics.linear_regression([t for t, _ in flowing],
+                                              [b for _, b in flowing]).slope
+    print(f"stream capped at {cap_bps / 1e6:.0f} Mbit/s -> {steady / 1e6:.1f} Mbit/s")
+    assert abs(steady - cap_bps) / cap_bps <= 0.05
+    assert r.bytes * 8 / r.seconds <= cap_bps * 1.05

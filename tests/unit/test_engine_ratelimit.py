@@ -60,6 +60,22 @@ def test_limiter_takes_longer_wait_not_sum():
     assert rl.endpoint("b") is None
 
 
+def test_bytes_the_overall_cap_counted_are_charged_to_an_endpoint_alone():
+    """A stream's send leg (``overall=False``) waits on the destination's cap only: the
+    overall cap counted those bytes when they came in."""
+    vt = VirtualTime()
+    rl = RateLimiter(1000, {"dst": 4000}, burst_s=0.1, clock=vt.clock, sleep=vt.sleep)
+    for name in ("src", "dst"):     # drain both buckets' start-up burst (256 KiB)
+        rl.acquire(name, 256 * 1024)
+    t0 = vt.t
+    rl.acquire("src", 1000)                   # in: the overall 1000 B/s binds
+    rl.acquire("dst", 1000, overall=False)    # out: dst's 4000 B/s alone
+    assert vt.t - t0 == pytest.approx(1.0, rel=0.01)   # charged twice it would be 2 s
+    t0 = vt.t
+    rl.acquire("src", 4000, overall=False)    # src has no cap of its own: free
+    assert vt.t == t0
+
+
 def test_unlimited_is_free():
     rl = RateLimiter()
     assert not rl.enabled

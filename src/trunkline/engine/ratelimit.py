@@ -6,6 +6,12 @@ next caller's wait is computed from tokens, not from when anyone woke), so the l
 rate is the cap to within burst/elapsed, whatever the number of threads. The engine calls
 ``acquire`` after each received or before each sent chunk (256 KiB - 1 MiB); the cost of a
 call that need not wait is one lock and one clock read.
+
+Each cap counts a byte once: the overall cap where the transfer takes it in (a download's
+or a stream's receive, an upload's send), an endpoint's cap where the byte comes from or
+goes to that endpoint. A stream between stores receives and sends each byte; its send
+charges only the destination's own cap (``overall=False``), so ``--bwlimit 500M`` moves
+500 MiB/s whichever way the bytes go.
 """
 
 from __future__ import annotations
@@ -131,10 +137,11 @@ class RateLimiter:
     def enabled(self) -> bool:
         return self.overall is not None or bool(self._per)
 
-    def acquire(self, endpoint: str, n: int) -> None:
-        """Block until ``n`` bytes to or from ``endpoint`` may pass under every cap."""
+    def acquire(self, endpoint: str, n: int, *, overall: bool = True) -> None:
+        """Block until ``n`` bytes to or from ``endpoint`` may pass under every cap (with
+        ``overall=False``, under the endpoint's cap alone: bytes the overall cap counted)."""
         ep = self.endpoint(endpoint)
-        ov = self.overall
+        ov = self.overall if overall else None
         if ep is None and ov is None:
             return
         piece = int(min(b.burst for b in (ep, ov) if b is not None)) or 1

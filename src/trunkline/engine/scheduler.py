@@ -482,12 +482,16 @@ class Runner:
                                    job.part_crcs.get(part.number, 0),
                                    job.part_etags.get(part.number))
 
-    def limit_for(self, ep: S3Endpoint | None) -> Callable[[int], None] | None:
-        """A callable charging n bytes to the rate caps of ``ep``, or None if uncapped."""
+    def limit_for(self, ep: S3Endpoint | None, *, overall: bool = True
+                  ) -> Callable[[int], None] | None:
+        """A callable charging n bytes to the rate caps of ``ep`` (with ``overall=False``,
+        to its own cap alone), or None if no cap applies."""
         if self.limiter is None or ep is None:
             return None
         lim, name = self.limiter, ep.cfg.name
-        return lambda n: lim.acquire(name, n)
+        if not overall and lim.endpoint(name) is None:
+            return None
+        return lambda n: lim.acquire(name, n, overall=overall)
 
     def ensure_dir(self, path: str) -> None:
         d = os.path.dirname(path)

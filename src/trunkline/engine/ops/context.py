@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from ...storage.partial import DirSync, FolderCache
 from ...storage.s3 import S3Endpoint
@@ -73,6 +74,13 @@ class Leases:
 RateCharge = Callable[[int], None]
 
 
+class LimitFor(Protocol):
+    """The run's rate caps for one endpoint: all of them, or (``overall=False``) the
+    endpoint's own, for bytes the overall cap already counted."""
+
+    def __call__(self, ep: S3Endpoint | None, *, overall: bool = True) -> RateCharge | None: ...
+
+
 @dataclass(frozen=True)
 class RunContext:
     """Per run: what every kind may consult, shared by all workers."""
@@ -86,7 +94,7 @@ class RunContext:
     resumed_run: bool                   # a rerun: stray uploads of the last run may exist
     journal_created: float
     pool_for: Callable[[S3Endpoint], ConnectionPool]
-    limit_for: Callable[[S3Endpoint | None], RateCharge | None]
+    limit_for: LimitFor
     ensure_dir: Callable[[str], None]
     require_verified: bool = False      # an object nothing could check fails
     dir_sync: DirSync | None = None     # renamed downloads' folders, fsync'ed per batch

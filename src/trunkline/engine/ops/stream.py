@@ -26,7 +26,7 @@ from ..receive import receive
 from . import multipart
 from .checks import check_whole, digest_for, expect_ranged, get_part
 from .common import passes_through
-from .context import PartContext
+from .context import PartContext, RateCharge, RunContext
 
 CHUNK = 1 << 20
 
@@ -46,7 +46,7 @@ def run_part(ctx: PartContext, job: ObjectJob, part: Part) -> object:
             conn, ans, digest = _get(ctx, job, part)
             crc = _receive(ctx, job, conn, ans.length, digest,
                            lambda off, left: mv[off:off + min(CHUNK, left)])
-        limit = run.limit_for(job.plan.dst_ep)
+        limit = _send_limit(run, job)
 
         def send_body(conn: Connection) -> None:
             for off in range(0, part.length, CHUNK):
@@ -72,7 +72,7 @@ def _pass_through(ctx: PartContext, job: ObjectJob, part: Part) -> object:
     sums: list[int] = []
     try:
         mv = memoryview(buf)
-        limit = run.limit_for(job.plan.dst_ep)
+        limit = _send_limit(run, job)
 
         def send_body(out: Connection) -> None:
             def sink(chunk: memoryview, _off: int) -> None:
@@ -90,6 +90,15 @@ def _pass_through(ctx: PartContext, job: ObjectJob, part: Part) -> object:
     finally:
         run.memory.put(buf)
     return None
+
+
+def _send_limit(run: RunContext, job: ObjectJob) -> RateCharge | None:
+    """The send leg's caps: the destination's own, unless it is the source (whose cap the
+    receive leg charged, as it charged the overall cap: a byte counts once per cap)."""
+    src, dst = job.plan.src_ep, job.plan.dst_ep
+    if dst is None or (src is not None and src.cfg.name == dst.cfg.name):
+        return None
+    return run.limit_for(dst, overall=False)
 
 
 def _get(ctx: PartContext, job: ObjectJob, part: Part
