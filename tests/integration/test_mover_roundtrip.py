@@ -204,3 +204,42 @@ def test_https_roundtrip_with_private_ca(tmp_path, monkeypatch, edge_tree):
         assert not (tmp_path / "x.bin").exists()
     finally:
         srv.stop()
+
+
+@pytest.mark.parametrize("probe", ["probed", "not-probed"])
+def test_a_store_front_that_answers_once_per_connection(s3server, tmp_path, monkeypatch, probe):
+    """A front that closes each connection after one answer, saying so (``Connection:
+    close``, as nginx does at ``keepalive_requests``): each next request goes on a new
+    connection, never on the closed one. No retries are allowed, so none can hide a
+    request sent into a closed socket. Probed, the stream between two buckets passes its
+    parts through (SeaweedFS checks trailers); not probed, it buffers them: both reuse a
+    try's connection for the next request. The small downloads go in batches, one
+    connection for several objects."""
+    from conftest import point_env_at
+    from trunkline.storage import capabilities
+    from trunkline.testing.refusing_proxy import RefusingProxy
+
+    point_env_at(s3server, monkeypatch)
+    capabilities.forget()
+    if probe == "not-probed":
+        monkeypatch.setenv("TRUNKLINE_PROBE", "0")
+    b = f"once-{probe}"
+    s3server.create_bucket(b)
+    c = s3server.client()
+    big = os.urandom(11 * MiB + 7)
+    c.put_object(Bucket=b, Key="big.bin", Body=big)
+    small = {f"s/{i:02d}.bin": os.urandom(1000 + i) for i in range(24)}
+    for k, v in small.items():
+        c.put_object(Bucket=b, Key=k, Body=v)
+    with RefusingProxy(("127.0.0.1", s3server.port), refuse="nothing") as px:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", px.endpoint_url)
+        r = trunkline.copy(f"s3://{b}/big.bin", f"s3://{b}/copy.bin", server_side=False,
+                           part_size="5M", retries=0)
+        assert r.ok, r.failures
+        assert r.capabilities.get("used", {}).get("trailing_crc32c", False) is (probe == "probed")
+        d = trunkline.copy(f"s3://{b}/s/", f"{tmp_path}/s/", recursive=True, retries=0)
+        assert d.ok, d.failures
+        assert px.refused == []
+    assert c.get_object(Bucket=b, Key="copy.bin")["Body"].read() == big
+    assert {f"s/{p.name}": p.read_bytes() for p in (tmp_path / "s").iterdir()} == small
+    capabilities.forget()

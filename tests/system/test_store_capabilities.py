@@ -152,6 +152,30 @@ def test_engine_sends_no_header_a_store_refuses(aws_env, tmp_path, monkeypatch):
     capabilities.forget()
 
 
+def test_a_store_that_refuses_every_trailer_as_damage_is_sent_none(aws_env, monkeypatch):
+    """A store that sums an aws-chunked body with its frame refuses the right trailer as
+    damaged (400 BadDigest). The probe's answer is then "no trailers", cached like any
+    other, not an error that probes again at every run; a stream to it goes through
+    buffers and is byte-identical."""
+    capabilities.forget()
+    b = _bucket(aws_env)
+    data = os.urandom(11 * MiB + 3)
+    aws_env.client().put_object(Bucket=b, Key="src.bin", Body=data)
+    with RefusingProxy(("127.0.0.1", aws_env.port), refuse="trailers") as px:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", px.endpoint_url)
+        for k in ("one.bin", "two.bin"):
+            r = trunkline.copy(f"s3://{b}/src.bin", f"s3://{b}/{k}", server_side=False,
+                               part_size="5M")
+            assert r.ok, r.failures
+            store = r.capabilities["store"]
+            assert store["trailer_crc32c"] is False and store["error"] is None, store
+            assert r.capabilities["used"]["trailing_crc32c"] is False
+        assert px.refused == [px.refused[0]] and px.refused[0].startswith("PUT ")  # probed once
+    for k in ("one.bin", "two.bin"):
+        assert aws_env.client().get_object(Bucket=b, Key=k)["Body"].read() == data
+    capabilities.forget()
+
+
 def test_probe_off_and_probe_without_write_access(aws_env, tmp_path, monkeypatch):
     capabilities.forget()
     monkeypatch.setenv("TRUNKLINE_PROBE", "0")

@@ -361,6 +361,8 @@ def _probe_trailer(ep, client, bucket: str, prefix: str) -> bool:
 
     try:
         put(key, crc)
+    except IntegrityError:   # the right trailer refused as damaged: the store sums
+        return False         # the frame with the body, so no trailer can pass
     except StoreError as e:
         if e.status in (400, 403, 411, 501):   # the framing, or its literal, refused
             return False

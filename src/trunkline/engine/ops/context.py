@@ -56,6 +56,11 @@ class Leases:
         through sends on slot 1 while slot 0 still receives (the same origin on both
         sides, a copy within one store, needs two)."""
         held = self._held.get((ep.origin, slot))
+        if held is not None and not held[1].reusable:
+            # its server closed it after the last answer (``Connection: close``, as nginx
+            # says at keepalive_requests): the next exchange needs a new one
+            held[0].discard(held[1])
+            held = None
         if held is None:
             pool = self._pool_for(ep)
             held = (pool, pool.acquire())
