@@ -324,3 +324,134 @@ def test_a_full_disk_under_the_journal_is_a_clear_enospc(tmp_path):
         assert j.done_record("s3://b/p/after") == ("/d/after", 1, '"e"', 1.0)
         assert j.done_record(rows[0][0]) is None                  # the failed batch: none of it
         j.close()
+
+
+def _fill(mnt: Path) -> None:
+    """Every block of the file system at ``mnt`` taken by one file, ``filler``."""
+    fd = os.open(mnt / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(fd, b"\0" * 65536) > 0:
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _objects(srv, bucket: str, n: int, size: int) -> dict[str, bytes]:
+    srv.create_bucket(bucket)
+    c = srv.client()
+    blob = os.urandom(size)
+    objs = {f"{i:03d}.bin": blob[i:] + blob[:i] for i in range(n)}
+    for k, v in objs.items():
+        c.put_object(Bucket=bucket, Key=f"d/{k}", Body=v)
+    return objs
+
+
+def test_a_full_state_disk_at_the_start_is_one_line_exit_1(s3server, tmp_path):
+    """The state dir's disk is full before the journal exists: one line names it (no
+    driver's traceback), exit 1, nothing at the destination; with room again, a rerun
+    copies every object byte for byte."""
+    objs = _objects(s3server, "full-state-start", 5, 100_000)
+    env = {**os.environ, **s3server.env, "TRUNKLINE_CONFIG": "/nonexistent/trunkline.toml"}
+    exe = str(Path(sys.executable).with_name("trunkline"))
+    dst = tmp_path / "dst"
+    with mounted_tmpfs(tmp_path / "state", "256k") as mnt:
+        _fill(mnt)
+        env["TRUNKLINE_STATE_DIR"] = str(mnt)
+        p = subprocess.run([exe, "cp", "-r", "s3://full-state-start/d/", f"{dst}/"], env=env,
+                           capture_output=True, text=True, timeout=120)
+        assert p.returncode == 1, p.stderr
+        lines = p.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(
+            "trunkline: error: [Errno 28] no space left for the resume journal"), p.stderr
+        assert not dst.exists() or not any(dst.iterdir())
+        (mnt / "filler").unlink()
+        p = subprocess.run([exe, "cp", "-r", "s3://full-state-start/d/", f"{dst}/"], env=env,
+                           capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stderr
+    assert {f.name: f.read_bytes() for f in dst.iterdir()} == objs
+
+
+def test_a_state_disk_that_fills_mid_run_stops_it_with_one_error(s3server, tmp_path,
+                                                                  monkeypatch):
+    """The state dir's disk fills while parts are being journaled by the workers: the run
+    stops and raises ENOSPC naming the journal, once, where the caller sees it. No worker
+    thread dies with a traceback, and the run ends though its lister still had parts to
+    queue (120 parts, a queue of 64: a worker that died alone used to leave the lister
+    waiting on the full queue for ever). What is at a final name is byte-identical; with
+    room again, a rerun finishes the rest."""
+    import errno as errno_
+
+    import trunkline
+    from conftest import point_env_at
+
+    point_env_at(s3server, monkeypatch)
+    objs = _objects(s3server, "full-state-mid", 40, 11 * MiB)
+    died: list[str] = []
+    monkeypatch.setattr(threading, "excepthook",
+                        lambda a: died.append(f"{a.thread}: {a.exc_value!r}"))
+    dst = tmp_path / "dst"
+    with mounted_tmpfs(tmp_path / "state", "2m") as mnt:
+        filled: list[bool] = []
+
+        def fill_once(s) -> None:
+            if s.done_bytes and not filled:
+                _fill(mnt)
+                filled.append(True)
+
+        out: list[BaseException | object] = []
+
+        def run() -> None:
+            try:
+                out.append(trunkline.copy("s3://full-state-mid/d/", f"{dst}/", recursive=True,
+                                          part_size="5M", max_connections=4, state_dir=str(mnt),
+                                          on_progress=fill_once, bwlimit="200M"))
+            except BaseException as e:  # noqa: BLE001 - the test looks at it
+                out.append(e)
+
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        t.join(timeout=120)
+        assert not t.is_alive(), "the run never ended"
+        assert filled, f"the disk was never filled: the test proved nothing ({out})"
+        assert isinstance(out[0], OSError) and out[0].errno == errno_.ENOSPC, out
+        assert "resume journal" in str(out[0])
+        assert died == []
+        finished = {f.name: f.read_bytes() for f in dst.iterdir() if f.name in objs}
+        assert all(v == objs[k] for k, v in finished.items())
+        assert len(finished) < len(objs), "it all finished before the disk filled"
+        (mnt / "filler").unlink()
+        r = trunkline.copy("s3://full-state-mid/d/", f"{dst}/", recursive=True, part_size="5M",
+                           state_dir=str(mnt))
+        assert r.ok, r.failures
+    assert {f.name: f.read_bytes() for f in dst.iterdir()} == objs
+
+
+def test_a_full_disk_under_the_listing_index_is_a_clear_enospc(tmp_path):
+    """The merge's index of names waiting for a partner spills past its page cache into
+    SQLite's temporary directory; when that disk is full, the error names the index and
+    the directory as ENOSPC (the CLI's one line, exit 1), not a driver's exception that
+    the CLI shows as a bug. (A child process: SQLite reads $SQLITE_TMPDIR once.)"""
+    probe = textwrap.dedent("""
+        import errno, sys
+        from trunkline.engine import listing
+        idx = listing._Index(lambda rel, size, mtime, etag: listing.Entry(rel, size, mtime,
+                                                                          etag, None))
+        idx.con.execute("PRAGMA cache_size=8")    # spill at once, not past 16 MiB
+        try:
+            for n in range(50):
+                idx.add([listing.Entry(f"k/{n:02d}/{i:05d}{'x' * 100}", i, None, None, None)
+                         for i in range(2000)])
+        except OSError as e:
+            print(e.errno == errno.ENOSPC, e)
+            sys.exit(0)
+        print("no error")
+    """)
+    with mounted_tmpfs(tmp_path / "tmp", "256k") as mnt:
+        _fill(mnt)
+        p = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                           env={**os.environ, "SQLITE_TMPDIR": str(mnt)}, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith(f"True [Errno 28] no space left for the listing index in {mnt}"), \
+        p.stdout

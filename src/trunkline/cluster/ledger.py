@@ -9,13 +9,12 @@ shards wherever they ran, and continue a split object's upload under the same ID
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from ..engine.journal import journal_id, sqlite_files, transaction
+from ..engine.journal import connect, disk_errors, journal_id, sqlite_files, transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS shards (
@@ -40,11 +39,9 @@ class Ledger:
         self.path = d / f"ray-{journal_id(src, dst, options)}.sqlite"
         if fresh:
             self._unlink()
-        self._con = sqlite3.connect(str(self.path), isolation_level=None,
-                                    check_same_thread=False, timeout=30)
-        self._con.execute("PRAGMA journal_mode=WAL")
-        self._con.execute("PRAGMA synchronous=NORMAL")
-        self._con.executescript(_SCHEMA)
+        self._con = connect(self.path, "cluster ledger")
+        with disk_errors("cluster ledger", self.path):
+            self._con.executescript(_SCHEMA)
         self._lock = threading.Lock()
 
     def _unlink(self) -> None:

@@ -26,6 +26,7 @@ from .journal_index import (  # noqa: F401  (re-exported: the journal's callers 
     JournalInfo,
     connect,
     default_state_dir,
+    disk_errors,
     from_db,
     journal_id,
     journal_stats,
@@ -124,7 +125,8 @@ class Journal:
         try:
             # idempotent; one transaction (statement by statement, a new journal cost a
             # commit each: ~50 ms of a short copy's start on a loaded machine)
-            con.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")
+            with disk_errors("resume journal", path):
+                con.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")
             seed = {
                 "id": jid,
                 "schema": str(SCHEMA_VERSION),

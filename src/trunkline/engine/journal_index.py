@@ -20,8 +20,9 @@ from typing import Any
 
 from ..config import default_state_dir  # the one rule for the state dir, shared with flows
 
-__all__ = ["JournalInfo", "connect", "default_state_dir", "from_db", "journal_id",
-           "journal_stats", "list_journals", "sqlite_files", "to_db", "transaction"]
+__all__ = ["JournalInfo", "connect", "default_state_dir", "disk_errors", "from_db",
+           "journal_id", "journal_stats", "list_journals", "sqlite_files", "to_db",
+           "transaction"]
 
 
 def to_db(name: str) -> str | bytes:
@@ -79,11 +80,41 @@ class JournalInfo:
     pending_uploads: int  # multipart uploads started and not completed (incl. discarded)
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    con = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
-    con.execute("PRAGMA journal_mode=WAL")
-    con.execute("PRAGMA synchronous=NORMAL")
-    con.execute("PRAGMA foreign_keys=ON")
+# SQLite's primary result codes that are the disk's answer, not a bug: what errno says it
+_DISK_ERRNO = {sqlite3.SQLITE_FULL: errno.ENOSPC, sqlite3.SQLITE_IOERR: errno.EIO,
+               sqlite3.SQLITE_READONLY: errno.EROFS, sqlite3.SQLITE_CANTOPEN: errno.EACCES}
+_DISK_WORDS = {errno.ENOSPC: "no space left for", errno.EIO: "an I/O error on",
+               errno.EROFS: "no write access to", errno.EACCES: "cannot open"}
+
+
+@contextmanager
+def disk_errors(what: str, path: Path | str) -> Iterator[None]:
+    """SQLite's answers that come from the disk under a state database (full, I/O error,
+    read-only, cannot open) as ``OSError`` with that errno, naming the database (``what``,
+    ``path``): one clear line for the CLI (exit 1) instead of a driver's exception, which
+    the CLI shows as a bug. Anything else SQLite raises passes unchanged."""
+    try:
+        yield
+    except sqlite3.OperationalError as e:
+        eno = _DISK_ERRNO.get((getattr(e, "sqlite_errorcode", None) or 0) & 0xFF)
+        if eno is None:
+            raise
+        raise OSError(eno, f"{_DISK_WORDS[eno]} the {what} {path} ({e})") from e
+
+
+def connect(path: Path, what: str = "resume journal") -> sqlite3.Connection:
+    """A state database in WAL mode (a journal, the cluster ledger); the disk's refusals
+    as ``disk_errors`` says."""
+    with disk_errors(what, path):
+        con = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False,
+                              timeout=30)
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=NORMAL")
+            con.execute("PRAGMA foreign_keys=ON")
+        except BaseException:
+            con.close()
+            raise
     return con
 
 
@@ -95,9 +126,8 @@ def transaction(con: sqlite3.Connection, path: Path,
 
     SQLite rolls back by itself on some errors (a full disk), so ROLLBACK runs only while a
     transaction is open: a second one would raise "cannot rollback" over the real error.
-    A full disk comes out as ``OSError(ENOSPC)`` naming the database (``what``, ``path``),
-    one clear line for the CLI instead of a driver's exception."""
-    try:
+    The disk's refusals come out as ``disk_errors`` says."""
+    with disk_errors(what, path):
         con.execute("BEGIN IMMEDIATE")
         try:
             yield con
@@ -106,10 +136,6 @@ def transaction(con: sqlite3.Connection, path: Path,
             if con.in_transaction:
                 con.execute("ROLLBACK")
             raise
-    except sqlite3.OperationalError as e:
-        if getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
-            raise OSError(errno.ENOSPC, f"no space left for the {what} {path} ({e})") from e
-        raise
 
 
 def sqlite_files(path: Path) -> list[Path]:

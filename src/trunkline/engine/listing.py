@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
+import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +36,7 @@ from ..storage import local
 from ..storage.s3 import ObjectInfo
 from ..url import Location, LocationError
 from .jobs import EndpointCache
+from .journal_index import disk_errors
 
 __all__ = ["Entry", "Filters", "bounded_map", "check_locations", "join", "listing",
            "prefix_of"]
@@ -206,16 +208,24 @@ class _Index:
         self.con.execute("PRAGMA cache_size=-16384")  # 16 MiB
         self.con.execute("CREATE TABLE d (rel BLOB PRIMARY KEY, size INTEGER, mtime REAL, "
                          "etag TEXT, seen INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID")
+        # where its spilled pages go (SQLite reads $SQLITE_TMPDIR, then $TMPDIR, then /tmp)
+        self.where = f"in {os.environ.get('SQLITE_TMPDIR') or tempfile.gettempdir()}"
 
     def add(self, batch: list[Entry]) -> None:
         """Index ``batch`` (one transaction) and empty it."""
         if not batch:
             return
-        self.con.execute("BEGIN")
-        self.con.executemany("INSERT OR REPLACE INTO d (rel, size, mtime, etag) "
-                             "VALUES (?, ?, ?, ?)",
-                             [(_key(e.rel), e.size, e.mtime, e.etag) for e in batch])
-        self.con.execute("COMMIT")
+        with disk_errors("listing index", self.where):
+            self.con.execute("BEGIN")
+            try:
+                self.con.executemany("INSERT OR REPLACE INTO d (rel, size, mtime, etag) "
+                                     "VALUES (?, ?, ?, ?)",
+                                     [(_key(e.rel), e.size, e.mtime, e.etag) for e in batch])
+                self.con.execute("COMMIT")
+            except BaseException:
+                if self.con.in_transaction:
+                    self.con.execute("ROLLBACK")
+                raise
         batch.clear()
 
     def take(self, rels: list[str]) -> dict[str, Entry]:
@@ -224,9 +234,10 @@ class _Index:
         for i in range(0, len(rels), 500):
             chunk = [_key(r) for r in rels[i:i + 500]]
             q = ",".join("?" * len(chunk))
-            for rel, size, mtime, etag in self.con.execute(
-                    f"UPDATE d SET seen = 1 WHERE rel IN ({q}) RETURNING rel, size, mtime, etag",
-                    chunk):
+            with disk_errors("listing index", self.where):
+                rows = self.con.execute(f"UPDATE d SET seen = 1 WHERE rel IN ({q}) "
+                                        "RETURNING rel, size, mtime, etag", chunk).fetchall()
+            for rel, size, mtime, etag in rows:
                 name = rel.decode("utf-8", "surrogateescape")
                 out[name] = self.make(name, size, mtime, etag)
         return out

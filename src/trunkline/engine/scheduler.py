@@ -222,7 +222,9 @@ class Runner:
             self.core.done()
             if not any(w.is_alive() for w in workers):
                 self.folders.close()   # (a worker still running keeps them)
-        producer.join()
+        while producer.is_alive():   # no worker is left to take from the queue (a stopped
+            self._drain_queue()      # run's): the lister must not wait on it forever
+            producer.join(timeout=0.1)
         if self._own_conns:
             self.conns.close()
         self.completion.flush()
@@ -423,10 +425,19 @@ class Runner:
                             job.done_bytes += st.done_bytes - st.part_start
                         st.busy, st.job = False, None
                         self.completion.part_finished(job, st)
-            except BaseException:
+            except BaseException as e:   # noqa: BLE001 - surfaced by run()
+                # not a part's error (those end in _run_part): the journal's disk full,
+                # or a bug. The run stops and raises it, once, where the caller sees it
+                # (a worker that died alone left the lister waiting on a full queue).
+                if self.fatal is None:
+                    self.fatal = e
+                self._stop.set()
                 for job, _ in batch[k + 1:]:
-                    self.completion.part_finished(job, st)
-                raise
+                    try:
+                        self.completion.part_finished(job, st)
+                    except BaseException:  # noqa: BLE001 - the first error is the one
+                        pass
+                return
             finally:
                 self.gate.release()
 
