@@ -81,6 +81,17 @@ class DataError(TrunklineError, ValueError):
     Exit 1 (the input is bad, not the command); a ``ValueError`` too, as it always was."""
 
 
+class BatchNotStored(TrunklineError):
+    """A batch of flow records, or some of it, could not be stored (a full disk, a lake
+    that refuses writes). ``lost`` counts the records not stored: a collector adds them
+    to its lost records and goes on with the next batch."""
+
+    def __init__(self, lost: int, cause: BaseException) -> None:
+        super().__init__(f"{lost} records not stored: {type(cause).__name__}: {cause}")
+        self.lost = lost
+        self.cause = cause
+
+
 class TransferError(TrunklineError):
     """Moving bytes failed; ``retryable`` says whether another try may succeed."""
 

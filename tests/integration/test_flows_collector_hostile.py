@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -237,3 +238,74 @@ def test_sflow_internal_interface_is_not_an_ifindex(shared_data):
     d.feed(raw, "192.0.2.1")
     t = d.flush()
     assert t.column("out_if").to_pylist() == [0] and t.column("in_if").to_pylist() == [27]
+
+
+def _metric(port: int, name: str) -> float:
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    for line in body.splitlines():
+        if line.startswith(f"trunkline_flows_{name} "):
+            return float(line.split()[1])
+    raise AssertionError(f"no {name} in the metrics:\n{body}")
+
+
+def _until(pred, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+@pytest.mark.timeout(120)
+def test_a_full_store_disk_loses_batches_counted_and_collection_goes_on(shared_data, tmp_path):
+    """The store's disk fills while a real capture's datagrams arrive: the collector keeps
+    running; each batch it could not write is a write error and its records are counted
+    lost (received = written + lost, exactly); no temporary file is left; with room
+    again the next batches are written; the exit status says records were lost (1).
+    Before, the first status file that could not be written stopped the collector, and
+    every datagram after it was neither stored nor counted."""
+    from conftest import mounted_tmpfs
+
+    v5 = [d.payload for d in read_udp(shared_data / "flows/netflow/nfv5.pcap")][0]
+    port, pm = free_port(), free_port(socket.SOCK_STREAM)
+    with mounted_tmpfs(tmp_path / "disk", "2m") as mnt:
+        store = mnt / "store"
+        proc = _start(store, port, "--duration", "600", "--metrics", f"127.0.0.1:{pm}",
+                      "--flush-interval", "0.2")
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+                def send(n: int) -> None:
+                    for _ in range(n):
+                        tx.sendto(v5, ("127.0.0.1", port))
+                        time.sleep(0.002)
+
+                send(50)
+                _until(lambda: _metric(pm, "collector_written_records") == 50 * 29)
+                fd = os.open(mnt / "filler", os.O_WRONLY | os.O_CREAT)
+                try:
+                    while os.write(fd, b"\0" * 65536) > 0:
+                        pass
+                except OSError:
+                    pass
+                finally:
+                    os.close(fd)
+                send(100)
+                _until(lambda: _metric(pm, "collector_lost_records") == 100 * 29)
+                assert _metric(pm, "collector_write_errors") >= 1
+                assert _metric(pm, "collector_failed") == 0
+                assert proc.poll() is None
+                (mnt / "filler").unlink()
+                send(10)
+                _until(lambda: _metric(pm, "collector_written_records") == 60 * 29)
+            assert proc.poll() is None
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=10) == 1   # records were lost: not a clean run
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        col = read_status(store)["collector"]
+        assert col["state"] == "stopped" and col["failure"] is None
+        assert col["written_records"] == 60 * 29 and col["lost_records"] == 100 * 29
+        assert "No space left" in col["last_write_error"]
+        assert _count(store) == 60 * 29
+        assert not [p for p in store.rglob("*") if p.name.endswith(".tmp")]

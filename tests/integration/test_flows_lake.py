@@ -367,3 +367,44 @@ def test_collect_with_two_workers_and_ingest_into_s3(aws_env, shared_data, tmp_p
     assert n > 0
     total = FlowStore(lake).query("SELECT count(*) AS n FROM flows").column("n")[0].as_py()
     assert total == per_exporter * len(exporters) + n
+
+
+def test_a_batch_is_stored_whole_or_not_at_all_when_the_disk_fills(tmp_path):
+    """A batch of two days whose second day file meets a full disk: the first day's file
+    is removed again and the batch comes back as ``BatchNotStored`` counting every record
+    (a collector adds them to its lost records): never half a batch in the lake and the
+    whole of it counted lost. With room again it is stored whole."""
+    import numpy as np
+
+    from conftest import mounted_tmpfs
+    from trunkline.errors import BatchNotStored
+    from trunkline.flows import lake as lk
+
+    rng = np.random.default_rng(7)
+    n = 20_000
+
+    def day(d: str) -> pa.Table:
+        t = _flows(n, d)
+        return t.set_column(2, "bytes", pa.array(rng.integers(0, 2**63, n, dtype=np.uint64)))
+
+    batch = pa.concat_tables([day("2025-10-01"), day("2025-10-02")])
+    scratch = FlowStore(tmp_path / "scratch")   # what each day's file takes on disk
+    scratch.write(batch)
+    first, second = (os.path.getsize(p) for p in sorted(map(str, scratch.files())))
+    with mounted_tmpfs(tmp_path / "disk", "2m") as mnt:
+        store = FlowStore(mnt / "store")
+        (mnt / "store").mkdir(exist_ok=True)
+        st = os.statvfs(mnt)
+        room = first + second // 2   # the first day's file fits, the second does not
+        with open(mnt / "filler", "wb") as f:
+            f.write(b"\0" * (st.f_bavail * st.f_frsize - room))
+        with pytest.raises(BatchNotStored) as e:
+            store.write(batch)
+        assert e.value.lost == 2 * n and isinstance(e.value.cause, OSError)
+        assert store.files() == []
+        assert not [p for p in (mnt / "store").rglob("*") if p.is_file()
+                    and p.name.endswith(".parquet")], "a day of the batch was left behind"
+        assert lk.list_lake(store.lake).data() == []
+        (mnt / "filler").unlink()
+        assert store.write(batch) == 2 * n
+        assert sum(pq.ParquetFile(p).metadata.num_rows for p in store.files()) == 2 * n

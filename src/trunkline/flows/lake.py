@@ -188,19 +188,47 @@ def write_many(lake: Lake, items: Iterable[tuple[str, pa.Table]],
                threads: int = WRITE_THREADS) -> list[str]:
     """``write_parquet`` of each (rel_dir, table); on S3 up to ``threads`` at once (a PUT
     is latency-bound: ~30 ms each on loopback under load), taking items from the iterator
-    only as threads free up, so at most ``threads`` tables are in flight."""
-    if lake.local or threads <= 1:
-        return [write_parquet(lake, d, t) for d, t in items]
+    only as threads free up, so at most ``threads`` tables are in flight.
+
+    All or none: when one write fails (a full disk), the files this call already wrote
+    are deleted before the error is raised, so a batch is never half in the lake (its
+    records are then counted lost once, not stored in part and counted lost whole)."""
     out: list[str] = []
-    pending: set = set()
-    with ThreadPoolExecutor(threads) as pool:
-        for d, t in items:
-            if len(pending) >= threads:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                out += [f.result() for f in done]
-            pending.add(pool.submit(write_parquet, lake, d, t))
-        out += [f.result() for f in pending]
-    return out
+    try:
+        if lake.local or threads <= 1:
+            for d, t in items:
+                out.append(write_parquet(lake, d, t))
+            return out
+        pending: set = set()
+        with ThreadPoolExecutor(threads) as pool:
+            try:
+                for d, t in items:
+                    if len(pending) >= threads:
+                        done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        _collect(done, out)
+                    pending.add(pool.submit(write_parquet, lake, d, t))
+            finally:   # every write in flight ends (and is kept track of) before cleaning up
+                _collect(pending, out)
+        return out
+    except BaseException:
+        try:
+            delete_files(lake, out)
+        except Exception:  # noqa: BLE001 - the write's error is the one to see
+            pass
+        raise
+
+
+def _collect(futures, out: list[str]) -> None:
+    """The paths of the writes in ``futures`` that succeeded, into ``out``; then the first
+    failure, if any, raised."""
+    failed = None
+    for f in futures:
+        try:
+            out.append(f.result())
+        except BaseException as e:  # noqa: BLE001 - raised below, after the rest are kept
+            failed = failed or e
+    if failed is not None:
+        raise failed
 
 
 # --- listing -------------------------------------------------------------------------

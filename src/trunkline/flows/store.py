@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
+from ..errors import BatchNotStored
 from . import lake as lk
 from .schema import FLOW_SCHEMA, conform
 
@@ -102,6 +103,9 @@ class FlowStore:
         ``now_ms`` (a live collector's clock): when a batch spans more days than allowed,
         keep the days nearest to now, so records claiming other days can never push
         today's out; without it, keep the most populated days.
+
+        Raises ``BatchNotStored`` (how many records were not) when the lake refuses a
+        write, a full disk say: the day files are all written or none is.
         """
         if table.num_rows == 0:
             return 0
@@ -109,16 +113,23 @@ class FlowStore:
         reason = self._sanity(table, reference_ms, now_ms)
         ok = reason == 0
         if not ok.all():
-            self._quarantine(table, reference_ms, reason)
+            try:
+                self._quarantine(table, reference_ms, reason)
+            except Exception as e:  # noqa: BLE001 - none of the batch is stored
+                raise BatchNotStored(table.num_rows, e) from e
             table = table.filter(pa.array(ok))
             if table.num_rows == 0:
                 return 0
         # days by integer division (pc.strftime cost ~0.8 µs a record); sane times only
         day = table.column("time_start").cast(pa.int64()).to_numpy() // DAY_MS
         days = np.unique(day)
-        lk.write_many(self.lake, ((f"day={np.datetime64(int(d), 'D')}",
-                                   table if len(days) == 1 else table.filter(pa.array(day == d)))
-                                  for d in days))
+        try:   # all days or none (write_many): the quarantined rows are kept either way
+            lk.write_many(self.lake, ((f"day={np.datetime64(int(d), 'D')}",
+                                       table if len(days) == 1
+                                       else table.filter(pa.array(day == d)))
+                                      for d in days))
+        except Exception as e:  # noqa: BLE001 - counted by the caller
+            raise BatchNotStored(table.num_rows, e) from e
         if self.rollups is not None:  # after the raw files: a crash in between leaves a
             import duckdb  # gap the report sees (flow counts) and scans raw
 

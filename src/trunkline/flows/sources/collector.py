@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ...errors import BatchNotStored
 from ..decode import FlowDecoder, TemplateCache
 from ..decode.decoder import PendingBatch
 from ..store import FlowStore
@@ -78,7 +79,10 @@ class Collector:
         os.set_blocking(self._wake_w, False)
         self.queue: queue.Queue[PendingBatch | None] = queue.Queue(config.max_queue_batches)
         self.written_records = 0
-        self.write_errors = 0
+        self.write_errors = 0      # batches (or parts of them) the store could not keep
+        self.lost_records = 0      # ... and their records, counted, never silently gone
+        self.last_write_error: str | None = None
+        self.status_errors = 0     # status files that could not be written (a full disk)
         self.build_errors: dict[str, int] = {}  # exporter -> records that failed to build
         self.started = time.time()
         self.snapshot: dict = {}
@@ -262,12 +266,18 @@ class Collector:
             batch = self.queue.get()
             if batch is None:
                 return
+            table = None
             try:
                 table, ref = batch.to_table_with_reference()
                 self.written_records += self.store.write(table, ref,
                                                          now_ms=int(time.time() * 1000))
-            except Exception:  # noqa: BLE001 - counted and reported; the collector goes on
+            except Exception as e:  # noqa: BLE001 - counted and reported; the collector goes on
+                # (a full disk: the next batch is written once there is room again)
                 self.write_errors += 1
+                self.lost_records += e.lost if isinstance(e, BatchNotStored) else \
+                    table.num_rows if table is not None else batch.records
+                cause = e.cause if isinstance(e, BatchNotStored) else e
+                self.last_write_error = f"{type(cause).__name__}: {cause}"
             for e, n in batch.build_errors.items():
                 self.build_errors[e] = self.build_errors.get(e, 0) + n
 
@@ -288,6 +298,9 @@ class Collector:
             "uptime_s": round(time.time() - self.started, 3),
             "written_records": self.written_records,
             "write_errors": self.write_errors,
+            "lost_records": self.lost_records,
+            "last_write_error": self.last_write_error,
+            "status_errors": self.status_errors,
             "build_errors": dict(self.build_errors),
             "pending_records": self.decoder.pending_records,
             "queued_batches": self.queue.qsize(),
@@ -314,7 +327,10 @@ class Collector:
         except RuntimeError:  # a dict changed size under us; next tick
             return
         self.snapshot = snap
-        write_status(self.store.status_dir, snap, self.status_name)
+        try:
+            write_status(self.store.status_dir, snap, self.status_name)
+        except OSError:   # a full disk: the snapshot (metrics) is current; next tick again
+            self.status_errors += 1
 
 
 def start_receiver(socks: list[socket.socket], queue_bytes: int
@@ -415,10 +431,16 @@ def socket_drops(socks: list[socket.socket]) -> int:
 
 
 def write_status(root: Path, snap: dict, name: str = STATUS_FILE) -> None:
+    """Replace the status file at once (a reader sees the old one or the new one); a
+    write that fails (a full disk) leaves the old one and no temporary file."""
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".{name}.tmp"
-    tmp.write_text(json.dumps(snap, indent=1, sort_keys=True))
-    os.replace(tmp, root / name)
+    try:
+        tmp.write_text(json.dumps(snap, indent=1, sort_keys=True))
+        os.replace(tmp, root / name)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_status(root: Path, name: str = STATUS_FILE) -> dict | None:

@@ -39,6 +39,7 @@ def render(snap: dict) -> str:
             for r, n in c.get("drops", {}).items()])
     col = snap.get("collector", {})
     for key, kind in (("written_records", "counter"), ("write_errors", "counter"),
+                      ("lost_records", "counter"), ("status_errors", "counter"),
                       ("socket_drops", "counter"), ("workers", "gauge"),
                       ("pending_records", "gauge"), ("queued_batches", "gauge"),
                       ("templates", "gauge"), ("template_bytes", "gauge"),

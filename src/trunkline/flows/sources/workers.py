@@ -145,5 +145,8 @@ class WorkerPool:
         except (OSError, ValueError):  # a worker's file being replaced; next tick
             return
         self.snapshot = snap
-        write_status(self.store.status_dir, snap, STATUS_FILE)
+        try:
+            write_status(self.store.status_dir, snap, STATUS_FILE)
+        except OSError:   # a full disk: the metrics have the snapshot; next tick again
+            pass
 
