@@ -40,6 +40,21 @@ def mounted_tmpfs(path: Path, size: str):
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def fill_disk(mnt: Path) -> Path:
+    """Every block left on the file system at ``mnt`` taken by one file; -> that file
+    (unlink it to make room again)."""
+    filler = mnt / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(fd, b"\0" * 65536) > 0:
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    return filler
 SHARED_DATA = Path(os.environ.get("TRUNKLINE_SHARED_DATA", SHARED / "data"))
 
 

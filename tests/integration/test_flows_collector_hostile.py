@@ -263,7 +263,7 @@ def test_a_full_store_disk_loses_batches_counted_and_collection_goes_on(shared_d
     again the next batches are written; the exit status says records were lost (1).
     Before, the first status file that could not be written stopped the collector, and
     every datagram after it was neither stored nor counted."""
-    from conftest import mounted_tmpfs
+    from conftest import fill_disk, mounted_tmpfs
 
     v5 = [d.payload for d in read_udp(shared_data / "flows/netflow/nfv5.pcap")][0]
     port, pm = free_port(), free_port(socket.SOCK_STREAM)
@@ -280,20 +280,13 @@ def test_a_full_store_disk_loses_batches_counted_and_collection_goes_on(shared_d
 
                 send(50)
                 _until(lambda: _metric(pm, "collector_written_records") == 50 * 29)
-                fd = os.open(mnt / "filler", os.O_WRONLY | os.O_CREAT)
-                try:
-                    while os.write(fd, b"\0" * 65536) > 0:
-                        pass
-                except OSError:
-                    pass
-                finally:
-                    os.close(fd)
+                filler = fill_disk(mnt)
                 send(100)
                 _until(lambda: _metric(pm, "collector_lost_records") == 100 * 29)
                 assert _metric(pm, "collector_write_errors") >= 1
                 assert _metric(pm, "collector_failed") == 0
                 assert proc.poll() is None
-                (mnt / "filler").unlink()
+                filler.unlink()
                 send(10)
                 _until(lambda: _metric(pm, "collector_written_records") == 60 * 29)
             assert proc.poll() is None

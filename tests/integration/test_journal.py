@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import mounted_tmpfs
+from conftest import fill_disk, mounted_tmpfs
 from trunkline.engine.journal import (
     Journal,
     PartRecord,
@@ -304,14 +304,7 @@ def test_a_full_disk_under_the_journal_is_a_clear_enospc(tmp_path):
     with mounted_tmpfs(tmp_path / "tiny", "512k") as mnt:
         j = Journal.open(mnt, "s3://b/p/", "/d/", OPTS)
         j.done_many([("s3://b/p/first", "/d/first", 1, '"e"', 1.0, MiB)])
-        fd = os.open(mnt / "filler", os.O_WRONLY | os.O_CREAT)   # every block left
-        try:
-            while os.write(fd, b"\0" * 4096) > 0:
-                pass
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+        fill_disk(mnt)
         rows = [(f"s3://b/p/{'k' * 200}{i}", f"/d/{i}", 1, '"e"', 1.0, MiB) for i in range(5000)]
         with pytest.raises(OSError) as e:
             j.done_many(rows)
@@ -324,18 +317,6 @@ def test_a_full_disk_under_the_journal_is_a_clear_enospc(tmp_path):
         assert j.done_record("s3://b/p/after") == ("/d/after", 1, '"e"', 1.0)
         assert j.done_record(rows[0][0]) is None                  # the failed batch: none of it
         j.close()
-
-
-def _fill(mnt: Path) -> None:
-    """Every block of the file system at ``mnt`` taken by one file, ``filler``."""
-    fd = os.open(mnt / "filler", os.O_WRONLY | os.O_CREAT)
-    try:
-        while os.write(fd, b"\0" * 65536) > 0:
-            pass
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _objects(srv, bucket: str, n: int, size: int) -> dict[str, bytes]:
@@ -357,7 +338,7 @@ def test_a_full_state_disk_at_the_start_is_one_line_exit_1(s3server, tmp_path):
     exe = str(Path(sys.executable).with_name("trunkline"))
     dst = tmp_path / "dst"
     with mounted_tmpfs(tmp_path / "state", "256k") as mnt:
-        _fill(mnt)
+        fill_disk(mnt)
         env["TRUNKLINE_STATE_DIR"] = str(mnt)
         p = subprocess.run([exe, "cp", "-r", "s3://full-state-start/d/", f"{dst}/"], env=env,
                            capture_output=True, text=True, timeout=120)
@@ -397,7 +378,7 @@ def test_a_state_disk_that_fills_mid_run_stops_it_with_one_error(s3server, tmp_p
 
         def fill_once(s) -> None:
             if s.done_bytes and not filled:
-                _fill(mnt)
+                fill_disk(mnt)
                 filled.append(True)
 
         out: list[BaseException | object] = []
@@ -449,7 +430,7 @@ def test_a_full_disk_under_the_listing_index_is_a_clear_enospc(tmp_path):
         print("no error")
     """)
     with mounted_tmpfs(tmp_path / "tmp", "256k") as mnt:
-        _fill(mnt)
+        fill_disk(mnt)
         p = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                            env={**os.environ, "SQLITE_TMPDIR": str(mnt)}, timeout=60)
     assert p.returncode == 0, p.stderr
