@@ -241,3 +241,42 @@ def test_monthly_peers_give_way_to_late_records_and_outlive_raw_retention(store_
     next(iter((store.rollup_dir("5m") / "day=2025-10-08").glob("*.parquet"))).unlink()
     with pytest.raises(ValueError, match="are gone"):
         build(store, Q, enricher)
+
+
+def test_rollups_rewritten_on_a_disk_that_fills_are_all_written_or_none(store_dir, enricher,
+                                                                        tmp_path):
+    """A backfill writes a day's five rollup levels before it deletes the old files. When
+    the disk fills after the first three, the new files are removed again: the store
+    holds exactly the files it held, and the report is the same. (Left beside the old
+    ones, those three levels would hold the day twice.) With room again it succeeds."""
+    import shutil
+
+    from conftest import fill_disk, mounted_tmpfs
+
+    day = FlowStore(store_dir).rollup_files("5m")[0].parent.name.removeprefix("day=")
+    scratch = tmp_path / "scratch"          # what the backfill writes, in its order
+    shutil.copytree(store_dir, scratch)
+    before = {p for p in scratch.rglob("*.parquet")}
+    maintain.backfill(FlowStore(scratch), enricher, [day])
+    new = sorted((p for p in scratch.rglob("*.parquet") if p not in before),
+                 key=lambda p: p.stat().st_mtime_ns)
+    assert len(new) >= 5, new
+    room = sum(p.stat().st_size for p in new[:3]) + new[3].stat().st_size // 2 + 8192
+    size = sum(p.stat().st_size for p in store_dir.rglob("*") if p.is_file())
+    with mounted_tmpfs(tmp_path / "disk", f"{size // 1024 + 4096}k") as mnt:
+        root = mnt / "store"
+        shutil.copytree(store_dir, root)
+        store = FlowStore(root)
+        ref = _strip(build(store, Q, enricher)[0])
+        held = sorted(str(p) for p in root.rglob("*") if p.is_file())
+        filler = fill_disk(mnt)
+        with open(filler, "r+b") as f:      # give back exactly ``room``
+            f.truncate(filler.stat().st_size - room)
+        with pytest.raises(OSError):
+            maintain.backfill(store, enricher, [day])
+        assert sorted(str(p) for p in root.rglob("*") if p.is_file()) == held
+        assert scan.coverage(store, enricher, Q.prev().start, Q.end) == ""
+        assert _strip(build(store, Q, enricher)[0]) == ref
+        filler.unlink()
+        maintain.backfill(store, enricher, [day])
+        assert _strip(build(store, Q, enricher)[0]) == ref

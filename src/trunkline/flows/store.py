@@ -140,16 +140,21 @@ class FlowStore:
         return table.num_rows
 
     def write_rollups(self, tables: dict[str, pa.Table]) -> None:
-        """One file per level and UTC day (of the rows' ``t_ms``) for each table."""
-        for level, t in tables.items():
-            if t.num_rows == 0:
-                continue
-            day = t.column("t_ms").cast(pa.int64()).to_numpy() // DAY_MS  # UTC days
-            days = np.unique(day)
-            base = ROLLUP_DIR.format(level=level)
-            lk.write_many(self.lake, ((f"{base}/day={np.datetime64(int(d), 'D')}",
-                                       t if len(days) == 1 else t.filter(pa.array(day == d)))
-                                      for d in days))
+        """One file per level and UTC day (of the rows' ``t_ms``) for each table, all of
+        them or none (one ``write_many``): compaction writes the new files before it
+        deletes the old, so a level written beside its old files would count twice."""
+        def items():
+            for level, t in tables.items():
+                if t.num_rows == 0:
+                    continue
+                day = t.column("t_ms").cast(pa.int64()).to_numpy() // DAY_MS  # UTC days
+                days = np.unique(day)
+                base = ROLLUP_DIR.format(level=level)
+                for d in days:
+                    yield (f"{base}/day={np.datetime64(int(d), 'D')}",
+                           t if len(days) == 1 else t.filter(pa.array(day == d)))
+
+        lk.write_many(self.lake, items())
 
     def rollup_dir(self, level: str) -> PurePath:
         return self.root / ROLLUP_DIR.format(level=level)
