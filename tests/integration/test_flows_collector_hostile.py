@@ -302,3 +302,32 @@ def test_a_full_store_disk_loses_batches_counted_and_collection_goes_on(shared_d
         assert "No space left" in col["last_write_error"]
         assert _count(store) == 60 * 29
         assert not [p for p in store.rglob("*") if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("content, says", [
+    (b'{"collector": ', "is damaged"),                        # cut off (a lost write)
+    (b"\xff\xfe not text", "is damaged"),
+    (b"[1, 2]", "is not a status"),
+    (b'{"collector": 5}', "is not a status"),
+])
+def test_flows_status_of_a_damaged_status_file_is_one_line_exit_1(tmp_path, content, says):
+    """The status file is input like any other (a store directory others may write to, a
+    disk that lost its last write): one that is not a status is one line, exit 1."""
+    (tmp_path / "_collector_status.json").write_bytes(content)
+    p = subprocess.run([*TRUNKLINE, "flows", "status", "--store", str(tmp_path)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1, p.stderr
+    assert p.stderr.count("\n") == 1 and says in p.stderr, p.stderr
+
+
+def test_flows_status_shows_a_status_with_odd_fields_safely(tmp_path):
+    """A status of another version (fields missing, of other types) is shown, not a
+    traceback; terminal control characters in it are escaped."""
+    (tmp_path / "_collector_status.json").write_text(json.dumps({
+        "collector": {"state": "running\x1b[2J", "listen": 5, "lost_records": 7},
+        "exporters": {"192.0.2.1\x1b[31m": {"drops": 3}}}))
+    p = subprocess.run([*TRUNKLINE, "flows", "status", "--store", str(tmp_path)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert "\x1b" not in p.stdout and "7 records lost" in p.stdout, p.stdout
+    assert "192.0.2.1" in p.stdout

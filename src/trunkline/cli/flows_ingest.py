@@ -11,6 +11,7 @@ import threading
 
 import click
 
+from ..text import safe
 from .exits import fail as _fail
 from .exits import guarded
 from .flows_common import STORE_HELP, STORE_METAVAR, StoreLocation, open_store, warn_skipped
@@ -320,17 +321,27 @@ def status(store_dir, as_json, debug):
                f"({st['bytes']} bytes); {st['quarantined_records']} quarantined"
                + (f"; skipped keys {st['skipped_keys']}" if st["skipped_keys"] else ""))
     col = snap.get("collector")
-    if col:
+    if col:   # .get: a status of an older version lacks the newer counters
         state = col.get("state") or ("running" if col.get("running") else "stopped")
         if col.get("failure"):
             state += f": {col['failure']}"
-        click.echo(f"collector ({state}, pid {col.get('pid')}) on {', '.join(col['listen'])}: "
-                   f"{col['written_records']} written, {col['pending_records']} pending, "
-                   f"{col['templates']} templates, {col['write_errors']} write errors")
+        lst = col.get("listen")
+        listen = ", ".join(map(str, lst)) if isinstance(lst, list) else str(lst or "?")
+        click.echo(safe(f"collector ({state}, pid {col.get('pid')}) on {listen}: "
+                        f"{col.get('written_records', 0)} written, "
+                        f"{col.get('pending_records', 0)} pending, "
+                        f"{col.get('templates', 0)} templates, "
+                        f"{col.get('write_errors', 0)} write errors, "
+                        f"{col.get('lost_records', 0)} records lost"
+                        + (f" (last: {col['last_write_error']})"
+                           if col.get("last_write_error") else "")))
     for ex, c in sorted(snap.get("exporters", {}).items()):
-        drops = ", ".join(f"{k}={v}" for k, v in sorted(c["drops"].items())) or "none"
-        click.echo(f"  {ex}: {c['packets']} datagrams, {c['records']} records, "
-                   f"{c['templates']} templates; drops: {drops}")
+        c = c if isinstance(c, dict) else {}
+        d = c.get("drops")
+        drops = ", ".join(f"{k}={v}" for k, v in sorted(d.items())) if isinstance(d, dict) \
+            else ""
+        click.echo(safe(f"  {ex}: {c.get('packets', 0)} datagrams, {c.get('records', 0)} "
+                        f"records, {c.get('templates', 0)} templates; drops: {drops or 'none'}"))
 
 
 def register(group: click.Group) -> None:

@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...errors import BatchNotStored
+from ...errors import BatchNotStored, DataError
 from ..decode import FlowDecoder, TemplateCache
 from ..decode.decoder import PendingBatch
 from ..store import FlowStore
@@ -444,5 +444,17 @@ def write_status(root: Path, snap: dict, name: str = STATUS_FILE) -> None:
 
 
 def read_status(root: Path, name: str = STATUS_FILE) -> dict | None:
+    """The status file in ``root``, or None if there is none. It is input like any other
+    (a store directory others can write to; a disk that lost its last write): one that
+    is not JSON, or not an object whose sections are objects, is a ``DataError``."""
     p = Path(root) / name
-    return json.loads(p.read_text()) if p.exists() else None
+    if not p.exists():
+        return None
+    try:
+        snap = json.loads(p.read_bytes())
+    except ValueError as e:   # JSONDecodeError, UnicodeDecodeError
+        raise DataError(f"the collector status {p} is damaged ({e})") from None
+    if not isinstance(snap, dict) or not all(
+            isinstance(snap.get(k, {}), dict) for k in ("collector", "exporters", "totals")):
+        raise DataError(f"the collector status {p} is not a status (an object of objects)")
+    return snap
