@@ -153,3 +153,57 @@ def test_symlinked_escape_is_refused(tmp_path):
         dest_path(str(dest), "link/x")
     assert safe_relpath("a/b/c.bin") == "a/b/c.bin"
     assert Path(dest_path(str(dest), "a/b.bin")).parent.parent == dest.resolve()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("size", [1000, 12 * 1024 * 1024 + 5], ids=["small", "multipart"])
+def test_a_listed_file_swapped_for_a_fifo_fails_instead_of_hanging(aws_env, tmp_path,
+                                                                   monkeypatch, size):
+    """Another process swaps a listed file for a FIFO before the upload opens it (here
+    as the walk yields it). Opening a FIFO waits for a writer for ever: the copy
+    hung. Now that object fails "no longer a regular file", the others are copied, and
+    the call returns."""
+    import threading
+
+    import trunkline
+    from trunkline.storage import local
+
+    aws_env.create_bucket("swapped")
+    src = tmp_path / "src"
+    src.mkdir()
+    data = {n: os.urandom(size) for n in ("a.bin", "b.bin", "c.bin")}
+    for n, v in data.items():
+        (src / n).write_bytes(v)
+    real = local.walk
+
+    def walk(root):
+        for f in real(root):
+            if f.rel == "b.bin":   # listed as a file; swapped in one step, as another
+                os.mkfifo(tmp_path / "fifo")             # process would, before anyone
+                os.rename(tmp_path / "fifo", src / "b.bin")   # opens it
+            yield f
+
+    monkeypatch.setattr(local, "walk", walk)
+    out: list = []
+    t = threading.Thread(target=lambda: out.append(trunkline.copy(
+        str(src), "s3://swapped/up/", recursive=True, part_size="5M", retries=1)), daemon=True)
+    t.start()
+    t.join(60)
+    assert not t.is_alive(), "the copy hung on the FIFO"
+    r = out[0]
+    assert [f.name for f in r.failures] == [str(src / "b.bin")], r.failures
+    assert "no longer a regular file" in r.failures[0].error
+    c = aws_env.client()
+    for n in ("a.bin", "c.bin"):
+        assert c.get_object(Bucket="swapped", Key=f"up/{n}")["Body"].read() == data[n]
+    assert "up/b.bin" not in {o["Key"] for o in c.list_objects_v2(
+        Bucket="swapped", Prefix="up/").get("Contents", [])}
+
+
+def test_a_fifo_named_as_the_source_is_refused(aws_env, tmp_path):
+    """``cp FIFO s3://...`` is refused as a wrong argument (one line, exit 2): it would
+    have waited for a writer."""
+    aws_env.create_bucket("fifo-src")
+    os.mkfifo(tmp_path / "pipe")
+    p = run_cli(["cp", str(tmp_path / "pipe"), "s3://fifo-src/k"], os.environ, timeout=60)
+    assert p.returncode == 2 and "is not a regular file" in p.stderr, p.stderr

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 
+from ..storage.local import open_source
 from ..units import MiB
 from .checksums import PartDigest, crc_combine
 
@@ -56,7 +57,7 @@ class FileChecksums:
         lengths = part_lengths(self.size, part_size)
         out: dict[str, Parts] = {a: [] for a in algos}
         buf = memoryview(bytearray(min(_CHUNK, max(part_size, 1))))
-        fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = open_source(self.path)
         try:
             off = 0
             for length in lengths:

@@ -19,6 +19,7 @@ from typing import Literal
 import google_crc32c
 
 from ..native.crc import crc32c  # one implementation for the engine and the hot loop
+from ..storage.local import open_source
 from ..storage.s3_data import b64_to_crc32c, crc32c_to_b64  # the header form (re-exported)
 from ..units import MiB
 from .crc_combine import CRC32C, combine  # the GF(2) arithmetic, shared with checksums
@@ -239,7 +240,7 @@ def file_digests(
     chunk = max(1, min(chunk, part_size))
     buf = bytearray(chunk)
     view = memoryview(buf)
-    fd = os.open(path, os.O_RDONLY)
+    fd = open_source(path)
     try:
         size = os.fstat(fd).st_size
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import itertools
 import os
+import stat
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -138,6 +139,8 @@ def _sources(src: Location, eps: EndpointCache, recursive: bool) -> Iterator[tup
             st = os.stat(src.path)
         except FileNotFoundError:
             raise LocationError(f"no such file: {src.path}") from None
+        if not stat.S_ISREG(st.st_mode):   # a FIFO would wait for a writer, a device not end
+            raise LocationError(f"{src.path} is not a regular file")
         name = os.path.basename(src.path)
         yield name, local.LocalFile(name, src.path, st.st_size, st.st_mtime)
         return

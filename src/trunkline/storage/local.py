@@ -13,6 +13,7 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from ..errors import SourceChanged
 from ..url import LocationError, safe_relpath
 from .partial import is_partial_name, partial_name
 
@@ -98,6 +99,23 @@ def walk(root: str) -> Iterator[LocalFile]:
     finally:
         for _, fd, _ in stack:
             os.close(fd)
+
+
+def open_source(path: str | os.PathLike[str]) -> int:
+    """A listed local file opened to be read: refused (``SourceChanged``) when what has
+    its name now is not a regular file. The listing saw a regular file, but another
+    process may swap in a FIFO (whose open would wait for a writer for ever: a copy that
+    hangs), or a device such as /dev/zero (bytes without end). O_NONBLOCK lets the open
+    of a FIFO return at once; on a regular file it changes nothing."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise SourceChanged(f"{os.fsdecode(path)} is no longer a regular file "
+                                "(something else took its name since it was listed)")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def dest_path(root: str, rel: str, base: str | None = None) -> str:

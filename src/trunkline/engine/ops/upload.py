@@ -23,6 +23,7 @@ import os
 
 from ... import native
 from ...errors import IntegrityError
+from ...storage.local import open_source
 from ...wire.connection import Connection
 from ..integrity import crc32c
 from ..jobs import ObjectJob
@@ -37,7 +38,7 @@ SLICE = 8 << 20
 def run_part(ctx: PartContext, job: ObjectJob, part: Part) -> object:
     with job.lock:
         if job.fd is None:
-            job.fd = os.open(job.plan.src_path, os.O_RDONLY | os.O_CLOEXEC)
+            job.fd = open_source(job.plan.src_path)
     fd = job.fd
     buf = ctx.buffer
     n = part.length
