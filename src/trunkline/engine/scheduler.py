@@ -414,8 +414,8 @@ class Runner:
                     try:
                         self._run_part(job, part, buf, st)
                     except BaseException as e:
-                        # a part's own errors end in _run_part: this is the thread going
-                        # down. Its object and the rest of its batch fail (listed, their
+                        # a part's own errors end in _run_part: this one is not (see
+                        # below). Its object and the rest of its batch fail (listed, their
                         # leftovers cleaned up), none is left unfinished.
                         for other, _ in batch[k:]:
                             self.completion.fail(other, e, None)
@@ -425,19 +425,23 @@ class Runner:
                             job.done_bytes += st.done_bytes - st.part_start
                         st.busy, st.job = False, None
                         self.completion.part_finished(job, st)
-            except BaseException as e:   # noqa: BLE001 - surfaced by run()
-                # not a part's error (those end in _run_part): the journal's disk full,
-                # or a bug. The run stops and raises it, once, where the caller sees it
-                # (a worker that died alone left the lister waiting on a full queue).
-                if self.fatal is None:
-                    self.fatal = e
-                self._stop.set()
+            except BaseException as e:   # noqa: BLE001 - failed objects, or run() raises it
+                # Not a part's error (those end in _run_part). The objects of the batch
+                # are failed and listed. The local disk under the journal (full, I/O
+                # error) would meet every other part as well: the run stops and raises it
+                # once, where the caller sees it. Anything else (a bug) stays with its
+                # objects, and this worker goes on: a worker that died used to leave the
+                # lister waiting on a queue nobody drained once all of them had.
                 for job, _ in batch[k + 1:]:
                     try:
                         self.completion.part_finished(job, st)
                     except BaseException:  # noqa: BLE001 - the first error is the one
                         pass
-                return
+                if isinstance(e, OSError):
+                    if self.fatal is None:
+                        self.fatal = e
+                    self._stop.set()
+                    return
             finally:
                 self.gate.release()
 
