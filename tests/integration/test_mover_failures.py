@@ -207,3 +207,31 @@ def test_a_fifo_named_as_the_source_is_refused(aws_env, tmp_path):
     os.mkfifo(tmp_path / "pipe")
     p = run_cli(["cp", str(tmp_path / "pipe"), "s3://fifo-src/k"], os.environ, timeout=60)
     assert p.returncode == 2 and "is not a regular file" in p.stderr, p.stderr
+
+
+def test_keys_that_are_a_file_and_a_folder_fail_clearly(aws_env, tmp_path):
+    """S3 holds 'd/x' and 'd/x/y' at once; a folder cannot. One of the two fails with a
+    line that says why (not "Is a directory: .tlpart..." or "a symlink?"), the other is
+    whole at its name, and nothing wrong is at a final name. A user's own file where a
+    key needs a folder is left as it is."""
+    aws_env.create_bucket("clash")
+    c = aws_env.client()
+    objs = {"d/x": b"file x", "d/x/y": b"file y below x", "d/z": b"z"}
+    for k, v in objs.items():
+        c.put_object(Bucket="clash", Key=k, Body=v)
+    dst = tmp_path / "dst"
+    p = run_cli(["cp", "-r", "s3://clash/d/", f"{dst}/"], os.environ)
+    assert p.returncode == 1, p.stderr
+    failed = [ln for ln in p.stderr.splitlines() if ln.startswith("trunkline: failed:")]
+    assert len(failed) == 1 and "a name cannot be a file and a folder" in failed[0], p.stderr
+    assert (dst / "z").read_bytes() == b"z"
+    if (dst / "x").is_dir():
+        assert (dst / "x" / "y").read_bytes() == objs["d/x/y"] and "s3://clash/d/x:" in failed[0]
+    else:
+        assert (dst / "x").read_bytes() == objs["d/x"] and "s3://clash/d/x/y:" in failed[0]
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "x").write_bytes(b"a user's file")
+    p = run_cli(["cp", "-r", "s3://clash/d/x/", f"{mine}/x/"], os.environ)
+    assert p.returncode == 1 and "a name cannot be a file and a folder" in p.stderr, p.stderr
+    assert (mine / "x").read_bytes() == b"a user's file"

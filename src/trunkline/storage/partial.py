@@ -99,6 +99,20 @@ class UnsafeDestination(TrunklineError, OSError):
     Never retried (another try finds the same file); an ``OSError`` too, as it always was."""
 
 
+def _not_a_folder(dir_fd: int, name: str) -> str:
+    """What is at ``name`` where a folder was needed, in words for the refusal."""
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError:
+        return "not a real directory"
+    if stat.S_ISLNK(st.st_mode):
+        return "a symlink, not a real directory"
+    if stat.S_ISREG(st.st_mode):
+        return ("a file, where a folder is needed (keys 'K' and 'K/...' in one listing "
+                "meet this way: a name cannot be a file and a folder)")
+    return "not a real directory"
+
+
 def open_dir(path: str, *, create: bool = True, purpose: str = "write") -> int:
     """A descriptor of directory ``path``, every component opened without following
     symlinks (the leading components down to an existing ``/`` anchor are resolved once,
@@ -121,8 +135,8 @@ def open_dir(path: str, *, create: bool = True, purpose: str = "write") -> int:
             except OSError as e:
                 if e.errno in (errno.ELOOP, errno.ENOTDIR):
                     raise UnsafeDestination(
-                        e.errno, f"refusing to {purpose} through {name!r}: not a real "
-                                 f"directory (a symlink?) in {path}") from None
+                        e.errno, f"refusing to {purpose} through {name!r}: "
+                                 f"{_not_a_folder(fd, name)} in {path}") from None
                 raise
             os.close(fd)
             fd = nfd
@@ -361,17 +375,27 @@ class PartialFile:
         closes. The directory is fsync'ed now, or gathered into ``dir_sync`` for the
         caller's batch. A file of another size raises ``PartialSizeMismatch`` before
         anything is renamed (the size check is here, once, for every caller)."""
-        if native.files_native():   # the same steps in one call, no GIL
-            code, got = native.commit_partial(self.fd, self.dir_fd, self.name, self.final_name,
-                                              self.size, stamp, float(mtime) if mtime else None)
-            if code == 2:
-                raise PartialSizeMismatch(errno.EIO,
-                                          f"partial file has {got} bytes, expected {self.size}")
-            if code == 1:
-                raise UnsafeDestination(errno.EEXIST, "the partial file was replaced under us")
-            self.fd = -1   # closed by the core with the rename
-        else:
-            self._commit_steps(mtime, stamp)
+        try:
+            if native.files_native():   # the same steps in one call, no GIL
+                code, got = native.commit_partial(self.fd, self.dir_fd, self.name,
+                                                  self.final_name, self.size, stamp,
+                                                  float(mtime) if mtime else None)
+                if code == 2:
+                    raise PartialSizeMismatch(
+                        errno.EIO, f"partial file has {got} bytes, expected {self.size}")
+                if code == 1:
+                    raise UnsafeDestination(errno.EEXIST,
+                                            "the partial file was replaced under us")
+                self.fd = -1   # closed by the core with the rename
+            else:
+                self._commit_steps(mtime, stamp)
+        except IsADirectoryError:
+            # keys 'a' and 'a/b' in one listing: a folder holds the one, so the other
+            # cannot be a file of that name (the partial file stays, nothing is replaced)
+            raise IsADirectoryError(
+                errno.EISDIR, f"a folder is where this file would go: "
+                f"{os.fsdecode(self.final_name)}/ (keys 'K' and 'K/...' in one listing meet "
+                "this way: a name cannot be a file and a folder)") from None
         if dir_sync is not None:
             dir_sync.add(self.dir_fd, self._dir_key)
         else:
