@@ -331,3 +331,52 @@ def test_flows_status_shows_a_status_with_odd_fields_safely(tmp_path):
     assert p.returncode == 0, p.stderr
     assert "\x1b" not in p.stdout and "7 records lost" in p.stdout, p.stdout
     assert "192.0.2.1" in p.stdout
+
+
+def _threads(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    raise AssertionError("no Threads line")
+
+
+@pytest.mark.timeout(120)
+def test_idle_connections_to_the_metrics_port_cost_no_thread_each(shared_data, tmp_path):
+    """The metrics port is an open port too: 300 connections that send nothing. Before,
+    each held a thread of the collector for ever (300 more threads; a few thousand and
+    the process runs out). Now at most ``MAX_CLIENTS`` are served at once and an idle
+    one is dropped after ``CLIENT_TIMEOUT_S``; collection goes on meanwhile, and a
+    scrape after the timeout is answered."""
+    from trunkline.flows.sources.metrics import CLIENT_TIMEOUT_S, MAX_CLIENTS
+
+    v5 = [d.payload for d in read_udp(shared_data / "flows/netflow/nfv5.pcap")][0]
+    port, pm = free_port(), free_port(socket.SOCK_STREAM)
+    store = tmp_path / "store"
+    proc = _start(store, port, "--duration", "600", "--metrics", f"127.0.0.1:{pm}",
+                  "--flush-interval", "0.2")
+    idle: list[socket.socket] = []
+    try:
+        before = _threads(proc.pid)
+        for _ in range(300):   # connects without waiting: past the accept queue the
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)   # kernel holds them
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", pm))
+            idle.append(s)
+        time.sleep(3.5)   # the connections past the accept queue retry their SYN at 1 s, 3 s
+        assert _threads(proc.pid) <= before + MAX_CLIENTS, (before, _threads(proc.pid))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+            for _ in range(20):
+                tx.sendto(v5, ("127.0.0.1", port))
+        time.sleep(CLIENT_TIMEOUT_S - 2.0)   # with the 3.5 s above: past the timeout
+        for s in idle:
+            s.close()
+        idle.clear()
+        _until(lambda: _metric(pm, "collector_written_records") == 20 * 29)
+        assert proc.poll() is None
+        assert_stops_on_sigterm(proc, wait_s=10)
+    finally:
+        for s in idle:
+            s.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -56,10 +56,50 @@ def render(snap: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+MAX_CLIENTS = 16
+"""Scrapes served at once; a connection beyond them is closed at once."""
+CLIENT_TIMEOUT_S = 5.0
+"""A client that sends nothing (or trickles its request) for this long is dropped."""
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    """An open port like the collector's UDP ones, so hostile input too: a thread per
+    connection, but at most ``MAX_CLIENTS`` of them, each dropped after
+    ``CLIENT_TIMEOUT_S`` without progress. (``ThreadingHTTPServer`` alone kept one thread
+    for ever per idle connection: a few thousand idle sockets and the collector's process
+    runs out of threads.)"""
+
+    daemon_threads = True
+
+    def __init__(self, *args, **kw) -> None:
+        super().__init__(*args, **kw)
+        self._slots = threading.BoundedSemaphore(MAX_CLIENTS)
+        self.turned_away = 0
+
+    def process_request(self, request, client_address) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.turned_away += 1
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
 def serve_metrics(host: str, port: int, snapshot: Callable[[], dict]) -> ThreadingHTTPServer:
     """Start serving ``/metrics`` in a daemon thread; call ``.shutdown()`` to stop."""
 
     class Handler(BaseHTTPRequestHandler):
+        timeout = CLIENT_TIMEOUT_S   # applied to the connection's socket by the handler
+
         def do_GET(self) -> None:  # noqa: N802 - http.server API
             if self.path.split("?")[0] not in ("/metrics", "/"):
                 self.send_error(404)
@@ -74,6 +114,6 @@ def serve_metrics(host: str, port: int, snapshot: Callable[[], dict]) -> Threadi
         def log_message(self, *args) -> None:
             pass
 
-    srv = ThreadingHTTPServer((host, port), Handler)
+    srv = _BoundedServer((host, port), Handler)
     threading.Thread(target=srv.serve_forever, name="flow-metrics", daemon=True).start()
     return srv
