@@ -99,6 +99,10 @@ class UnsafeDestination(TrunklineError, OSError):
     Never retried (another try finds the same file); an ``OSError`` too, as it always was."""
 
 
+_FILE_AND_FOLDER = ("keys 'K' and 'K/...' in one listing meet this way: a name cannot be a "
+                    "file and a folder")
+
+
 def _not_a_folder(dir_fd: int, name: str) -> str:
     """What is at ``name`` where a folder was needed, in words for the refusal."""
     try:
@@ -108,8 +112,7 @@ def _not_a_folder(dir_fd: int, name: str) -> str:
     if stat.S_ISLNK(st.st_mode):
         return "a symlink, not a real directory"
     if stat.S_ISREG(st.st_mode):
-        return ("a file, where a folder is needed (keys 'K' and 'K/...' in one listing "
-                "meet this way: a name cannot be a file and a folder)")
+        return f"a file, where a folder is needed ({_FILE_AND_FOLDER})"
     return "not a real directory"
 
 
@@ -394,8 +397,7 @@ class PartialFile:
             # cannot be a file of that name (the partial file stays, nothing is replaced)
             raise IsADirectoryError(
                 errno.EISDIR, f"a folder is where this file would go: "
-                f"{os.fsdecode(self.final_name)}/ (keys 'K' and 'K/...' in one listing meet "
-                "this way: a name cannot be a file and a folder)") from None
+                f"{os.fsdecode(self.final_name)}/ ({_FILE_AND_FOLDER})") from None
         if dir_sync is not None:
             dir_sync.add(self.dir_fd, self._dir_key)
         else:

@@ -273,10 +273,12 @@ class Collector:
                                                          now_ms=int(time.time() * 1000))
             except Exception as e:  # noqa: BLE001 - counted and reported; the collector goes on
                 # (a full disk: the next batch is written once there is room again)
+                if isinstance(e, BatchNotStored):   # the store says how many it kept
+                    lost, cause = e.lost, e.cause
+                else:
+                    lost, cause = table.num_rows if table is not None else batch.records, e
                 self.write_errors += 1
-                self.lost_records += e.lost if isinstance(e, BatchNotStored) else \
-                    table.num_rows if table is not None else batch.records
-                cause = e.cause if isinstance(e, BatchNotStored) else e
+                self.lost_records += lost
                 self.last_write_error = f"{type(cause).__name__}: {cause}"
             for e, n in batch.build_errors.items():
                 self.build_errors[e] = self.build_errors.get(e, 0) + n
