@@ -61,6 +61,7 @@ class ObjectJob:
     parts_left: int = 0
     done_bytes: int = 0                          # of parts finished (the live view's bar)
     fd: int | None = None
+    src_stamp: tuple[int, int] | None = None     # uploads: the source's (size, mtime ns) at open
     writer: DirectWriter | None = None   # downloads: page-cache bypass (direct_io.py)
     tmp_path: str = ""
     upload_id: str | None = None

@@ -118,6 +118,32 @@ def open_source(path: str | os.PathLike[str]) -> int:
     return fd
 
 
+def source_stamp(fd: int) -> tuple[int, int]:
+    """(size, modification time in ns) of an open source file: what any write to it moves.
+    The same stamp at the open and after each read means every byte read belongs to one
+    version of the file (a writer that sets the time back is not seen; rclone's check is
+    the same)."""
+    st = os.fstat(fd)
+    return st.st_size, st.st_mtime_ns
+
+
+def open_listed(path: str | os.PathLike[str], size: int, mtime: float | None,
+                ) -> tuple[int, tuple[int, int]]:
+    """``open_source``, and the file still as it was listed (``size``; ``mtime`` unless
+    None): -> (fd, its ``source_stamp``). A file written since its listing is refused
+    (``SourceChanged``) rather than sent as the listed length of a newer version."""
+    fd = open_source(path)
+    try:
+        st = os.fstat(fd)
+        if st.st_size != size or (mtime is not None and st.st_mtime != mtime):
+            raise SourceChanged(f"{os.fsdecode(path)} changed since it was listed (size "
+                                f"{size}, now {st.st_size}): copy it again")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, (st.st_size, st.st_mtime_ns)
+
+
 def dest_path(root: str, rel: str, base: str | None = None) -> str:
     """``root``/``rel`` after refusing any key that would land outside ``root``.
 

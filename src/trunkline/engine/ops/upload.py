@@ -15,6 +15,11 @@ checked once, by whoever can:
   summed.
 
 A part no larger than the worker's buffer is read once and sent from it.
+
+Those checks hold a part to itself; the object is held to one version of the file by its
+(size, mtime) stamp: that of the listing at the open, that of the open after each part's
+checksum pass. A write anywhere in the file during the upload fails the object
+(``SourceChanged``, not retried) instead of storing old parts joined to new ones.
 """
 
 from __future__ import annotations
@@ -22,8 +27,8 @@ from __future__ import annotations
 import os
 
 from ... import native
-from ...errors import IntegrityError
-from ...storage.local import open_source
+from ...errors import IntegrityError, SourceChanged
+from ...storage.local import open_listed, source_stamp
 from ...wire.connection import Connection
 from ..integrity import crc32c
 from ..jobs import ObjectJob
@@ -38,14 +43,19 @@ SLICE = 8 << 20
 def run_part(ctx: PartContext, job: ObjectJob, part: Part) -> object:
     with job.lock:
         if job.fd is None:
-            job.fd = open_source(job.plan.src_path)
+            job.fd, job.src_stamp = open_listed(job.plan.src_path, job.plan.size, job.plan.mtime)
     fd = job.fd
     buf = ctx.buffer
     n = part.length
     try:
         crc = native.file_crc(fd, part.offset, n, buf)
     except native.ShortFile:
-        raise IntegrityError(f"{job.plan.src_path} shrank during upload") from None
+        raise SourceChanged(f"{job.plan.src_path} shrank during upload") from None
+    if source_stamp(fd) != job.src_stamp:
+        # a write since the open: this part, or one summed before it, may hold bytes of
+        # either version; the object would be one the file never was (the sends re-read
+        # only what this pass summed, so every part passing this check is one version)
+        raise SourceChanged(f"{job.plan.src_path} changed during upload: copy it again")
     ep = job.plan.dst_ep
     limit = ctx.run.limit_for(ep)
     step = SLICE if limit is None else 1 << 20
