@@ -35,13 +35,15 @@ class SyncResult:
     src_objects: int
     dst_objects: int
     copied: int          # objects copied (or, with dry_run, that would be)
-    copied_bytes: int
+    copied_bytes: int    # their bytes; when copies failed, the bytes that reached DST
+    #                      (parts of a failed multipart object included)
     unchanged: int
     deleted: int         # (or, with dry_run, that would be)
     excluded: int
     seconds: float
     transfer: TransferResult | None = None
     failures: list[Failure] = field(default_factory=list)
+    failed: int = 0      # objects to copy that were not (each listed in the failures)
 
     @property
     def ok(self) -> bool:

@@ -310,3 +310,34 @@ def test_overlap_and_empty_source_are_refused(tmp_path, aws_env, bucket):
     r = trunkline.sync(str(empty), f"s3://{bucket}/kept", delete=True)
     assert not r.ok and r.deleted == 0 and "source is empty" in str(r.failures[0])
     assert "x" in _keys(aws_env, bucket, "kept/")
+
+
+def test_a_sync_whose_copies_fail_says_how_many_were_copied(tmp_path, aws_env, bucket,
+                                                            monkeypatch):
+    """Files removed or written by another process after the listing fail, each with a
+    line that says so; the summary counts what was copied (it printed the plan's count,
+    "copied 40", with 3 of the 40 failed), and --delete acts on nothing."""
+    from trunkline.storage import local
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(8):
+        (src / f"f{i}.bin").write_bytes(os.urandom(1000 + i))
+    real = local.walk
+
+    def walk(root):
+        for f in real(root):
+            if f.rel == "f2.bin":     # listed (f holds its stat), then removed
+                os.remove(src / "f2.bin")
+            elif f.rel == "f5.bin":   # listed, then written
+                (src / "f5.bin").write_bytes(b"newer")
+            yield f
+
+    monkeypatch.setattr(local, "walk", walk)
+    r = trunkline.sync(str(src), f"s3://{bucket}/s/", delete=True, **KW)
+    assert not r.ok and (r.copied, r.failed) == (6, 2), r
+    assert r.copied_bytes == sum(1000 + i for i in range(8) if i not in (2, 5))
+    why = {f.name.rsplit("/", 1)[-1]: f.error for f in r.transfer.failures}
+    assert "removed since it was listed" in why["f2.bin"]
+    assert "changed since it was listed" in why["f5.bin"]
+    assert set(_keys(aws_env, bucket, "s/")) == {f"f{i}.bin" for i in (0, 1, 3, 4, 6, 7)}

@@ -123,10 +123,17 @@ def sync(
                                             f"copies failed")]
     finally:
         spool.close()
+    copied, copied_bytes, failed = planner.to_copy, planner.copy_bytes, 0
+    if transfer is not None and not transfer.ok:
+        # the plan's count is not what happened: the objects finished (by this run or
+        # found finished by a resume of it) and the bytes that reached the destination
+        copied = min(planner.to_copy, transfer.objects + transfer.skipped_objects)
+        copied_bytes = transfer.bytes + transfer.skipped_bytes
+        failed = planner.to_copy - copied
     return SyncResult(
         src=str(s), dst=str(d), dry_run=dry_run, src_objects=planner.src_objects,
-        dst_objects=planner.dst_objects, copied=planner.to_copy,
-        copied_bytes=planner.copy_bytes, unchanged=planner.unchanged,
+        dst_objects=planner.dst_objects, copied=copied, failed=failed,
+        copied_bytes=copied_bytes, unchanged=planner.unchanged,
         deleted=deleted, excluded=planner.excluded,
         seconds=time.monotonic() - t0, transfer=transfer, failures=failures,
     )

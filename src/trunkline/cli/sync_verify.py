@@ -95,7 +95,8 @@ def register(cli: click.Group) -> None:
         else:
             verb = "would copy" if dry_run else "copied"
             gone = "would delete" if dry_run else "deleted"
-            click.echo(f"{verb} {r.copied} ({human_bytes(r.copied_bytes)}), {r.unchanged} "
+            failed = f", failed {r.failed}" if r.failed else ""
+            click.echo(f"{verb} {r.copied} ({human_bytes(r.copied_bytes)}){failed}, {r.unchanged} "
                        f"unchanged, {gone} {r.deleted}, {r.excluded} excluded; listed "
                        f"{r.src_objects} source / {r.dst_objects} destination in "
                        f"{r.seconds:.2f} s" + on_processes(r.transfer), err=True)

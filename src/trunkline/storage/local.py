@@ -132,7 +132,10 @@ def open_listed(path: str | os.PathLike[str], size: int, mtime: float | None,
     """``open_source``, and the file still as it was listed (``size``; ``mtime`` unless
     None): -> (fd, its ``source_stamp``). A file written since its listing is refused
     (``SourceChanged``) rather than sent as the listed length of a newer version."""
-    fd = open_source(path)
+    try:
+        fd = open_source(path)
+    except FileNotFoundError:
+        raise SourceChanged(f"{os.fsdecode(path)} was removed since it was listed") from None
     try:
         st = os.fstat(fd)
         if st.st_size != size or (mtime is not None and st.st_mtime != mtime):
