@@ -143,6 +143,38 @@ def test_sync_delete_acts_only_on_a_listing_that_ended(hostile, tmp_path, mode):
     assert _files(dst) == before, "files the source still holds were deleted"
 
 
+@pytest.mark.parametrize("mode,bad", [("foreign_key", None), ("bad_size", None),
+                                      ("bad_size", "-1"), ("bad_size", "1_0"),
+                                      ("bad_size", "abc"), ("bad_size", "9" * 19)],
+                         ids=["foreign-key", "no-size", "negative", "underscore", "letters",
+                              "past-int64"])
+def test_a_listed_entry_that_cannot_be_right_fails_the_listing(hostile, tmp_path, mode, bad):
+    """A listing of ``p/`` that names ``p2/foreign``, or an object whose Size is missing,
+    negative or not decimal digits, is a listing that cannot be trusted. Before: a
+    missing Size made an empty file, "copied", exit 0; the foreign key was copied under a
+    name cut from it; "-1" cost 8 GETs; "abc" and a size past int64 were tracebacks. Now
+    the listing fails with a line naming the entry, nothing is written, and sync
+    --delete deletes nothing."""
+    for i in range(3):
+        hostile.put("b", f"p/k{i}", _data(1000 + i, i))
+    dst = tmp_path / "dst"
+    assert sync("s3://b/p/", str(dst), delete=True).ok
+    (dst / "extra").write_bytes(b"only here")
+    before = _files(dst)
+    hostile.set_mode(mode)
+    hostile.bad_size = bad
+    why = "not under the prefix" if mode == "foreign_key" else "not a count of bytes"
+    with pytest.raises(ListingError, match=why):
+        _cp("s3://b/p/", tmp_path / "fresh")
+    assert not (tmp_path / "fresh").exists() or not list((tmp_path / "fresh").iterdir())
+    with pytest.raises(ListingError, match=why):
+        sync("s3://b/p/", str(dst), delete=True)
+    assert _files(dst) == before
+    p = subprocess.run([sys.executable, "-m", "trunkline.cli.main", "ls", "-r", "s3://b/p/"],
+                       env=dict(os.environ), capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and why in p.stderr and "Traceback" not in p.stderr, p.stderr
+
+
 def test_the_next_page_is_asked_for_while_the_caller_reads_this_one(hostile):
     """The store works on page n+1 while the caller works through page n (two listings
     joined: while it works through the other's). A listing left early reads no further

@@ -17,6 +17,7 @@ from trunkline.wire.http1 import (
     LengthReader,
     ResponseHead,
     body_reader,
+    parse_response_head,
     response_framing,
 )
 from trunkline.wire.pool import ConnectionPool
@@ -62,9 +63,19 @@ def test_chunked_reader_refuses_nonsense_and_sees_truncation():
 def test_content_length_is_digits_only():
     assert _head(content_length="0").content_length == 0
     assert _head(content_length="0012").content_length == 12
-    for bad in ("+5", "-1", "1_0", "0x10", "5, 5", "", "\u0665", "9" * 20):
+    assert _head(content_length=str(2**63 - 1)).content_length == 2**63 - 1
+    for bad in ("+5", "-1", "1_0", "0x10", "5, 5", "", "\u0665", "9" * 20, str(2**63)):
         with pytest.raises(ProtocolError):
             _head(content_length=bad).content_length   # noqa: B018 - the property parses
+
+
+def test_a_status_is_three_digits():
+    """int() read "+200", " 200" (two spaces after the version) and "2_00" as 200."""
+    head, used = parse_response_head(b"HTTP/1.1 206 Partial Content\r\nA: b\r\n\r\nbody")
+    assert head.status == 206 and used == len(b"HTTP/1.1 206 Partial Content\r\nA: b\r\n\r\n")
+    for bad in ("+200", " 200", "2_00", "20", "2000", "\u0662\u0660\u0660", "abc"):
+        with pytest.raises(ProtocolError):
+            parse_response_head(f"HTTP/1.1 {bad} OK\r\n\r\n".encode())
 
 
 def test_length_reader_keeps_what_is_past_the_end():

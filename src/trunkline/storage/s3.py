@@ -138,6 +138,29 @@ def _slots(ns: str) -> dict[str, int]:
     return {f"{ns}{name}": i for i, name in enumerate((*_FIELDS, "ChecksumAlgorithm"))}
 
 
+def _listed_key(bucket: str, prefix: str, key: str) -> str:
+    """A key of a listing of ``prefix``: it must be under it, and not empty. A key beside
+    the prefix (``p2/x`` in a listing of ``p/``) would be named by a wrong relative name
+    (``2/x``; a sync would compare and delete by it): a listing that names one cannot be
+    trusted to be the prefix's."""
+    if not key or not key.startswith(prefix):
+        raise ListingError(f"listing of s3://{bucket}/{prefix}: the server listed "
+                           f"{key!r}, which is not under the prefix asked for")
+    return key
+
+
+def _listed_size(bucket: str, key: str, size: str | None) -> int:
+    """A listed object's Size: decimal digits that fit an int64. A missing Size was read as
+    0 (an empty file made, "copied", exit 0), and "-1", "1_0" or "abc" as what ``int``
+    makes of them, or a traceback."""
+    n = decimal_count((size or "").strip()) if size is not None else None
+    if n is None:
+        shown = "no Size" if size is None else f"Size {size[:40]!r}"
+        raise ListingError(f"listing of s3://{bucket}: the server listed {key!r} with "
+                           f"{shown}, not a count of bytes")
+    return n
+
+
 def _iso_ts(text: str) -> float | None:
     """A listing's LastModified as epoch seconds. S3's times are UTC: one a store sends
     without a zone is read as UTC too, never in the process's zone (a sync's "newer" would
@@ -420,17 +443,18 @@ class S3Endpoint:
                 page: set[str] = set()
                 for c in root.iterfind(f"{ns}Contents"):
                     k, lm, size, etag, algos = _contents(c, ns)
-                    key = unquote_plus(k) if encoded else k
+                    key = _listed_key(bucket, prefix, unquote_plus(k) if encoded else k)
                     if key in page or key in before:
                         raise ListingError(f"listing of s3://{bucket}/{prefix}: the server "
                                            f"listed {key!r} twice (its pages overlap)")
                     page.add(key)
-                    yield ObjectInfo(key, int(size or 0), etag, _iso_ts(lm) if lm else None,
-                                     algos)
+                    yield ObjectInfo(key, _listed_size(bucket, key, size), etag,
+                                     _iso_ts(lm) if lm else None, algos)
                 before = page
                 for cp in root.iterfind(f"{ns}CommonPrefixes"):
                     k = cp.findtext(f"{ns}Prefix") or ""
-                    yield ObjectInfo(unquote_plus(k) if encoded else k, 0, is_prefix=True)
+                    yield ObjectInfo(_listed_key(bucket, prefix, unquote_plus(k) if encoded
+                                                 else k), 0, is_prefix=True)
                 if not truncated:
                     return
                 # A listing must end or fail: a repeated token would loop forever (the same

@@ -41,6 +41,8 @@ MODES = (
     "small_entity",     # a listing page whose DTD declares one short entity, used in a key
     "repeat_key",       # each listing page after the first starts with the previous one's last key
     "list_slow_down",   # a listing page answered 503 SlowDown (S3's throttle), as a busy store does
+    "foreign_key",      # a listing page that also names a key outside the prefix asked for
+    "bad_size",         # a listing page whose first key's Size is not a count (``bad_size``)
 )
 
 # what each hostile listing page puts before the root element and in its first key
@@ -83,6 +85,7 @@ class HostileS3(LoopbackServer):
         self.trickle_pause = trickle_pause
         self.page_size = page_size
         self.replacement: bytes | None = None  # change_mid_object: the new content
+        self.bad_size: str | None = "-1"       # bad_size: the Size sent (None: no Size)
         self._loopback_init()
 
     # -- setup -------------------------------------------------------------------------
@@ -265,6 +268,15 @@ class HostileS3(LoopbackServer):
             dtd, key = _DTD_SMALL
         if key:
             items = f"<Contents><Key>{key}</Key><Size>1</Size></Contents>" + items
+        if page and self._strike("foreign_key"):   # beside the prefix: 'p/' -> 'p2/...'
+            other = (prefix.rstrip("/") + "2/" if prefix else "") + "foreign"
+            items = (f"<Contents><Key>{quote(other) if enc else escape(other)}</Key>"
+                     f"<Size>{len(self.objects[(bucket, page[0])].data)}</Size></Contents>"
+                     + items)
+        if page and self._strike("bad_size"):
+            sized = f"<Size>{len(self.objects[(bucket, page[0])].data)}</Size>"
+            shown = "" if self.bad_size is None else f"<Size>{escape(self.bad_size)}</Size>"
+            items = items.replace(sized, shown, 1)
         utf16 = self.mode == "utf16_doctype" and bool(dtd)
         text = (f'<?xml version="1.0" encoding="{"UTF-16" if utf16 else "UTF-8"}"?>{dtd}'
                 "<ListBucketResult>"

@@ -17,11 +17,13 @@ _HEX = b"0123456789abcdefABCDEF"
 
 
 def decimal_count(text: str) -> int | None:
-    """``text`` as a count if it is decimal digits only, at most 19 (fits an int64), else
-    None: ``int()`` would also take "+5", " 5", "1_0" and other digits than ASCII."""
+    """``text`` as a count if it is decimal digits only and fits an int64, else None:
+    ``int()`` would also take "+5", " 5", "1_0" and other digits than ASCII, and a count
+    past 2**63 - 1 fits no file offset or SQLite integer."""
     if not (text.isascii() and text.isdigit()) or len(text) > 19:
         return None
-    return int(text)
+    n = int(text)
+    return n if n < 1 << 63 else None
 
 
 @dataclass(slots=True)
@@ -78,10 +80,10 @@ def parse_response_head(buf: bytes | bytearray | memoryview) -> tuple[ResponseHe
     parts = status_line.split(" ", 2)
     if len(parts) < 2 or not parts[0].startswith("HTTP/1."):
         raise ProtocolError(f"bad status line {status_line[:80]!r}")
-    try:
-        status = int(parts[1])
-    except ValueError:
-        raise ProtocolError(f"bad status line {status_line[:80]!r}") from None
+    # three ASCII digits (RFC 9112 4): int() would also read "+200", " 200" or "2_00"
+    if len(parts[1]) != 3 or decimal_count(parts[1]) is None:
+        raise ProtocolError(f"bad status line {status_line[:80]!r}")
+    status = int(parts[1])
     headers: dict[str, str] = {}
     for line in lines[1:]:
         name, sep, value = line.partition(":")
