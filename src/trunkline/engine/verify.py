@@ -145,8 +145,10 @@ def _part_sizes(o: _Obj, n: int) -> tuple[list[int], bool]:
 
 
 def _same_b64(a: str, b: str) -> bool:
+    """Two stored values, equal as bytes; a value that is not base64 only as text
+    (without ``validate``, b64decode drops what is not of its alphabet: "!!" == "??")."""
     try:
-        return base64.b64decode(a) == base64.b64decode(b)
+        return base64.b64decode(a, validate=True) == base64.b64decode(b, validate=True)
     except ValueError:
         return a == b
 
