@@ -79,6 +79,57 @@ def test_ingest_flow_logs_and_nfdump_csv(tmp_path):
     assert rows[2]["in_if"] == 3 and rows[2]["sampling_rate"] == 1
 
 
+@pytest.mark.parametrize("row,column", [
+    ("1764547200,10.0.0.1,8.8.8.8,443,-5", "bytes"),
+    ("1764547200,10.0.0.1,8.8.8.8,99999,100", "src_port"),
+    ("abc,10.0.0.1,8.8.8.8,443,100", "time_start"),
+    (",10.0.0.1,8.8.8.8,443,100", "time_start"),
+], ids=["negative-bytes", "port-past-65535", "unreadable-time", "no-time"])
+def test_a_flow_log_value_the_schema_cannot_hold_names_file_and_column(tmp_path, row, column):
+    """A flow log whose row holds a value the store's schema cannot (bytes -5, port
+    99999, a time of no known layout, none) is refused whole, exit 1 (bad data, not a
+    wrong argument: it was exit 2), naming the file and the column; nothing is stored.
+    Before, the line named neither, and a missing time was "cannot convert float NaN"."""
+    store = tmp_path / "store"
+    log = tmp_path / "bad.csv"
+    log.write_text("time_start,src_addr,dst_addr,src_port,bytes\n"
+                   "1764547100,10.0.0.9,8.8.8.8,443,7\n" + row + "\n")
+    p = subprocess.run([*TRUNKLINE, "flows", "ingest", "--store", str(store), "--no-rollups",
+                        str(log)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1, p.stderr
+    assert f"bad.csv: column {column}" in p.stderr and "Traceback" not in p.stderr, p.stderr
+    if column == "time_start":
+        assert "row 2" in p.stderr, p.stderr
+    assert not list(store.rglob("*.parquet"))
+
+
+def test_ingest_says_which_files_were_stored_before_a_bad_one(tmp_path):
+    """``ingest good.csv bad.csv``: good.csv is stored before bad.csv is read. The error
+    says so (records and files), so a rerun of the same command after a fix does not
+    store good.csv twice. A file of no known kind is found before anything is stored."""
+    store = tmp_path / "store"
+    good, bad, odd = tmp_path / "good.csv", tmp_path / "bad.csv", tmp_path / "odd.txt"
+    good.write_text("time_start,src_addr,dst_addr,bytes\n1764547200,10.0.0.1,8.8.8.8,1\n"
+                    "1764547201,10.0.0.1,8.8.8.8,2\n")
+    bad.write_text("time_start,src_addr,dst_addr,bytes\n1764547200,10.0.0.1,8.8.8.8,-1\n")
+    odd.write_text("not flows\n")
+
+    def ingest(*files):
+        return subprocess.run([*TRUNKLINE, "flows", "ingest", "--store", str(store),
+                               "--no-rollups", *map(str, files)],
+                              capture_output=True, text=True, timeout=120)
+
+    p = ingest(good, odd)
+    assert p.returncode == 2 and "odd.txt: not a pcap" in p.stderr, p.stderr
+    assert not list(store.rglob("*.parquet"))
+    p = ingest(good, bad)
+    assert p.returncode == 1, p.stderr
+    assert "stored before it: 2 records from good.csv" in p.stderr, p.stderr
+    count = json.loads(_run("flows", "sql", "--store", str(store), "--json",
+                            "SELECT count(*) AS n FROM flows"))
+    assert count == [{"n": 2}]
+
+
 def _start_collector(store: Path, ports: list[int], metrics: int | None = None):
     args = [*TRUNKLINE, "flows", "collect", "--store", str(store), "--flush-interval", "60"]
     for p in ports:

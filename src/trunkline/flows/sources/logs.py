@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from ...errors import DataError
 from ..schema import FLOW_SCHEMA, conform
 
 NFDUMP_MAPPING = {
@@ -30,18 +31,33 @@ def _times(col: pa.ChunkedArray) -> pa.Array:
     if pa.types.is_timestamp(col.type):
         return col.cast(t)
     if pa.types.is_integer(col.type) or pa.types.is_floating(col.type):
-        v = col.cast(pa.float64())
-        top = pc.max(v).as_py() or 0
-        ms = v if top > 1e11 else pc.multiply(v, 1000.0)  # epoch ms rather than seconds
-        return pc.cast(pc.round(ms), pa.int64()).cast(t)
+        return _epoch_ms(col.cast(pa.float64())).cast(t)
     s = pc.utf8_trim_whitespace(col.cast(pa.string()))
+    # a column of epoch numbers that the CSV reader took as text (one row was not a
+    # number): the numbers are still read as numbers
+    numeric = pc.fill_null(pc.match_substring_regex(s, r"^[0-9]+(\.[0-9]+)?$"), False)
+    if pc.any(numeric).as_py():
+        nums = _epoch_ms(pc.cast(pc.if_else(numeric, s, None), pa.float64()))
+        return pc.if_else(numeric, nums, _text_ms(s)).cast(t)
+    return _text_ms(s).cast(t)
+
+
+def _epoch_ms(v) -> pa.Array:
+    """Epoch seconds, or milliseconds when the largest value is past 1e11, as int64 ms."""
+    top = pc.max(v).as_py() or 0
+    ms = v if top > 1e11 else pc.multiply(v, 1000.0)  # epoch ms rather than seconds
+    return pc.cast(pc.round(ms), pa.int64())
+
+
+def _text_ms(s) -> pa.Array:
+    """'YYYY-MM-DD[ T]HH:MM:SS[.fff]' text as int64 ms (UTC); null where it is not."""
     base = pc.replace_substring(pc.utf8_slice_codeunits(s, 0, 19), "T", " ")
     secs = pc.strptime(base, "%Y-%m-%d %H:%M:%S", "ms", error_is_null=True)
     frac = pc.utf8_slice_codeunits(s, 20, 23)
     frac = pc.if_else(pc.equal(pc.utf8_length(frac), 0), "0",
                       pc.utf8_rpad(frac, 3, "0"))
     ms = pc.cast(frac, pa.int64(), safe=False)
-    return pc.add(pc.cast(secs, pa.int64()), ms).cast(t)
+    return pc.add(pc.cast(secs, pa.int64()), ms)
 
 
 def apply_mapping(table: pa.Table, mapping: dict[str, str] | None, flow_type: str,
@@ -56,7 +72,12 @@ def apply_mapping(table: pa.Table, mapping: dict[str, str] | None, flow_type: st
         raise ValueError("flow log has no start time column (map one with time_start=COLUMN)")
     for k in ("time_start", "time_end"):
         if k in cols:
-            cols[k] = _times(cols[k])
+            raw = cols[k]
+            try:
+                cols[k] = _times(raw)
+            except pa.ArrowInvalid as e:
+                raise DataError(f"column {mapping.get(k, k)}: {e}") from None
+            _no_missing_times(k, mapping.get(k, k), raw, cols[k])
     cols.setdefault("time_end", cols["time_start"])
     n = table.num_rows
     cols["flow_type"] = pa.array([flow_type] * n, pa.string())
@@ -65,19 +86,41 @@ def apply_mapping(table: pa.Table, mapping: dict[str, str] | None, flow_type: st
     if exporter is not None and "exporter" not in cols:
         cols["exporter"] = pa.array([exporter] * n, pa.string())
     for f in FLOW_SCHEMA:
-        if f.name in cols and pa.types.is_string(f.type):
-            cols[f.name] = cols[f.name].cast(pa.string())
+        if f.name not in cols:
+            continue
+        try:   # each column as the schema holds it: a value it cannot hold names itself
+            cols[f.name] = cols[f.name].cast(f.type)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+            raise DataError(f"column {mapping.get(f.name, f.name)} ({f.name}, "
+                            f"{f.type}): {e}") from None
     return conform(pa.table(cols))
 
 
+def _no_missing_times(name: str, shown: str, raw: pa.ChunkedArray, got: pa.Array) -> None:
+    """A row whose time could not be read (empty, or text of no known layout) cannot be
+    placed in a day: the file is refused, naming the first such row (1 = the first data
+    row), rather than stored with a time that is not its own."""
+    missing = got.null_count
+    if not missing:
+        return
+    first = pc.index(pc.is_null(got), True).as_py()
+    raise DataError(f"column {shown}: {missing} rows without a time this reader knows "
+                    f"(first: row {first + 1}, {raw[first].as_py()!r}; epoch seconds or "
+                    "ms, or YYYY-MM-DD HH:MM:SS[.fff] with an optional zone)")
+
+
 def read_flow_log(path: str | Path, mapping: dict[str, str] | None = None) -> pa.Table:
-    """A CSV or Parquet flow log, mapped onto FLOW_SCHEMA (``flow_type`` = 'log')."""
+    """A CSV or Parquet flow log, mapped onto FLOW_SCHEMA (``flow_type`` = 'log').
+    ``DataError`` naming the file (and column) when a value does not fit the schema."""
     path = Path(path)
-    if path.suffix.lower() in (".parquet", ".pq"):
-        table = pq.read_table(path)
-    else:
-        table = pacsv.read_csv(path)
-    return apply_mapping(table, mapping, "log", exporter=path.name)
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            table = pq.read_table(path)
+        else:
+            table = pacsv.read_csv(path)
+        return apply_mapping(table, mapping, "log", exporter=path.name)
+    except (DataError, pa.ArrowInvalid) as e:
+        raise DataError(f"{path}: {e}") from None
 
 
 def is_nfdump_csv(path: str | Path) -> bool:
