@@ -267,6 +267,29 @@ def test_each_store_checksum_verifies_and_catches_damage(hostile, tmp_path, algo
         assert r.wire_bytes == 3 * size, r.to_dict()
 
 
+@pytest.mark.parametrize("algo,value", [("crc32c", "!!!!"), ("crc32c", "AAAAAAAA"),
+                                        ("crc64nvme", "AAAAAA=="), ("sha256", "AAAA"),
+                                        ("crc32c", "AAAAAA==-x"), ("crc32c", "AAAAAA==-0")],
+                         ids=["not-base64", "six-bytes", "crc64-of-four", "sha-of-three",
+                              "count-x", "count-0"])
+def test_a_checksum_value_that_is_not_one_is_not_a_mismatch(hostile, tmp_path, algo, value):
+    """A store's checksum header that is not a value of its algorithm (not base64, the
+    wrong width, a part count that is not one) was compared as if it were: the object
+    was "damaged in flight", fetched 8 times and failed. It is nothing to compare with:
+    the MD5 ETag checks the object where there is one; otherwise it is unverified, its
+    reason naming the value. Fetched once either way."""
+    data = _data(3000)
+    hostile.put("b", "md5.bin", data, checksums={algo: value})
+    hostile.put("b", "opaque.bin", data, checksums={algo: value}, etag='"opaque"')
+    r = _cp("s3://b/", tmp_path)
+    assert r.ok and r.retries == 0, r.to_dict()
+    assert r.verified == {"md5-etag": 1}, r.verified
+    assert [u.name for u in r.unverified] == ["s3://b/opaque.bin"]
+    assert "is not one" in r.unverified[0].reason and value[:4] in r.unverified[0].reason
+    assert _files(tmp_path) == {"md5.bin": data, "opaque.bin": data}
+    assert r.wire_bytes == 2 * len(data)
+
+
 def _parts(data: bytes, n: int) -> list[bytes]:
     return [data[i:i + n] for i in range(0, len(data), n)]
 

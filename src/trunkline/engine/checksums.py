@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..native.crc import crc32, crc64nvme
+from ..wire.http1 import decimal_count
 from .crc_combine import CRC32, CRC32C, CRC64NVME, combine
 from .integrity import crc32c
 
@@ -81,6 +82,9 @@ def expectation(headers: Mapping[str, str], etag: str | None, *, size: int,
     ``part_lengths`` pieces (``whole``: one GET, so any stream digest works)."""
     ctype = headers.get("x-amz-checksum-type", "").upper()
     found = {a: headers[h] for a, h in _HEADERS if headers.get(h)}
+    garbled = [a for a, v in found.items() if not _well_formed(a, v)]
+    for a in garbled:   # not a value of its algorithm: nothing to compare with (fetching
+        del found[a]    # again, 8 times, would not change it)
     # 1. a full-object CRC: combined from our parts whatever their boundaries
     for a in CRCS:
         v = found.get(a)
@@ -110,17 +114,36 @@ def expectation(headers: Mapping[str, str], etag: str | None, *, size: int,
         want_n = _suffix(bare)
         if want_n == n and _regular(part_lengths) and n > 1:
             return Expectation("md5", bare.split("-", 1)[0], parts=n)
+        if want_n is None:
+            return Expectation(None, reason=f"an ETag that is not one: {etag[:60]!r}")
         return Expectation(None, reason=f"multipart ETag of {want_n} parts; fetched in {n}")
     if found:
         return Expectation(None, reason="store checksum over other part boundaries")
+    if garbled:
+        return Expectation(None, reason=f"the store's {garbled[0]} value "
+                                        f"{headers[f'x-amz-checksum-{garbled[0]}'][:60]!r} "
+                                        "is not one (and the ETag is opaque)")
     return Expectation(None, reason="the store keeps no checksum and an opaque ETag")
 
 
-def _suffix(v: str) -> int | None:
+_WIDTH = {"crc32c": 4, "crc32": 4, "crc64nvme": 8, "sha256": 32, "sha1": 20}
+
+
+def _well_formed(algo: str, v: str) -> bool:
+    """``v`` is base64 of ``algo``'s width, with a part count ``-N`` (N >= 1) or not."""
+    raw, sep, n = v.partition("-")
+    if sep and not (decimal_count(n) or 0) >= 1:
+        return False
     try:
-        return int(v.rsplit("-", 1)[1])
-    except (IndexError, ValueError):
-        return None
+        return len(base64.b64decode(raw, validate=True)) == _WIDTH[algo]
+    except ValueError:
+        return False
+
+
+def _suffix(v: str) -> int | None:
+    """N of a ``...-N`` value (a composite checksum, a multipart ETag); None if not a count."""
+    _, sep, n = v.rpartition("-")
+    return decimal_count(n) if sep else None
 
 
 def _regular(lengths: list[int]) -> bool:
@@ -130,11 +153,8 @@ def _regular(lengths: list[int]) -> bool:
 
 
 def _hex(s: str) -> bool:
-    try:
-        int(s, 16)
-        return True
-    except ValueError:
-        return False
+    """Hex digits only (``int(s, 16)`` also takes "0x", "+" and "_")."""
+    return bool(s) and all(c in "0123456789abcdefABCDEF" for c in s)
 
 
 class PartDigest:
