@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from .results import Failure, TransferResult, Unverified
+from .results import Failure, Skipped, TransferResult, Unverified
 
 __all__ = ["GcJournal", "GcReport", "Mismatch", "SyncResult", "VerifyReport"]
 
@@ -44,6 +44,7 @@ class SyncResult:
     transfer: TransferResult | None = None
     failures: list[Failure] = field(default_factory=list)
     failed: int = 0      # objects to copy that were not (each listed in the failures)
+    skipped: list[Skipped] = field(default_factory=list)   # source names that are not files
 
     @property
     def ok(self) -> bool:

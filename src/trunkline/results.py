@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-__all__ = ["Failure", "TransferResult", "Unverified"]
+__all__ = ["Failure", "Skipped", "Skips", "TransferResult", "Unverified"]
 
 
 @dataclass
@@ -24,6 +24,38 @@ class Failure:
 
     def __str__(self) -> str:
         return f"{self.name}: {self.error}"
+
+
+@dataclass
+class Skipped:
+    """A name in a local source folder that is not a file to copy (a symlink to a folder,
+    to nothing or to itself; a FIFO, socket or device), and why: listed, never silent."""
+
+    name: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.reason}"
+
+
+class Skips:
+    """Collects the ``Skipped`` entries of a walk (``local.walk``'s ``on_skip``), in walk
+    order; ``covers(rel)``: ``rel`` is one of them or under one (a sync then deletes
+    nothing there: the source has something by that name, only not a file)."""
+
+    def __init__(self) -> None:
+        self.entries: list[Skipped] = []
+        self._names: set[str] = set()
+
+    def __call__(self, name: str, reason: str) -> None:
+        self.entries.append(Skipped(name, reason))
+        self._names.add(name)
+
+    def covers(self, rel: str) -> bool:
+        if not self._names:
+            return False
+        parts = rel.split("/")
+        return any("/".join(parts[:i]) in self._names for i in range(1, len(parts) + 1))
 
 
 @dataclass
@@ -62,6 +94,7 @@ class TransferResult:
     capabilities: dict = field(default_factory=dict)
     verified: dict[str, int] = field(default_factory=dict)   # finished objects per check
     unverified: list[Unverified] = field(default_factory=list)   # and the ones none fit
+    skipped: list[Skipped] = field(default_factory=list)   # local names that are not files
 
     @property
     def ok(self) -> bool:

@@ -176,8 +176,8 @@ def test_a_listed_file_swapped_for_a_fifo_fails_instead_of_hanging(aws_env, tmp_
         (src / n).write_bytes(v)
     real = local.walk
 
-    def walk(root):
-        for f in real(root):
+    def walk(root, on_skip=None):
+        for f in real(root, on_skip):
             if f.rel == "b.bin":   # listed as a file; swapped in one step, as another
                 os.mkfifo(tmp_path / "fifo")             # process would, before anyone
                 os.rename(tmp_path / "fifo", src / "b.bin")   # opens it

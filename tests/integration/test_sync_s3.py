@@ -325,8 +325,8 @@ def test_a_sync_whose_copies_fail_says_how_many_were_copied(tmp_path, aws_env, b
         (src / f"f{i}.bin").write_bytes(os.urandom(1000 + i))
     real = local.walk
 
-    def walk(root):
-        for f in real(root):
+    def walk(root, on_skip=None):
+        for f in real(root, on_skip):
             if f.rel == "f2.bin":     # listed (f holds its stat), then removed
                 os.remove(src / "f2.bin")
             elif f.rel == "f5.bin":   # listed, then written
@@ -341,3 +341,59 @@ def test_a_sync_whose_copies_fail_says_how_many_were_copied(tmp_path, aws_env, b
     assert "removed since it was listed" in why["f2.bin"]
     assert "changed since it was listed" in why["f5.bin"]
     assert set(_keys(aws_env, bucket, "s/")) == {f"f{i}.bin" for i in (0, 1, 3, 4, 6, 7)}
+
+
+def _odd_names(src: Path) -> set[str]:
+    """Names in ``src`` that are not files: a symlinked folder, a dangling symlink, a
+    symlink loop, a FIFO (the walk skips each, and says so)."""
+    (src / "elsewhere").mkdir()
+    (src / "elsewhere" / "in.bin").write_bytes(b"reached through a link")
+    (src / "train").symlink_to(src / "elsewhere")
+    (src / "dangling").symlink_to(src / "nothing")
+    (src / "loop-a").symlink_to(src / "loop-b")
+    (src / "loop-b").symlink_to(src / "loop-a")
+    os.mkfifo(src / "pipe")
+    return {"train", "dangling", "loop-a", "loop-b", "pipe"}
+
+
+def test_names_that_are_not_files_are_listed_and_guard_their_keys_from_delete(
+        tmp_path, aws_env, bucket):
+    """A source folder whose ``train`` is a symlink to another folder, with a dangling
+    symlink, a symlink loop and a FIFO. Each was dropped without a word (the loop stopped
+    the whole walk with "Too many levels of symbolic links"), and sync --delete then
+    deleted the destination's ``train/...``, the copies of what the link names. Now each
+    is listed as skipped, with why, the files are copied, exit 0, and --delete leaves the
+    keys under a skipped name alone (the source has that name, only not as a file)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.bin").write_bytes(b"a")
+    odd = _odd_names(src)
+    c = aws_env.client()
+    for key in ("s/train/in.bin", "s/pipe", "s/gone.bin"):
+        c.put_object(Bucket=bucket, Key=key, Body=b"was here")
+    r = trunkline.sync(str(src), f"s3://{bucket}/s/", delete=True, **KW)
+    assert r.ok, r
+    assert {s.name for s in r.skipped} == odd, r.skipped
+    why = {s.name: s.reason for s in r.skipped}
+    assert "symlink to a folder" in why["train"] and "loop" in why["loop-a"]
+    assert "nothing" in why["dangling"] and "not a regular file" in why["pipe"]
+    assert set(_keys(aws_env, bucket, "s/")) == {"a.bin", "elsewhere/in.bin", "train/in.bin",
+                                                 "pipe"}
+    assert r.deleted == 1
+    p = CliRunner().invoke(cli, ["sync", str(src), f"s3://{bucket}/s/", "--delete"])
+    assert p.exit_code == 0, p.output
+    assert "5 skipped (not files)" in p.output and "trunkline: skipped: train: a symlink" \
+        in p.output, p.output
+
+
+def test_cp_of_a_folder_lists_the_names_it_skips(tmp_path, aws_env, bucket):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.bin").write_bytes(b"a")
+    odd = _odd_names(src)
+    r = trunkline.copy(str(src), f"s3://{bucket}/c/", recursive=True, **KW)
+    assert r.ok and r.objects == 2, r.failures
+    assert {s.name for s in r.skipped} == odd
+    assert {s["name"] for s in r.to_dict()["skipped"]} == odd
+    p = CliRunner().invoke(cli, ["cp", "-r", "-q", str(src), f"s3://{bucket}/c2/"])
+    assert p.exit_code == 0 and p.output.count("trunkline: skipped: ") == 5, p.output

@@ -129,8 +129,8 @@ def test_a_file_written_after_its_listing_is_refused_not_cut_to_the_listed_size(
         (src / n).write_bytes(v)
     real = local.walk
 
-    def walk(root):
-        for f in real(root):
+    def walk(root, on_skip=None):
+        for f in real(root, on_skip):
             if f.rel == "b.bin":   # listed (f holds its stat); then another process
                 if how == "appended":                     # writes to it
                     with open(src / "b.bin", "ab") as g:

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from ..engine.jobs import EndpointCache, peek_sources, plan_jobs
 from ..errors import UsageError
 from ..options import TransferOptions
-from ..results import TransferResult
+from ..results import Skips, TransferResult
 from ..telemetry.snapshot import Snapshot
 from ..url import Location, parse_location
 from .transfer import run_journaled
@@ -67,12 +67,13 @@ def copy(
     s = parse_location(src) if isinstance(src, str) else src
     d = parse_location(dst) if isinstance(dst, str) else dst
     eps = EndpointCache()
+    skips = Skips()   # a local source's names that are not files: listed in the result
     sources = None
     if processes == "auto":
         if cluster is not None or per_node_dest:
             processes = 1
         else:
-            processes, sources, opts = _auto_processes(s, d, recursive, eps, opts)
+            processes, sources, opts = _auto_processes(s, d, recursive, eps, opts, skips)
     if processes != 1:
         if cluster is not None or per_node_dest or workers_per_node != 1:
             raise UsageError("processes is for one host; on Ray use workers_per_node")
@@ -81,7 +82,8 @@ def copy(
         return copy_on_processes(s, d, processes=processes, recursive=recursive,
                                  options=opts, on_progress=on_progress, flows_to=flows_to,
                                  flows_store=flows_store,
-                                 listed=(eps, sources) if sources is not None else None)
+                                 listed=(eps, sources) if sources is not None else None,
+                                 skips=skips)
     if cluster is not None or per_node_dest:
         from ..cluster import copy_on_ray
 
@@ -96,8 +98,9 @@ def copy(
         s, d, opts, jopts, on_progress=on_progress,
         plan=lambda part_size_for: plan_jobs(s, d, recursive=recursive, part_size=part_size_for,
                                              eps=eps, server_side=opts.server_side,
-                                             sources=sources),
+                                             sources=sources, on_skip=skips),
     )
+    result.skipped = skips.entries
     if flows_to or flows_store:
         from ..telemetry.flows_export import export_flows
 
@@ -106,7 +109,8 @@ def copy(
 
 
 def _auto_processes(
-    s: Location, d: Location, recursive: bool, eps: EndpointCache, opts: TransferOptions
+    s: Location, d: Location, recursive: bool, eps: EndpointCache, opts: TransferOptions,
+    skips: Skips,
 ) -> tuple[int, Iterator[tuple[str, object]] | None, TransferOptions]:
     """``processes='auto'``: the count for this copy, the listing begun to decide it (None
     where nothing was listed: one object, or local to local) and each process's options."""
@@ -115,7 +119,7 @@ def _auto_processes(
         return 1, None, opts
     from ..cluster.auto import AUTO_PAGE, choose
 
-    head, listing = peek_sources(s, eps, recursive, AUTO_PAGE)
+    head, listing = peek_sources(s, eps, recursive, AUTO_PAGE, skips)
     n, opts = choose([info.size for _, info in head], opts)  # type: ignore[attr-defined]
     return n, listing, opts
 

@@ -136,6 +136,7 @@ def sync(
         copied_bytes=copied_bytes, unchanged=planner.unchanged,
         deleted=deleted, excluded=planner.excluded,
         seconds=time.monotonic() - t0, transfer=transfer, failures=failures,
+        skipped=planner.skipped.entries,
     )
 
 

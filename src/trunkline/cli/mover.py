@@ -166,6 +166,7 @@ def _report(result, as_json: bool, quiet: bool = False) -> None:
                        + f", unverified {len(result.unverified)}", err=True)
     if not as_json:
         echo_unverified(result.unverified)
+        echo_skipped(result.skipped)
     for f in result.failures:
         click.echo(f"trunkline: failed: {safe(f)}", err=True)
     if result.failures:
@@ -188,14 +189,23 @@ def echo_unverified(unverified) -> None:
     """The unverified objects on stderr, grouped by reason, the first few of each by name:
     a million small objects from a store that keeps no checksum are one reason, not a
     million lines."""
+    _echo_by_reason("unverified", ((u.name, u.reason) for u in unverified))
+
+
+def echo_skipped(skipped) -> None:
+    """A local source's names that are not files (``local.walk``), as ``echo_unverified``."""
+    _echo_by_reason("skipped", ((s.name, s.reason) for s in skipped))
+
+
+def _echo_by_reason(label: str, items) -> None:
     by_reason: dict[str, list[str]] = {}
-    for u in unverified:
-        by_reason.setdefault(u.reason, []).append(u.name)
+    for name, reason in items:
+        by_reason.setdefault(reason, []).append(name)
     for reason, names in by_reason.items():
         for n in names[:UNVERIFIED_SHOWN]:
-            click.echo(f"trunkline: unverified: {safe(n)}: {safe(reason)}", err=True)
+            click.echo(f"trunkline: {label}: {safe(n)}: {safe(reason)}", err=True)
         if len(names) > UNVERIFIED_SHOWN:
-            click.echo(f"trunkline: unverified: ... and {len(names) - UNVERIFIED_SHOWN} more: "
+            click.echo(f"trunkline: {label}: ... and {len(names) - UNVERIFIED_SHOWN} more: "
                        f"{safe(reason)} (--json lists every one)", err=True)
 
 

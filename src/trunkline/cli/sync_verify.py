@@ -13,6 +13,7 @@ from .mover import (
     _progress,
     build_options,
     connect_early,
+    echo_skipped,
     echo_unverified,
     on_processes,
     run_api,
@@ -96,8 +97,9 @@ def register(cli: click.Group) -> None:
             verb = "would copy" if dry_run else "copied"
             gone = "would delete" if dry_run else "deleted"
             failed = f", failed {r.failed}" if r.failed else ""
+            skipped = f", {len(r.skipped)} skipped (not files)" if r.skipped else ""
             click.echo(f"{verb} {r.copied} ({human_bytes(r.copied_bytes)}){failed}, {r.unchanged} "
-                       f"unchanged, {gone} {r.deleted}, {r.excluded} excluded; listed "
+                       f"unchanged, {gone} {r.deleted}, {r.excluded} excluded{skipped}; listed "
                        f"{r.src_objects} source / {r.dst_objects} destination in "
                        f"{r.seconds:.2f} s" + on_processes(r.transfer), err=True)
         failures = list(r.failures) + (r.transfer.failures if r.transfer else [])
@@ -108,6 +110,8 @@ def register(cli: click.Group) -> None:
                        + (f" ({kinds})" if kinds else "") + f", unverified {len(t.unverified)}",
                        err=True)
             echo_unverified(t.unverified)
+        if not as_json:
+            echo_skipped(r.skipped)
         for f in failures:
             click.echo(f"trunkline: failed: {safe(f)}", err=True)
         sys.exit(0 if r.ok else 1)

@@ -29,7 +29,7 @@ from ..engine.journal import default_state_dir
 from ..engine.retry import RetryPolicy
 from ..errors import ClusterUnavailable, UsageError
 from ..options import TransferOptions
-from ..results import Failure, TransferResult, Unverified
+from ..results import Failure, Skips, TransferResult, Unverified
 from ..storage import capabilities
 from ..telemetry.snapshot import Snapshot
 from ..units import GiB, parse_size
@@ -230,6 +230,7 @@ def copy_on_processes(
     tick: float = 0.5,
     listed: tuple[EndpointCache, Iterator[tuple[str, object]]] | None = None,
     op: str = "cp",
+    skips: Skips | None = None,
     **overrides: Any,
 ) -> ClusterResult:
     """Copy ``src`` to ``dst`` (s3 -> local, local -> s3, s3 -> s3) with ``processes``
@@ -261,7 +262,7 @@ def copy_on_processes(
             flows_to=flows_to, flows_store=flows_store, workers_per_node=processes,
             inflight=inflight, shard_size=shard_size, shard_objects=shard_objects,
             shard_attempts=shard_attempts, forward_env=False, dry_run=dry_run, tick=tick,
-            listed=listed, op=op)
+            listed=listed, op=op, on_skip=skips)
     finally:
         pool.shutdown()
 
@@ -305,6 +306,7 @@ def _copy_on_workers(
     tick: float,
     listed: tuple[EndpointCache, Iterator[tuple[str, object]]] | None = None,
     op: str = "cp",
+    on_skip: Skips | None = None,
     **overrides: Any,
 ) -> ClusterResult:
     """The run shared by Ray and local processes: ``ray`` is Ray or ``LocalProcesses``;
@@ -319,7 +321,7 @@ def _copy_on_workers(
     into = many or d.is_dir_like
     eps, listing = listed if listed is not None else (EndpointCache(), None)
     dst_ep = None if d.is_local else eps.get(d.endpoint or "s3")
-    listing = listing if listing is not None else _sources(s, eps, recursive)
+    listing = listing if listing is not None else _sources(s, eps, recursive, on_skip)
     first = next(listing, None)   # usage errors (no such key/bucket) before starting workers
 
     owned = connect()
@@ -373,6 +375,8 @@ def _copy_on_workers(
         if owned:
             ray.shutdown()
     res.src, res.dst, res.cluster = str(s), str(d), cluster
+    if on_skip is not None:
+        res.skipped = on_skip.entries
     res.options = {"max_connections": opts.max_connections, "connections": opts.connections,
                    "tune": opts.tune, "part_size": ps, "max_memory": opts.max_memory,
                    "bwlimit_per_worker": opts.bwlimit, "shard_bytes": shard_bytes,

@@ -117,13 +117,15 @@ class EndpointCache:
         return {n: dict(ep.answers) for n, ep in self._eps.items() if ep.answers}
 
 
-def _sources(src: Location, eps: EndpointCache, recursive: bool) -> Iterator[tuple[str, object]]:
-    """(relative name, ObjectInfo | LocalFile) for each source object."""
+def _sources(src: Location, eps: EndpointCache, recursive: bool,
+             on_skip: Callable[[str, str], None] | None = None) -> Iterator[tuple[str, object]]:
+    """(relative name, ObjectInfo | LocalFile) for each source object; a local folder's
+    names that are not files go to ``on_skip`` (``local.walk``)."""
     if src.is_local:
         if os.path.isdir(src.path):
             if not recursive:
                 raise LocationError(f"{src.path} is a directory (use --recursive)")
-            for f in local.walk(src.path):
+            for f in local.walk(src.path, on_skip):
                 yield f.rel, f
             return
         if src.has_glob:
@@ -166,12 +168,13 @@ def _sources(src: Location, eps: EndpointCache, recursive: bool) -> Iterator[tup
 
 
 def peek_sources(
-    src: Location, eps: EndpointCache, recursive: bool, n: int
+    src: Location, eps: EndpointCache, recursive: bool, n: int,
+    on_skip: Callable[[str, str], None] | None = None,
 ) -> tuple[list[tuple[str, object]], Iterator[tuple[str, object]]]:
     """The first ``n`` (name, info) of the source's listing, and the whole listing (those
     first, then the rest, listed on demand): to decide on a listing's head without listing
     it twice."""
-    listing = _sources(src, eps, recursive)
+    listing = _sources(src, eps, recursive, on_skip)
     head = list(itertools.islice(listing, n))
     return head, itertools.chain(head, listing)
 
@@ -185,9 +188,11 @@ def plan_jobs(
     eps: EndpointCache,
     server_side: bool = True,
     sources: Iterator[tuple[str, object]] | None = None,
+    on_skip: Callable[[str, str], None] | None = None,
 ) -> Iterator[ObjectJob]:
     """Stream the jobs of a copy. Raises LocationError for usage errors. ``sources``: the
-    source's listing already begun (``peek_sources``), instead of a new one."""
+    source's listing already begun (``peek_sources``), instead of a new one; ``on_skip``:
+    as ``local.walk``'s."""
     if src.is_local and dst.is_local:
         raise LocationError("both source and destination are local; use cp(1)")
     many = recursive or src.has_glob or (src.is_local and os.path.isdir(src.path))
@@ -196,7 +201,7 @@ def plan_jobs(
     src_ep = None if src.is_local else eps.get(src.endpoint or "s3")
     # the destination root resolved once, not per object (local.dest_path)
     dst_base = os.path.realpath(dst.path) if dst.is_local and into else None
-    for rel, info in sources if sources is not None else _sources(src, eps, recursive):
+    for rel, info in sources if sources is not None else _sources(src, eps, recursive, on_skip):
         ps = part_size(str(src.child(rel)) if many else str(src)) if callable(part_size) \
             else part_size
         yield job_for(src, dst, rel, info, many=many, into=into, src_ep=src_ep, dst_ep=dst_ep,

@@ -163,12 +163,14 @@ def check_locations(src: Location, dst: Location) -> None:
             raise LocationError(f"source and destination overlap: {src} and {dst}")
 
 
-def listing(loc: Location, eps: EndpointCache) -> Iterator[Entry]:
-    """The folder or prefix ``loc`` as Entries in S3 key order (a missing folder is empty)."""
+def listing(loc: Location, eps: EndpointCache,
+            on_skip: Callable[[str, str], None] | None = None) -> Iterator[Entry]:
+    """The folder or prefix ``loc`` as Entries in S3 key order (a missing folder is empty);
+    a local folder's names that are not files go to ``on_skip`` (``local.walk``)."""
     if loc.is_local:
         if not os.path.isdir(loc.path):
             return
-        for f in local.walk(loc.path):
+        for f in local.walk(loc.path, on_skip):
             yield Entry(f.rel, f.size, f.mtime, None, f)
         return
     from ..storage.capabilities import is_probe_key

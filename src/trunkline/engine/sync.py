@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+from ..results import Skips
 from ..storage.partial import read_stamp, xattrs_supported
 from ..storage.s3 import S3Endpoint
 from ..url import Location
@@ -97,9 +98,10 @@ class SyncPlanner:
         self.src_objects = self.dst_objects = self.excluded = 0
         self.unchanged = self.to_copy = self.to_delete = 0
         self.copy_bytes = 0
+        self.skipped = Skips()   # source names that are not files (local.walk)
 
     def _pairs(self) -> Iterator[tuple[str, Entry | None, Entry | None]]:
-        for rel, s, d in join(listing(self.src, self.eps), self.dst,
+        for rel, s, d in join(listing(self.src, self.eps, self.skipped), self.dst,
                               listing(self.dst, self.eps), src_loc=self.src):
             self.src_objects += s is not None
             self.dst_objects += d is not None
@@ -110,6 +112,10 @@ class SyncPlanner:
 
     def _first_look(self, item: tuple[str, Entry | None, Entry | None]) -> Action:
         rel, s, d = item
+        if s is None and self.delete and self.skipped.covers(rel):
+            # the source has this name, only not as a file (a symlinked folder, a FIFO):
+            # walked past, before this key (listing order), so known here
+            return Action("skip", rel, "its source name is not a file (skipped)")
         if s is None:
             return Action("delete" if self.delete else "skip", rel, "not in source")
         if d is None:

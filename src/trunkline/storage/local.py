@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from ..errors import SourceChanged
@@ -44,7 +44,14 @@ def _entries(dir_fd: int) -> Iterator[bytes]:
     return iter(keys)
 
 
-def walk(root: str) -> Iterator[LocalFile]:
+SKIP_FOLDER_LINK = "a symlink to a folder: not walked into (name the folder itself)"
+SKIP_DANGLING = "a symlink to nothing"
+SKIP_LOOP = "a symlink loop"
+SKIP_SPECIAL = "not a regular file (a FIFO, socket or device)"
+SKIP_SWAPPED = "a folder that became a symlink while the walk ran: not walked into"
+
+
+def walk(root: str, on_skip: Callable[[str, str], None] | None = None) -> Iterator[LocalFile]:
     """Regular files under ``root`` in the order S3 lists their keys (UTF-8 byte order of
     the '/'-joined relative names), so a local tree and a listing merge-join in one pass.
 
@@ -54,6 +61,11 @@ def walk(root: str) -> Iterator[LocalFile]:
     was read is skipped, never followed out of the tree, and each file is looked at
     relative to its folder's descriptor (one path component, not the whole path). A folder
     or file removed during the walk is skipped.
+
+    Every other name that is not a file to copy is passed to ``on_skip(rel, reason)``
+    (``SKIP_*``): a symlink to a folder, to nothing or to itself, a FIFO, socket or
+    device. They were dropped without a word (a symlink loop stopped the whole walk), so
+    a copy of a folder whose ``train`` is a symlink to another disk said nothing of it.
 
     Memory: the names of one directory per level of the current path, never the tree;
     descriptors: one per level.
@@ -78,8 +90,12 @@ def walk(root: str) -> Iterator[LocalFile]:
                 try:
                     sub = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
                 except OSError as e:
-                    if e.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
-                        continue   # removed, or no longer a real folder, since it was read
+                    if e.errno == errno.ENOENT:
+                        continue   # removed since it was read
+                    if e.errno in (errno.ELOOP, errno.ENOTDIR):   # no longer a real folder
+                        if on_skip is not None:
+                            on_skip(rel, SKIP_SWAPPED)
+                        continue
                     raise
                 try:
                     stack.append((rel, sub, _entries(sub)))
@@ -91,14 +107,31 @@ def walk(root: str) -> Iterator[LocalFile]:
                 continue
             try:
                 st = os.stat(name, dir_fd=fd)
-            except FileNotFoundError:
-                continue  # removed since the directory was read
+            except FileNotFoundError:   # removed since the directory was read, or a
+                if on_skip is not None and _is_link(name, fd):   # symlink to nothing
+                    on_skip(rel, SKIP_DANGLING)
+                continue
+            except OSError as e:
+                if e.errno != errno.ELOOP:
+                    raise
+                if on_skip is not None:
+                    on_skip(rel, SKIP_LOOP)
+                continue
             if stat.S_ISREG(st.st_mode):
                 path = os.path.join(root, rel_dir, name) if rel_dir else os.path.join(root, name)
                 yield LocalFile(rel, path, st.st_size, st.st_mtime)
+            elif on_skip is not None:
+                on_skip(rel, SKIP_FOLDER_LINK if stat.S_ISDIR(st.st_mode) else SKIP_SPECIAL)
     finally:
         for _, fd, _ in stack:
             os.close(fd)
+
+
+def _is_link(name: str, dir_fd: int) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
 
 
 def open_source(path: str | os.PathLike[str]) -> int:
