@@ -76,6 +76,7 @@ class VerifyReport:
     seconds: float
     unverified: list[Unverified] = field(default_factory=list)
     require_verified: bool = False
+    skipped: list[Skipped] = field(default_factory=list)   # source names that are not files
 
     @property
     def ok(self) -> bool:

@@ -384,6 +384,9 @@ def test_names_that_are_not_files_are_listed_and_guard_their_keys_from_delete(
     assert p.exit_code == 0, p.output
     assert "5 skipped (not files)" in p.output and "trunkline: skipped: train: a symlink" \
         in p.output, p.output
+    # verify agrees: the keys sync kept are not "extra", and the names are listed
+    rep = trunkline.verify(str(src), f"s3://{bucket}/s/")
+    assert rep.ok and {s.name for s in rep.skipped} == odd, rep
 
 
 def test_cp_of_a_folder_lists_the_names_it_skips(tmp_path, aws_env, bucket):

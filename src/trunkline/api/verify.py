@@ -51,4 +51,4 @@ def verify(
                  workers=checkers, read=read, on_mismatch=on_mismatch).run()
     return VerifyReport(str(s), str(d), v.src_objects, v.dst_objects, v.compared,
                         v.mismatches, dict(v.methods), v.seconds, v.unverified,
-                        require_verified)
+                        require_verified, v.skipped.entries)

@@ -149,6 +149,7 @@ def register(cli: click.Group) -> None:
         else:
             for u in r.unverified:
                 click.echo(f"unverified: {safe(u.name)}: {safe(u.reason)}")
+            echo_skipped(r.skipped)
             how = ", ".join(f"{k} {v}" for k, v in sorted(r.methods.items()))
             state = "OK" if r.ok else "MISMATCH" if r.mismatches else "UNVERIFIED"
             click.echo(f"{state}: {len(r.mismatches)} mismatches; "

@@ -25,7 +25,7 @@ from typing import TypeVar
 
 from ..errors import SourceChanged
 from ..reports import Mismatch
-from ..results import Unverified
+from ..results import Skips, Unverified
 from ..storage import s3_data
 from ..storage.s3 import S3Endpoint, S3Error, is_botocore_error
 from ..url import Location
@@ -263,13 +263,14 @@ class Verifier:
     mismatches: list[Mismatch] = field(default_factory=list)
     unverified: list[Unverified] = field(default_factory=list)
     methods: Counter = field(default_factory=Counter)
+    skipped: Skips = field(default_factory=Skips)   # source names that are not files
     src_objects: int = 0
     dst_objects: int = 0
     compared: int = 0
     seconds: float = 0.0
 
     def _pairs(self) -> Iterator[tuple[str, Entry | None, Entry | None]]:
-        for rel, s, d in join(listing(self.src, self.eps), self.dst,
+        for rel, s, d in join(listing(self.src, self.eps, self.skipped), self.dst,
                               listing(self.dst, self.eps), src_loc=self.src):
             if self.filters and not self.filters.allows(rel):
                 continue
@@ -282,8 +283,9 @@ class Verifier:
         rel, s, d = item
         if d is None:
             return Mismatch("missing", rel, "not in destination"), None
-        if s is None:
-            return (Mismatch("extra", rel, "not in source") if self.extra else None), None
+        if s is None:   # under a source name that is not a file: listed as skipped (as
+            extra = self.extra and not self.skipped.covers(rel)   # sync --delete keeps it)
+            return (Mismatch("extra", rel, "not in source") if extra else None), None
         if s.size != d.size:
             return Mismatch("size", rel, f"source {s.size} bytes, destination {d.size}"), None
         if self.size_only:
