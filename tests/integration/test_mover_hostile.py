@@ -507,3 +507,36 @@ def test_journal_lock_is_released_when_the_process_dies(hostile, tmp_path):
         with pytest.raises(AlreadyRunning):             # ours is held while open
             Journal.open(tmp_path, "a", "b", {})
     j.remove()
+
+
+@pytest.mark.parametrize("skew", [0.0, 45.0, -45.0], ids=["same", "store-ahead", "store-behind"])
+def test_probe_measures_the_store_clock_against_this_host(hostile, skew):
+    """The store's Date headers against this host's clock: sync's rule for uploads (a
+    file newer than the object's LastModified) misses an edit made within the lag after an
+    upload when the store's clock is ahead. The probe reports the offset (within its
+    stated error) and says what it costs past 2 s."""
+    from trunkline import probe
+
+    hostile.put("b", "p/obj", _data(2 * MiB))
+    hostile.clock_skew_s = skew
+    r = probe("s3://b/p/", duration=1.0, max_streams=2)
+    assert r.clock_offset_s is not None and r.clock_error_s is not None
+    assert abs(r.clock_offset_s - skew) <= r.clock_error_s + 0.05, (r.clock_offset_s, skew)
+    assert r.clock_error_s <= 1.0
+    notes = " ".join(r.notes)
+    if skew > 0:
+        assert "s ahead of this host's" in notes and "--checksum" in notes
+    elif skew < 0:
+        assert "behind this host's" in notes
+    else:
+        assert "clock" not in notes
+
+
+def test_clock_offset_intersects_what_each_answer_allows():
+    from trunkline.engine.probe import clock_offset
+
+    # a store 10.3 s ahead; answers taken at host times 100.0, 100.4, 100.8 (0.01 s each)
+    dates = [(t, t + 0.01, float(int(t + 0.005 + 10.3))) for t in (100.0, 100.4, 100.8)]
+    off, err = clock_offset(dates)
+    assert abs(off - 10.3) <= err and err < 0.5
+    assert clock_offset([]) is None

@@ -18,6 +18,7 @@ from ..engine.probe import (
     WRITE_SIZE,
     Prober,
     ProbeResult,
+    clock_offset,
     conclude,
     find_object,
     put_temp,
@@ -77,6 +78,9 @@ def probe(
             ttfb_head_s=statistics.median(heads), ttfb_get_s=statistics.median(gets),
             one_stream=one, one_stream_goodput=one_good,
         )
+        clock = clock_offset(pr.dates)
+        if clock is not None:
+            r.clock_offset_s, r.clock_error_s = clock
         # sweep: parts long enough that the TTFB gap costs little, steps that fit the time
         part = min(size, recommend_part_size(r.ttfb_get_s, one))
         left = deadline - time.monotonic()

@@ -33,6 +33,9 @@ def render(r) -> str:
         ("recommend", f"-c {r.recommended_connections} --part-size "
                       f"{r.recommended_part_size >> 20}M",
          "connections that reach the peak; parts whose TTFB costs <= 10 %"),
+        ("store clock", "n/a" if r.clock_offset_s is None else
+         f"{r.clock_offset_s:+.1f} s +/- {r.clock_error_s:.1f}",
+         "the store's Date against this host's clock (sync's times for uploads)"),
         ("expected ceiling", ph.human_bps(r.expected_ceiling * 8),
          f"min(peak, connections x window/RTT = "
          f"{ph.human_bps(r.per_stream_ceiling * 8)} each)"),

@@ -31,6 +31,7 @@ from ..storage import s3_data
 from ..storage.s3 import S3Endpoint, S3Error
 from ..units import MiB
 from ..wire.connection import Connection
+from ..wire.http1 import http_date
 
 GAIN = 0.10
 """A doubling of streams must raise goodput by more than this to count as growth: a sweep
@@ -93,6 +94,8 @@ class ProbeResult:
     expected_ceiling: float = 0.0
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    clock_offset_s: float | None = None   # the store's clock minus this host's (Date headers)
+    clock_error_s: float | None = None    # +/- of that estimate
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -110,6 +113,18 @@ def conclude(r: ProbeResult) -> ProbeResult:
     r.recommended_connections = r.saturating_streams
     r.recommended_part_size = recommend_part_size(r.ttfb_get_s, r.one_stream)
     r.expected_ceiling = min(r.peak, r.recommended_connections * r.per_stream_ceiling)
+    off = r.clock_offset_s
+    if off is not None and off > CLOCK_NOTE_S:
+        r.notes.append(
+            f"the store's clock is {off:.1f} s ahead of this host's: `sync` to the store "
+            "takes a file edited within that time after its upload for unchanged (its time "
+            "is before the upload's LastModified); use --checksum, or set the clocks right "
+            "(signed requests are refused past 15 min)")
+    elif off is not None and off < -CLOCK_NOTE_S:
+        r.notes.append(
+            f"the store's clock is {-off:.1f} s behind this host's: `sync` to the store "
+            "uploads again, at every run, a file edited within that time before its upload; "
+            "set the clocks right (signed requests are refused past 15 min)")
     if r.tcp_rtt_s is not None and r.rtt_s > 4 * max(r.tcp_rtt_s, r.connect_s, 1e-4):
         r.notes.append(
             f"request RTT {r.rtt_s * 1e3:.1f} ms >> TCP RTT {r.tcp_rtt_s * 1e3:.2f} ms: a "
@@ -185,6 +200,7 @@ class Prober:
                  read_timeout: float = 30.0) -> None:
         self.ep, self.bucket, self.key, self.size = ep, bucket, key, size
         self.read_timeout = read_timeout
+        self.dates: list[tuple[float, float, float]] = []   # (before, after, store's Date)
 
     def connect(self) -> Connection:
         c = self.ep.new_connection(read_timeout=self.read_timeout)
@@ -192,9 +208,14 @@ class Prober:
         return c
 
     def request(self, conn: Connection, method: str, off: int = 0, length: int = 0) -> int:
-        """Send a HEAD or a ranged GET and read its head; returns the body length."""
+        """Send a HEAD or a ranged GET and read its head; returns the body length. A
+        HEAD's ``Date`` (the store's clock) is kept with this host's time around it."""
         if method == "HEAD":
-            s3_data.head(self.ep, conn, self.bucket, self.key, self.key, checksums=False)
+            before = time.time()
+            h = s3_data.head(self.ep, conn, self.bucket, self.key, self.key, checksums=False)
+            date = http_date(h.headers.get("date")) if h is not None else None
+            if date is not None:
+                self.dates.append((before, time.time(), date))
             return 0
         return s3_data.get(self.ep, conn, self.bucket, self.key, self.key, offset=off,
                            length=length, whole=False).length
@@ -269,6 +290,27 @@ class Prober:
                 break
             n *= 2
         return out
+
+
+def clock_offset(dates: list[tuple[float, float, float]]) -> tuple[float, float] | None:
+    """(the store's clock minus this host's, +/- error) from HEADs: (this host's time
+    before, after, the answer's ``Date``). A Date is whole seconds, truncated, so the store's
+    time of the answer lies in [Date, Date + 1); it was taken between before and after.
+    Each answer bounds the offset to [Date - after, Date + 1 - before]; the bounds of all
+    answers are intersected (where they do not meet, a clock stepped: their median)."""
+    if not dates:
+        return None
+    lo = max(d - after for before, after, d in dates)
+    hi = min(d + 1 - before for before, after, d in dates)
+    if lo <= hi:
+        return (lo + hi) / 2, (hi - lo) / 2
+    mids = sorted(d + 0.5 - (before + after) / 2 for before, after, d in dates)
+    return mids[len(mids) // 2], 1.0
+
+
+CLOCK_NOTE_S = 2.0
+"""An offset past this is a note: sync's time rule for uploads compares this host's file
+times with the store's LastModified."""
 
 
 def find_object(ep: S3Endpoint, bucket: str, prefix: str, scan: int = 1000) -> tuple[str, int]:

@@ -14,6 +14,7 @@ Bounded: loopback only, one thread per connection, a stop() that closes every so
 from __future__ import annotations
 
 import base64
+import email.utils
 import hashlib
 import socket
 import time
@@ -86,6 +87,7 @@ class HostileS3(LoopbackServer):
         self.page_size = page_size
         self.replacement: bytes | None = None  # change_mid_object: the new content
         self.bad_size: str | None = "-1"       # bad_size: the Size sent (None: no Size)
+        self.clock_skew_s = 0.0                # the Date header's clock against this host's
         self._loopback_init()
 
     # -- setup -------------------------------------------------------------------------
@@ -173,7 +175,8 @@ class HostileS3(LoopbackServer):
                               b"<Message>At least one of the pre-conditions you specified did"
                               b" not hold</Message></Error>")
             return True
-        extra = {"ETag": obj.etag, "Last-Modified": "Sat, 01 Aug 2026 10:00:00 GMT"}
+        extra = {"ETag": obj.etag, "Last-Modified": "Sat, 01 Aug 2026 10:00:00 GMT",
+                 "Date": email.utils.formatdate(time.time() + self.clock_skew_s, usegmt=True)}
         if hdrs.get("x-amz-checksum-mode", "").upper() == "ENABLED" and obj.checksums:
             for algo, value in obj.checksums.items():
                 extra[f"x-amz-checksum-{algo}"] = value
