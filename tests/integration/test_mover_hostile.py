@@ -540,3 +540,24 @@ def test_clock_offset_intersects_what_each_answer_allows():
     off, err = clock_offset(dates)
     assert abs(off - 10.3) <= err and err < 0.5
     assert clock_offset([]) is None
+
+
+@pytest.mark.parametrize("verb", ["download", "upload", "ls"])
+def test_a_bucket_in_another_region_is_one_line_naming_it(hostile, tmp_path, verb):
+    """S3 answers a request to the wrong region 301 with ``x-amz-bucket-region``. The
+    redirect is not followed (the request was signed for this host), nor retried; the
+    line names the region to set (it said "HEAD k: 301 HTTP301:")."""
+    hostile.put("b", "k", b"x" * 100)
+    (tmp_path / "up.bin").write_bytes(b"y" * 100)
+    hostile.set_mode("wrong_region")
+    args = {"download": ["cp", "s3://b/k", str(tmp_path / "down.bin")],
+            "upload": ["cp", str(tmp_path / "up.bin"), "s3://b/up"],
+            "ls": ["ls", "s3://b/"]}[verb]
+    t0 = time.monotonic()
+    p = subprocess.run([sys.executable, "-m", "trunkline.cli.main", *args],   # no probe:
+                       env=dict(os.environ, TRUNKLINE_PROBE="0"),   # count the verb's own
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+    assert "the bucket is in region eu-west-1: set AWS_REGION=eu-west-1" in p.stderr, p.stderr
+    assert time.monotonic() - t0 < 20 and hostile.struck <= 3, hostile.requests
+    assert not (tmp_path / "down.bin").exists()

@@ -115,7 +115,27 @@ def check_response(conn: Connection, head: ResponseHead, op: str, key: str,
         body = conn.read_body(head, limit=ERROR_BODY_LIMIT) if op != "HEAD" else b""
     except Exception:  # noqa: BLE001 - the error is what matters; the connection says it is spent
         body = b""
-    raise parse_error_xml(head.status, body, op, key)
+    err = parse_error_xml(head.status, body, op, key)
+    hint = _where_instead(head)
+    if hint:
+        raise StoreError(err.status, err.code, f"{err.message} ({hint})" if err.message
+                         else hint, op, key)
+    raise err
+
+
+def _where_instead(head: ResponseHead) -> str:
+    """What an answer says of where the bucket is: the region S3 names
+    (``x-amz-bucket-region``, on a redirect or a wrong-region refusal), or a redirect's
+    ``Location``. Redirects are not followed: the request was signed for this host."""
+    region = head.headers.get("x-amz-bucket-region", "").strip()
+    if region and head.status in (301, 307, 400, 403):
+        return f"the bucket is in region {region[:64]}: set AWS_REGION={region[:64]} or the " \
+               "endpoint's region"
+    where = head.headers.get("location", "").strip()
+    if 300 <= head.status < 400:
+        return ("the store redirects" + (f" to {where[:200]}" if where else "")
+                + "; redirects are not followed: point the endpoint there")
+    return ""
 
 
 def _exchange(ep: DataEndpoint, conn: Connection, method: str, bucket: str, key: str,

@@ -44,6 +44,7 @@ MODES = (
     "list_slow_down",   # a listing page answered 503 SlowDown (S3's throttle), as a busy store does
     "foreign_key",      # a listing page that also names a key outside the prefix asked for
     "bad_size",         # a listing page whose first key's Size is not a count (``bad_size``)
+    "wrong_region",     # every answer 301 PermanentRedirect naming another region, as S3 does
 )
 
 # what each hostile listing page puts before the root element and in its first key
@@ -158,6 +159,14 @@ class HostileS3(LoopbackServer):
         q = {k: v[0] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
         path = unquote(url.path).lstrip("/")
         bucket, _, key = path.partition("/")
+        if self._strike("wrong_region"):
+            _send(c, 301, {"x-amz-bucket-region": "eu-west-1",
+                           "Location": f"https://{bucket}.s3.eu-west-1.amazonaws.com/{key}"},
+                  b"" if method == "HEAD" else
+                  b"<Error><Code>PermanentRedirect</Code><Message>The bucket you are "
+                  b"attempting to access must be addressed using the specified endpoint."
+                  b"</Message></Error>", head_only=method == "HEAD")
+            return True
         if not key and method == "GET" and q.get("list-type") == "2":
             if self._strike("list_slow_down"):
                 _send(c, 503, {}, b"<Error><Code>SlowDown</Code><Message>Please reduce your "
