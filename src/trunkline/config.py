@@ -97,8 +97,36 @@ def _parse_endpoints(path: Path) -> dict[str, EndpointConfig]:
         unknown = set(sect) - allowed
         if unknown:
             raise LocationError(f"{path}: [endpoints.{name}] unknown keys {sorted(unknown)}")
+        where = f"{path}: [endpoints.{name}]"
+        for k, v in sect.items():
+            if not isinstance(v, str):
+                raise LocationError(f"{where} {k} must be a string, not {type(v).__name__}")
+        if sect.get("addressing_style") not in (None, "path", "virtual"):
+            raise LocationError(f"{where} addressing_style must be \"path\" or \"virtual\"")
+        if "url" in sect:
+            check_endpoint_url(sect["url"], f"{where} url")
         out[name] = EndpointConfig(name=name, **sect)
     return out
+
+
+def check_endpoint_url(url: str, where: str) -> str:
+    """``url`` if it can name an S3 endpoint: http or https, a host, a port that is one,
+    no path, query or credentials (a request is signed for host and path; a user:password
+    would be printed in messages). ``LocationError`` naming ``where`` otherwise: a wrong
+    URL was a traceback (a port past 65535) or a lookup of a host it never named."""
+    u = urlsplit(url)
+    shown = repr(url) if "@" not in u.netloc else \
+        repr(u._replace(netloc="***@" + u.netloc.rsplit("@", 1)[1]).geturl())
+    try:
+        u.port   # noqa: B018 - the property checks the port
+    except ValueError as e:
+        raise LocationError(f"{where}: {shown} is not an endpoint URL ({e})") from None
+    if u.scheme not in ("http", "https") or not u.hostname:
+        raise LocationError(f"{where}: {shown} is not an endpoint URL (http[s]://HOST[:PORT])")
+    if u.path not in ("", "/") or u.query or u.fragment or "@" in u.netloc:
+        raise LocationError(f"{where}: {shown}: an endpoint URL is http[s]://HOST[:PORT] "
+                            "only (no path, query or credentials)")
+    return url
 
 
 def resolve_endpoint(name: str) -> EndpointConfig:
@@ -107,7 +135,11 @@ def resolve_endpoint(name: str) -> EndpointConfig:
     if name in named:
         return named[name]
     if name == "s3":
-        url = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        var = "AWS_ENDPOINT_URL_S3" if os.environ.get("AWS_ENDPOINT_URL_S3") else \
+            "AWS_ENDPOINT_URL"
+        url = os.environ.get(var)
+        if url:
+            check_endpoint_url(url, var)
         # AWS_PROFILE is left to botocore, so that env keys outrank it as in the AWS CLI
         return EndpointConfig(name="s3", url=url or None)
     raise LocationError(

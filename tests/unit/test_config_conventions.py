@@ -70,3 +70,39 @@ def test_a_profile_reaches_both_through_botocore(no_aws, monkeypatch):
     monkeypatch.delenv("AWS_PROFILE")
     with pytest.raises(StoreError, match="no credentials"):
         Lake("s3://bucket/prefix")._current_keys()
+
+
+@pytest.mark.parametrize("body,says", [
+    ('url = "ftp://h"', "not an endpoint URL (http[s]://HOST[:PORT])"),
+    ('url = 5', "url must be a string, not int"),
+    ('url = "http://127.0.0.1:99999"', "Port out of range"),
+    ('url = "http://127.0.0.1:9/bucket"', "no path, query or credentials"),
+    ('url = "http://me:hunter2@127.0.0.1:9"', "no path, query or credentials"),
+    ('url = "http://127.0.0.1:9"\naddressing_style = "odd"', 'must be "path" or "virtual"'),
+    ('region = ["a"]', "region must be a string, not list"),
+])
+def test_a_wrong_endpoint_in_the_config_is_one_line_naming_it(no_aws, monkeypatch, body, says):
+    """A wrong URL or value of a named endpoint was a traceback (a port past 65535, a
+    number) or a lookup of a host it never named (ftp://h); a password in the URL is never
+    printed."""
+    from trunkline.config import resolve_endpoint
+    from trunkline.url import LocationError
+
+    cfg = no_aws / "t.toml"
+    cfg.write_text(f"[endpoints.x]\n{body}\n")
+    monkeypatch.setenv("TRUNKLINE_CONFIG", str(cfg))
+    with pytest.raises(LocationError) as e:
+        resolve_endpoint("x")
+    assert says in str(e.value) and "[endpoints.x]" in str(e.value)
+    assert "hunter2" not in str(e.value)
+
+
+def test_a_wrong_aws_endpoint_url_is_one_line(no_aws, monkeypatch):
+    from trunkline.config import resolve_endpoint
+    from trunkline.url import LocationError
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:70000")
+    with pytest.raises(LocationError, match="AWS_ENDPOINT_URL: .*Port out of range"):
+        resolve_endpoint("s3")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "https://s3.example.com/")
+    assert resolve_endpoint("s3").url == "https://s3.example.com/"
