@@ -32,6 +32,11 @@ DEFAULT_PART_SIZE = 16 * MiB
 MIN_PART_SIZE = 5 * MiB
 """S3's minimum part size (all but the last part of a multipart upload)."""
 
+MAX_PART_SIZE = 5 * 1024 * MiB
+"""S3's maximum part size. Both bounds as ``storage/s3_limits.py`` (options sit below
+storage in the layers; tests/unit/test_options.py holds them equal). A part size of 1e100
+was an OverflowError in SQLite."""
+
 DEFAULT_MAX_MEMORY = 512 * MiB
 """Bound on part buffers held while streaming between stores."""
 
@@ -103,6 +108,8 @@ class TransferOptions:
             put("part_size", parse_size(self.part_size))
             if self.part_size < MIN_PART_SIZE:  # type: ignore[operator]
                 raise UsageError("part_size must be at least 5 MiB (the S3 minimum)")
+            if self.part_size > MAX_PART_SIZE:  # type: ignore[operator]
+                raise UsageError("part_size must be at most 5 GiB (the S3 maximum)")
         # a stream needs at least one part buffer per connection to keep them all busy
         put("max_memory", max(parse_size(self.max_memory), self.initial_part_size))
         if self.retries < 0:

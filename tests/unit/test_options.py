@@ -38,10 +38,20 @@ def test_pinned_connections_bound_the_tuner():
 @pytest.mark.parametrize("bad", [
     dict(part_size="1MiB"), dict(connections=0), dict(max_connections=0), dict(retries=-1),
     dict(read_timeout=0), dict(part_size="lots"), dict(bwlimit="fast"),
+    dict(part_size="1e100"), dict(part_size="5GiB1"), dict(part_size=5 * 2**30 + 1),
 ])
 def test_wrong_values_are_usage_errors(bad):
     with pytest.raises(UsageError):
         TransferOptions(**bad)
+
+
+def test_part_bounds_are_s3s():
+    from trunkline import options
+    from trunkline.storage import s3_limits
+
+    assert (options.MIN_PART_SIZE, options.MAX_PART_SIZE) == (s3_limits.MIN_PART,
+                                                              s3_limits.MAX_PART)
+    assert TransferOptions(part_size="5GiB").part_size == s3_limits.MAX_PART
 
 
 def test_build_takes_options_and_keyword_overrides():
