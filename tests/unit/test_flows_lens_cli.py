@@ -73,6 +73,9 @@ def test_simulate_report_elephants(env, tmp_path):
     assert r.exit_code == 2 and "no flows in 2024Q1" in r.output
     r = run(env, "flows", "report", "--store", str(store), "--quarter", "Q5", "--out", str(out))
     assert r.exit_code == 2 and "quarter must look like 2025Q4" in r.output
+    for far in ("9999Q4", "0000Q1"):   # a datetime past year 9999 was a traceback
+        r = run(env, "flows", "report", "--store", str(store), "--quarter", far, "--out", str(out))
+        assert r.exit_code == 2 and "the year must be 1970..9998" in r.output, r.output
 
 
 def test_simulator_is_deterministic(env, tmp_path):

@@ -40,7 +40,10 @@ class Quarter:
         m = re.fullmatch(r"(\d{4})-?Q([1-4])", text.strip(), re.IGNORECASE)
         if not m:
             raise ValueError(f"quarter must look like 2025Q4, got {text!r}")
-        return cls(int(m.group(1)), int(m.group(2)))
+        year = int(m.group(1))
+        if not 1970 <= year <= 9998:   # the store's times (store.py); its end a datetime
+            raise ValueError(f"quarter {text.strip()!r}: the year must be 1970..9998")
+        return cls(year, int(m.group(2)))
 
     def __str__(self) -> str:
         return f"{self.year}Q{self.q}"
