@@ -246,7 +246,11 @@ class _Index:
 
     def unseen(self) -> Iterator[Entry]:
         cur = self.con.execute("SELECT rel, size, mtime, etag FROM d WHERE seen = 0 ORDER BY rel")
-        while rows := cur.fetchmany(1000):
+        while True:
+            with disk_errors("listing index", self.where):   # its pages may be on disk
+                rows = cur.fetchmany(1000)
+            if not rows:
+                return
             for rel, size, mtime, etag in rows:
                 yield self.make(rel.decode("utf-8", "surrogateescape"), size, mtime, etag)
 
