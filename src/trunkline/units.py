@@ -39,17 +39,32 @@ _TIME_RE = re.compile(_NUM + r"\s*(?P<unit>ns|us|µs|ms|s|min|m|h|d|w)", re.I)
 _BARE_RE = re.compile(_NUM)
 
 
+MAX_SIZE = (1 << 63) - 1
+"""The largest size (a file offset, a SQLite integer): 1e400 was an OverflowError."""
+MAX_RATE_BPS = 1e18
+"""The largest rate taken (1 Ebit/s): past it a figure is a typo, and its streams
+and times stop being numbers."""
+MAX_DURATION_S = 1e9
+"""The largest duration taken (~31 years)."""
+
+
+def _bounded(value: float, top: float, what: str, text: object) -> float:
+    if not math.isfinite(value) or value > top:
+        raise UsageError(f"not a {what}: {text!r} (beyond {top:g})")
+    return value
+
+
 def parse_size(text: str | int | float) -> int:
     """Bytes from ``"2PB"`` (decimal), ``"64MiB"``/``"64M"`` (binary) or a number."""
     if isinstance(text, int | float):
-        return int(text)
+        return int(_bounded(float(text), MAX_SIZE, "size", text))
     m = _SIZE_RE.fullmatch(text.strip())
     if not m:
         raise UsageError(f"not a size: {text!r} (try 2PB, 64MiB, 64M)")
     pre = m["pre"].lower()
     decimal = bool(m["b"]) and not m["i"] and m["pre"] != ""
     mult = _SI[pre] if decimal else _BIN[pre]
-    return int(round(float(m["num"]) * mult))
+    return int(round(_bounded(float(m["num"]) * mult, MAX_SIZE, "size", text)))
 
 
 def parse_rate_bps(text: str | int | float) -> float:
@@ -58,14 +73,14 @@ def parse_rate_bps(text: str | int | float) -> float:
     Network rates are always decimal (100G = 100e9 bit/s). A capital ``B`` names bytes.
     """
     if isinstance(text, int | float):
-        return float(text)
+        return _bounded(float(text), MAX_RATE_BPS, "rate", text)
     m = _RATE_RE.fullmatch(text.strip())
     if not m:
         raise UsageError(f"not a rate: {text!r} (try 100G, 10Gbit/s, 1.25GB/s)")
     mult = _SI[m["pre"].lower()]
     unit = m["unit"] or ""
     per_byte = unit[:1] == "B" and not unit.lower().startswith("bit")
-    return float(m["num"]) * mult * (8 if per_byte else 1)
+    return _bounded(float(m["num"]) * mult * (8 if per_byte else 1), MAX_RATE_BPS, "rate", text)
 
 
 def parse_transfer_rate(value: float | str | None) -> float | None:
@@ -86,15 +101,16 @@ def parse_duration(text: str | int | float, *, bare: float | None = None) -> flo
     A unit is required, except for a plain number type (seconds), ``"0"``, or when the
     caller names what a bare number means (``bare=1.0``: a bare ``"90"`` is 90 s)."""
     if isinstance(text, int | float):
-        return float(text)
+        return _bounded(float(text), MAX_DURATION_S, "duration", text)
     s = text.strip()
     if s in ("0", "0.0"):
         return 0.0
     m = _TIME_RE.fullmatch(s)
     if m:
-        return float(m["num"]) * _TIME_UNITS[m["unit"].lower()]
+        return _bounded(float(m["num"]) * _TIME_UNITS[m["unit"].lower()], MAX_DURATION_S,
+                        "duration", text)
     if bare is not None and _BARE_RE.fullmatch(s):
-        return float(s) * bare
+        return _bounded(float(s) * bare, MAX_DURATION_S, "duration", text)
     raise UsageError(f"not a duration: {text!r} (give a unit: 30ms, 250us, 1.5s, 30m, 12h, 1d)")
 
 

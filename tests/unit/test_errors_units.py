@@ -83,6 +83,20 @@ def test_sizes_rates_and_formatting():
     assert units.human_bps(9.41e9) == "9.41 Gbit/s"
 
 
+@pytest.mark.parametrize("parse,text", [
+    (units.parse_size, "1e400"), (units.parse_size, "9EiB"), (units.parse_size, float("inf")),
+    (units.parse_rate_bps, "1e30G"), (units.parse_rate_bps, float("nan")),
+    (units.parse_duration, "1e300s"), (units.parse_duration, float("inf")),
+    (units.parse_transfer_rate, "1e400"),
+])
+def test_figures_past_what_a_number_holds_are_usage_errors(parse, text):
+    """``plan --size 1e400`` was an OverflowError traceback, ``--rtt 1e300s`` a blank
+    line: a size past 2^63-1, a rate past 1 Ebit/s, a duration past 1e9 s, inf and nan are
+    refused with the text named."""
+    with pytest.raises(errors.UsageError, match="not a"):
+        parse(text)
+
+
 def _trunkline_modules():
     """Every module of the package (the C extension and the Ray-only modules included)."""
     import importlib

@@ -97,6 +97,8 @@ def register(cli: click.Group) -> None:
         """Predict per-stream ceiling, streams, memory and time for a path."""
         if link <= 0 or rtt <= 0:
             raise click.BadParameter("--link and --rtt must be positive")
+        if (window is not None and window <= 0) or part_buffer <= 0:
+            raise click.BadParameter("--window and --part-buffer must be positive")
         if (size is None) == (source is None):
             raise click.UsageError("give exactly one of --size and --from")
         profile = None
