@@ -380,3 +380,15 @@ def test_idle_connections_to_the_metrics_port_cost_no_thread_each(shared_data, t
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_an_address_the_collector_cannot_listen_on_is_named(tmp_path):
+    """A --listen that cannot be bound (an address of no interface here; a name that
+    resolves to nothing likewise, not tried: no lookup leaves this host) is one line naming
+    it, exit 1 (it said "Cannot assign requested address", naming nothing)."""
+    for listen in ("192.0.2.1:2055", "[2001:db8::1]:2055"):
+        p = subprocess.run([sys.executable, "-m", "trunkline.cli.main", "flows", "collect",
+                            "--store", str(tmp_path / "s"), "--listen", listen],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 1 and f"cannot listen on {listen}" in p.stderr, p.stderr
+        assert "Traceback" not in p.stderr

@@ -398,12 +398,15 @@ def open_sockets(listen: list[tuple[str, int]], rcvbuf: int, workers: int
                     continue
             try:
                 s.bind((host, port))
-            except OSError:
+            except OSError as e:
                 s.close()
                 for lst in out:
                     for x in lst:
                         x.close()
-                raise
+                # one line naming the address ("Name or service not known" named nothing)
+                where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+                raise OSError(e.errno, f"cannot listen on {where}: "
+                                       f"{e.strerror or e}") from None
             port = s.getsockname()[1]
             s.setblocking(False)
             out[w].append(s)
