@@ -533,7 +533,7 @@ def test_probe_measures_the_store_clock_against_this_host(hostile, skew):
 
 
 def test_clock_offset_intersects_what_each_answer_allows():
-    from trunkline.engine.probe import clock_offset
+    from trunkline.wire.clock import clock_offset
 
     # a store 10.3 s ahead; answers taken at host times 100.0, 100.4, 100.8 (0.01 s each)
     dates = [(t, t + 0.01, float(int(t + 0.005 + 10.3))) for t in (100.0, 100.4, 100.8)]

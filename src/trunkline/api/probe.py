@@ -18,7 +18,6 @@ from ..engine.probe import (
     WRITE_SIZE,
     Prober,
     ProbeResult,
-    clock_offset,
     conclude,
     find_object,
     put_temp,
@@ -78,7 +77,7 @@ def probe(
             ttfb_head_s=statistics.median(heads), ttfb_get_s=statistics.median(gets),
             one_stream=one, one_stream_goodput=one_good,
         )
-        clock = clock_offset(pr.dates)
+        clock = pr.clock.offset()
         if clock is not None:
             r.clock_offset_s, r.clock_error_s = clock
         # sweep: parts long enough that the TTFB gap costs little, steps that fit the time

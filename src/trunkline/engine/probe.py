@@ -30,8 +30,8 @@ from ..errors import ConnectionClosed, TrunklineError, UsageError
 from ..storage import s3_data
 from ..storage.s3 import S3Endpoint, S3Error
 from ..units import MiB
+from ..wire.clock import ClockSamples
 from ..wire.connection import Connection
-from ..wire.http1 import http_date
 
 GAIN = 0.10
 """A doubling of streams must raise goodput by more than this to count as growth: a sweep
@@ -200,7 +200,7 @@ class Prober:
                  read_timeout: float = 30.0) -> None:
         self.ep, self.bucket, self.key, self.size = ep, bucket, key, size
         self.read_timeout = read_timeout
-        self.dates: list[tuple[float, float, float]] = []   # (before, after, store's Date)
+        self.clock = ClockSamples()   # the store's Date against this host's clock
 
     def connect(self) -> Connection:
         c = self.ep.new_connection(read_timeout=self.read_timeout)
@@ -213,9 +213,8 @@ class Prober:
         if method == "HEAD":
             before = time.time()
             h = s3_data.head(self.ep, conn, self.bucket, self.key, self.key, checksums=False)
-            date = http_date(h.headers.get("date")) if h is not None else None
-            if date is not None:
-                self.dates.append((before, time.time(), date))
+            if h is not None:
+                self.clock.add(before, time.time(), h.headers.get("date"))
             return 0
         return s3_data.get(self.ep, conn, self.bucket, self.key, self.key, offset=off,
                            length=length, whole=False).length
@@ -290,22 +289,6 @@ class Prober:
                 break
             n *= 2
         return out
-
-
-def clock_offset(dates: list[tuple[float, float, float]]) -> tuple[float, float] | None:
-    """(the store's clock minus this host's, +/- error) from HEADs: (this host's time
-    before, after, the answer's ``Date``). A Date is whole seconds, truncated, so the store's
-    time of the answer lies in [Date, Date + 1); it was taken between before and after.
-    Each answer bounds the offset to [Date - after, Date + 1 - before]; the bounds of all
-    answers are intersected (where they do not meet, a clock stepped: their median)."""
-    if not dates:
-        return None
-    lo = max(d - after for before, after, d in dates)
-    hi = min(d + 1 - before for before, after, d in dates)
-    if lo <= hi:
-        return (lo + hi) / 2, (hi - lo) / 2
-    mids = sorted(d + 0.5 - (before + after) / 2 for before, after, d in dates)
-    return mids[len(mids) // 2], 1.0
 
 
 CLOCK_NOTE_S = 2.0
