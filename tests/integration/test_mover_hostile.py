@@ -561,3 +561,28 @@ def test_a_bucket_in_another_region_is_one_line_naming_it(hostile, tmp_path, ver
     assert "the bucket is in region eu-west-1: set AWS_REGION=eu-west-1" in p.stderr, p.stderr
     assert time.monotonic() - t0 < 20 and hostile.struck <= 3, hostile.requests
     assert not (tmp_path / "down.bin").exists()
+
+
+@pytest.mark.parametrize("skew", [0.0, 30.0], ids=["same-clock", "store-30s-ahead"])
+def test_sync_up_sees_an_edit_made_just_after_the_upload_whatever_the_store_clock(
+        hostile, tmp_path, monkeypatch, skew):
+    """A store whose clock leads this host's by 30 s stamps an upload 30 s "late": a file
+    edited (same size) a moment after its upload had a time before the object's
+    LastModified, and sync took it for unchanged, exit 0, the store keeping the old bytes.
+    Now sync reads the store's clock from the Date of its listing and compares on it: the
+    edit is copied. A file not edited since is not."""
+    monkeypatch.setenv("TRUNKLINE_PROBE", "0")
+    hostile.clock_skew_s = skew
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "edited.bin").write_bytes(b"first version")
+    (src / "same.bin").write_bytes(b"never edited")
+    old = time.time() - 3600
+    os.utime(src / "same.bin", (old, old))
+    r = sync(str(src), "s3://b/s/")
+    assert r.ok and r.copied == 2, r
+    time.sleep(1.1)   # the edit is in a later second than the upload (S3 keeps seconds)
+    (src / "edited.bin").write_bytes(b"later version")
+    r = sync(str(src), "s3://b/s/")
+    assert r.ok and r.copied == 1 and r.unchanged == 1, r
+    assert hostile.objects[("b", "s/edited.bin")].data == b"later version"

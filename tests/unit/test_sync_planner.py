@@ -201,6 +201,11 @@ def test_decide_rules():
     assert decide("upload", _e("k", 5, 100.7), _e("k", 5, 100.0)) is None
     assert decide("upload", _e("k", 5, 101.2), _e("k", 5, 100.0)) == "newer"
     assert decide("upload", _e("k", 5, 90.0), _e("k", 5, 100.0)) is None
+    # a store 30 s ahead: an edit 5 s after the upload reads 25 s before LastModified
+    assert decide("upload", _e("k", 5, 75.0), _e("k", 5, 100.0)) is None
+    assert decide("upload", _e("k", 5, 75.0), _e("k", 5, 100.0), shift=30.5) == "newer"
+    assert decide("upload", _e("k", 5, 60.0), _e("k", 5, 100.0), shift=30.5) is None
+    assert decide("s3", _e("k", 5, 95.0, '"aa"'), _e("k", 5, 100.0, '"bb"'), shift=10) == "newer"
     assert decide("upload", _e("k", 6, 90.0), _e("k", 5, 100.0)) == "size"
     # download: the file keeps the object's time; any difference > 1 s means changed
     assert decide("download", _e("k", 5, 100.0), _e("k", 5, 100.9)) is None

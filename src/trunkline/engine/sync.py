@@ -40,12 +40,14 @@ class Action:
 MODIFY_WINDOW = 1.0  # seconds: S3's LastModified has one-second precision
 
 
-def decide(direction: str, s: Entry, d: Entry) -> str | None:
+def decide(direction: str, s: Entry, d: Entry, shift: float = 0.0) -> str | None:
     """Why ``s`` must be copied over ``d`` (both present), or None when unchanged.
 
     ``direction`` is upload (local->s3), download (s3->local) or s3 (s3->s3). Without
     checksums: size first, then modification times as each direction can trust them
     (an upload's LastModified is the upload time; a download gets the object's time).
+    ``shift`` (upload, s3): seconds added to the source's time to read it on the
+    destination's clock (``SyncPlanner.clock_shift``).
     """
     if s.size != d.size:
         return "size"
@@ -53,12 +55,12 @@ def decide(direction: str, s: Entry, d: Entry) -> str | None:
         return None
     if direction == "upload":
         # LastModified is truncated to whole seconds: compare the local time likewise
-        return "newer" if math.floor(s.mtime) > d.mtime else None
+        return "newer" if math.floor(s.mtime + shift) > d.mtime else None
     if direction == "download":
         return "mtime" if abs(s.mtime - d.mtime) > MODIFY_WINDOW else None
     if s.etag and d.etag and s.etag.strip('"') == d.etag.strip('"'):
         return None
-    return "newer" if s.mtime > d.mtime + MODIFY_WINDOW else None
+    return "newer" if s.mtime + shift > d.mtime + MODIFY_WINDOW else None
 
 
 def _finished_by_us(s: Entry, d: Entry) -> bool:
@@ -120,12 +122,31 @@ class SyncPlanner:
             return Action("delete" if self.delete else "skip", rel, "not in source")
         if d is None:
             return Action("copy", rel, "new", s.size, s)
-        why = decide(self.direction, s, d)
+        why = decide(self.direction, s, d, self.clock_shift())
         if why is None and self.direction == "download" and not _finished_by_us(s, d):
             why = "not finished by trunkline"
         if why is None and self.same_content is not None:
             why = None if self.same_content(s, d) else "checksum"
         return Action("copy", rel, why, s.size, s) if why else Action("skip", rel, "unchanged")
+
+    def clock_shift(self) -> float:
+        """Seconds to add to a source time to compare it with a destination store's
+        LastModified, from the ``Date`` of the stores' answers (``wire/clock.py``): a store
+        whose clock leads this host's (or the source store's) made an edit within that
+        lead after a copy look older than the copy, and it stayed behind. Taken at the
+        bound that copies rather than skips (the estimate's error counts toward "newer").
+        0 where a side's offset is unknown, and between two prefixes of one store."""
+        if self.direction == "download" or self.dst.is_local:
+            return 0.0
+        dst = self.eps.get(self.dst.endpoint or "s3").clock.offset()
+        if dst is None:
+            return 0.0
+        if self.direction == "upload":
+            return dst[0] + dst[1]
+        if (self.src.endpoint or "s3") == (self.dst.endpoint or "s3"):
+            return 0.0
+        src = self.eps.get(self.src.endpoint or "s3").clock.offset()
+        return 0.0 if src is None else (dst[0] + dst[1]) - (src[0] - src[1])
 
     def actions(self) -> Iterator[Action]:
         """Every decision, in key order (skips included, so callers can count them)."""

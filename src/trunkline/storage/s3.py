@@ -42,6 +42,7 @@ from ..config import (
     no_credentials,
 )
 from ..errors import SourceChanged, StoreError
+from ..wire.clock import ClockSamples
 from ..wire.connection import Connection
 from ..wire.http1 import ResponseHead, build_request, decimal_count, http_date
 from ..wire.pool import ConnectionPool
@@ -226,6 +227,7 @@ class S3Endpoint:
             from ..wire.tls import client_context  # ssl only for TLS (~10 ms of start-up)
 
             self._tls = client_context(ca_bundle(cfg))
+        self.clock = ClockSamples()   # the store's clock against this host's (sync's times)
         self.supports_crc32c: bool | None = None   # learnt on first upload
         self.trailer_crc32c = False   # a CRC32C trailer is checked (the probe found it)
         self.verifies_crc32c: bool | None = None   # refuses a body that does not match it
@@ -386,11 +388,13 @@ class S3Endpoint:
         def request(conn: Connection) -> tuple[ResponseHead, bytes]:
             hdrs = None if headers is None and not body else \
                 {**(headers or {}), "Content-Length": str(len(body))}
+            before = time.time()
             conn.request(method, self.signed_head(method, bucket, key, query=query,
                                                   headers=hdrs))
             if body:
                 conn.send(body)
             head = conn.read_head()
+            self.clock.add(before, time.time(), head.headers.get("date"))
             if head.status in (200, 206):
                 answer = conn.read_body(head, limit=64 << 20)
             elif head.status == 204 or (head.status == 404 and method == "HEAD"):
@@ -421,7 +425,7 @@ class S3Endpoint:
         token: str | None = None
         seen: set[str] = set()   # tokens only: one short string per page
         before: set[str] = set()  # the keys of the page before
-        sent: Connection | None = None   # the next page's request, already on the wire
+        sent: tuple[Connection, float] | None = None   # the next page, already asked for
         try:
             while True:
                 q = _list_query(prefix, delimiter, token)
@@ -470,29 +474,35 @@ class S3Endpoint:
                 token = nxt
         finally:
             if sent is not None:   # a listing left early: its next answer is not read
-                self.pool.discard(sent)
+                self.pool.discard(sent[0])
 
-    def _send_list(self, bucket: str, query: dict[str, str]) -> Connection | None:
-        """A listing page's request, sent now and answered later (``_list_page``); None
-        where it could not be sent (the page is then asked for the usual way)."""
+    def _send_list(self, bucket: str, query: dict[str, str]
+                   ) -> tuple[Connection, float] | None:
+        """A listing page's request, sent now and answered later (``_list_page``), and
+        when it was sent; None where it could not be (the page is then asked for the usual
+        way)."""
         try:
             conn = self.pool.acquire()
         except Exception:  # noqa: BLE001 - the usual way meets it, under the retry policy
             return None
         try:
+            sent_at = time.time()   # the Date of its answer is after this
             conn.request("GET", self.signed_head("GET", bucket, "", query=query))
         except Exception:  # noqa: BLE001 - see above
             self.pool.discard(conn)
             return None
-        return conn
+        return conn, sent_at
 
-    def _list_page(self, bucket: str, query: dict[str, str], sent: Connection | None) -> bytes:
+    def _list_page(self, bucket: str, query: dict[str, str],
+                   ahead: tuple[Connection, float] | None) -> bytes:
         """The body of a listing page: the answer on ``sent`` where its request went ahead,
         else (and where that answer is anything but a page) one asked for now, under the
         retry policy and the store's error answers (a LIST is safe to ask twice)."""
-        if sent is not None:
+        if ahead is not None:
+            sent, sent_at = ahead
             try:
                 head = sent.read_head()
+                self.clock.add(sent_at, time.time(), head.headers.get("date"))
                 if head.status == 200:
                     body = sent.read_body(head, limit=64 << 20)
                     self.pool.release(sent)

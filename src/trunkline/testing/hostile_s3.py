@@ -63,6 +63,7 @@ class StoredObject:
     etag: str = ""
     checksums: dict[str, str] = field(default_factory=dict)   # algo -> header value
     checksum_type: str = "FULL_OBJECT"
+    last_modified: float = 1785578400.0   # 2026-08-01T10:00:00Z; a PUT: the store's clock
 
     def __post_init__(self) -> None:
         if not self.etag:
@@ -147,13 +148,22 @@ class HostileS3(LoopbackServer):
                 if not chunk:
                     return
                 buf += chunk
-            buf = buf[n:]
+            body, buf = buf[:n], buf[n:]
             with self._lock:
                 self.requests.append(f"{method} {target}")
-            if not self._answer(c, method, target, hdrs):
+            if not self._answer(c, method, target, hdrs, body):
                 return
 
-    def _answer(self, c: socket.socket, method: str, target: str, hdrs: dict[str, str]) -> bool:
+    def _put(self, c: socket.socket, target: str, body: bytes) -> None:
+        """A single PUT (Content-Length framed): stored, stamped with the store's clock
+        (this host's + ``clock_skew_s``), as a store does."""
+        bucket, _, key = unquote(urlsplit(target).path).lstrip("/").partition("/")
+        obj = self.put(bucket, key, body, last_modified=time.time() + self.clock_skew_s)
+        _send(c, 200, {"ETag": obj.etag, "Date": email.utils.formatdate(
+            time.time() + self.clock_skew_s, usegmt=True)}, b"")
+
+    def _answer(self, c: socket.socket, method: str, target: str, hdrs: dict[str, str],
+                body: bytes = b"") -> bool:
         """Send one response; False closes the connection."""
         url = urlsplit(target)
         q = {k: v[0] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
@@ -166,6 +176,9 @@ class HostileS3(LoopbackServer):
                   b"<Error><Code>PermanentRedirect</Code><Message>The bucket you are "
                   b"attempting to access must be addressed using the specified endpoint."
                   b"</Message></Error>", head_only=method == "HEAD")
+            return True
+        if method == "PUT" and not q:
+            self._put(c, target, body)
             return True
         if not key and method == "GET" and q.get("list-type") == "2":
             if self._strike("list_slow_down"):
@@ -184,7 +197,8 @@ class HostileS3(LoopbackServer):
                               b"<Message>At least one of the pre-conditions you specified did"
                               b" not hold</Message></Error>")
             return True
-        extra = {"ETag": obj.etag, "Last-Modified": "Sat, 01 Aug 2026 10:00:00 GMT",
+        extra = {"ETag": obj.etag,
+                 "Last-Modified": email.utils.formatdate(obj.last_modified, usegmt=True),
                  "Date": email.utils.formatdate(time.time() + self.clock_skew_s, usegmt=True)}
         if hdrs.get("x-amz-checksum-mode", "").upper() == "ENABLED" and obj.checksums:
             for algo, value in obj.checksums.items():
@@ -269,7 +283,8 @@ class HostileS3(LoopbackServer):
         items = "".join(
             f"<Contents><Key>{quote(k) if enc else escape(k)}</Key><Size>{len(self.objects[(bucket, k)].data)}</Size>"
             f"<ETag>{escape(self.objects[(bucket, k)].etag)}</ETag>"
-            f"<LastModified>2026-08-01T10:00:00.000Z</LastModified></Contents>"
+            f"<LastModified>{_iso(self.objects[(bucket, k)].last_modified)}</LastModified>"
+            "</Contents>"
             for k in page)
         dtd, key = "", ""
         if self._strike("entity_bomb") or self._strike("utf16_doctype"):
@@ -297,12 +312,18 @@ class HostileS3(LoopbackServer):
                 f"<KeyCount>{len(page)}</KeyCount><IsTruncated>{str(truncated).lower()}"
                 f"</IsTruncated>{token_xml}{items}</ListBucketResult>")
         xml = text.encode("utf-16") if utf16 else text.encode()
-        _send(c, 200, {"Content-Type": "application/xml"}, xml)
+        _send(c, 200, {"Content-Type": "application/xml", "Date": email.utils.formatdate(
+            time.time() + self.clock_skew_s, usegmt=True)}, xml)
         return True
 
 
 _REASONS = {200: "OK", 206: "Partial Content", 404: "Not Found", 412: "Precondition Failed",
             503: "Slow Down"}
+
+
+def _iso(t: float) -> str:
+    """A listing's LastModified: UTC, milliseconds, whole seconds as S3 keeps them."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(int(t)))
 
 
 def _send(c: socket.socket, status: int, headers: dict[str, str], body: bytes,

@@ -40,6 +40,7 @@ class ClockSamples:
         self._samples: list[tuple[float, float, float]] = []
         self._keep = keep
         self._lock = threading.Lock()
+        self._known: tuple[float, float] | None = None   # offset() until the next add
 
     def add(self, before: float, after: float, date_header: str | None) -> None:
         date = http_date(date_header)
@@ -49,8 +50,9 @@ class ClockSamples:
             self._samples.append((before, after, date))
             if len(self._samples) > self._keep:
                 del self._samples[0]
+            self._known = clock_offset(self._samples)
 
     def offset(self) -> tuple[float, float] | None:
-        """(store minus host seconds, +/- error), None before any answer with a Date."""
-        with self._lock:
-            return clock_offset(list(self._samples))
+        """(store minus host seconds, +/- error), None before any answer with a Date; asked
+        once per decision of a sync, so kept, not computed per call."""
+        return self._known
