@@ -141,12 +141,15 @@ class SyncPlanner:
         dst = self.eps.get(self.dst.endpoint or "s3").clock.offset()
         if dst is None:
             return 0.0
+        # never below 0: a store's Date is its word, and a store that claims a clock far
+        # behind would otherwise make every changed file look unchanged; a shift only
+        # ever adds copies to the rule as it was
         if self.direction == "upload":
-            return dst[0] + dst[1]
+            return max(0.0, dst[0] + dst[1])
         if (self.src.endpoint or "s3") == (self.dst.endpoint or "s3"):
             return 0.0
         src = self.eps.get(self.src.endpoint or "s3").clock.offset()
-        return 0.0 if src is None else (dst[0] + dst[1]) - (src[0] - src[1])
+        return 0.0 if src is None else max(0.0, (dst[0] + dst[1]) - (src[0] - src[1]))
 
     def actions(self) -> Iterator[Action]:
         """Every decision, in key order (skips included, so callers can count them)."""
