@@ -400,3 +400,35 @@ def test_cp_of_a_folder_lists_the_names_it_skips(tmp_path, aws_env, bucket):
     assert {s["name"] for s in r.to_dict()["skipped"]} == odd
     p = CliRunner().invoke(cli, ["cp", "-r", "-q", str(src), f"s3://{bucket}/c2/"])
     assert p.exit_code == 0 and p.output.count("trunkline: skipped: ") == 5, p.output
+
+
+def test_a_key_ending_in_a_slash_that_holds_bytes_is_listed_not_lost(
+        tmp_path, rgw_server, monkeypatch):
+    """RGW keeps bytes under a key ending in '/' as S3 does (SeaweedFS makes the key a
+    folder and drops them). No file can have that name, so a download cannot copy it, and
+    the listing dropped it without a word, as it drops the empty folder markers: data left
+    behind with exit 0, unseen. Now it is listed as skipped, with why; an empty marker
+    still passes in silence."""
+    from conftest import point_env_at
+    from trunkline.engine.jobs import SKIP_KEY_AS_FOLDER
+
+    point_env_at(rgw_server, monkeypatch)
+    bucket = f"slash-{uuid.uuid4().hex[:8]}"
+    rgw_server.create_bucket(bucket)
+    c = rgw_server.client()
+    for key, body in (("k/a.bin", b"a"), ("k/notes/", b"twelve bytes"), ("k/empty/", b"")):
+        c.put_object(Bucket=bucket, Key=key, Body=body)
+    assert c.get_object(Bucket=bucket, Key="k/notes/")["Body"].read() == b"twelve bytes"
+    r = trunkline.copy(f"s3://{bucket}/k/", str(tmp_path / "d"), recursive=True, **KW)
+    assert r.ok and r.objects == 1, r.failures
+    assert [(s.name, s.reason) for s in r.skipped] == [("notes/", SKIP_KEY_AS_FOLDER)]
+    assert sorted(os.listdir(tmp_path / "d")) == ["a.bin"]
+    p = CliRunner().invoke(cli, ["sync", f"s3://{bucket}/k/", str(tmp_path / "e")])
+    assert p.exit_code == 0, p.output
+    assert "trunkline: skipped: notes/: a key ending in '/'" in p.output, p.output
+    assert "1 skipped (not files)" in p.output, p.output
+    rep = trunkline.verify(f"s3://{bucket}/k/", str(tmp_path / "d"))
+    assert rep.ok and [s.name for s in rep.skipped] == ["notes/"], rep
+    # between stores too: the key is not copied, and it is said so
+    r = trunkline.copy(f"s3://{bucket}/k/", f"s3://{bucket}/copy/", recursive=True, **KW)
+    assert r.ok and [s.name for s in r.skipped] == ["notes/"], r

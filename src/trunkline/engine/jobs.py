@@ -27,6 +27,20 @@ from .retry import RetryPolicy, retrying
 
 T = TypeVar("T")
 
+SKIP_KEY_AS_FOLDER = "a key ending in '/' that holds bytes: no file can have this name"
+
+
+def is_folder_key(key: str, size: int, rel: str,
+                  on_skip: Callable[[str, str], None] | None) -> bool:
+    """A key ending in '/' names a folder, not a file. An empty one is a folder marker, left
+    without a word as every S3 tool does; one that holds bytes is data that would otherwise
+    vanish unseen, so it goes to ``on_skip`` (listed, and guarded from ``sync --delete``)."""
+    if not key.endswith("/"):
+        return False
+    if size and on_skip is not None:
+        on_skip(rel, SKIP_KEY_AS_FOLDER)
+    return True
+
 
 @dataclass(frozen=True)
 class ObjectPlan:
@@ -119,8 +133,9 @@ class EndpointCache:
 
 def _sources(src: Location, eps: EndpointCache, recursive: bool,
              on_skip: Callable[[str, str], None] | None = None) -> Iterator[tuple[str, object]]:
-    """(relative name, ObjectInfo | LocalFile) for each source object; a local folder's
-    names that are not files go to ``on_skip`` (``local.walk``)."""
+    """(relative name, ObjectInfo | LocalFile) for each source object; names that are not
+    files go to ``on_skip``: a local folder's (``local.walk``), keys ending in '/' that hold
+    bytes (``is_folder_key``)."""
     if src.is_local:
         if os.path.isdir(src.path):
             if not recursive:
@@ -151,15 +166,15 @@ def _sources(src: Location, eps: EndpointCache, recursive: bool,
     if src.has_glob:
         base = glob_base(src.key)
         for o in ep.list(src.bucket, base):
-            if fnmatch.fnmatchcase(o.key, src.key) and not o.key.endswith("/"):
+            if fnmatch.fnmatchcase(o.key, src.key) and not is_folder_key(
+                    o.key, o.size, o.key[len(base):], on_skip):
                 yield o.key[len(base):], o
         return
     if recursive or src.key == "" or src.key.endswith("/"):
         prefix = src.key if (src.key == "" or src.key.endswith("/")) else src.key + "/"
         for o in ep.list(src.bucket, prefix):
-            if o.key.endswith("/"):
-                continue  # folder markers are not files
-            yield o.key[len(prefix):], o
+            if not is_folder_key(o.key, o.size, o.key[len(prefix):], on_skip):
+                yield o.key[len(prefix):], o
         return
     info = ep.head(src.bucket, src.key)
     if info is None:

@@ -35,7 +35,7 @@ from ..errors import UsageError
 from ..storage import local
 from ..storage.s3 import ObjectInfo
 from ..url import Location, LocationError
-from .jobs import EndpointCache
+from .jobs import EndpointCache, is_folder_key
 from .journal_index import disk_errors
 
 __all__ = ["Entry", "Filters", "bounded_map", "check_locations", "join", "listing",
@@ -166,7 +166,8 @@ def check_locations(src: Location, dst: Location) -> None:
 def listing(loc: Location, eps: EndpointCache,
             on_skip: Callable[[str, str], None] | None = None) -> Iterator[Entry]:
     """The folder or prefix ``loc`` as Entries in S3 key order (a missing folder is empty);
-    a local folder's names that are not files go to ``on_skip`` (``local.walk``)."""
+    names that are not files go to ``on_skip``: a local folder's (``local.walk``), a
+    prefix's keys ending in '/' that hold bytes (``is_folder_key``)."""
     if loc.is_local:
         if not os.path.isdir(loc.path):
             return
@@ -177,8 +178,8 @@ def listing(loc: Location, eps: EndpointCache,
 
     prefix = prefix_of(loc)
     for o in eps.get(loc.endpoint or "s3").list(loc.bucket, prefix):
-        if o.key.endswith("/"):
-            continue  # folder markers are not files
+        if is_folder_key(o.key, o.size, o.key[len(prefix):], on_skip):
+            continue
         if not prefix and is_probe_key(o.key):
             continue  # a capability probe's own objects, gone again in a second
         yield Entry(o.key[len(prefix):], o.size, o.mtime, o.etag, o)
